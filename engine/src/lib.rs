@@ -1,0 +1,21 @@
+//! fleetform's engine: everything between a fleet manifest in git and a
+//! changed world, independent of any particular provider.
+//!
+//! The modules follow the flow of data (see DESIGN.md):
+//! `load` → `validate` → `compile` → `graph` → observe/`diff` → `plan` →
+//! `apply`, with `state` and `drift` beside them. Only `apply` and the
+//! providers touch the network; every other stage is a plain function.
+#![warn(missing_docs)]
+
+pub mod diag;
+pub mod provider;
+pub mod resource;
+pub mod secret;
+pub mod sensitive;
+
+pub use provider::{
+    Action, Applied, ApplyContext, Change, FieldChange, Health, Observed, ObserveRequest, Provider,
+    ProviderError,
+};
+pub use resource::{Dependency, Desired, Origin, ResourceId, RolloutGroup};
+pub use sensitive::Sensitive;

@@ -1,0 +1,1 @@
+//! fleetform's gpu provider.

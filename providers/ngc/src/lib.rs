@@ -1,0 +1,1 @@
+//! fleetform's ngc provider.
