@@ -12,6 +12,11 @@ pub mod provider;
 pub mod resource;
 pub mod secret;
 pub mod sensitive;
+pub mod catalog;
+pub mod load;
+pub mod manifest;
+pub mod synth;
+pub mod validate;
 
 pub use provider::{
     Action, Applied, ApplyContext, Change, FieldChange, Health, Observed, ObserveRequest, Provider,

@@ -1,0 +1,1 @@
+//! MIG profile catalogue per GPU model and the version-compatibility table (validator side).

@@ -1,0 +1,773 @@
+//! Load: YAML files → JSON values with a span for every node, hostile input refused.
+//!
+//! One pass over saphyr-parser's events builds each document's `serde_json::Value`
+//! and a [`SpanMap`] (JSON pointer → line/column of the key and of the value).
+//! Scalars resolve by the YAML 1.2 core schema (`yes`/`on` stay strings; `1.30`
+//! is a number, which `validate` explains where a string was expected).
+//!
+//! Limits ([`Limits`]) are checked while parsing, so an alias bomb, a deep
+//! nesting or a huge file fails in bounded time and memory with a located error.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use saphyr_parser::{Event, Parser, ScalarStyle};
+use serde_json::{Map, Number, Value};
+
+use crate::diag::{Diagnostic, Span};
+use crate::resource::Origin;
+
+/// One manifest file as read from disk or git.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// Path relative to the fleet directory, `/`-separated.
+    pub path: String,
+    /// Raw contents.
+    pub bytes: Vec<u8>,
+}
+
+/// Bounds on what the loader accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest file, in bytes, checked before parsing.
+    pub max_file_bytes: usize,
+    /// Deepest nesting of mappings and sequences.
+    pub max_depth: usize,
+    /// Most nodes one file may produce, counting every alias expansion.
+    pub max_nodes: usize,
+    /// Most alias uses in one file.
+    pub max_aliases: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_file_bytes: 16 << 20, max_depth: 128, max_nodes: 4_000_000, max_aliases: 10_000 }
+    }
+}
+
+/// A position: 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Pos {
+    line: u32,
+    col: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Entry {
+    value: Pos,
+    /// The mapping key for this pointer (equal to `value` for sequence items and the root).
+    key: Pos,
+    /// For plain scalars that resolved to a number, bool or null: the text as written.
+    raw: Option<Box<str>>,
+}
+
+/// Where each node of one document is written, by JSON pointer (`""` is the document).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SpanMap {
+    file: Arc<str>,
+    entries: HashMap<Box<str>, Entry>,
+}
+
+impl SpanMap {
+    /// The file the document is in.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// Where the value at `pointer` starts.
+    pub fn span(&self, pointer: &str) -> Option<Span> {
+        self.entries.get(pointer).map(|e| self.mk(e.value))
+    }
+
+    /// Where the key of the mapping entry at `pointer` is (the value for sequence items).
+    pub fn key_span(&self, pointer: &str) -> Option<Span> {
+        self.entries.get(pointer).map(|e| self.mk(e.key))
+    }
+
+    /// The key span of `pointer`, else of its closest ancestor that is written down.
+    pub fn nearest(&self, pointer: &str) -> Option<Span> {
+        let mut p = pointer;
+        loop {
+            if let Some(e) = self.entries.get(p) {
+                return Some(self.mk(e.key));
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return None,
+            }
+        }
+    }
+
+    /// The text of a plain scalar that YAML read as a number, boolean or null
+    /// (e.g. `1.30` read as 1.3), for hints.
+    pub fn raw(&self, pointer: &str) -> Option<&str> {
+        self.entries.get(pointer).and_then(|e| e.raw.as_deref())
+    }
+
+    /// Number of nodes recorded.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn mk(&self, p: Pos) -> Span {
+        Span { file: self.file.to_string(), line: p.line, column: p.col }
+    }
+}
+
+/// One YAML document of a fleet.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// File path relative to the fleet directory.
+    pub file: String,
+    /// 0-based index of the document in its file.
+    pub index: usize,
+    /// The document as JSON.
+    pub value: Value,
+    /// Spans of every node.
+    pub spans: Arc<SpanMap>,
+    /// The document's `kind:` line.
+    pub origin: Origin,
+}
+
+impl Document {
+    /// `kind`, when it is a string.
+    pub fn kind(&self) -> Option<&str> {
+        self.value.get("kind").and_then(Value::as_str)
+    }
+
+    /// `metadata.name`, when it is a string.
+    pub fn name(&self) -> Option<&str> {
+        self.value.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str)
+    }
+}
+
+/// Escapes one JSON pointer segment (RFC 6901).
+pub fn escape_segment(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['~', '/']) {
+        std::borrow::Cow::Owned(s.replace('~', "~0").replace('/', "~1"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+// ---------------------------------------------------------------- directory walk
+
+/// Reads every `*.yaml` / `*.yml` under `dir` (recursively, sorted by path; hidden
+/// entries skipped). A symlink that resolves outside `dir`, a file over the size
+/// limit or an empty directory is an error.
+pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<Diagnostic>> {
+    read_dir_with(dir, &Limits::default())
+}
+
+/// [`read_dir`] with explicit limits.
+pub fn read_dir_with(dir: &Path, limits: &Limits) -> Result<Vec<SourceFile>, Vec<Diagnostic>> {
+    let root = match dir.canonicalize() {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(vec![Diagnostic::error("read", format!("cannot open fleet directory {}: {e}", dir.display()))]);
+        }
+    };
+    let mut files = Vec::new();
+    let mut diags = Vec::new();
+    let mut seen = HashSet::new();
+    walk(&root, &root, "", limits, &mut files, &mut diags, &mut seen);
+    if files.is_empty() && diags.is_empty() {
+        diags.push(
+            Diagnostic::error("empty-fleet", format!("no *.yaml or *.yml files in {}", dir.display()))
+                .hint("a fleet needs at least a Fleet document; see examples/small"),
+        );
+    }
+    if diags.is_empty() {
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    } else {
+        crate::diag::sort(&mut diags);
+        Err(diags)
+    }
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    rel: &str,
+    limits: &Limits,
+    files: &mut Vec<SourceFile>,
+    diags: &mut Vec<Diagnostic>,
+    seen: &mut HashSet<PathBuf>,
+) {
+    if !seen.insert(dir.to_path_buf()) {
+        return;
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            diags.push(Diagnostic::error("read", format!("cannot read directory {}: {e}", show(rel))));
+            return;
+        }
+    };
+    let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    names.sort();
+    for name in names {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            diags.push(Diagnostic::error("read", format!("a file name in {} is not UTF-8", show(rel))));
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let rel_path = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        let path = dir.join(&name);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+        let target = if meta.file_type().is_symlink() {
+            match path.canonicalize() {
+                Ok(t) if t.starts_with(root) => t,
+                Ok(_) => {
+                    diags.push(
+                        Diagnostic::error("path-escape", format!("{rel_path} is a symlink that points outside the fleet directory"))
+                            .at(Some(Span { file: rel_path.clone(), line: 1, column: 1 }))
+                            .hint("copy the file into the fleet directory, or point the link inside it"),
+                    );
+                    continue;
+                }
+                Err(_) => {
+                    if is_yaml {
+                        diags.push(Diagnostic::error("read", format!("{rel_path} is a dangling symlink")));
+                    }
+                    continue;
+                }
+            }
+        } else {
+            path.clone()
+        };
+        let Ok(tmeta) = std::fs::metadata(&target) else { continue };
+        if tmeta.is_dir() {
+            walk(root, &target, &rel_path, limits, files, diags, seen);
+        } else if tmeta.is_file() && is_yaml {
+            if tmeta.len() > limits.max_file_bytes as u64 {
+                diags.push(too_large(&rel_path, tmeta.len(), limits));
+                continue;
+            }
+            match std::fs::read(&target) {
+                Ok(bytes) => files.push(SourceFile { path: rel_path, bytes }),
+                Err(e) => diags.push(Diagnostic::error("read", format!("cannot read {rel_path}: {e}"))),
+            }
+        }
+    }
+}
+
+fn show(rel: &str) -> &str {
+    if rel.is_empty() { "." } else { rel }
+}
+
+fn too_large(path: &str, len: u64, limits: &Limits) -> Diagnostic {
+    Diagnostic::error(
+        "file-too-large",
+        format!("{path} is {len} bytes; the limit is {} bytes", limits.max_file_bytes),
+    )
+    .at(Some(Span { file: path.to_string(), line: 1, column: 1 }))
+    .hint("split the fleet into several files (one per rack or tenant)")
+}
+
+// ---------------------------------------------------------------- parsing
+
+/// Parses every file into documents. Files with any error contribute no documents;
+/// every problem found is returned (not only the first).
+pub fn load(files: &[SourceFile]) -> (Vec<Document>, Vec<Diagnostic>) {
+    load_with(files, &Limits::default())
+}
+
+/// [`load`] with explicit limits.
+pub fn load_with(files: &[SourceFile], limits: &Limits) -> (Vec<Document>, Vec<Diagnostic>) {
+    let mut docs = Vec::new();
+    let mut diags = Vec::new();
+    for f in files {
+        match load_file(f, limits) {
+            Ok(mut d) => docs.append(&mut d),
+            Err(mut e) => diags.append(&mut e),
+        }
+    }
+    crate::diag::sort(&mut diags);
+    (docs, diags)
+}
+
+fn at(file: &str, line: u32, col: u32) -> Option<Span> {
+    Some(Span { file: file.to_string(), line, column: col })
+}
+
+fn load_file(f: &SourceFile, limits: &Limits) -> Result<Vec<Document>, Vec<Diagnostic>> {
+    if f.bytes.len() > limits.max_file_bytes {
+        return Err(vec![too_large(&f.path, f.bytes.len() as u64, limits)]);
+    }
+    let text = match std::str::from_utf8(&f.bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let off = e.valid_up_to();
+            let before = &f.bytes[..off];
+            let line = before.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
+            let col = (off - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1)) as u32 + 1;
+            return Err(vec![
+                Diagnostic::error("not-utf8", format!("{} is not UTF-8: invalid byte at offset {off}", f.path))
+                    .at(at(&f.path, line, col))
+                    .hint("save the file as UTF-8"),
+            ]);
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    Builder::new(&f.path, limits).run(text)
+}
+
+enum Frame {
+    Seq { items: Vec<Value>, ptr: String, anchor: usize, nodes_at_start: usize, order_start: usize },
+    Map { map: Map<String, Value>, ptr: String, anchor: usize, nodes_at_start: usize, order_start: usize, key: Option<String> },
+}
+
+struct Builder<'a> {
+    file: Arc<str>,
+    path: &'a str,
+    limits: &'a Limits,
+    stack: Vec<Frame>,
+    entries: HashMap<Box<str>, Entry>,
+    /// Pointers in insertion order, so an anchored subtree's spans are a slice.
+    order: Vec<Box<str>>,
+    anchors: HashMap<usize, (Value, usize, HashMap<Box<str>, Entry>, String)>,
+    nodes: usize,
+    aliases: usize,
+    /// Position of the key whose value is being parsed.
+    key_pos: Pos,
+    root: Option<Value>,
+    docs: Vec<Document>,
+    diags: Vec<Diagnostic>,
+    doc_index: usize,
+    doc_start: Pos,
+}
+
+/// Stops the parse of a file.
+struct Abort;
+
+impl<'a> Builder<'a> {
+    fn new(path: &'a str, limits: &'a Limits) -> Self {
+        Self {
+            file: Arc::from(path),
+            path,
+            limits,
+            stack: Vec::new(),
+            entries: HashMap::new(),
+            order: Vec::new(),
+            anchors: HashMap::new(),
+            nodes: 0,
+            aliases: 0,
+            key_pos: Pos::default(),
+            root: None,
+            docs: Vec::new(),
+            diags: Vec::new(),
+            doc_index: 0,
+            doc_start: Pos { line: 1, col: 1 },
+        }
+    }
+
+    fn run(mut self, text: &str) -> Result<Vec<Document>, Vec<Diagnostic>> {
+        let mut parser = Parser::new_from_str(text);
+        loop {
+            let Some(ev) = parser.next_event() else { break };
+            match ev {
+                Ok((event, span)) => {
+                    let pos = Pos { line: span.start.line() as u32, col: span.start.col() as u32 + 1 };
+                    match self.event(event, pos) {
+                        Ok(true) => break,
+                        Ok(false) => {}
+                        Err(Abort) => break,
+                    }
+                }
+                Err(e) => {
+                    let m = e.marker();
+                    self.diags.push(
+                        Diagnostic::error("yaml-syntax", format!("YAML syntax error: {}", e.info()))
+                            .at(at(self.path, m.line() as u32, m.col() as u32 + 1)),
+                    );
+                    break;
+                }
+            }
+        }
+        if self.diags.is_empty() { Ok(self.docs) } else { Err(self.diags) }
+    }
+
+    fn fail(&mut self, code: &str, summary: String, pos: Pos, hint: Option<&str>) -> Abort {
+        let mut d = Diagnostic::error(code, summary).at(at(self.path, pos.line, pos.col));
+        if let Some(h) = hint {
+            d = d.hint(h);
+        }
+        self.diags.push(d);
+        Abort
+    }
+
+    /// The pointer the next value gets, and the key position for it.
+    fn next_ptr(&mut self, pos: Pos) -> (String, Pos) {
+        match self.stack.last() {
+            None => (String::new(), pos),
+            Some(Frame::Seq { items, ptr, .. }) => (format!("{ptr}/{}", items.len()), pos),
+            Some(Frame::Map { ptr, key: Some(k), .. }) => (format!("{ptr}/{}", escape_segment(k)), self.key_pos),
+            Some(Frame::Map { ptr, .. }) => (ptr.clone(), pos),
+        }
+    }
+
+    fn count(&mut self, n: usize, pos: Pos) -> Result<(), Abort> {
+        self.nodes += n;
+        if self.nodes > self.limits.max_nodes {
+            return Err(self.fail(
+                "too-many-nodes",
+                format!("{} expands to more than {} nodes", self.path, self.limits.max_nodes),
+                pos,
+                Some("an alias bomb, or a fleet too big for one file: split it"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Returns Ok(true) at stream end.
+    fn event(&mut self, event: Event<'_>, pos: Pos) -> Result<bool, Abort> {
+        match event {
+            Event::StreamStart | Event::Nothing => {}
+            Event::StreamEnd => return Ok(true),
+            Event::DocumentStart(_) => {
+                self.entries = HashMap::new();
+                self.order.clear();
+                self.anchors.clear();
+                self.root = None;
+                self.doc_start = pos;
+            }
+            Event::DocumentEnd => self.finish_document()?,
+            Event::Alias(id) => {
+                self.aliases += 1;
+                if self.aliases > self.limits.max_aliases {
+                    return Err(self.fail(
+                        "too-many-aliases",
+                        format!("{} uses more than {} aliases", self.path, self.limits.max_aliases),
+                        pos,
+                        None,
+                    ));
+                }
+                let Some((value, n, sub, src_ptr)) = self.anchors.get(&id) else {
+                    return Err(self.fail("yaml-syntax", "alias to an unknown anchor".into(), pos, None));
+                };
+                let (value, n) = (value.clone(), *n);
+                // Re-root the anchored node's spans under the alias, pointing at the anchor's lines.
+                let sub: Vec<(Box<str>, Entry)> = sub.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
+                let src_ptr = src_ptr.clone();
+                self.count(n, pos)?;
+                let (ptr, key) = self.next_ptr(pos);
+                for (k, e) in sub {
+                    if let Some(rest) = k.strip_prefix(src_ptr.as_str()) {
+                        if rest.starts_with('/') {
+                            self.record(format!("{ptr}{rest}"), e);
+                        }
+                    }
+                }
+                self.record(ptr, Entry { value: pos, key, raw: None });
+                self.push_value(value, pos)?;
+            }
+            Event::Scalar(text, style, anchor, tag) => {
+                if let Some(Frame::Map { key: None, .. }) = self.stack.last() {
+                    return self.map_key(text.into_owned(), pos).map(|_| false);
+                }
+                self.count(1, pos)?;
+                let forced_str = tag.as_ref().is_some_and(|t| t.is_yaml_core_schema() && t.suffix == "str");
+                let (value, raw) = if style == ScalarStyle::Plain && !forced_str {
+                    match resolve_plain(&text) {
+                        Some(Ok(v)) => (v, Some(Box::<str>::from(text.as_ref()))),
+                        Some(Err(())) => {
+                            return Err(self.fail(
+                                "yaml-number",
+                                format!("`{text}` is a number JSON cannot hold"),
+                                pos,
+                                Some("quote it if it is meant as text"),
+                            ));
+                        }
+                        None => (Value::String(text.into_owned()), None),
+                    }
+                } else {
+                    (Value::String(text.into_owned()), None)
+                };
+                let (ptr, key) = self.next_ptr(pos);
+                if anchor > 0 {
+                    let mut sub = HashMap::new();
+                    sub.insert(Box::<str>::from(ptr.as_str()), Entry { value: pos, key: pos, raw: raw.clone() });
+                    self.anchors.insert(anchor, (value.clone(), 1, sub, ptr.clone()));
+                }
+                self.record(ptr, Entry { value: pos, key, raw });
+                self.push_value(value, pos)?;
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if let Some(Frame::Map { key: None, .. }) = self.stack.last() {
+                    return Err(self.fail(
+                        "yaml-complex-key",
+                        "a mapping key must be a plain string, not a list or mapping".into(),
+                        pos,
+                        None,
+                    ));
+                }
+                if self.stack.len() >= self.limits.max_depth {
+                    return Err(self.fail(
+                        "too-deep",
+                        format!("nesting deeper than {} levels", self.limits.max_depth),
+                        pos,
+                        None,
+                    ));
+                }
+                self.count(1, pos)?;
+                let (ptr, key) = self.next_ptr(pos);
+                let order_start = self.order.len();
+                self.record(ptr.clone(), Entry { value: pos, key, raw: None });
+                let nodes_at_start = self.nodes;
+                self.stack.push(if matches!(event, Event::SequenceStart(..)) {
+                    Frame::Seq { items: Vec::new(), ptr, anchor, nodes_at_start, order_start }
+                } else {
+                    Frame::Map { map: Map::new(), ptr, anchor, nodes_at_start, order_start, key: None }
+                });
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                let Some(frame) = self.stack.pop() else { return Ok(false) };
+                let (value, ptr, anchor, start, order_start) = match frame {
+                    Frame::Seq { items, ptr, anchor, nodes_at_start, order_start } => {
+                        (Value::Array(items), ptr, anchor, nodes_at_start, order_start)
+                    }
+                    Frame::Map { map, ptr, anchor, nodes_at_start, order_start, .. } => {
+                        (Value::Object(map), ptr, anchor, nodes_at_start, order_start)
+                    }
+                };
+                if anchor > 0 {
+                    let n = self.nodes - start + 1;
+                    let sub: HashMap<Box<str>, Entry> = self.order[order_start..]
+                        .iter()
+                        .filter_map(|k| self.entries.get(k).map(|e| (k.clone(), e.clone())))
+                        .collect();
+                    self.anchors.insert(anchor, (value.clone(), n, sub, ptr));
+                }
+                self.push_value(value, pos)?;
+            }
+        }
+        Ok(false)
+    }
+
+    fn record(&mut self, ptr: String, e: Entry) {
+        let k: Box<str> = ptr.into();
+        if self.entries.insert(k.clone(), e).is_none() {
+            self.order.push(k);
+        }
+    }
+
+    fn map_key(&mut self, key: String, pos: Pos) -> Result<(), Abort> {
+        if key == "<<" {
+            return Err(self.fail(
+                "yaml-merge-key",
+                "merge keys (`<<`) are YAML 1.1 and not supported".into(),
+                pos,
+                Some("write the fields out, or anchor and alias the whole value"),
+            ));
+        }
+        let Some(Frame::Map { map, ptr, key: slot, .. }) = self.stack.last_mut() else { return Ok(()) };
+        if map.contains_key(&key) {
+            let first = format!("{ptr}/{}", escape_segment(&key));
+            let first_line = self.entries.get(first.as_str()).map_or(0, |e| e.key.line);
+            return Err(self.fail(
+                "duplicate-key",
+                format!("duplicate key `{key}` (first at line {first_line})"),
+                pos,
+                Some("YAML keeps only one of them; remove or merge the other"),
+            ));
+        }
+        *slot = Some(key);
+        self.key_pos = pos;
+        Ok(())
+    }
+
+    fn push_value(&mut self, value: Value, pos: Pos) -> Result<(), Abort> {
+        match self.stack.last_mut() {
+            None => {
+                self.root = Some(value);
+                let _ = pos;
+            }
+            Some(Frame::Seq { items, .. }) => items.push(value),
+            Some(Frame::Map { map, key, .. }) => {
+                if let Some(k) = key.take() {
+                    map.insert(k, value);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_document(&mut self) -> Result<(), Abort> {
+        let index = self.doc_index;
+        self.doc_index += 1;
+        let entries = std::mem::take(&mut self.entries);
+        self.order.clear();
+        let Some(root) = self.root.take() else { return Ok(()) };
+        let start = self.doc_start;
+        let obj = match root {
+            Value::Null => return Ok(()), // empty document (e.g. a trailing `---`)
+            Value::Object(o) => o,
+            _ => {
+                self.diags.push(
+                    Diagnostic::error("not-a-mapping", format!("document {} is not a mapping", index + 1))
+                        .at(at(self.path, start.line, start.col))
+                        .hint("each document is `apiVersion`, `kind`, `metadata`, `spec`"),
+                );
+                return Ok(());
+            }
+        };
+        let spans = SpanMap { file: self.file.clone(), entries };
+        let kind_ok = obj.get("kind").is_some_and(Value::is_string);
+        let api_ok = obj.get("apiVersion").is_some_and(Value::is_string);
+        let first = spans.span("").map_or((start.line, start.col), |s| (s.line, s.column));
+        if !kind_ok || !api_ok {
+            let missing = match (api_ok, kind_ok) {
+                (false, false) => "`apiVersion` and `kind`",
+                (false, true) => "`apiVersion`",
+                _ => "`kind`",
+            };
+            self.diags.push(
+                Diagnostic::error("missing-kind", format!("document {} has no {missing} string", index + 1))
+                    .at(at(self.path, first.0, first.1))
+                    .hint("start each document with `apiVersion: fleetform.dev/v1alpha1` and `kind: Fleet|Rack|Host|Tenant|NodePool|NIMService`"),
+            );
+            return Ok(());
+        }
+        let k = spans.key_span("/kind").map_or(first, |s| (s.line, s.column));
+        self.docs.push(Document {
+            file: self.path.to_string(),
+            index,
+            value: Value::Object(obj),
+            spans: Arc::new(spans),
+            origin: Origin { file: self.path.to_string(), line: k.0, column: k.1 },
+        });
+        Ok(())
+    }
+}
+
+/// YAML 1.2 core schema for plain scalars: `None` = a string,
+/// `Some(Err)` = a number JSON cannot hold (inf/nan).
+fn resolve_plain(s: &str) -> Option<Result<Value, ()>> {
+    match s {
+        "" | "~" | "null" | "Null" | "NULL" => return Some(Ok(Value::Null)),
+        "true" | "True" | "TRUE" => return Some(Ok(Value::Bool(true))),
+        "false" | "False" | "FALSE" => return Some(Ok(Value::Bool(false))),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF" | ".nan" | ".NaN"
+        | ".NAN" => return Some(Err(())),
+        _ => {}
+    }
+    let b = s.as_bytes();
+    let first = *b.first()?;
+    if !(first.is_ascii_digit() || first == b'-' || first == b'+' || first == b'.') {
+        return None;
+    }
+    if let Some(h) = s.strip_prefix("0x") {
+        return u64::from_str_radix(h, 16).ok().map(|n| Ok(Value::from(n)));
+    }
+    if let Some(o) = s.strip_prefix("0o") {
+        return u64::from_str_radix(o, 8).ok().map(|n| Ok(Value::from(n)));
+    }
+    let digits = s.strip_prefix(['-', '+']).unwrap_or(s);
+    if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) {
+        if let Ok(n) = s.parse::<i64>() {
+            return Some(Ok(Value::from(n)));
+        }
+        if let Ok(n) = digits.parse::<u64>() {
+            if !s.starts_with('-') {
+                return Some(Ok(Value::from(n)));
+            }
+        }
+        return s.parse::<f64>().ok().and_then(Number::from_f64).map(|n| Ok(Value::Number(n)));
+    }
+    if is_core_float(digits) {
+        return match s.parse::<f64>() {
+            Ok(f) if f.is_finite() => Number::from_f64(f).map(|n| Ok(Value::Number(n))),
+            _ => Some(Err(())),
+        };
+    }
+    None
+}
+
+/// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?` without the sign.
+fn is_core_float(s: &str) -> bool {
+    let (mant, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let ok_mant = match mant.split_once('.') {
+        Some((a, b)) => {
+            (a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit()))
+                && (!a.is_empty() || !b.is_empty())
+        }
+        None => !mant.is_empty() && mant.bytes().all(|c| c.is_ascii_digit()),
+    };
+    let ok_exp = exp.is_none_or(|e| {
+        let e = e.strip_prefix(['-', '+']).unwrap_or(e);
+        !e.is_empty() && e.bytes().all(|c| c.is_ascii_digit())
+    });
+    ok_mant && ok_exp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(src: &str) -> (Vec<Document>, Vec<Diagnostic>) {
+        load(&[SourceFile { path: "f.yaml".into(), bytes: src.as_bytes().to_vec() }])
+    }
+
+    #[test]
+    fn values_and_spans_come_from_one_pass() {
+        let (docs, diags) =
+            one("apiVersion: fleetform.dev/v1alpha1\nkind: Host\nmetadata:\n  name: a\nspec:\n  list:\n    - x: 1.30\n");
+        assert!(diags.is_empty(), "{diags:?}");
+        let d = &docs[0];
+        assert_eq!(d.origin.line, 2);
+        assert_eq!(d.value.pointer("/spec/list/0/x"), Some(&serde_json::json!(1.3)));
+        let s = d.spans.span("/spec/list/0/x").unwrap();
+        assert_eq!((s.line, s.column), (7, 10));
+        assert_eq!(d.spans.key_span("/spec/list/0/x").unwrap().column, 7);
+        assert_eq!(d.spans.raw("/spec/list/0/x"), Some("1.30"));
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_stay_strings() {
+        let (docs, _) = one("apiVersion: v\nkind: Host\na: yes\nb: on\nc: 'true'\nd: true\n");
+        let v = &docs[0].value;
+        assert_eq!(v["a"], "yes");
+        assert_eq!(v["b"], "on");
+        assert_eq!(v["c"], "true");
+        assert_eq!(v["d"], true);
+    }
+
+    #[test]
+    fn duplicate_key_names_both_lines() {
+        let (_, diags) = one("apiVersion: v\nkind: Host\nkind: Rack\n");
+        assert_eq!(diags[0].code, "duplicate-key");
+        assert!(diags[0].summary.contains("line 2"), "{}", diags[0].summary);
+        assert_eq!(diags[0].span.as_ref().unwrap().line, 3);
+    }
+
+    #[test]
+    fn multi_document_files_index_documents() {
+        let (docs, diags) = one("apiVersion: v\nkind: A\n---\napiVersion: v\nkind: B\n---\n");
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].index, 1);
+        assert_eq!(docs[1].origin.line, 5);
+    }
+
+    #[test]
+    fn alias_spans_point_at_the_anchor() {
+        let (docs, diags) = one("apiVersion: v\nkind: A\na: &x {p: 1}\nb: *x\n");
+        assert!(diags.is_empty(), "{diags:?}");
+        assert_eq!(docs[0].value["b"]["p"], 1);
+        assert_eq!(docs[0].spans.span("/b/p").unwrap().line, 3);
+    }
+}

@@ -1,0 +1,1 @@
+//! Synthetic fleets for benchmarks and scale tests.
