@@ -1,1 +1,31 @@
-//! fleetform's gpu provider.
+//! fleetform's gpu provider: node-side GPU inventory through NVML, read-only.
+//!
+//! - [`collect()`] reads this node's GPUs through NVML (dlopened at run time;
+//!   [`GpuError::NvmlUnavailable`] without a driver or GPU). It never calls a setter.
+//! - [`Inventory`] is the versioned report (`fleetform.dev/v1alpha1`, `GpuInventory`),
+//!   stored per node in the ConfigMap `gpu-inventory/<node>` (see docs/providers/gpu.md);
+//!   [`Inventory::from_json`] reads it back and [`render_text`] prints it for people.
+//! - [`node_health`] / [`gpu_health`] give healthy / degraded / failed verdicts with reasons.
+//! - [`compare`] lists [`GpuDrift`]s between a [`PoolExpectation`] and an inventory.
+//! - [`mig_profiles`], [`fits`] and [`layout_fits`] are the MIG catalogue the
+//!   manifest validator reuses.
+//! - [`break_fix`] turns failed nodes into [`Remediation`]s (cordon, swap in a spare).
+//! - [`GpuProvider`] is the engine's `gpu` provider over an [`InventorySource`].
+#![warn(missing_docs)]
+
+pub mod breakfix;
+pub mod collect;
+pub mod health;
+pub mod inventory;
+pub mod mig;
+pub mod pool;
+pub mod provider;
+mod time;
+
+pub use breakfix::{HostPlacement, PoolMembers, Remediation, Spare, break_fix};
+pub use collect::{CollectOptions, GpuError, collect, collect_with};
+pub use health::{HealthState, Verdict, gpu_health, node_health, xid_severity};
+pub use inventory::{Gpu, Inventory, InventoryError, render_text};
+pub use mig::{GpuMig, MigLayout, MigProfile, fits, layout_fits, mig_profiles};
+pub use pool::{DriftKind, GpuDrift, PoolExpectation, compare};
+pub use provider::{DirSource, GpuProvider, InventorySource, SourceError};

@@ -1,0 +1,313 @@
+//! Health, drift, break/fix and provider behaviour on the inventory fixtures
+//! in fixtures/gpu/ (synthetic, see fixtures/gpu/make-fixtures.py).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use fleetform_engine::provider::{Action, ApplyContext, ApplyRequest, Health, ObserveRequest, Provider};
+use fleetform_engine::resource::Desired;
+use fleetform_gpu::{
+    DriftKind, GpuError, GpuProvider, HealthState, HostPlacement, Inventory, MigLayout, PoolExpectation, PoolMembers,
+    Remediation, Spare, break_fix, compare, node_health, render_text,
+};
+
+fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gpu")
+}
+
+fn load(name: &str) -> Inventory {
+    let text = std::fs::read_to_string(fixture_dir().join(name)).expect("fixture exists");
+    Inventory::from_json(&text).expect("fixture parses")
+}
+
+fn h100_pool(mig: Option<MigLayout>) -> PoolExpectation {
+    PoolExpectation {
+        pool: "h100-train".into(),
+        gpu_model: "H100".into(),
+        gpu_count: 8,
+        mig,
+        driver_version: Some("595.91.07".into()),
+        nvlinks_per_gpu: Some(18),
+    }
+}
+
+#[test]
+fn healthy_h100_node_is_healthy_and_matches_its_pool() {
+    let inv = load("h100-healthy.json");
+    let v = node_health(&inv);
+    assert_eq!(v.state, HealthState::Healthy, "{:?}", v.reasons);
+    assert!(compare(&h100_pool(None), &inv).is_empty());
+    assert!(compare(&h100_pool(Some(MigLayout::Named("all-disabled".into()))), &inv).is_empty());
+}
+
+#[test]
+fn all_1g10gb_node_matches_an_all_1g10gb_pool() {
+    let inv = load("h100-mig-all-1g.10gb.json");
+    let drifts = compare(&h100_pool(Some(MigLayout::Named("all-1g.10gb".into()))), &inv);
+    assert!(drifts.is_empty(), "{drifts:#?}");
+}
+
+#[test]
+fn gpu_with_mig_disabled_drifts_from_an_all_1g10gb_pool() {
+    let inv = load("h100-mig-gpu2-disabled.json");
+    let drifts = compare(&h100_pool(Some(MigLayout::Named("all-1g.10gb".into()))), &inv);
+    assert_eq!(drifts.len(), 1, "{drifts:#?}");
+    let d = &drifts[0];
+    assert_eq!(d.kind, DriftKind::Mig);
+    assert_eq!(d.gpu, Some(2));
+    assert_eq!(d.path, "/mig/gpus/2");
+    assert_eq!(d.message, "pool h100-train expects all-1g.10gb on node r01-n03, GPU 2 has MIG disabled");
+    assert!(d.is_disruptive());
+}
+
+#[test]
+fn uncorrectable_volatile_ecc_fails_the_node() {
+    let inv = load("h100-ecc-uncorrectable.json");
+    let v = node_health(&inv);
+    assert_eq!(v.state, HealthState::Failed);
+    assert!(v.reasons.iter().any(|r| r == "GPU 5: 2 uncorrectable volatile ECC error(s)"), "{:?}", v.reasons);
+    assert!(v.reasons.iter().any(|r| r == "GPU 5: XID 48"), "{:?}", v.reasons);
+}
+
+#[test]
+fn pending_row_remap_degrades_the_node() {
+    let inv = load("h100-remap-pending.json");
+    let v = node_health(&inv);
+    assert_eq!(v.state, HealthState::Degraded);
+    assert_eq!(v.reasons, vec!["GPU 1: row remap pending, needs a GPU reset".to_string()]);
+}
+
+#[test]
+fn missing_gpu_shows_as_count_drift() {
+    let inv = load("h100-missing-gpu.json");
+    let drifts = compare(&h100_pool(None), &inv);
+    assert_eq!(drifts.len(), 1, "{drifts:#?}");
+    assert_eq!(drifts[0].kind, DriftKind::Count);
+    assert_eq!(drifts[0].message, "pool h100-train expects 8 GPUs on node r01-n06, NVML reports 7");
+}
+
+#[test]
+fn wrong_driver_shows_as_driver_drift() {
+    let inv = load("h100-wrong-driver.json");
+    let drifts = compare(&h100_pool(None), &inv);
+    assert_eq!(drifts.len(), 1, "{drifts:#?}");
+    assert_eq!(drifts[0].kind, DriftKind::Driver);
+    assert_eq!(drifts[0].message, "pool h100-train expects driver 595.91.07 on node r01-n07, it runs 580.95.05");
+}
+
+#[test]
+fn wrong_model_is_a_model_drift_and_b200_does_not_match_gb200() {
+    let mut inv = load("h100-healthy.json");
+    inv.gpus[0].name = Some("NVIDIA GB200".into());
+    let mut pool = h100_pool(None);
+    pool.gpu_model = "B200".into();
+    let drifts = compare(&pool, &inv);
+    assert_eq!(drifts.iter().filter(|d| d.kind == DriftKind::Model).count(), 8);
+}
+
+#[test]
+fn fields_nvml_refused_are_absent_not_errors() {
+    let inv = load("h100-pcie-sparse.json");
+    assert!(inv.cuda_driver_version.is_none());
+    let g = &inv.gpus[0];
+    assert!(g.ecc.is_none() && g.mig.is_none() && g.nvlinks.is_none() && g.temperature_c.is_none());
+    assert_eq!(node_health(&inv).state, HealthState::Healthy);
+    let text = render_text(&inv);
+    assert!(text.contains("H100 PCIe"), "{text}");
+}
+
+#[test]
+fn nvlinks_down_on_one_gpu_degrade_the_node() {
+    let mut inv = load("h100-healthy.json");
+    if let Some(links) = inv.gpus[3].nvlinks.as_mut() {
+        links[4].active = false;
+        links[9].active = false;
+    }
+    let v = node_health(&inv);
+    assert_eq!(v.state, HealthState::Degraded);
+    assert_eq!(v.reasons, vec!["GPU 3: 16 of 18 NVLinks active (down: 4,9)".to_string()]);
+    let drifts = compare(&h100_pool(None), &inv);
+    assert_eq!(drifts.len(), 1);
+    assert_eq!(drifts[0].kind, DriftKind::NvLink);
+}
+
+#[test]
+fn json_round_trip_keeps_every_field() {
+    for name in ["h100-healthy.json", "h100-mig-all-1g.10gb.json", "h100-ecc-uncorrectable.json", "h100-pcie-sparse.json"] {
+        let inv = load(name);
+        let again = Inventory::from_json(&inv.to_json()).expect("round trip parses");
+        assert_eq!(inv, again, "{name}");
+        // And the file itself is exactly what we would write.
+        let raw: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixture_dir().join(name)).unwrap()).unwrap();
+        assert_eq!(raw, serde_json::to_value(&inv).unwrap(), "{name}");
+    }
+}
+
+#[test]
+fn other_document_kinds_are_refused() {
+    let text = std::fs::read_to_string(fixture_dir().join("h100-healthy.json")).unwrap();
+    let err = Inventory::from_json(&text.replace("GpuInventory", "NodeInventory")).unwrap_err();
+    assert!(err.to_string().contains("expected fleetform.dev/v1alpha1/GpuInventory"), "{err}");
+}
+
+#[test]
+fn text_rendering_shows_health_and_one_line_per_gpu() {
+    let inv = load("h100-ecc-uncorrectable.json");
+    let text = render_text(&inv);
+    assert!(text.contains("node r01-n04"));
+    assert!(text.contains("health failed"));
+    assert!(text.contains("xid 48"));
+    assert_eq!(text.lines().filter(|l| l.contains("H100 80GB HBM3")).count(), 8, "{text}");
+}
+
+fn host(node: &str, rack: &str, nvl: Option<&str>) -> HostPlacement {
+    HostPlacement { node: node.into(), fault_domain: rack.into(), nvl_domain: nvl.map(str::to_string) }
+}
+
+fn spare(node: &str, rack: &str, nvl: Option<&str>) -> Spare {
+    Spare { host: host(node, rack, nvl), pools: vec!["h100-train".into()] }
+}
+
+#[test]
+fn break_fix_cordons_the_failed_node_and_picks_the_spare_in_its_nvl_domain() {
+    let inventories = vec![load("h100-healthy.json"), load("h100-ecc-uncorrectable.json"), load("h100-remap-pending.json")];
+    let pool = PoolMembers {
+        expectation: h100_pool(None),
+        members: vec![
+            host("r01-n01", "r01", Some("nvl-a")),
+            host("r01-n04", "r01", Some("nvl-b")),
+            host("r01-n05", "r01", Some("nvl-b")),
+            host("r02-n01", "r02", Some("nvl-c")),
+        ],
+        max_unavailable: 1,
+        unavailable: vec![],
+        allowed_fault_domains: vec![],
+    };
+    let spares = vec![
+        spare("r09-s01", "r09", Some("nvl-z")), // not an allowed fault domain
+        spare("r02-s01", "r02", Some("nvl-c")), // allowed, other rack
+        spare("r01-s01", "r01", Some("nvl-a")), // same rack, other NVL domain
+        spare("r01-s02", "r01", Some("nvl-b")), // same NVL domain: the one
+    ];
+    let plan = break_fix(&inventories, std::slice::from_ref(&pool), &spares);
+    assert_eq!(plan.len(), 2, "{plan:#?}");
+    assert!(matches!(&plan[0], Remediation::Cordon { node, .. } if node == "r01-n04"));
+    assert_eq!(
+        plan[1],
+        Remediation::SwapIn {
+            spare: "r01-s02".into(),
+            pool: "h100-train".into(),
+            replacing: "r01-n04".into(),
+            reason: "same NVL domain nvl-b".into(),
+        }
+    );
+
+    // Without the NVL-domain spare, the same rack wins; never the disallowed rack.
+    let plan = break_fix(&inventories, std::slice::from_ref(&pool), &spares[..3]);
+    assert!(matches!(&plan[1], Remediation::SwapIn { spare, .. } if spare == "r01-s01"), "{plan:#?}");
+    let plan = break_fix(&inventories, std::slice::from_ref(&pool), &spares[..1]);
+    assert!(matches!(&plan[1], Remediation::NoSpare { node, .. } if node == "r01-n04"), "{plan:#?}");
+}
+
+#[test]
+fn break_fix_never_exceeds_max_unavailable() {
+    let mut second = load("h100-ecc-uncorrectable.json");
+    second.node = "r01-n08".into();
+    let inventories = vec![load("h100-ecc-uncorrectable.json"), second];
+    let pool = PoolMembers {
+        expectation: h100_pool(None),
+        members: vec![host("r01-n04", "r01", None), host("r01-n08", "r01", None)],
+        max_unavailable: 2,
+        unavailable: vec!["r01-n01".into()],
+        allowed_fault_domains: vec![],
+    };
+    let spares = vec![spare("r01-s01", "r01", None), spare("r01-s02", "r01", None)];
+    let plan = break_fix(&inventories, &[pool], &spares);
+    assert_eq!(plan.len(), 3, "{plan:#?}");
+    assert!(matches!(&plan[0], Remediation::Cordon { node, .. } if node == "r01-n04"));
+    assert!(matches!(&plan[1], Remediation::SwapIn { spare, replacing, .. } if spare == "r01-s01" && replacing == "r01-n04"));
+    assert_eq!(
+        plan[2],
+        Remediation::BudgetExhausted {
+            node: "r01-n08".into(),
+            pool: "h100-train".into(),
+            unavailable: 2,
+            max_unavailable: 2
+        }
+    );
+}
+
+#[test]
+fn collect_without_nvml_is_unavailable_not_a_panic() {
+    // This machine has no NVIDIA driver. On a GPU host the test only checks the call returns.
+    match fleetform_gpu::collect() {
+        Err(GpuError::NvmlUnavailable(msg)) => assert!(msg.starts_with("NVML not available: "), "{msg}"),
+        Err(other) => panic!("expected NvmlUnavailable, got {other}"),
+        Ok(inv) => assert!(!inv.gpus.is_empty()),
+    }
+}
+
+fn provider_with(files: &[(&str, &str)]) -> (tempfile::TempDir, GpuProvider) {
+    let dir = tempfile::tempdir().unwrap();
+    for (fixture, node) in files {
+        std::fs::copy(fixture_dir().join(fixture), dir.path().join(format!("{node}.json"))).unwrap();
+    }
+    let p = GpuProvider::new(Arc::new(fleetform_gpu::DirSource::new(dir.path())));
+    (dir, p)
+}
+
+#[tokio::test]
+async fn provider_plans_noop_for_a_matching_node_and_field_changes_for_drift() {
+    let (dir, p) = provider_with(&[("h100-healthy.json", "r01-n01")]);
+    let spec = serde_json::to_value(h100_pool(None)).unwrap();
+    let id = GpuProvider::id("r01-n01");
+    let desired = Desired::new(id.clone(), spec.clone());
+
+    let obs = p.observe(&[ObserveRequest { id: &id, spec: &spec, desired: true }]).await;
+    let obs = obs.into_iter().next().unwrap().unwrap().expect("observed");
+    assert_eq!(obs.state["gpuCount"], 8);
+    assert_eq!(p.diff(&desired, Some(&obs)).unwrap().action, Action::NoOp);
+
+    // Out of band: the node now reports the wrong driver. Exactly that field changes.
+    std::fs::copy(fixture_dir().join("h100-wrong-driver.json"), dir.path().join("r01-n01.json")).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("r01-n01.json")).unwrap().replace("r01-n07", "r01-n01");
+    std::fs::write(dir.path().join("r01-n01.json"), text).unwrap();
+    let obs = p.observe(&[ObserveRequest { id: &id, spec: &spec, desired: true }]).await;
+    let obs = obs.into_iter().next().unwrap().unwrap().expect("observed");
+    let change = p.diff(&desired, Some(&obs)).unwrap();
+    assert_eq!(change.action, Action::Update);
+    assert_eq!(change.fields.len(), 1);
+    assert_eq!(change.fields[0].path, "/driverVersion");
+    assert_eq!(change.fields[0].before, Some(serde_json::json!("580.95.05")));
+    assert_eq!(change.fields[0].after, Some(serde_json::json!("595.91.07")));
+    assert!(!change.disruptive);
+
+    // Apply is refused, permanently.
+    let err = p.apply(&ApplyRequest { change: &change, desired: Some(&desired), last_applied: None, observed: Some(&obs) }, &ApplyContext::default())
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient());
+    assert!(err.message.contains("GPU state is observed"), "{err}");
+}
+
+#[tokio::test]
+async fn provider_reports_missing_nodes_and_health() {
+    let (_dir, p) = provider_with(&[("h100-ecc-uncorrectable.json", "r01-n04"), ("h100-remap-pending.json", "r01-n05")]);
+    let spec = serde_json::to_value(h100_pool(None)).unwrap();
+    let missing = GpuProvider::id("r09-n99");
+    let obs = p.observe(&[ObserveRequest { id: &missing, spec: &spec, desired: true }]).await;
+    assert!(obs[0].as_ref().unwrap().is_none());
+    let change = p.diff(&Desired::new(missing, spec.clone()), None).unwrap();
+    assert_eq!(change.action, Action::Create);
+
+    match p.health(&GpuProvider::id("r01-n04"), &spec).await.unwrap() {
+        Health::Failed(msg) => assert!(msg.contains("uncorrectable"), "{msg}"),
+        other => panic!("expected failed, got {other:?}"),
+    }
+    assert!(matches!(p.health(&GpuProvider::id("r01-n05"), &spec).await.unwrap(), Health::Progressing(_)));
+
+    let bad = fleetform_engine::ResourceId::new("gpu", "rack/r01");
+    let obs = p.observe(&[ObserveRequest { id: &bad, spec: &spec, desired: true }]).await;
+    assert!(!obs[0].as_ref().unwrap_err().is_transient());
+}
