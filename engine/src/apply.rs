@@ -1,0 +1,528 @@
+//! Apply: carry out a plan. Changes start as soon as what they wait for has
+//! succeeded (bounded concurrency); a failure skips its dependents and nothing
+//! else; transient errors retry with backoff and jitter; health gates wait for
+//! readiness; rollout groups bound how many hosts are disrupted at once; every
+//! step is journaled before and after the provider call, so a crash at any
+//! point resumes without duplicates and without forgetting anything created.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use crate::observe::{Observations, Providers};
+use crate::plan::{digested_spec, error_chain, Plan, PlannedChange};
+use crate::provider::{Action, ApplyContext, ApplyRequest, Health, ProviderError};
+use crate::resource::{Desired, ResourceId, RolloutGroup};
+use crate::sensitive::digest_bytes;
+use crate::state::{now_rfc3339, InventoryEntry, JournalEntry, State, StateError, StateStore};
+
+/// Apply settings.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// At most this many provider calls at once.
+    pub concurrency: usize,
+    /// Attempts per change for transient errors (1 = no retry).
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt, with jitter.
+    pub base_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// Timeout of each provider call.
+    pub call_timeout: Duration,
+    /// How long a resource may take to become healthy.
+    pub health_timeout: Duration,
+    /// How often to poll health.
+    pub health_poll: Duration,
+    /// Consent to destructive changes (`--allow-destroy`).
+    pub allow_destroy: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            max_attempts: 5,
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            call_timeout: Duration::from_secs(120),
+            health_timeout: Duration::from_secs(600),
+            health_poll: Duration::from_secs(2),
+            allow_destroy: false,
+        }
+    }
+}
+
+/// Progress, as an event stream the TTY view, the JSON log and tests consume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum ApplyEvent {
+    /// A provider call started.
+    Started {
+        /// The resource.
+        id: ResourceId,
+        /// What is being done.
+        action: Action,
+    },
+    /// A transient error; retrying after `delay_ms`.
+    Retrying {
+        /// The resource.
+        id: ResourceId,
+        /// The attempt that failed (1-based).
+        attempt: u32,
+        /// The error.
+        error: String,
+        /// Delay before the next attempt.
+        delay_ms: u64,
+    },
+    /// Applied; waiting until the provider says it is healthy.
+    WaitingHealthy {
+        /// The resource.
+        id: ResourceId,
+        /// The provider's progress message.
+        message: String,
+    },
+    /// Waiting for room in a rollout group.
+    WaitingRollout {
+        /// The resource.
+        id: ResourceId,
+        /// The pool.
+        pool: String,
+    },
+    /// Done.
+    Succeeded {
+        /// The resource.
+        id: ResourceId,
+        /// What was done.
+        action: Action,
+        /// How long it took.
+        elapsed_ms: u64,
+    },
+    /// Failed for good.
+    Failed {
+        /// The resource.
+        id: ResourceId,
+        /// The error chain.
+        error: String,
+    },
+    /// Not attempted because something it waits for failed.
+    Skipped {
+        /// The resource.
+        id: ResourceId,
+        /// The root cause.
+        root: ResourceId,
+    },
+}
+
+/// How one change ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Applied and healthy.
+    Applied {
+        /// What was done.
+        action: Action,
+    },
+    /// Failed.
+    Failed {
+        /// The error chain.
+        error: String,
+    },
+    /// Skipped because `root` failed.
+    SkippedUpstream {
+        /// The failed resource that caused it.
+        root: ResourceId,
+    },
+    /// Not started because the apply was interrupted (Ctrl-C / SIGTERM).
+    NotStarted,
+}
+
+/// The result of an apply.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    /// Per resource.
+    pub outcomes: BTreeMap<ResourceId, Outcome>,
+    /// True when a cancellation stopped it early.
+    pub interrupted: bool,
+}
+
+impl ApplyReport {
+    /// True when every change was applied.
+    pub fn succeeded(&self) -> bool {
+        !self.interrupted && self.outcomes.values().all(|o| matches!(o, Outcome::Applied { .. }))
+    }
+
+    /// Failures grouped with the resources they caused to be skipped.
+    pub fn root_causes(&self) -> BTreeMap<&ResourceId, (&str, Vec<&ResourceId>)> {
+        let mut out: BTreeMap<&ResourceId, (&str, Vec<&ResourceId>)> = BTreeMap::new();
+        for (id, o) in &self.outcomes {
+            if let Outcome::Failed { error } = o {
+                out.entry(id).or_insert((error.as_str(), Vec::new())).0 = error;
+            }
+        }
+        for (id, o) in &self.outcomes {
+            if let Outcome::SkippedUpstream { root } = o {
+                if let Some(e) = out.get_mut(root) {
+                    e.1.push(id);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Why an apply could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The plan has problems.
+    #[error("the plan has {0} problem(s); fix them and plan again")]
+    PlanHasProblems(usize),
+    /// Destructive changes without consent.
+    #[error("the plan deletes or replaces {count} resource(s) ({first}...); re-run with --allow-destroy to consent")]
+    DestroyNotApproved {
+        /// How many.
+        count: usize,
+        /// The first one.
+        first: ResourceId,
+    },
+    /// The state store failed: the apply stopped to avoid losing track of resources.
+    #[error("state store failed; the apply stopped so that nothing goes unrecorded")]
+    State(#[from] StateError),
+}
+
+/// Proof that destructive changes were consented to.
+#[derive(Debug, Clone, Copy)]
+pub struct DestroyApproved(());
+
+impl ApplyOptions {
+    /// Checks consent for the plan's destructive changes.
+    pub fn approve(&self, plan: &Plan) -> Result<DestroyApproved, ApplyError> {
+        let destructive: Vec<&PlannedChange> = plan.actionable().filter(|c| c.destructive).collect();
+        match destructive.first() {
+            Some(first) if !self.allow_destroy => {
+                Err(ApplyError::DestroyNotApproved { count: destructive.len(), first: first.id.clone() })
+            }
+            _ => Ok(DestroyApproved(())),
+        }
+    }
+}
+
+/// Everything the executor needs besides the plan.
+pub struct Inputs<'a> {
+    /// Desired resources by address.
+    pub desired: BTreeMap<&'a ResourceId, &'a Desired>,
+    /// What observe returned when the plan was made.
+    pub observations: &'a Observations,
+    /// Providers.
+    pub providers: &'a Providers,
+    /// The state store (journal).
+    pub store: &'a dyn StateStore,
+}
+
+struct Rollout {
+    pool_in_use: BTreeMap<String, u32>,
+    domain_in_use: BTreeMap<(String, String), u32>,
+}
+
+impl Rollout {
+    fn admits(&self, g: &RolloutGroup) -> bool {
+        let pool = self.pool_in_use.get(&g.pool).copied().unwrap_or(0);
+        let dom = self.domain_in_use.get(&(g.pool.clone(), g.fault_domain.clone())).copied().unwrap_or(0);
+        pool < g.max_unavailable.max(1) && dom < g.max_unavailable_per_fault_domain.max(1)
+    }
+    fn take(&mut self, g: &RolloutGroup) {
+        *self.pool_in_use.entry(g.pool.clone()).or_default() += 1;
+        *self.domain_in_use.entry((g.pool.clone(), g.fault_domain.clone())).or_default() += 1;
+    }
+    fn release(&mut self, g: &RolloutGroup) {
+        if let Some(n) = self.pool_in_use.get_mut(&g.pool) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = self.domain_in_use.get_mut(&(g.pool.clone(), g.fault_domain.clone())) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// Runs the plan. `state` is updated as steps are journaled; on full success the
+/// revision is recorded and the state compacted. `cancel` set to true stops new
+/// work; calls in flight finish and are recorded.
+pub async fn apply(
+    plan: &Plan,
+    inputs: &Inputs<'_>,
+    state: &mut State,
+    options: &ApplyOptions,
+    _approved: DestroyApproved,
+    events: Option<mpsc::UnboundedSender<ApplyEvent>>,
+    mut cancel: watch::Receiver<bool>,
+) -> Result<ApplyReport, ApplyError> {
+    if !plan.problems.is_empty() {
+        return Err(ApplyError::PlanHasProblems(plan.problems.len()));
+    }
+    let emit = |e: ApplyEvent| {
+        if let Some(tx) = &events {
+            let _ = tx.send(e);
+        }
+    };
+
+    for id in &plan.forget {
+        inputs.store.record(&JournalEntry::Removed { id: id.clone() }).await?;
+        state.replay(&JournalEntry::Removed { id: id.clone() });
+    }
+
+    let todo: BTreeMap<&ResourceId, &PlannedChange> = plan.actionable().map(|c| (&c.id, c)).collect();
+    // Each change waits for the changes among its dependencies (unchanged ones are satisfied);
+    // deletes wait for every non-delete change and for the deletes of their dependents.
+    let non_deletes: Vec<&ResourceId> = todo.values().filter(|c| c.action != Action::Delete).map(|c| &c.id).collect();
+    let mut waits: BTreeMap<&ResourceId, BTreeSet<&ResourceId>> = BTreeMap::new();
+    for c in todo.values() {
+        let w = waits.entry(&c.id).or_default();
+        if c.action == Action::Delete {
+            w.extend(non_deletes.iter().copied());
+            if let Some(e) = state.resources.get(&c.id) {
+                for dep in &e.deps {
+                    if let Some(other) = todo.get(&dep.on) {
+                        if other.action == Action::Delete {
+                            waits.entry(&other.id).or_default().insert(&c.id);
+                        }
+                    }
+                }
+            }
+        } else {
+            w.extend(c.waits_for.iter().filter_map(|d| todo.get_key_value(&d.on).map(|(k, _)| *k)));
+        }
+    }
+
+    let mut report = ApplyReport::default();
+    let mut done: BTreeSet<&ResourceId> = BTreeSet::new();
+    let mut failed_root: BTreeMap<&ResourceId, ResourceId> = BTreeMap::new();
+    let mut rollout = Rollout { pool_in_use: BTreeMap::new(), domain_in_use: BTreeMap::new() };
+    let mut waiting_rollout_announced: BTreeSet<&ResourceId> = BTreeSet::new();
+    let mut started: BTreeSet<&ResourceId> = BTreeSet::new();
+    let mut running = FuturesUnordered::new();
+
+    loop {
+        let interrupted = *cancel.borrow();
+        if !interrupted {
+            // Skip everything whose dependency failed, transitively, in address order.
+            let mut changed = true;
+            while changed {
+                changed = false;
+                for (id, w) in &waits {
+                    if started.contains(id) || failed_root.contains_key(id) {
+                        continue;
+                    }
+                    if let Some(root) = w.iter().find_map(|d| failed_root.get(d)) {
+                        let root = root.clone();
+                        emit(ApplyEvent::Skipped { id: (*id).clone(), root: root.clone() });
+                        report.outcomes.insert((*id).clone(), Outcome::SkippedUpstream { root: root.clone() });
+                        failed_root.insert(id, root);
+                        changed = true;
+                    }
+                }
+            }
+            let ready: Vec<&ResourceId> = waits
+                .iter()
+                .filter(|(id, w)| !started.contains(*id) && !failed_root.contains_key(*id) && w.iter().all(|d| done.contains(d)))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ready {
+                if running.len() >= options.concurrency.max(1) {
+                    break;
+                }
+                let change = todo[id];
+                let desired = inputs.desired.get(id).copied();
+                let group = desired.and_then(|d| d.rollout.as_ref()).filter(|_| change.disruptive);
+                if let Some(g) = group {
+                    if !rollout.admits(g) {
+                        if waiting_rollout_announced.insert(id) {
+                            emit(ApplyEvent::WaitingRollout { id: id.clone(), pool: g.pool.clone() });
+                        }
+                        continue;
+                    }
+                    rollout.take(g);
+                }
+                started.insert(id);
+                emit(ApplyEvent::Started { id: id.clone(), action: change.action });
+                running.push(run_one(change, desired, inputs, state.resources.get(id).cloned(), options, &emit, group.cloned()));
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        tokio::select! {
+            Some((id, result, group)) = running.next() => {
+                if let Some(g) = &group {
+                    rollout.release(g);
+                }
+                let id: &ResourceId = todo.get_key_value(&id).map(|(k, _)| *k).unwrap_or_else(|| unreachable_id(&todo));
+                match result {
+                    Ok(Step { journal, elapsed }) => {
+                        for entry in journal {
+                            // Intent was recorded before the call; this records the result.
+                            inputs.store.record(&entry).await?;
+                            state.replay(&entry);
+                        }
+                        emit(ApplyEvent::Succeeded { id: id.clone(), action: todo[id].action, elapsed_ms: elapsed.as_millis() as u64 });
+                        report.outcomes.insert(id.clone(), Outcome::Applied { action: todo[id].action });
+                        done.insert(id);
+                    }
+                    Err(error) => {
+                        emit(ApplyEvent::Failed { id: id.clone(), error: error.clone() });
+                        report.outcomes.insert(id.clone(), Outcome::Failed { error });
+                        failed_root.insert(id, id.clone());
+                    }
+                }
+            }
+            _ = cancel.changed() => {}
+        }
+    }
+
+    for id in todo.keys() {
+        report.outcomes.entry((*id).clone()).or_insert_with(|| {
+            report.interrupted = true;
+            Outcome::NotStarted
+        });
+    }
+    if report.succeeded() {
+        if let Some(rev) = &plan.revision {
+            let entry = JournalEntry::Revision { revision: rev.clone(), at: now_rfc3339() };
+            inputs.store.record(&entry).await?;
+            state.replay(&entry);
+        }
+    }
+    inputs.store.compact(state).await?;
+    Ok(report)
+}
+
+fn unreachable_id<'a>(todo: &BTreeMap<&'a ResourceId, &PlannedChange>) -> &'a ResourceId {
+    // Only ids from `todo` are ever started, so this is never reached; fall back to the first.
+    todo.keys().next().copied().unwrap_or_else(|| Box::leak(Box::new(ResourceId::new("unknown", "unknown"))))
+}
+
+struct Step {
+    journal: Vec<JournalEntry>,
+    elapsed: Duration,
+}
+
+async fn run_one<'a>(
+    change: &'a PlannedChange,
+    desired: Option<&'a Desired>,
+    inputs: &'a Inputs<'a>,
+    previous: Option<InventoryEntry>,
+    options: &'a ApplyOptions,
+    emit: &'a (dyn Fn(ApplyEvent) + Sync),
+    group: Option<RolloutGroup>,
+) -> (ResourceId, Result<Step, String>, Option<RolloutGroup>) {
+    let result = run_one_inner(change, desired, inputs, previous, options, emit).await;
+    (change.id.clone(), result, group)
+}
+
+async fn run_one_inner(
+    change: &PlannedChange,
+    desired: Option<&Desired>,
+    inputs: &Inputs<'_>,
+    previous: Option<InventoryEntry>,
+    options: &ApplyOptions,
+    emit: &(dyn Fn(ApplyEvent) + Sync),
+) -> Result<Step, String> {
+    let start = Instant::now();
+    let id = &change.id;
+    let provider = inputs.providers.for_id(id).ok_or_else(|| format!("no provider named `{}` is configured", id.provider()))?;
+    let observed = inputs.observations.get(id).and_then(|o| o.as_ref().ok()).and_then(|o| o.as_ref());
+    let last_applied = previous.as_ref().and_then(|p| p.spec.clone());
+
+    // Record the intent first: if we crash after the provider acted, the
+    // inventory still knows the resource may exist.
+    let entry_for = |pending: bool| {
+        desired.map(|d| InventoryEntry {
+            spec: if pending { previous.as_ref().and_then(|p| p.spec.clone()) } else { Some(digested_spec(&d.spec, &d.sensitive)) },
+            spec_digest: Some(digest_bytes(&serde_json::to_vec(&d.spec).unwrap_or_default())),
+            sensitive: d.sensitive.clone(),
+            deps: d.deps.clone(),
+            prevent_destroy: d.prevent_destroy,
+            pending,
+            revision: None,
+        })
+    };
+    if let Some(entry) = entry_for(true) {
+        inputs
+            .store
+            .record(&JournalEntry::Intent { id: id.clone(), entry })
+            .await
+            .map_err(|e| format!("cannot record intent: {}", error_chain(&e)))?;
+    }
+
+    let provider_change = crate::provider::Change {
+        id: id.clone(),
+        action: change.action,
+        fields: change.fields.clone(),
+        requires_replace: match &change.reason {
+            crate::plan::Reason::ImmutableField { paths } => paths.clone(),
+            _ => Vec::new(),
+        },
+        disruptive: change.disruptive,
+    };
+    let request = ApplyRequest { change: &provider_change, desired, last_applied: last_applied.as_ref(), observed };
+    let cx = ApplyContext { timeout: options.call_timeout, dry_run: false };
+    let mut attempt = 0;
+    let applied = loop {
+        attempt += 1;
+        let result = match tokio::time::timeout(options.call_timeout, provider.apply(&request, &cx)).await {
+            Ok(r) => r,
+            Err(_) => Err(ProviderError::transient(id, format!("no answer within {:?}", options.call_timeout))),
+        };
+        match result {
+            Ok(a) => break a,
+            Err(e) if e.is_transient() && attempt < options.max_attempts => {
+                let delay = e.retry_after.unwrap_or_else(|| backoff(options, attempt));
+                emit(ApplyEvent::Retrying { id: id.clone(), attempt, error: error_chain(&e), delay_ms: delay.as_millis() as u64 });
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => {
+                let suffix = if e.is_transient() { format!(" (gave up after {attempt} attempts)") } else { String::new() };
+                return Err(format!("{}{suffix}", error_chain(&e)));
+            }
+        }
+    };
+
+    if change.action != Action::Delete {
+        let deadline = Instant::now() + options.health_timeout;
+        let mut last_message = String::new();
+        loop {
+            match provider.health(id, &applied.spec).await {
+                Ok(Health::Ready) => break,
+                Ok(Health::Failed(m)) => return Err(format!("{id}: applied but unhealthy: {m}")),
+                Ok(Health::Progressing(m)) => {
+                    if m != last_message {
+                        emit(ApplyEvent::WaitingHealthy { id: id.clone(), message: m.clone() });
+                        last_message = m;
+                    }
+                }
+                Err(e) if e.is_transient() => last_message = error_chain(&e),
+                Err(e) => return Err(error_chain(&e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("{id}: not healthy after {:?}: {last_message}", options.health_timeout));
+            }
+            tokio::time::sleep(options.health_poll).await;
+        }
+    }
+
+    let journal = match (change.action, entry_for(false)) {
+        (Action::Delete, _) => vec![JournalEntry::Removed { id: id.clone() }],
+        (_, Some(entry)) => vec![JournalEntry::Applied { id: id.clone(), entry }],
+        (_, None) => Vec::new(),
+    };
+    Ok(Step { journal, elapsed: start.elapsed() })
+}
+
+/// Exponential backoff with full jitter, capped.
+fn backoff(options: &ApplyOptions, attempt: u32) -> Duration {
+    let exp = options.base_backoff.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+    let cap = exp.min(options.max_backoff);
+    let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
+    cap.mul_f64(jitter)
+}

@@ -1,0 +1,464 @@
+//! Plan: what applying the manifest would do, as plain, serialisable data with
+//! a stable order. Every change says why.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Graph, GraphError};
+use crate::observe::{Observations, Providers, Target};
+use crate::provider::{Action, Change, FieldChange};
+use crate::resource::{Dependency, Desired, Origin, ResourceId};
+use crate::sensitive::{digest_bytes, MASK};
+use crate::state::State;
+
+/// The version of the plan's JSON format (`fleetform plan --format json`, `-o plan.json`).
+pub const PLAN_FORMAT_VERSION: u32 = 1;
+
+/// Why a change is planned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Reason {
+    /// The resource does not exist.
+    NotFound,
+    /// Fields differ from the manifest.
+    FieldsDiffer,
+    /// A field that cannot change in place differs.
+    ImmutableField {
+        /// The fields.
+        paths: Vec<String>,
+    },
+    /// The resource left the manifest and fleetform manages it.
+    RemovedFromManifest,
+    /// An earlier apply was interrupted before it confirmed this resource.
+    InterruptedApply,
+    /// Live state matches.
+    InSync,
+}
+
+impl Reason {
+    /// A short phrase for people.
+    pub fn describe(&self) -> String {
+        match self {
+            Reason::NotFound => "does not exist".into(),
+            Reason::FieldsDiffer => "differs from the manifest".into(),
+            Reason::ImmutableField { paths } => format!("{} cannot change in place", paths.join(", ")),
+            Reason::RemovedFromManifest => "removed from the manifest".into(),
+            Reason::InterruptedApply => "an earlier apply was interrupted".into(),
+            Reason::InSync => "in sync".into(),
+        }
+    }
+}
+
+/// One resource's planned change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedChange {
+    /// The resource.
+    pub id: ResourceId,
+    /// What will happen.
+    pub action: Action,
+    /// Why.
+    pub reason: Reason,
+    /// Field differences; sensitive values are `(sensitive)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+    /// The desired spec for a create (sensitive values masked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<serde_json::Value>,
+    /// Deletes or replaces something.
+    pub destructive: bool,
+    /// Disrupts a host (reboot, reprovision, MIG change): bounded by rollout groups.
+    pub disruptive: bool,
+    /// The wave it runs in (0-based).
+    pub wave: usize,
+    /// What it waits for, with reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waits_for: Vec<Dependency>,
+    /// The manifest line it comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// A problem that makes the plan unusable (exit 1), located where possible.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanProblem {
+    /// The resource, when it is about one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<ResourceId>,
+    /// What is wrong (the provider's message, never a secret).
+    pub message: String,
+    /// The manifest line to change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// True when retrying later may succeed (e.g. a BMC was unreachable).
+    #[serde(default)]
+    pub transient: bool,
+}
+
+/// Totals, for the first line of every rendering.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Creates.
+    pub create: usize,
+    /// In-place updates.
+    pub update: usize,
+    /// Replacements.
+    pub replace: usize,
+    /// Deletes.
+    pub delete: usize,
+    /// Unchanged.
+    pub no_op: usize,
+    /// Destructive changes (replace + delete).
+    pub destructive: usize,
+    /// Host-disrupting changes.
+    pub disruptive: usize,
+}
+
+impl Summary {
+    /// True when applying would change something.
+    pub fn has_changes(&self) -> bool {
+        self.create + self.update + self.replace + self.delete > 0
+    }
+}
+
+/// A plan: data, not behaviour. Stable order: by wave, then address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Format version ([`PLAN_FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// The fleet revision planned (commit id, or `local` for a directory).
+    pub revision: Option<String>,
+    /// Every resource considered, changed or not.
+    pub changes: Vec<PlannedChange>,
+    /// Inventory entries whose resource is already gone and left the manifest: forgotten on apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forget: Vec<ResourceId>,
+    /// Totals.
+    pub summary: Summary,
+    /// Problems; a plan with problems cannot be applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<PlanProblem>,
+    /// Digest of what would be done; `apply` of a saved plan refuses it when the
+    /// digest of a fresh plan differs (the revision or live state moved).
+    pub digest: String,
+}
+
+impl Plan {
+    /// Changes that do something, in order.
+    pub fn actionable(&self) -> impl Iterator<Item = &PlannedChange> {
+        self.changes.iter().filter(|c| c.action != Action::NoOp)
+    }
+}
+
+/// Plan settings.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Limit to these resources and what they depend on (`--target`).
+    pub targets: Vec<ResourceId>,
+    /// Refuse to delete more than this share of the inventory at once.
+    pub max_delete_fraction: f64,
+    /// Override `max_delete_fraction` (`--allow-mass-delete`).
+    pub allow_mass_delete: bool,
+    /// Only consider resources in the inventory (drift).
+    pub inventory_only: bool,
+    /// Do not plan deletes (drift).
+    pub no_prune: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        Self { targets: Vec::new(), max_delete_fraction: 0.3, allow_mass_delete: false, inventory_only: false, no_prune: false }
+    }
+}
+
+/// The resources a plan will consider: the selected desired ones and the
+/// inventory entries that left the manifest.
+#[derive(Debug, Clone)]
+pub struct Scope<'a> {
+    /// Selected desired resources.
+    pub desired: Vec<&'a Desired>,
+    /// Inventory entries to prune, with their last-applied spec.
+    pub prune: Vec<(ResourceId, serde_json::Value)>,
+    /// The graph of all desired resources.
+    pub graph: Graph,
+}
+
+/// Selects what to observe. Fails on a graph error (cycle, dangling dependency).
+pub fn scope<'a>(desired: &'a [Desired], state: &State, options: &PlanOptions) -> Result<Scope<'a>, GraphError> {
+    let graph = Graph::build(desired)?;
+    let selected: Option<BTreeSet<ResourceId>> =
+        (!options.targets.is_empty()).then(|| graph.with_dependencies(&options.targets));
+    let keep = |id: &ResourceId| {
+        selected.as_ref().is_none_or(|s| s.contains(id)) && (!options.inventory_only || state.resources.contains_key(id))
+    };
+    let chosen: Vec<&Desired> = desired.iter().filter(|d| keep(&d.id)).collect();
+    let desired_ids: BTreeSet<&ResourceId> = desired.iter().map(|d| &d.id).collect();
+    let prune = if options.no_prune {
+        Vec::new()
+    } else {
+        state
+            .resources
+            .iter()
+            .filter(|(id, _)| !desired_ids.contains(id))
+            .filter(|(id, _)| options.targets.is_empty() || options.targets.contains(id))
+            .filter_map(|(id, e)| e.spec.clone().map(|s| (id.clone(), s)))
+            .collect()
+    };
+    Ok(Scope { desired: chosen, prune, graph })
+}
+
+impl Scope<'_> {
+    /// What to hand to `observe`.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut t: Vec<Target> =
+            self.desired.iter().map(|d| Target { id: d.id.clone(), spec: d.spec.clone(), desired: true }).collect();
+        t.extend(self.prune.iter().map(|(id, spec)| Target { id: id.clone(), spec: spec.clone(), desired: false }));
+        t
+    }
+}
+
+/// Builds the plan from a scope and what observe returned. Pure.
+pub fn build(
+    scope: &Scope<'_>,
+    state: &State,
+    observations: &Observations,
+    providers: &Providers,
+    options: &PlanOptions,
+    revision: Option<String>,
+) -> Plan {
+    let mut problems = Vec::new();
+    let mut changes: BTreeMap<ResourceId, PlannedChange> = BTreeMap::new();
+    let waves = scope.graph.waves();
+    let wave_of: BTreeMap<&ResourceId, usize> =
+        waves.iter().enumerate().flat_map(|(i, w)| w.iter().map(move |id| (id, i))).collect();
+    let last_wave = waves.len();
+
+    for d in &scope.desired {
+        let observed = match observations.get(&d.id) {
+            Some(Ok(o)) => o.as_ref(),
+            Some(Err(e)) => {
+                problems.push(PlanProblem {
+                    id: Some(d.id.clone()),
+                    message: error_chain(e),
+                    origin: d.origin.clone(),
+                    transient: e.is_transient(),
+                });
+                continue;
+            }
+            None => {
+                problems.push(PlanProblem { id: Some(d.id.clone()), message: "was not observed".into(), origin: d.origin.clone(), transient: false });
+                continue;
+            }
+        };
+        let Some(provider) = providers.for_id(&d.id) else { continue };
+        let change = match provider.diff(d, observed) {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(PlanProblem { id: Some(d.id.clone()), message: error_chain(&e), origin: d.origin.clone(), transient: e.is_transient() });
+                continue;
+            }
+        };
+        let pending = state.resources.get(&d.id).is_some_and(|e| e.pending);
+        let mut pc = planned(change, d, wave_of.get(&d.id).copied().unwrap_or(0), pending);
+        if pc.action.is_destructive() && protected(d.prevent_destroy, state, &d.id) {
+            problems.push(PlanProblem {
+                id: Some(d.id.clone()),
+                message: format!("would be replaced ({}), but it has prevent-destroy set", pc.reason.describe()),
+                origin: d.origin.clone(),
+                transient: false,
+            });
+        }
+        pc.waits_for = d.deps.clone();
+        changes.insert(d.id.clone(), pc);
+    }
+
+    let mut forget = Vec::new();
+    let mut deletes = Vec::new();
+    for (id, _) in &scope.prune {
+        match observations.get(id) {
+            Some(Ok(Some(_))) => deletes.push(id.clone()),
+            Some(Ok(None)) => forget.push(id.clone()),
+            Some(Err(e)) => problems.push(PlanProblem { id: Some(id.clone()), message: error_chain(e), origin: None, transient: e.is_transient() }),
+            None => {}
+        }
+    }
+    if !deletes.is_empty() {
+        let inventory = state.resources.len().max(1);
+        if scope.graph.is_empty() {
+            problems.push(PlanProblem {
+                id: None,
+                message: format!(
+                    "the manifest renders zero resources; refusing to delete all {} managed resources (an empty manifest is almost always a mistake: check the path and revision)",
+                    deletes.len()
+                ),
+                origin: None,
+                transient: false,
+            });
+        } else if !options.allow_mass_delete && deletes.len() as f64 > options.max_delete_fraction * inventory as f64 {
+            problems.push(PlanProblem {
+                id: None,
+                message: format!(
+                    "would delete {} of {} managed resources, more than the allowed {:.0}%; pass --allow-mass-delete if this is intended",
+                    deletes.len(),
+                    inventory,
+                    options.max_delete_fraction * 100.0
+                ),
+                origin: None,
+                transient: false,
+            });
+        }
+        // Deletes run after everything else, dependents before what they depended on.
+        let waves = delete_waves(&deletes, state);
+        for (i, wave) in waves.iter().enumerate() {
+            for id in wave {
+                let entry = &state.resources[id];
+                if entry.prevent_destroy {
+                    problems.push(PlanProblem {
+                        id: Some(id.clone()),
+                        message: "left the manifest, but it has prevent-destroy set: remove the flag first, then the resource".into(),
+                        origin: None,
+                        transient: false,
+                    });
+                }
+                changes.insert(
+                    id.clone(),
+                    PlannedChange {
+                        id: id.clone(),
+                        action: Action::Delete,
+                        reason: Reason::RemovedFromManifest,
+                        fields: Vec::new(),
+                        spec: None,
+                        destructive: true,
+                        disruptive: false,
+                        wave: last_wave + i,
+                        waits_for: Vec::new(),
+                        origin: None,
+                    },
+                );
+            }
+        }
+    }
+
+    let mut changes: Vec<PlannedChange> = changes.into_values().collect();
+    changes.sort_by(|a, b| (a.wave, &a.id).cmp(&(b.wave, &b.id)));
+    let mut summary = Summary::default();
+    for c in &changes {
+        match c.action {
+            Action::Create => summary.create += 1,
+            Action::Update => summary.update += 1,
+            Action::Replace => summary.replace += 1,
+            Action::Delete => summary.delete += 1,
+            Action::NoOp => summary.no_op += 1,
+        }
+        summary.destructive += usize::from(c.destructive);
+        summary.disruptive += usize::from(c.disruptive && c.action != Action::NoOp);
+    }
+    problems.sort_by(|a, b| (&a.origin, &a.id, &a.message).cmp(&(&b.origin, &b.id, &b.message)));
+    let digest = plan_digest(&revision, &changes, &forget);
+    Plan { format_version: PLAN_FORMAT_VERSION, revision, changes, forget, summary, problems, digest }
+}
+
+fn protected(flag: bool, state: &State, id: &ResourceId) -> bool {
+    flag || state.resources.get(id).is_some_and(|e| e.prevent_destroy)
+}
+
+fn planned(change: Change, d: &Desired, wave: usize, pending: bool) -> PlannedChange {
+    let reason = match change.action {
+        Action::Create => Reason::NotFound,
+        Action::Update if pending => Reason::InterruptedApply,
+        Action::Update => Reason::FieldsDiffer,
+        Action::Replace => Reason::ImmutableField { paths: change.requires_replace.clone() },
+        Action::Delete => Reason::RemovedFromManifest,
+        Action::NoOp => Reason::InSync,
+    };
+    let fields = change.fields.into_iter().map(|f| mask_field(f, &d.sensitive)).collect();
+    let spec = (change.action == Action::Create).then(|| masked_spec(&d.spec, &d.sensitive));
+    PlannedChange {
+        id: d.id.clone(),
+        action: change.action,
+        reason,
+        fields,
+        spec,
+        destructive: change.action.is_destructive(),
+        disruptive: change.disruptive || (d.rollout.is_some() && change.action != Action::NoOp),
+        wave,
+        waits_for: Vec::new(),
+        origin: d.origin.clone(),
+    }
+}
+
+/// True when `path` is, contains, or lies inside a sensitive pointer.
+pub fn is_sensitive_path(path: &str, sensitive: &[String]) -> bool {
+    let within = |outer: &str, inner: &str| inner == outer || inner.starts_with(&format!("{outer}/")) || outer.is_empty();
+    sensitive.iter().any(|s| within(s, path) || within(path, s))
+}
+
+/// Masks a field change whose path touches a secret.
+pub fn mask_field(mut f: FieldChange, sensitive: &[String]) -> FieldChange {
+    if f.sensitive || is_sensitive_path(&f.path, sensitive) {
+        let mask = |v: &Option<serde_json::Value>| v.as_ref().map(|_| serde_json::Value::String(MASK.into()));
+        f.before = mask(&f.before);
+        f.after = mask(&f.after);
+        f.sensitive = true;
+    }
+    f
+}
+
+/// A copy of `spec` with every sensitive value replaced by `(sensitive)`.
+pub fn masked_spec(spec: &serde_json::Value, sensitive: &[String]) -> serde_json::Value {
+    let mut s = spec.clone();
+    crate::sensitive::mask_paths(&mut s, sensitive);
+    s
+}
+
+/// A copy of `spec` with every sensitive value replaced by its digest, for the state file.
+pub fn digested_spec(spec: &serde_json::Value, sensitive: &[String]) -> serde_json::Value {
+    let mut s = spec.clone();
+    for p in sensitive {
+        if let Some(v) = s.pointer_mut(p) {
+            let bytes = serde_json::to_vec(v).unwrap_or_default();
+            *v = serde_json::Value::String(format!("{MASK} {}", digest_bytes(&bytes)));
+        }
+    }
+    s
+}
+
+fn delete_waves(deletes: &[ResourceId], state: &State) -> Vec<Vec<ResourceId>> {
+    // Reverse the recorded dependencies among the resources being deleted.
+    let set: BTreeSet<&ResourceId> = deletes.iter().collect();
+    let mut reversed: BTreeMap<&ResourceId, Vec<Dependency>> = deletes.iter().map(|id| (id, Vec::new())).collect();
+    for id in deletes {
+        for dep in &state.resources[id].deps {
+            if set.contains(&dep.on) {
+                if let Some(v) = reversed.get_mut(&dep.on) {
+                    v.push(Dependency { on: id.clone(), reason: format!("delete after its dependent {id}"), origin: None });
+                }
+            }
+        }
+    }
+    match Graph::from_edges(reversed.iter().map(|(id, deps)| (*id, deps.as_slice(), None))) {
+        Ok(g) => g.waves(),
+        Err(_) => vec![deletes.to_vec()],
+    }
+}
+
+fn plan_digest(revision: &Option<String>, changes: &[PlannedChange], forget: &[ResourceId]) -> String {
+    let actionable: Vec<(&ResourceId, Action, &[FieldChange])> =
+        changes.iter().filter(|c| c.action != Action::NoOp).map(|c| (&c.id, c.action, c.fields.as_slice())).collect();
+    let bytes = serde_json::to_vec(&(revision, actionable, forget)).unwrap_or_default();
+    digest_bytes(&bytes)
+}
+
+/// An error and its causes on one line, each segment once.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !parts.iter().any(|p| p.contains(&msg)) {
+            parts.push(msg);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}

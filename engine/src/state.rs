@@ -1,0 +1,509 @@
+//! State: the inventory of what fleetform manages, the last applied revision,
+//! and a journal that makes an interrupted apply resumable.
+//!
+//! The embedded default is a local directory:
+//! - `state.json`: the compacted state, written atomically (write, fsync, rename, fsync dir);
+//! - `journal.jsonl`: one fsynced line per step taken since the last compaction,
+//!   replayed on load, so a crash at any point loses nothing;
+//! - `lock.json`: an exclusive lock created with `O_EXCL`, naming who holds it.
+//!
+//! The [`StateStore`] trait is async so a Kubernetes-backed store (a Lease for
+//! the lock, objects for state) can replace the directory without changing callers.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::resource::{Dependency, ResourceId};
+
+/// The version of the state file format.
+pub const STATE_VERSION: u32 = 1;
+
+/// What fleetform remembers about one resource it manages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InventoryEntry {
+    /// The spec last applied, with sensitive values replaced by their digest.
+    /// `None` while the first apply is in flight (see `pending`).
+    pub spec: Option<serde_json::Value>,
+    /// Digest of the full spec (sensitive values included) last applied.
+    pub spec_digest: Option<String>,
+    /// The sensitive paths of the spec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitive: Vec<String>,
+    /// Its dependencies when last applied, to delete in reverse order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deps: Vec<Dependency>,
+    /// Refuse to delete it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prevent_destroy: bool,
+    /// An apply started and has not been confirmed: the resource may or may
+    /// not exist. Recorded before the provider is called, so a crash never
+    /// forgets something it created.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
+    /// The revision it was last applied from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// Everything in the state store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// File format version.
+    pub version: u32,
+    /// The last revision whose apply finished without errors.
+    pub last_applied_revision: Option<String>,
+    /// When that apply finished (RFC 3339).
+    pub last_applied_at: Option<String>,
+    /// Managed resources.
+    pub resources: BTreeMap<ResourceId, InventoryEntry>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self { version: STATE_VERSION, last_applied_revision: None, last_applied_at: None, resources: BTreeMap::new() }
+    }
+}
+
+/// One step recorded in the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum JournalEntry {
+    /// An apply of this resource is about to start.
+    Intent {
+        /// The resource.
+        id: ResourceId,
+        /// Its entry as it will be if the apply succeeds, marked pending.
+        entry: InventoryEntry,
+    },
+    /// The apply succeeded.
+    Applied {
+        /// The resource.
+        id: ResourceId,
+        /// Its entry now.
+        entry: InventoryEntry,
+    },
+    /// The resource was deleted (or found gone).
+    Removed {
+        /// The resource.
+        id: ResourceId,
+    },
+    /// A whole apply finished without errors at this revision.
+    Revision {
+        /// The revision.
+        revision: String,
+        /// When (RFC 3339).
+        at: String,
+    },
+}
+
+impl State {
+    /// Applies one journal entry.
+    pub fn replay(&mut self, entry: &JournalEntry) {
+        match entry {
+            JournalEntry::Intent { id, entry } => {
+                // Keep the previous last-applied spec: the new one is not confirmed.
+                let e = self.resources.entry(id.clone()).or_insert_with(|| entry.clone());
+                e.pending = true;
+                e.deps = entry.deps.clone();
+                e.prevent_destroy = entry.prevent_destroy;
+                e.sensitive = entry.sensitive.clone();
+            }
+            JournalEntry::Applied { id, entry } => {
+                self.resources.insert(id.clone(), entry.clone());
+            }
+            JournalEntry::Removed { id } => {
+                self.resources.remove(id);
+            }
+            JournalEntry::Revision { revision, at } => {
+                self.last_applied_revision = Some(revision.clone());
+                self.last_applied_at = Some(at.clone());
+            }
+        }
+    }
+}
+
+/// Who holds the lock, and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// A random id to pass to `force-unlock`.
+    pub id: String,
+    /// `user@host (pid N)`.
+    pub who: String,
+    /// The operation (`apply`, `serve`, ...).
+    pub operation: String,
+    /// When it was taken (RFC 3339).
+    pub created: String,
+}
+
+impl LockInfo {
+    /// A lock description for this process.
+    pub fn for_this_process(operation: &str) -> Self {
+        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+        Self {
+            id: hex::encode(rand::random::<[u8; 8]>()),
+            who: format!("{user}@{host} (pid {})", std::process::id()),
+            operation: operation.into(),
+            created: now_rfc3339(),
+        }
+    }
+}
+
+/// State store failures. Each names the path or the lock holder.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Someone else holds the lock.
+    #[error("state is locked by {} since {} for `{}` (lock id {}); if that process is gone, run `fleetform force-unlock {}`", .holder.who, .holder.created, .holder.operation, .holder.id, .holder.id)]
+    Locked {
+        /// Who.
+        holder: LockInfo,
+    },
+    /// `force-unlock` with an id that is not the holder's.
+    #[error("lock id {given} does not match the current lock ({current})")]
+    LockMismatch {
+        /// The id given.
+        given: String,
+        /// The holder's id.
+        current: String,
+    },
+    /// Reading or writing a state file failed.
+    #[error("state file {path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A state file is not valid (hand-edited, or written by a newer fleetform).
+    #[error("state file {path} is corrupt at line {line}: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Where state lives. Implementations must make `record` durable before returning.
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Takes the exclusive lock, or says who holds it.
+    async fn lock(&self, info: &LockInfo) -> Result<(), StateError>;
+    /// Releases the lock taken by this process.
+    async fn unlock(&self, info: &LockInfo) -> Result<(), StateError>;
+    /// Removes a lock by id, whoever holds it.
+    async fn force_unlock(&self, id: &str) -> Result<(), StateError>;
+    /// Reads the current state (compacted state plus journal).
+    async fn load(&self) -> Result<State, StateError>;
+    /// Durably records one step.
+    async fn record(&self, entry: &JournalEntry) -> Result<(), StateError>;
+    /// Writes `state` as the new compacted state and clears the journal.
+    async fn compact(&self, state: &State) -> Result<(), StateError>;
+}
+
+/// The embedded default: a local state directory.
+#[derive(Debug)]
+pub struct LocalStateStore {
+    dir: PathBuf,
+    journal: Mutex<Option<std::fs::File>>,
+    crash: Option<CrashPoint>,
+}
+
+/// Fault injection for tests: abort the process at the Nth journal write,
+/// before (`Before`) or after (`After`) it reaches the disk.
+#[derive(Debug, Clone, Copy)]
+pub struct CrashPoint {
+    /// Which write (1-based).
+    pub at: usize,
+    /// True: abort after the write is durable; false: just before it.
+    pub after_write: bool,
+    counter: &'static std::sync::atomic::AtomicUsize,
+}
+
+static CRASH_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl CrashPoint {
+    /// Reads `FLEETFORM_CRASH_AT=N` or `N+` (after the write) from the environment.
+    pub fn from_env() -> Option<Self> {
+        let v = std::env::var("FLEETFORM_CRASH_AT").ok()?;
+        let (n, after) = match v.strip_suffix('+') {
+            Some(n) => (n, true),
+            None => (v.as_str(), false),
+        };
+        Some(Self { at: n.parse().ok()?, after_write: after, counter: &CRASH_COUNTER })
+    }
+
+    fn hit(&self, after: bool) {
+        if after != self.after_write {
+            return;
+        }
+        let n = if after {
+            self.counter.load(std::sync::atomic::Ordering::SeqCst)
+        } else {
+            self.counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+        };
+        if n == self.at {
+            eprintln!("fleetform: FLEETFORM_CRASH_AT={} reached, aborting", self.at);
+            std::process::abort();
+        }
+    }
+
+    fn count_after(&self) {
+        if self.after_write {
+            self.counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl LocalStateStore {
+    /// A store in `dir` (created if missing). Honours `FLEETFORM_CRASH_AT` for crash tests.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StateError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|source| StateError::Io { path: dir.clone(), source })?;
+        Ok(Self { dir, journal: Mutex::new(None), crash: CrashPoint::from_env() })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn read_lock(&self) -> Result<Option<LockInfo>, StateError> {
+        let path = self.path("lock.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StateError::Corrupt { path, line: e.line(), message: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io { path: path.to_path_buf(), source }
+}
+
+/// Writes a file atomically: a temporary file beside it, fsync, rename, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("state")));
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    Ok(())
+}
+
+#[async_trait]
+impl StateStore for LocalStateStore {
+    async fn lock(&self, info: &LockInfo) -> Result<(), StateError> {
+        let path = self.path("lock.json");
+        let body = serde_json::to_vec_pretty(info).unwrap_or_default();
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                f.write_all(&body).and_then(|_| f.sync_all()).map_err(io(&path))?;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match self.read_lock()? {
+                Some(holder) => Err(StateError::Locked { holder }),
+                // Removed between our attempt and the read: try once more.
+                None => self.lock(info).await,
+            },
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
+    async fn unlock(&self, info: &LockInfo) -> Result<(), StateError> {
+        match self.read_lock()? {
+            Some(h) if h.id == info.id => std::fs::remove_file(self.path("lock.json")).map_err(io(&self.path("lock.json"))),
+            _ => Ok(()),
+        }
+    }
+
+    async fn force_unlock(&self, id: &str) -> Result<(), StateError> {
+        match self.read_lock()? {
+            Some(h) if h.id == id => std::fs::remove_file(self.path("lock.json")).map_err(io(&self.path("lock.json"))),
+            Some(h) => Err(StateError::LockMismatch { given: id.into(), current: h.id }),
+            None => Ok(()),
+        }
+    }
+
+    async fn load(&self) -> Result<State, StateError> {
+        let spath = self.path("state.json");
+        let mut state = match std::fs::read(&spath) {
+            Ok(bytes) => serde_json::from_slice::<State>(&bytes)
+                .map_err(|e| StateError::Corrupt { path: spath.clone(), line: e.line(), message: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+            Err(source) => return Err(StateError::Io { path: spath, source }),
+        };
+        if state.version > STATE_VERSION {
+            return Err(StateError::Corrupt {
+                path: spath,
+                line: 1,
+                message: format!("state version {} is newer than this fleetform understands ({STATE_VERSION})", state.version),
+            });
+        }
+        let jpath = self.path("journal.jsonl");
+        match std::fs::read_to_string(&jpath) {
+            Ok(text) => {
+                let lines: Vec<&str> = text.lines().collect();
+                for (i, line) in lines.iter().enumerate() {
+                    match serde_json::from_str::<JournalEntry>(line) {
+                        Ok(entry) => state.replay(&entry),
+                        // A torn last line is a write the crash interrupted: it never happened.
+                        Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => break,
+                        Err(e) => {
+                            return Err(StateError::Corrupt { path: jpath, line: i + 1, message: e.to_string() });
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StateError::Io { path: jpath, source }),
+        }
+        Ok(state)
+    }
+
+    async fn record(&self, entry: &JournalEntry) -> Result<(), StateError> {
+        if let Some(c) = &self.crash {
+            c.hit(false);
+        }
+        let jpath = self.path("journal.jsonl");
+        let mut line = serde_json::to_vec(entry).unwrap_or_default();
+        line.push(b'\n');
+        let mut guard = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            *guard = Some(std::fs::OpenOptions::new().create(true).append(true).open(&jpath).map_err(io(&jpath))?);
+        }
+        if let Some(f) = guard.as_mut() {
+            f.write_all(&line).map_err(io(&jpath))?;
+            f.sync_data().map_err(io(&jpath))?;
+        }
+        drop(guard);
+        if let Some(c) = &self.crash {
+            c.count_after();
+            c.hit(true);
+        }
+        Ok(())
+    }
+
+    async fn compact(&self, state: &State) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
+        write_atomic(&self.path("state.json"), &bytes)?;
+        let jpath = self.path("journal.jsonl");
+        let mut guard = self.journal.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = None;
+        match std::fs::remove_file(&jpath) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StateError::Io { path: jpath, source }),
+        }
+    }
+}
+
+/// The current time as RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+/// Formats seconds since the epoch as RFC 3339 UTC.
+pub fn rfc3339(secs: u64) -> String {
+    // Civil-from-days (Howard Hinnant), to avoid a date crate for one timestamp.
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(spec: serde_json::Value) -> InventoryEntry {
+        InventoryEntry { spec: Some(spec), spec_digest: None, sensitive: vec![], deps: vec![], prevent_destroy: false, pending: false, revision: None }
+    }
+
+    #[tokio::test]
+    async fn a_second_lock_names_the_holder_and_force_unlock_releases_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStateStore::open(dir.path()).unwrap();
+        let first = LockInfo::for_this_process("apply");
+        store.lock(&first).await.unwrap();
+        let err = store.lock(&LockInfo::for_this_process("plan")).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&first.id) && msg.contains("force-unlock") && msg.contains("apply"), "{msg}");
+        assert!(matches!(store.force_unlock("nope").await, Err(StateError::LockMismatch { .. })));
+        store.force_unlock(&first.id).await.unwrap();
+        store.lock(&LockInfo::for_this_process("plan")).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn journal_survives_without_compaction_and_a_torn_last_line_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStateStore::open(dir.path()).unwrap();
+        let id = ResourceId::new("test", "a");
+        store.record(&JournalEntry::Intent { id: id.clone(), entry: entry(serde_json::json!({"v": 1})) }).await.unwrap();
+        store.record(&JournalEntry::Applied { id: id.clone(), entry: entry(serde_json::json!({"v": 1})) }).await.unwrap();
+        // Simulate a crash mid-write of a third line.
+        let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join("journal.jsonl")).unwrap();
+        f.write_all(b"{\"op\":\"removed\",\"id\":\"te").unwrap();
+        let state = LocalStateStore::open(dir.path()).unwrap().load().await.unwrap();
+        assert_eq!(state.resources[&id].spec, Some(serde_json::json!({"v": 1})));
+        assert!(!state.resources[&id].pending);
+    }
+
+    #[tokio::test]
+    async fn an_intent_without_confirmation_stays_pending_and_keeps_the_previous_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStateStore::open(dir.path()).unwrap();
+        let id = ResourceId::new("test", "a");
+        store.record(&JournalEntry::Applied { id: id.clone(), entry: entry(serde_json::json!({"v": 1})) }).await.unwrap();
+        store.record(&JournalEntry::Intent { id: id.clone(), entry: entry(serde_json::json!({"v": 2})) }).await.unwrap();
+        let state = store.load().await.unwrap();
+        assert!(state.resources[&id].pending);
+        assert_eq!(state.resources[&id].spec, Some(serde_json::json!({"v": 1})));
+    }
+
+    #[tokio::test]
+    async fn compaction_writes_state_and_clears_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStateStore::open(dir.path()).unwrap();
+        let id = ResourceId::new("test", "a");
+        store.record(&JournalEntry::Applied { id: id.clone(), entry: entry(serde_json::json!({})) }).await.unwrap();
+        let state = store.load().await.unwrap();
+        store.compact(&state).await.unwrap();
+        assert!(!dir.path().join("journal.jsonl").exists());
+        assert_eq!(store.load().await.unwrap(), state);
+    }
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_737_600), "2026-11-26T00:00:00Z");
+    }
+}

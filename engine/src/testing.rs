@@ -1,0 +1,222 @@
+//! An in-memory provider with real semantics, for engine tests (not a
+//! call-recording mock): objects exist or not, creating an existing object is
+//! an error as a real API would say, and failures, transient errors, latency
+//! and slow health are scripted per resource. It can persist its world to a
+//! directory so crash tests can kill the process and look again.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::diff::desired_subset;
+use crate::provider::{
+    Action, Applied, ApplyContext, ApplyRequest, Change, Health, ObserveRequest, Observed, Provider, ProviderError,
+};
+use crate::resource::{Desired, ResourceId};
+
+/// A scripted behaviour for one resource.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Script {
+    /// Every apply fails permanently with this message.
+    pub fail: Option<String>,
+    /// The first N applies fail transiently.
+    pub transient_failures: u32,
+    /// Each apply takes this long.
+    pub latency_ms: u64,
+    /// Health reports Progressing this many times before Ready.
+    pub slow_health: u32,
+    /// Observe fails transiently.
+    pub observe_fails: bool,
+}
+
+/// The persisted world: live objects and how often each was created.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct World {
+    /// Live objects.
+    pub objects: BTreeMap<ResourceId, serde_json::Value>,
+    /// Creates per resource (more than one without a delete between is a duplicate).
+    pub creates: BTreeMap<ResourceId, u32>,
+    /// Applies attempted per resource.
+    pub attempts: BTreeMap<ResourceId, u32>,
+    /// Health polls per resource.
+    pub health_polls: BTreeMap<ResourceId, u32>,
+    /// The most hosts disrupted at once per rollout pool, as seen by the provider.
+    pub max_concurrent_disruptive: u32,
+    /// How many disruptive applies are in flight now.
+    pub disruptive_in_flight: u32,
+}
+
+/// The in-memory provider. Its name is `test`.
+#[derive(Debug, Default)]
+pub struct MemoryProvider {
+    world: Mutex<World>,
+    scripts: Mutex<BTreeMap<ResourceId, Script>>,
+    persist: Option<PathBuf>,
+}
+
+impl MemoryProvider {
+    /// An empty world.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A world persisted to `file` after every change (loaded if it exists).
+    pub fn persistent(file: impl Into<PathBuf>) -> Self {
+        let file = file.into();
+        let world = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        Self { world: Mutex::new(world), scripts: Mutex::default(), persist: Some(file) }
+    }
+
+    /// Scripts a behaviour for a resource.
+    pub fn script(&self, id: &ResourceId, script: Script) {
+        self.lock_scripts().insert(id.clone(), script);
+    }
+
+    /// A copy of the world.
+    pub fn world(&self) -> World {
+        self.lock_world().clone()
+    }
+
+    /// Changes a live object behind fleetform's back (out-of-band edit).
+    pub fn tamper(&self, id: &ResourceId, f: impl FnOnce(&mut serde_json::Value)) {
+        let mut w = self.lock_world();
+        if let Some(v) = w.objects.get_mut(id) {
+            f(v);
+        }
+        self.save(&w);
+    }
+
+    fn lock_world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_scripts(&self) -> std::sync::MutexGuard<'_, BTreeMap<ResourceId, Script>> {
+        self.scripts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn save(&self, w: &World) {
+        if let Some(file) = &self.persist {
+            let bytes = serde_json::to_vec(w).unwrap_or_default();
+            let _ = crate::state::write_atomic(file, &bytes);
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for MemoryProvider {
+    fn name(&self) -> &'static str {
+        "test"
+    }
+
+    async fn observe(&self, requests: &[ObserveRequest<'_>]) -> Vec<Result<Option<Observed>, ProviderError>> {
+        let scripts = self.lock_scripts().clone();
+        let w = self.lock_world();
+        requests
+            .iter()
+            .map(|r| {
+                if scripts.get(r.id).is_some_and(|s| s.observe_fails) {
+                    return Err(ProviderError::transient(r.id, "endpoint unreachable"));
+                }
+                Ok(w.objects.get(r.id).map(|v| Observed { id: r.id.clone(), state: v.clone(), private: None }))
+            })
+            .collect()
+    }
+
+    fn diff(&self, desired: &Desired, observed: Option<&Observed>) -> Result<Change, ProviderError> {
+        let Some(o) = observed else { return Ok(Change::new(desired.id.clone(), Action::Create)) };
+        let fields = desired_subset(&desired.spec, &o.state);
+        // A field named `immutable` cannot change in place, like a Kubernetes selector.
+        let requires_replace: Vec<String> = fields.iter().filter(|f| f.path.starts_with("/immutable")).map(|f| f.path.clone()).collect();
+        let action = match (fields.is_empty(), requires_replace.is_empty()) {
+            (true, _) => Action::NoOp,
+            (false, true) => Action::Update,
+            (false, false) => Action::Replace,
+        };
+        Ok(Change { id: desired.id.clone(), action, fields, requires_replace, disruptive: false })
+    }
+
+    async fn apply(&self, request: &ApplyRequest<'_>, _cx: &ApplyContext) -> Result<Applied, ProviderError> {
+        let id = &request.change.id;
+        let script = self.lock_scripts().get(id).cloned().unwrap_or_default();
+        let disruptive = request.change.disruptive;
+        let attempt = {
+            let mut w = self.lock_world();
+            let n = w.attempts.entry(id.clone()).or_default();
+            *n += 1;
+            let n = *n;
+            if disruptive {
+                w.disruptive_in_flight += 1;
+                w.max_concurrent_disruptive = w.max_concurrent_disruptive.max(w.disruptive_in_flight);
+            }
+            self.save(&w);
+            n
+        };
+        if script.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(script.latency_ms)).await;
+        }
+        let mut w = self.lock_world();
+        if disruptive {
+            w.disruptive_in_flight -= 1;
+        }
+        if let Some(msg) = script.fail {
+            return Err(ProviderError::permanent(id, msg));
+        }
+        if attempt <= script.transient_failures {
+            return Err(ProviderError::transient(id, format!("503 service unavailable (attempt {attempt})")));
+        }
+        let spec = request.desired.map(|d| d.spec.clone());
+        match (request.change.action, spec) {
+            (Action::Create, Some(spec)) => {
+                if w.objects.contains_key(id) {
+                    return Err(ProviderError::permanent(id, "already exists"));
+                }
+                w.objects.insert(id.clone(), spec.clone());
+                *w.creates.entry(id.clone()).or_default() += 1;
+                self.save(&w);
+                Ok(Applied { id: id.clone(), spec })
+            }
+            (Action::Update | Action::NoOp, Some(spec)) => {
+                let live = w.objects.get_mut(id).ok_or_else(|| ProviderError::permanent(id, "not found"))?;
+                merge(live, &spec);
+                self.save(&w);
+                Ok(Applied { id: id.clone(), spec })
+            }
+            (Action::Replace, Some(spec)) => {
+                w.objects.insert(id.clone(), spec.clone());
+                *w.creates.entry(id.clone()).or_default() += 1;
+                self.save(&w);
+                Ok(Applied { id: id.clone(), spec })
+            }
+            (Action::Delete, _) => {
+                w.objects.remove(id);
+                w.creates.remove(id);
+                self.save(&w);
+                Ok(Applied { id: id.clone(), spec: serde_json::Value::Null })
+            }
+            (_, None) => Err(ProviderError::permanent(id, "no desired spec")),
+        }
+    }
+
+    async fn health(&self, id: &ResourceId, _spec: &serde_json::Value) -> Result<Health, ProviderError> {
+        let slow = self.lock_scripts().get(id).map_or(0, |s| s.slow_health);
+        let mut w = self.lock_world();
+        let n = w.health_polls.entry(id.clone()).or_default();
+        *n += 1;
+        Ok(if *n <= slow { Health::Progressing(format!("starting ({n}/{slow})")) } else { Health::Ready })
+    }
+}
+
+fn merge(live: &mut serde_json::Value, desired: &serde_json::Value) {
+    match (live, desired) {
+        (serde_json::Value::Object(l), serde_json::Value::Object(d)) => {
+            for (k, v) in d {
+                merge(l.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (l, d) => *l = d.clone(),
+    }
+}
