@@ -1,1 +1,1069 @@
-//! fleetform's redfish provider.
+//! fleetform's redfish provider: BMC-level state of GPU hosts (power, boot
+//! override, BIOS attributes, secure boot, virtual media, firmware versions
+//! and a read-only hardware inventory), one resource per aspect of a host:
+//! `redfish:host/<host>/<aspect>`. The spec shapes are in [`spec`] and
+//! docs/providers/redfish.md.
+
+pub mod client;
+pub mod spec;
+mod typed;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use fleetform_engine::provider::{
+    Action, Applied, ApplyContext, ApplyRequest, Change, FieldChange, Health, ObserveRequest, Observed, Provider,
+    ProviderError,
+};
+use fleetform_engine::resource::{Desired, ResourceId};
+use fleetform_engine::secret::SecretResolver;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+pub use client::{AuthMode, ClientConfig};
+use client::{BmcHttp, Conn, HttpError, Limits, odata_id};
+use spec::{
+    Aspect, BiosSpec, BmcSpec, BootSpec, FirmwareSpec, InventorySpec, PowerSpec, PowerState, SecureBootSpec,
+    VirtualMediaSpec,
+};
+
+/// Tunables of the provider beyond HTTP limits.
+#[derive(Debug, Clone)]
+pub struct RedfishOptions {
+    /// HTTP limits and timeouts.
+    pub client: ClientConfig,
+    /// How long `apply` waits for a power change to land (the fake BMC takes up to 11 s).
+    pub power_timeout: Duration,
+    /// How often `apply` re-reads state while waiting (power, tasks).
+    pub poll_interval: Duration,
+    /// How long `apply` follows a firmware update task.
+    pub task_timeout: Duration,
+}
+
+impl Default for RedfishOptions {
+    fn default() -> Self {
+        Self {
+            client: ClientConfig::default(),
+            power_timeout: Duration::from_secs(60),
+            poll_interval: Duration::from_secs(1),
+            task_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+type ClientKey = (String, Option<PathBuf>, bool);
+
+/// The redfish provider.
+pub struct RedfishProvider {
+    secrets: Arc<dyn SecretResolver>,
+    options: RedfishOptions,
+    limits: Arc<Limits>,
+    clients: Mutex<HashMap<ClientKey, Arc<BmcHttp>>>,
+    /// (endpoint, system selector) -> System @odata.id
+    systems: Mutex<HashMap<(String, String), String>>,
+    /// Hosts whose BMC applied BIOS settings at once (no reboot needed).
+    bios_immediate: Mutex<HashSet<String>>,
+}
+
+/// A parsed address: `host/<host>/<aspect>`.
+struct Target {
+    host: String,
+    aspect: Aspect,
+}
+
+fn parse_id(id: &ResourceId) -> Result<Target, ProviderError> {
+    let bad = || {
+        ProviderError::permanent(
+            id,
+            "redfish addresses are redfish:host/<host>/<aspect> with aspect one of power, boot, bios, \
+             secure-boot, virtual-media, firmware, inventory",
+        )
+    };
+    let mut parts = id.path().split('/');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("host"), Some(host), Some(aspect), None) if !host.is_empty() => {
+            Ok(Target { host: host.to_string(), aspect: Aspect::parse(aspect).ok_or_else(bad)? })
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn parse_spec<T: DeserializeOwned>(id: &ResourceId, spec: &Value) -> Result<T, ProviderError> {
+    serde_json::from_value(spec.clone())
+        .map_err(|e| ProviderError::permanent(id, format!("invalid spec: {e}")))
+}
+
+/// What the provider keeps between observe and diff/apply.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Private {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    system: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    extra: Map<String, Value>,
+}
+
+/// A resolved host: the connection and the System.
+struct Host<'a> {
+    id: &'a ResourceId,
+    name: String,
+    conn: Conn,
+    system_path: String,
+    system: Value,
+    system_etag: Option<String>,
+}
+
+impl Host<'_> {
+    fn err(&self, e: HttpError) -> ProviderError {
+        e.into_provider(self.id, &self.name, &self.conn.user)
+    }
+
+    async fn get(&self, path: &str) -> Result<client::Response, ProviderError> {
+        self.conn.get(path).await.map_err(|e| self.err(e))
+    }
+
+    /// GET that maps 404/501/405 to `None`.
+    async fn get_opt(&self, path: &str) -> Result<Option<client::Response>, ProviderError> {
+        match self.conn.get(path).await {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn link(&self, name: &str) -> Option<String> {
+        odata_id(self.system.get(name)).map(str::to_string)
+    }
+
+    fn manager_path(&self) -> Option<String> {
+        self.system
+            .pointer("/Links/ManagedBy/0")
+            .and_then(|v| v.get("@odata.id"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    }
+
+    fn permanent(&self, msg: impl std::fmt::Display) -> ProviderError {
+        ProviderError::permanent(self.id, format!("host {}: {msg}", self.name))
+    }
+}
+
+/// Loose equality for BIOS attribute values: `true` == `"true"`, `10` == `"10"`.
+fn loose_eq(a: &Value, b: &Value) -> bool {
+    if a == b {
+        return true;
+    }
+    let s = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    matches!((s(a), s(b)), (Some(x), Some(y)) if x == y)
+}
+
+fn str_of(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_string)
+}
+
+fn field(path: &str, before: Option<Value>, after: Option<Value>) -> FieldChange {
+    FieldChange { path: path.to_string(), before, after, sensitive: false, changed_by: None }
+}
+
+/// Allowable values for a parameter of an action: inline
+/// `<Param>@Redfish.AllowableValues`, else the action's `@Redfish.ActionInfo`.
+async fn allowable(host: &Host<'_>, action: &Value, param: &str) -> Result<Option<Vec<String>>, ProviderError> {
+    let strs = |v: &Value| v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect());
+    if let Some(v) = action.get(format!("{param}@Redfish.AllowableValues")) {
+        return Ok(strs(v));
+    }
+    if let Some(info) = action.get("@Redfish.ActionInfo").and_then(Value::as_str) {
+        if let Some(r) = host.get_opt(info).await? {
+            if let Some(params) = r.body.get("Parameters").and_then(Value::as_array) {
+                for p in params {
+                    if p.get("Name").and_then(Value::as_str) == Some(param) {
+                        return Ok(p.get("AllowableValues").and_then(strs));
+                    }
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+impl RedfishProvider {
+    /// A provider reading BMC passwords through `secrets`, with default limits
+    /// (2 requests in flight per BMC, 64 overall).
+    pub fn new(secrets: Arc<dyn SecretResolver>) -> Self {
+        Self::with_options(secrets, RedfishOptions::default())
+    }
+
+    /// A provider with explicit limits and timeouts.
+    pub fn with_options(secrets: Arc<dyn SecretResolver>, options: RedfishOptions) -> Self {
+        Self {
+            secrets,
+            limits: Arc::new(Limits::new(options.client.clone())),
+            options,
+            clients: Mutex::new(HashMap::new()),
+            systems: Mutex::new(HashMap::new()),
+            bios_immediate: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn http(&self, id: &ResourceId, host: &str, bmc: &BmcSpec) -> Result<Arc<BmcHttp>, ProviderError> {
+        if bmc.insecure {
+            tracing::warn!(
+                host,
+                endpoint = %bmc.endpoint,
+                "TLS VERIFICATION IS OFF for this BMC (bmc.insecure: true): anyone on the path can read its credentials"
+            );
+        }
+        let key = (bmc.endpoint.trim_end_matches('/').to_string(), bmc.ca_bundle.clone(), bmc.insecure);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let pem = match &bmc.ca_bundle {
+            Some(p) => Some(std::fs::read(p).map_err(|e| {
+                ProviderError::permanent(id, format!("host {host}: cannot read bmc.caBundle {}", p.display()))
+                    .with_source(e)
+            })?),
+            None => None,
+        };
+        let c = Arc::new(
+            BmcHttp::new(&bmc.endpoint, pem.as_deref(), bmc.insecure, self.limits.clone())
+                .map_err(|e| e.into_provider(id, host, &bmc.credentials.username))?,
+        );
+        clients.insert(key, c.clone());
+        Ok(c)
+    }
+
+    async fn connect(&self, id: &ResourceId, host: &str, bmc: &BmcSpec) -> Result<Conn, ProviderError> {
+        let http = self.http(id, host, bmc)?;
+        let password = self.secrets.resolve(&bmc.credentials.password).map_err(|e| {
+            ProviderError::permanent(id, format!("host {host}: cannot read the BMC password")).with_source(e)
+        })?;
+        let user = &bmc.credentials.username;
+        Conn::open(http, user, password).await.map_err(|e| e.into_provider(id, host, user))
+    }
+
+    /// Connects and finds the ComputerSystem named by `bmc.system`.
+    async fn host<'a>(&self, id: &'a ResourceId, name: &str, bmc: &BmcSpec) -> Result<Host<'a>, ProviderError> {
+        let conn = self.connect(id, name, bmc).await?;
+        let mut host =
+            Host { id, name: name.to_string(), conn, system_path: String::new(), system: Value::Null, system_etag: None };
+        let selector = bmc.system.clone().unwrap_or_default();
+        let cache_key = (bmc.endpoint.trim_end_matches('/').to_string(), selector.clone());
+        let cached = self.systems.lock().unwrap_or_else(|e| e.into_inner()).get(&cache_key).cloned();
+        if let Some(path) = cached {
+            if let Some(r) = host.get_opt(&path).await? {
+                host.system_etag = r.header("ETag");
+                host.system = r.body;
+                host.system_path = path;
+                return Ok(host);
+            }
+        }
+        let systems = odata_id(host.conn.root.get("Systems"))
+            .map(str::to_string)
+            .ok_or_else(|| host.permanent("the BMC's service root links no Systems collection"))?;
+        let matches = |sys: &Value| {
+            ["Id", "Name", "UUID", "HostName"].iter().any(|k| sys.get(*k).and_then(Value::as_str) == Some(selector.as_str()))
+        };
+        let mut found: Option<(String, client::Response)> = None;
+        if !selector.is_empty() {
+            // Direct hit first (Id in the path, or a BMC that redirects names, like sushy).
+            let direct = format!("{}/{}", systems.trim_end_matches('/'), selector);
+            if let Some(r) = host.get_opt(&direct).await? {
+                if matches(&r.body) {
+                    let path = odata_id(Some(&r.body)).map_or(direct, str::to_string);
+                    found = Some((path, r));
+                }
+            }
+        }
+        if found.is_none() {
+            let coll = host.get(&systems).await?.body;
+            let members: Vec<String> = coll
+                .get("Members")
+                .and_then(Value::as_array)
+                .map(|m| m.iter().filter_map(|x| odata_id(Some(x)).map(str::to_string)).collect())
+                .unwrap_or_default();
+            if selector.is_empty() {
+                if members.len() != 1 {
+                    return Err(host.permanent(format!(
+                        "the BMC has {} systems ({}): set bmc.system to one of them",
+                        members.len(),
+                        members.iter().map(|m| m.rsplit('/').find(|s| !s.is_empty()).unwrap_or(m)).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                let r = host.get(&members[0]).await?;
+                found = Some((members[0].clone(), r));
+            } else {
+                for m in &members {
+                    let r = host.get(m).await?;
+                    if matches(&r.body) {
+                        found = Some((m.clone(), r));
+                        break;
+                    }
+                }
+            }
+        }
+        let Some((path, r)) = found else {
+            return Err(host.permanent(format!("the BMC has no system with Id, Name or UUID `{selector}`")));
+        };
+        self.systems.lock().unwrap_or_else(|e| e.into_inner()).insert(cache_key, path.clone());
+        host.system_etag = r.header("ETag");
+        host.system = r.body;
+        host.system_path = path;
+        Ok(host)
+    }
+
+    async fn observe_one(&self, rq: &ObserveRequest<'_>) -> Result<Option<Observed>, ProviderError> {
+        let id = rq.id;
+        let t = parse_id(id)?;
+        let bmc: spec::AnyBmc = parse_spec(id, rq.spec)?;
+        let host = self.host(id, &t.host, &bmc.bmc).await?;
+        let result = self.observe_aspect(&host, t.aspect, rq.spec).await;
+        host.conn.close().await;
+        let (state, private) = result?;
+        Ok(Some(Observed { id: id.clone(), state, private: Some(serde_json::to_value(private).unwrap_or(Value::Null)) }))
+    }
+
+    async fn observe_aspect(&self, host: &Host<'_>, aspect: Aspect, spec: &Value) -> Result<(Value, Private), ProviderError> {
+        let mut p = Private { system: Some(host.system_path.clone()), ..Private::default() };
+        match aspect {
+            Aspect::Power => {
+                let sys = typed::system(&host.system);
+                p.etag = host.system_etag.clone();
+                Ok((json!({"state": sys.power_state}), p))
+            }
+            Aspect::Boot => {
+                let sys = typed::system(&host.system);
+                let want: BootSpec = parse_spec(host.id, spec)?;
+                let mut state = json!({"target": sys.boot_target, "enabled": sys.boot_enabled});
+                if want.mode.is_some() {
+                    state["mode"] = json!(sys.boot_mode);
+                }
+                p.etag = host.system_etag.clone();
+                // Some BMCs (OpenBMC on GB200) take Boot changes through the System's settings object.
+                p.path = Some(
+                    host.system
+                        .pointer("/@Redfish.Settings/SettingsObject/@odata.id")
+                        .and_then(Value::as_str)
+                        .map_or_else(|| host.system_path.clone(), str::to_string),
+                );
+                if let Some(a) = sys.boot_targets_allowed {
+                    p.extra.insert("allowableTargets".into(), json!(a));
+                }
+                Ok((state, p))
+            }
+            Aspect::Bios => self.observe_bios(host, spec, p).await,
+            Aspect::SecureBoot => {
+                let path = host.link("SecureBoot").ok_or_else(|| host.permanent("the BMC does not expose SecureBoot for this system"))?;
+                let r = host
+                    .get_opt(&path)
+                    .await?
+                    .ok_or_else(|| host.permanent(format!("the BMC does not implement SecureBoot ({path})")))?;
+                p.etag = r.header("ETag");
+                p.path = Some(path);
+                Ok((json!({"enabled": r.body.get("SecureBootEnable").cloned().unwrap_or(Value::Null)}), p))
+            }
+            Aspect::VirtualMedia => self.observe_vmedia(host, spec, p).await,
+            Aspect::Firmware => self.observe_firmware(host, spec, p).await,
+            Aspect::Inventory => self.observe_inventory(host, spec, p).await,
+        }
+    }
+
+    async fn observe_bios(&self, host: &Host<'_>, spec: &Value, mut p: Private) -> Result<(Value, Private), ProviderError> {
+        let want: BiosSpec = parse_spec(host.id, spec)?;
+        let path = host
+            .link("Bios")
+            .ok_or_else(|| host.permanent("the BMC does not expose BIOS settings (no Bios link on the System)"))?;
+        let r = host
+            .get_opt(&path)
+            .await?
+            .ok_or_else(|| host.permanent(format!("the BMC does not implement BIOS settings ({path})")))?;
+        let current = r.body.get("Attributes").and_then(Value::as_object).cloned().unwrap_or_default();
+        let (settings, source) = match r.body.pointer("/@Redfish.Settings/SettingsObject/@odata.id").and_then(Value::as_str) {
+            Some(s) => (s.to_string(), "@Redfish.Settings"),
+            None => (format!("{}/Settings", path.trim_end_matches('/')), "<Bios>/Settings (no @Redfish.Settings; sushy's path)"),
+        };
+        let apply_times = r
+            .body
+            .pointer("/@Redfish.Settings/SupportedApplyTimes")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect::<Vec<_>>());
+        let mut pending = Map::new();
+        if let Some(s) = host.get_opt(&settings).await? {
+            p.etag = s.header("ETag");
+            if let Some(attrs) = s.body.get("Attributes").and_then(Value::as_object) {
+                for (k, v) in attrs {
+                    if want.attributes.contains_key(k) && current.get(k).is_none_or(|c| !loose_eq(c, v)) {
+                        pending.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        let mut attrs = Map::new();
+        let mut unknown = Vec::new();
+        for k in want.attributes.keys() {
+            match current.get(k) {
+                Some(v) => {
+                    attrs.insert(k.clone(), v.clone());
+                }
+                None => unknown.push(json!(k)),
+            }
+        }
+        p.path = Some(settings);
+        p.extra.insert("biosPath".into(), json!(path));
+        p.extra.insert("settingsSource".into(), json!(source));
+        p.extra.insert("pending".into(), Value::Object(pending));
+        p.extra.insert("unknown".into(), Value::Array(unknown));
+        p.extra.insert("knownAttributes".into(), json!(current.keys().take(12).collect::<Vec<_>>()));
+        let immediate = apply_times.as_ref().is_some_and(|a| a.iter().any(|t| t == "Immediate"))
+            || self.bios_immediate.lock().unwrap_or_else(|e| e.into_inner()).contains(&bios_key(host));
+        p.extra.insert("appliesImmediately".into(), json!(immediate));
+        Ok((json!({"attributes": attrs}), p))
+    }
+
+    async fn vmedia_collection(&self, host: &Host<'_>) -> Result<Option<String>, ProviderError> {
+        if let Some(c) = host.link("VirtualMedia") {
+            if host.get_opt(&c).await?.is_some() {
+                return Ok(Some(c));
+            }
+        }
+        if let Some(m) = host.manager_path() {
+            if let Some(r) = host.get_opt(&m).await? {
+                if let Some(c) = odata_id(r.body.get("VirtualMedia")) {
+                    return Ok(Some(c.to_string()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn observe_vmedia(&self, host: &Host<'_>, spec: &Value, mut p: Private) -> Result<(Value, Private), ProviderError> {
+        let want: VirtualMediaSpec = parse_spec(host.id, spec)?;
+        let coll = self
+            .vmedia_collection(host)
+            .await?
+            .ok_or_else(|| host.permanent("the BMC exposes no VirtualMedia (neither on the System nor on its Manager)"))?;
+        let members: Vec<String> = host
+            .get(&coll)
+            .await?
+            .body
+            .get("Members")
+            .and_then(Value::as_array)
+            .map(|m| m.iter().filter_map(|x| odata_id(Some(x)).map(str::to_string)).collect())
+            .unwrap_or_default();
+        let mut chosen = None;
+        let mut seen = Vec::new();
+        for m in &members {
+            let r = host.get(m).await?;
+            let id = str_of(&r.body, "Id").unwrap_or_else(|| m.rsplit('/').next().unwrap_or(m).to_string());
+            let ok = match &want.device {
+                Some(d) => &id == d,
+                None => r.body.get("MediaTypes").and_then(Value::as_array).is_some_and(|t| {
+                    t.iter().any(|x| matches!(x.as_str(), Some("CD" | "DVD")))
+                }),
+            };
+            seen.push(id);
+            if ok {
+                chosen = Some((m.clone(), r));
+                break;
+            }
+        }
+        let Some((path, r)) = chosen else {
+            return Err(host.permanent(match &want.device {
+                Some(d) => format!("no VirtualMedia device `{d}` (have: {})", seen.join(", ")),
+                None => format!("no VirtualMedia device takes CD/DVD images (have: {})", seen.join(", ")),
+            }));
+        };
+        let image = str_of(&r.body, "Image").filter(|s| !s.is_empty());
+        let inserted = r.body.get("Inserted").and_then(Value::as_bool).unwrap_or(image.is_some());
+        for (action, key) in [("#VirtualMedia.InsertMedia", "insert"), ("#VirtualMedia.EjectMedia", "eject")] {
+            if let Some(t) = r.body.pointer(&format!("/Actions/{}/target", action.replace('/', "~1"))).and_then(Value::as_str) {
+                p.extra.insert(key.into(), json!(t));
+            }
+        }
+        p.etag = r.header("ETag");
+        p.path = Some(path);
+        Ok((json!({"image": image, "inserted": inserted}), p))
+    }
+
+    async fn observe_firmware(&self, host: &Host<'_>, spec: &Value, mut p: Private) -> Result<(Value, Private), ProviderError> {
+        let want: FirmwareSpec = parse_spec(host.id, spec)?;
+        let mut versions: BTreeMap<String, Value> = BTreeMap::new();
+        let needs_inventory = want.expected.keys().any(|k| k != "BIOS" && k != "BMC");
+        // The update service and its inventory.
+        let mut inventory: Option<Vec<(String, String, Value)>> = None;
+        let mut inventory_note = String::from("UpdateService not linked from the service root");
+        if let Some(us) = odata_id(host.conn.root.get("UpdateService")) {
+            if let Some(r) = host.get_opt(us).await? {
+                if let Some(t) = r.body.pointer("/Actions/#UpdateService.SimpleUpdate/target").and_then(Value::as_str) {
+                    p.extra.insert("simpleUpdate".into(), json!(t));
+                }
+                match odata_id(r.body.get("FirmwareInventory")) {
+                    None => inventory_note = "BMC does not expose FirmwareInventory (no link in UpdateService)".into(),
+                    Some(fi) => match host.get_opt(fi).await? {
+                        None => inventory_note = format!("BMC does not expose FirmwareInventory ({fi} answers 404)"),
+                        Some(coll) => {
+                            let members: Vec<String> = coll
+                                .body
+                                .get("Members")
+                                .and_then(Value::as_array)
+                                .map(|m| m.iter().filter_map(|x| odata_id(Some(x)).map(str::to_string)).collect())
+                                .unwrap_or_default();
+                            inventory_note = format!("FirmwareInventory has {} members", members.len());
+                            let mut items = Vec::new();
+                            if needs_inventory {
+                                for m in &members {
+                                    if let Some(r) = host.get_opt(m).await? {
+                                        let id = str_of(&r.body, "Id").unwrap_or_default();
+                                        let name = str_of(&r.body, "Name").unwrap_or_default();
+                                        items.push((id, name, r.body.get("Version").cloned().unwrap_or(Value::Null)));
+                                    }
+                                }
+                            }
+                            inventory = Some(items);
+                        }
+                    },
+                }
+            }
+        }
+        p.extra.insert("firmwareInventory".into(), json!(inventory_note));
+        let mut missing = Vec::new();
+        for k in want.expected.keys() {
+            let v = match k.as_str() {
+                "BIOS" => host.system.get("BiosVersion").cloned().filter(|v| !v.is_null()),
+                "BMC" => match host.manager_path() {
+                    Some(m) => host.get_opt(&m).await?.and_then(|r| r.body.get("FirmwareVersion").cloned()),
+                    None => None,
+                },
+                other => inventory.as_ref().and_then(|inv| {
+                    inv.iter()
+                        .find(|(id, _, _)| id.eq_ignore_ascii_case(other))
+                        .or_else(|| inv.iter().find(|(_, name, _)| name.eq_ignore_ascii_case(other)))
+                        .map(|(_, _, v)| v.clone())
+                }),
+            };
+            match v {
+                Some(v) => {
+                    versions.insert(k.clone(), v);
+                }
+                None => missing.push(k.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            let why = if inventory.is_none() {
+                format!("{inventory_note}: cannot observe {}", missing.join(", "))
+            } else {
+                format!(
+                    "{} not found ({inventory_note}; BIOS comes from the System's BiosVersion, BMC from the Manager's FirmwareVersion)",
+                    missing.join(", ")
+                )
+            };
+            return Err(host.permanent(why));
+        }
+        Ok((json!({"expected": versions}), p))
+    }
+
+    async fn observe_inventory(&self, host: &Host<'_>, spec: &Value, p: Private) -> Result<(Value, Private), ProviderError> {
+        let want: InventorySpec = parse_spec(host.id, spec)?;
+        // GPUs may sit in another ComputerSystem of the same BMC (HGX baseboards): look at all.
+        let mut system_paths = vec![host.system_path.clone()];
+        if let Some(coll) = odata_id(host.conn.root.get("Systems")) {
+            if let Some(r) = host.get_opt(coll).await? {
+                for m in r.body.get("Members").and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(s) = odata_id(Some(m)) {
+                        if s.trim_end_matches('/') != host.system_path.trim_end_matches('/') {
+                            system_paths.push(s.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        let mut gpus: Vec<Option<String>> = Vec::new();
+        let mut any_processors = false;
+        for sp in &system_paths {
+            let sys = if sp == &host.system_path { host.system.clone() } else { host.get(sp).await?.body };
+            let Some(pp) = odata_id(sys.get("Processors")) else { continue };
+            let Some(coll) = host.get_opt(pp).await? else { continue };
+            any_processors = true;
+            for m in coll.body.get("Members").and_then(Value::as_array).into_iter().flatten() {
+                let Some(mp) = odata_id(Some(m)) else { continue };
+                let r = host.get(mp).await?;
+                if r.body.get("ProcessorType").and_then(Value::as_str) == Some("GPU") {
+                    gpus.push(str_of(&r.body, "Model"));
+                }
+            }
+        }
+        if !any_processors {
+            return Err(host.permanent("the BMC does not expose Processors: cannot check the GPU inventory"));
+        }
+        let mut expect = Map::new();
+        if let Some(m) = &want.expect.gpu_model {
+            let needle = m.to_lowercase();
+            let bad = gpus.iter().find(|g| !g.as_ref().is_some_and(|g| g.to_lowercase().contains(&needle)));
+            let v = match (gpus.is_empty(), bad) {
+                (true, _) => Value::Null,
+                (false, None) => json!(m),
+                (false, Some(g)) => g.clone().map_or(json!("(no Model reported)"), Value::String),
+            };
+            expect.insert("gpuModel".into(), v);
+        }
+        if want.expect.gpu_count.is_some() {
+            expect.insert("gpuCount".into(), json!(gpus.len()));
+        }
+        Ok((json!({"expect": expect}), p))
+    }
+
+    fn diff_inner(&self, desired: &Desired, observed: Option<&Observed>) -> Result<Change, ProviderError> {
+        let id = &desired.id;
+        let t = parse_id(id)?;
+        let Some(obs) = observed else {
+            return Err(ProviderError::permanent(
+                id,
+                format!("host {}: not observed (a host's BMC state cannot be created, only changed)", t.host),
+            ));
+        };
+        let private: Private = obs.private.clone().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+        let st = &obs.state;
+        let mut fields = Vec::new();
+        let mut disruptive = false;
+        match t.aspect {
+            Aspect::Power => {
+                let w: PowerSpec = parse_spec(id, &desired.spec)?;
+                let want = json!(w.state);
+                if st.get("state") != Some(&want) {
+                    fields.push(field("/state", st.get("state").cloned(), Some(want)));
+                }
+                disruptive = true;
+            }
+            Aspect::Boot => {
+                let w: BootSpec = parse_spec(id, &desired.spec)?;
+                if let Some(allowed) = private.extra.get("allowableTargets").and_then(Value::as_array) {
+                    if !allowed.iter().any(|a| a.as_str() == Some(w.target.as_str())) {
+                        return Err(ProviderError::permanent(
+                            id,
+                            format!(
+                                "host {}: boot target `{}` is not offered by the BMC (allowed: {})",
+                                t.host,
+                                w.target,
+                                allowed.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    }
+                }
+                for (k, v) in [("target", Some(&w.target)), ("enabled", Some(&w.enabled)), ("mode", w.mode.as_ref())] {
+                    if let Some(v) = v {
+                        if st.get(k).and_then(Value::as_str) != Some(v.as_str()) {
+                            fields.push(field(&format!("/{k}"), st.get(k).cloned(), Some(json!(v))));
+                        }
+                    }
+                }
+            }
+            Aspect::Bios => {
+                let w: BiosSpec = parse_spec(id, &desired.spec)?;
+                if let Some(first) = private.extra.get("unknown").and_then(Value::as_array).and_then(|u| u.first()) {
+                    let known = private.extra.get("knownAttributes").and_then(Value::as_array).map(|k| {
+                        k.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
+                    });
+                    return Err(ProviderError::permanent(
+                        id,
+                        format!(
+                            "host {}: unknown BIOS attribute `{}`: the BMC does not list it (it has e.g. {})",
+                            t.host,
+                            first.as_str().unwrap_or_default(),
+                            known.unwrap_or_default()
+                        ),
+                    ));
+                }
+                let pending = private.extra.get("pending").and_then(Value::as_object).cloned().unwrap_or_default();
+                for (k, v) in &w.attributes {
+                    let cur = st.pointer(&format!("/attributes/{}", escape(k)));
+                    if !cur.is_some_and(|c| loose_eq(c, v)) {
+                        let mut f = field(&format!("/attributes/{}", escape(k)), cur.cloned(), Some(v.clone()));
+                        if pending.get(k).is_some_and(|p| loose_eq(p, v)) {
+                            f.changed_by = Some("staged in the BIOS settings object; takes effect on the next reboot".into());
+                        }
+                        fields.push(f);
+                    }
+                }
+                disruptive = !private.extra.get("appliesImmediately").and_then(Value::as_bool).unwrap_or(false);
+            }
+            Aspect::SecureBoot => {
+                let w: SecureBootSpec = parse_spec(id, &desired.spec)?;
+                if st.get("enabled") != Some(&json!(w.enabled)) {
+                    fields.push(field("/enabled", st.get("enabled").cloned(), Some(json!(w.enabled))));
+                }
+                // Takes effect on the next boot.
+                disruptive = true;
+            }
+            Aspect::VirtualMedia => {
+                let w: VirtualMediaSpec = parse_spec(id, &desired.spec)?;
+                if w.inserted && w.image.is_none() {
+                    return Err(ProviderError::permanent(id, format!("host {}: virtual media inserted: true needs an image URL", t.host)));
+                }
+                if st.get("inserted") != Some(&json!(w.inserted)) {
+                    fields.push(field("/inserted", st.get("inserted").cloned(), Some(json!(w.inserted))));
+                }
+                if w.inserted && st.get("image") != Some(&json!(w.image)) {
+                    fields.push(field("/image", st.get("image").cloned(), Some(json!(w.image))));
+                }
+            }
+            Aspect::Firmware => {
+                let w: FirmwareSpec = parse_spec(id, &desired.spec)?;
+                for (k, v) in &w.expected {
+                    let cur = st.pointer(&format!("/expected/{}", escape(k)));
+                    if cur.and_then(Value::as_str) != Some(v.as_str()) {
+                        fields.push(field(&format!("/expected/{}", escape(k)), cur.cloned(), Some(json!(v))));
+                    }
+                }
+                disruptive = true;
+            }
+            Aspect::Inventory => {
+                let w: InventorySpec = parse_spec(id, &desired.spec)?;
+                if let Some(m) = &w.expect.gpu_model {
+                    let cur = st.pointer("/expect/gpuModel");
+                    if cur.and_then(Value::as_str) != Some(m.as_str()) {
+                        fields.push(field("/expect/gpuModel", cur.cloned(), Some(json!(m))));
+                    }
+                }
+                if let Some(n) = w.expect.gpu_count {
+                    let cur = st.pointer("/expect/gpuCount");
+                    if cur.and_then(Value::as_u64) != Some(n) {
+                        fields.push(field("/expect/gpuCount", cur.cloned(), Some(json!(n))));
+                    }
+                }
+            }
+        }
+        let action = if fields.is_empty() { Action::NoOp } else { Action::Update };
+        Ok(Change {
+            id: id.clone(),
+            action,
+            disruptive: disruptive && action != Action::NoOp,
+            fields,
+            requires_replace: Vec::new(),
+        })
+    }
+
+    async fn apply_aspect(&self, host: &Host<'_>, aspect: Aspect, spec: &Value, cx: &ApplyContext) -> Result<(), ProviderError> {
+        let (_, p) = self.observe_aspect(host, aspect, spec).await?;
+        match aspect {
+            Aspect::Power => {
+                let w: PowerSpec = parse_spec(host.id, spec)?;
+                self.apply_power(host, w.state, cx).await
+            }
+            Aspect::Boot => {
+                let w: BootSpec = parse_spec(host.id, spec)?;
+                let mut boot = json!({"BootSourceOverrideTarget": w.target, "BootSourceOverrideEnabled": w.enabled});
+                if let Some(m) = &w.mode {
+                    boot["BootSourceOverrideMode"] = json!(m);
+                }
+                if cx.dry_run {
+                    return Ok(());
+                }
+                let path = p.path.clone().unwrap_or_else(|| host.system_path.clone());
+                let etag = if path == host.system_path { p.etag.as_deref() } else { None };
+                host.conn.patch(&path, &json!({"Boot": boot}), etag).await.map_err(|e| host.err(e))?;
+                let after = typed::system(&host.get(&host.system_path).await?.body);
+                if after.boot_enabled.as_deref() != Some(w.enabled.as_str()) {
+                    tracing::warn!(
+                        host = %host.name,
+                        wanted = %w.enabled,
+                        got = ?after.boot_enabled,
+                        "the BMC did not take BootSourceOverrideEnabled (sushy's fake driver always reads Continuous)"
+                    );
+                }
+                Ok(())
+            }
+            Aspect::Bios => {
+                let w: BiosSpec = parse_spec(host.id, spec)?;
+                if let Some(first) = p.extra.get("unknown").and_then(Value::as_array).and_then(|u| u.first()) {
+                    return Err(host.permanent(format!("unknown BIOS attribute `{}`", first.as_str().unwrap_or_default())));
+                }
+                let (state, _) = self.observe_bios(host, spec, p.clone()).await?;
+                let mut patch = Map::new();
+                for (k, v) in &w.attributes {
+                    if !state.pointer(&format!("/attributes/{}", escape(k))).is_some_and(|c| loose_eq(c, v)) {
+                        patch.insert(k.clone(), v.clone());
+                    }
+                }
+                if patch.is_empty() || cx.dry_run {
+                    return Ok(());
+                }
+                let settings = p.path.clone().unwrap_or_default();
+                tracing::info!(host = %host.name, settings = %settings, source = ?p.extra.get("settingsSource"), "PATCH BIOS attributes");
+                host.conn
+                    .patch(&settings, &json!({"Attributes": patch}), p.etag.as_deref())
+                    .await
+                    .map_err(|e| host.err(e))?;
+                let (after, _) = self.observe_bios(host, spec, p).await?;
+                let landed = w.attributes.iter().all(|(k, v)| {
+                    after.pointer(&format!("/attributes/{}", escape(k))).is_some_and(|c| loose_eq(c, v))
+                });
+                if landed {
+                    self.bios_immediate.lock().unwrap_or_else(|e| e.into_inner()).insert(bios_key(host));
+                    tracing::info!(host = %host.name, "BIOS settings applied at once (no reboot needed)");
+                } else {
+                    tracing::info!(host = %host.name, "BIOS settings staged: they take effect on the next reboot");
+                }
+                Ok(())
+            }
+            Aspect::SecureBoot => {
+                let w: SecureBootSpec = parse_spec(host.id, spec)?;
+                if cx.dry_run {
+                    return Ok(());
+                }
+                let path = p.path.clone().unwrap_or_default();
+                host.conn
+                    .patch(&path, &json!({"SecureBootEnable": w.enabled}), p.etag.as_deref())
+                    .await
+                    .map_err(|e| host.err(e))?;
+                Ok(())
+            }
+            Aspect::VirtualMedia => {
+                let w: VirtualMediaSpec = parse_spec(host.id, spec)?;
+                let (state, _) = self.observe_vmedia(host, spec, p.clone()).await?;
+                let inserted = state.get("inserted").and_then(Value::as_bool).unwrap_or(false);
+                let same_image = state.get("image") == Some(&json!(w.image));
+                if cx.dry_run {
+                    return Ok(());
+                }
+                let path = p.path.clone().unwrap_or_default();
+                if inserted && (!w.inserted || !same_image) {
+                    match p.extra.get("eject").and_then(Value::as_str) {
+                        Some(t) => host.conn.post(t, &json!({})).await.map(|_| ()),
+                        None => host.conn.patch(&path, &json!({"Image": null, "Inserted": false}), p.etag.as_deref()).await.map(|_| ()),
+                    }
+                    .map_err(|e| host.err(e))?;
+                }
+                if w.inserted && !(inserted && same_image) {
+                    let image = w.image.clone().unwrap_or_default();
+                    match p.extra.get("insert").and_then(Value::as_str) {
+                        Some(t) => host
+                            .conn
+                            .post(t, &json!({"Image": image, "Inserted": true, "WriteProtected": true}))
+                            .await
+                            .map(|_| ()),
+                        None => host.conn.patch(&path, &json!({"Image": image, "Inserted": true}), None).await.map(|_| ()),
+                    }
+                    .map_err(|e| host.err(e))?;
+                }
+                Ok(())
+            }
+            Aspect::Firmware => {
+                let w: FirmwareSpec = parse_spec(host.id, spec)?;
+                let Some(update) = &w.update else {
+                    return Err(host.permanent(
+                        "firmware differs from firmware.expected and the spec has no update.image to install",
+                    ));
+                };
+                let target = p.extra.get("simpleUpdate").and_then(Value::as_str).ok_or_else(|| {
+                    host.permanent("the BMC's UpdateService offers no SimpleUpdate action")
+                })?;
+                if cx.dry_run {
+                    return Ok(());
+                }
+                let mut body = json!({"ImageURI": update.image});
+                if !update.targets.is_empty() {
+                    let targets: Vec<String> = update
+                        .targets
+                        .iter()
+                        .map(|t| match t.as_str() {
+                            "system" => host.system_path.clone(),
+                            "manager" => host.manager_path().unwrap_or_default(),
+                            other => other.to_string(),
+                        })
+                        .collect();
+                    body["Targets"] = json!(targets);
+                }
+                let r = host.conn.post(target, &body).await.map_err(|e| host.err(e))?;
+                if let Some(monitor) = r.header("Location") {
+                    self.follow_task(host, &monitor, r.status.as_u16() == 202, cx).await?;
+                }
+                Ok(())
+            }
+            Aspect::Inventory => Err(host.permanent("inventory is observed, not applied")),
+        }
+    }
+
+    /// Follows a task monitor until the task ends (or a 404 for BMCs that
+    /// answer 204 + Location but keep no task, like sushy).
+    async fn follow_task(&self, host: &Host<'_>, monitor: &str, accepted: bool, cx: &ApplyContext) -> Result<(), ProviderError> {
+        let deadline = Instant::now() + self.options.task_timeout.min(cx.timeout);
+        loop {
+            match host.conn.get(monitor).await {
+                Ok(r) => {
+                    let state = str_of(&r.body, "TaskState");
+                    match state.as_deref() {
+                        Some("Completed") => return Ok(()),
+                        Some("Exception" | "Killed" | "Cancelled") => {
+                            let msg = r.body.pointer("/Messages/0/Message").and_then(Value::as_str).unwrap_or("");
+                            return Err(host.permanent(format!("firmware update task {monitor} ended {}: {msg}", state.unwrap_or_default())));
+                        }
+                        None if r.status.as_u16() != 202 => return Ok(()),
+                        _ => {}
+                    }
+                }
+                Err(e) if e.is_not_found() && !accepted => return Ok(()),
+                Err(e) => return Err(host.err(e)),
+            }
+            if Instant::now() >= deadline {
+                return Err(ProviderError::transient(host.id, format!("host {}: firmware update task {monitor} still running", host.name)));
+            }
+            tokio::time::sleep(self.options.poll_interval).await;
+        }
+    }
+
+    async fn read_power(&self, host: &Host<'_>) -> Result<Option<String>, ProviderError> {
+        Ok(typed::system(&host.get(&host.system_path).await?.body).power_state)
+    }
+
+    async fn apply_power(&self, host: &Host<'_>, want: PowerState, cx: &ApplyContext) -> Result<(), ProviderError> {
+        let want_s = match want {
+            PowerState::On => "On",
+            PowerState::Off => "Off",
+        };
+        let transitional = match want {
+            PowerState::On => "PoweringOn",
+            PowerState::Off => "PoweringOff",
+        };
+        let current = self.read_power(host).await?;
+        if current.as_deref() == Some(want_s) {
+            return Ok(());
+        }
+        if cx.dry_run {
+            return Ok(());
+        }
+        if current.as_deref() != Some(transitional) {
+            let action = host.system.pointer("/Actions/#ComputerSystem.Reset").cloned().ok_or_else(|| {
+                host.permanent("the System has no ComputerSystem.Reset action")
+            })?;
+            let target = action.get("target").and_then(Value::as_str).unwrap_or_default().to_string();
+            let allowed = allowable(host, &action, "ResetType").await?;
+            let prefs: &[&str] = match want {
+                PowerState::On => &["On", "ForceOn"],
+                PowerState::Off => &["ForceOff", "GracefulShutdown"],
+            };
+            let reset = match &allowed {
+                Some(a) => prefs.iter().find(|p| a.iter().any(|x| x == *p)).copied().ok_or_else(|| {
+                    host.permanent(format!("the BMC offers no reset type for {want_s} (allowed: {})", a.join(", ")))
+                })?,
+                None => prefs[0],
+            };
+            let body = json!({"ResetType": reset});
+            match host.conn.post(&target, &body).await {
+                Ok(_) => {}
+                Err(HttpError::Unreachable { .. }) => {
+                    // The reset may or may not have reached the BMC: look before resending.
+                    tracing::warn!(host = %host.name, "connection lost during reset; re-reading PowerState before resending");
+                    tokio::time::sleep(self.options.poll_interval).await;
+                    let now = self.read_power(host).await?;
+                    if now.as_deref() != Some(want_s) && now.as_deref() != Some(transitional) {
+                        host.conn.post(&target, &body).await.map_err(|e| host.err(e))?;
+                    }
+                }
+                Err(e) => return Err(host.err(e)),
+            }
+        }
+        let wait = self.options.power_timeout.min(cx.timeout);
+        let deadline = Instant::now() + wait;
+        loop {
+            tokio::time::sleep(self.options.poll_interval).await;
+            let now = self.read_power(host).await?;
+            if now.as_deref() == Some(want_s) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ProviderError::transient(
+                    host.id,
+                    format!("host {}: power is still {} {}s after the reset", host.name, now.unwrap_or_default(), wait.as_secs()),
+                ));
+            }
+        }
+    }
+}
+
+fn bios_key(host: &Host<'_>) -> String {
+    format!("{}{}", host.conn.http().base(), host.system_path)
+}
+
+/// JSON-pointer escaping of one segment.
+fn escape(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+#[async_trait]
+impl Provider for RedfishProvider {
+    fn name(&self) -> &'static str {
+        "redfish"
+    }
+
+    async fn observe(&self, requests: &[ObserveRequest<'_>]) -> Vec<Result<Option<Observed>, ProviderError>> {
+        futures::future::join_all(requests.iter().map(|rq| self.observe_one(rq))).await
+    }
+
+    fn diff(&self, desired: &Desired, observed: Option<&Observed>) -> Result<Change, ProviderError> {
+        self.diff_inner(desired, observed)
+    }
+
+    async fn apply(&self, request: &ApplyRequest<'_>, cx: &ApplyContext) -> Result<Applied, ProviderError> {
+        let id = &request.change.id;
+        let t = parse_id(id)?;
+        let Some(desired) = request.desired else {
+            // Deleting a host aspect from the manifest stops managing it; the BMC keeps its state.
+            return Ok(Applied { id: id.clone(), spec: request.last_applied.cloned().unwrap_or(Value::Null) });
+        };
+        if t.aspect == Aspect::Inventory {
+            return Err(ProviderError::permanent(id, format!("host {}: inventory is observed, not applied", t.host)));
+        }
+        let bmc: spec::AnyBmc = parse_spec(id, &desired.spec)?;
+        let host = self.host(id, &t.host, &bmc.bmc).await?;
+        let result = self.apply_aspect(&host, t.aspect, &desired.spec, cx).await;
+        host.conn.close().await;
+        result?;
+        Ok(Applied { id: id.clone(), spec: desired.spec.clone() })
+    }
+
+    async fn health(&self, id: &ResourceId, spec: &Value) -> Result<Health, ProviderError> {
+        let rq = ObserveRequest { id, spec, desired: true };
+        let observed = self.observe_one(&rq).await?;
+        let desired = Desired::new(id.clone(), spec.clone());
+        let change = self.diff_inner(&desired, observed.as_ref())?;
+        if change.action == Action::NoOp {
+            return Ok(Health::Ready);
+        }
+        let what = change
+            .fields
+            .iter()
+            .map(|f| {
+                let staged = f.changed_by.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
+                format!(
+                    "{} is {} (want {}){staged}",
+                    f.path,
+                    f.before.as_ref().map_or("absent".into(), Value::to_string),
+                    f.after.as_ref().map_or("absent".into(), Value::to_string)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Ok(Health::Progressing(what))
+    }
+}
+
+/// Which way the conversation with this BMC authenticates (session or basic),
+/// for diagnostics and tests.
+pub async fn probe_auth(provider: &RedfishProvider, id: &ResourceId, host: &str, bmc: &BmcSpec) -> Result<AuthMode, ProviderError> {
+    let conn = provider.connect(id, host, bmc).await?;
+    let mode = conn.auth_mode();
+    conn.close().await;
+    Ok(mode)
+}
