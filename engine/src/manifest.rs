@@ -416,7 +416,7 @@ pub struct Driver {
 }
 
 /// `driver.kernelModuleType`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KernelModuleType {
     /// Let the operator choose.
@@ -429,7 +429,7 @@ pub enum KernelModuleType {
 }
 
 /// ClusterPolicy `mig.strategy`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MigStrategy {
     /// All MIG devices of a node share one profile, exposed as `nvidia.com/gpu`.
@@ -617,7 +617,7 @@ pub struct Kyverno {
 }
 
 /// Kyverno `failureAction`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum FailureAction {
     /// Report only.
     #[default]
@@ -730,7 +730,7 @@ pub struct RackSpec {
 }
 
 /// The kind of fault domain a rack is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FaultDomainKind {
     /// An ordinary rack.
@@ -927,7 +927,7 @@ pub struct Nic {
 }
 
 /// NIC type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NicType {
     /// RDMA over Converged Ethernet.
@@ -953,7 +953,7 @@ pub struct DpuDevice {
 }
 
 /// DPU operating mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DpuMode {
     /// DPU mode (Arm cores own the datapath).
@@ -972,7 +972,7 @@ pub struct Bios {
 }
 
 /// Desired power state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PowerState {
     /// Powered on.
     #[default]
@@ -993,7 +993,7 @@ pub struct Boot {
 }
 
 /// `BootSourceOverrideTarget` values fleetform sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum BootTarget {
     /// Boot normally.
     None,
@@ -1012,7 +1012,7 @@ pub enum BootTarget {
 }
 
 /// Boot mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum BootMode {
     /// UEFI.
     #[default]
@@ -1059,7 +1059,7 @@ pub struct TenantSpec {
 }
 
 /// Tenancy flavour: which layers the provider side owns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Flavor {
     /// The cloud operator (NCP) runs everything up to the workloads.
@@ -1071,7 +1071,7 @@ pub enum Flavor {
 }
 
 /// Host isolation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Isolation {
     /// Hosts may serve several tenants.
@@ -1275,7 +1275,7 @@ pub struct Taint {
 }
 
 /// Taint effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum TaintEffect {
     /// NoSchedule.
     NoSchedule,

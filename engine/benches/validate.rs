@@ -1,0 +1,2 @@
+//! load + validate on synthetic fleets (see BENCHMARKS.md).
+fn main() {}
