@@ -139,12 +139,15 @@ async fn bios_attributes_apply_at_once_on_libvirt_and_out_of_band_change_is_drif
         pe.bmc(&pe.libvirt, "gpu-node-0"),
         json!({"attributes": {"ProcTurboMode": "Disabled", "SriovGlobalEnable": "Enabled", "NumCores": 10}}),
     );
+    // Known baseline (the emulator keeps state between test runs).
+    let sys = pe.system_path(&pe.libvirt, "gpu-node-0").await;
+    let baseline = json!({"Attributes": {"ProcTurboMode": "Enabled", "SriovGlobalEnable": "Disabled"}});
+    pe.oob(Method::PATCH, &pe.libvirt, &format!("{sys}/BIOS/Settings"), baseline).await;
     let first = converge(&p, &d).await;
     assert_eq!(paths(&first), ["/attributes/ProcTurboMode", "/attributes/SriovGlobalEnable"]);
     // Before the first apply the provider cannot know the BMC applies at once: it says a reboot is needed.
     assert!(first.disruptive);
 
-    let sys = pe.system_path(&pe.libvirt, "gpu-node-0").await;
     pe.oob(Method::PATCH, &pe.libvirt, &format!("{sys}/BIOS/Settings"), json!({"Attributes": {"ProcTurboMode": "Enabled"}})).await;
     let (drift, _) = plan(&p, &d).await.unwrap();
     assert_eq!(paths(&drift), ["/attributes/ProcTurboMode"]);
