@@ -126,6 +126,12 @@ pub fn map(cx: &Context<'_>, err: kube::Error) -> ProviderError {
                     }
                 }
                 400 | 422 => ProviderError::permanent(cx.id, format!("cluster {c} rejected {obj}: {msg}")),
+                // Server-side apply answers a value of the wrong type (against the CRD or built-in
+                // schema) with a 500 "failed to create typed patch object": the object is invalid
+                // and retrying cannot help.
+                500 if msg.contains("failed to create typed patch object") => {
+                    ProviderError::permanent(cx.id, format!("cluster {c} rejected {obj}: {msg}"))
+                }
                 429 => {
                     let e = ProviderError::transient(cx.id, format!("cluster {c} is throttling requests (429): {msg}"));
                     match status.details.as_ref().map(|d| d.retry_after_seconds).filter(|s| *s > 0) {

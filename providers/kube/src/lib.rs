@@ -220,10 +220,19 @@ impl KubeProvider {
             return Ok(None);
         };
         let Some(mut live) = self.get(id, &t, &api).await? else {
-            if t.spec.adopt && req.desired {
+            if !req.desired {
+                return Ok(None);
+            }
+            if t.spec.adopt {
                 return Err(self.not_found(id, &t));
             }
-            return Ok(None);
+            // Absent: a dry-run create still has the server validate the object (schema, strict
+            // fields, CEL, admission), unless its namespace is itself still to be created.
+            return match api.patch(&t.reference.name, &ssa_params(true, true), &Patch::Apply(&t.object)).await {
+                Ok(_) => Ok(None),
+                Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+                Err(e) => Err(error::map(&self.cx(id, &t, "dry-run apply"), e)),
+            };
         };
         let managed_fields = live.pointer("/metadata/managedFields").cloned().unwrap_or(Value::Null);
         fields::clean(&mut live);
