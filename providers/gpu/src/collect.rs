@@ -55,11 +55,14 @@ pub struct CollectOptions {
     /// delivers events that happen after registration, so this sees XIDs raised
     /// during the window, not history (that is in the kernel log / DCGM).
     pub xid_poll: Option<Duration>,
+    /// Path of libnvidia-ml.so.1; `None` = `$FLEETFORM_NVML_LIB`, else the
+    /// loader's search path, then [`NVML_FALLBACK_PATHS`].
+    pub nvml_lib: Option<std::path::PathBuf>,
 }
 
 impl Default for CollectOptions {
     fn default() -> Self {
-        Self { node: None, xid_poll: Some(Duration::from_millis(250)) }
+        Self { node: None, xid_poll: Some(Duration::from_millis(250)), nvml_lib: None }
     }
 }
 
@@ -104,9 +107,39 @@ fn keep<T>(r: Result<T, NvmlError>, what: &str, errors: &mut Vec<String>) -> Opt
     }
 }
 
+/// Where NVML often lives when it is not on the loader's path: the GPU
+/// Operator's driver container root, container-toolkit mounts, distro paths.
+pub const NVML_FALLBACK_PATHS: &[&str] = &[
+    "/run/nvidia/driver/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1",
+    "/usr/local/nvidia/lib64/libnvidia-ml.so.1",
+    "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1",
+    "/usr/lib64/libnvidia-ml.so.1",
+    "/usr/lib/aarch64-linux-gnu/libnvidia-ml.so.1",
+];
+
+/// Loads NVML: the explicit path, or the loader's search, then the fallbacks.
+/// Only a failure to load the library moves on to the next candidate.
+fn init_nvml(opts: &CollectOptions) -> Result<Nvml, NvmlError> {
+    let explicit = opts
+        .nvml_lib
+        .clone()
+        .or_else(|| std::env::var_os("FLEETFORM_NVML_LIB").filter(|v| !v.is_empty()).map(Into::into));
+    if let Some(path) = explicit {
+        return Nvml::builder().lib_path(path.as_os_str()).init();
+    }
+    let first = Nvml::init();
+    let Err(NvmlError::LibloadingError(_)) = &first else { return first };
+    for p in NVML_FALLBACK_PATHS {
+        if std::path::Path::new(p).exists() {
+            return Nvml::builder().lib_path(std::ffi::OsStr::new(p)).init();
+        }
+    }
+    first
+}
+
 /// Collects with options. Read-only; see the module docs.
 pub fn collect_with(opts: &CollectOptions) -> Result<Inventory, GpuError> {
-    let nvml = Nvml::init().map_err(|e| unavailable(&e))?;
+    let nvml = init_nvml(opts).map_err(|e| unavailable(&e))?;
     let count = nvml.device_count().map_err(|e| unavailable(&e))?;
     if count == 0 {
         return Err(GpuError::NvmlUnavailable("NVML not available: no GPU found".to_string()));

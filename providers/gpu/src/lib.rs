@@ -10,7 +10,8 @@
 //! - [`mig_profiles`], [`fits`] and [`layout_fits`] are the MIG catalogue the
 //!   manifest validator reuses.
 //! - [`break_fix`] turns failed nodes into [`Remediation`]s (cordon, swap in a spare).
-//! - [`GpuProvider`] is the engine's `gpu` provider over an [`InventorySource`].
+//! - `GpuProvider` (feature `provider`, on by default) is the engine's `gpu`
+//!   provider over an `InventorySource`.
 #![warn(missing_docs)]
 
 pub mod breakfix;
@@ -19,6 +20,7 @@ pub mod health;
 pub mod inventory;
 pub mod mig;
 pub mod pool;
+#[cfg(feature = "provider")]
 pub mod provider;
 mod time;
 
@@ -28,4 +30,5 @@ pub use health::{HealthState, Verdict, gpu_health, node_health, xid_severity};
 pub use inventory::{Gpu, Inventory, InventoryError, render_text};
 pub use mig::{GpuMig, MigLayout, MigProfile, fits, layout_fits, mig_profiles};
 pub use pool::{DriftKind, GpuDrift, PoolExpectation, compare};
+#[cfg(feature = "provider")]
 pub use provider::{DirSource, GpuProvider, InventorySource, SourceError};
