@@ -29,9 +29,36 @@ struct Bmc {
     deleted: usize,
     log: Vec<(String, String, Value)>, // method, path, body
     if_match: Vec<(String, String)>,    // path, If-Match of PATCHes
+    /// (method, path suffix) -> what to do to the next such request.
+    faults: Vec<(String, String, Fault)>,
+    /// A reset lands only after this many GETs of the system: (system path, GETs left, state).
+    pending_power: Option<(String, usize, String)>,
+    power_delay_gets: usize,
 }
 
-type Shared = Arc<Mutex<Bmc>>;
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Close the connection without an answer; `landed`: the request took effect first.
+    Drop { landed: bool },
+    /// Answer with this status.
+    Status(u16),
+}
+
+#[derive(Default)]
+struct Server {
+    bmc: Mutex<Bmc>,
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
+    slow_ms: std::sync::atomic::AtomicU64,
+}
+
+type Shared = Arc<Server>;
+
+impl Server {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bmc> {
+        self.bmc.lock().unwrap()
+    }
+}
 
 fn merge(into: &mut Value, patch: &Value) {
     match (into, patch) {
@@ -53,10 +80,43 @@ fn read(bmc: &Bmc, path: &str) -> Option<Value> {
 }
 
 async fn handle(state: axum::extract::State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    use std::sync::atomic::Ordering::SeqCst;
+    let now = state.in_flight.fetch_add(1, SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, SeqCst);
+    let slow = state.slow_ms.load(SeqCst);
+    if slow > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(slow)).await;
+    }
+    let (resp, drop_conn) = respond(&state, method, uri, headers, body);
+    state.in_flight.fetch_sub(1, SeqCst);
+    if drop_conn {
+        // Panicking in the handler makes hyper close the connection without an answer.
+        panic!("fixture server: dropping the connection on purpose");
+    }
+    resp
+}
+
+fn respond(state: &Server, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> (Response, bool) {
     let path = uri.path().trim_end_matches('/').to_string();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let mut bmc = state.lock().unwrap();
+    let mut bmc = state.lock();
     bmc.log.push((method.to_string(), path.clone(), body.clone()));
+    let fault = bmc.faults.iter().position(|(m, suffix, _)| *m == method.as_str() && path.ends_with(suffix.as_str()));
+    let fault = fault.map(|i| bmc.faults.remove(i).2);
+    match fault {
+        Some(Fault::Status(code)) => return (StatusCode::from_u16(code).unwrap().into_response(), false),
+        Some(Fault::Drop { landed: false }) => return (StatusCode::OK.into_response(), true),
+        Some(Fault::Drop { landed: true }) => {
+            let r = answer(&mut bmc, method, path, headers, body);
+            drop(r);
+            return (StatusCode::OK.into_response(), true);
+        }
+        None => {}
+    }
+    (answer(&mut bmc, method, path, headers, body), false)
+}
+
+fn answer(bmc: &mut Bmc, method: Method, path: String, headers: HeaderMap, body: Value) -> Response {
     let sessions = "/redfish/v1/SessionService/Sessions";
     if method == Method::POST && path == sessions {
         if body["Password"] != PASSWORD {
@@ -79,7 +139,22 @@ async fn handle(state: axum::extract::State<Shared>, method: Method, uri: Uri, h
         }
     }
     match method {
-        Method::GET => match read(&bmc, &path) {
+        Method::GET => match {
+            let landed = match &mut bmc.pending_power {
+                Some((sys, left, st)) if *sys == path => {
+                    *left = left.saturating_sub(1);
+                    (*left == 0).then(|| st.clone())
+                }
+                _ => None,
+            };
+            if let Some(st) = landed {
+                bmc.pending_power = None;
+                let mut v = read(bmc, &path).unwrap();
+                v["PowerState"] = json!(st);
+                bmc.overrides.insert(path.clone(), v);
+            }
+            read(bmc, &path)
+        } {
             Some(v) => {
                 let etag = format!("\"{}\"", v.to_string().len());
                 ([("ETag", etag), ("Content-Type", "application/json".into())], v.to_string()).into_response()
@@ -98,16 +173,21 @@ async fn handle(state: axum::extract::State<Shared>, method: Method, uri: Uri, h
             if let Some(tag) = headers.get("If-Match").and_then(|t| t.to_str().ok()) {
                 bmc.if_match.push((path.clone(), tag.to_string()));
             }
-            let Some(mut v) = read(&bmc, &path) else { return StatusCode::NOT_FOUND.into_response() };
+            let Some(mut v) = read(bmc, &path) else { return StatusCode::NOT_FOUND.into_response() };
             merge(&mut v, &body);
             bmc.overrides.insert(path, v);
             StatusCode::NO_CONTENT.into_response()
         }
         Method::POST if path.ends_with("/Actions/ComputerSystem.Reset") => {
             let sys = path.trim_end_matches("/Actions/ComputerSystem.Reset").to_string();
-            let mut v = read(&bmc, &sys).unwrap();
-            v["PowerState"] = json!(if body["ResetType"].as_str().unwrap_or("").contains("Off") { "Off" } else { "On" });
-            bmc.overrides.insert(sys, v);
+            let st = if body["ResetType"].as_str().unwrap_or("").contains("Off") { "Off" } else { "On" };
+            if bmc.power_delay_gets > 0 {
+                bmc.pending_power = Some((sys, bmc.power_delay_gets, st.to_string()));
+            } else {
+                let mut v = read(bmc, &sys).unwrap();
+                v["PowerState"] = json!(st);
+                bmc.overrides.insert(sys, v);
+            }
             StatusCode::NO_CONTENT.into_response()
         }
         _ => StatusCode::METHOD_NOT_ALLOWED.into_response(),
@@ -116,7 +196,7 @@ async fn handle(state: axum::extract::State<Shared>, method: Method, uri: Uri, h
 
 async fn serve_gb200() -> (String, Shared) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/redfish/nvidia_gb200");
-    let state: Shared = Arc::new(Mutex::new(Bmc { root, ..Bmc::default() }));
+    let state: Shared = Arc::new(Server { bmc: Mutex::new(Bmc { root, ..Bmc::default() }), ..Server::default() });
     let app = axum::Router::new().fallback(handle).with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -141,14 +221,14 @@ fn password_file() -> (tempfile::TempDir, PathBuf) {
 /// Sessions are DELETEd by a spawned task when dropped on an error path: give it a moment.
 async fn settle(state: &Shared) -> (usize, usize, usize) {
     for _ in 0..50 {
-        let b = state.lock().unwrap();
+        let b = state.lock();
         if b.tokens.is_empty() {
             return (b.created, b.deleted, 0);
         }
         drop(b);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let b = state.lock().unwrap();
+    let b = state.lock();
     (b.created, b.deleted, b.tokens.len())
 }
 
@@ -198,7 +278,6 @@ async fn gb200_bios_change_is_patched_to_the_settings_object_and_stays_pending_u
     p.apply(&rq, &ApplyContext::default()).await.unwrap();
     let patches: Vec<(String, Value)> = state
         .lock()
-        .unwrap()
         .log
         .iter()
         .filter(|(m, _, _)| m == "PATCH")
@@ -206,7 +285,7 @@ async fn gb200_bios_change_is_patched_to_the_settings_object_and_stays_pending_u
         .collect();
     assert_eq!(patches, vec![("/redfish/v1/Systems/System_0/Bios/Settings".to_string(), json!({"Attributes": {"EGM": true}}))]);
     // The settings object had an ETag: the PATCH carried it.
-    assert_eq!(state.lock().unwrap().if_match.len(), 1);
+    assert_eq!(state.lock().if_match.len(), 1);
 
     // Current BIOS is unchanged until a reboot: the re-plan still shows it, marked staged.
     let (again, _) = plan(&p, &d).await.unwrap();
@@ -242,14 +321,13 @@ async fn gb200_power_off_uses_a_reset_type_from_action_info() {
     common::converge(&p, &off).await;
     let resets: Vec<Value> = state
         .lock()
-        .unwrap()
         .log
         .iter()
         .filter(|(m, path, _)| m == "POST" && path.ends_with("ComputerSystem.Reset"))
         .map(|(_, _, b)| b.clone())
         .collect();
     assert_eq!(resets, vec![json!({"ResetType": "ForceOff"})]);
-    assert!(state.lock().unwrap().log.iter().any(|(m, path, _)| m == "GET" && path.ends_with("ResetActionInfo")));
+    assert!(state.lock().log.iter().any(|(m, path, _)| m == "GET" && path.ends_with("ResetActionInfo")));
 }
 
 #[tokio::test]
@@ -300,4 +378,117 @@ async fn nv_redfish_service_root_reads_the_gb200_recording() {
     ));
     let root = nv_redfish::ServiceRoot::new(bmc).await.unwrap();
     assert_eq!(root.product().map(|p| p.to_string()).as_deref(), Some("GB200 NVL"));
+}
+
+fn count(state: &Shared, method: &str, suffix: &str) -> usize {
+    state.lock().log.iter().filter(|(m, p, _)| m == method && p.ends_with(suffix)).count()
+}
+
+#[tokio::test]
+async fn a_reset_whose_connection_dropped_is_not_resent_when_the_power_already_changed() {
+    let (url, state) = serve_gb200().await;
+    let (_d, pw) = password_file();
+    let p = provider();
+    state.lock().faults.push(("POST".into(), "ComputerSystem.Reset".into(), Fault::Drop { landed: true }));
+    let off = desired(&url, "System_0", "power", json!({"state": "Off"}), &pw);
+    common::converge(&p, &off).await;
+    assert_eq!(count(&state, "POST", "ComputerSystem.Reset"), 1, "the reset reached the BMC: never resend it");
+}
+
+#[tokio::test]
+async fn a_reset_lost_before_it_landed_is_resent_once_after_reading_power() {
+    let (url, state) = serve_gb200().await;
+    let (_d, pw) = password_file();
+    let p = provider();
+    state.lock().faults.push(("POST".into(), "ComputerSystem.Reset".into(), Fault::Drop { landed: false }));
+    let off = desired(&url, "System_0", "power", json!({"state": "Off"}), &pw);
+    common::converge(&p, &off).await;
+    assert_eq!(count(&state, "POST", "ComputerSystem.Reset"), 2);
+}
+
+#[tokio::test]
+async fn gets_are_retried_on_503_but_a_reset_post_is_not() {
+    let (url, state) = serve_gb200().await;
+    let (_d, pw) = password_file();
+    let p = provider();
+    state.lock().faults.push(("GET".into(), "/Systems/System_0".into(), Fault::Status(503)));
+    let off = desired(&url, "System_0", "power", json!({"state": "Off"}), &pw);
+    let (c, obs) = plan(&p, &off).await.unwrap();
+    assert_eq!(paths(&c), ["/state"]);
+    assert_eq!(count(&state, "GET", "/Systems/System_0"), 2, "one 503, one retry");
+
+    state.lock().faults.push(("POST".into(), "ComputerSystem.Reset".into(), Fault::Status(503)));
+    let rq = ApplyRequest { change: &c, desired: Some(&off), last_applied: None, observed: Some(&obs) };
+    let err = p.apply(&rq, &ApplyContext::default()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Transient, "{err}");
+    assert_eq!(count(&state, "POST", "ComputerSystem.Reset"), 1);
+}
+
+#[tokio::test]
+async fn power_health_is_progressing_until_the_bmc_reports_the_new_state() {
+    let (url, state) = serve_gb200().await;
+    let (_d, pw) = password_file();
+    let p = provider();
+    state.lock().power_delay_gets = 3;
+    // Someone else resets the host; the BMC takes a while to report it.
+    let client = reqwest::Client::new();
+    let token = client
+        .post(format!("{url}/redfish/v1/SessionService/Sessions"))
+        .json(&json!({"UserName": "root", "Password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .headers()["X-Auth-Token"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    client
+        .post(format!("{url}/redfish/v1/Systems/System_0/Actions/ComputerSystem.Reset"))
+        .header("X-Auth-Token", token)
+        .json(&json!({"ResetType": "ForceOff"}))
+        .send()
+        .await
+        .unwrap();
+    let off = desired(&url, "System_0", "power", json!({"state": "Off"}), &pw);
+    match p.health(&off.id, &off.spec).await.unwrap() {
+        Health::Progressing(m) => assert!(m.contains("/state is \"On\" (want \"Off\")"), "{m}"),
+        h => panic!("expected Progressing, got {h:?}"),
+    }
+    let mut ready = false;
+    for _ in 0..5 {
+        if p.health(&off.id, &off.spec).await.unwrap() == Health::Ready {
+            ready = true;
+            break;
+        }
+    }
+    assert!(ready);
+}
+
+#[tokio::test]
+async fn at_most_two_requests_are_in_flight_to_one_bmc() {
+    let (url, state) = serve_gb200().await;
+    let (_d, pw) = password_file();
+    let p = provider();
+    state.slow_ms.store(20, std::sync::atomic::Ordering::SeqCst);
+    let specs: Vec<Desired> = ["power", "boot", "secure-boot", "virtual-media", "inventory", "power", "secure-boot", "power"]
+        .iter()
+        .map(|a| {
+            let rest = match *a {
+                "power" => json!({"state": "On"}),
+                "boot" => json!({"target": "None", "enabled": "Disabled"}),
+                "secure-boot" => json!({"enabled": false}),
+                "virtual-media" => json!({"inserted": false}),
+                _ => json!({"expect": {"gpuCount": 4}}),
+            };
+            desired(&url, "System_0", a, rest, &pw)
+        })
+        .collect();
+    let rqs: Vec<fleetform_engine::provider::ObserveRequest<'_>> = specs
+        .iter()
+        .map(|d| fleetform_engine::provider::ObserveRequest { id: &d.id, spec: &d.spec, desired: true })
+        .collect();
+    let results = p.observe(&rqs).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let max = state.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(max, 2, "8 concurrent observations, per-BMC limit 2");
 }
