@@ -12,6 +12,7 @@ pub mod provider;
 pub mod resource;
 pub mod secret;
 pub mod sensitive;
+pub mod serve;
 pub mod source;
 pub mod catalog;
 pub mod load;
