@@ -36,7 +36,10 @@ fn who(cx: &Context<'_>, status: &Status) -> String {
         .message
         .split_once("User \"")
         .and_then(|(_, rest)| rest.split_once('"'))
-        .map_or_else(|| "fleetform's credentials".to_string(), |(user, _)| format!("user {user}"))
+        .map_or_else(
+            || "fleetform's credentials".to_string(),
+            |(user, _)| format!("user {user}"),
+        )
 }
 
 /// The field managers and fields a 409 apply conflict names.
@@ -64,7 +67,9 @@ pub fn conflict_details(status: &Status) -> (Vec<String>, Vec<String>) {
 /// True when the server refused a change of an immutable field.
 pub fn is_immutable(status: &Status) -> bool {
     (status.code == 422 || status.code == 400)
-        && ["immutable", "may not change once set", "cannot be changed"].iter().any(|p| status.message.contains(p))
+        && ["immutable", "may not change once set", "cannot be changed"]
+            .iter()
+            .any(|p| status.message.contains(p))
 }
 
 /// The fields a 422 names, as JSON pointers (`spec.selector` → `/spec/selector`).
@@ -96,7 +101,10 @@ pub fn map(cx: &Context<'_>, err: kube::Error) -> ProviderError {
             match status.code {
                 401 => ProviderError::permanent(
                     cx.id,
-                    format!("cluster {c} rejected fleetform's credentials (401 Unauthorized) while trying to {} {obj}", cx.verb),
+                    format!(
+                        "cluster {c} rejected fleetform's credentials (401 Unauthorized) while trying to {} {obj}",
+                        cx.verb
+                    ),
                 ),
                 403 => ProviderError::permanent(
                     cx.id,
@@ -108,11 +116,19 @@ pub fn map(cx: &Context<'_>, err: kube::Error) -> ProviderError {
                         cx.object.name
                     ),
                 ),
-                404 => ProviderError::permanent(cx.id, format!("{obj} not found in cluster {c}: {msg}")),
+                404 => ProviderError::permanent(
+                    cx.id,
+                    format!("{obj} not found in cluster {c}: {msg}"),
+                ),
                 409 => {
                     let (managers, fields) = conflict_details(&status);
                     if managers.is_empty() {
-                        ProviderError::transient(cx.id, format!("cluster {c}: {obj} changed while fleetform wrote it (409): {msg}"))
+                        ProviderError::transient(
+                            cx.id,
+                            format!(
+                                "cluster {c}: {obj} changed while fleetform wrote it (409): {msg}"
+                            ),
+                        )
                     } else {
                         ProviderError::permanent(
                             cx.id,
@@ -125,7 +141,9 @@ pub fn map(cx: &Context<'_>, err: kube::Error) -> ProviderError {
                         )
                     }
                 }
-                400 | 422 => ProviderError::permanent(cx.id, format!("cluster {c} rejected {obj}: {msg}")),
+                400 | 422 => {
+                    ProviderError::permanent(cx.id, format!("cluster {c} rejected {obj}: {msg}"))
+                }
                 // Server-side apply answers a value of the wrong type (against the CRD or built-in
                 // schema) with a 500 "failed to create typed patch object": the object is invalid
                 // and retrying cannot help.
@@ -133,30 +151,53 @@ pub fn map(cx: &Context<'_>, err: kube::Error) -> ProviderError {
                     ProviderError::permanent(cx.id, format!("cluster {c} rejected {obj}: {msg}"))
                 }
                 429 => {
-                    let e = ProviderError::transient(cx.id, format!("cluster {c} is throttling requests (429): {msg}"));
-                    match status.details.as_ref().map(|d| d.retry_after_seconds).filter(|s| *s > 0) {
+                    let e = ProviderError::transient(
+                        cx.id,
+                        format!("cluster {c} is throttling requests (429): {msg}"),
+                    );
+                    match status
+                        .details
+                        .as_ref()
+                        .map(|d| d.retry_after_seconds)
+                        .filter(|s| *s > 0)
+                    {
                         Some(s) => e.with_retry_after(Duration::from_secs(u64::from(s))),
                         None => e,
                     }
                 }
                 code if code >= 500 => {
-                    let e = ProviderError::transient(cx.id, format!("cluster {c} failed to {} {obj} ({code}): {msg}", cx.verb));
-                    match status.details.as_ref().map(|d| d.retry_after_seconds).filter(|s| *s > 0) {
+                    let e = ProviderError::transient(
+                        cx.id,
+                        format!("cluster {c} failed to {} {obj} ({code}): {msg}", cx.verb),
+                    );
+                    match status
+                        .details
+                        .as_ref()
+                        .map(|d| d.retry_after_seconds)
+                        .filter(|s| *s > 0)
+                    {
                         Some(s) => e.with_retry_after(Duration::from_secs(u64::from(s))),
                         None => e,
                     }
                 }
-                code => ProviderError::permanent(cx.id, format!("cluster {c} refused to {} {obj} ({code}): {msg}", cx.verb)),
+                code => ProviderError::permanent(
+                    cx.id,
+                    format!("cluster {c} refused to {} {obj} ({code}): {msg}", cx.verb),
+                ),
             }
         }
-        e @ (kube::Error::HyperError(_) | kube::Error::Service(_)) => {
-            ProviderError::transient(cx.id, format!("cannot reach cluster {c} to {} {obj}", cx.verb)).with_source(e)
-        }
-        e => ProviderError::permanent(cx.id, format!("talking to cluster {c} about {obj} failed")).with_source(e),
+        e @ (kube::Error::HyperError(_) | kube::Error::Service(_)) => ProviderError::transient(
+            cx.id,
+            format!("cannot reach cluster {c} to {} {obj}", cx.verb),
+        )
+        .with_source(e),
+        e => ProviderError::permanent(cx.id, format!("talking to cluster {c} about {obj} failed"))
+            .with_source(e),
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -169,29 +210,68 @@ mod tests {
 
     #[test]
     fn conflicts_name_the_other_managers_and_fields() {
-        let s = status(409, "Apply failed with 1 conflict", serde_json::json!([
-            {"reason": "FieldManagerConflict", "message": "conflict with \"kubectl-edit\" using v1", "field": ".data.k"}
-        ]));
-        assert_eq!(conflict_details(&s), (vec!["kubectl-edit".to_string()], vec![".data.k".to_string()]));
+        let s = status(
+            409,
+            "Apply failed with 1 conflict",
+            serde_json::json!([
+                {"reason": "FieldManagerConflict", "message": "conflict with \"kubectl-edit\" using v1", "field": ".data.k"}
+            ]),
+        );
+        assert_eq!(
+            conflict_details(&s),
+            (
+                vec!["kubectl-edit".to_string()],
+                vec![".data.k".to_string()]
+            )
+        );
     }
 
     #[test]
     fn throttling_is_transient_with_the_servers_delay() {
         let id = ResourceId::new("kube", "a/v1/ConfigMap/n/c");
-        let object = ObjectRef { api_version: "v1".into(), kind: "ConfigMap".into(), namespace: Some("n".into()), name: "c".into() };
-        let cx = Context { id: &id, cluster: "a", object: &object, verb: "get", impersonate: None };
-        let e = map(&cx, kube::Error::Api(Box::new(status(429, "slow down", serde_json::json!([])))));
+        let object = ObjectRef {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("n".into()),
+            name: "c".into(),
+        };
+        let cx = Context {
+            id: &id,
+            cluster: "a",
+            object: &object,
+            verb: "get",
+            impersonate: None,
+        };
+        let e = map(
+            &cx,
+            kube::Error::Api(Box::new(status(429, "slow down", serde_json::json!([])))),
+        );
         assert!(e.is_transient());
         assert_eq!(e.retry_after, Some(Duration::from_secs(3)));
-        let e = map(&cx, kube::Error::Api(Box::new(status(403, "User \"tenant-acme\" cannot get", serde_json::json!([])))));
+        let e = map(
+            &cx,
+            kube::Error::Api(Box::new(status(
+                403,
+                "User \"tenant-acme\" cannot get",
+                serde_json::json!([]),
+            ))),
+        );
         assert!(!e.is_transient());
-        assert!(e.message.contains("user tenant-acme may not get ConfigMap c in cluster a (RBAC forbidden)"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("user tenant-acme may not get ConfigMap c in cluster a (RBAC forbidden)"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn immutable_field_paths_become_pointers() {
-        let s = status(422, "Deployment.apps \"x\" is invalid: spec.selector: Invalid value: field is immutable",
-            serde_json::json!([{"reason": "FieldValueInvalid", "field": "spec.selector"}]));
+        let s = status(
+            422,
+            "Deployment.apps \"x\" is invalid: spec.selector: Invalid value: field is immutable",
+            serde_json::json!([{"reason": "FieldValueInvalid", "field": "spec.selector"}]),
+        );
         assert!(is_immutable(&s));
         assert_eq!(invalid_fields(&s), ["/spec/selector"]);
     }

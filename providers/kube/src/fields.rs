@@ -6,7 +6,14 @@ use fleetform_engine::sensitive::digest_bytes;
 use serde_json::{Map, Value};
 
 /// Metadata the server owns; never compared, never sent.
-const SERVER_METADATA: &[&str] = &["managedFields", "resourceVersion", "uid", "generation", "creationTimestamp", "selfLink"];
+const SERVER_METADATA: &[&str] = &[
+    "managedFields",
+    "resourceVersion",
+    "uid",
+    "generation",
+    "creationTimestamp",
+    "selfLink",
+];
 
 /// Removes `status` and the server-owned metadata from an object.
 pub fn clean(object: &mut Value) {
@@ -16,7 +23,11 @@ pub fn clean(object: &mut Value) {
             for k in SERVER_METADATA {
                 meta.remove(*k);
             }
-            if meta.get("annotations").and_then(Value::as_object).is_some_and(Map::is_empty) {
+            if meta
+                .get("annotations")
+                .and_then(Value::as_object)
+                .is_some_and(Map::is_empty)
+            {
                 meta.remove("annotations");
             }
         }
@@ -50,14 +61,20 @@ fn escape(seg: &str) -> String {
 
 /// Splits a JSON pointer into unescaped segments.
 pub fn segments(pointer: &str) -> Vec<String> {
-    pointer.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect()
+    pointer
+        .split('/')
+        .skip(1)
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect()
 }
 
 /// The element of `candidates` that corresponds to `element` of another list: the one with the same
 /// `name` when list elements are named (containers, env, volumes), otherwise the one at `index`.
 fn counterpart<'a>(element: &Value, index: usize, candidates: &'a [Value]) -> Option<&'a Value> {
     match element.get("name").and_then(Value::as_str) {
-        Some(name) => candidates.iter().find(|c| c.get("name").and_then(Value::as_str) == Some(name)),
+        Some(name) => candidates
+            .iter()
+            .find(|c| c.get("name").and_then(Value::as_str) == Some(name)),
         None => candidates.get(index),
     }
 }
@@ -76,10 +93,15 @@ pub fn project(actual: &Value, shape: &Value) -> Value {
             Value::Object(out)
         }
         (Value::Array(a), Value::Array(s)) => {
-            let named = !s.is_empty() && s.iter().all(|e| e.get("name").and_then(Value::as_str).is_some());
+            let named = !s.is_empty()
+                && s.iter()
+                    .all(|e| e.get("name").and_then(Value::as_str).is_some());
             if named {
                 Value::Array(
-                    s.iter().enumerate().filter_map(|(i, se)| counterpart(se, i, a).map(|ae| project(ae, se))).collect(),
+                    s.iter()
+                        .enumerate()
+                        .filter_map(|(i, se)| counterpart(se, i, a).map(|ae| project(ae, se)))
+                        .collect(),
                 )
             } else if a.len() == s.len() {
                 Value::Array(a.iter().zip(s).map(|(ae, se)| project(ae, se)).collect())
@@ -106,7 +128,9 @@ pub fn covered(desired: &Value, reference: &Value, pointer: &str) -> bool {
                 None => return false,
             },
             Value::Array(da) => {
-                let Ok(i) = seg.parse::<usize>() else { return false };
+                let Ok(i) = seg.parse::<usize>() else {
+                    return false;
+                };
                 let element = r.and_then(|r| r.get(i));
                 let next = match element {
                     Some(e) => counterpart(e, i, da),
@@ -133,7 +157,12 @@ pub type Difference = (String, Option<Value>, Option<Value>);
 
 /// Every leaf where `before` and `after` differ, as JSON pointers. Lists of equal length are compared
 /// element by element; otherwise the whole list is one difference.
-pub fn differences(before: Option<&Value>, after: Option<&Value>, pointer: &str, out: &mut Vec<Difference>) {
+pub fn differences(
+    before: Option<&Value>,
+    after: Option<&Value>,
+    pointer: &str,
+    out: &mut Vec<Difference>,
+) {
     match (before, after) {
         (Some(Value::Object(b)), Some(Value::Object(a))) => {
             let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
@@ -156,8 +185,12 @@ pub fn differences(before: Option<&Value>, after: Option<&Value>, pointer: &str,
 /// True when the `fieldsV1` set `fields` contains the field at `pointer` of `live` (or a parent
 /// that is a leaf of the set, such as an atomic list).
 fn fields_contain(fields: &Value, live: &Value, segs: &[String]) -> bool {
-    let Some(fm) = fields.as_object() else { return false };
-    let Some((seg, rest)) = segs.split_first() else { return true };
+    let Some(fm) = fields.as_object() else {
+        return false;
+    };
+    let Some((seg, rest)) = segs.split_first() else {
+        return true;
+    };
     if fm.is_empty() {
         // A leaf of the set owns everything under it.
         return true;
@@ -169,8 +202,12 @@ fn fields_contain(fields: &Value, live: &Value, segs: &[String]) -> bool {
             _ => false,
         },
         Value::Array(la) => {
-            let Ok(i) = seg.parse::<usize>() else { return false };
-            let Some(element) = la.get(i) else { return false };
+            let Ok(i) = seg.parse::<usize>() else {
+                return false;
+            };
+            let Some(element) = la.get(i) else {
+                return false;
+            };
             for (key, sub) in fm {
                 let hit = if let Some(k) = key.strip_prefix("k:") {
                     serde_json::from_str::<Map<String, Value>>(k)
@@ -198,10 +235,17 @@ pub fn owners(live: &Value, managed_fields: &Value, pointer: &str) -> Vec<String
     let segs = segments(pointer);
     let mut out = Vec::new();
     for entry in managed_fields.as_array().into_iter().flatten() {
-        if entry.get("subresource").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        if entry
+            .get("subresource")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
             continue;
         }
-        let (Some(manager), Some(fields)) = (entry.get("manager").and_then(Value::as_str), entry.get("fieldsV1")) else {
+        let (Some(manager), Some(fields)) = (
+            entry.get("manager").and_then(Value::as_str),
+            entry.get("fieldsV1"),
+        ) else {
             continue;
         };
         if fields_contain(fields, live, &segs) && !out.iter().any(|m| m == manager) {
@@ -225,6 +269,7 @@ pub fn managers(managed_fields: &Value) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -234,8 +279,14 @@ mod tests {
         let live = json!({"spec": {"a": 1, "default": true, "containers": [
             {"name": "sidecar", "image": "x"}, {"name": "app", "image": "y", "imagePullPolicy": "Always"}]}});
         let shape = json!({"spec": {"a": 0, "containers": [{"name": "app", "image": ""}]}});
-        assert_eq!(project(&live, &shape), json!({"spec": {"a": 1, "containers": [{"name": "app", "image": "y"}]}}));
-        assert_eq!(project(&json!({"dcgm": {"enabled": true}}), &json!({"dcgm": {}})), json!({"dcgm": {}}));
+        assert_eq!(
+            project(&live, &shape),
+            json!({"spec": {"a": 1, "containers": [{"name": "app", "image": "y"}]}})
+        );
+        assert_eq!(
+            project(&json!({"dcgm": {"enabled": true}}), &json!({"dcgm": {}})),
+            json!({"dcgm": {}})
+        );
     }
 
     #[test]
@@ -273,7 +324,10 @@ mod tests {
             {"manager": "kubelet", "operation": "Update", "subresource": "status", "fieldsV1": {"f:data": {"f:k": {}}}}
         ]);
         assert_eq!(owners(&live, &mf, "/data/k"), ["kubectl-edit"]);
-        assert_eq!(owners(&live, &mf, "/spec/containers/0/image"), ["kubectl-edit"]);
+        assert_eq!(
+            owners(&live, &mf, "/spec/containers/0/image"),
+            ["kubectl-edit"]
+        );
         assert_eq!(owners(&live, &mf, "/spec/taints/0/key"), ["fleetform"]);
         assert_eq!(managers(&mf), ["fleetform", "kubectl-edit", "kubelet"]);
     }

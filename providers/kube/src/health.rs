@@ -13,10 +13,17 @@ fn text<'a>(v: &'a Value, p: &str) -> Option<&'a str> {
 
 /// The status of condition `kind` (`"True"`, `"False"`, ...) and its message.
 fn condition<'a>(v: &'a Value, kind: &str) -> Option<(&'a str, &'a str)> {
-    v.pointer("/status/conditions")?.as_array()?.iter().find_map(|c| {
-        (c.get("type")?.as_str()? == kind)
-            .then(|| (c.get("status").and_then(Value::as_str).unwrap_or(""), c.get("message").and_then(Value::as_str).unwrap_or("")))
-    })
+    v.pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find_map(|c| {
+            (c.get("type")?.as_str()? == kind).then(|| {
+                (
+                    c.get("status").and_then(Value::as_str).unwrap_or(""),
+                    c.get("message").and_then(Value::as_str).unwrap_or(""),
+                )
+            })
+        })
 }
 
 /// Whether the controller has seen the latest spec.
@@ -111,6 +118,7 @@ pub fn of(live: &Value) -> Health {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -123,7 +131,10 @@ mod tests {
         d["status"]["observedGeneration"] = json!(2);
         assert_eq!(of(&d), Health::Ready);
         d["status"]["availableReplicas"] = json!(1);
-        assert_eq!(of(&d), Health::Progressing("2/2 replicas updated, 1/2 available".into()));
+        assert_eq!(
+            of(&d),
+            Health::Progressing("2/2 replicas updated, 1/2 available".into())
+        );
     }
 
     #[test]
@@ -138,13 +149,19 @@ mod tests {
     fn nimservice_waits_for_its_ready_condition() {
         let mut n = json!({"apiVersion": "apps.nvidia.com/v1alpha1", "kind": "NIMService",
             "status": {"conditions": [{"type": "Ready", "status": "False", "message": "pulling model"}]}});
-        assert_eq!(of(&n), Health::Progressing("NIMService not ready: pulling model".into()));
+        assert_eq!(
+            of(&n),
+            Health::Progressing("NIMService not ready: pulling model".into())
+        );
         n["status"]["conditions"][0]["status"] = json!("True");
         assert_eq!(of(&n), Health::Ready);
     }
 
     #[test]
     fn other_kinds_are_ready() {
-        assert_eq!(of(&json!({"apiVersion": "v1", "kind": "ConfigMap"})), Health::Ready);
+        assert_eq!(
+            of(&json!({"apiVersion": "v1", "kind": "ConfigMap"})),
+            Health::Ready
+        );
     }
 }

@@ -27,14 +27,16 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fleetform_engine::sensitive::MASK;
 use fleetform_engine::provider::{
-    Action, ApplyContext, ApplyRequest, Applied, Change, FieldChange, Health, ObserveRequest, Observed, Provider,
-    ProviderError,
+    Action, Applied, ApplyContext, ApplyRequest, Change, FieldChange, Health, ObserveRequest,
+    Observed, Provider, ProviderError,
 };
 use fleetform_engine::resource::{Desired, ResourceId};
+use fleetform_engine::sensitive::MASK;
 use futures::StreamExt;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy, ValidationDirective};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy, ValidationDirective,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, Scope};
@@ -42,7 +44,9 @@ use kube::{Client, Config};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
-pub use spec::{ClusterConfig, FIELD_MANAGER, KubeSpec, ObjectRef, is_operator_owned_label, object_id};
+pub use spec::{
+    ClusterConfig, FIELD_MANAGER, KubeSpec, ObjectRef, is_operator_owned_label, object_id,
+};
 
 /// How many requests observe sends to one cluster at once, unless told otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -52,9 +56,12 @@ pub struct KubeProvider {
     clusters: BTreeMap<String, ClusterConfig>,
     concurrency: usize,
     clients: tokio::sync::Mutex<HashMap<String, Client>>,
-    kinds: StdMutex<HashMap<(String, String, String), (ApiResource, bool)>>,
+    kinds: StdMutex<HashMap<KindKey, (ApiResource, bool)>>,
     limits: StdMutex<HashMap<String, Arc<Semaphore>>>,
 }
+
+/// (cluster, apiVersion, kind): what discovery answers are cached by.
+type KindKey = (String, String, String);
 
 /// One object resolved against its cluster.
 struct Target {
@@ -83,8 +90,12 @@ impl KubeProvider {
     }
 
     fn target(&self, id: &ResourceId, spec: &Value) -> Result<Target, ProviderError> {
-        let spec: KubeSpec = serde_json::from_value(spec.clone())
-            .map_err(|e| ProviderError::permanent(id, format!("not a kube spec ({{cluster, object, force, adopt}}): {e}")))?;
+        let spec: KubeSpec = serde_json::from_value(spec.clone()).map_err(|e| {
+            ProviderError::permanent(
+                id,
+                format!("not a kube spec ({{cluster, object, force, adopt}}): {e}"),
+            )
+        })?;
         let mut object = spec.object.clone();
         fields::clean(&mut object);
         fold_string_data(&mut object);
@@ -93,11 +104,20 @@ impl KubeProvider {
         if &expected != id {
             return Err(ProviderError::permanent(
                 id,
-                format!("the address does not match the object it describes: the object's address is {expected}"),
+                format!(
+                    "the address does not match the object it describes: the object's address is {expected}"
+                ),
             ));
         }
-        if let Some(labels) = object.pointer("/metadata/labels").and_then(Value::as_object) {
-            let owned: Vec<&str> = labels.keys().map(String::as_str).filter(|k| is_operator_owned_label(k)).collect();
+        if let Some(labels) = object
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+        {
+            let owned: Vec<&str> = labels
+                .keys()
+                .map(String::as_str)
+                .filter(|k| is_operator_owned_label(k))
+                .collect();
             if !owned.is_empty() {
                 return Err(ProviderError::permanent(
                     id,
@@ -109,7 +129,11 @@ impl KubeProvider {
                 ));
             }
         }
-        Ok(Target { spec, object, reference })
+        Ok(Target {
+            spec,
+            object,
+            reference,
+        })
     }
 
     async fn client(&self, id: &ResourceId, cluster: &str) -> Result<Client, ProviderError> {
@@ -119,30 +143,60 @@ impl KubeProvider {
         }
         let cfg = self.clusters.get(cluster).ok_or_else(|| {
             let known: Vec<&str> = self.clusters.keys().map(String::as_str).collect();
-            ProviderError::permanent(id, format!("cluster {cluster} is not configured (known: {})", known.join(", ")))
+            ProviderError::permanent(
+                id,
+                format!(
+                    "cluster {cluster} is not configured (known: {})",
+                    known.join(", ")
+                ),
+            )
         })?;
         let kubeconfig = Kubeconfig::read_from(&cfg.kubeconfig).map_err(|e| {
-            ProviderError::permanent(id, format!("cannot read kubeconfig {} of cluster {cluster}", cfg.kubeconfig.display()))
-                .with_source(e)
+            ProviderError::permanent(
+                id,
+                format!(
+                    "cannot read kubeconfig {} of cluster {cluster}",
+                    cfg.kubeconfig.display()
+                ),
+            )
+            .with_source(e)
         })?;
-        let options = KubeConfigOptions { context: cfg.context.clone(), ..Default::default() };
-        let mut config = Config::from_custom_kubeconfig(kubeconfig, &options).await.map_err(|e| {
-            ProviderError::permanent(id, format!("kubeconfig {} of cluster {cluster} is unusable", cfg.kubeconfig.display()))
+        let options = KubeConfigOptions {
+            context: cfg.context.clone(),
+            ..Default::default()
+        };
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| {
+                ProviderError::permanent(
+                    id,
+                    format!(
+                        "kubeconfig {} of cluster {cluster} is unusable",
+                        cfg.kubeconfig.display()
+                    ),
+                )
                 .with_source(e)
-        })?;
+            })?;
         config.auth_info.impersonate = cfg.impersonate.clone();
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(Duration::from_secs(60));
         let client = Client::try_from(config).map_err(|e| {
-            ProviderError::permanent(id, format!("cannot build a client for cluster {cluster}")).with_source(e)
+            ProviderError::permanent(id, format!("cannot build a client for cluster {cluster}"))
+                .with_source(e)
         })?;
         clients.insert(cluster.to_string(), client.clone());
         Ok(client)
     }
 
     fn limit(&self, cluster: &str) -> Arc<Semaphore> {
-        let mut limits = self.limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        limits.entry(cluster.to_string()).or_insert_with(|| Arc::new(Semaphore::new(self.concurrency))).clone()
+        let mut limits = self
+            .limits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        limits
+            .entry(cluster.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.concurrency)))
+            .clone()
     }
 
     fn cx<'a>(&'a self, id: &'a ResourceId, t: &'a Target, verb: &'a str) -> error::Context<'a> {
@@ -151,16 +205,32 @@ impl KubeProvider {
             cluster: &t.spec.cluster,
             object: &t.reference,
             verb,
-            impersonate: self.clusters.get(&t.spec.cluster).and_then(|c| c.impersonate.as_deref()),
+            impersonate: self
+                .clusters
+                .get(&t.spec.cluster)
+                .and_then(|c| c.impersonate.as_deref()),
         }
     }
 
     /// The API for the object's kind, or `None` when the cluster does not serve the kind (yet).
-    async fn api(&self, id: &ResourceId, t: &Target) -> Result<Option<Api<DynamicObject>>, ProviderError> {
+    async fn api(
+        &self,
+        id: &ResourceId,
+        t: &Target,
+    ) -> Result<Option<Api<DynamicObject>>, ProviderError> {
         let client = self.client(id, &t.spec.cluster).await?;
         let r = &t.reference;
-        let key = (t.spec.cluster.clone(), r.api_version.clone(), r.kind.clone());
-        let cached = self.kinds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key).cloned();
+        let key = (
+            t.spec.cluster.clone(),
+            r.api_version.clone(),
+            r.kind.clone(),
+        );
+        let cached = self
+            .kinds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .cloned();
         let (resource, namespaced) = match cached {
             Some(found) => found,
             None => {
@@ -168,7 +238,10 @@ impl KubeProvider {
                 match kube::discovery::pinned_kind(&client, &gvk).await {
                     Ok((ar, caps)) => {
                         let found = (ar, caps.scope == Scope::Namespaced);
-                        self.kinds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, found.clone());
+                        self.kinds
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .insert(key, found.clone());
                         found
                     }
                     Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
@@ -182,16 +255,28 @@ impl KubeProvider {
             (false, None) => Ok(Some(Api::all_with(client, &resource))),
             (true, None) => Err(ProviderError::permanent(
                 id,
-                format!("{} is namespaced: set metadata.namespace on {}", r.kind, r.describe()),
+                format!(
+                    "{} is namespaced: set metadata.namespace on {}",
+                    r.kind,
+                    r.describe()
+                ),
             )),
             (false, Some(_)) => Err(ProviderError::permanent(
                 id,
-                format!("{} is cluster-scoped: remove metadata.namespace from {}", r.kind, r.describe()),
+                format!(
+                    "{} is cluster-scoped: remove metadata.namespace from {}",
+                    r.kind,
+                    r.describe()
+                ),
             )),
         }
     }
 
-    async fn api_required(&self, id: &ResourceId, t: &Target) -> Result<Api<DynamicObject>, ProviderError> {
+    async fn api_required(
+        &self,
+        id: &ResourceId,
+        t: &Target,
+    ) -> Result<Api<DynamicObject>, ProviderError> {
         self.api(id, t).await?.ok_or_else(|| {
             ProviderError::permanent(
                 id,
@@ -203,13 +288,27 @@ impl KubeProvider {
         })
     }
 
-    async fn get(&self, id: &ResourceId, t: &Target, api: &Api<DynamicObject>) -> Result<Option<Value>, ProviderError> {
-        let live = api.get_opt(&t.reference.name).await.map_err(|e| error::map(&self.cx(id, t, "get"), e))?;
-        live.map(|o| serde_json::to_value(o).map_err(|e| ProviderError::permanent(id, "unreadable object").with_source(e)))
-            .transpose()
+    async fn get(
+        &self,
+        id: &ResourceId,
+        t: &Target,
+        api: &Api<DynamicObject>,
+    ) -> Result<Option<Value>, ProviderError> {
+        let live = api
+            .get_opt(&t.reference.name)
+            .await
+            .map_err(|e| error::map(&self.cx(id, t, "get"), e))?;
+        live.map(|o| {
+            serde_json::to_value(o)
+                .map_err(|e| ProviderError::permanent(id, "unreadable object").with_source(e))
+        })
+        .transpose()
     }
 
-    async fn observe_one(&self, req: &ObserveRequest<'_>) -> Result<Option<Observed>, ProviderError> {
+    async fn observe_one(
+        &self,
+        req: &ObserveRequest<'_>,
+    ) -> Result<Option<Observed>, ProviderError> {
         let id = req.id;
         let t = self.target(id, req.spec)?;
         let _permit = self.limit(&t.spec.cluster).acquire_owned().await;
@@ -228,13 +327,23 @@ impl KubeProvider {
             }
             // Absent: a dry-run create still has the server validate the object (schema, strict
             // fields, CEL, admission), unless its namespace is itself still to be created.
-            return match api.patch(&t.reference.name, &ssa_params(true, true), &Patch::Apply(&t.object)).await {
+            return match api
+                .patch(
+                    &t.reference.name,
+                    &ssa_params(true, true),
+                    &Patch::Apply(&t.object),
+                )
+                .await
+            {
                 Ok(_) => Ok(None),
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
                 Err(e) => Err(error::map(&self.cx(id, &t, "dry-run apply"), e)),
             };
         };
-        let managed_fields = live.pointer("/metadata/managedFields").cloned().unwrap_or(Value::Null);
+        let managed_fields = live
+            .pointer("/metadata/managedFields")
+            .cloned()
+            .unwrap_or(Value::Null);
         fields::clean(&mut live);
         fields::digest_secret_data(&mut live);
         let mut shape = t.object.clone();
@@ -244,21 +353,29 @@ impl KubeProvider {
             return Ok(Some(Observed {
                 id: id.clone(),
                 state: fields::project(&live, &shape),
-                private: Some(json!({"mode": "get", "live": live, "managedFields": managed_fields})),
+                private: Some(
+                    json!({"mode": "get", "live": live, "managedFields": managed_fields}),
+                ),
             }));
         }
 
         let params = ssa_params(true, true);
-        match api.patch(&t.reference.name, &params, &Patch::Apply(&t.object)).await {
+        match api
+            .patch(&t.reference.name, &params, &Patch::Apply(&t.object))
+            .await
+        {
             Ok(dry) => {
-                let mut dry =
-                    serde_json::to_value(dry).map_err(|e| ProviderError::permanent(id, "unreadable object").with_source(e))?;
+                let mut dry = serde_json::to_value(dry).map_err(|e| {
+                    ProviderError::permanent(id, "unreadable object").with_source(e)
+                })?;
                 fields::clean(&mut dry);
                 fields::digest_secret_data(&mut dry);
                 Ok(Some(Observed {
                     id: id.clone(),
                     state: fields::project(&dry, &shape),
-                    private: Some(json!({"mode": "dry-run", "live": live, "dryRun": dry, "managedFields": managed_fields})),
+                    private: Some(
+                        json!({"mode": "dry-run", "live": live, "dryRun": dry, "managedFields": managed_fields}),
+                    ),
                 }))
             }
             Err(kube::Error::Api(status)) if error::is_immutable(&status) => Ok(Some(Observed {
@@ -296,23 +413,48 @@ impl KubeProvider {
         )
     }
 
-    async fn server_side_apply(&self, id: &ResourceId, t: &Target, cx: &ApplyContext) -> Result<(), ProviderError> {
+    async fn server_side_apply(
+        &self,
+        id: &ResourceId,
+        t: &Target,
+        cx: &ApplyContext,
+    ) -> Result<(), ProviderError> {
         let api = self.api_required(id, t).await?;
         if t.spec.adopt && self.get(id, t, &api).await?.is_none() {
             return Err(self.not_found(id, t));
         }
-        let verb = if t.spec.force { "apply (force)" } else { "apply" };
-        api.patch(&t.reference.name, &ssa_params(t.spec.force, cx.dry_run), &Patch::Apply(&t.object))
-            .await
-            .map_err(|e| error::map(&self.cx(id, t, verb), e))?;
+        let verb = if t.spec.force {
+            "apply (force)"
+        } else {
+            "apply"
+        };
+        api.patch(
+            &t.reference.name,
+            &ssa_params(t.spec.force, cx.dry_run),
+            &Patch::Apply(&t.object),
+        )
+        .await
+        .map_err(|e| error::map(&self.cx(id, t, verb), e))?;
         Ok(())
     }
 
     /// Deletes the object when fleetform manages it; a missing object is a success.
-    async fn delete_owned(&self, id: &ResourceId, t: &Target, cx: &ApplyContext) -> Result<bool, ProviderError> {
-        let Some(api) = self.api(id, t).await? else { return Ok(false) };
-        let Some(live) = self.get(id, t, &api).await? else { return Ok(false) };
-        let managers = fields::managers(live.pointer("/metadata/managedFields").unwrap_or(&Value::Null));
+    async fn delete_owned(
+        &self,
+        id: &ResourceId,
+        t: &Target,
+        cx: &ApplyContext,
+    ) -> Result<bool, ProviderError> {
+        let Some(api) = self.api(id, t).await? else {
+            return Ok(false);
+        };
+        let Some(live) = self.get(id, t, &api).await? else {
+            return Ok(false);
+        };
+        let managers = fields::managers(
+            live.pointer("/metadata/managedFields")
+                .unwrap_or(&Value::Null),
+        );
         if !managers.iter().any(|m| m == FIELD_MANAGER) {
             return Err(ProviderError::permanent(
                 id,
@@ -320,7 +462,11 @@ impl KubeProvider {
                     "refusing to delete {} in cluster {}: fleetform does not manage it (field managers: {})",
                     t.reference.describe(),
                     t.spec.cluster,
-                    if managers.is_empty() { "none".to_string() } else { managers.join(", ") }
+                    if managers.is_empty() {
+                        "none".to_string()
+                    } else {
+                        managers.join(", ")
+                    }
                 ),
             ));
         }
@@ -346,8 +492,15 @@ impl KubeProvider {
 
     /// Releases the fields fleetform owns on an adopted object by applying only its identity:
     /// the server removes what fleetform alone owned; the object stays.
-    async fn release(&self, id: &ResourceId, t: &Target, cx: &ApplyContext) -> Result<(), ProviderError> {
-        let Some(api) = self.api(id, t).await? else { return Ok(()) };
+    async fn release(
+        &self,
+        id: &ResourceId,
+        t: &Target,
+        cx: &ApplyContext,
+    ) -> Result<(), ProviderError> {
+        let Some(api) = self.api(id, t).await? else {
+            return Ok(());
+        };
         if self.get(id, t, &api).await?.is_none() {
             return Ok(());
         }
@@ -356,18 +509,29 @@ impl KubeProvider {
         if let Some(ns) = &t.reference.namespace {
             bare["metadata"]["namespace"] = json!(ns);
         }
-        api.patch(&t.reference.name, &ssa_params(false, cx.dry_run), &Patch::Apply(&bare))
-            .await
-            .map_err(|e| error::map(&self.cx(id, t, "release fields of"), e))?;
+        api.patch(
+            &t.reference.name,
+            &ssa_params(false, cx.dry_run),
+            &Patch::Apply(&bare),
+        )
+        .await
+        .map_err(|e| error::map(&self.cx(id, t, "release fields of"), e))?;
         Ok(())
     }
 
-    async fn apply_inner(&self, request: &ApplyRequest<'_>, cx: &ApplyContext) -> Result<Applied, ProviderError> {
+    async fn apply_inner(
+        &self,
+        request: &ApplyRequest<'_>,
+        cx: &ApplyContext,
+    ) -> Result<Applied, ProviderError> {
         let change = request.change;
         let id = &change.id;
         let desired_spec = request.desired.map(|d| &d.spec);
         let spec = desired_spec.or(request.last_applied).ok_or_else(|| {
-            ProviderError::permanent(id, "nothing to apply: neither a desired nor a last-applied spec was given")
+            ProviderError::permanent(
+                id,
+                "nothing to apply: neither a desired nor a last-applied spec was given",
+            )
         })?;
         let t = self.target(id, spec)?;
         match change.action {
@@ -375,7 +539,10 @@ impl KubeProvider {
             Action::Create | Action::Update => self.server_side_apply(id, &t, cx).await?,
             Action::Replace => {
                 if t.spec.adopt {
-                    return Err(ProviderError::permanent(id, "an adopted object is never replaced: change it in place"));
+                    return Err(ProviderError::permanent(
+                        id,
+                        "an adopted object is never replaced: change it in place",
+                    ));
                 }
                 if self.delete_owned(id, &t, cx).await? && !cx.dry_run {
                     self.wait_gone(id, &t).await?;
@@ -392,7 +559,10 @@ impl KubeProvider {
                 }
             }
         }
-        Ok(Applied { id: id.clone(), spec: spec.clone() })
+        Ok(Applied {
+            id: id.clone(),
+            spec: spec.clone(),
+        })
     }
 }
 
@@ -414,19 +584,33 @@ fn fold_string_data(object: &mut Value) {
     if !fields::is_secret(object) {
         return;
     }
-    let Some(Value::Object(string_data)) = object.as_object_mut().and_then(|m| m.remove("stringData")) else { return };
-    let data = object.as_object_mut().map(|m| m.entry("data").or_insert_with(|| json!({})));
+    let Some(Value::Object(string_data)) =
+        object.as_object_mut().and_then(|m| m.remove("stringData"))
+    else {
+        return;
+    };
+    let data = object
+        .as_object_mut()
+        .map(|m| m.entry("data").or_insert_with(|| json!({})));
     if let Some(Value::Object(data)) = data {
         for (k, v) in string_data {
-            let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-            data.insert(k, Value::String(base64::engine::general_purpose::STANDARD.encode(text)));
+            let text = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            data.insert(
+                k,
+                Value::String(base64::engine::general_purpose::STANDARD.encode(text)),
+            );
         }
     }
 }
 
 /// True when `path` is `prefix` or below it.
 fn under(path: &str, prefix: &str) -> bool {
-    path == prefix || (path.starts_with(prefix) && path[prefix.len()..].starts_with('/')) || prefix.is_empty()
+    path == prefix
+        || (path.starts_with(prefix) && path[prefix.len()..].starts_with('/'))
+        || prefix.is_empty()
 }
 
 #[async_trait]
@@ -435,20 +619,36 @@ impl Provider for KubeProvider {
         "kube"
     }
 
-    async fn observe(&self, requests: &[ObserveRequest<'_>]) -> Vec<Result<Option<Observed>, ProviderError>> {
+    async fn observe(
+        &self,
+        requests: &[ObserveRequest<'_>],
+    ) -> Vec<Result<Option<Observed>, ProviderError>> {
         let clusters = self.clusters.len().max(1);
         // Futures built up front: a closure inside the stream trips the async-trait lifetimes.
-        let futures: Vec<_> = requests.iter().enumerate().map(|(i, r)| self.observe_indexed(i, r)).collect();
+        let futures: Vec<_> = requests
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.observe_indexed(i, r))
+            .collect();
         let mut results: Vec<(usize, Result<Option<Observed>, ProviderError>)> =
-            futures::stream::iter(futures).buffer_unordered(self.concurrency * clusters).collect().await;
+            futures::stream::iter(futures)
+                .buffer_unordered(self.concurrency * clusters)
+                .collect()
+                .await;
         results.sort_by_key(|(i, _)| *i);
         results.into_iter().map(|(_, r)| r).collect()
     }
 
-    fn diff(&self, desired: &Desired, observed: Option<&Observed>) -> Result<Change, ProviderError> {
+    fn diff(
+        &self,
+        desired: &Desired,
+        observed: Option<&Observed>,
+    ) -> Result<Change, ProviderError> {
         let id = &desired.id;
         let t = self.target(id, &desired.spec)?;
-        let Some(observed) = observed else { return Ok(Change::new(id.clone(), Action::Create)) };
+        let Some(observed) = observed else {
+            return Ok(Change::new(id.clone(), Action::Create));
+        };
         let private = observed.private.clone().unwrap_or(Value::Null);
         let live = private.get("live").cloned().unwrap_or(Value::Null);
         let managed_fields = private.get("managedFields").cloned().unwrap_or(Value::Null);
@@ -467,7 +667,9 @@ impl Provider for KubeProvider {
                     .into_iter()
                     .filter(|(p, _, _)| {
                         fields::covered(&shape, &dry, p)
-                            || fields::owners(&live, &managed_fields, p).iter().any(|m| m == FIELD_MANAGER)
+                            || fields::owners(&live, &managed_fields, p)
+                                .iter()
+                                .any(|m| m == FIELD_MANAGER)
                     })
                     .collect();
             }
@@ -476,23 +678,45 @@ impl Provider for KubeProvider {
                 requires_replace = private
                     .get("replace")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
                     .unwrap_or_default();
-                fields::differences(Some(&fields::project(&live, &shape)), Some(&shape), "", &mut diffs);
+                fields::differences(
+                    Some(&fields::project(&live, &shape)),
+                    Some(&shape),
+                    "",
+                    &mut diffs,
+                );
                 if requires_replace.is_empty() {
                     requires_replace = diffs.iter().map(|d| d.0.clone()).collect();
                 }
             }
-            _ => fields::differences(Some(&fields::project(&live, &shape)), Some(&shape), "", &mut diffs),
+            _ => fields::differences(
+                Some(&fields::project(&live, &shape)),
+                Some(&shape),
+                "",
+                &mut diffs,
+            ),
         }
         let secret = fields::is_secret(&shape);
-        let sensitive: Vec<&str> = desired.sensitive.iter().filter_map(|p| p.strip_prefix("/object")).collect();
+        let sensitive: Vec<&str> = desired
+            .sensitive
+            .iter()
+            .filter_map(|p| p.strip_prefix("/object"))
+            .collect();
         let changes: Vec<FieldChange> = diffs
             .into_iter()
             .map(|(path, before, after)| {
-                let hidden = (secret && under(&path, "/data")) || sensitive.iter().any(|s| under(&path, s));
-                let others: Vec<String> =
-                    fields::owners(&live, &managed_fields, &path).into_iter().filter(|m| m != FIELD_MANAGER).collect();
+                let hidden =
+                    (secret && under(&path, "/data")) || sensitive.iter().any(|s| under(&path, s));
+                let others: Vec<String> = fields::owners(&live, &managed_fields, &path)
+                    .into_iter()
+                    .filter(|m| m != FIELD_MANAGER)
+                    .collect();
                 let mask = |v: Option<Value>| v.map(|_| Value::String(MASK.to_string()));
                 FieldChange {
                     before: if hidden { mask(before) } else { before },
@@ -506,16 +730,30 @@ impl Provider for KubeProvider {
         if changes.is_empty() && action != Action::Replace {
             action = Action::NoOp;
         }
-        Ok(Change { id: id.clone(), action, fields: changes, requires_replace, disruptive: false })
+        Ok(Change {
+            id: id.clone(),
+            action,
+            fields: changes,
+            requires_replace,
+            disruptive: false,
+        })
     }
 
-    async fn apply(&self, request: &ApplyRequest<'_>, cx: &ApplyContext) -> Result<Applied, ProviderError> {
+    async fn apply(
+        &self,
+        request: &ApplyRequest<'_>,
+        cx: &ApplyContext,
+    ) -> Result<Applied, ProviderError> {
         let id = &request.change.id;
         match tokio::time::timeout(cx.timeout, self.apply_inner(request, cx)).await {
             Ok(r) => r,
             Err(_) => Err(ProviderError::transient(
                 id,
-                format!("{:?} did not finish within {} s", request.change.action, cx.timeout.as_secs()),
+                format!(
+                    "{:?} did not finish within {} s",
+                    request.change.action,
+                    cx.timeout.as_secs()
+                ),
             )),
         }
     }
@@ -523,11 +761,17 @@ impl Provider for KubeProvider {
     async fn health(&self, id: &ResourceId, spec: &Value) -> Result<Health, ProviderError> {
         let t = self.target(id, spec)?;
         let Some(api) = self.api(id, &t).await? else {
-            return Ok(Health::Progressing(format!("cluster {} does not serve {} yet", t.spec.cluster, t.reference.kind)));
+            return Ok(Health::Progressing(format!(
+                "cluster {} does not serve {} yet",
+                t.spec.cluster, t.reference.kind
+            )));
         };
         match self.get(id, &t, &api).await? {
             Some(live) => Ok(health::of(&live)),
-            None => Ok(Health::Progressing(format!("{} does not exist yet", t.reference.describe()))),
+            None => Ok(Health::Progressing(format!(
+                "{} does not exist yet",
+                t.reference.describe()
+            ))),
         }
     }
 }

@@ -60,7 +60,11 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     /// A cluster reached through a kubeconfig file's current context, without impersonation.
     pub fn new(kubeconfig: impl Into<PathBuf>) -> Self {
-        Self { kubeconfig: kubeconfig.into(), context: None, impersonate: None }
+        Self {
+            kubeconfig: kubeconfig.into(),
+            context: None,
+            impersonate: None,
+        }
     }
 
     /// The same cluster, acting as `user` (impersonation).
@@ -86,7 +90,12 @@ pub struct ObjectRef {
 impl ObjectRef {
     /// Reads apiVersion, kind, metadata.namespace and metadata.name.
     pub fn of(object: &Value) -> Result<Self, String> {
-        let s = |p: &str| object.pointer(p).and_then(Value::as_str).filter(|s| !s.is_empty());
+        let s = |p: &str| {
+            object
+                .pointer(p)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        };
         let api_version = s("/apiVersion").ok_or("the object has no apiVersion")?;
         let kind = s("/kind").ok_or("the object has no kind")?;
         let name = s("/metadata/name").ok_or("the object has no metadata.name")?;
@@ -105,7 +114,9 @@ impl ObjectRef {
 
     /// The version, e.g. `v1`.
     pub fn version(&self) -> &str {
-        self.api_version.rsplit_once('/').map_or(self.api_version.as_str(), |(_, v)| v)
+        self.api_version
+            .rsplit_once('/')
+            .map_or(self.api_version.as_str(), |(_, v)| v)
     }
 
     /// `Kind name` or `Kind namespace/name`, for messages.
@@ -124,8 +135,17 @@ impl ObjectRef {
 /// `kube:acme/v1/Namespace/gpu-operator`, `kube:acme/v1/ConfigMap/gpu-operator/mig-config`.
 /// Missing fields show as `_` (the object is then refused by observe with a clear message).
 pub fn object_id(cluster: &str, object: &Value) -> ResourceId {
-    let s = |p: &str| object.pointer(p).and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("_");
-    let ns = object.pointer("/metadata/namespace").and_then(Value::as_str).filter(|s| !s.is_empty());
+    let s = |p: &str| {
+        object
+            .pointer(p)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("_")
+    };
+    let ns = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
     let mut path = format!("{cluster}/{}/{}", s("/apiVersion"), s("/kind"));
     if let Some(ns) = ns {
         path.push('/');
@@ -188,6 +208,7 @@ pub fn is_operator_owned_label(key: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -195,11 +216,21 @@ mod tests {
     #[test]
     fn addresses_name_cluster_api_version_kind_namespace_and_name() {
         let cp = json!({"apiVersion": "nvidia.com/v1", "kind": "ClusterPolicy", "metadata": {"name": "cluster-policy"}});
-        assert_eq!(object_id("acme", &cp).as_str(), "kube:acme/nvidia.com/v1/ClusterPolicy/cluster-policy");
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gpu-operator"}});
-        assert_eq!(object_id("acme", &ns).as_str(), "kube:acme/v1/Namespace/gpu-operator");
+        assert_eq!(
+            object_id("acme", &cp).as_str(),
+            "kube:acme/nvidia.com/v1/ClusterPolicy/cluster-policy"
+        );
+        let ns =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gpu-operator"}});
+        assert_eq!(
+            object_id("acme", &ns).as_str(),
+            "kube:acme/v1/Namespace/gpu-operator"
+        );
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "mig", "namespace": "gpu-operator"}});
-        assert_eq!(object_id("acme", &cm).as_str(), "kube:acme/v1/ConfigMap/gpu-operator/mig");
+        assert_eq!(
+            object_id("acme", &cm).as_str(),
+            "kube:acme/v1/ConfigMap/gpu-operator/mig"
+        );
     }
 
     #[test]
@@ -207,9 +238,18 @@ mod tests {
         let r = ObjectRef::of(&json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a", "namespace": "n"}}))
             .unwrap();
         assert_eq!((r.group(), r.version()), ("apps", "v1"));
-        let r = ObjectRef::of(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}})).unwrap();
-        assert_eq!((r.group(), r.version(), r.namespace.as_deref()), ("", "v1", None));
-        assert!(ObjectRef::of(&json!({"kind": "Node"})).unwrap_err().contains("apiVersion"));
+        let r =
+            ObjectRef::of(&json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}}))
+                .unwrap();
+        assert_eq!(
+            (r.group(), r.version(), r.namespace.as_deref()),
+            ("", "v1", None)
+        );
+        assert!(
+            ObjectRef::of(&json!({"kind": "Node"}))
+                .unwrap_err()
+                .contains("apiVersion")
+        );
     }
 
     #[test]
@@ -224,7 +264,10 @@ mod tests {
             "nvidia.com/cuda.driver-version.major",
             "feature.node.kubernetes.io/pci-10de.present",
         ] {
-            assert!(is_operator_owned_label(owned), "{owned} must be operator-owned");
+            assert!(
+                is_operator_owned_label(owned),
+                "{owned} must be operator-owned"
+            );
         }
         for knob in [
             "nvidia.com/mig.config",
@@ -241,7 +284,10 @@ mod tests {
 
     #[test]
     fn spec_refuses_unknown_keys() {
-        let err = serde_json::from_value::<KubeSpec>(json!({"cluster": "a", "object": {}, "forse": true})).unwrap_err();
+        let err = serde_json::from_value::<KubeSpec>(
+            json!({"cluster": "a", "object": {}, "forse": true}),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("forse"), "{err}");
     }
 }

@@ -3,13 +3,16 @@
 //! Every test uses its own namespace or object names, so tests run in parallel and leave the
 //! server reusable. Each one spells idempotency out as steps: apply, re-plan (NoOp), change one
 //! field out of band, and only that field shows.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use fleetform_engine::provider::{Action, ApplyContext, ApplyRequest, Change, Health, ObserveRequest, Provider, ProviderError};
+use fleetform_engine::provider::{
+    Action, ApplyContext, ApplyRequest, Change, Health, ObserveRequest, Provider, ProviderError,
+};
 use fleetform_engine::resource::Desired;
 use fleetform_kube::{ClusterConfig, KubeProvider, object_id};
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
@@ -24,7 +27,9 @@ fn kubeconfig() -> Option<PathBuf> {
     match std::env::var_os("FLEETFORM_TEST_KUBECONFIG") {
         Some(p) => Some(PathBuf::from(p)),
         None if std::env::var("FLEETFORM_REQUIRE_PEERS").as_deref() == Ok("1") => {
-            panic!("FLEETFORM_TEST_KUBECONFIG is not set: run tests/peers/kube.sh start and source target/peers/kube.env")
+            panic!(
+                "FLEETFORM_TEST_KUBECONFIG is not set: run tests/peers/kube.sh start and source target/peers/kube.env"
+            )
         }
         None => {
             eprintln!("skipped: kube not running (tests/peers/kube.sh start)");
@@ -40,8 +45,15 @@ fn provider_for(config: ClusterConfig) -> KubeProvider {
 /// A name no other test (or earlier run) uses.
 fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}-{}-{:x}{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "{prefix}-{}-{:x}{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn desired(object: Value) -> Desired {
@@ -57,34 +69,67 @@ fn desired_with(object: Value, extra: Value) -> Desired {
 }
 
 async fn plan(p: &KubeProvider, d: &Desired) -> Result<Change, ProviderError> {
-    let req = ObserveRequest { id: &d.id, spec: &d.spec, desired: true };
+    let req = ObserveRequest {
+        id: &d.id,
+        spec: &d.spec,
+        desired: true,
+    };
     let observed = p.observe(std::slice::from_ref(&req)).await.remove(0)?;
     p.diff(d, observed.as_ref())
 }
 
 async fn apply(p: &KubeProvider, d: &Desired, change: &Change) -> Result<(), ProviderError> {
-    let req = ApplyRequest { change, desired: Some(d), last_applied: Some(&d.spec), observed: None };
+    let req = ApplyRequest {
+        change,
+        desired: Some(d),
+        last_applied: Some(&d.spec),
+        observed: None,
+    };
     p.apply(&req, &ApplyContext::default()).await.map(|_| ())
 }
 
 async fn delete(p: &KubeProvider, d: &Desired) -> Result<(), ProviderError> {
     let change = Change::new(d.id.clone(), Action::Delete);
-    let req = ApplyRequest { change: &change, desired: None, last_applied: Some(&d.spec), observed: None };
+    let req = ApplyRequest {
+        change: &change,
+        desired: None,
+        last_applied: Some(&d.spec),
+        observed: None,
+    };
     p.apply(&req, &ApplyContext::default()).await.map(|_| ())
 }
 
 /// Plans, applies, and checks that a second plan is a NoOp.
 async fn converge(p: &KubeProvider, d: &Desired) {
-    let change = plan(p, d).await.unwrap_or_else(|e| panic!("plan {}: {e}", d.id));
-    assert_ne!(change.action, Action::NoOp, "{}: fresh object planned as NoOp", d.id);
-    apply(p, d, &change).await.unwrap_or_else(|e| panic!("apply {}: {e}", d.id));
-    let again = plan(p, d).await.unwrap_or_else(|e| panic!("re-plan {}: {e}", d.id));
-    assert_eq!(again.action, Action::NoOp, "{}: re-plan after apply is not a NoOp: {:#?}", d.id, again.fields);
+    let change = plan(p, d)
+        .await
+        .unwrap_or_else(|e| panic!("plan {}: {e}", d.id));
+    assert_ne!(
+        change.action,
+        Action::NoOp,
+        "{}: fresh object planned as NoOp",
+        d.id
+    );
+    apply(p, d, &change)
+        .await
+        .unwrap_or_else(|e| panic!("apply {}: {e}", d.id));
+    let again = plan(p, d)
+        .await
+        .unwrap_or_else(|e| panic!("re-plan {}: {e}", d.id));
+    assert_eq!(
+        again.action,
+        Action::NoOp,
+        "{}: re-plan after apply is not a NoOp: {:#?}",
+        d.id,
+        again.fields
+    );
 }
 
 async fn admin_client(kubeconfig: &PathBuf) -> kube::Client {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
     kube::Client::try_from(config).expect("client")
 }
 
@@ -145,10 +190,17 @@ async fn apply_then_replan_is_noop_for_every_kind() {
     // a ClusterPolicy is ready only when the GPU operator says so.
     let d = desired(namespace(&ns));
     assert_eq!(p.health(&d.id, &d.spec).await.unwrap(), Health::Ready);
-    let dep = desired(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns}}));
-    assert!(matches!(p.health(&dep.id, &dep.spec).await.unwrap(), Health::Progressing(_)));
-    let crd = desired(json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-        "metadata": {"name": "clusterpolicies.nvidia.com"}}));
+    let dep = desired(
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns}}),
+    );
+    assert!(matches!(
+        p.health(&dep.id, &dep.spec).await.unwrap(),
+        Health::Progressing(_)
+    ));
+    let crd = desired(
+        json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "clusterpolicies.nvidia.com"}}),
+    );
     assert_eq!(p.health(&crd.id, &crd.spec).await.unwrap(), Health::Ready);
 }
 
@@ -159,14 +211,27 @@ async fn cluster_policy_is_ready_when_the_operator_reports_ready() {
     let name = unique("cluster-policy");
     let d = desired(cluster_policy(&name));
     converge(&p, &d).await;
-    assert!(matches!(p.health(&d.id, &d.spec).await.unwrap(), Health::Progressing(_)));
+    assert!(matches!(
+        p.health(&d.id, &d.spec).await.unwrap(),
+        Health::Progressing(_)
+    ));
     // Play the GPU operator: write status.state through the status subresource.
     let client = admin_client(&kc).await;
-    let ar = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("nvidia.com", "v1", "ClusterPolicy"));
+    let ar = ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+        "nvidia.com",
+        "v1",
+        "ClusterPolicy",
+    ));
     let api: Api<DynamicObject> = Api::all_with(client, &ar);
     let status = json!({"apiVersion": "nvidia.com/v1", "kind": "ClusterPolicy", "metadata": {"name": name},
         "status": {"state": "ready", "namespace": "gpu-operator"}});
-    api.patch_status(&name, &PatchParams::apply("gpu-operator").force(), &Patch::Apply(&status)).await.expect("status");
+    api.patch_status(
+        &name,
+        &PatchParams::apply("gpu-operator").force(),
+        &Patch::Apply(&status),
+    )
+    .await
+    .expect("status");
     assert_eq!(p.health(&d.id, &d.spec).await.unwrap(), Health::Ready);
     // The operator's status write is not drift.
     assert_eq!(plan(&p, &d).await.unwrap().action, Action::NoOp);
@@ -178,40 +243,60 @@ async fn a_field_changed_by_another_manager_is_drift_naming_that_manager() {
     let p = provider_for(ClusterConfig::new(&kc));
     let ns = unique("drift");
     converge(&p, &desired(namespace(&ns))).await;
-    let cm = |data: Value| {
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plugin-config", "namespace": ns}, "data": data})
-    };
+    let cm = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plugin-config", "namespace": ns}, "data": data});
     let d = desired(cm(json!({"a": "1", "b": "2"})));
     converge(&p, &d).await;
 
     // Someone edits one field with their own field manager, taking it over.
     let api: Api<ConfigMap> = Api::namespaced(admin_client(&kc).await, &ns);
     let edit = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plugin-config"}, "data": {"a": "edited"}});
-    api.patch("plugin-config", &PatchParams::apply("kubectl-edit").force(), &Patch::Apply(&edit)).await.expect("edit");
+    api.patch(
+        "plugin-config",
+        &PatchParams::apply("kubectl-edit").force(),
+        &Patch::Apply(&edit),
+    )
+    .await
+    .expect("edit");
 
     let change = plan(&p, &d).await.expect("plan");
     assert_eq!(change.action, Action::Update);
     assert_eq!(change.fields.len(), 1, "{:#?}", change.fields);
     let f = &change.fields[0];
     assert_eq!(f.path, "/data/a");
-    assert_eq!((f.before.clone(), f.after.clone()), (Some(json!("edited")), Some(json!("1"))));
+    assert_eq!(
+        (f.before.clone(), f.after.clone()),
+        (Some(json!("edited")), Some(json!("1")))
+    );
     assert_eq!(f.changed_by.as_deref(), Some("kubectl-edit"));
 
     // Without force, fleetform does not take the field back: the conflict names the manager.
     let err = apply(&p, &d, &change).await.expect_err("conflict");
     assert!(!err.is_transient());
-    assert!(err.message.contains("kubectl-edit") && err.message.contains(".data.a"), "{}", err.message);
+    assert!(
+        err.message.contains("kubectl-edit") && err.message.contains(".data.a"),
+        "{}",
+        err.message
+    );
 
     // With force it does, and the next plan is clean.
     let forced = desired_with(cm(json!({"a": "1", "b": "2"})), json!({"force": true}));
-    apply(&p, &forced, &plan(&p, &forced).await.expect("plan")).await.expect("forced apply");
+    apply(&p, &forced, &plan(&p, &forced).await.expect("plan"))
+        .await
+        .expect("forced apply");
     assert_eq!(plan(&p, &forced).await.expect("plan").action, Action::NoOp);
 
     // A field dropped from the manifest shows as a removal of a field fleetform owns.
     let smaller = desired(cm(json!({"a": "1"})));
     let change = plan(&p, &smaller).await.expect("plan");
     assert_eq!(change.action, Action::Update);
-    assert_eq!(change.fields.iter().map(|f| (f.path.as_str(), f.after.clone())).collect::<Vec<_>>(), [("/data/b", None)]);
+    assert_eq!(
+        change
+            .fields
+            .iter()
+            .map(|f| (f.path.as_str(), f.after.clone()))
+            .collect::<Vec<_>>(),
+        [("/data/b", None)]
+    );
     converge_existing(&p, &smaller).await;
 }
 
@@ -233,15 +318,35 @@ async fn secret_values_never_appear_in_plans() {
     };
     converge(&p, &desired(secret("nvapi-first-canary"))).await;
     let d = desired(secret("nvapi-second-canary"));
-    let req = ObserveRequest { id: &d.id, spec: &d.spec, desired: true };
-    let observed = p.observe(std::slice::from_ref(&req)).await.remove(0).expect("observe");
+    let req = ObserveRequest {
+        id: &d.id,
+        spec: &d.spec,
+        desired: true,
+    };
+    let observed = p
+        .observe(std::slice::from_ref(&req))
+        .await
+        .remove(0)
+        .expect("observe");
     let change = p.diff(&d, observed.as_ref()).expect("diff");
     assert_eq!(change.action, Action::Update);
     assert_eq!(change.fields.len(), 1);
     assert!(change.fields[0].sensitive);
-    let rendered = format!("{}{}", serde_json::to_string(&change).unwrap(), serde_json::to_string(&observed).unwrap());
-    for canary in ["nvapi-first-canary", "nvapi-second-canary", "bnZhcGktZmlyc3QtY2FuYXJ5", "bnZhcGktc2Vjb25kLWNhbmFyeQ"] {
-        assert!(!rendered.contains(canary), "secret {canary} leaked into the plan or observation");
+    let rendered = format!(
+        "{}{}",
+        serde_json::to_string(&change).unwrap(),
+        serde_json::to_string(&observed).unwrap()
+    );
+    for canary in [
+        "nvapi-first-canary",
+        "nvapi-second-canary",
+        "bnZhcGktZmlyc3QtY2FuYXJ5",
+        "bnZhcGktc2Vjb25kLWNhbmFyeQ",
+    ] {
+        assert!(
+            !rendered.contains(canary),
+            "secret {canary} leaked into the plan or observation"
+        );
     }
 }
 
@@ -256,17 +361,36 @@ async fn prune_deletes_only_objects_fleetform_manages() {
     let ours = desired(cm("ours"));
     converge(&p, &ours).await;
     delete(&p, &ours).await.expect("delete ours");
-    assert_eq!(plan(&p, &ours).await.expect("plan").action, Action::Create, "the object is gone");
-    delete(&p, &ours).await.expect("deleting a missing object is a success");
+    assert_eq!(
+        plan(&p, &ours).await.expect("plan").action,
+        Action::Create,
+        "the object is gone"
+    );
+    delete(&p, &ours)
+        .await
+        .expect("deleting a missing object is a success");
 
     // Another tool's object of the same shape is refused.
     let api: Api<ConfigMap> = Api::namespaced(admin_client(&kc).await, &ns);
-    api.patch("theirs", &PatchParams::apply("helm"), &Patch::Apply(&cm("theirs"))).await.expect("helm apply");
+    api.patch(
+        "theirs",
+        &PatchParams::apply("helm"),
+        &Patch::Apply(&cm("theirs")),
+    )
+    .await
+    .expect("helm apply");
     let theirs = desired(cm("theirs"));
     let err = delete(&p, &theirs).await.expect_err("refused");
     assert!(!err.is_transient());
-    assert!(err.message.contains("does not manage it") && err.message.contains("helm"), "{}", err.message);
-    assert!(api.get_opt("theirs").await.expect("get").is_some(), "the object must survive");
+    assert!(
+        err.message.contains("does not manage it") && err.message.contains("helm"),
+        "{}",
+        err.message
+    );
+    assert!(
+        api.get_opt("theirs").await.expect("get").is_some(),
+        "the object must survive"
+    );
 }
 
 #[tokio::test]
@@ -277,14 +401,24 @@ async fn a_crd_schema_violation_fails_observe_with_the_servers_reason() {
     bad["spec"]["driver"]["enabled"] = json!("yes");
     let err = plan(&p, &desired(bad)).await.expect_err("invalid");
     assert!(!err.is_transient(), "{err:?}");
-    assert!(err.message.contains("spec.driver.enabled") && err.message.contains("boolean"), "{}", err.message);
+    assert!(
+        err.message.contains("spec.driver.enabled") && err.message.contains("boolean"),
+        "{}",
+        err.message
+    );
 
     // Strict field validation: an unknown field is an error, not silently pruned.
     let mut unknown = cluster_policy(&unique("cluster-policy"));
     unknown["spec"]["driver"]["enabeld"] = json!(true);
-    let err = plan(&p, &desired(unknown)).await.expect_err("unknown field");
+    let err = plan(&p, &desired(unknown))
+        .await
+        .expect_err("unknown field");
     assert!(!err.is_transient());
-    assert!(err.message.contains("spec.driver.enabeld"), "{}", err.message);
+    assert!(
+        err.message.contains("spec.driver.enabeld"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
@@ -298,18 +432,33 @@ async fn a_tenant_without_rbac_gets_a_clear_forbidden_error() {
     converge(&admin, &desired(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": "fleetform", "namespace": ns},
         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch", "delete"]}]}))).await;
-    converge(&admin, &desired(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+    converge(
+        &admin,
+        &desired(
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
         "metadata": {"name": "fleetform", "namespace": ns},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "fleetform"},
-        "subjects": [{"kind": "ServiceAccount", "name": "fleetform", "namespace": ns}]}))).await;
+        "subjects": [{"kind": "ServiceAccount", "name": "fleetform", "namespace": ns}]}),
+        ),
+    )
+    .await;
 
     let tenant = provider_for(ClusterConfig::new(&kc).impersonating(&sa));
-    converge(&tenant, &desired(json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "allowed", "namespace": ns}, "data": {"k": "v"}}))).await;
-    let err = plan(&tenant, &desired(cluster_policy("cluster-policy"))).await.expect_err("forbidden");
+    converge(
+        &tenant,
+        &desired(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "allowed", "namespace": ns}, "data": {"k": "v"}})),
+    )
+    .await;
+    let err = plan(&tenant, &desired(cluster_policy("cluster-policy")))
+        .await
+        .expect_err("forbidden");
     assert!(!err.is_transient());
     assert!(
-        err.message.contains(&format!("service account {sa}")) && err.message.contains("ClusterPolicy cluster-policy in cluster acme (RBAC forbidden)"),
+        err.message.contains(&format!("service account {sa}"))
+            && err
+                .message
+                .contains("ClusterPolicy cluster-policy in cluster acme (RBAC forbidden)"),
         "{}",
         err.message
     );
@@ -317,9 +466,15 @@ async fn a_tenant_without_rbac_gets_a_clear_forbidden_error() {
     // A tenant token without any binding.
     if let Some(tkc) = std::env::var_os("FLEETFORM_TEST_KUBE_TENANT_KUBECONFIG") {
         let tenant = provider_for(ClusterConfig::new(PathBuf::from(tkc)));
-        let err = plan(&tenant, &desired(cluster_policy("cluster-policy"))).await.expect_err("forbidden");
+        let err = plan(&tenant, &desired(cluster_policy("cluster-policy")))
+            .await
+            .expect_err("forbidden");
         assert!(!err.is_transient());
-        assert!(err.message.contains("user tenant-acme may not"), "{}", err.message);
+        assert!(
+            err.message.contains("user tenant-acme may not"),
+            "{}",
+            err.message
+        );
     }
 }
 
@@ -333,12 +488,26 @@ async fn an_unreachable_apiserver_is_a_transient_error() {
     let text = std::fs::read_to_string(&kc).expect("read kubeconfig");
     let dir = tempfile::tempdir().expect("tempdir");
     let moved = dir.path().join("kubeconfig");
-    let server = text.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server line").to_string();
-    std::fs::write(&moved, text.replace(&server, &format!("https://127.0.0.1:{port}"))).expect("write");
+    let server = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("server line")
+        .to_string();
+    std::fs::write(
+        &moved,
+        text.replace(&server, &format!("https://127.0.0.1:{port}")),
+    )
+    .expect("write");
     let p = provider_for(ClusterConfig::new(&moved));
-    let err = plan(&p, &desired(namespace("anything"))).await.expect_err("unreachable");
+    let err = plan(&p, &desired(namespace("anything")))
+        .await
+        .expect_err("unreachable");
     assert!(err.is_transient(), "{err}");
-    assert!(err.message.contains("cannot reach cluster acme"), "{}", err.message);
+    assert!(
+        err.message.contains("cannot reach cluster acme"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
@@ -350,54 +519,118 @@ async fn node_labels_and_cordon_are_applied_to_an_adopted_node() {
     // The kubelet registers the node and the operators label it.
     let registered = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node,
         "labels": {"kubernetes.io/hostname": node, "nvidia.com/gpu.present": "true", "nvidia.com/gpu.deploy.driver": "true"}}});
-    nodes.create(&PostParams { field_manager: Some("kubelet".into()), ..Default::default() },
-        &serde_json::from_value(registered).expect("node")).await.expect("register node");
+    nodes
+        .create(
+            &PostParams {
+                field_manager: Some("kubelet".into()),
+                ..Default::default()
+            },
+            &serde_json::from_value(registered).expect("node"),
+        )
+        .await
+        .expect("register node");
 
     let adopted = |labels: Value, spec: Value| {
-        desired_with(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "labels": labels}, "spec": spec}),
-            json!({"adopt": true}))
+        desired_with(
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "labels": labels}, "spec": spec}),
+            json!({"adopt": true}),
+        )
     };
-    let d = adopted(json!({"nvidia.com/mig.config": "all-1g.10gb"}),
-        json!({"unschedulable": true, "taints": [{"key": "fleetform.dev/maintenance", "value": "mig", "effect": "NoSchedule"}]}));
+    let d = adopted(
+        json!({"nvidia.com/mig.config": "all-1g.10gb"}),
+        json!({"unschedulable": true, "taints": [{"key": "fleetform.dev/maintenance", "value": "mig", "effect": "NoSchedule"}]}),
+    );
     let change = plan(&p, &d).await.expect("plan");
-    assert_eq!(change.action, Action::Update, "an adopted object is never created");
+    assert_eq!(
+        change.action,
+        Action::Update,
+        "an adopted object is never created"
+    );
     let mut paths: Vec<&str> = change.fields.iter().map(|f| f.path.as_str()).collect();
     paths.sort();
     // Node taints are an atomic list in Kubernetes' schema: the apiserver's TaintNodesByCondition
     // admission put `node.kubernetes.io/not-ready` there, and owning taints means owning the list.
-    assert!(paths.contains(&"/metadata/labels/nvidia.com~1mig.config") && paths.contains(&"/spec/unschedulable"), "{paths:?}");
-    assert!(paths.iter().all(|p| p.starts_with("/metadata/labels/nvidia.com~1mig.config") || p.starts_with("/spec/")), "{paths:?}");
+    assert!(
+        paths.contains(&"/metadata/labels/nvidia.com~1mig.config")
+            && paths.contains(&"/spec/unschedulable"),
+        "{paths:?}"
+    );
+    assert!(
+        paths
+            .iter()
+            .all(|p| p.starts_with("/metadata/labels/nvidia.com~1mig.config")
+                || p.starts_with("/spec/")),
+        "{paths:?}"
+    );
     apply(&p, &d, &change).await.expect("apply");
     assert_eq!(plan(&p, &d).await.expect("re-plan").action, Action::NoOp);
 
     let live = nodes.get(&node).await.expect("node");
     let labels = live.metadata.labels.unwrap_or_default();
-    assert_eq!(labels.get("nvidia.com/mig.config").map(String::as_str), Some("all-1g.10gb"));
-    assert_eq!(labels.get("nvidia.com/gpu.deploy.driver").map(String::as_str), Some("true"), "operator label kept");
+    assert_eq!(
+        labels.get("nvidia.com/mig.config").map(String::as_str),
+        Some("all-1g.10gb")
+    );
+    assert_eq!(
+        labels
+            .get("nvidia.com/gpu.deploy.driver")
+            .map(String::as_str),
+        Some("true"),
+        "operator label kept"
+    );
     assert_eq!(live.spec.and_then(|s| s.unschedulable), Some(true));
 
     // The operator flips its own label: no drift for fleetform.
     let pause = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node,
         "labels": {"nvidia.com/gpu.deploy.driver": "paused-for-mig-change"}}});
-    nodes.patch(&node, &PatchParams::apply("nvidia-mig-manager").force(), &Patch::Apply(&pause)).await.expect("operator label");
+    nodes
+        .patch(
+            &node,
+            &PatchParams::apply("nvidia-mig-manager").force(),
+            &Patch::Apply(&pause),
+        )
+        .await
+        .expect("operator label");
     assert_eq!(plan(&p, &d).await.expect("plan").action, Action::NoOp);
 
     // Operator-owned labels are refused in the manifest.
-    let err = plan(&p, &adopted(json!({"nvidia.com/mig.config.state": "success"}), json!({}))).await.expect_err("refused");
-    assert!(err.message.contains("nvidia.com/mig.config.state"), "{}", err.message);
+    let err = plan(
+        &p,
+        &adopted(json!({"nvidia.com/mig.config.state": "success"}), json!({})),
+    )
+    .await
+    .expect_err("refused");
+    assert!(
+        err.message.contains("nvidia.com/mig.config.state"),
+        "{}",
+        err.message
+    );
 
     // Releasing (prune of an adopted object) removes fleetform's fields, keeps the node.
     delete(&p, &d).await.expect("release");
     let live = nodes.get(&node).await.expect("node survives");
-    assert!(!live.metadata.labels.unwrap_or_default().contains_key("nvidia.com/mig.config"));
+    assert!(
+        !live
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .contains_key("nvidia.com/mig.config")
+    );
     assert_ne!(live.spec.and_then(|s| s.unschedulable), Some(true));
 
     // A node that does not exist is a permanent error.
-    let missing = desired_with(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": unique("no-such-node"),
-        "labels": {"nvidia.com/mig.config": "all-disabled"}}}), json!({"adopt": true}));
+    let missing = desired_with(
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": unique("no-such-node"),
+        "labels": {"nvidia.com/mig.config": "all-disabled"}}}),
+        json!({"adopt": true}),
+    );
     let err = plan(&p, &missing).await.expect_err("missing node");
     assert!(!err.is_transient());
-    assert!(err.message.contains("node no-such-node") && err.message.contains("not found"), "{}", err.message);
+    assert!(
+        err.message.contains("node no-such-node") && err.message.contains("not found"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
@@ -415,8 +648,18 @@ async fn an_immutable_field_change_plans_a_replace() {
     let d = desired(deployment("v2"));
     let change = plan(&p, &d).await.expect("plan");
     assert_eq!(change.action, Action::Replace, "{change:#?}");
-    assert!(change.requires_replace.iter().any(|p| p == "/spec/selector"), "{:?}", change.requires_replace);
-    tokio::time::timeout(Duration::from_secs(30), apply(&p, &d, &change)).await.expect("in time").expect("replace");
+    assert!(
+        change
+            .requires_replace
+            .iter()
+            .any(|p| p == "/spec/selector"),
+        "{:?}",
+        change.requires_replace
+    );
+    tokio::time::timeout(Duration::from_secs(30), apply(&p, &d, &change))
+        .await
+        .expect("in time")
+        .expect("replace");
     assert_eq!(plan(&p, &d).await.expect("re-plan").action, Action::NoOp);
 }
 
@@ -430,7 +673,14 @@ async fn observe_answers_in_request_order_and_one_failure_does_not_fail_the_rest
         .map(|i| desired(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{i}"), "namespace": ns}})))
         .chain([desired(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": ns}, "bogus": 1}))])
         .collect();
-    let reqs: Vec<ObserveRequest<'_>> = ds.iter().map(|d| ObserveRequest { id: &d.id, spec: &d.spec, desired: true }).collect();
+    let reqs: Vec<ObserveRequest<'_>> = ds
+        .iter()
+        .map(|d| ObserveRequest {
+            id: &d.id,
+            spec: &d.spec,
+            desired: true,
+        })
+        .collect();
     let results = p.observe(&reqs).await;
     assert_eq!(results.len(), 21);
     for r in &results[..20] {
