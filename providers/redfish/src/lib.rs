@@ -1067,3 +1067,48 @@ pub async fn probe_auth(provider: &RedfishProvider, id: &ResourceId, host: &str,
     conn.close().await;
     Ok(mode)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_name_a_host_and_one_aspect() {
+        let t = parse_id(&ResourceId::new("redfish", "host/r01-n03/secure-boot")).unwrap();
+        assert_eq!((t.host.as_str(), t.aspect), ("r01-n03", Aspect::SecureBoot));
+        let err = parse_id(&ResourceId::new("redfish", "host/r01-n03/gpus")).err().unwrap();
+        assert!(err.message.contains("power, boot, bios"), "{err}");
+        assert!(parse_id(&ResourceId::new("redfish", "r01-n03/power")).is_err());
+    }
+
+    #[test]
+    fn bios_values_compare_loosely_across_json_types() {
+        assert!(loose_eq(&json!(true), &json!("true")));
+        assert!(loose_eq(&json!(10), &json!("10")));
+        assert!(!loose_eq(&json!("Enabled"), &json!("Disabled")));
+    }
+
+    #[test]
+    fn a_spec_with_an_unknown_key_is_refused() {
+        let id = ResourceId::new("redfish", "host/a/power");
+        let spec = json!({"bmc": {"endpoint": "https://x", "credentials": {"username": "u", "password": {"env": "P"}}},
+                          "state": "On", "colour": "blue"});
+        let err = parse_spec::<PowerSpec>(&id, &spec).unwrap_err();
+        assert!(err.message.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn diff_ignores_bios_attributes_not_in_the_spec() {
+        let p = RedfishProvider::new(Arc::new(fleetform_engine::secret::LocalSecrets::default()));
+        let id = ResourceId::new("redfish", "host/a/bios");
+        let spec = json!({"bmc": {"endpoint": "https://x", "credentials": {"username": "u", "password": {"env": "P"}}},
+                          "attributes": {"A": "1"}});
+        let obs = Observed {
+            id: id.clone(),
+            state: json!({"attributes": {"A": 1}}),
+            private: Some(json!({"extra": {"unknown": [], "appliesImmediately": true}})),
+        };
+        let c = p.diff(&Desired::new(id, spec), Some(&obs)).unwrap();
+        assert_eq!(c.action, Action::NoOp);
+    }
+}

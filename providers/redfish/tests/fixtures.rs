@@ -492,3 +492,15 @@ async fn at_most_two_requests_are_in_flight_to_one_bmc() {
     let max = state.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(max, 2, "8 concurrent observations, per-BMC limit 2");
 }
+
+#[tokio::test]
+async fn the_session_is_deleted_when_the_system_is_not_found() {
+    let (url, state) = serve_gb200().await;
+    let (_d, pw) = password_file();
+    let p = provider();
+    let d = desired(&url, "System_9", "power", json!({"state": "On"}), &pw);
+    let err = plan(&p, &d).await.unwrap_err();
+    assert!(err.message.contains("no system with Id, Name or UUID `System_9`"), "{err}");
+    let (created, deleted, open) = settle(&state).await;
+    assert_eq!((created, deleted, open), (1, 1, 0));
+}
