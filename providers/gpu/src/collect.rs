@@ -209,7 +209,7 @@ fn read_gpu(dev: &nvml_wrapper::Device<'_>, g: &mut Gpu) {
     }
     if let Some(mode) = keep(dev.is_ecc_enabled(), "ECC mode", e) {
         let counts = |counter: EccCounter, label: &str, e: &mut Vec<String>| {
-            let corrected = keep(dev.total_ecc_errors(MemoryError::Corrected, counter.clone()), &format!("ECC {label} corrected"), e);
+            let corrected = keep(dev.total_ecc_errors(MemoryError::Corrected, counter), &format!("ECC {label} corrected"), e);
             let uncorrected = keep(dev.total_ecc_errors(MemoryError::Uncorrected, counter), &format!("ECC {label} uncorrected"), e);
             (corrected.is_some() || uncorrected.is_some()).then_some(EccCounts { corrected, uncorrected })
         };

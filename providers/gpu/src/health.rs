@@ -122,12 +122,10 @@ pub fn gpu_health(g: &Gpu, nvlink_peer_max: usize) -> Verdict {
     if g.errors.iter().any(|e| LOST_MARKERS.iter().any(|m| e.contains(m))) {
         v.add(HealthState::Failed, format!("{at}: GPU is lost (fell off the bus)"));
     }
-    if let Some(vol) = g.ecc.as_ref().and_then(|e| e.volatile.as_ref()) {
-        if let Some(n) = vol.uncorrected {
-            if n >= ECC_UNCORRECTABLE_VOLATILE_FAILED {
-                v.add(HealthState::Failed, format!("{at}: {n} uncorrectable volatile ECC error(s)"));
-            }
-        }
+    if let Some(n) = g.ecc.as_ref().and_then(|e| e.volatile.as_ref()).and_then(|vol| vol.uncorrected)
+        && n >= ECC_UNCORRECTABLE_VOLATILE_FAILED
+    {
+        v.add(HealthState::Failed, format!("{at}: {n} uncorrectable volatile ECC error(s)"));
     }
     if let Some(r) = &g.remapped_rows {
         if REMAP_FAILURE_IS_FAILED && r.failure == Some(true) {
@@ -136,21 +134,23 @@ pub fn gpu_health(g: &Gpu, nvlink_peer_max: usize) -> Verdict {
         if REMAP_PENDING_IS_DEGRADED && r.pending == Some(true) {
             v.add(HealthState::Degraded, format!("{at}: row remap pending, needs a GPU reset"));
         }
-        if let Some(n) = r.uncorrectable {
-            if n >= REMAPPED_UNCORRECTABLE_DEGRADED {
-                v.add(HealthState::Degraded, format!("{at}: {n} rows remapped for uncorrectable errors"));
-            }
+        if let Some(n) = r.uncorrectable
+            && n >= REMAPPED_UNCORRECTABLE_DEGRADED
+        {
+            v.add(HealthState::Degraded, format!("{at}: {n} rows remapped for uncorrectable errors"));
         }
     }
-    if let Some(p) = &g.retired_pages {
-        if REMAP_PENDING_IS_DEGRADED && p.pending == Some(true) {
-            v.add(HealthState::Degraded, format!("{at}: page retirement pending, needs a reboot"));
-        }
+    if let Some(p) = &g.retired_pages
+        && REMAP_PENDING_IS_DEGRADED
+        && p.pending == Some(true)
+    {
+        v.add(HealthState::Degraded, format!("{at}: page retirement pending, needs a reboot"));
     }
-    if let (Some(t), Some(slow)) = (g.temperature_c, g.temperature_slowdown_c) {
-        if TEMPERATURE_AT_SLOWDOWN_IS_DEGRADED && t >= slow {
-            v.add(HealthState::Degraded, format!("{at}: {t} C, at or above its slowdown threshold {slow} C"));
-        }
+    if let (Some(t), Some(slow)) = (g.temperature_c, g.temperature_slowdown_c)
+        && TEMPERATURE_AT_SLOWDOWN_IS_DEGRADED
+        && t >= slow
+    {
+        v.add(HealthState::Degraded, format!("{at}: {t} C, at or above its slowdown threshold {slow} C"));
     }
     if let Some(reasons) = &g.throttle_reasons {
         let hw: Vec<&str> = reasons

@@ -381,12 +381,12 @@ pub fn render_text(inv: &Inventory) -> String {
             ecc,
             nvl
         );
-        if let Some(m) = &g.mig {
-            if !m.devices.is_empty() {
-                let profiles: Vec<String> =
-                    m.devices.iter().map(|d| d.profile.clone().unwrap_or_else(|| "?".into())).collect();
-                let _ = writeln!(s, "    mig devices: {}", profiles.join(", "));
-            }
+        if let Some(m) = &g.mig
+            && !m.devices.is_empty()
+        {
+            let profiles: Vec<String> =
+                m.devices.iter().map(|d| d.profile.clone().unwrap_or_else(|| "?".into())).collect();
+            let _ = writeln!(s, "    mig devices: {}", profiles.join(", "));
         }
         for e in &g.errors {
             let _ = writeln!(s, "    error: {e}");

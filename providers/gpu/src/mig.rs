@@ -342,13 +342,10 @@ pub fn fits(layout: &[String], gpu_model: &str) -> Result<(), String> {
         *counts.entry(prof.name).or_default() += 1;
     }
     for (name, n) in &counts {
-        if let Some(prof) = m.profiles.iter().find(|p| p.name == *name) {
-            if *n > prof.max_instances {
-                return Err(format!(
-                    "{n} × {name} does not fit {}: at most {} per GPU",
-                    m.key, prof.max_instances
-                ));
-            }
+        if let Some(prof) = m.profiles.iter().find(|p| p.name == *name)
+            && *n > prof.max_instances
+        {
+            return Err(format!("{n} × {name} does not fit {}: at most {} per GPU", m.key, prof.max_instances));
         }
     }
     if me > 1 {

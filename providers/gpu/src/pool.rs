@@ -145,20 +145,20 @@ pub fn compare(exp: &PoolExpectation, inv: &Inventory) -> Vec<GpuDrift> {
             ));
         }
     }
-    if let Some(want) = &exp.driver_version {
-        if inv.driver_version.as_deref() != Some(want.as_str()) {
-            out.push(drift(
-                None,
-                DriftKind::Driver,
-                "/driverVersion".into(),
-                serde_json::json!(want),
-                inv.driver_version.as_ref().map(|d| serde_json::json!(d)),
-                format!(
-                    "pool {pool} expects driver {want} on node {node}, it runs {}",
-                    inv.driver_version.as_deref().unwrap_or("an unknown driver")
-                ),
-            ));
-        }
+    if let Some(want) = &exp.driver_version
+        && inv.driver_version.as_deref() != Some(want.as_str())
+    {
+        out.push(drift(
+            None,
+            DriftKind::Driver,
+            "/driverVersion".into(),
+            serde_json::json!(want),
+            inv.driver_version.as_ref().map(|d| serde_json::json!(d)),
+            format!(
+                "pool {pool} expects driver {want} on node {node}, it runs {}",
+                inv.driver_version.as_deref().unwrap_or("an unknown driver")
+            ),
+        ));
     }
     if let Some(layout) = &exp.mig {
         for g in &inv.gpus {
