@@ -38,11 +38,13 @@ pub struct Limits {
     pub max_nodes: usize,
     /// Most alias uses in one file.
     pub max_aliases: usize,
+    /// Most nodes all alias expansions of one file may add (alias bombs).
+    pub max_alias_nodes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_file_bytes: 16 << 20, max_depth: 128, max_nodes: 4_000_000, max_aliases: 10_000 }
+        Self { max_file_bytes: 16 << 20, max_depth: 128, max_nodes: 4_000_000, max_aliases: 10_000, max_alias_nodes: 100_000 }
     }
 }
 
@@ -339,6 +341,7 @@ struct Builder<'a> {
     anchors: HashMap<usize, (Value, usize, HashMap<Box<str>, Entry>, String)>,
     nodes: usize,
     aliases: usize,
+    alias_nodes: usize,
     /// Position of the key whose value is being parsed.
     key_pos: Pos,
     root: Option<Value>,
@@ -363,6 +366,7 @@ impl<'a> Builder<'a> {
             anchors: HashMap::new(),
             nodes: 0,
             aliases: 0,
+            alias_nodes: 0,
             key_pos: Pos::default(),
             root: None,
             docs: Vec::new(),
@@ -453,10 +457,20 @@ impl<'a> Builder<'a> {
                         None,
                     ));
                 }
-                let Some((value, n, sub, src_ptr)) = self.anchors.get(&id) else {
+                let Some(n) = self.anchors.get(&id).map(|a| a.1) else {
                     return Err(self.fail("yaml-syntax", "alias to an unknown anchor".into(), pos, None));
                 };
-                let (value, n) = (value.clone(), *n);
+                self.alias_nodes = self.alias_nodes.saturating_add(n);
+                if self.alias_nodes > self.limits.max_alias_nodes {
+                    return Err(self.fail(
+                        "alias-expansion",
+                        format!("aliases in {} expand to more than {} nodes", self.path, self.limits.max_alias_nodes),
+                        pos,
+                        Some("an alias bomb (\"billion laughs\"): refused; write the values out"),
+                    ));
+                }
+                let Some((value, _, sub, src_ptr)) = self.anchors.get(&id) else { return Ok(false) };
+                let value = value.clone();
                 // Re-root the anchored node's spans under the alias, pointing at the anchor's lines.
                 let sub: Vec<(Box<str>, Entry)> = sub.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
                 let src_ptr = src_ptr.clone();

@@ -73,6 +73,8 @@ pub fn field_path(pointer: &str) -> String {
         let seg = seg.replace("~1", "/").replace("~0", "~");
         if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
             out.push_str(&format!("[{seg}]"));
+        } else if seg.contains(['.', ' ', '[', ']']) || seg.is_empty() {
+            out.push_str(&format!("[\"{seg}\"]"));
         } else {
             if !out.is_empty() {
                 out.push('.');
@@ -123,12 +125,13 @@ fn distance(a: &str, b: &str) -> usize {
 /// The nearest candidate within a small edit distance.
 pub fn did_you_mean<'c>(name: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
     let limit = (name.chars().count() / 3).max(2);
+    let prefix = |c: &str| c.chars().zip(name.chars()).take_while(|(a, b)| a == b).count();
     candidates
         .into_iter()
-        .map(|c| (distance(&name.to_lowercase(), &c.to_lowercase()), c))
-        .filter(|(d, _)| *d <= limit)
+        .map(|c| (distance(&name.to_lowercase(), &c.to_lowercase()), std::cmp::Reverse(prefix(c)), c))
+        .filter(|(d, _, _)| *d <= limit)
         .min()
-        .map(|(_, c)| c)
+        .map(|(_, _, c)| c)
 }
 
 /// Pointer patterns (`*` = any segment) where a secret reference belongs, per kind.
@@ -251,13 +254,32 @@ impl Cx<'_> {
     // ------------------------------------------------------------ schema
 
     fn schema(&mut self, i: usize, d: &Document, suppressed: &HashSet<(usize, String)>) {
+        use jsonschema::error::ValidationErrorKind as K;
         let (schema_json, validator) = schema();
+        let mut found: Vec<(Diagnostic, Option<(String, String)>)> = Vec::new();
+        let mut misspelt: HashSet<(String, String)> = HashSet::new();
         for e in validator.iter_errors(&d.value) {
             let ptr = e.instance_path().as_str().to_string();
             if suppressed.iter().any(|(j, p)| *j == i && (ptr == *p || ptr.starts_with(&format!("{p}/")))) {
                 continue;
             }
             let diag = self.schema_diag(i, d, &ptr, &e, schema_json);
+            let required = match e.kind() {
+                K::Required { property } => property.as_str().map(|p| (ptr.clone(), p.to_string())),
+                _ => None,
+            };
+            if let (K::AdditionalProperties { .. }, Some(h)) = (e.kind(), diag.hint.as_deref()) {
+                if let Some(m) = h.strip_prefix("did you mean `").and_then(|r| r.strip_suffix("`?")) {
+                    misspelt.insert((ptr.clone(), m.to_string()));
+                }
+            }
+            found.push((diag, required));
+        }
+        // A misspelt required field is one problem, not two: keep the "did you mean".
+        for (diag, required) in found {
+            if required.as_ref().is_some_and(|r| misspelt.contains(r)) {
+                continue;
+            }
             self.push(diag);
         }
     }
@@ -345,7 +367,9 @@ impl Cx<'_> {
             }
             K::OneOfNotValid { .. } | K::OneOfMultipleValid { .. } => {
                 let eval = e.evaluation_path().as_str();
-                if eval.ends_with("secretRef/oneOf") || eval.contains("secretRef") {
+                let at = schema_node(schema_json, eval.strip_suffix("/oneOf").unwrap_or(eval));
+                let secret_def = schema_json.pointer("/$defs/secretRef");
+                if at.is_some() && secret_def.is_some() && at.map(|a| a as *const Value) == secret_def.map(|a| a as *const Value) {
                     self.err("schema", i, ptr, format!("{name} must be a secret reference"))
                         .hint("one of `{env: VAR}`, `{file: PATH}` or `{secret: {namespace, name, key}}`")
                 } else if ptr.ends_with("/gpuSharing") {
@@ -810,6 +834,14 @@ impl Cx<'_> {
                 }
             }
         }
+        f.pool_members = members
+            .iter()
+            .map(|(k, v)| {
+                let mut v = v.clone();
+                v.sort();
+                (k.clone(), v)
+            })
+            .collect();
         for p in &f.pools {
             let i = p.doc.0;
             let ms = members.get(p.name()).cloned().unwrap_or_default();
@@ -847,10 +879,6 @@ impl Cx<'_> {
             }
         }
         self.diags.extend(diags);
-        f.pool_members = members.into_iter().map(|(k, mut v)| {
-            v.sort();
-            (k, v)
-        }).collect();
     }
 
     fn sharing(&self, f: &Fleet, p: &NodePool, model: GpuModel, gpus: u32, s: &GpuSharing) -> Vec<Diagnostic> {
@@ -989,8 +1017,9 @@ impl Cx<'_> {
                     if n.spec.gpus_per_replica > per_host {
                         let e = self.err("nim-capacity", i, "/spec/gpusPerReplica", format!("NIM `{}` needs {} GPUs per replica; hosts of pool `{}` have {per_host}", n.name(), n.spec.gpus_per_replica, p.name())).hint("a replica runs on one host; multi-node NIMs are not modelled yet");
                         self.push(e);
+                    } else {
+                        demand.entry(p.name()).or_default().0 += need;
                     }
-                    demand.entry(p.name()).or_default().0 += need;
                 }
             }
         }
@@ -1182,35 +1211,35 @@ fn overlaps(fam: u32, a: u128, al: u8, b: u128, bl: u8) -> bool {
     (a >> shift) == (b >> shift)
 }
 
-/// Property names allowed at the object whose `additionalProperties` failed, found
-/// by walking the schema along the error's evaluation path (following `$ref`).
-fn allowed_properties(schema: &Value, eval_path: &str) -> Vec<String> {
+/// The schema node at an evaluation path (keyword locations, `$ref` followed).
+fn schema_node<'s>(schema: &'s Value, eval_path: &str) -> Option<&'s Value> {
     let mut node = schema;
-    let segs: Vec<&str> = eval_path.split('/').skip(1).collect();
-    let Some((_, parents)) = segs.split_last() else { return vec![] };
-    for seg in parents {
+    for seg in eval_path.split('/').skip(1) {
         let seg = seg.replace("~1", "/").replace("~0", "~");
         if seg == "$ref" {
-            let Some(r) = node.get("$ref").and_then(Value::as_str) else { return vec![] };
-            let Some(p) = r.strip_prefix('#') else { return vec![] };
-            let Some(n) = schema.pointer(p) else { return vec![] };
-            node = n;
+            node = schema.pointer(node.get("$ref")?.as_str()?.strip_prefix('#')?)?;
             continue;
         }
-        let next = match node {
-            Value::Object(m) => m.get(&seg),
-            Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
-            _ => None,
+        node = match node {
+            Value::Object(m) => m.get(&seg)?,
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
         };
-        let Some(n) = next else { return vec![] };
-        node = n;
     }
     if let Some(r) = node.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#')) {
-        if let Some(n) = schema.pointer(r) {
-            node = n;
-        }
+        node = schema.pointer(r)?;
     }
-    node.get("properties").and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+    Some(node)
+}
+
+/// Property names allowed at the object whose `additionalProperties` failed.
+fn allowed_properties(schema: &Value, eval_path: &str) -> Vec<String> {
+    let parent = eval_path.rsplit_once('/').map_or("", |(p, _)| p);
+    schema_node(schema, parent)
+        .and_then(|n| n.get("properties"))
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------- rendering
