@@ -10,6 +10,7 @@
 //! Usage: fleetform-test-token-issuer --listen 127.0.0.1:PORT --issuer ISS --service SVC
 //!        --key-der signing-key.der (PKCS#8) --cert-der signing-cert.der --tenants tenants.json
 #![allow(clippy::unwrap_used)] // test support: start-up failures should stop it loudly
+#![allow(clippy::result_large_err)] // the Err is the HTTP answer itself; one per request
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -85,7 +86,7 @@ fn unauthorized(why: &str) -> Response {
 }
 
 /// The tenant grant for the request's basic credentials; `Ok(None)` for anonymous.
-fn authenticate<'a>(st: &'a Issuer, headers: &HeaderMap) -> Result<Option<(&'a str, &'a Grant)>, Response> {
+fn authenticate<'a>(st: &'a Issuer, headers: &HeaderMap) -> Result<Option<&'a Grant>, Response> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let value = value.to_str().map_err(|_| unauthorized("bad authorization header"))?;
     let Some(b64) = value.strip_prefix("Basic ") else { return Err(unauthorized("basic credentials expected")) };
@@ -95,8 +96,8 @@ fn authenticate<'a>(st: &'a Issuer, headers: &HeaderMap) -> Result<Option<(&'a s
     if user != "$oauthtoken" {
         return Err(unauthorized("username must be $oauthtoken"));
     }
-    match st.tenants.get_key_value(key) {
-        Some((k, grant)) => Ok(Some((k.as_str(), grant))),
+    match st.tenants.get(key) {
+        Some(grant) => Ok(Some(grant)),
         None => Err(unauthorized("invalid API key")),
     }
 }
@@ -124,8 +125,8 @@ async fn token(State(st): State<Arc<Issuer>>, RawQuery(query): RawQuery, headers
                     .split(',')
                     .filter(|a| {
                         let prefixes = match (who, *a) {
-                            (Some((_, g)), "pull") => &g.pull,
-                            (Some((_, g)), "push") => &g.push,
+                            (Some(g), "pull") => &g.pull,
+                            (Some(g), "push") => &g.push,
                             _ => return false,
                         };
                         prefixes.iter().any(|p| name.starts_with(p.as_str()))
@@ -145,7 +146,7 @@ async fn token(State(st): State<Arc<Issuer>>, RawQuery(query): RawQuery, headers
     let header = json!({"alg": "RS256", "typ": "JWT", "x5c": [st.cert_b64]});
     let claims = json!({
         "iss": st.issuer,
-        "sub": who.map_or("anonymous", |(_, g)| g.tenant.as_str()),
+        "sub": who.map_or("anonymous", |g| g.tenant.as_str()),
         "aud": st.service,
         "exp": now + 300,
         "nbf": now - 10,

@@ -72,8 +72,8 @@ fn image_error(
         RegistryError::InsufficientScope => ProviderError::permanent(
             id,
             format!(
-                "tenant {tenant} may not pull repository {repository} from registry {host} (insufficient_scope): \
-                 grant the tenant's key access to it or use another tenant's image"
+                "tenant {tenant} may not pull repository {repository} from registry {host} \
+                 (insufficient_scope: the tenant's credentials do not grant pull on it)"
             ),
         ),
         RegistryError::Rejected { status } => {
@@ -210,7 +210,14 @@ impl NgcProvider {
         let kind =
             if errors.iter().any(|e| e.kind == ErrorKind::Permanent) { ErrorKind::Permanent } else { ErrorKind::Transient };
         let retry_after = errors.iter().filter_map(|e| e.retry_after).max();
-        let message = errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ");
+        // Bad credentials fail every image the same way: say it once.
+        let mut messages: Vec<&str> = Vec::new();
+        for e in &errors {
+            if !messages.contains(&e.message.as_str()) {
+                messages.push(&e.message);
+            }
+        }
+        let message = messages.join("; ");
         let mut err = match kind {
             ErrorKind::Permanent => ProviderError::permanent(id, message),
             ErrorKind::Transient => ProviderError::transient(id, message),

@@ -53,6 +53,7 @@ pub fn pull_secret_object(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

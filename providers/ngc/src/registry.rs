@@ -357,7 +357,7 @@ impl RegistryClient {
                     // A freshly issued token was refused without an error code: the issuer
                     // granted nothing usable for this repository.
                     Some(CachedAuth::Bearer { .. }) => RegistryError::InsufficientScope,
-                    _ => RegistryError::Unauthorized("credentials were rejected".into()),
+                    _ => RegistryError::Unauthorized("basic authentication failed (HTTP 401)".into()),
                 });
             }
             auth = Some(match challenge.scheme.as_str() {
@@ -386,7 +386,7 @@ impl RegistryClient {
                 self.auth.lock().await.insert(cache_key.clone(), a.clone());
             }
         }
-        Err(RegistryError::Unauthorized("credentials were rejected".into()))
+        Err(RegistryError::Unauthorized("authentication failed (HTTP 401)".into()))
     }
 
     /// Asks the challenge's realm for a token for `scope`, with basic credentials if any.
@@ -410,7 +410,7 @@ impl RegistryClient {
         let headers = resp.headers().clone();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(RegistryError::Unauthorized(if self.credentials.is_some() {
-                "credentials were rejected by the token service".into()
+                format!("its token service refused them (HTTP {})", status.as_u16())
             } else {
                 "the token service requires credentials and none are configured".into()
             }));
@@ -436,6 +436,7 @@ pub(crate) fn basic_auth_value(username: &str, password: &Sensitive<String>) -> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
