@@ -741,6 +741,7 @@ impl FleetRepo {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -247,15 +247,15 @@ impl ServeConfig {
                 return Err(cx.diags);
             }
         };
-        if let Some(v) = &raw.api_version {
-            if v != "fleetform.dev/v1alpha1" {
-                cx.error("/apiVersion", "apiVersion", format!("unsupported apiVersion `{v}`"), "use fleetform.dev/v1alpha1");
-            }
+        if let Some(v) = &raw.api_version
+            && v != "fleetform.dev/v1alpha1"
+        {
+            cx.error("/apiVersion", "apiVersion", format!("unsupported apiVersion `{v}`"), "use fleetform.dev/v1alpha1");
         }
-        if let Some(k) = &raw.kind {
-            if k != "ServeConfig" {
-                cx.error("/kind", "kind", format!("kind is `{k}`, expected ServeConfig"), "set kind: ServeConfig");
-            }
+        if let Some(k) = &raw.kind
+            && k != "ServeConfig"
+        {
+            cx.error("/kind", "kind", format!("kind is `{k}`, expected ServeConfig"), "set kind: ServeConfig");
         }
         let poll_interval = cx.duration(raw.poll_interval, "/pollInterval", "pollInterval", Duration::from_secs(60));
         let drift = match raw.drift {
@@ -296,10 +296,10 @@ impl ServeConfig {
                 SocketAddr::from(([127, 0, 0, 1], 9090))
             }
         };
-        if let Some(w) = &raw.webhook {
-            if !w.path.starts_with('/') {
-                cx.error("/webhook/path", "webhook.path", format!("`{}` must start with /", w.path), "e.g. /hooks/git");
-            }
+        if let Some(w) = &raw.webhook
+            && !w.path.starts_with('/')
+        {
+            cx.error("/webhook/path", "webhook.path", format!("`{}` must start with /", w.path), "e.g. /hooks/git");
         }
         for (i, n) in raw.notifications.iter().enumerate() {
             if !(n.url.starts_with("https://") || n.url.starts_with("http://")) {
@@ -338,6 +338,7 @@ impl ServeConfig {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::source::GitRef;

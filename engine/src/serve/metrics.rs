@@ -125,6 +125,7 @@ impl Metrics {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 

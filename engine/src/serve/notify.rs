@@ -293,6 +293,7 @@ impl Notifier {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -333,10 +334,13 @@ mod tests {
 
     /// A receiver on 127.0.0.1 that answers the given statuses in turn (200
     /// once they run out) and keeps the bodies and Authorization headers.
-    async fn receiver(statuses: Vec<u16>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>) {
+    /// What the receiver saw: (body, Authorization header) per request.
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+    async fn receiver(statuses: Vec<u16>) -> (String, Seen) {
         use axum::http::{HeaderMap, StatusCode};
         use std::sync::{Arc, Mutex};
-        let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let plan = Arc::new(Mutex::new(statuses));
         let seen2 = seen.clone();
         let app = axum::Router::new().route(

@@ -62,16 +62,17 @@ fn raw_parents(data: &[u8]) -> Vec<Oid> {
         if line.is_empty() {
             break; // end of the header
         }
-        if let Some(hex) = line.strip_prefix(b"parent ") {
-            if let Some(oid) = std::str::from_utf8(hex).ok().and_then(|h| Oid::from_str(h.trim()).ok()) {
-                out.push(oid);
-            }
+        if let Some(hex) = line.strip_prefix(b"parent ")
+            && let Some(oid) = std::str::from_utf8(hex).ok().and_then(|h| Oid::from_str(h.trim()).ok())
+        {
+            out.push(oid);
         }
     }
     out
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -260,6 +260,7 @@ pub(super) fn diff_paths(repo: &FleetRepo, base: Oid, head: Oid, path: &str) -> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

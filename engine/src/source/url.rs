@@ -50,10 +50,10 @@ fn is_scp_like(url: &str) -> bool {
 pub(crate) fn fetch_url(url: &str) -> String {
     if transport(url) == Transport::Local && !url.to_ascii_lowercase().starts_with("file://") {
         let p = std::path::Path::new(url);
-        if p.is_relative() {
-            if let Ok(cwd) = std::env::current_dir() {
-                return cwd.join(p).to_string_lossy().into_owned();
-            }
+        if p.is_relative()
+            && let Ok(cwd) = std::env::current_dir()
+        {
+            return cwd.join(p).to_string_lossy().into_owned();
         }
     }
     url.to_string()
@@ -116,6 +116,7 @@ pub(crate) fn redact_text(text: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

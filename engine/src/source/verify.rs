@@ -264,6 +264,7 @@ fn verify_pgp(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
