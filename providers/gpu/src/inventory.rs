@@ -331,11 +331,11 @@ pub fn render_text(inv: &Inventory) -> String {
         let _ = writeln!(s, "  - {r}");
     }
     let _ = writeln!(s);
-    let _ = writeln!(
-        s,
+    let header = format!(
         "{:<3} {:<26} {:<18} {:>11} {:>6} {:>9} {:<8} {:<8} {:<9}",
         "IDX", "NAME", "PCI", "MEMORY", "TEMP", "POWER", "MIG", "ECC", "NVLINK"
     );
+    let _ = writeln!(s, "{}", header.trim_end());
     for g in &inv.gpus {
         let mem = match (g.memory_used_bytes, g.memory_total_bytes) {
             (Some(u), Some(t)) => format!("{}/{}G", u >> 30, t >> 30),
@@ -368,8 +368,7 @@ pub fn render_text(inv: &Inventory) -> String {
             None => "n/a".to_string(),
             Some(l) => format!("{}/{}", l.iter().filter(|l| l.active).count(), l.len()),
         };
-        let _ = writeln!(
-            s,
+        let row = format!(
             "{:<3} {:<26} {:<18} {:>11} {:>6} {:>9} {:<8} {:<8} {:<9}",
             g.index,
             opt(&g.name).replace("NVIDIA ", ""),
@@ -381,12 +380,20 @@ pub fn render_text(inv: &Inventory) -> String {
             ecc,
             nvl
         );
+        let _ = writeln!(s, "{}", row.trim_end());
         if let Some(m) = &g.mig
             && !m.devices.is_empty()
         {
-            let profiles: Vec<String> =
-                m.devices.iter().map(|d| d.profile.clone().unwrap_or_else(|| "?".into())).collect();
-            let _ = writeln!(s, "    mig devices: {}", profiles.join(", "));
+            let mut counts: Vec<(String, usize)> = Vec::new();
+            for d in &m.devices {
+                let p = d.profile.clone().unwrap_or_else(|| "?".into());
+                match counts.iter_mut().find(|(q, _)| *q == p) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((p, 1)),
+                }
+            }
+            let parts: Vec<String> = counts.iter().map(|(p, n)| format!("{n} × {p}")).collect();
+            let _ = writeln!(s, "    mig devices: {}", parts.join(", "));
         }
         for e in &g.errors {
             let _ = writeln!(s, "    error: {e}");

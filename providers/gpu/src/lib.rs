@@ -28,7 +28,7 @@ pub use breakfix::{HostPlacement, PoolMembers, Remediation, Spare, break_fix};
 pub use collect::{CollectOptions, GpuError, collect, collect_with};
 pub use health::{HealthState, Verdict, gpu_health, node_health, xid_severity};
 pub use inventory::{Gpu, Inventory, InventoryError, render_text};
-pub use mig::{GpuMig, MigLayout, MigProfile, fits, layout_fits, mig_profiles};
+pub use mig::{GpuMig, MigLayout, MigProfile, fits, layout_fits, mig_profiles, model_matches};
 pub use pool::{DriftKind, GpuDrift, PoolExpectation, compare};
 #[cfg(feature = "provider")]
 pub use provider::{DirSource, GpuProvider, InventorySource, SourceError};

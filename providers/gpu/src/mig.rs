@@ -180,6 +180,19 @@ pub(crate) fn contains_model_token(hay: &str, token: &str) -> bool {
     false
 }
 
+/// True when every word of `model` (split on spaces, `-` and `_`) is a word of
+/// the NVML `name`, case-insensitively: `H100` and `H100 80GB` match
+/// `NVIDIA H100 80GB HBM3`, `A100-40GB` matches `NVIDIA A100-SXM4-40GB`, and
+/// `B200` does not match `NVIDIA GB200`.
+pub fn model_matches(name: &str, model: &str) -> bool {
+    let words = |s: &str| -> Vec<String> {
+        s.split([' ', '-', '_']).filter(|w| !w.is_empty()).map(|w| w.to_ascii_uppercase()).collect()
+    };
+    let have = words(name);
+    let want = words(model);
+    !want.is_empty() && want.iter().all(|w| have.contains(w))
+}
+
 /// Resolves a GPU model, as a person writes it (`H100`, `H100 80GB`, `A100-40GB`,
 /// `H100 NVL`, `H200`, `B200`, `GB200`), as NVML names it
 /// (`NVIDIA H100 80GB HBM3`, `NVIDIA A100-SXM4-40GB`), or as a PCI id
@@ -415,6 +428,16 @@ mod tests {
         assert!(model("A100").is_none(), "A100 alone is ambiguous");
         assert!(model("NVIDIA GH200 480GB").is_none());
         assert_eq!(mig_profiles("GB200").map(|p| p.len()), Some(7));
+    }
+
+    #[test]
+    fn pool_models_match_nvml_names_by_whole_words() {
+        assert!(model_matches("NVIDIA H100 80GB HBM3", "H100"));
+        assert!(model_matches("NVIDIA H100 80GB HBM3", "h100 80gb"));
+        assert!(model_matches("NVIDIA A100-SXM4-40GB", "A100-40GB"));
+        assert!(!model_matches("NVIDIA A100-SXM4-80GB", "A100-40GB"));
+        assert!(!model_matches("NVIDIA GB200", "B200"));
+        assert!(!model_matches("NVIDIA H100 80GB HBM3", ""));
     }
 
     #[test]

@@ -11,8 +11,9 @@ use crate::mig::{self, GpuMig, MigLayout};
 pub struct PoolExpectation {
     /// Pool name, e.g. `h100-train`.
     pub pool: String,
-    /// GPU model every GPU must be, matched as a word in the NVML name
-    /// (`H100` matches `NVIDIA H100 80GB HBM3`; `B200` does not match `GB200`).
+    /// GPU model every GPU must be: each of its words must be a word of the NVML
+    /// name (`H100` matches `NVIDIA H100 80GB HBM3`, `A100-40GB` matches
+    /// `NVIDIA A100-SXM4-40GB`; `B200` does not match `GB200`). See [`mig::model_matches`].
     pub gpu_model: String,
     /// GPUs per node.
     pub gpu_count: u32,
@@ -128,7 +129,7 @@ pub fn compare(exp: &PoolExpectation, inv: &Inventory) -> Vec<GpuDrift> {
         ));
     }
     for g in &inv.gpus {
-        let ok = g.name.as_deref().is_some_and(|name| mig::contains_model_token(name, &exp.gpu_model));
+        let ok = g.name.as_deref().is_some_and(|name| mig::model_matches(name, &exp.gpu_model));
         if !ok {
             out.push(drift(
                 Some(g.index),

@@ -245,3 +245,11 @@ fn collect_without_nvml_is_unavailable_not_a_panic() {
     }
 }
 
+
+#[test]
+fn text_rendering_of_a_mig_node_lists_its_mig_devices() {
+    let text = render_text(&load("h100-mig-gpu2-disabled.json"));
+    assert!(text.lines().all(|l| l == l.trim_end()), "no trailing spaces");
+    assert_eq!(text.lines().filter(|l| l.ends_with("mig devices: 7 × 1g.10gb")).count(), 7, "{text}");
+    assert!(text.contains("health healthy"), "{text}");
+}
