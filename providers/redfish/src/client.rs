@@ -137,11 +137,10 @@ fn redfish_message(body: &str) -> String {
             }
         }
     }
-    if parts.is_empty() {
-        if let Some(m) = err.get("message").and_then(Value::as_str) {
+    if parts.is_empty()
+        && let Some(m) = err.get("message").and_then(Value::as_str) {
             parts.push(m.to_string());
         }
-    }
     parts.join("; ")
 }
 

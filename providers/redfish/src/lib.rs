@@ -184,17 +184,15 @@ async fn allowable(host: &Host<'_>, action: &Value, param: &str) -> Result<Optio
     if let Some(v) = action.get(format!("{param}@Redfish.AllowableValues")) {
         return Ok(strs(v));
     }
-    if let Some(info) = action.get("@Redfish.ActionInfo").and_then(Value::as_str) {
-        if let Some(r) = host.get_opt(info).await? {
-            if let Some(params) = r.body.get("Parameters").and_then(Value::as_array) {
+    if let Some(info) = action.get("@Redfish.ActionInfo").and_then(Value::as_str)
+        && let Some(r) = host.get_opt(info).await?
+            && let Some(params) = r.body.get("Parameters").and_then(Value::as_array) {
                 for p in params {
                     if p.get("Name").and_then(Value::as_str) == Some(param) {
                         return Ok(p.get("AllowableValues").and_then(strs));
                     }
                 }
             }
-        }
-    }
     Ok(None)
 }
 
@@ -262,14 +260,13 @@ impl RedfishProvider {
         let selector = bmc.system.clone().unwrap_or_default();
         let cache_key = (bmc.endpoint.trim_end_matches('/').to_string(), selector.clone());
         let cached = self.systems.lock().unwrap_or_else(|e| e.into_inner()).get(&cache_key).cloned();
-        if let Some(path) = cached {
-            if let Some(r) = host.get_opt(&path).await? {
+        if let Some(path) = cached
+            && let Some(r) = host.get_opt(&path).await? {
                 host.system_etag = r.header("ETag");
                 host.system = r.body;
                 host.system_path = path;
                 return Ok(host);
             }
-        }
         let systems = odata_id(host.conn.root.get("Systems"))
             .map(str::to_string)
             .ok_or_else(|| host.permanent("the BMC's service root links no Systems collection"))?;
@@ -280,12 +277,11 @@ impl RedfishProvider {
         if !selector.is_empty() {
             // Direct hit first (Id in the path, or a BMC that redirects names, like sushy).
             let direct = format!("{}/{}", systems.trim_end_matches('/'), selector);
-            if let Some(r) = host.get_opt(&direct).await? {
-                if matches(&r.body) {
+            if let Some(r) = host.get_opt(&direct).await?
+                && matches(&r.body) {
                     let path = odata_id(Some(&r.body)).map_or(direct, str::to_string);
                     found = Some((path, r));
                 }
-            }
         }
         if found.is_none() {
             let coll = host.get(&systems).await?.body;
@@ -433,18 +429,15 @@ impl RedfishProvider {
     }
 
     async fn vmedia_collection(&self, host: &Host<'_>) -> Result<Option<String>, ProviderError> {
-        if let Some(c) = host.link("VirtualMedia") {
-            if host.get_opt(&c).await?.is_some() {
+        if let Some(c) = host.link("VirtualMedia")
+            && host.get_opt(&c).await?.is_some() {
                 return Ok(Some(c));
             }
-        }
-        if let Some(m) = host.manager_path() {
-            if let Some(r) = host.get_opt(&m).await? {
-                if let Some(c) = odata_id(r.body.get("VirtualMedia")) {
+        if let Some(m) = host.manager_path()
+            && let Some(r) = host.get_opt(&m).await?
+                && let Some(c) = odata_id(r.body.get("VirtualMedia")) {
                     return Ok(Some(c.to_string()));
                 }
-            }
-        }
         Ok(None)
     }
 
@@ -504,8 +497,8 @@ impl RedfishProvider {
         // The update service and its inventory.
         let mut inventory: Option<Vec<(String, String, Value)>> = None;
         let mut inventory_note = String::from("UpdateService not linked from the service root");
-        if let Some(us) = odata_id(host.conn.root.get("UpdateService")) {
-            if let Some(r) = host.get_opt(us).await? {
+        if let Some(us) = odata_id(host.conn.root.get("UpdateService"))
+            && let Some(r) = host.get_opt(us).await? {
                 if let Some(t) = r.body.pointer("/Actions/#UpdateService.SimpleUpdate/target").and_then(Value::as_str) {
                     p.extra.insert("simpleUpdate".into(), json!(t));
                 }
@@ -536,7 +529,6 @@ impl RedfishProvider {
                     },
                 }
             }
-        }
         p.extra.insert("firmwareInventory".into(), json!(inventory_note));
         let mut missing = Vec::new();
         for k in want.expected.keys() {
@@ -578,17 +570,15 @@ impl RedfishProvider {
         let want: InventorySpec = parse_spec(host.id, spec)?;
         // GPUs may sit in another ComputerSystem of the same BMC (HGX baseboards): look at all.
         let mut system_paths = vec![host.system_path.clone()];
-        if let Some(coll) = odata_id(host.conn.root.get("Systems")) {
-            if let Some(r) = host.get_opt(coll).await? {
+        if let Some(coll) = odata_id(host.conn.root.get("Systems"))
+            && let Some(r) = host.get_opt(coll).await? {
                 for m in r.body.get("Members").and_then(Value::as_array).into_iter().flatten() {
-                    if let Some(s) = odata_id(Some(m)) {
-                        if s.trim_end_matches('/') != host.system_path.trim_end_matches('/') {
+                    if let Some(s) = odata_id(Some(m))
+                        && s.trim_end_matches('/') != host.system_path.trim_end_matches('/') {
                             system_paths.push(s.to_string());
                         }
-                    }
                 }
             }
-        }
         let mut gpus: Vec<Option<String>> = Vec::new();
         let mut any_processors = false;
         for sp in &system_paths {
@@ -648,8 +638,8 @@ impl RedfishProvider {
             }
             Aspect::Boot => {
                 let w: BootSpec = parse_spec(id, &desired.spec)?;
-                if let Some(allowed) = private.extra.get("allowableTargets").and_then(Value::as_array) {
-                    if !allowed.iter().any(|a| a.as_str() == Some(w.target.as_str())) {
+                if let Some(allowed) = private.extra.get("allowableTargets").and_then(Value::as_array)
+                    && !allowed.iter().any(|a| a.as_str() == Some(w.target.as_str())) {
                         return Err(ProviderError::permanent(
                             id,
                             format!(
@@ -660,13 +650,11 @@ impl RedfishProvider {
                             ),
                         ));
                     }
-                }
                 for (k, v) in [("target", Some(&w.target)), ("enabled", Some(&w.enabled)), ("mode", w.mode.as_ref())] {
-                    if let Some(v) = v {
-                        if st.get(k).and_then(Value::as_str) != Some(v.as_str()) {
+                    if let Some(v) = v
+                        && st.get(k).and_then(Value::as_str) != Some(v.as_str()) {
                             fields.push(field(&format!("/{k}"), st.get(k).cloned(), Some(json!(v))));
                         }
-                    }
                 }
             }
             Aspect::Bios => {
