@@ -459,3 +459,81 @@ fn dockerconfigjson_has_auths_with_base64_user_pass_and_a_rotated_key_changes_it
     b.as_object_mut().unwrap().remove("data");
     assert_eq!(a, b, "only the sensitive field changes");
 }
+
+#[tokio::test]
+async fn a_token_service_outage_is_transient_not_a_credentials_error() {
+    // A registry whose token realm answers 503 + Retry-After: the same answer on a 401 would
+    // mean "wrong key"; a 503 must be retried.
+    let token = axum::Router::new().fallback(|| async {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "3")], "down")
+    });
+    let tl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let realm = format!("http://{}/token", tl.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(tl, token).await.unwrap() });
+    let registry = axum::Router::new().fallback(move || {
+        let challenge = format!("Bearer realm=\"{realm}\",service=\"svc\"");
+        async move { (axum::http::StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)], "") }
+    });
+    let rl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = rl.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(rl, registry).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key");
+    std::fs::write(&key, "nvapi-outage-test-key").unwrap();
+    let spec = image_spec("acme", &format!("http://{addr}"), "acme/x", "v1", Some(("$oauthtoken", &key)));
+    let err = observe_one(&provider(), &spec.id().unwrap(), &serde_json::to_value(&spec).unwrap()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Transient, "{}", err.message);
+    assert_eq!(err.retry_after, Some(Duration::from_secs(3)));
+    assert!(err.message.contains("token request") && err.message.contains("HTTP 503"), "{}", err.message);
+    assert_no_secret(&renderings(&err), &["nvapi-outage-test-key".to_string()]);
+}
+
+#[tokio::test]
+async fn a_rotated_key_is_used_on_the_next_observe() {
+    let Some(peer) = peer() else { return };
+    let admin = pusher(&peer.token_url, "$oauthtoken", &peer.admin_key_file);
+    let repo = unique("acme");
+    let digest = push_image(&admin, &peer.token_url, &repo, "v1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("acme-key");
+    std::fs::copy(&peer.acme_key_file, &key_file).unwrap();
+    let spec = image_spec("acme", &peer.token_url, &repo, "v1", Some(("$oauthtoken", &key_file)));
+    let (id, value) = (spec.id().unwrap(), serde_json::to_value(&spec).unwrap());
+    let p = provider();
+    assert_eq!(observe_one(&p, &id, &value).await.unwrap().unwrap().state, json!({"digest": digest}));
+
+    // The key is rotated to one the token service does not know: the cached token is not reused.
+    std::fs::write(&key_file, "nvapi-revoked-key").unwrap();
+    let err = observe_one(&p, &id, &value).await.unwrap_err();
+    assert!(err.message.contains("rejected the credentials of tenant acme"), "{}", err.message);
+
+    // And back to a valid key.
+    std::fs::copy(&peer.acme_key_file, &key_file).unwrap();
+    assert_eq!(observe_one(&p, &id, &value).await.unwrap().unwrap().state, json!({"digest": digest}));
+}
+
+#[tokio::test]
+async fn one_failing_image_does_not_fail_the_others_in_a_batch() {
+    let Some(peer) = peer() else { return };
+    let c = pusher(&peer.basic_url, &peer.basic_user, &peer.basic_password_file);
+    let repo = unique("acme");
+    let digest = push_image(&c, &peer.basic_url, &repo, "v1").await;
+    let creds = Some((peer.basic_user.as_str(), &peer.basic_password_file));
+    let specs: Vec<ImageSpec> = (0..12)
+        .map(|i| image_spec("acme", &peer.basic_url, &repo, if i % 4 == 3 { "missing" } else { "v1" }, creds))
+        .collect();
+    let ids: Vec<ResourceId> = specs.iter().map(|s| s.id().unwrap()).collect();
+    let values: Vec<serde_json::Value> = specs.iter().map(|s| serde_json::to_value(s).unwrap()).collect();
+    let requests: Vec<ObserveRequest<'_>> =
+        ids.iter().zip(&values).map(|(id, spec)| ObserveRequest { id, spec, desired: true }).collect();
+    let results = provider().observe(&requests).await;
+    assert_eq!(results.len(), 12);
+    for (i, r) in results.iter().enumerate() {
+        if i % 4 == 3 {
+            assert!(r.as_ref().unwrap_err().message.contains("not found"), "{i}");
+        } else {
+            assert_eq!(r.as_ref().unwrap().as_ref().unwrap().state, json!({"digest": digest}), "{i}");
+        }
+    }
+}
