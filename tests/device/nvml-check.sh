@@ -28,17 +28,23 @@ say() { echo "$*" | tee -a "$LOG"; }
 # --no-default-features: the bare binary, without the engine (no TLS, no libgit2),
 # so it builds fast and links only against libc; NVML is dlopened at run time.
 built=0
+build() {  # $1: extra cargo flag (--offline or empty)
+    (cd "$REPO" && timeout 220 cargo build --release -q $1 -p fleetform-gpu --no-default-features --example gpu-inventory) >>"$LOG" 2>&1
+}
 if command -v cargo >/dev/null 2>&1; then
-    say "building gpu-inventory (release, --no-default-features) ..."
-    set +e
-    (cd "$REPO" && timeout 220 cargo build --release -q -p fleetform-gpu --no-default-features --example gpu-inventory) >>"$LOG" 2>&1
-    brc=$?
-    set -e
-    if [ "$brc" -eq 0 ]; then
+    # Offline first: the device machine has no network, and waiting on it would
+    # burn device time when a carried binary is there anyway.
+    say "building gpu-inventory (release, --no-default-features, --offline) ..."
+    if build --offline; then
         built=1
+    elif [ ! -x "$BIN" ]; then
+        say "offline build failed; trying with the network ..."
+        build "" && built=1
+    fi
+    if [ "$built" -eq 1 ]; then
         BIN="$REPO/target/release/examples/gpu-inventory"
     else
-        say "build failed or timed out (exit $brc; see check.log)"
+        say "build failed (see check.log)"
     fi
 fi
 if [ "$built" -eq 0 ]; then
