@@ -360,3 +360,24 @@ fn openpgp_signatures_are_checked_against_the_keyring() {
     assert!(matches!(err, SourceError::Untrusted { .. }), "{err:?}");
     assert!(err.to_string().contains("OpenPGP key"), "{err}");
 }
+
+#[test]
+fn a_failed_https_fetch_names_the_url_with_the_password_masked() {
+    // Nothing listens on port 1: the fetch fails at connect, and libgit2's message quotes the URL.
+    let cache = tempfile::tempdir().unwrap();
+    let url = "https://bot:hunter2-secret@127.0.0.1:1/acme/fleet.git";
+    let err = GitSource::new(cache.path()).fetch(&spec(url, branch("main")), &secrets()).unwrap_err();
+    let mut rendered = format!("{err} | {err:?}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        rendered.push_str(&format!(" | {s}"));
+        source = s.source();
+    }
+    assert!(matches!(err, SourceError::Fetch { .. }), "{rendered}");
+    assert!(rendered.contains("https://bot:****@127.0.0.1:1/acme/fleet.git"), "{rendered}");
+    assert!(!rendered.contains("hunter2"), "{rendered}");
+    // The cache directory is named by a hash, never by the URL.
+    for e in std::fs::read_dir(cache.path()).unwrap() {
+        assert!(!e.unwrap().file_name().to_string_lossy().contains("hunter2"));
+    }
+}

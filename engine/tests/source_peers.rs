@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use fleetform_engine::secret::SecretRef;
-use fleetform_engine::source::{GitAuth, GitSource, SourceError, SourceSpec};
+use fleetform_engine::source::{GitAuth, GitRef, GitSource, SourceError, SourceSpec};
 use source_support::{WorkRepo, branch, git, secrets, spec, ssh_key, unique};
 
 /// A work repo pushed to a new bare repository in the peers' base directory.
@@ -123,6 +123,28 @@ fn git_daemon_fast_forward_is_proven_by_unshallowing_and_a_rewrite_is_caught() {
     let err = source.check_fast_forward(&s, &secrets(), &c3, &c4).unwrap_err();
     assert!(matches!(err, SourceError::HistoryRewritten { .. }), "{err:?}");
     assert!(err.to_string().contains(&c3) && err.to_string().contains(&c4), "{err}");
+}
+
+#[test]
+fn an_older_commit_is_fetched_by_id_even_when_the_daemon_refuses_ids() {
+    let Some([base, daemon]) = source_support::peer_envs(["FLEETFORM_GIT_BASE", "FLEETFORM_GIT_DAEMON_URL"]) else {
+        return;
+    };
+    let served = Served::new(&base);
+    let old = served.work.head();
+    served.work.write("fleet/hosts.yaml", "hosts: [newer]\n");
+    served.work.commit("newer");
+    served.push(false);
+    let cache = tempfile::tempdir().unwrap();
+    let source = GitSource::new(cache.path());
+    let url = format!("{daemon}/{}", served.name);
+    // git daemon does not serve unadvertised ids (uploadpack.allowReachableSHA1InWant is off),
+    // so this falls back to fetching the branches and tags with their history.
+    let rev = source.fetch(&spec(&url, GitRef::Commit(old.clone())), &secrets()).unwrap();
+    assert_eq!(rev.commit, old);
+    assert_eq!(rev.summary, "initial fleet");
+    let files = source.open(&url).unwrap().read_tree(&old, "fleet").unwrap();
+    assert_eq!(files.iter().find(|f| f.path == "hosts.yaml").unwrap().bytes, b"hosts: [r01-n01]\n");
 }
 
 #[test]
