@@ -709,3 +709,90 @@ async fn observe_answers_in_request_order_and_one_failure_does_not_fail_the_rest
     let err = results[20].as_ref().expect_err("unknown top-level field");
     assert!(err.message.contains("bogus"), "{}", err.message);
 }
+
+#[tokio::test]
+async fn drift_against_the_last_applied_spec_needs_no_dry_run_and_names_an_update_manager() {
+    let Some(kc) = kubeconfig() else { return };
+    let p = provider_for(ClusterConfig::new(&kc));
+    let ns = unique("lastapplied");
+    converge(&p, &desired(namespace(&ns))).await;
+    let d = desired(
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "dcgm-exporter", "namespace": ns},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "dcgm"}}, "template": {"metadata": {"labels": {"app": "dcgm"}},
+            "spec": {"containers": [{"name": "exporter", "image": "nvcr.io/nvidia/k8s/dcgm-exporter:4.2.3"}]}}}}),
+    );
+    converge(&p, &d).await;
+
+    // Observing with the last-applied spec (GET only) on a clean object: defaults are not drift.
+    let req = ObserveRequest {
+        id: &d.id,
+        spec: &d.spec,
+        desired: false,
+    };
+    let observed = p
+        .observe(std::slice::from_ref(&req))
+        .await
+        .remove(0)
+        .expect("observe");
+    assert_eq!(
+        p.diff(&d, observed.as_ref()).expect("diff").action,
+        Action::NoOp
+    );
+
+    // `kubectl scale`-like update (operation Update, not Apply) by another manager.
+    let client = admin_client(&kc).await;
+    let api: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(client, &ns);
+    let scale = PatchParams {
+        field_manager: Some("kubectl-scale".into()),
+        ..Default::default()
+    };
+    api.patch(
+        "dcgm-exporter",
+        &scale,
+        &Patch::Merge(json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .expect("scale");
+    let observed = p
+        .observe(std::slice::from_ref(&req))
+        .await
+        .remove(0)
+        .expect("observe");
+    let change = p.diff(&d, observed.as_ref()).expect("diff");
+    assert_eq!(change.action, Action::Update);
+    assert_eq!(change.fields.len(), 1, "{:#?}", change.fields);
+    assert_eq!(change.fields[0].path, "/spec/replicas");
+    assert_eq!(
+        change.fields[0].changed_by.as_deref(),
+        Some("kubectl-scale")
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_apply_changes_nothing() {
+    let Some(kc) = kubeconfig() else { return };
+    let p = provider_for(ClusterConfig::new(&kc));
+    let ns = unique("dryrun");
+    converge(&p, &desired(namespace(&ns))).await;
+    let d = desired(
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": ns}, "data": {"k": "v"}}),
+    );
+    let change = plan(&p, &d).await.expect("plan");
+    assert_eq!(change.action, Action::Create);
+    let req = ApplyRequest {
+        change: &change,
+        desired: Some(&d),
+        last_applied: None,
+        observed: None,
+    };
+    let cx = ApplyContext {
+        dry_run: true,
+        ..Default::default()
+    };
+    p.apply(&req, &cx).await.expect("dry-run apply");
+    assert_eq!(
+        plan(&p, &d).await.expect("plan").action,
+        Action::Create,
+        "a dry run must not create the object"
+    );
+}
