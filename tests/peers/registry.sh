@@ -56,8 +56,15 @@ random_key() { openssl rand -hex 24; }
 start() {
     command -v docker-registry >/dev/null || { log "docker-registry missing: run '$0 install'"; exit 1; }
     if [[ -f "$DIR/pids" ]]; then
-        log "already started (pids in $DIR/pids); run '$0 stop' first"
-        exit 1
+        local alive=0
+        while read -r pid; do
+            [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && alive=1
+        done <"$DIR/pids"
+        if [[ $alive == 1 ]]; then
+            log "already started (pids in $DIR/pids); run '$0 stop' first"
+            exit 1
+        fi
+        log "stale pid file (none of its processes runs): starting afresh"
     fi
     rm -rf "$DIR"
     mkdir -p "$DIR/basic/storage" "$DIR/token/storage" "$DIR/secrets"
@@ -79,6 +86,7 @@ start() {
     htpasswd -B -b -c "$DIR/basic/htpasswd" "$basic_user" "$basic_pass" 2>/dev/null
 
     # key -> tenant and the repository prefixes it may pull (and push, for the test's own pushes).
+    # Anonymous requests (no credentials) get a token with no access at all.
     cat >"$DIR/token/tenants.json" <<EOF
 {
   "$acme_key":   {"tenant": "acme",   "pull": ["acme/"],   "push": []},
@@ -163,10 +171,19 @@ stop() {
         local f
         for f in "$DIR/pids" "$DIR/pids.tmp"; do
             [[ -f "$f" ]] || continue
+            local pids=()
             while read -r pid; do
                 [[ -n "$pid" ]] || continue
                 kill "$pid" 2>/dev/null || true
+                pids+=("$pid")
             done <"$f"
+            # Wait (bounded) until they are gone, so an immediate start can reuse nothing stale.
+            for _ in $(seq 1 50); do
+                local any=0
+                for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null && any=1; done
+                [[ $any == 0 ]] && break
+                sleep 0.1
+            done
             rm -f "$f"
         done
         log "stopped"
