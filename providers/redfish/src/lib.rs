@@ -1057,6 +1057,7 @@ pub async fn probe_auth(provider: &RedfishProvider, id: &ResourceId, host: &str,
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -116,6 +116,24 @@ fn respond(state: &Server, method: Method, uri: Uri, headers: HeaderMap, body: B
     (answer(&mut bmc, method, path, headers, body), false)
 }
 
+/// GET, landing a delayed reset once the system has been read often enough.
+fn get_with_pending_power(bmc: &mut Bmc, path: &str) -> Option<Value> {
+    let landed = match &mut bmc.pending_power {
+        Some((sys, left, st)) if *sys == path => {
+            *left = left.saturating_sub(1);
+            (*left == 0).then(|| st.clone())
+        }
+        _ => None,
+    };
+    if let Some(st) = landed {
+        bmc.pending_power = None;
+        let mut v = read(bmc, path).unwrap();
+        v["PowerState"] = json!(st);
+        bmc.overrides.insert(path.to_string(), v);
+    }
+    read(bmc, path)
+}
+
 fn answer(bmc: &mut Bmc, method: Method, path: String, headers: HeaderMap, body: Value) -> Response {
     let sessions = "/redfish/v1/SessionService/Sessions";
     if method == Method::POST && path == sessions {
@@ -139,22 +157,7 @@ fn answer(bmc: &mut Bmc, method: Method, path: String, headers: HeaderMap, body:
         }
     }
     match method {
-        Method::GET => match {
-            let landed = match &mut bmc.pending_power {
-                Some((sys, left, st)) if *sys == path => {
-                    *left = left.saturating_sub(1);
-                    (*left == 0).then(|| st.clone())
-                }
-                _ => None,
-            };
-            if let Some(st) = landed {
-                bmc.pending_power = None;
-                let mut v = read(bmc, &path).unwrap();
-                v["PowerState"] = json!(st);
-                bmc.overrides.insert(path.clone(), v);
-            }
-            read(bmc, &path)
-        } {
+        Method::GET => match get_with_pending_power(bmc, &path) {
             Some(v) => {
                 let etag = format!("\"{}\"", v.to_string().len());
                 ([("ETag", etag), ("Content-Type", "application/json".into())], v.to_string()).into_response()
@@ -221,11 +224,12 @@ fn password_file() -> (tempfile::TempDir, PathBuf) {
 /// Sessions are DELETEd by a spawned task when dropped on an error path: give it a moment.
 async fn settle(state: &Shared) -> (usize, usize, usize) {
     for _ in 0..50 {
-        let b = state.lock();
-        if b.tokens.is_empty() {
-            return (b.created, b.deleted, 0);
+        {
+            let b = state.lock();
+            if b.tokens.is_empty() {
+                return (b.created, b.deleted, 0);
+            }
         }
-        drop(b);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let b = state.lock();
