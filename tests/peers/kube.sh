@@ -121,15 +121,21 @@ EOF
   chmod 600 "$1"
 }
 
-wait_for() { # what seconds command...
+wait_for() { # name seconds command...   (name = process whose pid file and log are in $dir)
   local what=$1 limit=$2; shift 2
   local deadline=$((SECONDS + limit))
   until "$@" >/dev/null 2>&1; do
+    if ! alive "$dir/$what.pid"; then
+      tail -n 20 "$dir/$what.log" >&2 || true
+      die "$what exited during start (log: $dir/$what.log)"
+    fi
     ((SECONDS < deadline)) || return 1
     sleep 0.2
   done
   say "$what ready after $((SECONDS - t_start)) s"
 }
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 api() { # method path [curl args...]
   local m=$1 path=$2; shift 2
@@ -148,6 +154,7 @@ crd_files() {
 load_crds() {
   local f name names=()
   while read -r f; do
+    [[ -f $f ]] || die "CRD file $f not found"
     name=$(awk '/^metadata:/{m=1;next} m && /^  name:/{print $2; exit}' "$f")
     [[ -n $name ]] || die "no metadata.name in $f"
     # Server-side apply of the YAML as is (the apiserver accepts YAML for apply patches).
@@ -174,8 +181,15 @@ start() {
   if alive "$dir/kube-apiserver.pid" || alive "$dir/etcd.pid"; then
     die "already running (pids in $dir); run $0 stop first"
   fi
+  local p
+  for p in "$port" "$etcd_port" "$etcd_peer_port"; do
+    port_free "$p" || die "port 127.0.0.1:$p is in use (set KUBE_PEER_PORT / KUBE_PEER_ETCD_PORT)"
+  done
   rm -rf "$dir"
   mkdir -p "$dir"
+  # A failed start leaves nothing running.
+  started=0
+  trap '[[ $started == 1 ]] || stop >/dev/null 2>&1' EXIT
   gen_pki
   admin_token=$(rand_token)
   local acme globex
@@ -235,6 +249,7 @@ export FLEETFORM_TEST_KUBE_CA=$dir/pki/ca.crt
 export FLEETFORM_TEST_KUBE_TENANT_KUBECONFIG=$dir/tenant-acme.kubeconfig
 export FLEETFORM_TEST_KUBE_TENANT_TOKENS=$dir/tenant-tokens
 EOF
+  started=1
   say "started in $((SECONDS - t_start)) s: https://127.0.0.1:$port; env in $peers/kube.env"
 }
 
