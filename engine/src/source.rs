@@ -367,7 +367,22 @@ pub enum SourceError {
     },
 }
 
+/// What [`GitSource::fetch_and_read`] returns: a trusted revision and its manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The revision.
+    pub revision: Revision,
+    /// The manifest files under the spec's path.
+    pub files: Vec<SourceFile>,
+    /// The accepted signature, when verification is on.
+    pub verified: Option<Verified>,
+}
+
 /// Fetches fleet repositories into a cache directory.
+///
+/// All calls block (network and disk): from async code, run them in
+/// `tokio::task::spawn_blocking`. Calls for the same URL share one cache
+/// repository; serialise them per URL (a poll and a webhook at once).
 #[derive(Debug, Clone)]
 pub struct GitSource {
     cache_dir: PathBuf,
@@ -446,6 +461,30 @@ impl GitSource {
             "fetched fleet source"
         );
         Ok(revision)
+    }
+
+    /// The whole source stage in one call: fetch the ref, refuse a rewritten
+    /// history (when `last_applied` is given and the ref is a branch or tag),
+    /// verify the head commit's signature (when `verification` is enabled),
+    /// then read the manifest tree.
+    pub fn fetch_and_read(
+        &self,
+        spec: &SourceSpec,
+        resolver: &dyn SecretResolver,
+        last_applied: Option<&str>,
+        verification: &Verification,
+    ) -> Result<Fetched, SourceError> {
+        let revision = self.fetch(spec, resolver)?;
+        if let Some(last) = last_applied
+            && !matches!(spec.reference, GitRef::Commit(_))
+        {
+            self.check_fast_forward(spec, resolver, last, &revision.commit)?;
+        }
+        let repo = self.open(&spec.url)?;
+        let verified =
+            if verification.is_enabled() { Some(repo.verify_commit(&revision.commit, verification)?) } else { None };
+        let files = repo.read_tree(&revision.commit, &spec.path)?;
+        Ok(Fetched { revision, files, verified })
     }
 
     /// Opens the cached repository of a URL (after a [`GitSource::fetch`]).

@@ -381,3 +381,38 @@ fn a_failed_https_fetch_names_the_url_with_the_password_masked() {
         assert!(!e.unwrap().file_name().to_string_lossy().contains("hunter2"));
     }
 }
+
+#[test]
+fn fetch_and_read_refuses_rewrites_and_unsigned_heads_before_reading() {
+    let keys = tempfile::tempdir().unwrap();
+    let (alice_key, alice_pub) = ssh_key(keys.path(), "alice");
+    let allowed = keys.path().join("allowed_signers");
+    std::fs::write(&allowed, format!("alice@example.com {alice_pub}\n")).unwrap();
+    let verification = Verification { allowed_signers: Some(allowed), gpg_keyring: None };
+
+    let work = WorkRepo::new();
+    let c1 = work.head();
+    let cache = tempfile::tempdir().unwrap();
+    let source = GitSource::new(cache.path());
+    let url = file_url(&work);
+    let s = spec(&url, branch("main"));
+
+    // Verification off: the manifest comes back.
+    let got = source.fetch_and_read(&s, &secrets(), None, &Verification::default()).unwrap();
+    assert_eq!(got.revision.commit, c1);
+    assert_eq!(got.files.len(), 2);
+    assert!(got.verified.is_none());
+    // On: the unsigned head is refused.
+    let err = source.fetch_and_read(&s, &secrets(), None, &verification).unwrap_err();
+    assert!(matches!(err, SourceError::Unsigned { .. }), "{err:?}");
+    // A signed fast-forward passes.
+    let c2 = signed_commit(&work, &alice_key, "signed");
+    let got = source.fetch_and_read(&s, &secrets(), Some(&c1), &verification).unwrap();
+    assert_eq!(got.revision.commit, c2);
+    assert_eq!(got.verified.unwrap().signer, "alice@example.com");
+    // A signed but rewritten head is refused for the rewrite.
+    work.git(&["reset", "-q", "--hard", &c1]);
+    signed_commit(&work, &alice_key, "signed, rewritten");
+    let err = source.fetch_and_read(&s, &secrets(), Some(&c2), &verification).unwrap_err();
+    assert!(matches!(err, SourceError::HistoryRewritten { .. }), "{err:?}");
+}
