@@ -53,12 +53,15 @@ wait_http() { # url expected-status...
 
 random_key() { openssl rand -hex 24; }
 
+# A PID that still runs (a zombie left for a parent that never reaps it does not count).
+alive() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+
 start() {
     command -v docker-registry >/dev/null || { log "docker-registry missing: run '$0 install'"; exit 1; }
     if [[ -f "$DIR/pids" ]]; then
         local alive=0
         while read -r pid; do
-            [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && alive=1
+            [[ -n "$pid" ]] && alive "$pid" && alive=1
         done <"$DIR/pids"
         if [[ $alive == 1 ]]; then
             log "already started (pids in $DIR/pids); run '$0 stop' first"
@@ -180,7 +183,7 @@ stop() {
             # Wait (bounded) until they are gone, so an immediate start can reuse nothing stale.
             for _ in $(seq 1 50); do
                 local any=0
-                for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null && any=1; done
+                for pid in "${pids[@]}"; do alive "$pid" && any=1; done
                 [[ $any == 0 ]] && break
                 sleep 0.1
             done
