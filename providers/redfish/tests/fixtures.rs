@@ -34,6 +34,8 @@ struct Bmc {
     /// A reset lands only after this many GETs of the system: (system path, GETs left, state).
     pending_power: Option<(String, usize, String)>,
     power_delay_gets: usize,
+    /// A running SimpleUpdate: (task monitor path, polls left, inventory path, new version).
+    task: Option<(String, usize, String, String)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -125,6 +127,18 @@ fn get_with_pending_power(bmc: &mut Bmc, path: &str) -> Option<Value> {
         }
         _ => None,
     };
+    if let Some((monitor, left, target, version)) = bmc.task.clone()
+        && monitor == path
+    {
+        if left > 0 {
+            bmc.task = Some((monitor, left - 1, target, version));
+            return Some(json!({"TaskState": "Running", "PercentComplete": 50}));
+        }
+        let mut inv = read(bmc, &target).unwrap();
+        inv["Version"] = json!(version);
+        bmc.overrides.insert(target, inv);
+        return Some(json!({"TaskState": "Completed", "TaskStatus": "OK"}));
+    }
     if let Some(st) = landed {
         bmc.pending_power = None;
         let mut v = read(bmc, path).unwrap();
@@ -180,6 +194,13 @@ fn answer(bmc: &mut Bmc, method: Method, path: String, headers: HeaderMap, body:
             merge(&mut v, &body);
             bmc.overrides.insert(path, v);
             StatusCode::NO_CONTENT.into_response()
+        }
+        Method::POST if path.ends_with("/Actions/UpdateService.SimpleUpdate") => {
+            let target = body["Targets"][0].as_str().unwrap_or_default().to_string();
+            let version = body["ImageURI"].as_str().unwrap_or_default().rsplit('/').next().unwrap().trim_end_matches(".bin").to_string();
+            let monitor = "/redfish/v1/TaskService/TaskMonitors/1".to_string();
+            bmc.task = Some((monitor.clone(), 2, target, version));
+            (StatusCode::ACCEPTED, [("Location", monitor)], "").into_response()
         }
         Method::POST if path.ends_with("/Actions/ComputerSystem.Reset") => {
             let sys = path.trim_end_matches("/Actions/ComputerSystem.Reset").to_string();
@@ -507,4 +528,31 @@ async fn the_session_is_deleted_when_the_system_is_not_found() {
     assert!(err.message.contains("no system with Id, Name or UUID `System_9`"), "{err}");
     let (created, deleted, open) = settle(&state).await;
     assert_eq!((created, deleted, open), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn firmware_update_follows_the_task_monitor_until_the_task_completes() {
+    let (url, state) = serve_gb200().await;
+    let (_d, pw) = password_file();
+    let p = provider();
+    {
+        // This recording has no SimpleUpdate (it takes pushed images): give it one.
+        let mut bmc = state.lock();
+        let mut us = read(&bmc, "/redfish/v1/UpdateService").unwrap();
+        us["Actions"]["#UpdateService.SimpleUpdate"] =
+            json!({"target": "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate"});
+        bmc.overrides.insert("/redfish/v1/UpdateService".into(), us);
+    }
+    let d = desired(
+        &url,
+        "System_0",
+        "firmware",
+        json!({"expected": {"UEFI": "uefi-2"},
+               "update": {"image": "http://127.0.0.1:9/uefi-2.bin", "targets": ["/redfish/v1/UpdateService/FirmwareInventory/UEFI"]}}),
+        &pw,
+    );
+    let first = common::converge(&p, &d).await;
+    assert_eq!(paths(&first), ["/expected/UEFI"]);
+    assert_eq!(count(&state, "POST", "UpdateService.SimpleUpdate"), 1);
+    assert_eq!(count(&state, "GET", "/TaskMonitors/1"), 3, "polled while Running (twice), then Completed");
 }

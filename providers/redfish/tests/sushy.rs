@@ -98,7 +98,9 @@ async fn secure_boot_round_trip_and_out_of_band_disable_is_drift() {
 
 /// Serves one small file on 127.0.0.1 (the fake BMC downloads virtual media images).
 async fn serve_image() -> (String, tokio::task::JoinHandle<()>) {
-    let app = axum::Router::new().route("/boot.iso", axum::routing::get(|| async { "not really an ISO\n" }));
+    let app = axum::Router::new()
+        .route("/boot.iso", axum::routing::get(|| async { "not really an ISO\n" }))
+        .route("/other.iso", axum::routing::get(|| async { "another fake ISO\n" }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/boot.iso", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
@@ -115,6 +117,13 @@ async fn virtual_media_insert_round_trip_and_out_of_band_eject_is_drift() {
     let d = desired("gpu-node-3", "virtual-media", pe.bmc(&pe.fake, "gpu-node-3"), json!({"image": url, "inserted": true}));
     let first = converge(&p, &d).await;
     assert_eq!(paths(&first), ["/inserted", "/image"]);
+
+    // Another image while one is inserted: eject, then insert.
+    let other = url.replace("boot.iso", "other.iso");
+    let d2 = desired("gpu-node-3", "virtual-media", pe.bmc(&pe.fake, "gpu-node-3"), json!({"image": other, "inserted": true}));
+    let swap = converge(&p, &d2).await;
+    assert_eq!(paths(&swap), ["/image"]);
+    let d = d2;
 
     let sys = pe.system_path(&pe.fake, "gpu-node-3").await;
     pe.oob(Method::POST, &pe.fake, &format!("{sys}/VirtualMedia/Cd/Actions/VirtualMedia.EjectMedia"), json!({})).await;
