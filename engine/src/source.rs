@@ -238,6 +238,17 @@ pub enum SourceError {
         /// The known_hosts file consulted.
         known_hosts: PathBuf,
     },
+    /// The configured known_hosts file could not be read.
+    #[error("source {url}: cannot read known_hosts file {}", known_hosts.display())]
+    KnownHosts {
+        /// Redacted URL.
+        url: String,
+        /// The file.
+        known_hosts: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The ref does not exist on the remote (or the commit is not in the repository).
     #[error("source {url}: {reference} not found")]
     RefNotFound {

@@ -188,6 +188,13 @@ fn ssh_host_key_not_in_known_hosts_is_refused_naming_the_host() {
     let err = GitSource::new(cache.path()).fetch(&s, &secrets()).unwrap_err();
     assert!(matches!(err, SourceError::UnknownHostKey { .. }), "{err:?}");
     assert!(err.to_string().contains(&format!("[127.0.0.1]:{port}")), "{err}");
+
+    // A known_hosts file that cannot be read is an error too, never "accept any key".
+    if let Some(GitAuth::SshKey { known_hosts, .. }) = &mut s.auth {
+        *known_hosts = Some(keys.path().join("missing_known_hosts"));
+    }
+    let err = GitSource::new(cache.path()).fetch(&s, &secrets()).unwrap_err();
+    assert!(matches!(err, SourceError::KnownHosts { .. }), "{err:?}");
 }
 
 #[test]

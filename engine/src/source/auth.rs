@@ -64,11 +64,9 @@ impl CallbackError {
             CallbackError::UnknownHostKey { host, key_type, known_hosts } => {
                 SourceError::UnknownHostKey { url: url.to_string(), host, key_type, known_hosts }
             }
-            CallbackError::KnownHostsUnreadable { known_hosts, source } => SourceError::Cache {
-                url: url.to_string(),
-                dir: known_hosts,
-                source: Box::new(source),
-            },
+            CallbackError::KnownHostsUnreadable { known_hosts, source } => {
+                SourceError::KnownHosts { url: url.to_string(), known_hosts, source }
+            }
             CallbackError::AuthRejected { method } => SourceError::AuthRejected { url: url.to_string(), method },
         }
     }
