@@ -76,6 +76,10 @@ fn image_error(
                  (insufficient_scope: the tenant's credentials do not grant pull on it)"
             ),
         ),
+        RegistryError::Rejected { status: 403 } => ProviderError::permanent(
+            id,
+            format!("registry {host} denied tenant {tenant} access to repository {repository} (HTTP 403)"),
+        ),
         RegistryError::Rejected { status } => {
             ProviderError::permanent(id, format!("registry {host} answered HTTP {status} for {reference}"))
         }

@@ -333,6 +333,7 @@ impl RegistryClient {
                 };
                 return Ok((status, headers, body));
             }
+            tracing::debug!(registry = %self.host, %method, repository, "registry answered 401");
             let challenge = headers
                 .get(WWW_AUTHENTICATE)
                 .and_then(|v| v.to_str().ok())
@@ -426,6 +427,7 @@ impl RegistryClient {
         };
         // Default lifetime per the Docker token spec is 60 s; keep a margin.
         let ttl = Duration::from_secs(t.expires_in.unwrap_or(60).saturating_sub(10).max(1));
+        tracing::debug!(registry = %self.host, scope, ttl_s = ttl.as_secs(), "registry token issued");
         Ok(CachedAuth::Bearer { token: Sensitive::new(token), until: Instant::now() + ttl })
     }
 }
