@@ -537,3 +537,22 @@ async fn one_failing_image_does_not_fail_the_others_in_a_batch() {
         }
     }
 }
+
+#[tokio::test]
+async fn debug_of_every_struct_hides_the_keys() {
+    let Some(peer) = peer() else { return };
+    let secrets = peer.secrets();
+    let client = pusher(&peer.token_url, "$oauthtoken", &peer.admin_key_file);
+    // Make it hold a cached token too.
+    let repo = unique("acme");
+    push_image(&client, &peer.token_url, &repo, "v1").await;
+    let key = Sensitive::new(std::fs::read_to_string(&peer.acme_key_file).unwrap().trim().to_string());
+    let creds = BasicCredentials { username: "$oauthtoken".into(), password: key.clone() };
+    let spec = image_spec("acme", &peer.token_url, &repo, "v1", Some(("$oauthtoken", &peer.acme_key_file)));
+    let p = provider();
+    let observed = observe_one(&p, &spec.id().unwrap(), &serde_json::to_value(&spec).unwrap()).await.unwrap();
+    let content = dockerconfigjson(&host(&peer.token_url), "$oauthtoken", &key);
+    let text = format!("{client:?} {creds:?} {spec:?} {p:?} {observed:?} {content:?} {content} {key:?}");
+    assert_no_secret(&text, &secrets);
+    assert!(text.contains("(sensitive)"));
+}
