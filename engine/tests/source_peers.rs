@@ -168,6 +168,26 @@ fn ssh_fetch_authenticates_with_a_key_and_checks_the_host_key() {
 }
 
 #[test]
+fn ssh_fetch_works_with_a_passphrase_protected_key() {
+    let Some([base, ssh, pass_file]) = source_support::peer_envs([
+        "FLEETFORM_GIT_BASE",
+        "FLEETFORM_GIT_SSH_URL",
+        "FLEETFORM_GIT_SSH_KEY_PASSPHRASE_FILE",
+    ]) else {
+        return;
+    };
+    let served = Served::new(&base);
+    let url = format!("{ssh}{}", served.bare.display());
+    let Some(mut s) = ssh_spec(url, "FLEETFORM_GIT_SSH_KEY_PASS") else { return };
+    if let Some(GitAuth::SshKey { passphrase, .. }) = &mut s.auth {
+        *passphrase = Some(SecretRef::File(pass_file.into()));
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let rev = GitSource::new(cache.path()).fetch(&s, &secrets()).unwrap();
+    assert_eq!(rev.commit, served.work.head());
+}
+
+#[test]
 fn ssh_host_key_not_in_known_hosts_is_refused_naming_the_host() {
     let Some([base, ssh]) = source_support::peer_envs(["FLEETFORM_GIT_BASE", "FLEETFORM_GIT_SSH_URL"]) else {
         return;

@@ -13,6 +13,8 @@
 #   FLEETFORM_GIT_SSH_URL         ssh://<user>@127.0.0.1:<port> -> $URL$FLEETFORM_GIT_BASE/<name>.git
 #   FLEETFORM_GIT_SSH_KEY         client private key (ed25519, OpenSSH format, no passphrase)
 #   FLEETFORM_GIT_SSH_KEY_PEM     client private key (RSA, PEM format, no passphrase)
+#   FLEETFORM_GIT_SSH_KEY_PASS    client private key (ed25519, OpenSSH format) with a passphrase,
+#   FLEETFORM_GIT_SSH_KEY_PASSPHRASE_FILE   ... which is in this file
 #   FLEETFORM_GIT_SSH_KNOWN_HOSTS known_hosts file naming the server's host key
 set -euo pipefail
 
@@ -67,7 +69,11 @@ start() {
   [ -f "$DIR/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C fleetform-git-peer-host -f "$DIR/ssh_host_ed25519_key"
   [ -f "$DIR/client_key" ] || ssh-keygen -q -t ed25519 -N '' -C fleetform-git-peer-client -f "$DIR/client_key"
   [ -f "$DIR/client_key_pem" ] || ssh-keygen -q -t rsa -b 3072 -m PEM -N '' -C fleetform-git-peer-client-pem -f "$DIR/client_key_pem"
-  cat "$DIR/client_key.pub" "$DIR/client_key_pem.pub" > "$DIR/authorized_keys"
+  if [ ! -f "$DIR/client_key_pass" ]; then
+    echo "fleetform-test-passphrase" > "$DIR/client_key_pass.passphrase"
+    ssh-keygen -q -t ed25519 -N "fleetform-test-passphrase" -C fleetform-git-peer-client-pass -f "$DIR/client_key_pass"
+  fi
+  cat "$DIR/client_key.pub" "$DIR/client_key_pem.pub" "$DIR/client_key_pass.pub" > "$DIR/authorized_keys"
   chmod 600 "$DIR/authorized_keys"
   echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$DIR/ssh_host_ed25519_key.pub")" > "$DIR/known_hosts"
 
@@ -107,6 +113,8 @@ export FLEETFORM_GIT_DAEMON_URL=git://127.0.0.1:$GIT_PORT
 export FLEETFORM_GIT_SSH_URL=ssh://$SSH_USER@127.0.0.1:$SSH_PORT
 export FLEETFORM_GIT_SSH_KEY=$DIR/client_key
 export FLEETFORM_GIT_SSH_KEY_PEM=$DIR/client_key_pem
+export FLEETFORM_GIT_SSH_KEY_PASS=$DIR/client_key_pass
+export FLEETFORM_GIT_SSH_KEY_PASSPHRASE_FILE=$DIR/client_key_pass.passphrase
 export FLEETFORM_GIT_SSH_KNOWN_HOSTS=$DIR/known_hosts
 EOF
   log "git daemon on 127.0.0.1:$GIT_PORT, sshd on 127.0.0.1:$SSH_PORT; env in $PEERS_DIR/git.env"
