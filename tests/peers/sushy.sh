@@ -2,7 +2,8 @@
 # Redfish test peers: sushy-emulator (fake driver + libvirt test:///default driver).
 #   tests/peers/sushy.sh install        idempotent; venvs under ${FLEETFORM_CACHE:-~/.cache/fleetform}
 #   tests/peers/sushy.sh start          fake (6 systems) + libvirt + TLS fake; writes $FLEETFORM_PEERS_DIR/sushy.env
-#   tests/peers/sushy.sh stop           kills exactly the PIDs `start` recorded
+#   tests/peers/sushy.sh stop           kills exactly the PIDs `start` (and `start-fleet`) recorded
+#   tests/peers/sushy.sh stop-fleet     kills only the `start-fleet` emulators
 #   tests/peers/sushy.sh start-fleet --systems N [--port P] [--per-process K]
 #                                       extra fake-driver emulators for benchmarks (127.0.0.x ports);
 #                                       writes $FLEETFORM_PEERS_DIR/sushy-fleet.env; stopped by `stop`
@@ -199,6 +200,19 @@ ENV
   log "fleet ready: $n systems in $procs processes; env in $PEERS_DIR/sushy-fleet.env"
 }
 
+stop_fleet() {
+  local f pid
+  for f in "$DIR"/fleet-*.pid; do
+    [ -e "$f" ] || continue
+    pid=$(cat "$f")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    rm -f "$f"
+  done
+  rm -f "$PEERS_DIR/sushy-fleet.env"
+}
+
 stop_quiet() {
   [ -d "$DIR" ] || return 0
   local f pid
@@ -221,6 +235,7 @@ case "${1:-}" in
   install) install ;;
   start) start ;;
   start-fleet) shift; start_fleet "$@" ;;
+  stop-fleet) stop_fleet; log "fleet stopped" ;;
   stop) stop_quiet; log "stopped" ;;
-  *) echo "usage: $0 install|start|stop|start-fleet [--systems N] [--port P] [--per-process K]" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|stop-fleet|start-fleet [--systems N] [--port P] [--per-process K]" >&2; exit 2 ;;
 esac
