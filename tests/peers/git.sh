@@ -96,7 +96,8 @@ PrintMotd no
 EOF
   mkdir -p /run/sshd 2>/dev/null || true  # privilege separation directory (root only)
 
-  git daemon --base-path="$BASE" --export-all --listen=127.0.0.1 --port="$GIT_PORT" --reuseaddr \
+  # git-daemon itself (not the `git daemon` wrapper, which runs it as a child) so that $! is the listener.
+  "$(git --exec-path)/git-daemon" --base-path="$BASE" --export-all --listen=127.0.0.1 --port="$GIT_PORT" --reuseaddr \
     >"$DIR/git-daemon.log" 2>&1 &
   echo $! > "$DIR/git-daemon.pid"
   # sshd must be started by absolute path (it re-executes itself); -D keeps it in the foreground
