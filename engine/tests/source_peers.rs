@@ -242,3 +242,48 @@ fn ssh_key_not_authorized_is_rejected_without_printing_the_key() {
     let body = key_text.lines().nth(1).unwrap();
     assert!(!rendered.contains(body), "the key leaked into the error");
 }
+
+#[test]
+fn http_fetch_sends_a_token_or_basic_credentials_and_a_wrong_one_is_rejected_once() {
+    let Some([base, http, password_file]) = source_support::peer_envs([
+        "FLEETFORM_GIT_BASE",
+        "FLEETFORM_GIT_HTTP_URL",
+        "FLEETFORM_GIT_HTTP_PASSWORD_FILE",
+    ]) else {
+        return;
+    };
+    let served = Served::new(&base);
+    let url = format!("{http}/{}", served.name);
+    let cache = tempfile::tempdir().unwrap();
+    let source = GitSource::new(cache.path());
+
+    let token = SourceSpec {
+        auth: Some(GitAuth::Token { token: SecretRef::File(password_file.clone().into()) }),
+        ..spec(&url, branch("main"))
+    };
+    let started = Instant::now();
+    let rev = source.fetch(&token, &secrets()).unwrap();
+    eprintln!("measure: http:// depth-1 fetch with a token took {:?}", started.elapsed());
+    assert_eq!(rev.commit, served.work.head());
+    assert!(source.open(&url).unwrap().git2().is_shallow(), "smart HTTP fetches are shallow too");
+
+    let basic = SourceSpec {
+        auth: Some(GitAuth::Basic { username: "fleetform".into(), password: SecretRef::File(password_file.into()) }),
+        ..spec(&url, branch("main"))
+    };
+    source.fetch(&basic, &secrets()).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("wrong"), "not-the-password-canary").unwrap();
+    let wrong = SourceSpec {
+        auth: Some(GitAuth::Token { token: SecretRef::File(dir.path().join("wrong")) }),
+        ..spec(&url, branch("main"))
+    };
+    let err = GitSource::new(cache.path()).fetch(&wrong, &secrets()).unwrap_err();
+    assert!(matches!(err, SourceError::AuthRejected { .. }), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains("canary"), "{err:?}");
+
+    let none = spec(&url, branch("main"));
+    let err = GitSource::new(cache.path()).fetch(&none, &secrets()).unwrap_err();
+    assert!(err.to_string().contains(&url), "{err}");
+}

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Git test peers: `git daemon` (git://) and an OpenSSH server (ssh://), both on 127.0.0.1,
+# Git test peers: `git daemon` (git://), an OpenSSH server (ssh://) and smart HTTP with basic
+# auth (http://, for token/basic credentials), all on 127.0.0.1,
 # serving the same base directory in which tests create their repositories.
 #   tests/peers/git.sh install   idempotent: git, openssh-server (sshd), openssh-client (ssh-keygen),
 #                                gpg/gpgv; plus the -dev packages the engine's git2 build links
 #                                against (libssh2-1-dev, libssl-dev, pkg-config; libgit2 itself is
 #                                built from the bundled sources, Debian's 1.5 is too old for git2 0.21)
-#   tests/peers/git.sh start     starts both; writes $FLEETFORM_PEERS_DIR/git.env
+#   tests/peers/git.sh start     starts all three; writes $FLEETFORM_PEERS_DIR/git.env
 #   tests/peers/git.sh stop      kills exactly the PIDs `start` recorded
 # git.env:
-#   FLEETFORM_GIT_BASE            directory served by both (create <name>.git repos in it)
+#   FLEETFORM_GIT_BASE            directory served by all three (create <name>.git repos in it)
 #   FLEETFORM_GIT_DAEMON_URL      git://127.0.0.1:<port>      -> $URL/<name>.git
 #   FLEETFORM_GIT_SSH_URL         ssh://<user>@127.0.0.1:<port> -> $URL$FLEETFORM_GIT_BASE/<name>.git
+#   FLEETFORM_GIT_HTTP_URL        http://127.0.0.1:<port> (git http-backend behind basic auth,
+#                                 tests/peers/git-http.py) -> $URL/<name>.git
+#   FLEETFORM_GIT_HTTP_PASSWORD_FILE  the password (any user name; a token is sent as the password)
 #   FLEETFORM_GIT_SSH_KEY         client private key (ed25519, OpenSSH format, no passphrase)
 #   FLEETFORM_GIT_SSH_KEY_PEM     client private key (RSA, PEM format, no passphrase)
 #   FLEETFORM_GIT_SSH_KEY_PASS    client private key (ed25519, OpenSSH format) with a passphrase,
@@ -24,6 +28,7 @@ DIR="$PEERS_DIR/git"
 BASE="$DIR/repos"
 GIT_PORT="${GIT_DAEMON_PORT:-19418}"
 SSH_PORT="${GIT_SSH_PORT:-12222}"
+HTTP_PORT="${GIT_HTTP_PORT:-18080}"
 SSH_USER="$(id -un)"
 
 log() { echo "git.sh: $*" >&2; }
@@ -105,25 +110,33 @@ EOF
   /usr/sbin/sshd -D -e -f "$DIR/sshd_config" >"$DIR/sshd.log" 2>&1 &
   echo $! > "$DIR/sshd.pid"
 
+  # Smart HTTP with basic auth (any user name, this password), for token/basic credentials.
+  [ -f "$DIR/http_password" ] || (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$DIR/http_password")
+  python3 "$REPO/tests/peers/git-http.py" "$HTTP_PORT" "$BASE" "$DIR/http_password" >"$DIR/git-http.log" 2>&1 &
+  echo $! > "$DIR/git-http.pid"
+
   wait_port "$GIT_PORT" "$(cat "$DIR/git-daemon.pid")" git-daemon
+  wait_port "$HTTP_PORT" "$(cat "$DIR/git-http.pid")" git-http
   wait_port "$SSH_PORT" "$(cat "$DIR/sshd.pid")" sshd
 
   cat > "$PEERS_DIR/git.env" <<EOF
 export FLEETFORM_GIT_BASE=$BASE
 export FLEETFORM_GIT_DAEMON_URL=git://127.0.0.1:$GIT_PORT
 export FLEETFORM_GIT_SSH_URL=ssh://$SSH_USER@127.0.0.1:$SSH_PORT
+export FLEETFORM_GIT_HTTP_URL=http://127.0.0.1:$HTTP_PORT
+export FLEETFORM_GIT_HTTP_PASSWORD_FILE=$DIR/http_password
 export FLEETFORM_GIT_SSH_KEY=$DIR/client_key
 export FLEETFORM_GIT_SSH_KEY_PEM=$DIR/client_key_pem
 export FLEETFORM_GIT_SSH_KEY_PASS=$DIR/client_key_pass
 export FLEETFORM_GIT_SSH_KEY_PASSPHRASE_FILE=$DIR/client_key_pass.passphrase
 export FLEETFORM_GIT_SSH_KNOWN_HOSTS=$DIR/known_hosts
 EOF
-  log "git daemon on 127.0.0.1:$GIT_PORT, sshd on 127.0.0.1:$SSH_PORT; env in $PEERS_DIR/git.env"
+  log "git daemon on 127.0.0.1:$GIT_PORT, sshd on 127.0.0.1:$SSH_PORT, smart HTTP on 127.0.0.1:$HTTP_PORT; env in $PEERS_DIR/git.env"
 }
 
 stop() {
   local name pid
-  for name in git-daemon sshd; do
+  for name in git-daemon git-http sshd; do
     if [ -f "$DIR/$name.pid" ]; then
       pid="$(cat "$DIR/$name.pid")"
       if kill -0 "$pid" 2>/dev/null; then
