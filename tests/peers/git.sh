@@ -40,6 +40,7 @@ install() {
   command -v ssh-keygen >/dev/null || need+=(openssh-client)
   command -v gpgv >/dev/null || need+=(gpgv)
   command -v gpg >/dev/null || need+=(gpg)
+  command -v python3 >/dev/null || need+=(python3)   # tests/peers/git-http.py
   dpkg -s libssh2-1-dev >/dev/null 2>&1 || need+=(libssh2-1-dev)
   dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
   command -v pkg-config >/dev/null || need+=(pkg-config)
