@@ -287,10 +287,30 @@ pub fn load(files: &[SourceFile]) -> (Vec<Document>, Vec<Diagnostic>) {
 
 /// [`load`] with explicit limits.
 pub fn load_with(files: &[SourceFile], limits: &Limits) -> (Vec<Document>, Vec<Diagnostic>) {
+    // Files are independent: parse them on every core, keep file order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len().max(1));
+    let results: Vec<Result<Vec<Document>, Vec<Diagnostic>>> = if threads <= 1 || files.len() < 4 {
+        files.iter().map(|f| load_file(f, limits)).collect()
+    } else {
+        let chunk = files.len().div_ceil(threads);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = files
+                .chunks(chunk)
+                .map(|c| s.spawn(move || c.iter().map(|f| load_file(f, limits)).collect::<Vec<_>>()))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| match h.join() {
+                    Ok(r) => r,
+                    Err(_) => vec![Err(vec![Diagnostic::error("internal", "a loader thread panicked")])],
+                })
+                .collect()
+        })
+    };
     let mut docs = Vec::new();
     let mut diags = Vec::new();
-    for f in files {
-        match load_file(f, limits) {
+    for r in results {
+        match r {
             Ok(mut d) => docs.append(&mut d),
             Err(mut e) => diags.append(&mut e),
         }
@@ -335,10 +355,10 @@ struct Builder<'a> {
     path: &'a str,
     limits: &'a Limits,
     stack: Vec<Frame>,
-    entries: HashMap<Box<str>, Entry>,
-    /// Pointers in insertion order, so an anchored subtree's spans are a slice.
-    order: Vec<Box<str>>,
-    anchors: HashMap<usize, (Value, usize, HashMap<Box<str>, Entry>, String)>,
+    /// Spans in insertion order (an anchored subtree's spans are a slice); becomes the
+    /// document's map at its end.
+    entries: Vec<(Box<str>, Entry)>,
+    anchors: HashMap<usize, (Value, usize, Vec<(Box<str>, Entry)>, String)>,
     nodes: usize,
     aliases: usize,
     alias_nodes: usize,
@@ -361,8 +381,7 @@ impl<'a> Builder<'a> {
             path,
             limits,
             stack: Vec::new(),
-            entries: HashMap::new(),
-            order: Vec::new(),
+            entries: Vec::new(),
             anchors: HashMap::new(),
             nodes: 0,
             aliases: 0,
@@ -440,8 +459,7 @@ impl<'a> Builder<'a> {
             Event::StreamStart | Event::Nothing => {}
             Event::StreamEnd => return Ok(true),
             Event::DocumentStart(_) => {
-                self.entries = HashMap::new();
-                self.order.clear();
+                self.entries = Vec::new();
                 self.anchors.clear();
                 self.root = None;
                 self.doc_start = pos;
@@ -510,8 +528,7 @@ impl<'a> Builder<'a> {
                 };
                 let (ptr, key) = self.next_ptr(pos);
                 if anchor > 0 {
-                    let mut sub = HashMap::new();
-                    sub.insert(Box::<str>::from(ptr.as_str()), Entry { value: pos, key: pos, raw: raw.clone() });
+                    let sub = vec![(Box::<str>::from(ptr.as_str()), Entry { value: pos, key: pos, raw: raw.clone() })];
                     self.anchors.insert(anchor, (value.clone(), 1, sub, ptr.clone()));
                 }
                 self.record(ptr, Entry { value: pos, key, raw });
@@ -536,7 +553,7 @@ impl<'a> Builder<'a> {
                 }
                 self.count(1, pos)?;
                 let (ptr, key) = self.next_ptr(pos);
-                let order_start = self.order.len();
+                let order_start = self.entries.len();
                 self.record(ptr.clone(), Entry { value: pos, key, raw: None });
                 let nodes_at_start = self.nodes;
                 self.stack.push(if matches!(event, Event::SequenceStart(..)) {
@@ -557,10 +574,7 @@ impl<'a> Builder<'a> {
                 };
                 if anchor > 0 {
                     let n = self.nodes - start + 1;
-                    let sub: HashMap<Box<str>, Entry> = self.order[order_start..]
-                        .iter()
-                        .filter_map(|k| self.entries.get(k).map(|e| (k.clone(), e.clone())))
-                        .collect();
+                    let sub: Vec<(Box<str>, Entry)> = self.entries[order_start..].to_vec();
                     self.anchors.insert(anchor, (value.clone(), n, sub, ptr));
                 }
                 self.push_value(value, pos)?;
@@ -570,10 +584,7 @@ impl<'a> Builder<'a> {
     }
 
     fn record(&mut self, ptr: String, e: Entry) {
-        let k: Box<str> = ptr.into();
-        if self.entries.insert(k.clone(), e).is_none() {
-            self.order.push(k);
-        }
+        self.entries.push((ptr.into(), e));
     }
 
     fn map_key(&mut self, key: String, pos: Pos) -> Result<(), Abort> {
@@ -588,7 +599,7 @@ impl<'a> Builder<'a> {
         let Some(Frame::Map { map, ptr, key: slot, .. }) = self.stack.last_mut() else { return Ok(()) };
         if map.contains_key(&key) {
             let first = format!("{ptr}/{}", escape_segment(&key));
-            let first_line = self.entries.get(first.as_str()).map_or(0, |e| e.key.line);
+            let first_line = self.entries.iter().rev().find(|(k, _)| **k == *first).map_or(0, |(_, e)| e.key.line);
             return Err(self.fail(
                 "duplicate-key",
                 format!("duplicate key `{key}` (first at line {first_line})"),
@@ -620,8 +631,7 @@ impl<'a> Builder<'a> {
     fn finish_document(&mut self) -> Result<(), Abort> {
         let index = self.doc_index;
         self.doc_index += 1;
-        let entries = std::mem::take(&mut self.entries);
-        self.order.clear();
+        let entries: HashMap<Box<str>, Entry> = std::mem::take(&mut self.entries).into_iter().collect();
         let Some(root) = self.root.take() else { return Ok(()) };
         let start = self.doc_start;
         let obj = match root {

@@ -144,14 +144,62 @@ const SECRET_PATHS: &[(&str, &str)] = &[
     ("Tenant", "/spec/ngc/apiKey"),
 ];
 
-fn matches_pattern(pattern: &str, ptr: &str) -> bool {
-    let (mut p, mut q) = (pattern.split('/'), ptr.split('/'));
-    loop {
-        match (p.next(), q.next()) {
-            (None, None) => return true,
-            (Some(a), Some(b)) if a == "*" || a == b => {}
-            _ => return false,
+/// The concrete pointers a pattern (`*` = every array item) names in `v`.
+fn expand_pattern(v: &Value, pattern: &str, prefix: String, out: &mut Vec<String>) {
+    let pattern = pattern.strip_prefix('/').unwrap_or(pattern);
+    if pattern.is_empty() {
+        out.push(prefix);
+        return;
+    }
+    let (seg, rest) = pattern.split_once('/').unwrap_or((pattern, ""));
+    let rest = if rest.is_empty() { String::new() } else { format!("/{rest}") };
+    if seg == "*" {
+        if let Value::Array(a) = v {
+            for (n, item) in a.iter().enumerate() {
+                expand_pattern(item, &rest, format!("{prefix}/{n}"), out);
+            }
         }
+    } else if let Some(child) = v.get(seg) {
+        expand_pattern(child, &rest, format!("{prefix}/{seg}"), out);
+    }
+}
+
+enum Seg<'v> {
+    Key(&'v str),
+    Index(usize),
+}
+
+/// Strings anywhere in `v` that look like credentials, with their pointers
+/// (pointers are only built for hits).
+fn find_keys<'v>(v: &'v Value, path: &mut Vec<Seg<'v>>, out: &mut Vec<(String, &'static str)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, c) in m {
+                path.push(Seg::Key(k));
+                find_keys(c, path, out);
+                path.pop();
+            }
+        }
+        Value::Array(a) => {
+            for (n, c) in a.iter().enumerate() {
+                path.push(Seg::Index(n));
+                find_keys(c, path, out);
+                path.pop();
+            }
+        }
+        Value::String(s) => {
+            if let Some(what) = looks_like_key(s) {
+                let mut ptr = String::new();
+                for seg in path.iter() {
+                    match seg {
+                        Seg::Key(k) => ptr.push_str(&format!("/{}", escape_segment(k))),
+                        Seg::Index(n) => ptr.push_str(&format!("/{n}")),
+                    }
+                }
+                out.push((ptr, what));
+            }
+        }
+        _ => {}
     }
 }
 
@@ -214,38 +262,32 @@ impl Cx<'_> {
         let mut suppressed = HashSet::new();
         for (i, d) in self.docs.iter().enumerate() {
             let kind = d.kind().unwrap_or("");
-            let mut stack = vec![(String::new(), &d.value)];
-            while let Some((ptr, v)) = stack.pop() {
-                match v {
-                    Value::Object(m) => {
-                        for (k, v) in m {
-                            stack.push((format!("{ptr}/{}", escape_segment(k)), v));
-                        }
-                    }
-                    Value::Array(a) => {
-                        for (n, v) in a.iter().enumerate() {
-                            stack.push((format!("{ptr}/{n}"), v));
-                        }
-                    }
-                    Value::String(s) => {
-                        let at_ref = SECRET_PATHS.iter().any(|(k, p)| *k == kind && matches_pattern(p, &ptr));
-                        if at_ref {
-                            let what = looks_like_key(s).unwrap_or("a literal value");
-                            let e = self
-                                .err("inline-secret", i, &ptr, format!("a secret is written inline ({what}) where a secret reference is expected"))
-                                .hint("write `{file: ../secrets/NAME}`, `{env: VAR}` or `{secret: {namespace, name, key}}`, and remove the value from git history");
-                            self.diags.push(e);
-                            suppressed.insert((i, ptr));
-                        } else if let Some(what) = looks_like_key(s) {
-                            let e = self
-                                .err("secret-literal", i, &ptr, format!("this value looks like {what}; secrets must not be in the manifest"))
-                                .hint("move it to a file or environment variable and reference it; rotate the key, it is in git history");
-                            self.diags.push(e);
-                            suppressed.insert((i, ptr));
-                        }
-                    }
-                    _ => {}
+            let mut at_refs = Vec::new();
+            for (k, pattern) in SECRET_PATHS {
+                if *k == kind {
+                    expand_pattern(&d.value, pattern, String::new(), &mut at_refs);
                 }
+            }
+            for ptr in at_refs {
+                let Some(Value::String(s)) = d.value.pointer(&ptr) else { continue };
+                let what = looks_like_key(s).unwrap_or("a literal value");
+                let e = self
+                    .err("inline-secret", i, &ptr, format!("a secret is written inline ({what}) where a secret reference is expected"))
+                    .hint("write `{file: ../secrets/NAME}`, `{env: VAR}` or `{secret: {namespace, name, key}}`, and remove the value from git history");
+                self.diags.push(e);
+                suppressed.insert((i, ptr));
+            }
+            let mut hits = Vec::new();
+            find_keys(&d.value, &mut Vec::new(), &mut hits);
+            for (ptr, what) in hits {
+                if suppressed.contains(&(i, ptr.clone())) {
+                    continue;
+                }
+                let e = self
+                    .err("secret-literal", i, &ptr, format!("this value looks like {what}; secrets must not be in the manifest"))
+                    .hint("move it to a file or environment variable and reference it; rotate the key, it is in git history");
+                self.diags.push(e);
+                suppressed.insert((i, ptr));
             }
         }
         suppressed
@@ -693,10 +735,25 @@ impl Cx<'_> {
                 }
             }
         }
-        for a in 0..cidrs.len() {
-            for b in 0..a {
-                let (x, y) = (&cidrs[a], &cidrs[b]);
-                if x.1 == y.1 && overlaps(x.1, x.2, x.3, y.2, y.3) {
+        // Sweep by start address: a range overlaps an earlier one iff it starts before
+        // the furthest end seen so far (n log n, not n²).
+        let width = |fam: u32| if fam == 4 { 32u32 } else { 128 };
+        let mut ranges: Vec<(u32, u128, u128, usize)> = cidrs
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                let host = width(c.1) - u32::from(c.3);
+                let end = if host >= 128 { u128::MAX } else { c.2 | ((1u128 << host) - 1) };
+                (c.1, c.2, end, k)
+            })
+            .collect();
+        ranges.sort();
+        let mut best: Option<(u32, u128, usize)> = None; // (family, end, index) with the furthest end
+        for &(fam, start, end, k) in &ranges {
+            if let Some((bf, bend, bk)) = best {
+                if bf == fam && start <= bend {
+                    // Report on the later one in file order, naming the other.
+                    let (x, y) = if (cidrs[k].4, k) > (cidrs[bk].4, bk) { (&cidrs[k], &cidrs[bk]) } else { (&cidrs[bk], &cidrs[k]) };
                     let ptr = if x.5 == "pod" { "/spec/kubernetes/podCidr" } else { "/spec/kubernetes/serviceCidr" };
                     let other = if y.0 == x.0 { "its own".to_string() } else { format!("tenant `{}`'s", y.0) };
                     let e = self
@@ -704,6 +761,9 @@ impl Cx<'_> {
                         .hint("give every tenant cluster its own pod and service ranges");
                     self.push(e);
                 }
+            }
+            if best.is_none_or(|(bf, bend, _)| bf != fam || end > bend) {
+                best = Some((fam, end, k));
             }
         }
     }
@@ -1023,11 +1083,15 @@ impl Cx<'_> {
                 }
             }
         }
+        let mut last_nim: HashMap<&str, &NimService> = HashMap::new();
+        for n in &f.nims {
+            last_nim.insert(n.spec.pool.as_str(), n);
+        }
         for (pool, (gpus, mig_devices)) in demand {
             let Some(p) = f.pool(pool) else { continue };
             let cap: u32 = f.members(pool).iter().filter_map(|h| f.host(h)).map(|h| h.spec.gpu.count).sum();
             let mig_cap = mig_capacity(f, p);
-            let last = f.nims.iter().rev().find(|n| n.spec.pool == pool);
+            let last = last_nim.get(pool).copied();
             if let Some(n) = last {
                 if gpus > cap {
                     let e = self.err("nim-capacity", n.doc.0, "/spec/replicas", format!("NIMs on pool `{pool}` need {gpus} GPUs (replicas × gpusPerReplica); the pool has {cap}")).hint("lower replicas or add hosts to the pool");
@@ -1045,9 +1109,17 @@ impl Cx<'_> {
         let mut total_quota: u64 = 0;
         let capacity: u64 = f.hosts.iter().filter(|h| !h.spec.spare).map(|h| u64::from(h.spec.gpu.count)).sum();
         let mut last_quota: Option<&Tenant> = None;
+        let mut pools_of: HashMap<&str, Vec<&NodePool>> = HashMap::new();
+        for p in &f.pools {
+            pools_of.entry(p.spec.tenant.as_str()).or_default().push(p);
+        }
+        let mut nims_of: HashMap<&str, u32> = HashMap::new();
+        for n in &f.nims {
+            *nims_of.entry(n.spec.tenant.as_str()).or_default() += 1;
+        }
         for t in &f.tenants {
             let i = t.doc.0;
-            let pools: Vec<&NodePool> = f.pools.iter().filter(|p| p.spec.tenant == t.name()).collect();
+            let pools: Vec<&NodePool> = pools_of.get(t.name()).cloned().unwrap_or_default();
             let hosts: Vec<&Host> = pools.iter().flat_map(|p| f.members(p.name())).filter_map(|h| f.host(h)).collect();
             let gpus: u32 = hosts.iter().map(|h| h.spec.gpu.count).sum();
             if let Some(q) = t.spec.quotas.gpus {
@@ -1065,7 +1137,7 @@ impl Cx<'_> {
                 }
             }
             if let Some(q) = t.spec.quotas.nims {
-                let n = f.nims.iter().filter(|n| n.spec.tenant == t.name()).count() as u32;
+                let n = nims_of.get(t.name()).copied().unwrap_or(0);
                 if n > q {
                     let e = self.err("quota-exceeded", i, "/spec/quotas/nims", format!("tenant `{}` runs {n} NIMs, over its quota of {q}", t.name())).hint("raise the quota or remove NIMs");
                     self.push(e);
@@ -1201,16 +1273,6 @@ pub fn parse_cidr(s: &str) -> Option<(u32, u128, u8)> {
     Some((fam, bits, len))
 }
 
-fn overlaps(fam: u32, a: u128, al: u8, b: u128, bl: u8) -> bool {
-    let width = if fam == 4 { 32 } else { 128 };
-    let l = al.min(bl);
-    let shift = width - l as u32;
-    if shift >= 128 {
-        return true;
-    }
-    (a >> shift) == (b >> shift)
-}
-
 /// The schema node at an evaluation path (keyword locations, `$ref` followed).
 fn schema_node<'s>(schema: &'s Value, eval_path: &str) -> Option<&'s Value> {
     let mut node = schema;
@@ -1306,12 +1368,8 @@ mod tests {
     }
 
     #[test]
-    fn cidrs_parse_and_overlap() {
-        let a = parse_cidr("10.0.0.0/16").unwrap();
-        let b = parse_cidr("10.0.128.0/17").unwrap();
-        let c = parse_cidr("10.1.0.0/16").unwrap();
-        assert!(overlaps(4, a.1, a.2, b.1, b.2));
-        assert!(!overlaps(4, a.1, a.2, c.1, c.2));
+    fn cidrs_parse() {
+        assert!(parse_cidr("10.0.128.0/17").is_some());
         assert!(parse_cidr("10.0.0.1/16").is_none());
         assert!(parse_cidr("fd00::/8").is_some());
         assert!(parse_cidr("0.0.0.0/0").is_some());
