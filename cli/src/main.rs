@@ -1,1 +1,629 @@
-fn main() {}
+//! `fleetform`: plan and apply a GPU fleet manifest from git against live
+//! BMCs, Kubernetes clusters and registries.
+//!
+//! Exit status (decided in one place, `main`): 0 = success and no changes,
+//! 2 = success and changes present (plan, drift), 1 = error (including usage errors).
+
+mod fleet;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use fleetform_engine::apply::{ApplyEvent, ApplyOptions};
+use fleetform_engine::plan::{Plan, PlanOptions};
+use fleetform_engine::reconcile::{make_plan, run_apply, ObserveOptions, Planned};
+use fleetform_engine::report;
+use fleetform_engine::state::{LocalStateStore, LockInfo, StateStore};
+use fleetform_engine::ResourceId;
+
+use crate::fleet::{LoadFailure, Loaded, SourceArgs};
+
+/// GitOps reconciliation for GPU fleets: racks, hosts and BMCs, tenant
+/// Kubernetes clusters, NVIDIA operators and NGC access, from one manifest in git.
+///
+/// Exit status: 0 no changes, 2 changes present (plan, drift), 1 error.
+#[derive(Debug, Parser)]
+#[command(name = "fleetform", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "FLEETFORM_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a fleet manifest: syntax, schema and semantic rules, with every problem located.
+    Validate {
+        /// The fleet directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Show what apply would change, in dependency order. Exit 2 when there are changes.
+    Plan(PlanArgs),
+    /// Apply the fleet (or a saved plan) to live systems.
+    Apply(ApplyArgs),
+    /// Compare what was last applied with live state. Exit 2 when something drifted.
+    Drift(DriftArgs),
+    /// Draw the dependency graph.
+    Graph {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+    },
+    /// Remove a state lock left by a process that is gone.
+    ForceUnlock {
+        /// The lock id printed by the error.
+        id: String,
+        /// State directory.
+        #[arg(long, env = "FLEETFORM_STATE_DIR", default_value = ".fleetform/state")]
+        state: PathBuf,
+    },
+    /// Node-side GPU commands (NVML).
+    #[command(subcommand)]
+    Gpu(GpuCommand),
+    /// Developer tools.
+    #[command(subcommand)]
+    Dev(DevCommand),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GraphFormat {
+    Text,
+    Dot,
+    Mermaid,
+}
+
+#[derive(Debug, Subcommand)]
+enum GpuCommand {
+    /// Read this node's GPUs through NVML (read-only) and print the inventory.
+    Inventory {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// Node name recorded in the report (default: the host name).
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DevCommand {
+    /// Write a synthetic, valid fleet of any size (for benchmarks).
+    Generate {
+        /// Hosts.
+        #[arg(long, default_value_t = 1000)]
+        hosts: usize,
+        /// Tenants.
+        #[arg(long, default_value_t = 100)]
+        tenants: usize,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+struct StateArgs {
+    /// State directory (inventory, journal, lock).
+    #[arg(long, env = "FLEETFORM_STATE_DIR", default_value = ".fleetform/state")]
+    state: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    state: StateArgs,
+    /// Limit to these resources and what they depend on (repeatable).
+    #[arg(long = "target", value_parser = ResourceId::parse)]
+    targets: Vec<ResourceId>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Save the plan to apply later with `fleetform apply FILE`.
+    #[arg(short = 'o', long = "out")]
+    out: Option<PathBuf>,
+    /// Allow deleting more than the fleet's prune.maxDeleteFraction of managed resources.
+    #[arg(long)]
+    allow_mass_delete: bool,
+    /// Pull-request mode: the base revision (e.g. main); requires --repo.
+    #[arg(long, requires = "head")]
+    base: Option<String>,
+    /// Pull-request mode: the head revision (the PR branch or commit).
+    #[arg(long, requires = "base")]
+    head: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ApplyArgs {
+    /// A plan saved with `plan -o`; refused if the revision or live state moved since.
+    plan: Option<PathBuf>,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    state: StateArgs,
+    /// Limit to these resources and what they depend on (repeatable).
+    #[arg(long = "target", value_parser = ResourceId::parse)]
+    targets: Vec<ResourceId>,
+    /// Consent to deleting or replacing resources.
+    #[arg(long)]
+    allow_destroy: bool,
+    /// Allow deleting more than the fleet's prune.maxDeleteFraction of managed resources.
+    #[arg(long)]
+    allow_mass_delete: bool,
+    /// Provider calls in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Seconds a resource may take to become healthy.
+    #[arg(long, default_value_t = 600)]
+    health_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+struct DriftArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    state: StateArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Fix drift through the normal plan/apply path.
+    #[arg(long)]
+    remediate: bool,
+}
+
+/// What a command found, mapped to the exit status in one place.
+enum Done {
+    /// Nothing to change / nothing drifted.
+    Clean,
+    /// Changes present (plan) or drift found.
+    Changes,
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap exits 2 on usage errors, which would read as "changes present".
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
+        Ok(Done::Clean) => 0,
+        Ok(Done::Changes) => 2,
+        Err(e) => {
+            // The chain is printed once, here, each cause on its own line.
+            eprintln!("error: {e}");
+            let mut seen = vec![e.to_string()];
+            for cause in e.chain().skip(1) {
+                let msg = cause.to_string();
+                if !seen.iter().any(|s| s.contains(&msg)) {
+                    eprintln!("  caused by: {msg}");
+                }
+                seen.push(msg);
+            }
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLEETFORM_LOG").unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<Done> {
+    match cli.command {
+        Command::Validate { dir, format } => validate(dir, format),
+        Command::Plan(args) => plan(args).await,
+        Command::Apply(args) => apply(args).await,
+        Command::Drift(args) => drift(args).await,
+        Command::Graph { source, format } => graph(source, format),
+        Command::ForceUnlock { id, state } => {
+            LocalStateStore::open(&state)?.force_unlock(&id).await?;
+            println!("Lock {id} removed.");
+            Ok(Done::Clean)
+        }
+        Command::Gpu(GpuCommand::Inventory { format, node }) => gpu_inventory(format, node),
+        Command::Dev(DevCommand::Generate { hosts, tenants, out }) => {
+            let files = fleetform_engine::synth::synthetic_fleet(hosts, tenants);
+            for f in &files {
+                let path = out.join(&f.path);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&path, &f.bytes).with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("Wrote {} files ({hosts} hosts, {tenants} tenants) to {}", files.len(), out.display());
+            Ok(Done::Clean)
+        }
+    }
+}
+
+fn color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Prints located diagnostics and turns them into the command's error.
+fn invalid(diags: &[fleetform_engine::diag::Diagnostic], files: &[fleetform_engine::load::SourceFile], format: Format) -> anyhow::Error {
+    match format {
+        Format::Json => println!("{}", serde_json::json!({ "valid": false, "diagnostics": diags })),
+        _ => eprint!("{}", fleetform_engine::validate::render_text(diags, files)),
+    }
+    let errors = diags.iter().filter(|d| d.severity == fleetform_engine::diag::Severity::Error).count();
+    anyhow::anyhow!("the fleet is invalid: {errors} error(s)")
+}
+
+fn load(source: &SourceArgs, reference: Option<&str>, format: Format) -> Result<Loaded> {
+    match source.load(reference) {
+        Ok(l) => Ok(l),
+        Err(LoadFailure::Invalid(d, files)) => Err(invalid(&d, &files, format)),
+        Err(LoadFailure::Other(e)) => Err(e),
+    }
+}
+
+fn validate(dir: PathBuf, format: Format) -> Result<Done> {
+    let source = SourceArgs {
+        fleet: dir,
+        repo: None,
+        reference: "main".into(),
+        path: String::new(),
+        secrets_dir: PathBuf::from("."),
+        cache_dir: None,
+    };
+    let (_, files) = match source.read(None) {
+        Ok(x) => x,
+        Err(LoadFailure::Invalid(d, f)) => return Err(invalid(&d, &f, format)),
+        Err(LoadFailure::Other(e)) => return Err(e),
+    };
+    let (docs, mut diags) = fleetform_engine::load::load(&files);
+    if diags.is_empty() {
+        if let Err(d) = fleetform_engine::validate::validate(&docs) {
+            diags = d;
+        }
+    }
+    fleetform_engine::diag::sort(&mut diags);
+    if diags.iter().any(|d| d.severity == fleetform_engine::diag::Severity::Error) {
+        return Err(invalid(&diags, &files, format));
+    }
+    match format {
+        Format::Json => println!("{}", serde_json::json!({ "valid": true, "documents": docs.len(), "diagnostics": diags })),
+        _ => {
+            if !diags.is_empty() {
+                eprint!("{}", fleetform_engine::validate::render_text(&diags, &files));
+            }
+            println!("The fleet is valid: {} documents in {} files.", docs.len(), files.len());
+        }
+    }
+    Ok(Done::Clean)
+}
+
+fn plan_options(loaded: &Loaded, targets: Vec<ResourceId>, allow_mass_delete: bool) -> PlanOptions {
+    PlanOptions {
+        targets,
+        max_delete_fraction: loaded.fleet.fleet.spec.prune.max_delete_fraction,
+        allow_mass_delete,
+        ..PlanOptions::default()
+    }
+}
+
+async fn plan_against_live(source: &SourceArgs, state_dir: &PathBuf, loaded: &Loaded, options: &PlanOptions) -> Result<Planned> {
+    let store = LocalStateStore::open(state_dir)?;
+    let state = store.load().await?;
+    let providers = source.providers(&loaded.compiled)?;
+    Ok(make_plan(&loaded.compiled.resources, &state, &providers, options, ObserveOptions::default(), Some(loaded.revision.clone())).await?)
+}
+
+async fn plan(args: PlanArgs) -> Result<Done> {
+    if let (Some(base), Some(head)) = (&args.base, &args.head) {
+        return pr_plan(&args, base, head).await;
+    }
+    let loaded = load(&args.source, None, args.format)?;
+    let options = plan_options(&loaded, args.targets.clone(), args.allow_mass_delete);
+    let planned = plan_against_live(&args.source, &args.state.state, &loaded, &options).await?;
+    emit_plan(&planned.plan, args.format, "fleetform plan", &[]);
+    if let Some(out) = &args.out {
+        fleetform_engine::state::write_atomic(out, report::plan_json(&planned.plan).as_bytes())?;
+        eprintln!("Saved the plan to {}; apply it with `fleetform apply {}`.", out.display(), out.display());
+    }
+    plan_outcome(&planned.plan)
+}
+
+fn plan_outcome(plan: &Plan) -> Result<Done> {
+    if !plan.problems.is_empty() {
+        bail!("the plan has {} problem(s)", plan.problems.len());
+    }
+    Ok(if plan.summary.has_changes() { Done::Changes } else { Done::Clean })
+}
+
+fn emit_plan(plan: &Plan, format: Format, title: &str, intro: &[String]) {
+    match format {
+        Format::Text => {
+            for line in intro {
+                println!("{line}");
+            }
+            print!("{}", report::plan_text(plan, color()));
+        }
+        Format::Json => println!("{}", report::plan_json(plan)),
+        Format::Markdown => print!("{}", report::plan_markdown(plan, title, intro)),
+    }
+}
+
+/// Pull-request plan: what the PR changes in the manifest, the head planned
+/// against live state, and which changes come from the PR versus were already pending.
+async fn pr_plan(args: &PlanArgs, base: &str, head: &str) -> Result<Done> {
+    let Some(url) = &args.source.repo else { bail!("--base/--head need --repo (the fleet repository)") };
+    let base_loaded = load(&args.source, Some(base), args.format)?;
+    let head_loaded = load(&args.source, Some(head), args.format)?;
+    let git = fleetform_engine::source::GitSource::new(
+        args.source.cache_dir.clone().unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/fleetform/git")),
+    );
+    let repo = git.open(url)?;
+    let changed = repo.diff_paths(&base_loaded.revision, &head_loaded.revision, &args.source.path)?;
+    let options = plan_options(&head_loaded, args.targets.clone(), args.allow_mass_delete);
+    let head_plan = plan_against_live(&args.source, &args.state.state, &head_loaded, &options).await?;
+    let base_plan = plan_against_live(&args.source, &args.state.state, &base_loaded, &plan_options(&base_loaded, args.targets.clone(), true)).await?;
+    let already: std::collections::BTreeSet<&ResourceId> = base_plan.plan.actionable().map(|c| &c.id).collect();
+    let from_pr: Vec<&ResourceId> = head_plan.plan.actionable().map(|c| &c.id).filter(|id| !already.contains(id)).collect();
+    let short = |c: &str| c.chars().take(12).collect::<String>();
+    let mut intro = vec![format!(
+        "This pull request ({} → {}) changes {} manifest file(s): {}.",
+        short(&base_loaded.revision),
+        short(&head_loaded.revision),
+        changed.len(),
+        changed.iter().map(|c| format!("`{}`", c.path)).collect::<Vec<_>>().join(", ")
+    )];
+    intro.push(format!("{} change(s) come from this pull request; {} were already pending or drifting on the base.", from_pr.len(), already.len()));
+    if !already.is_empty() {
+        let list: Vec<String> = already.iter().take(20).map(|i| format!("`{i}`")).collect();
+        intro.push(format!("Already pending before this PR: {}{}.", list.join(", "), if already.len() > 20 { ", …" } else { "" }));
+    }
+    emit_plan(&head_plan.plan, args.format, "fleetform plan for this pull request", &intro);
+    plan_outcome(&head_plan.plan)
+}
+
+/// Holds the state lock for the life of a command.
+struct Locked {
+    store: LocalStateStore,
+    info: LockInfo,
+}
+
+impl Locked {
+    async fn take(dir: &PathBuf, operation: &str) -> Result<Self> {
+        let store = LocalStateStore::open(dir)?;
+        let info = LockInfo::for_this_process(operation);
+        store.lock(&info).await?;
+        Ok(Self { store, info })
+    }
+    async fn release(self) -> Result<()> {
+        self.store.unlock(&self.info).await?;
+        Ok(())
+    }
+}
+
+fn cancel_on_signals() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let term = async {
+            #[cfg(unix)]
+            if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                s.recv().await;
+                return;
+            }
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        eprintln!("\nInterrupted: letting calls in flight finish and recording them (interrupt again to abort)...");
+        let _ = tx.send(true);
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(130);
+    });
+    rx
+}
+
+/// Prints apply progress as plain lines (coloured on a TTY).
+fn progress() -> (tokio::sync::mpsc::UnboundedSender<ApplyEvent>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let tty = color();
+    let paint = move |code: &str, s: String| if tty { format!("\x1b[{code}m{s}\x1b[0m") } else { s };
+    let handle = tokio::spawn(async move {
+        let start = Instant::now();
+        while let Some(e) = rx.recv().await {
+            let t = format!("[{:>6.1}s]", start.elapsed().as_secs_f64());
+            let line = match e {
+                ApplyEvent::Started { id, action } => format!("{t} {:?} {id} ...", action),
+                ApplyEvent::Retrying { id, attempt, error, delay_ms } => paint("33", format!("{t} retry {id} after attempt {attempt} in {delay_ms} ms: {error}")),
+                ApplyEvent::WaitingHealthy { id, message } => format!("{t} waiting for {id} to be healthy: {message}"),
+                ApplyEvent::WaitingRollout { id, pool } => format!("{t} {id} waits for room in rollout group {pool}"),
+                ApplyEvent::Succeeded { id, elapsed_ms, .. } => paint("32", format!("{t} done {id} ({:.1}s)", elapsed_ms as f64 / 1000.0)),
+                ApplyEvent::Failed { id, error } => paint("31", format!("{t} FAILED {id}: {error}")),
+                ApplyEvent::Skipped { id, root } => paint("2", format!("{t} skipped {id} (waits for failed {root})")),
+            };
+            eprintln!("{line}");
+        }
+    });
+    (tx, handle)
+}
+
+async fn apply(args: ApplyArgs) -> Result<Done> {
+    let loaded = load(&args.source, None, Format::Text)?;
+    let saved: Option<Plan> = match &args.plan {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading saved plan {}", path.display()))?;
+            let plan: Plan = serde_json::from_str(&text).with_context(|| format!("{} is not a fleetform plan", path.display()))?;
+            if plan.revision.as_deref() != Some(loaded.revision.as_str()) {
+                bail!(
+                    "the saved plan was made from revision {}, but the fleet is now at {}: plan again",
+                    plan.revision.as_deref().unwrap_or("?"),
+                    loaded.revision
+                );
+            }
+            Some(plan)
+        }
+        None => None,
+    };
+    let lock = Locked::take(&args.state.state, "apply").await?;
+    let result = apply_locked(&args, &loaded, saved.as_ref(), &lock.store).await;
+    lock.release().await?;
+    result
+}
+
+async fn apply_locked(args: &ApplyArgs, loaded: &Loaded, saved: Option<&Plan>, store: &LocalStateStore) -> Result<Done> {
+    let mut state = store.load().await?;
+    let providers = args.source.providers(&loaded.compiled)?;
+    let options = plan_options(loaded, args.targets.clone(), args.allow_mass_delete);
+    let planned = make_plan(&loaded.compiled.resources, &state, &providers, &options, ObserveOptions::default(), Some(loaded.revision.clone())).await?;
+    if let Some(saved) = saved {
+        if saved.digest != planned.plan.digest {
+            bail!("live state changed since the plan was saved ({} now vs {} then): plan again and review", report::totals(&planned.plan), report::totals(saved));
+        }
+    } else {
+        print!("{}", report::plan_text(&planned.plan, color()));
+    }
+    if !planned.plan.problems.is_empty() {
+        if saved.is_some() {
+            print!("{}", report::plan_text(&planned.plan, color()));
+        }
+        bail!("the plan has {} problem(s); nothing was applied", planned.plan.problems.len());
+    }
+    if !planned.plan.summary.has_changes() && planned.plan.forget.is_empty() {
+        // Record the revision even when nothing changed, so drift compares with it.
+        if state.last_applied_revision.as_deref() != Some(loaded.revision.as_str()) {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            run_apply(&planned, &loaded.compiled.resources, &mut state, store, &providers, &ApplyOptions::default(), None, rx).await?;
+            drop(tx);
+        }
+        return Ok(Done::Clean);
+    }
+    let opts = ApplyOptions {
+        concurrency: args.concurrency,
+        allow_destroy: args.allow_destroy,
+        health_timeout: std::time::Duration::from_secs(args.health_timeout),
+        ..ApplyOptions::default()
+    };
+    let cancel = cancel_on_signals();
+    let (tx, printer) = progress();
+    let report = run_apply(&planned, &loaded.compiled.resources, &mut state, store, &providers, &opts, Some(tx), cancel).await;
+    let _ = printer.await;
+    let report = report?;
+    print!("{}", report::apply_text(&report));
+    if report.succeeded() {
+        println!("Applied revision {}.", loaded.revision);
+        Ok(Done::Clean)
+    } else {
+        bail!("the apply did not complete")
+    }
+}
+
+async fn drift(args: DriftArgs) -> Result<Done> {
+    let store = LocalStateStore::open(&args.state.state)?;
+    let state = store.load().await?;
+    // Compare with the revision last applied, not whatever the branch says now.
+    let reference = if args.source.repo.is_some() { state.last_applied_revision.clone() } else { None };
+    let loaded = load(&args.source, reference.as_deref(), args.format)?;
+    if state.resources.is_empty() {
+        println!("Nothing is managed yet: run `fleetform apply` first.");
+        return Ok(Done::Clean);
+    }
+    let providers = args.source.providers(&loaded.compiled)?;
+    let options = PlanOptions { inventory_only: true, no_prune: true, ..plan_options(&loaded, Vec::new(), false) };
+    let planned = make_plan(&loaded.compiled.resources, &state, &providers, &options, ObserveOptions::default(), Some(loaded.revision.clone())).await?;
+    match args.format {
+        Format::Text => print!("{}", report::drift_text(&planned.plan, color())),
+        Format::Json => println!("{}", serde_json::json!({ "formatVersion": 1, "drifted": planned.plan.actionable().collect::<Vec<_>>(), "problems": planned.plan.problems })),
+        Format::Markdown => print!("{}", report::plan_markdown(&planned.plan, "fleetform drift", &[])),
+    }
+    if !planned.plan.problems.is_empty() {
+        bail!("drift detection had {} problem(s)", planned.plan.problems.len());
+    }
+    if !planned.plan.summary.has_changes() {
+        return Ok(Done::Clean);
+    }
+    if args.remediate {
+        eprintln!("Remediating through plan/apply...");
+        let lock = Locked::take(&args.state.state, "drift --remediate").await?;
+        let mut state = lock.store.load().await?;
+        let cancel = cancel_on_signals();
+        let (tx, printer) = progress();
+        let result = run_apply(&planned, &loaded.compiled.resources, &mut state, &lock.store, &providers, &ApplyOptions::default(), Some(tx), cancel).await;
+        let _ = printer.await;
+        lock.release().await?;
+        let report = result?;
+        print!("{}", report::apply_text(&report));
+        if !report.succeeded() {
+            bail!("remediation did not complete");
+        }
+    }
+    Ok(Done::Changes)
+}
+
+fn graph(source: SourceArgs, format: GraphFormat) -> Result<Done> {
+    let loaded = load(&source, None, Format::Text)?;
+    let graph = fleetform_engine::graph::Graph::build(&loaded.compiled.resources)?;
+    match format {
+        GraphFormat::Text => print!("{graph}"),
+        GraphFormat::Dot => print!("{}", graph.to_dot()),
+        GraphFormat::Mermaid => print!("{}", graph.to_mermaid()),
+    }
+    Ok(Done::Clean)
+}
+
+fn gpu_inventory(format: Format, node: Option<String>) -> Result<Done> {
+    let mut options = fleetform_gpu::CollectOptions::default();
+    if let Some(n) = node {
+        options.node = Some(n);
+    }
+    match fleetform_gpu::collect_with(&options) {
+        Ok(inv) => {
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&inv)?),
+                _ => print!("{}", fleetform_gpu::render_text(&inv)),
+            }
+            Ok(Done::Clean)
+        }
+        Err(e) => bail!("{e}"),
+    }
+}

@@ -7,16 +7,16 @@
 //! providers touch the network; every other stage is a plain function.
 #![warn(missing_docs)]
 
+pub mod catalog;
 pub mod diag;
+pub mod load;
+pub mod manifest;
 pub mod provider;
 pub mod resource;
 pub mod secret;
 pub mod sensitive;
 pub mod serve;
 pub mod source;
-pub mod catalog;
-pub mod load;
-pub mod manifest;
 pub mod synth;
 pub mod validate;
 
@@ -26,3 +26,14 @@ pub use provider::{
 };
 pub use resource::{Dependency, Desired, Origin, ResourceId, RolloutGroup};
 pub use sensitive::Sensitive;
+pub mod apply;
+pub mod graph;
+pub mod observe;
+pub mod plan;
+pub mod state;
+pub mod diff;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod reconcile;
+pub mod compile;
+pub mod report;

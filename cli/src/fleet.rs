@@ -1,0 +1,167 @@
+//! Getting from command-line arguments to compiled resources and providers:
+//! read the fleet (a directory or a git revision), validate, compile, and
+//! build the providers the resources need.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use fleetform_engine::compile::{self, Compiled};
+use fleetform_engine::diag::Diagnostic;
+use fleetform_engine::load::{self, SourceFile};
+use fleetform_engine::manifest::Fleet;
+use fleetform_engine::observe::Providers;
+use fleetform_engine::secret::{LocalSecrets, SecretRef, SecretResolver};
+use fleetform_engine::source::{GitRef, GitSource, SourceSpec};
+use fleetform_engine::validate;
+
+/// Where the fleet comes from.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// A fleet directory on disk (ignored when --repo is given).
+    #[arg(long, default_value = ".", env = "FLEETFORM_FLEET")]
+    pub fleet: PathBuf,
+    /// A git repository (path, file://, https://, ssh://) to read the fleet from.
+    #[arg(long, env = "FLEETFORM_REPO")]
+    pub repo: Option<String>,
+    /// Branch, `tag:NAME`, or a commit id to read from --repo.
+    #[arg(long = "ref", default_value = "main")]
+    pub reference: String,
+    /// The fleet's directory inside the repository.
+    #[arg(long, default_value = "")]
+    pub path: String,
+    /// Where relative secret and kubeconfig file references are resolved.
+    #[arg(long, env = "FLEETFORM_SECRETS_DIR", default_value = ".")]
+    pub secrets_dir: PathBuf,
+    /// Cache of fetched repositories.
+    #[arg(long, env = "FLEETFORM_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// A fleet read, validated and compiled at one revision.
+pub struct Loaded {
+    /// The revision: a commit id, or `dir:<digest>` for a directory.
+    pub revision: String,
+    /// The files read (for error snippets).
+    pub files: Vec<SourceFile>,
+    /// The validated model.
+    pub fleet: Fleet,
+    /// The compiled resources.
+    pub compiled: Compiled,
+}
+
+/// Why the fleet could not be loaded: located diagnostics, or another error.
+pub enum LoadFailure {
+    /// Problems in the manifest, with the files to render snippets from.
+    Invalid(Vec<Diagnostic>, Vec<SourceFile>),
+    /// Anything else (git, I/O).
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for LoadFailure {
+    fn from(e: anyhow::Error) -> Self {
+        LoadFailure::Other(e)
+    }
+}
+
+/// Parses `--ref`: a 40-hex commit, `tag:NAME`, or a branch.
+pub fn git_ref(s: &str) -> GitRef {
+    if s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit()) {
+        GitRef::Commit(s.to_string())
+    } else if let Some(t) = s.strip_prefix("tag:") {
+        GitRef::Tag(t.to_string())
+    } else {
+        GitRef::Branch(s.strip_prefix("refs/heads/").unwrap_or(s).to_string())
+    }
+}
+
+impl SourceArgs {
+    /// The secret resolver for this invocation.
+    pub fn secrets(&self) -> Arc<dyn SecretResolver> {
+        Arc::new(LocalSecrets::new(&self.secrets_dir))
+    }
+
+    fn cache(&self) -> PathBuf {
+        self.cache_dir.clone().unwrap_or_else(|| {
+            std::env::var_os("HOME").map_or_else(|| PathBuf::from(".fleetform/cache"), |h| PathBuf::from(h).join(".cache/fleetform/git"))
+        })
+    }
+
+    /// Reads the fleet's files at `reference` (or the directory), with the revision id.
+    pub fn read(&self, reference: Option<&str>) -> Result<(String, Vec<SourceFile>), LoadFailure> {
+        match &self.repo {
+            Some(url) => {
+                let git = GitSource::new(self.cache());
+                let spec = SourceSpec {
+                    url: url.clone(),
+                    reference: git_ref(reference.unwrap_or(&self.reference)),
+                    path: self.path.clone(),
+                    auth: None,
+                };
+                let rev = git.fetch(&spec, self.secrets().as_ref()).with_context(|| format!("fetching {}", spec.reference))?;
+                let repo = git.open(url).context("opening the fetched repository")?;
+                let files = repo.read_tree(&rev.commit, &self.path).context("reading the fleet at that commit")?;
+                Ok((rev.commit, files))
+            }
+            None => {
+                let files = load::read_dir(&self.fleet).map_err(|d| LoadFailure::Invalid(d, Vec::new()))?;
+                Ok((dir_revision(&files), files))
+            }
+        }
+    }
+
+    /// Reads, validates and compiles.
+    pub fn load(&self, reference: Option<&str>) -> Result<Loaded, LoadFailure> {
+        let (revision, files) = self.read(reference)?;
+        let (docs, mut diags) = load::load(&files);
+        if !diags.is_empty() {
+            fleetform_engine::diag::sort(&mut diags);
+            return Err(LoadFailure::Invalid(diags, files));
+        }
+        let fleet = validate::validate(&docs).map_err(|d| LoadFailure::Invalid(d, files.clone()))?;
+        let compiled = compile::compile(&fleet, self.secrets().as_ref()).map_err(|d| LoadFailure::Invalid(d, files.clone()))?;
+        Ok(Loaded { revision, files, fleet, compiled })
+    }
+
+    /// The providers the compiled resources need.
+    pub fn providers(&self, compiled: &Compiled) -> Result<Providers> {
+        let mut clusters = BTreeMap::new();
+        for (name, c) in &compiled.clusters {
+            let path = kubeconfig_path(&c.kubeconfig, &self.secrets_dir)
+                .with_context(|| format!("kubeconfig of cluster {name} ({})", c.kubeconfig))?;
+            let mut cfg = fleetform_kube::ClusterConfig::new(path);
+            cfg.context = c.context.clone();
+            clusters.insert(name.clone(), cfg);
+        }
+        let secrets = self.secrets();
+        Ok(Providers::new()
+            .with(Arc::new(fleetform_kube::KubeProvider::new(clusters)))
+            .with(Arc::new(fleetform_redfish::RedfishProvider::new(secrets.clone())))
+            .with(Arc::new(fleetform_ngc::NgcProvider::new(secrets))))
+    }
+}
+
+/// A kubeconfig reference is a file path (or an env var holding one).
+fn kubeconfig_path(r: &SecretRef, base: &Path) -> Result<PathBuf> {
+    match r {
+        SecretRef::File(p) if p.is_absolute() => Ok(p.clone()),
+        SecretRef::File(p) => Ok(base.join(p)),
+        SecretRef::Env(v) => std::env::var(v).map(PathBuf::from).with_context(|| format!("environment variable {v} is not set")),
+        SecretRef::Secret(_) => anyhow::bail!("a kubeconfig must be a file reference ({{file: ...}}) or an env var holding a path"),
+    }
+}
+
+/// A directory has no commit: its revision is the digest of its files.
+fn dir_revision(files: &[SourceFile]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.path.as_bytes());
+        h.update([0]);
+        h.update(&f.bytes);
+        h.update([0]);
+    }
+    format!("dir:{}", &hex::encode(h.finalize())[..16])
+}
