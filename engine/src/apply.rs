@@ -272,6 +272,26 @@ pub async fn apply(
         state.replay(&JournalEntry::Removed { id: id.clone() });
     }
 
+    // A resource whose apply was interrupted after the provider acted is in
+    // sync now but still marked pending: confirm it without calling the provider.
+    for c in plan.changes.iter().filter(|c| c.action == Action::NoOp) {
+        let pending = state.resources.get(&c.id).is_some_and(|e| e.pending);
+        if let (true, Some(d)) = (pending, inputs.desired.get(&c.id)) {
+            let entry = InventoryEntry {
+                spec: Some(digested_spec(&d.spec, &d.sensitive)),
+                spec_digest: Some(digest_bytes(&serde_json::to_vec(&d.spec).unwrap_or_default())),
+                sensitive: d.sensitive.clone(),
+                deps: d.deps.clone(),
+                prevent_destroy: d.prevent_destroy,
+                pending: false,
+                revision: None,
+            };
+            let record = JournalEntry::Applied { id: c.id.clone(), entry };
+            inputs.store.record(&record).await?;
+            state.replay(&record);
+        }
+    }
+
     let todo: BTreeMap<&ResourceId, &PlannedChange> = plan.actionable().map(|c| (&c.id, c)).collect();
     // Each change waits for the changes among its dependencies (unchanged ones are satisfied);
     // deletes wait for every non-delete change and for the deletes of their dependents.

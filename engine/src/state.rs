@@ -504,6 +504,6 @@ mod tests {
     #[test]
     fn rfc3339_formats_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_795_737_600), "2026-11-26T00:00:00Z");
+        assert_eq!(rfc3339(1_795_737_600), "2026-11-27T00:00:00Z");
     }
 }
