@@ -32,9 +32,10 @@ pub struct SourceArgs {
     /// The fleet's directory inside the repository.
     #[arg(long, default_value = "")]
     pub path: String,
-    /// Where relative secret and kubeconfig file references are resolved.
-    #[arg(long, env = "FLEETFORM_SECRETS_DIR", default_value = ".")]
-    pub secrets_dir: PathBuf,
+    /// Where relative secret and kubeconfig file references are resolved
+    /// (default: the fleet directory; the current directory with --repo).
+    #[arg(long, env = "FLEETFORM_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
     /// Cache of fetched repositories.
     #[arg(long, env = "FLEETFORM_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -44,8 +45,6 @@ pub struct SourceArgs {
 pub struct Loaded {
     /// The revision: a commit id, or `dir:<digest>` for a directory.
     pub revision: String,
-    /// The files read (for error snippets).
-    pub files: Vec<SourceFile>,
     /// The validated model.
     pub fleet: Fleet,
     /// The compiled resources.
@@ -80,7 +79,16 @@ pub fn git_ref(s: &str) -> GitRef {
 impl SourceArgs {
     /// The secret resolver for this invocation.
     pub fn secrets(&self) -> Arc<dyn SecretResolver> {
-        Arc::new(LocalSecrets::new(&self.secrets_dir))
+        Arc::new(LocalSecrets::new(self.secrets_base()))
+    }
+
+    /// The directory relative secret references are resolved against.
+    pub fn secrets_base(&self) -> PathBuf {
+        match (&self.secrets_dir, &self.repo) {
+            (Some(d), _) => d.clone(),
+            (None, Some(_)) => PathBuf::from("."),
+            (None, None) => self.fleet.clone(),
+        }
     }
 
     fn cache(&self) -> PathBuf {
@@ -122,14 +130,14 @@ impl SourceArgs {
         }
         let fleet = validate::validate(&docs).map_err(|d| LoadFailure::Invalid(d, files.clone()))?;
         let compiled = compile::compile(&fleet, self.secrets().as_ref()).map_err(|d| LoadFailure::Invalid(d, files.clone()))?;
-        Ok(Loaded { revision, files, fleet, compiled })
+        Ok(Loaded { revision, fleet, compiled })
     }
 
     /// The providers the compiled resources need.
     pub fn providers(&self, compiled: &Compiled) -> Result<Providers> {
         let mut clusters = BTreeMap::new();
         for (name, c) in &compiled.clusters {
-            let path = kubeconfig_path(&c.kubeconfig, &self.secrets_dir)
+            let path = kubeconfig_path(&c.kubeconfig, &self.secrets_base())
                 .with_context(|| format!("kubeconfig of cluster {name} ({})", c.kubeconfig))?;
             let mut cfg = fleetform_kube::ClusterConfig::new(path);
             cfg.context = c.context.clone();

@@ -308,7 +308,7 @@ fn validate(dir: PathBuf, format: Format) -> Result<Done> {
         repo: None,
         reference: "main".into(),
         path: String::new(),
-        secrets_dir: PathBuf::from("."),
+        secrets_dir: None,
         cache_dir: None,
     };
     let (_, files) = match source.read(None) {

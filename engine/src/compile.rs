@@ -366,9 +366,11 @@ impl Cx<'_> {
                 return None;
             }
         };
-        let host = registry_host(&self.fleet.fleet.spec.registries.ngc.endpoint);
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("$oauthtoken:{}", key.expose()));
-        let config = json!({ "auths": { host: { "username": "$oauthtoken", "password": key.expose(), "auth": auth } } });
+        let registry = &self.fleet.fleet.spec.registries.ngc;
+        let host = registry_host(&registry.endpoint);
+        let user = registry.username.as_deref().unwrap_or("$oauthtoken");
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", key.expose()));
+        let config = json!({ "auths": { host: { "username": user, "password": key.expose(), "auth": auth } } });
         let data = base64::engine::general_purpose::STANDARD.encode(config.to_string());
         let obj = json!({
             "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
@@ -455,7 +457,8 @@ impl Cx<'_> {
         let (repo, tag) = split_image(&nim.spec.image);
         let repository = repo.split_once('/').map_or(repo.as_str(), |(_, r)| r).to_string();
         let host = registry_host(&registry.endpoint);
-        let credentials = tenant.spec.ngc.as_ref().map(|n| json!({ "username": "$oauthtoken", "password": n.api_key }));
+        let user = registry.username.as_deref().unwrap_or("$oauthtoken");
+        let credentials = tenant.spec.ngc.as_ref().map(|n| json!({ "username": user, "password": n.api_key }));
         let spec = json!({
             "tenant": tenant.name(),
             "registry": { "endpoint": registry.endpoint, "insecure": registry.insecure, "caBundle": registry.ca_bundle },

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# fleetform's main job, end to end, on the local sandbox (the README's first command):
+# build, bring the sandbox up, put the fleet in a local git repository, then
+# validate, plan, apply, re-plan (zero changes), drift after out-of-band edits,
+# a pull-request plan in Markdown, merge and reconcile, and the dependency graph.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+sb=$repo/.sandbox
+t_start=$SECONDS
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+# Runs a fleetform command and checks its exit status (0 clean, 2 changes, 1 error).
+expect() {
+  local want=$1; shift
+  set +e; "$@"; local got=$?; set -e
+  if [[ $got != "$want" ]]; then echo "demo: expected exit $want from '$*', got $got" >&2; exit 1; fi
+}
+
+step "Building fleetform (the first build compiles every dependency: ~10 min on 2 cores)"
+t0=$SECONDS
+cargo build -q -p fleetform
+ff=$repo/target/debug/fleetform
+echo "built in $((SECONDS - t0)) s"
+
+step "Bringing the sandbox up: kube-apiserver, Redfish emulators, OCI registry, all on 127.0.0.1"
+scripts/sandbox.sh up
+source "$sb/sandbox.env"
+rm -rf "$sb/state" "$sb/repo" "$sb/git-cache"
+export FLEETFORM_CACHE_DIR=$sb/git-cache
+
+step "Making a local git repository from the sandbox fleet"
+mkdir -p "$sb/repo"
+cp "$sb"/fleet/*.yaml "$sb/repo/"
+git -C "$sb/repo" init -q -b main
+git -C "$sb/repo" -c user.name=demo -c user.email=demo@example.invalid add -A
+git -C "$sb/repo" -c user.name=demo -c user.email=demo@example.invalid commit -qm "fleet: initial sandbox fleet"
+src=(--repo "$sb/repo" --ref main)
+
+step "validate: the manifest is checked (schema and semantic rules) before anything is planned"
+expect 0 "$ff" validate "$sb/repo"
+
+step "plan: what apply would do, in dependency waves (exit 2 = changes present)"
+expect 2 "$ff" plan "${src[@]}"
+
+step "apply: BMC settings, management-cluster objects, tenant operators, node MIG labels, NIMs"
+expect 0 "$ff" apply "${src[@]}" --health-timeout 120
+
+step "plan again: zero changes right after an apply (exit 0)"
+expect 0 "$ff" plan "${src[@]}"
+
+step "Out-of-band changes: a BIOS attribute on a BMC, and the GPU Operator's driver version by 'kubectl-edit'"
+curl -sf -L -u "fleetform:$(cat "$sb/secrets/bmc-password")" -X PATCH -H 'Content-Type: application/json' \
+  "$SANDBOX_SUSHY_LIBVIRT_URL/redfish/v1/Systems/gpu-node-0/BIOS/Settings" -d '{"Attributes":{"ProcTurboMode":"Disabled"}}' >/dev/null
+token=$(awk '/token:/{print $2; exit}' "$sb/secrets/kubeconfig")
+curl -sf --cacert "$SANDBOX_KUBE_CA" -H "Authorization: Bearer $token" -H 'Content-Type: application/apply-patch+yaml' -X PATCH \
+  "$SANDBOX_KUBE_SERVER/apis/nvidia.com/v1/clusterpolicies/cluster-policy?fieldManager=kubectl-edit&force=true" \
+  -d '{"apiVersion":"nvidia.com/v1","kind":"ClusterPolicy","metadata":{"name":"cluster-policy"},"spec":{"driver":{"version":"550.54.15"}}}' >/dev/null
+
+step "drift: both changes are found, with who made the Kubernetes one (exit 2)"
+expect 2 "$ff" drift "${src[@]}"
+
+step "drift --remediate: put them back through the normal plan/apply path"
+expect 2 "$ff" drift "${src[@]}" --remediate
+expect 0 "$ff" drift "${src[@]}"
+
+step "A pull request: two NIM replicas instead of one; the PR comment in Markdown"
+git -C "$sb/repo" checkout -q -b more-replicas
+sed -i 's/^  replicas: 1$/  replicas: 2/' "$sb/repo/tenants.yaml"
+git -C "$sb/repo" -c user.name=demo -c user.email=demo@example.invalid commit -qam "nim: two llama-8b replicas"
+expect 2 "$ff" plan --repo "$sb/repo" --base main --head more-replicas --format markdown | tee "$sb/pr-comment.md"
+
+step "Merging it; fleetform reconciles main to the new head"
+git -C "$sb/repo" checkout -q main
+git -C "$sb/repo" merge -q --ff-only more-replicas
+expect 0 "$ff" apply "${src[@]}" --health-timeout 120
+expect 0 "$ff" plan "${src[@]}"
+
+step "The dependency graph, drawn with graphviz"
+"$ff" graph "${src[@]}" --format dot > "$sb/graph.dot"
+if command -v dot >/dev/null; then dot -Tsvg "$sb/graph.dot" -o "$sb/graph.svg"; echo "graph: $sb/graph.svg"; else echo "graph (DOT): $sb/graph.dot (install graphviz to draw it)"; fi
+
+step "Done in $((SECONDS - t_start)) s"
+cat <<MSG
+Where to look next:
+  .sandbox/state/state.json   the inventory and last applied revision
+  .sandbox/pr-comment.md      the pull-request comment
+  .sandbox/graph.svg          the dependency graph
+  docs/manifest.md            the manifest reference; docs/providers/*.md for each provider
+  scripts/sandbox.sh down     stops the sandbox
+MSG
