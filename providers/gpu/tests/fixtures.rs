@@ -253,3 +253,25 @@ fn text_rendering_of_a_mig_node_lists_its_mig_devices() {
     assert_eq!(text.lines().filter(|l| l.ends_with("mig devices: 7 × 1g.10gb")).count(), 7, "{text}");
     assert!(text.contains("health healthy"), "{text}");
 }
+
+/// Recorded on a real NVIDIA H100 80GB HBM3 through the device tool by
+/// tests/device/nvml-check.sh (check log beside it): the real NVML shape must
+/// parse, read as healthy, and match a one-GPU H100 pool with its driver.
+#[test]
+fn an_inventory_recorded_on_a_real_h100_is_healthy_and_matches_its_pool() {
+    let inv = load("recorded-h100-80gb-hbm3.json");
+    assert_eq!(inv.gpus.len(), 1);
+    assert!(inv.gpus[0].name.as_deref().is_some_and(|n| n.contains("H100")), "{:?}", inv.gpus[0].name);
+    assert_eq!(node_health(&inv).state, HealthState::Healthy);
+    let pool = PoolExpectation {
+        pool: "h100-recorded".into(),
+        gpu_model: "H100".into(),
+        gpu_count: 1,
+        mig: None,
+        driver_version: Some("580.159.04".into()),
+        nvlinks_per_gpu: None,
+    };
+    assert!(compare(&pool, &inv).is_empty(), "{:?}", compare(&pool, &inv));
+    // Expecting 8 GPUs on this node is drift.
+    assert!(!compare(&PoolExpectation { gpu_count: 8, ..pool }, &inv).is_empty());
+}
