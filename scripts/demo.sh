@@ -49,8 +49,13 @@ step "plan again: zero changes right after an apply (exit 0)"
 expect 0 "$ff" plan "${src[@]}"
 
 step "Out-of-band changes: a BIOS attribute on a BMC, and the GPU Operator's driver version by 'kubectl-edit'"
-curl -sf -L -u "fleetform:$(cat "$sb/secrets/bmc-password")" -X PATCH -H 'Content-Type: application/json' \
-  "$SANDBOX_SUSHY_LIBVIRT_URL/redfish/v1/Systems/gpu-node-0/BIOS/Settings" -d '{"Attributes":{"ProcTurboMode":"Disabled"}}' >/dev/null
+bmc_auth="fleetform:$(cat "$sb/secrets/bmc-password")"
+# sushy answers /Systems/<name> with a redirect to the UUID; resolve it once.
+system=$(curl -sf -u "$bmc_auth" -o /dev/null -w '%{redirect_url}' "$SANDBOX_SUSHY_LIBVIRT_URL/redfish/v1/Systems/gpu-node-0")
+system=${system:-$SANDBOX_SUSHY_LIBVIRT_URL/redfish/v1/Systems/gpu-node-0}
+curl -sf -u "$bmc_auth" -X PATCH -H 'Content-Type: application/json' \
+  "${system%/}/BIOS/Settings" -d '{"Attributes":{"ProcTurboMode":"Disabled"}}' >/dev/null
+echo "BMC of r01-n01: ProcTurboMode is now $(curl -sf -u "$bmc_auth" "${system%/}/BIOS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Attributes"]["ProcTurboMode"])')"
 token=$(awk '/token:/{print $2; exit}' "$sb/secrets/kubeconfig")
 curl -sf --cacert "$SANDBOX_KUBE_CA" -H "Authorization: Bearer $token" -H 'Content-Type: application/apply-patch+yaml' -X PATCH \
   "$SANDBOX_KUBE_SERVER/apis/nvidia.com/v1/clusterpolicies/cluster-policy?fieldManager=kubectl-edit&force=true" \

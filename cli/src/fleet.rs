@@ -93,7 +93,10 @@ impl SourceArgs {
 
     fn cache(&self) -> PathBuf {
         self.cache_dir.clone().unwrap_or_else(|| {
-            std::env::var_os("HOME").map_or_else(|| PathBuf::from(".fleetform/cache"), |h| PathBuf::from(h).join(".cache/fleetform/git"))
+            std::env::var_os("HOME").map_or_else(
+                || PathBuf::from(".fleetform/cache"),
+                |h| PathBuf::from(h).join(".cache/fleetform/git"),
+            )
         })
     }
 
@@ -108,13 +111,18 @@ impl SourceArgs {
                     path: self.path.clone(),
                     auth: None,
                 };
-                let rev = git.fetch(&spec, self.secrets().as_ref()).with_context(|| format!("fetching {}", spec.reference))?;
+                let rev = git
+                    .fetch(&spec, self.secrets().as_ref())
+                    .with_context(|| format!("fetching {}", spec.reference))?;
                 let repo = git.open(url).context("opening the fetched repository")?;
-                let files = repo.read_tree(&rev.commit, &self.path).context("reading the fleet at that commit")?;
+                let files = repo
+                    .read_tree(&rev.commit, &self.path)
+                    .context("reading the fleet at that commit")?;
                 Ok((rev.commit, files))
             }
             None => {
-                let files = load::read_dir(&self.fleet).map_err(|d| LoadFailure::Invalid(d, Vec::new()))?;
+                let files =
+                    load::read_dir(&self.fleet).map_err(|d| LoadFailure::Invalid(d, Vec::new()))?;
                 Ok((dir_revision(&files), files))
             }
         }
@@ -128,9 +136,15 @@ impl SourceArgs {
             fleetform_engine::diag::sort(&mut diags);
             return Err(LoadFailure::Invalid(diags, files));
         }
-        let fleet = validate::validate(&docs).map_err(|d| LoadFailure::Invalid(d, files.clone()))?;
-        let compiled = compile::compile(&fleet, self.secrets().as_ref()).map_err(|d| LoadFailure::Invalid(d, files.clone()))?;
-        Ok(Loaded { revision, fleet, compiled })
+        let fleet =
+            validate::validate(&docs).map_err(|d| LoadFailure::Invalid(d, files.clone()))?;
+        let compiled = compile::compile(&fleet, self.secrets().as_ref())
+            .map_err(|d| LoadFailure::Invalid(d, files.clone()))?;
+        Ok(Loaded {
+            revision,
+            fleet,
+            compiled,
+        })
     }
 
     /// The providers the compiled resources need.
@@ -146,7 +160,9 @@ impl SourceArgs {
         let secrets = self.secrets();
         Ok(Providers::new()
             .with(Arc::new(fleetform_kube::KubeProvider::new(clusters)))
-            .with(Arc::new(fleetform_redfish::RedfishProvider::new(secrets.clone())))
+            .with(Arc::new(fleetform_redfish::RedfishProvider::new(
+                secrets.clone(),
+            )))
             .with(Arc::new(fleetform_ngc::NgcProvider::new(secrets))))
     }
 }
@@ -156,8 +172,12 @@ fn kubeconfig_path(r: &SecretRef, base: &Path) -> Result<PathBuf> {
     match r {
         SecretRef::File(p) if p.is_absolute() => Ok(p.clone()),
         SecretRef::File(p) => Ok(base.join(p)),
-        SecretRef::Env(v) => std::env::var(v).map(PathBuf::from).with_context(|| format!("environment variable {v} is not set")),
-        SecretRef::Secret(_) => anyhow::bail!("a kubeconfig must be a file reference ({{file: ...}}) or an env var holding a path"),
+        SecretRef::Env(v) => std::env::var(v)
+            .map(PathBuf::from)
+            .with_context(|| format!("environment variable {v} is not set")),
+        SecretRef::Secret(_) => anyhow::bail!(
+            "a kubeconfig must be a file reference ({{file: ...}}) or an env var holding a path"
+        ),
     }
 }
 

@@ -10,14 +10,14 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use fleetform_engine::ResourceId;
 use fleetform_engine::apply::{ApplyEvent, ApplyOptions};
 use fleetform_engine::plan::{Plan, PlanOptions};
-use fleetform_engine::reconcile::{make_plan, run_apply, ObserveOptions, Planned};
+use fleetform_engine::reconcile::{ObserveOptions, Planned, make_plan, run_apply};
 use fleetform_engine::report;
 use fleetform_engine::state::{LocalStateStore, LockInfo, StateStore};
-use fleetform_engine::ResourceId;
 
 use crate::fleet::{LoadFailure, Loaded, SourceArgs};
 
@@ -192,7 +192,8 @@ struct DriftArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-    /// Fix drift through the normal plan/apply path.
+    /// Fix drift through the normal plan/apply path. Kubernetes fields another
+    /// field manager took over are taken back (server-side apply with force).
     #[arg(long)]
     remediate: bool,
 }
@@ -216,7 +217,10 @@ fn main() {
         }
     };
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -244,8 +248,11 @@ fn main() {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FLEETFORM_LOG").unwrap_or_else(|_| "warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLEETFORM_LOG")
+        .unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -265,16 +272,25 @@ async fn run(cli: Cli) -> Result<Done> {
             Ok(Done::Clean)
         }
         Command::Gpu(GpuCommand::Inventory { format, node }) => gpu_inventory(format, node),
-        Command::Dev(DevCommand::Generate { hosts, tenants, out }) => {
+        Command::Dev(DevCommand::Generate {
+            hosts,
+            tenants,
+            out,
+        }) => {
             let files = fleetform_engine::synth::synthetic_fleet(hosts, tenants);
             for f in &files {
                 let path = out.join(&f.path);
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
-                std::fs::write(&path, &f.bytes).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, &f.bytes)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
-            println!("Wrote {} files ({hosts} hosts, {tenants} tenants) to {}", files.len(), out.display());
+            println!(
+                "Wrote {} files ({hosts} hosts, {tenants} tenants) to {}",
+                files.len(),
+                out.display()
+            );
             Ok(Done::Clean)
         }
     }
@@ -285,12 +301,22 @@ fn color() -> bool {
 }
 
 /// Prints located diagnostics and turns them into the command's error.
-fn invalid(diags: &[fleetform_engine::diag::Diagnostic], files: &[fleetform_engine::load::SourceFile], format: Format) -> anyhow::Error {
+fn invalid(
+    diags: &[fleetform_engine::diag::Diagnostic],
+    files: &[fleetform_engine::load::SourceFile],
+    format: Format,
+) -> anyhow::Error {
     match format {
-        Format::Json => println!("{}", serde_json::json!({ "valid": false, "diagnostics": diags })),
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({ "valid": false, "diagnostics": diags })
+        ),
         _ => eprint!("{}", fleetform_engine::validate::render_text(diags, files)),
     }
-    let errors = diags.iter().filter(|d| d.severity == fleetform_engine::diag::Severity::Error).count();
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == fleetform_engine::diag::Severity::Error)
+        .count();
     anyhow::anyhow!("the fleet is invalid: {errors} error(s)")
 }
 
@@ -323,16 +349,29 @@ fn validate(dir: PathBuf, format: Format) -> Result<Done> {
         }
     }
     fleetform_engine::diag::sort(&mut diags);
-    if diags.iter().any(|d| d.severity == fleetform_engine::diag::Severity::Error) {
+    if diags
+        .iter()
+        .any(|d| d.severity == fleetform_engine::diag::Severity::Error)
+    {
         return Err(invalid(&diags, &files, format));
     }
     match format {
-        Format::Json => println!("{}", serde_json::json!({ "valid": true, "documents": docs.len(), "diagnostics": diags })),
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({ "valid": true, "documents": docs.len(), "diagnostics": diags })
+        ),
         _ => {
             if !diags.is_empty() {
-                eprint!("{}", fleetform_engine::validate::render_text(&diags, &files));
+                eprint!(
+                    "{}",
+                    fleetform_engine::validate::render_text(&diags, &files)
+                );
             }
-            println!("The fleet is valid: {} documents in {} files.", docs.len(), files.len());
+            println!(
+                "The fleet is valid: {} documents in {} files.",
+                docs.len(),
+                files.len()
+            );
         }
     }
     Ok(Done::Clean)
@@ -347,11 +386,24 @@ fn plan_options(loaded: &Loaded, targets: Vec<ResourceId>, allow_mass_delete: bo
     }
 }
 
-async fn plan_against_live(source: &SourceArgs, state_dir: &PathBuf, loaded: &Loaded, options: &PlanOptions) -> Result<Planned> {
+async fn plan_against_live(
+    source: &SourceArgs,
+    state_dir: &PathBuf,
+    loaded: &Loaded,
+    options: &PlanOptions,
+) -> Result<Planned> {
     let store = LocalStateStore::open(state_dir)?;
     let state = store.load().await?;
     let providers = source.providers(&loaded.compiled)?;
-    Ok(make_plan(&loaded.compiled.resources, &state, &providers, options, ObserveOptions::default(), Some(loaded.revision.clone())).await?)
+    Ok(make_plan(
+        &loaded.compiled.resources,
+        &state,
+        &providers,
+        options,
+        ObserveOptions::default(),
+        Some(loaded.revision.clone()),
+    )
+    .await?)
 }
 
 async fn plan(args: PlanArgs) -> Result<Done> {
@@ -364,7 +416,11 @@ async fn plan(args: PlanArgs) -> Result<Done> {
     emit_plan(&planned.plan, args.format, "fleetform plan", &[]);
     if let Some(out) = &args.out {
         fleetform_engine::state::write_atomic(out, report::plan_json(&planned.plan).as_bytes())?;
-        eprintln!("Saved the plan to {}; apply it with `fleetform apply {}`.", out.display(), out.display());
+        eprintln!(
+            "Saved the plan to {}; apply it with `fleetform apply {}`.",
+            out.display(),
+            out.display()
+        );
     }
     plan_outcome(&planned.plan)
 }
@@ -373,7 +429,11 @@ fn plan_outcome(plan: &Plan) -> Result<Done> {
     if !plan.problems.is_empty() {
         bail!("the plan has {} problem(s)", plan.problems.len());
     }
-    Ok(if plan.summary.has_changes() { Done::Changes } else { Done::Clean })
+    Ok(if plan.summary.has_changes() {
+        Done::Changes
+    } else {
+        Done::Clean
+    })
 }
 
 fn emit_plan(plan: &Plan, format: Format, title: &str, intro: &[String]) {
@@ -392,33 +452,67 @@ fn emit_plan(plan: &Plan, format: Format, title: &str, intro: &[String]) {
 /// Pull-request plan: what the PR changes in the manifest, the head planned
 /// against live state, and which changes come from the PR versus were already pending.
 async fn pr_plan(args: &PlanArgs, base: &str, head: &str) -> Result<Done> {
-    let Some(url) = &args.source.repo else { bail!("--base/--head need --repo (the fleet repository)") };
+    let Some(url) = &args.source.repo else {
+        bail!("--base/--head need --repo (the fleet repository)")
+    };
     let base_loaded = load(&args.source, Some(base), args.format)?;
     let head_loaded = load(&args.source, Some(head), args.format)?;
     let git = fleetform_engine::source::GitSource::new(
-        args.source.cache_dir.clone().unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/fleetform/git")),
+        args.source.cache_dir.clone().unwrap_or_else(|| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/fleetform/git")
+        }),
     );
     let repo = git.open(url)?;
-    let changed = repo.diff_paths(&base_loaded.revision, &head_loaded.revision, &args.source.path)?;
+    let changed = repo.diff_paths(
+        &base_loaded.revision,
+        &head_loaded.revision,
+        &args.source.path,
+    )?;
     let options = plan_options(&head_loaded, args.targets.clone(), args.allow_mass_delete);
-    let head_plan = plan_against_live(&args.source, &args.state.state, &head_loaded, &options).await?;
-    let base_plan = plan_against_live(&args.source, &args.state.state, &base_loaded, &plan_options(&base_loaded, args.targets.clone(), true)).await?;
-    let already: std::collections::BTreeSet<&ResourceId> = base_plan.plan.actionable().map(|c| &c.id).collect();
-    let from_pr: Vec<&ResourceId> = head_plan.plan.actionable().map(|c| &c.id).filter(|id| !already.contains(id)).collect();
+    let head_plan =
+        plan_against_live(&args.source, &args.state.state, &head_loaded, &options).await?;
+    let base_plan = plan_against_live(
+        &args.source,
+        &args.state.state,
+        &base_loaded,
+        &plan_options(&base_loaded, args.targets.clone(), true),
+    )
+    .await?;
+    let already: std::collections::BTreeSet<&ResourceId> =
+        base_plan.plan.actionable().map(|c| &c.id).collect();
+    let from_pr: Vec<&ResourceId> = head_plan
+        .plan
+        .actionable()
+        .map(|c| &c.id)
+        .filter(|id| !already.contains(id))
+        .collect();
     let short = |c: &str| c.chars().take(12).collect::<String>();
     let mut intro = vec![format!(
         "This pull request ({} → {}) changes {} manifest file(s): {}.",
         short(&base_loaded.revision),
         short(&head_loaded.revision),
         changed.len(),
-        changed.iter().map(|c| format!("`{}`", c.path)).collect::<Vec<_>>().join(", ")
+        changed
+            .iter()
+            .map(|c| format!("`{}`", c.path))
+            .collect::<Vec<_>>()
+            .join(", ")
     )];
     intro.push(format!("{} change(s) come from this pull request; {} were already pending or drifting on the base.", from_pr.len(), already.len()));
     if !already.is_empty() {
         let list: Vec<String> = already.iter().take(20).map(|i| format!("`{i}`")).collect();
-        intro.push(format!("Already pending before this PR: {}{}.", list.join(", "), if already.len() > 20 { ", …" } else { "" }));
+        intro.push(format!(
+            "Already pending before this PR: {}{}.",
+            list.join(", "),
+            if already.len() > 20 { ", …" } else { "" }
+        ));
     }
-    emit_plan(&head_plan.plan, args.format, "fleetform plan for this pull request", &intro);
+    emit_plan(
+        &head_plan.plan,
+        args.format,
+        "fleetform plan for this pull request",
+        &intro,
+    );
     plan_outcome(&head_plan.plan)
 }
 
@@ -446,7 +540,9 @@ fn cancel_on_signals() -> tokio::sync::watch::Receiver<bool> {
     tokio::spawn(async move {
         let term = async {
             #[cfg(unix)]
-            if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            if let Ok(mut s) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            {
                 s.recv().await;
                 return;
             }
@@ -456,7 +552,9 @@ fn cancel_on_signals() -> tokio::sync::watch::Receiver<bool> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term => {}
         }
-        eprintln!("\nInterrupted: letting calls in flight finish and recording them (interrupt again to abort)...");
+        eprintln!(
+            "\nInterrupted: letting calls in flight finish and recording them (interrupt again to abort)..."
+        );
         let _ = tx.send(true);
         let _ = tokio::signal::ctrl_c().await;
         std::process::exit(130);
@@ -465,22 +563,50 @@ fn cancel_on_signals() -> tokio::sync::watch::Receiver<bool> {
 }
 
 /// Prints apply progress as plain lines (coloured on a TTY).
-fn progress() -> (tokio::sync::mpsc::UnboundedSender<ApplyEvent>, tokio::task::JoinHandle<()>) {
+fn progress() -> (
+    tokio::sync::mpsc::UnboundedSender<ApplyEvent>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let tty = color();
-    let paint = move |code: &str, s: String| if tty { format!("\x1b[{code}m{s}\x1b[0m") } else { s };
+    let paint = move |code: &str, s: String| {
+        if tty {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s
+        }
+    };
     let handle = tokio::spawn(async move {
         let start = Instant::now();
         while let Some(e) = rx.recv().await {
             let t = format!("[{:>6.1}s]", start.elapsed().as_secs_f64());
             let line = match e {
                 ApplyEvent::Started { id, action } => format!("{t} {:?} {id} ...", action),
-                ApplyEvent::Retrying { id, attempt, error, delay_ms } => paint("33", format!("{t} retry {id} after attempt {attempt} in {delay_ms} ms: {error}")),
-                ApplyEvent::WaitingHealthy { id, message } => format!("{t} waiting for {id} to be healthy: {message}"),
-                ApplyEvent::WaitingRollout { id, pool } => format!("{t} {id} waits for room in rollout group {pool}"),
-                ApplyEvent::Succeeded { id, elapsed_ms, .. } => paint("32", format!("{t} done {id} ({:.1}s)", elapsed_ms as f64 / 1000.0)),
-                ApplyEvent::Failed { id, error } => paint("31", format!("{t} FAILED {id}: {error}")),
-                ApplyEvent::Skipped { id, root } => paint("2", format!("{t} skipped {id} (waits for failed {root})")),
+                ApplyEvent::Retrying {
+                    id,
+                    attempt,
+                    error,
+                    delay_ms,
+                } => paint(
+                    "33",
+                    format!("{t} retry {id} after attempt {attempt} in {delay_ms} ms: {error}"),
+                ),
+                ApplyEvent::WaitingHealthy { id, message } => {
+                    format!("{t} waiting for {id} to be healthy: {message}")
+                }
+                ApplyEvent::WaitingRollout { id, pool } => {
+                    format!("{t} {id} waits for room in rollout group {pool}")
+                }
+                ApplyEvent::Succeeded { id, elapsed_ms, .. } => paint(
+                    "32",
+                    format!("{t} done {id} ({:.1}s)", elapsed_ms as f64 / 1000.0),
+                ),
+                ApplyEvent::Failed { id, error } => {
+                    paint("31", format!("{t} FAILED {id}: {error}"))
+                }
+                ApplyEvent::Skipped { id, root } => {
+                    paint("2", format!("{t} skipped {id} (waits for failed {root})"))
+                }
             };
             eprintln!("{line}");
         }
@@ -492,8 +618,10 @@ async fn apply(args: ApplyArgs) -> Result<Done> {
     let loaded = load(&args.source, None, Format::Text)?;
     let saved: Option<Plan> = match &args.plan {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading saved plan {}", path.display()))?;
-            let plan: Plan = serde_json::from_str(&text).with_context(|| format!("{} is not a fleetform plan", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading saved plan {}", path.display()))?;
+            let plan: Plan = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a fleetform plan", path.display()))?;
             if plan.revision.as_deref() != Some(loaded.revision.as_str()) {
                 bail!(
                     "the saved plan was made from revision {}, but the fleet is now at {}: plan again",
@@ -511,14 +639,31 @@ async fn apply(args: ApplyArgs) -> Result<Done> {
     result
 }
 
-async fn apply_locked(args: &ApplyArgs, loaded: &Loaded, saved: Option<&Plan>, store: &LocalStateStore) -> Result<Done> {
+async fn apply_locked(
+    args: &ApplyArgs,
+    loaded: &Loaded,
+    saved: Option<&Plan>,
+    store: &LocalStateStore,
+) -> Result<Done> {
     let mut state = store.load().await?;
     let providers = args.source.providers(&loaded.compiled)?;
     let options = plan_options(loaded, args.targets.clone(), args.allow_mass_delete);
-    let planned = make_plan(&loaded.compiled.resources, &state, &providers, &options, ObserveOptions::default(), Some(loaded.revision.clone())).await?;
+    let planned = make_plan(
+        &loaded.compiled.resources,
+        &state,
+        &providers,
+        &options,
+        ObserveOptions::default(),
+        Some(loaded.revision.clone()),
+    )
+    .await?;
     if let Some(saved) = saved {
         if saved.digest != planned.plan.digest {
-            bail!("live state changed since the plan was saved ({} now vs {} then): plan again and review", report::totals(&planned.plan), report::totals(saved));
+            bail!(
+                "live state changed since the plan was saved ({} now vs {} then): plan again and review",
+                report::totals(&planned.plan),
+                report::totals(saved)
+            );
         }
     } else {
         print!("{}", report::plan_text(&planned.plan, color()));
@@ -527,13 +672,26 @@ async fn apply_locked(args: &ApplyArgs, loaded: &Loaded, saved: Option<&Plan>, s
         if saved.is_some() {
             print!("{}", report::plan_text(&planned.plan, color()));
         }
-        bail!("the plan has {} problem(s); nothing was applied", planned.plan.problems.len());
+        bail!(
+            "the plan has {} problem(s); nothing was applied",
+            planned.plan.problems.len()
+        );
     }
     if !planned.plan.summary.has_changes() && planned.plan.forget.is_empty() {
         // Record the revision even when nothing changed, so drift compares with it.
         if state.last_applied_revision.as_deref() != Some(loaded.revision.as_str()) {
             let (tx, rx) = tokio::sync::watch::channel(false);
-            run_apply(&planned, &loaded.compiled.resources, &mut state, store, &providers, &ApplyOptions::default(), None, rx).await?;
+            run_apply(
+                &planned,
+                &loaded.compiled.resources,
+                &mut state,
+                store,
+                &providers,
+                &ApplyOptions::default(),
+                None,
+                rx,
+            )
+            .await?;
             drop(tx);
         }
         return Ok(Done::Clean);
@@ -546,7 +704,17 @@ async fn apply_locked(args: &ApplyArgs, loaded: &Loaded, saved: Option<&Plan>, s
     };
     let cancel = cancel_on_signals();
     let (tx, printer) = progress();
-    let report = run_apply(&planned, &loaded.compiled.resources, &mut state, store, &providers, &opts, Some(tx), cancel).await;
+    let report = run_apply(
+        &planned,
+        &loaded.compiled.resources,
+        &mut state,
+        store,
+        &providers,
+        &opts,
+        Some(tx),
+        cancel,
+    )
+    .await;
     let _ = printer.await;
     let report = report?;
     print!("{}", report::apply_text(&report));
@@ -562,22 +730,47 @@ async fn drift(args: DriftArgs) -> Result<Done> {
     let store = LocalStateStore::open(&args.state.state)?;
     let state = store.load().await?;
     // Compare with the revision last applied, not whatever the branch says now.
-    let reference = if args.source.repo.is_some() { state.last_applied_revision.clone() } else { None };
+    let reference = if args.source.repo.is_some() {
+        state.last_applied_revision.clone()
+    } else {
+        None
+    };
     let loaded = load(&args.source, reference.as_deref(), args.format)?;
     if state.resources.is_empty() {
         println!("Nothing is managed yet: run `fleetform apply` first.");
         return Ok(Done::Clean);
     }
     let providers = args.source.providers(&loaded.compiled)?;
-    let options = PlanOptions { inventory_only: true, no_prune: true, ..plan_options(&loaded, Vec::new(), false) };
-    let planned = make_plan(&loaded.compiled.resources, &state, &providers, &options, ObserveOptions::default(), Some(loaded.revision.clone())).await?;
+    let options = PlanOptions {
+        inventory_only: true,
+        no_prune: true,
+        ..plan_options(&loaded, Vec::new(), false)
+    };
+    let planned = make_plan(
+        &loaded.compiled.resources,
+        &state,
+        &providers,
+        &options,
+        ObserveOptions::default(),
+        Some(loaded.revision.clone()),
+    )
+    .await?;
     match args.format {
         Format::Text => print!("{}", report::drift_text(&planned.plan, color())),
-        Format::Json => println!("{}", serde_json::json!({ "formatVersion": 1, "drifted": planned.plan.actionable().collect::<Vec<_>>(), "problems": planned.plan.problems })),
-        Format::Markdown => print!("{}", report::plan_markdown(&planned.plan, "fleetform drift", &[])),
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({ "formatVersion": 1, "drifted": planned.plan.actionable().collect::<Vec<_>>(), "problems": planned.plan.problems })
+        ),
+        Format::Markdown => print!(
+            "{}",
+            report::plan_markdown(&planned.plan, "fleetform drift", &[])
+        ),
     }
     if !planned.plan.problems.is_empty() {
-        bail!("drift detection had {} problem(s)", planned.plan.problems.len());
+        bail!(
+            "drift detection had {} problem(s)",
+            planned.plan.problems.len()
+        );
     }
     if !planned.plan.summary.has_changes() {
         return Ok(Done::Clean);
@@ -588,7 +781,27 @@ async fn drift(args: DriftArgs) -> Result<Done> {
         let mut state = lock.store.load().await?;
         let cancel = cancel_on_signals();
         let (tx, printer) = progress();
-        let result = run_apply(&planned, &loaded.compiled.resources, &mut state, &lock.store, &providers, &ApplyOptions::default(), Some(tx), cancel).await;
+        // Healing means taking drifted fields back from whoever changed them.
+        let drifted: std::collections::BTreeSet<&ResourceId> =
+            planned.plan.actionable().map(|c| &c.id).collect();
+        let mut desired = loaded.compiled.resources.clone();
+        for d in desired
+            .iter_mut()
+            .filter(|d| d.id.provider() == "kube" && drifted.contains(&d.id))
+        {
+            d.spec["force"] = serde_json::Value::Bool(true);
+        }
+        let result = run_apply(
+            &planned,
+            &desired,
+            &mut state,
+            &lock.store,
+            &providers,
+            &ApplyOptions::default(),
+            Some(tx),
+            cancel,
+        )
+        .await;
         let _ = printer.await;
         lock.release().await?;
         let report = result?;

@@ -20,7 +20,10 @@ fn main() {
         }
     } else {
         let hosts = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
-        let tenants = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(hosts / 10);
+        let tenants = args
+            .get(1)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(hosts / 10);
         synth::synthetic_fleet(hosts, tenants)
     };
     let bytes: usize = files.iter().map(|f| f.bytes.len()).sum();
@@ -37,8 +40,17 @@ fn main() {
             let t3 = Instant::now();
             println!(
                 "files={} bytes={} docs={} hosts={} tenants={} pools={} nims={} read={:?} load={:?} validate={:?} total={:?}",
-                files.len(), bytes, n, f.hosts.len(), f.tenants.len(), f.pools.len(), f.nims.len(),
-                t1 - t0, t2 - t1, t3 - t2, t3 - t1
+                files.len(),
+                bytes,
+                n,
+                f.hosts.len(),
+                f.tenants.len(),
+                f.pools.len(),
+                f.nims.len(),
+                t1 - t0,
+                t2 - t1,
+                t3 - t2,
+                t3 - t1
             );
         }
         Err(d) => {

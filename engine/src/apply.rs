@@ -13,11 +13,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::observe::{Observations, Providers};
-use crate::plan::{digested_spec, error_chain, Plan, PlannedChange};
+use crate::plan::{Plan, PlannedChange, digested_spec, error_chain};
 use crate::provider::{Action, ApplyContext, ApplyRequest, Health, ProviderError};
 use crate::resource::{Desired, ResourceId, RolloutGroup};
 use crate::sensitive::digest_bytes;
-use crate::state::{now_rfc3339, InventoryEntry, JournalEntry, State, StateError, StateStore};
+use crate::state::{InventoryEntry, JournalEntry, State, StateError, StateStore, now_rfc3339};
 
 /// Apply settings.
 #[derive(Debug, Clone)]
@@ -151,7 +151,11 @@ pub struct ApplyReport {
 impl ApplyReport {
     /// True when every change was applied.
     pub fn succeeded(&self) -> bool {
-        !self.interrupted && self.outcomes.values().all(|o| matches!(o, Outcome::Applied { .. }))
+        !self.interrupted
+            && self
+                .outcomes
+                .values()
+                .all(|o| matches!(o, Outcome::Applied { .. }))
     }
 
     /// Failures grouped with the resources they caused to be skipped.
@@ -180,7 +184,9 @@ pub enum ApplyError {
     #[error("the plan has {0} problem(s); fix them and plan again")]
     PlanHasProblems(usize),
     /// Destructive changes without consent.
-    #[error("the plan deletes or replaces {count} resource(s) ({first}...); re-run with --allow-destroy to consent")]
+    #[error(
+        "the plan deletes or replaces {count} resource(s) ({first}...); re-run with --allow-destroy to consent"
+    )]
     DestroyNotApproved {
         /// How many.
         count: usize,
@@ -199,11 +205,13 @@ pub struct DestroyApproved(());
 impl ApplyOptions {
     /// Checks consent for the plan's destructive changes.
     pub fn approve(&self, plan: &Plan) -> Result<DestroyApproved, ApplyError> {
-        let destructive: Vec<&PlannedChange> = plan.actionable().filter(|c| c.destructive).collect();
+        let destructive: Vec<&PlannedChange> =
+            plan.actionable().filter(|c| c.destructive).collect();
         match destructive.first() {
-            Some(first) if !self.allow_destroy => {
-                Err(ApplyError::DestroyNotApproved { count: destructive.len(), first: first.id.clone() })
-            }
+            Some(first) if !self.allow_destroy => Err(ApplyError::DestroyNotApproved {
+                count: destructive.len(),
+                first: first.id.clone(),
+            }),
             _ => Ok(DestroyApproved(())),
         }
     }
@@ -229,18 +237,28 @@ struct Rollout {
 impl Rollout {
     fn admits(&self, g: &RolloutGroup) -> bool {
         let pool = self.pool_in_use.get(&g.pool).copied().unwrap_or(0);
-        let dom = self.domain_in_use.get(&(g.pool.clone(), g.fault_domain.clone())).copied().unwrap_or(0);
+        let dom = self
+            .domain_in_use
+            .get(&(g.pool.clone(), g.fault_domain.clone()))
+            .copied()
+            .unwrap_or(0);
         pool < g.max_unavailable.max(1) && dom < g.max_unavailable_per_fault_domain.max(1)
     }
     fn take(&mut self, g: &RolloutGroup) {
         *self.pool_in_use.entry(g.pool.clone()).or_default() += 1;
-        *self.domain_in_use.entry((g.pool.clone(), g.fault_domain.clone())).or_default() += 1;
+        *self
+            .domain_in_use
+            .entry((g.pool.clone(), g.fault_domain.clone()))
+            .or_default() += 1;
     }
     fn release(&mut self, g: &RolloutGroup) {
         if let Some(n) = self.pool_in_use.get_mut(&g.pool) {
             *n = n.saturating_sub(1);
         }
-        if let Some(n) = self.domain_in_use.get_mut(&(g.pool.clone(), g.fault_domain.clone())) {
+        if let Some(n) = self
+            .domain_in_use
+            .get_mut(&(g.pool.clone(), g.fault_domain.clone()))
+        {
             *n = n.saturating_sub(1);
         }
     }
@@ -268,7 +286,10 @@ pub async fn apply(
     };
 
     for id in &plan.forget {
-        inputs.store.record(&JournalEntry::Removed { id: id.clone() }).await?;
+        inputs
+            .store
+            .record(&JournalEntry::Removed { id: id.clone() })
+            .await?;
         state.replay(&JournalEntry::Removed { id: id.clone() });
     }
 
@@ -279,23 +300,33 @@ pub async fn apply(
         if let (true, Some(d)) = (pending, inputs.desired.get(&c.id)) {
             let entry = InventoryEntry {
                 spec: Some(digested_spec(&d.spec, &d.sensitive)),
-                spec_digest: Some(digest_bytes(&serde_json::to_vec(&d.spec).unwrap_or_default())),
+                spec_digest: Some(digest_bytes(
+                    &serde_json::to_vec(&d.spec).unwrap_or_default(),
+                )),
                 sensitive: d.sensitive.clone(),
                 deps: d.deps.clone(),
                 prevent_destroy: d.prevent_destroy,
                 pending: false,
                 revision: None,
             };
-            let record = JournalEntry::Applied { id: c.id.clone(), entry };
+            let record = JournalEntry::Applied {
+                id: c.id.clone(),
+                entry,
+            };
             inputs.store.record(&record).await?;
             state.replay(&record);
         }
     }
 
-    let todo: BTreeMap<&ResourceId, &PlannedChange> = plan.actionable().map(|c| (&c.id, c)).collect();
+    let todo: BTreeMap<&ResourceId, &PlannedChange> =
+        plan.actionable().map(|c| (&c.id, c)).collect();
     // Each change waits for the changes among its dependencies (unchanged ones are satisfied);
     // deletes wait for every non-delete change and for the deletes of their dependents.
-    let non_deletes: Vec<&ResourceId> = todo.values().filter(|c| c.action != Action::Delete).map(|c| &c.id).collect();
+    let non_deletes: Vec<&ResourceId> = todo
+        .values()
+        .filter(|c| c.action != Action::Delete)
+        .map(|c| &c.id)
+        .collect();
     let mut waits: BTreeMap<&ResourceId, BTreeSet<&ResourceId>> = BTreeMap::new();
     for c in todo.values() {
         let w = waits.entry(&c.id).or_default();
@@ -311,14 +342,21 @@ pub async fn apply(
                 }
             }
         } else {
-            w.extend(c.waits_for.iter().filter_map(|d| todo.get_key_value(&d.on).map(|(k, _)| *k)));
+            w.extend(
+                c.waits_for
+                    .iter()
+                    .filter_map(|d| todo.get_key_value(&d.on).map(|(k, _)| *k)),
+            );
         }
     }
 
     let mut report = ApplyReport::default();
     let mut done: BTreeSet<&ResourceId> = BTreeSet::new();
     let mut failed_root: BTreeMap<&ResourceId, ResourceId> = BTreeMap::new();
-    let mut rollout = Rollout { pool_in_use: BTreeMap::new(), domain_in_use: BTreeMap::new() };
+    let mut rollout = Rollout {
+        pool_in_use: BTreeMap::new(),
+        domain_in_use: BTreeMap::new(),
+    };
     let mut waiting_rollout_announced: BTreeSet<&ResourceId> = BTreeSet::new();
     let mut started: BTreeSet<&ResourceId> = BTreeSet::new();
     let mut running = FuturesUnordered::new();
@@ -336,8 +374,14 @@ pub async fn apply(
                     }
                     if let Some(root) = w.iter().find_map(|d| failed_root.get(d)) {
                         let root = root.clone();
-                        emit(ApplyEvent::Skipped { id: (*id).clone(), root: root.clone() });
-                        report.outcomes.insert((*id).clone(), Outcome::SkippedUpstream { root: root.clone() });
+                        emit(ApplyEvent::Skipped {
+                            id: (*id).clone(),
+                            root: root.clone(),
+                        });
+                        report.outcomes.insert(
+                            (*id).clone(),
+                            Outcome::SkippedUpstream { root: root.clone() },
+                        );
                         failed_root.insert(id, root);
                         changed = true;
                     }
@@ -345,7 +389,11 @@ pub async fn apply(
             }
             let ready: Vec<&ResourceId> = waits
                 .iter()
-                .filter(|(id, w)| !started.contains(*id) && !failed_root.contains_key(*id) && w.iter().all(|d| done.contains(d)))
+                .filter(|(id, w)| {
+                    !started.contains(*id)
+                        && !failed_root.contains_key(*id)
+                        && w.iter().all(|d| done.contains(d))
+                })
                 .map(|(id, _)| *id)
                 .collect();
             for id in ready {
@@ -354,19 +402,35 @@ pub async fn apply(
                 }
                 let change = todo[id];
                 let desired = inputs.desired.get(id).copied();
-                let group = desired.and_then(|d| d.rollout.as_ref()).filter(|_| change.disruptive);
+                let group = desired
+                    .and_then(|d| d.rollout.as_ref())
+                    .filter(|_| change.disruptive);
                 if let Some(g) = group {
                     if !rollout.admits(g) {
                         if waiting_rollout_announced.insert(id) {
-                            emit(ApplyEvent::WaitingRollout { id: id.clone(), pool: g.pool.clone() });
+                            emit(ApplyEvent::WaitingRollout {
+                                id: id.clone(),
+                                pool: g.pool.clone(),
+                            });
                         }
                         continue;
                     }
                     rollout.take(g);
                 }
                 started.insert(id);
-                emit(ApplyEvent::Started { id: id.clone(), action: change.action });
-                running.push(run_one(change, desired, inputs, state.resources.get(id).cloned(), options, &emit, group.cloned()));
+                emit(ApplyEvent::Started {
+                    id: id.clone(),
+                    action: change.action,
+                });
+                running.push(run_one(
+                    change,
+                    desired,
+                    inputs,
+                    state.resources.get(id).cloned(),
+                    options,
+                    &emit,
+                    group.cloned(),
+                ));
             }
         }
         if running.is_empty() {
@@ -408,7 +472,10 @@ pub async fn apply(
     }
     if report.succeeded() {
         if let Some(rev) = &plan.revision {
-            let entry = JournalEntry::Revision { revision: rev.clone(), at: now_rfc3339() };
+            let entry = JournalEntry::Revision {
+                revision: rev.clone(),
+                at: now_rfc3339(),
+            };
             inputs.store.record(&entry).await?;
             state.replay(&entry);
         }
@@ -419,7 +486,10 @@ pub async fn apply(
 
 fn unreachable_id<'a>(todo: &BTreeMap<&'a ResourceId, &PlannedChange>) -> &'a ResourceId {
     // Only ids from `todo` are ever started, so this is never reached; fall back to the first.
-    todo.keys().next().copied().unwrap_or_else(|| Box::leak(Box::new(ResourceId::new("unknown", "unknown"))))
+    todo.keys()
+        .next()
+        .copied()
+        .unwrap_or_else(|| Box::leak(Box::new(ResourceId::new("unknown", "unknown"))))
 }
 
 struct Step {
@@ -450,16 +520,29 @@ async fn run_one_inner(
 ) -> Result<Step, String> {
     let start = Instant::now();
     let id = &change.id;
-    let provider = inputs.providers.for_id(id).ok_or_else(|| format!("no provider named `{}` is configured", id.provider()))?;
-    let observed = inputs.observations.get(id).and_then(|o| o.as_ref().ok()).and_then(|o| o.as_ref());
+    let provider = inputs
+        .providers
+        .for_id(id)
+        .ok_or_else(|| format!("no provider named `{}` is configured", id.provider()))?;
+    let observed = inputs
+        .observations
+        .get(id)
+        .and_then(|o| o.as_ref().ok())
+        .and_then(|o| o.as_ref());
     let last_applied = previous.as_ref().and_then(|p| p.spec.clone());
 
     // Record the intent first: if we crash after the provider acted, the
     // inventory still knows the resource may exist.
     let entry_for = |pending: bool| {
         desired.map(|d| InventoryEntry {
-            spec: if pending { previous.as_ref().and_then(|p| p.spec.clone()) } else { Some(digested_spec(&d.spec, &d.sensitive)) },
-            spec_digest: Some(digest_bytes(&serde_json::to_vec(&d.spec).unwrap_or_default())),
+            spec: if pending {
+                previous.as_ref().and_then(|p| p.spec.clone())
+            } else {
+                Some(digested_spec(&d.spec, &d.sensitive))
+            },
+            spec_digest: Some(digest_bytes(
+                &serde_json::to_vec(&d.spec).unwrap_or_default(),
+            )),
             sensitive: d.sensitive.clone(),
             deps: d.deps.clone(),
             prevent_destroy: d.prevent_destroy,
@@ -470,7 +553,10 @@ async fn run_one_inner(
     if let Some(entry) = entry_for(true) {
         inputs
             .store
-            .record(&JournalEntry::Intent { id: id.clone(), entry })
+            .record(&JournalEntry::Intent {
+                id: id.clone(),
+                entry,
+            })
             .await
             .map_err(|e| format!("cannot record intent: {}", error_chain(&e)))?;
     }
@@ -485,24 +571,45 @@ async fn run_one_inner(
         },
         disruptive: change.disruptive,
     };
-    let request = ApplyRequest { change: &provider_change, desired, last_applied: last_applied.as_ref(), observed };
-    let cx = ApplyContext { timeout: options.call_timeout, dry_run: false };
+    let request = ApplyRequest {
+        change: &provider_change,
+        desired,
+        last_applied: last_applied.as_ref(),
+        observed,
+    };
+    let cx = ApplyContext {
+        timeout: options.call_timeout,
+        dry_run: false,
+    };
     let mut attempt = 0;
     let applied = loop {
         attempt += 1;
-        let result = match tokio::time::timeout(options.call_timeout, provider.apply(&request, &cx)).await {
-            Ok(r) => r,
-            Err(_) => Err(ProviderError::transient(id, format!("no answer within {:?}", options.call_timeout))),
-        };
+        let result =
+            match tokio::time::timeout(options.call_timeout, provider.apply(&request, &cx)).await {
+                Ok(r) => r,
+                Err(_) => Err(ProviderError::transient(
+                    id,
+                    format!("no answer within {:?}", options.call_timeout),
+                )),
+            };
         match result {
             Ok(a) => break a,
             Err(e) if e.is_transient() && attempt < options.max_attempts => {
                 let delay = e.retry_after.unwrap_or_else(|| backoff(options, attempt));
-                emit(ApplyEvent::Retrying { id: id.clone(), attempt, error: error_chain(&e), delay_ms: delay.as_millis() as u64 });
+                emit(ApplyEvent::Retrying {
+                    id: id.clone(),
+                    attempt,
+                    error: error_chain(&e),
+                    delay_ms: delay.as_millis() as u64,
+                });
                 tokio::time::sleep(delay).await;
             }
             Err(e) => {
-                let suffix = if e.is_transient() { format!(" (gave up after {attempt} attempts)") } else { String::new() };
+                let suffix = if e.is_transient() {
+                    format!(" (gave up after {attempt} attempts)")
+                } else {
+                    String::new()
+                };
                 return Err(format!("{}{suffix}", error_chain(&e)));
             }
         }
@@ -517,7 +624,10 @@ async fn run_one_inner(
                 Ok(Health::Failed(m)) => return Err(format!("{id}: applied but unhealthy: {m}")),
                 Ok(Health::Progressing(m)) => {
                     if m != last_message {
-                        emit(ApplyEvent::WaitingHealthy { id: id.clone(), message: m.clone() });
+                        emit(ApplyEvent::WaitingHealthy {
+                            id: id.clone(),
+                            message: m.clone(),
+                        });
                         last_message = m;
                     }
                 }
@@ -525,7 +635,10 @@ async fn run_one_inner(
                 Err(e) => return Err(error_chain(&e)),
             }
             if Instant::now() >= deadline {
-                return Err(format!("{id}: not healthy after {:?}: {last_message}", options.health_timeout));
+                return Err(format!(
+                    "{id}: not healthy after {:?}: {last_message}",
+                    options.health_timeout
+                ));
             }
             tokio::time::sleep(options.health_poll).await;
         }
@@ -533,15 +646,23 @@ async fn run_one_inner(
 
     let journal = match (change.action, entry_for(false)) {
         (Action::Delete, _) => vec![JournalEntry::Removed { id: id.clone() }],
-        (_, Some(entry)) => vec![JournalEntry::Applied { id: id.clone(), entry }],
+        (_, Some(entry)) => vec![JournalEntry::Applied {
+            id: id.clone(),
+            entry,
+        }],
         (_, None) => Vec::new(),
     };
-    Ok(Step { journal, elapsed: start.elapsed() })
+    Ok(Step {
+        journal,
+        elapsed: start.elapsed(),
+    })
 }
 
 /// Exponential backoff with full jitter, capped.
 fn backoff(options: &ApplyOptions, attempt: u32) -> Duration {
-    let exp = options.base_backoff.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+    let exp = options
+        .base_backoff
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
     let cap = exp.min(options.max_backoff);
     let jitter: f64 = rand::random::<f64>() * 0.5 + 0.5;
     cap.mul_f64(jitter)

@@ -59,13 +59,48 @@ fn seven(n: [&'static str; 7]) -> MigGeometry {
         compute_slices: 7,
         memory_slices: 8,
         profiles: vec![
-            MigProfile { name: n[0], compute: 1, memory: 1, max: 7 },
-            MigProfile { name: n[1], compute: 1, memory: 1, max: 1 },
-            MigProfile { name: n[2], compute: 1, memory: 2, max: 4 },
-            MigProfile { name: n[3], compute: 2, memory: 2, max: 3 },
-            MigProfile { name: n[4], compute: 3, memory: 4, max: 2 },
-            MigProfile { name: n[5], compute: 4, memory: 4, max: 1 },
-            MigProfile { name: n[6], compute: 7, memory: 8, max: 1 },
+            MigProfile {
+                name: n[0],
+                compute: 1,
+                memory: 1,
+                max: 7,
+            },
+            MigProfile {
+                name: n[1],
+                compute: 1,
+                memory: 1,
+                max: 1,
+            },
+            MigProfile {
+                name: n[2],
+                compute: 1,
+                memory: 2,
+                max: 4,
+            },
+            MigProfile {
+                name: n[3],
+                compute: 2,
+                memory: 2,
+                max: 3,
+            },
+            MigProfile {
+                name: n[4],
+                compute: 3,
+                memory: 4,
+                max: 2,
+            },
+            MigProfile {
+                name: n[5],
+                compute: 4,
+                memory: 4,
+                max: 1,
+            },
+            MigProfile {
+                name: n[6],
+                compute: 7,
+                memory: 8,
+                max: 1,
+            },
         ],
         balanced: vec![(n[0], 2), (n[3], 1), (n[4], 1)],
     }
@@ -76,26 +111,115 @@ pub fn mig(model: GpuModel) -> Option<MigGeometry> {
     use GpuModel::*;
     Some(match model {
         A100_40GB => {
-            let mut g = seven(["1g.5gb", "1g.5gb+me", "1g.10gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"]);
+            let mut g = seven([
+                "1g.5gb",
+                "1g.5gb+me",
+                "1g.10gb",
+                "2g.10gb",
+                "3g.20gb",
+                "4g.20gb",
+                "7g.40gb",
+            ]);
             g.balanced = vec![("1g.5gb", 2), ("2g.10gb", 1), ("3g.20gb", 1)];
             g
         }
-        A100_80GB | H100 => seven(["1g.10gb", "1g.10gb+me", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"]),
-        H100Nvl => seven(["1g.12gb", "1g.12gb+me", "1g.24gb", "2g.24gb", "3g.47gb", "4g.47gb", "7g.94gb"]),
-        H200 => seven(["1g.18gb", "1g.18gb+me", "1g.35gb", "2g.35gb", "3g.71gb", "4g.71gb", "7g.141gb"]),
-        B200 => seven(["1g.23gb", "1g.23gb+me", "1g.45gb", "2g.45gb", "3g.90gb", "4g.90gb", "7g.180gb"]),
-        GB200 => seven(["1g.23gb", "1g.23gb+me", "1g.47gb", "2g.47gb", "3g.93gb", "4g.93gb", "7g.186gb"]),
-        B300 => seven(["1g.34gb", "1g.34gb+me", "1g.67gb", "2g.67gb", "3g.135gb", "4g.135gb", "7g.269gb"]),
-        GB300 => seven(["1g.35gb", "1g.35gb+me", "1g.70gb", "2g.70gb", "3g.139gb", "4g.139gb", "7g.278gb"]),
+        A100_80GB | H100 => seven([
+            "1g.10gb",
+            "1g.10gb+me",
+            "1g.20gb",
+            "2g.20gb",
+            "3g.40gb",
+            "4g.40gb",
+            "7g.80gb",
+        ]),
+        H100Nvl => seven([
+            "1g.12gb",
+            "1g.12gb+me",
+            "1g.24gb",
+            "2g.24gb",
+            "3g.47gb",
+            "4g.47gb",
+            "7g.94gb",
+        ]),
+        H200 => seven([
+            "1g.18gb",
+            "1g.18gb+me",
+            "1g.35gb",
+            "2g.35gb",
+            "3g.71gb",
+            "4g.71gb",
+            "7g.141gb",
+        ]),
+        B200 => seven([
+            "1g.23gb",
+            "1g.23gb+me",
+            "1g.45gb",
+            "2g.45gb",
+            "3g.90gb",
+            "4g.90gb",
+            "7g.180gb",
+        ]),
+        GB200 => seven([
+            "1g.23gb",
+            "1g.23gb+me",
+            "1g.47gb",
+            "2g.47gb",
+            "3g.93gb",
+            "4g.93gb",
+            "7g.186gb",
+        ]),
+        B300 => seven([
+            "1g.34gb",
+            "1g.34gb+me",
+            "1g.67gb",
+            "2g.67gb",
+            "3g.135gb",
+            "4g.135gb",
+            "7g.269gb",
+        ]),
+        GB300 => seven([
+            "1g.35gb",
+            "1g.35gb+me",
+            "1g.70gb",
+            "2g.70gb",
+            "3g.139gb",
+            "4g.139gb",
+            "7g.278gb",
+        ]),
         A30 => MigGeometry {
             compute_slices: 4,
             memory_slices: 4,
             profiles: vec![
-                MigProfile { name: "1g.6gb", compute: 1, memory: 1, max: 4 },
-                MigProfile { name: "1g.6gb+me", compute: 1, memory: 1, max: 1 },
-                MigProfile { name: "2g.12gb", compute: 2, memory: 2, max: 2 },
-                MigProfile { name: "2g.12gb+me", compute: 2, memory: 2, max: 1 },
-                MigProfile { name: "4g.24gb", compute: 4, memory: 4, max: 1 },
+                MigProfile {
+                    name: "1g.6gb",
+                    compute: 1,
+                    memory: 1,
+                    max: 4,
+                },
+                MigProfile {
+                    name: "1g.6gb+me",
+                    compute: 1,
+                    memory: 1,
+                    max: 1,
+                },
+                MigProfile {
+                    name: "2g.12gb",
+                    compute: 2,
+                    memory: 2,
+                    max: 2,
+                },
+                MigProfile {
+                    name: "2g.12gb+me",
+                    compute: 2,
+                    memory: 2,
+                    max: 1,
+                },
+                MigProfile {
+                    name: "4g.24gb",
+                    compute: 4,
+                    memory: 4,
+                    max: 1,
+                },
             ],
             balanced: vec![],
         },
@@ -103,12 +227,42 @@ pub fn mig(model: GpuModel) -> Option<MigGeometry> {
             compute_slices: 4,
             memory_slices: 4,
             profiles: vec![
-                MigProfile { name: "1g.24gb", compute: 1, memory: 1, max: 4 },
-                MigProfile { name: "1g.24gb+gfx", compute: 1, memory: 1, max: 4 },
-                MigProfile { name: "2g.48gb", compute: 2, memory: 2, max: 2 },
-                MigProfile { name: "2g.48gb+gfx", compute: 2, memory: 2, max: 2 },
-                MigProfile { name: "4g.96gb", compute: 4, memory: 4, max: 1 },
-                MigProfile { name: "4g.96gb+gfx", compute: 4, memory: 4, max: 1 },
+                MigProfile {
+                    name: "1g.24gb",
+                    compute: 1,
+                    memory: 1,
+                    max: 4,
+                },
+                MigProfile {
+                    name: "1g.24gb+gfx",
+                    compute: 1,
+                    memory: 1,
+                    max: 4,
+                },
+                MigProfile {
+                    name: "2g.48gb",
+                    compute: 2,
+                    memory: 2,
+                    max: 2,
+                },
+                MigProfile {
+                    name: "2g.48gb+gfx",
+                    compute: 2,
+                    memory: 2,
+                    max: 2,
+                },
+                MigProfile {
+                    name: "4g.96gb",
+                    compute: 4,
+                    memory: 4,
+                    max: 1,
+                },
+                MigProfile {
+                    name: "4g.96gb+gfx",
+                    compute: 4,
+                    memory: 4,
+                    max: 1,
+                },
             ],
             balanced: vec![],
         },
@@ -152,7 +306,11 @@ impl std::fmt::Display for LayoutError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LayoutError::UnknownProfile(p) => write!(f, "profile `{p}` does not exist on this GPU"),
-            LayoutError::TooMany { profile, count, max } => {
+            LayoutError::TooMany {
+                profile,
+                count,
+                max,
+            } => {
                 write!(f, "{count}× {profile} exceeds the maximum of {max} per GPU")
             }
             LayoutError::Compute { used, available } => {
@@ -173,9 +331,15 @@ pub fn check_layout<'a>(
 ) -> Result<(), LayoutError> {
     let (mut compute, mut memory, mut me) = (0u32, 0u32, 0u32);
     for (name, count) in layout {
-        let p = geo.profile(name).ok_or_else(|| LayoutError::UnknownProfile(name.to_string()))?;
+        let p = geo
+            .profile(name)
+            .ok_or_else(|| LayoutError::UnknownProfile(name.to_string()))?;
         if count > p.max {
-            return Err(LayoutError::TooMany { profile: name.to_string(), count, max: p.max });
+            return Err(LayoutError::TooMany {
+                profile: name.to_string(),
+                count,
+                max: p.max,
+            });
         }
         compute = compute.saturating_add(p.compute.saturating_mul(count));
         memory = memory.saturating_add(p.memory.saturating_mul(count));
@@ -184,10 +348,16 @@ pub fn check_layout<'a>(
         }
     }
     if compute > geo.compute_slices {
-        return Err(LayoutError::Compute { used: compute, available: geo.compute_slices });
+        return Err(LayoutError::Compute {
+            used: compute,
+            available: geo.compute_slices,
+        });
     }
     if memory > geo.memory_slices {
-        return Err(LayoutError::Memory { used: memory, available: geo.memory_slices });
+        return Err(LayoutError::Memory {
+            used: memory,
+            available: geo.memory_slices,
+        });
     }
     if me > 1 {
         return Err(LayoutError::MediaEngines);
@@ -205,7 +375,10 @@ pub fn named_layout(geo: &MigGeometry, name: &str) -> Option<Vec<(&'static str, 
         _ => {
             let p = geo.profile(name.strip_prefix("all-")?)?;
             // `all-<profile>` fills the GPU with as many as fit.
-            let n = p.max.min(geo.compute_slices / p.compute).min(geo.memory_slices / p.memory);
+            let n = p
+                .max
+                .min(geo.compute_slices / p.compute)
+                .min(geo.memory_slices / p.memory);
             Some(vec![(p.name, n)])
         }
     }
@@ -227,27 +400,79 @@ pub struct Compat {
 /// as recalled when this was written (not in /work/shared/domain.md; verify before
 /// relying on a boundary). docs/manifest.md reproduces it.
 pub const COMPAT: &[Compat] = &[
-    Compat { model: GpuModel::A100_40GB, min_driver_branch: 450, min_gpu_operator: (1, 0) },
-    Compat { model: GpuModel::A100_80GB, min_driver_branch: 450, min_gpu_operator: (1, 0) },
-    Compat { model: GpuModel::A30, min_driver_branch: 460, min_gpu_operator: (1, 0) },
-    Compat { model: GpuModel::L40S, min_driver_branch: 525, min_gpu_operator: (23, 3) },
-    Compat { model: GpuModel::H100, min_driver_branch: 525, min_gpu_operator: (22, 9) },
-    Compat { model: GpuModel::H100Nvl, min_driver_branch: 535, min_gpu_operator: (23, 6) },
-    Compat { model: GpuModel::H200, min_driver_branch: 550, min_gpu_operator: (24, 3) },
-    Compat { model: GpuModel::B200, min_driver_branch: 570, min_gpu_operator: (25, 3) },
-    Compat { model: GpuModel::GB200, min_driver_branch: 570, min_gpu_operator: (25, 3) },
-    Compat { model: GpuModel::RtxPro6000, min_driver_branch: 575, min_gpu_operator: (25, 3) },
-    Compat { model: GpuModel::B300, min_driver_branch: 580, min_gpu_operator: (25, 10) },
-    Compat { model: GpuModel::GB300, min_driver_branch: 580, min_gpu_operator: (25, 10) },
+    Compat {
+        model: GpuModel::A100_40GB,
+        min_driver_branch: 450,
+        min_gpu_operator: (1, 0),
+    },
+    Compat {
+        model: GpuModel::A100_80GB,
+        min_driver_branch: 450,
+        min_gpu_operator: (1, 0),
+    },
+    Compat {
+        model: GpuModel::A30,
+        min_driver_branch: 460,
+        min_gpu_operator: (1, 0),
+    },
+    Compat {
+        model: GpuModel::L40S,
+        min_driver_branch: 525,
+        min_gpu_operator: (23, 3),
+    },
+    Compat {
+        model: GpuModel::H100,
+        min_driver_branch: 525,
+        min_gpu_operator: (22, 9),
+    },
+    Compat {
+        model: GpuModel::H100Nvl,
+        min_driver_branch: 535,
+        min_gpu_operator: (23, 6),
+    },
+    Compat {
+        model: GpuModel::H200,
+        min_driver_branch: 550,
+        min_gpu_operator: (24, 3),
+    },
+    Compat {
+        model: GpuModel::B200,
+        min_driver_branch: 570,
+        min_gpu_operator: (25, 3),
+    },
+    Compat {
+        model: GpuModel::GB200,
+        min_driver_branch: 570,
+        min_gpu_operator: (25, 3),
+    },
+    Compat {
+        model: GpuModel::RtxPro6000,
+        min_driver_branch: 575,
+        min_gpu_operator: (25, 3),
+    },
+    Compat {
+        model: GpuModel::B300,
+        min_driver_branch: 580,
+        min_gpu_operator: (25, 10),
+    },
+    Compat {
+        model: GpuModel::GB300,
+        min_driver_branch: 580,
+        min_gpu_operator: (25, 10),
+    },
 ];
 
 /// The compatibility row of a model.
 pub fn compat(model: GpuModel) -> Compat {
-    COMPAT.iter().copied().find(|c| c.model == model).unwrap_or(Compat {
-        model,
-        min_driver_branch: 0,
-        min_gpu_operator: (0, 0),
-    })
+    COMPAT
+        .iter()
+        .copied()
+        .find(|c| c.model == model)
+        .unwrap_or(Compat {
+            model,
+            min_driver_branch: 0,
+            min_gpu_operator: (0, 0),
+        })
 }
 
 /// The driver branch of a driver version (`595.91.07` → 595, `570-signed` → 570).
@@ -300,10 +525,17 @@ mod tests {
             let Some(g) = mig(m) else { continue };
             for p in &g.profiles {
                 let l = named_layout(&g, &format!("all-{}", p.name)).unwrap();
-                assert!(check_layout(&g, l.iter().copied()).is_ok(), "{m} all-{}", p.name);
+                assert!(
+                    check_layout(&g, l.iter().copied()).is_ok(),
+                    "{m} all-{}",
+                    p.name
+                );
             }
             if !g.balanced.is_empty() {
-                assert!(check_layout(&g, g.balanced.iter().copied()).is_ok(), "{m} balanced");
+                assert!(
+                    check_layout(&g, g.balanced.iter().copied()).is_ok(),
+                    "{m} balanced"
+                );
             }
         }
     }

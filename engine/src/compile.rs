@@ -14,10 +14,12 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::diag::Diagnostic;
-use crate::manifest::{Fleet, GpuSharing, Host, MigConfig, MigLayout, NimService, NodePool, Tenant};
+use crate::manifest::{
+    Fleet, GpuSharing, Host, MigConfig, MigLayout, NimService, NodePool, Tenant,
+};
 use crate::resource::{Desired, Origin, ResourceId, RolloutGroup};
 use crate::secret::{SecretRef, SecretResolver};
 
@@ -48,25 +50,45 @@ pub struct Compiled {
 /// Compiles a validated fleet. Secrets are read only to build pull secrets; a
 /// secret that cannot be read is a diagnostic naming the manifest line.
 pub fn compile(fleet: &Fleet, secrets: &dyn SecretResolver) -> Result<Compiled, Vec<Diagnostic>> {
-    let mut cx = Cx { fleet, secrets, out: BTreeMap::new(), diags: Vec::new() };
+    let mut cx = Cx {
+        fleet,
+        secrets,
+        out: BTreeMap::new(),
+        diags: Vec::new(),
+    };
     let mut clusters = BTreeMap::new();
     let mgmt = &fleet.fleet.spec.management_cluster;
-    clusters.insert(MANAGEMENT_CLUSTER.to_string(), ClusterRef { kubeconfig: mgmt.kubeconfig.clone(), context: mgmt.context.clone() });
+    clusters.insert(
+        MANAGEMENT_CLUSTER.to_string(),
+        ClusterRef {
+            kubeconfig: mgmt.kubeconfig.clone(),
+            context: mgmt.context.clone(),
+        },
+    );
 
-    let pool_of: BTreeMap<&str, &NodePool> =
-        fleet.pools.iter().flat_map(|p| fleet.members(p.name()).iter().map(move |h| (h.as_str(), p))).collect();
+    let pool_of: BTreeMap<&str, &NodePool> = fleet
+        .pools
+        .iter()
+        .flat_map(|p| fleet.members(p.name()).iter().map(move |h| (h.as_str(), p)))
+        .collect();
     for host in &fleet.hosts {
         cx.host(host, pool_of.get(host.name()).copied());
     }
     for tenant in &fleet.tenants {
         clusters.insert(
             tenant.name().to_string(),
-            ClusterRef { kubeconfig: tenant.spec.kubernetes.kubeconfig.clone(), context: None },
+            ClusterRef {
+                kubeconfig: tenant.spec.kubernetes.kubeconfig.clone(),
+                context: None,
+            },
         );
         cx.tenant(tenant);
     }
     if cx.diags.is_empty() {
-        Ok(Compiled { resources: cx.out.into_values().collect(), clusters })
+        Ok(Compiled {
+            resources: cx.out.into_values().collect(),
+            clusters,
+        })
     } else {
         crate::diag::sort(&mut cx.diags);
         Err(cx.diags)
@@ -82,9 +104,18 @@ struct Cx<'a> {
 
 /// The address of a Kubernetes object (same format as the kube provider's `object_id`).
 pub fn kube_id(cluster: &str, object: &Value) -> ResourceId {
-    let s = |p: &str| object.pointer(p).and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("_");
+    let s = |p: &str| {
+        object
+            .pointer(p)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("_")
+    };
     let mut path = format!("{cluster}/{}/{}", s("/apiVersion"), s("/kind"));
-    if let Some(ns) = object.pointer("/metadata/namespace").and_then(Value::as_str) {
+    if let Some(ns) = object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+    {
         path.push('/');
         path.push_str(ns);
     }
@@ -101,7 +132,11 @@ impl Cx<'_> {
     fn origin(&self, doc: crate::manifest::DocId, pointer: &str, fallback: &Origin) -> Origin {
         self.fleet
             .nearest_span(doc, pointer)
-            .map(|s| Origin { file: s.file, line: s.line, column: s.column })
+            .map(|s| Origin {
+                file: s.file,
+                line: s.line,
+                column: s.column,
+            })
             .unwrap_or_else(|| fallback.clone())
     }
 
@@ -126,7 +161,11 @@ impl Cx<'_> {
     fn dep(&mut self, id: &ResourceId, on: &ResourceId, reason: impl Into<String>) {
         if let Some(d) = self.out.get_mut(id) {
             if !d.deps.iter().any(|x| &x.on == on) {
-                d.deps.push(crate::resource::Dependency { on: on.clone(), reason: reason.into(), origin: None });
+                d.deps.push(crate::resource::Dependency {
+                    on: on.clone(),
+                    reason: reason.into(),
+                    origin: None,
+                });
             }
         }
     }
@@ -147,7 +186,9 @@ impl Cx<'_> {
                 pool: format!("{}/{}", p.spec.tenant, p.name()),
                 fault_domain: spec.rack.clone(),
                 host: host.name().to_string(),
-                max_unavailable: r.and_then(|r| r.max_unavailable).unwrap_or(defaults.max_unavailable),
+                max_unavailable: r
+                    .and_then(|r| r.max_unavailable)
+                    .unwrap_or(defaults.max_unavailable),
                 max_unavailable_per_fault_domain: r
                     .and_then(|r| r.max_unavailable_per_fault_domain)
                     .unwrap_or(defaults.max_unavailable_per_fault_domain),
@@ -155,34 +196,69 @@ impl Cx<'_> {
         });
         let name = host.name();
         let mut aspects: Vec<(ResourceId, &str)> = Vec::new();
-        let mut push = |cx: &mut Self, aspect: &'static str, body: Value, pointer: &str, disruptive: bool| {
-            let mut s = json!({ "bmc": bmc });
-            if let (Some(o), Value::Object(b)) = (s.as_object_mut(), body) {
-                o.extend(b);
-            }
-            let mut d = Desired::new(host_id(name, aspect), s);
-            d.origin = Some(cx.origin(host.doc, pointer, &host.origin));
-            if disruptive {
-                d.rollout = rollout.clone();
-            }
-            aspects.push((d.id.clone(), aspect));
-            cx.add(d);
-        };
+        let mut push =
+            |cx: &mut Self, aspect: &'static str, body: Value, pointer: &str, disruptive: bool| {
+                let mut s = json!({ "bmc": bmc });
+                if let (Some(o), Value::Object(b)) = (s.as_object_mut(), body) {
+                    o.extend(b);
+                }
+                let mut d = Desired::new(host_id(name, aspect), s);
+                d.origin = Some(cx.origin(host.doc, pointer, &host.origin));
+                if disruptive {
+                    d.rollout = rollout.clone();
+                }
+                aspects.push((d.id.clone(), aspect));
+                cx.add(d);
+            };
         if !spec.firmware.is_empty() {
-            push(self, "firmware", json!({ "expected": spec.firmware }), "/spec/firmware", true);
+            push(
+                self,
+                "firmware",
+                json!({ "expected": spec.firmware }),
+                "/spec/firmware",
+                true,
+            );
         }
         if let Some(bios) = &spec.bios {
-            push(self, "bios", json!({ "attributes": bios.attributes }), "/spec/bios", true);
+            push(
+                self,
+                "bios",
+                json!({ "attributes": bios.attributes }),
+                "/spec/bios",
+                true,
+            );
         }
-        push(self, "secure-boot", json!({ "enabled": spec.secure_boot }), "/spec/secureBoot", true);
+        push(
+            self,
+            "secure-boot",
+            json!({ "enabled": spec.secure_boot }),
+            "/spec/secureBoot",
+            true,
+        );
         if let Some(boot) = &spec.boot {
-            push(self, "boot", json!({ "target": boot.target, "enabled": "Continuous", "mode": boot.mode }), "/spec/boot", false);
+            push(
+                self,
+                "boot",
+                json!({ "target": boot.target, "enabled": "Continuous", "mode": boot.mode }),
+                "/spec/boot",
+                false,
+            );
         }
-        push(self, "power", json!({ "state": spec.power }), "/spec/power", false);
+        push(
+            self,
+            "power",
+            json!({ "state": spec.power }),
+            "/spec/power",
+            false,
+        );
         let power = host_id(name, "power");
         for (id, aspect) in aspects {
             if aspect != "power" {
-                self.dep(&power, &id, format!("{aspect} settings of {name} take effect at the next power-on"));
+                self.dep(
+                    &power,
+                    &id,
+                    format!("{aspect} settings of {name} take effect at the next power-on"),
+                );
             }
         }
     }
@@ -194,12 +270,23 @@ impl Cx<'_> {
 
         // Management cluster: a namespace per NCP-managed tenant and a BareMetalHost per host.
         let ncp = matches!(tenant.spec.flavor, crate::manifest::Flavor::NcpManaged);
-        let pools: Vec<&NodePool> = self.fleet.pools.iter().filter(|p| p.spec.tenant == t).collect();
+        let pools: Vec<&NodePool> = self
+            .fleet
+            .pools
+            .iter()
+            .filter(|p| p.spec.tenant == t)
+            .collect();
         if ncp {
-            let ns = self.kube(MANAGEMENT_CLUSTER, namespace(&format!("tenant-{t}")), origin.clone());
+            let ns = self.kube(
+                MANAGEMENT_CLUSTER,
+                namespace(&format!("tenant-{t}")),
+                origin.clone(),
+            );
             for p in &pools {
                 for h in self.fleet.members(p.name()).to_vec() {
-                    let Some(host) = self.fleet.host(&h) else { continue };
+                    let Some(host) = self.fleet.host(&h) else {
+                        continue;
+                    };
                     let system = host.spec.bmc.system_id.clone().unwrap_or_else(|| h.clone());
                     let bmh = json!({
                         "apiVersion": "metal3.io/v1alpha1", "kind": "BareMetalHost",
@@ -212,7 +299,11 @@ impl Cx<'_> {
                     let o = self.origin(host.doc, "/spec/bmc", &host.origin);
                     let id = self.kube(MANAGEMENT_CLUSTER, bmh, o);
                     self.dep(&id, &ns, format!("namespace tenant-{t} first"));
-                    self.dep(&id, &host_id(&h, "power"), format!("host {h} configured through its BMC first"));
+                    self.dep(
+                        &id,
+                        &host_id(&h, "power"),
+                        format!("host {h} configured through its BMC first"),
+                    );
                 }
             }
         }
@@ -268,13 +359,22 @@ impl Cx<'_> {
             self.dep(&cp_id, p, "pull secret before anything that pulls from NGC");
         }
         if let Some(nic) = &nic_policy {
-            self.dep(&cp_id, nic, "Network Operator first: GPUDirect RDMA needs its drivers");
+            self.dep(
+                &cp_id,
+                nic,
+                "Network Operator first: GPUDirect RDMA needs its drivers",
+            );
         }
 
         for p in &pools {
             self.pool(&t, p, &cp_id);
         }
-        let nims: Vec<&NimService> = self.fleet.nims.iter().filter(|n| n.spec.tenant == t).collect();
+        let nims: Vec<&NimService> = self
+            .fleet
+            .nims
+            .iter()
+            .filter(|n| n.spec.tenant == t)
+            .collect();
         for n in nims {
             self.nim(tenant, n, &cp_id);
         }
@@ -288,16 +388,24 @@ impl Cx<'_> {
             Some(GpuSharing::Mig(m)) => {
                 let config = match &m.config {
                     MigConfig::Named(n) => n.clone(),
-                    MigConfig::Layout(MigLayout::All(_) | MigLayout::PerGpu(_)) => format!("fleetform-{}", pool.name()),
+                    MigConfig::Layout(MigLayout::All(_) | MigLayout::PerGpu(_)) => {
+                        format!("fleetform-{}", pool.name())
+                    }
                 };
                 labels.insert("nvidia.com/mig.config".into(), config);
                 disruptive = true;
             }
             Some(GpuSharing::Mps(_)) => {
-                labels.insert("nvidia.com/device-plugin.config".into(), format!("{}-mps", pool.name()));
+                labels.insert(
+                    "nvidia.com/device-plugin.config".into(),
+                    format!("{}-mps", pool.name()),
+                );
             }
             Some(GpuSharing::TimeSlicing(_)) => {
-                labels.insert("nvidia.com/device-plugin.config".into(), format!("{}-time-slicing", pool.name()));
+                labels.insert(
+                    "nvidia.com/device-plugin.config".into(),
+                    format!("{}-time-slicing", pool.name()),
+                );
             }
             Some(GpuSharing::Dra(dra)) => {
                 for class in &dra.device_classes {
@@ -324,13 +432,18 @@ impl Cx<'_> {
             })
             .collect();
         for h in self.fleet.members(pool.name()).to_vec() {
-            let Some(host) = self.fleet.host(&h) else { continue };
+            let Some(host) = self.fleet.host(&h) else {
+                continue;
+            };
             let mut node = json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": h, "labels": labels } });
             if !taints.is_empty() {
                 node["spec"] = json!({ "taints": taints });
             }
             let id = kube_id(t, &node);
-            let mut d = Desired::new(id.clone(), json!({ "cluster": t, "object": node, "adopt": true }));
+            let mut d = Desired::new(
+                id.clone(),
+                json!({ "cluster": t, "object": node, "adopt": true }),
+            );
             d.origin = Some(self.origin(pool.doc, "/spec/gpuSharing", &pool.origin));
             if disruptive {
                 let defaults = &self.fleet.fleet.spec.rollout;
@@ -339,19 +452,34 @@ impl Cx<'_> {
                     pool: format!("{t}/{}", pool.name()),
                     fault_domain: host.spec.rack.clone(),
                     host: h.clone(),
-                    max_unavailable: r.and_then(|r| r.max_unavailable).unwrap_or(defaults.max_unavailable),
+                    max_unavailable: r
+                        .and_then(|r| r.max_unavailable)
+                        .unwrap_or(defaults.max_unavailable),
                     max_unavailable_per_fault_domain: r
                         .and_then(|r| r.max_unavailable_per_fault_domain)
                         .unwrap_or(defaults.max_unavailable_per_fault_domain),
                 });
             }
             self.add(d);
-            self.dep(&id, cluster_policy, "MIG manager and device plugin act on node labels once the GPU Operator is ready");
-            self.dep(&id, &host_id(&h, "power"), format!("pool {} needs host {h} powered on", pool.name()));
+            self.dep(
+                &id,
+                cluster_policy,
+                "MIG manager and device plugin act on node labels once the GPU Operator is ready",
+            );
+            self.dep(
+                &id,
+                &host_id(&h, "power"),
+                format!("pool {} needs host {h} powered on", pool.name()),
+            );
         }
     }
 
-    fn pull_secret(&mut self, tenant: &Tenant, namespace: &str, ns_id: &ResourceId) -> Option<ResourceId> {
+    fn pull_secret(
+        &mut self,
+        tenant: &Tenant,
+        namespace: &str,
+        ns_id: &ResourceId,
+    ) -> Option<ResourceId> {
         let ngc = tenant.spec.ngc.as_ref()?;
         let key = match self.secrets.resolve(&ngc.api_key) {
             Ok(k) => k,
@@ -369,7 +497,8 @@ impl Cx<'_> {
         let registry = &self.fleet.fleet.spec.registries.ngc;
         let host = registry_host(&registry.endpoint);
         let user = registry.username.as_deref().unwrap_or("$oauthtoken");
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", key.expose()));
+        let auth =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", key.expose()));
         let config = json!({ "auths": { host: { "username": user, "password": key.expose(), "auth": auth } } });
         let data = base64::engine::general_purpose::STANDARD.encode(config.to_string());
         let obj = json!({
@@ -424,7 +553,11 @@ impl Cx<'_> {
             });
             let o = self.origin(nim.doc, "/spec/cache", &origin);
             let id = self.kube(&t, c, o);
-            self.dep(&id, cluster_policy, "NIM workloads need the GPU Operator ready");
+            self.dep(
+                &id,
+                cluster_policy,
+                "NIM workloads need the GPU Operator ready",
+            );
             cache_id = Some(id);
         }
         let mut spec = json!({
@@ -439,12 +572,24 @@ impl Cx<'_> {
         }
         let svc = json!({ "apiVersion": "apps.nvidia.com/v1alpha1", "kind": "NIMService", "metadata": { "name": nim.name(), "namespace": ns }, "spec": spec });
         let id = self.kube(&t, svc, origin);
-        self.dep(&id, cluster_policy, "NIM workloads need the GPU Operator ready");
+        self.dep(
+            &id,
+            cluster_policy,
+            "NIM workloads need the GPU Operator ready",
+        );
         self.dep(&id, &ns_id, format!("namespace {ns} first"));
         for dep in [pull, auth_id, cache_id, image_id].into_iter().flatten() {
             let reason = match dep.provider() {
-                "ngc" => format!("image tag {}:{tag} must resolve in the registry", nim.spec.image.rsplit_once(':').map_or(&*nim.spec.image, |x| x.0)),
-                _ if dep.as_str().contains("NIMCache") => "the model cache is filled before the service starts".into(),
+                "ngc" => format!(
+                    "image tag {}:{tag} must resolve in the registry",
+                    nim.spec
+                        .image
+                        .rsplit_once(':')
+                        .map_or(&*nim.spec.image, |x| x.0)
+                ),
+                _ if dep.as_str().contains("NIMCache") => {
+                    "the model cache is filled before the service starts".into()
+                }
                 _ => "credentials before anything that pulls from NGC".into(),
             };
             self.dep(&id, &dep, reason);
@@ -455,16 +600,26 @@ impl Cx<'_> {
     fn image(&mut self, tenant: &Tenant, nim: &NimService) -> Option<ResourceId> {
         let registry = &self.fleet.fleet.spec.registries.ngc;
         let (repo, tag) = split_image(&nim.spec.image);
-        let repository = repo.split_once('/').map_or(repo.as_str(), |(_, r)| r).to_string();
+        let repository = repo
+            .split_once('/')
+            .map_or(repo.as_str(), |(_, r)| r)
+            .to_string();
         let host = registry_host(&registry.endpoint);
         let user = registry.username.as_deref().unwrap_or("$oauthtoken");
-        let credentials = tenant.spec.ngc.as_ref().map(|n| json!({ "username": user, "password": n.api_key }));
+        let credentials = tenant
+            .spec
+            .ngc
+            .as_ref()
+            .map(|n| json!({ "username": user, "password": n.api_key }));
         let spec = json!({
             "tenant": tenant.name(),
             "registry": { "endpoint": registry.endpoint, "insecure": registry.insecure, "caBundle": registry.ca_bundle },
             "repository": repository, "tag": tag, "credentials": credentials,
         });
-        let id = ResourceId::new("ngc", format!("image/{}/{host}/{repository}:{tag}", tenant.name()));
+        let id = ResourceId::new(
+            "ngc",
+            format!("image/{}/{host}/{repository}:{tag}", tenant.name()),
+        );
         let mut d = Desired::new(id.clone(), strip_nulls(spec));
         d.origin = Some(self.origin(nim.doc, "/spec/image", &nim.origin));
         self.add(d);
@@ -501,7 +656,10 @@ pub fn registry_host(endpoint: &str) -> String {
 pub fn split_image(image: &str) -> (String, String) {
     let last_slash = image.rfind('/').unwrap_or(0);
     match image[last_slash..].rfind(':') {
-        Some(i) => (image[..last_slash + i].to_string(), image[last_slash + i + 1..].to_string()),
+        Some(i) => (
+            image[..last_slash + i].to_string(),
+            image[last_slash + i + 1..].to_string(),
+        ),
         None => (image.to_string(), "latest".into()),
     }
 }
@@ -522,8 +680,14 @@ mod tests {
 
     #[test]
     fn image_references_split_at_the_tag_not_the_port() {
-        assert_eq!(split_image("127.0.0.1:5000/nim/llama:1.0"), ("127.0.0.1:5000/nim/llama".into(), "1.0".into()));
-        assert_eq!(split_image("nvcr.io/nim/llama"), ("nvcr.io/nim/llama".into(), "latest".into()));
+        assert_eq!(
+            split_image("127.0.0.1:5000/nim/llama:1.0"),
+            ("127.0.0.1:5000/nim/llama".into(), "1.0".into())
+        );
+        assert_eq!(
+            split_image("nvcr.io/nim/llama"),
+            ("nvcr.io/nim/llama".into(), "latest".into())
+        );
         assert_eq!(registry_host("https://nvcr.io"), "nvcr.io");
     }
 }

@@ -54,7 +54,14 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// An error with a code and summary.
     pub fn error(code: &str, summary: impl Into<String>) -> Self {
-        Self { severity: Severity::Error, code: code.into(), summary: summary.into(), span: None, field: None, hint: None }
+        Self {
+            severity: Severity::Error,
+            code: code.into(),
+            summary: summary.into(),
+            span: None,
+            field: None,
+            hint: None,
+        }
     }
 
     /// Sets the location.

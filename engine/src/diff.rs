@@ -27,7 +27,11 @@ fn walk(path: &str, desired: &Value, live: Option<&Value>, out: &mut Vec<FieldCh
         (d, l) => {
             if l != Some(d) && !(d.is_null() && l.is_none()) {
                 out.push(FieldChange {
-                    path: if path.is_empty() { "/".into() } else { path.into() },
+                    path: if path.is_empty() {
+                        "/".into()
+                    } else {
+                        path.into()
+                    },
                     before: l.cloned(),
                     after: Some(d.clone()),
                     sensitive: false,

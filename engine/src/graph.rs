@@ -4,9 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use petgraph::Direction;
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::Direction;
 
 use crate::resource::{Dependency, Desired, Origin, ResourceId};
 
@@ -58,7 +58,11 @@ fn render_cycles(cycles: &[Vec<CycleEdge>]) -> String {
         .map(|c| {
             c.iter()
                 .map(|e| {
-                    let at = e.origin.as_ref().map(|o| format!(" at {o}")).unwrap_or_default();
+                    let at = e
+                        .origin
+                        .as_ref()
+                        .map(|o| format!(" at {o}"))
+                        .unwrap_or_default();
                     format!("{} waits for {} ({}{at})", e.from, e.on, e.reason)
                 })
                 .collect::<Vec<_>>()
@@ -89,7 +93,11 @@ impl Graph {
     /// Builds the graph of the given resources, refusing duplicates, dangling
     /// dependencies and cycles.
     pub fn build(resources: &[Desired]) -> Result<Self, GraphError> {
-        Self::from_edges(resources.iter().map(|d| (&d.id, d.deps.as_slice(), d.origin.as_ref())))
+        Self::from_edges(
+            resources
+                .iter()
+                .map(|d| (&d.id, d.deps.as_slice(), d.origin.as_ref())),
+        )
     }
 
     /// Builds a graph from `(id, dependencies, origin)` triples (desired resources or inventory entries).
@@ -114,7 +122,10 @@ impl Graph {
                         origin: dep.origin.clone().or_else(|| origin.cloned()),
                     });
                 };
-                let info = EdgeInfo { reason: dep.reason.clone(), origin: dep.origin.clone().or_else(|| origin.cloned()) };
+                let info = EdgeInfo {
+                    reason: dep.reason.clone(),
+                    origin: dep.origin.clone().or_else(|| origin.cloned()),
+                };
                 g.update_edge(from, to, info);
             }
         }
@@ -149,7 +160,11 @@ impl Graph {
             cycles.push(edges);
         }
         cycles.sort_by(|a, b| a.first().map(|e| &e.from).cmp(&b.first().map(|e| &e.from)));
-        if cycles.is_empty() { Ok(()) } else { Err(GraphError::Cycle { cycles }) }
+        if cycles.is_empty() {
+            Ok(())
+        } else {
+            Err(GraphError::Cycle { cycles })
+        }
     }
 
     /// Number of resources.
@@ -179,12 +194,18 @@ impl Graph {
 
     fn neighbours(&self, id: &ResourceId, dir: Direction) -> Vec<(&ResourceId, &EdgeInfo)> {
         use petgraph::visit::EdgeRef;
-        let Some(&n) = self.index.get(id) else { return Vec::new() };
+        let Some(&n) = self.index.get(id) else {
+            return Vec::new();
+        };
         let mut out: Vec<_> = self
             .g
             .edges_directed(n, dir)
             .map(|e| {
-                let other = if dir == Direction::Incoming { e.source() } else { e.target() };
+                let other = if dir == Direction::Incoming {
+                    e.source()
+                } else {
+                    e.target()
+                };
                 (&self.g[other], e.weight())
             })
             .collect();
@@ -222,7 +243,10 @@ impl Graph {
     /// The given resources and everything they (transitively) depend on: what `--target` selects.
     pub fn with_dependencies(&self, targets: &[ResourceId]) -> BTreeSet<ResourceId> {
         let mut out = BTreeSet::new();
-        let mut stack: Vec<NodeIndex> = targets.iter().filter_map(|t| self.index.get(t).copied()).collect();
+        let mut stack: Vec<NodeIndex> = targets
+            .iter()
+            .filter_map(|t| self.index.get(t).copied())
+            .collect();
         while let Some(n) = stack.pop() {
             if out.insert(self.g[n].clone()) {
                 stack.extend(self.g.neighbors_directed(n, Direction::Incoming));
@@ -247,20 +271,29 @@ impl Graph {
 
     /// Graphviz DOT: resources as nodes grouped by provider, edges labelled with reasons.
     pub fn to_dot(&self) -> String {
-        let mut s = String::from("digraph fleet {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\", fontsize=10];\n  edge [fontsize=8, color=\"#666666\"];\n");
+        let mut s = String::from(
+            "digraph fleet {\n  rankdir=LR;\n  node [shape=box, fontname=\"Helvetica\", fontsize=10];\n  edge [fontsize=8, color=\"#666666\"];\n",
+        );
         let mut by_provider: BTreeMap<&str, Vec<&ResourceId>> = BTreeMap::new();
         for id in self.index.keys() {
             by_provider.entry(id.provider()).or_default().push(id);
         }
         for (p, ids) in by_provider {
-            s.push_str(&format!("  subgraph \"cluster_{p}\" {{\n    label=\"{p}\";\n"));
+            s.push_str(&format!(
+                "  subgraph \"cluster_{p}\" {{\n    label=\"{p}\";\n"
+            ));
             for id in ids {
                 s.push_str(&format!("    \"{}\";\n", escape(id.as_str())));
             }
             s.push_str("  }\n");
         }
         for (from, to, info) in self.sorted_edges() {
-            s.push_str(&format!("  \"{}\" -> \"{}\" [label=\"{}\"];\n", escape(from.as_str()), escape(to.as_str()), escape(&info.reason)));
+            s.push_str(&format!(
+                "  \"{}\" -> \"{}\" [label=\"{}\"];\n",
+                escape(from.as_str()),
+                escape(to.as_str()),
+                escape(&info.reason)
+            ));
         }
         s.push_str("}\n");
         s
@@ -268,20 +301,37 @@ impl Graph {
 
     /// Mermaid flowchart, for Markdown renderers that draw it.
     pub fn to_mermaid(&self) -> String {
-        let ids: BTreeMap<&ResourceId, usize> = self.index.keys().enumerate().map(|(i, id)| (id, i)).collect();
+        let ids: BTreeMap<&ResourceId, usize> = self
+            .index
+            .keys()
+            .enumerate()
+            .map(|(i, id)| (id, i))
+            .collect();
         let mut s = String::from("flowchart LR\n");
         for (id, i) in &ids {
-            s.push_str(&format!("  n{i}[\"{}\"]\n", id.as_str().replace('"', "#quot;")));
+            s.push_str(&format!(
+                "  n{i}[\"{}\"]\n",
+                id.as_str().replace('"', "#quot;")
+            ));
         }
         for (from, to, info) in self.sorted_edges() {
-            s.push_str(&format!("  n{} -->|\"{}\"| n{}\n", ids[from], info.reason.replace('"', "#quot;"), ids[to]));
+            s.push_str(&format!(
+                "  n{} -->|\"{}\"| n{}\n",
+                ids[from],
+                info.reason.replace('"', "#quot;"),
+                ids[to]
+            ));
         }
         s
     }
 
     fn sorted_edges(&self) -> Vec<(&ResourceId, &ResourceId, &EdgeInfo)> {
         use petgraph::visit::EdgeRef;
-        let mut edges: Vec<_> = self.g.edge_references().map(|e| (&self.g[e.source()], &self.g[e.target()], e.weight())).collect();
+        let mut edges: Vec<_> = self
+            .g
+            .edge_references()
+            .map(|e| (&self.g[e.source()], &self.g[e.target()], e.weight()))
+            .collect();
         edges.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         edges
     }
@@ -325,14 +375,22 @@ mod tests {
     #[test]
     fn waves_put_each_resource_after_everything_it_waits_for() {
         let g = Graph::build(&[d("c", &["b"]), d("b", &["a"]), d("a", &[]), d("x", &[])]).unwrap();
-        assert_eq!(g.waves(), vec![vec![r("a"), r("x")], vec![r("b")], vec![r("c")]]);
+        assert_eq!(
+            g.waves(),
+            vec![vec![r("a"), r("x")], vec![r("b")], vec![r("c")]]
+        );
     }
 
     #[test]
     fn a_cycle_names_every_member_and_reason() {
-        let err = Graph::build(&[d("a", &["c"]), d("b", &["a"]), d("c", &["b"]), d("ok", &[])]).unwrap_err();
+        let err = Graph::build(&[d("a", &["c"]), d("b", &["a"]), d("c", &["b"]), d("ok", &[])])
+            .unwrap_err();
         let msg = err.to_string();
-        for needle in ["test:a waits for test:c (a needs c)", "test:b waits for test:a", "test:c waits for test:b"] {
+        for needle in [
+            "test:a waits for test:c (a needs c)",
+            "test:b waits for test:a",
+            "test:c waits for test:b",
+        ] {
             assert!(msg.contains(needle), "{msg}");
         }
         assert!(!msg.contains("test:ok"), "{msg}");
@@ -340,8 +398,16 @@ mod tests {
 
     #[test]
     fn two_separate_cycles_are_both_reported() {
-        let err = Graph::build(&[d("a", &["b"]), d("b", &["a"]), d("x", &["y"]), d("y", &["x"])]).unwrap_err();
-        let GraphError::Cycle { cycles } = err else { panic!("expected cycle") };
+        let err = Graph::build(&[
+            d("a", &["b"]),
+            d("b", &["a"]),
+            d("x", &["y"]),
+            d("y", &["x"]),
+        ])
+        .unwrap_err();
+        let GraphError::Cycle { cycles } = err else {
+            panic!("expected cycle")
+        };
         assert_eq!(cycles.len(), 2);
     }
 

@@ -21,19 +21,19 @@ pub mod synth;
 pub mod validate;
 
 pub use provider::{
-    Action, Applied, ApplyContext, Change, FieldChange, Health, Observed, ObserveRequest, Provider,
+    Action, Applied, ApplyContext, Change, FieldChange, Health, ObserveRequest, Observed, Provider,
     ProviderError,
 };
 pub use resource::{Dependency, Desired, Origin, ResourceId, RolloutGroup};
 pub use sensitive::Sensitive;
 pub mod apply;
+pub mod compile;
+pub mod diff;
 pub mod graph;
 pub mod observe;
 pub mod plan;
+pub mod reconcile;
+pub mod report;
 pub mod state;
-pub mod diff;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod reconcile;
-pub mod compile;
-pub mod report;

@@ -44,7 +44,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_file_bytes: 16 << 20, max_depth: 128, max_nodes: 4_000_000, max_aliases: 10_000, max_alias_nodes: 100_000 }
+        Self {
+            max_file_bytes: 16 << 20,
+            max_depth: 128,
+            max_nodes: 4_000_000,
+            max_aliases: 10_000,
+            max_alias_nodes: 100_000,
+        }
     }
 }
 
@@ -118,7 +124,11 @@ impl SpanMap {
     }
 
     fn mk(&self, p: Pos) -> Span {
-        Span { file: self.file.to_string(), line: p.line, column: p.col }
+        Span {
+            file: self.file.to_string(),
+            line: p.line,
+            column: p.col,
+        }
     }
 }
 
@@ -145,7 +155,10 @@ impl Document {
 
     /// `metadata.name`, when it is a string.
     pub fn name(&self) -> Option<&str> {
-        self.value.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str)
+        self.value
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
     }
 }
 
@@ -172,7 +185,10 @@ pub fn read_dir_with(dir: &Path, limits: &Limits) -> Result<Vec<SourceFile>, Vec
     let root = match dir.canonicalize() {
         Ok(r) => r,
         Err(e) => {
-            return Err(vec![Diagnostic::error("read", format!("cannot open fleet directory {}: {e}", dir.display()))]);
+            return Err(vec![Diagnostic::error(
+                "read",
+                format!("cannot open fleet directory {}: {e}", dir.display()),
+            )]);
         }
     };
     let mut files = Vec::new();
@@ -181,8 +197,11 @@ pub fn read_dir_with(dir: &Path, limits: &Limits) -> Result<Vec<SourceFile>, Vec
     walk(&root, &root, "", limits, &mut files, &mut diags, &mut seen);
     if files.is_empty() && diags.is_empty() {
         diags.push(
-            Diagnostic::error("empty-fleet", format!("no *.yaml or *.yml files in {}", dir.display()))
-                .hint("a fleet needs at least a Fleet document; see examples/small"),
+            Diagnostic::error(
+                "empty-fleet",
+                format!("no *.yaml or *.yml files in {}", dir.display()),
+            )
+            .hint("a fleet needs at least a Fleet document; see examples/small"),
         );
     }
     if diags.is_empty() {
@@ -209,38 +228,67 @@ fn walk(
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            diags.push(Diagnostic::error("read", format!("cannot read directory {}: {e}", show(rel))));
+            diags.push(Diagnostic::error(
+                "read",
+                format!("cannot read directory {}: {e}", show(rel)),
+            ));
             return;
         }
     };
-    let mut names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    let mut names: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
     names.sort();
     for name in names {
         let Some(name) = name.to_str().map(str::to_string) else {
-            diags.push(Diagnostic::error("read", format!("a file name in {} is not UTF-8", show(rel))));
+            diags.push(Diagnostic::error(
+                "read",
+                format!("a file name in {} is not UTF-8", show(rel)),
+            ));
             continue;
         };
         if name.starts_with('.') {
             continue;
         }
-        let rel_path = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        let rel_path = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
         let path = dir.join(&name);
-        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
         let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
         let target = if meta.file_type().is_symlink() {
             match path.canonicalize() {
                 Ok(t) if t.starts_with(root) => t,
                 Ok(_) => {
                     diags.push(
-                        Diagnostic::error("path-escape", format!("{rel_path} is a symlink that points outside the fleet directory"))
-                            .at(Some(Span { file: rel_path.clone(), line: 1, column: 1 }))
-                            .hint("copy the file into the fleet directory, or point the link inside it"),
+                        Diagnostic::error(
+                            "path-escape",
+                            format!(
+                                "{rel_path} is a symlink that points outside the fleet directory"
+                            ),
+                        )
+                        .at(Some(Span {
+                            file: rel_path.clone(),
+                            line: 1,
+                            column: 1,
+                        }))
+                        .hint(
+                            "copy the file into the fleet directory, or point the link inside it",
+                        ),
                     );
                     continue;
                 }
                 Err(_) => {
                     if is_yaml {
-                        diags.push(Diagnostic::error("read", format!("{rel_path} is a dangling symlink")));
+                        diags.push(Diagnostic::error(
+                            "read",
+                            format!("{rel_path} is a dangling symlink"),
+                        ));
                     }
                     continue;
                 }
@@ -248,7 +296,9 @@ fn walk(
         } else {
             path.clone()
         };
-        let Ok(tmeta) = std::fs::metadata(&target) else { continue };
+        let Ok(tmeta) = std::fs::metadata(&target) else {
+            continue;
+        };
         if tmeta.is_dir() {
             walk(root, &target, &rel_path, limits, files, diags, seen);
         } else if tmeta.is_file() && is_yaml {
@@ -257,8 +307,14 @@ fn walk(
                 continue;
             }
             match std::fs::read(&target) {
-                Ok(bytes) => files.push(SourceFile { path: rel_path, bytes }),
-                Err(e) => diags.push(Diagnostic::error("read", format!("cannot read {rel_path}: {e}"))),
+                Ok(bytes) => files.push(SourceFile {
+                    path: rel_path,
+                    bytes,
+                }),
+                Err(e) => diags.push(Diagnostic::error(
+                    "read",
+                    format!("cannot read {rel_path}: {e}"),
+                )),
             }
         }
     }
@@ -271,9 +327,16 @@ fn show(rel: &str) -> &str {
 fn too_large(path: &str, len: u64, limits: &Limits) -> Diagnostic {
     Diagnostic::error(
         "file-too-large",
-        format!("{path} is {len} bytes; the limit is {} bytes", limits.max_file_bytes),
+        format!(
+            "{path} is {len} bytes; the limit is {} bytes",
+            limits.max_file_bytes
+        ),
     )
-    .at(Some(Span { file: path.to_string(), line: 1, column: 1 }))
+    .at(Some(Span {
+        file: path.to_string(),
+        line: 1,
+        column: 1,
+    }))
     .hint("split the fleet into several files (one per rack or tenant)")
 }
 
@@ -288,7 +351,9 @@ pub fn load(files: &[SourceFile]) -> (Vec<Document>, Vec<Diagnostic>) {
 /// [`load`] with explicit limits.
 pub fn load_with(files: &[SourceFile], limits: &Limits) -> (Vec<Document>, Vec<Diagnostic>) {
     // Files are independent: parse them on every core, keep file order.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(files.len().max(1));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(files.len().max(1));
     let results: Vec<Result<Vec<Document>, Vec<Diagnostic>>> = if threads <= 1 || files.len() < 4 {
         files.iter().map(|f| load_file(f, limits)).collect()
     } else {
@@ -296,13 +361,18 @@ pub fn load_with(files: &[SourceFile], limits: &Limits) -> (Vec<Document>, Vec<D
         std::thread::scope(|s| {
             let handles: Vec<_> = files
                 .chunks(chunk)
-                .map(|c| s.spawn(move || c.iter().map(|f| load_file(f, limits)).collect::<Vec<_>>()))
+                .map(|c| {
+                    s.spawn(move || c.iter().map(|f| load_file(f, limits)).collect::<Vec<_>>())
+                })
                 .collect();
             handles
                 .into_iter()
                 .flat_map(|h| match h.join() {
                     Ok(r) => r,
-                    Err(_) => vec![Err(vec![Diagnostic::error("internal", "a loader thread panicked")])],
+                    Err(_) => vec![Err(vec![Diagnostic::error(
+                        "internal",
+                        "a loader thread panicked",
+                    )])],
                 })
                 .collect()
         })
@@ -320,7 +390,11 @@ pub fn load_with(files: &[SourceFile], limits: &Limits) -> (Vec<Document>, Vec<D
 }
 
 fn at(file: &str, line: u32, col: u32) -> Option<Span> {
-    Some(Span { file: file.to_string(), line, column: col })
+    Some(Span {
+        file: file.to_string(),
+        line,
+        column: col,
+    })
 }
 
 fn load_file(f: &SourceFile, limits: &Limits) -> Result<Vec<Document>, Vec<Diagnostic>> {
@@ -333,11 +407,19 @@ fn load_file(f: &SourceFile, limits: &Limits) -> Result<Vec<Document>, Vec<Diagn
             let off = e.valid_up_to();
             let before = &f.bytes[..off];
             let line = before.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
-            let col = (off - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1)) as u32 + 1;
+            let col = (off
+                - before
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |p| p + 1)) as u32
+                + 1;
             return Err(vec![
-                Diagnostic::error("not-utf8", format!("{} is not UTF-8: invalid byte at offset {off}", f.path))
-                    .at(at(&f.path, line, col))
-                    .hint("save the file as UTF-8"),
+                Diagnostic::error(
+                    "not-utf8",
+                    format!("{} is not UTF-8: invalid byte at offset {off}", f.path),
+                )
+                .at(at(&f.path, line, col))
+                .hint("save the file as UTF-8"),
             ]);
         }
     };
@@ -346,8 +428,21 @@ fn load_file(f: &SourceFile, limits: &Limits) -> Result<Vec<Document>, Vec<Diagn
 }
 
 enum Frame {
-    Seq { items: Vec<Value>, ptr: String, anchor: usize, nodes_at_start: usize, order_start: usize },
-    Map { map: Map<String, Value>, ptr: String, anchor: usize, nodes_at_start: usize, order_start: usize, key: Option<String> },
+    Seq {
+        items: Vec<Value>,
+        ptr: String,
+        anchor: usize,
+        nodes_at_start: usize,
+        order_start: usize,
+    },
+    Map {
+        map: Map<String, Value>,
+        ptr: String,
+        anchor: usize,
+        nodes_at_start: usize,
+        order_start: usize,
+        key: Option<String>,
+    },
 }
 
 struct Builder<'a> {
@@ -401,7 +496,10 @@ impl<'a> Builder<'a> {
             let Some(ev) = parser.next_event() else { break };
             match ev {
                 Ok((event, span)) => {
-                    let pos = Pos { line: span.start.line() as u32, col: span.start.col() as u32 + 1 };
+                    let pos = Pos {
+                        line: span.start.line() as u32,
+                        col: span.start.col() as u32 + 1,
+                    };
                     match self.event(event, pos) {
                         Ok(true) => break,
                         Ok(false) => {}
@@ -411,14 +509,25 @@ impl<'a> Builder<'a> {
                 Err(e) => {
                     let m = e.marker();
                     self.diags.push(
-                        Diagnostic::error("yaml-syntax", format!("YAML syntax error: {}", e.info()))
-                            .at(at(self.path, m.line() as u32, m.col() as u32 + 1)),
+                        Diagnostic::error(
+                            "yaml-syntax",
+                            format!("YAML syntax error: {}", e.info()),
+                        )
+                        .at(at(
+                            self.path,
+                            m.line() as u32,
+                            m.col() as u32 + 1,
+                        )),
                     );
                     break;
                 }
             }
         }
-        if self.diags.is_empty() { Ok(self.docs) } else { Err(self.diags) }
+        if self.diags.is_empty() {
+            Ok(self.docs)
+        } else {
+            Err(self.diags)
+        }
     }
 
     fn fail(&mut self, code: &str, summary: String, pos: Pos, hint: Option<&str>) -> Abort {
@@ -435,7 +544,9 @@ impl<'a> Builder<'a> {
         match self.stack.last() {
             None => (String::new(), pos),
             Some(Frame::Seq { items, ptr, .. }) => (format!("{ptr}/{}", items.len()), pos),
-            Some(Frame::Map { ptr, key: Some(k), .. }) => (format!("{ptr}/{}", escape_segment(k)), self.key_pos),
+            Some(Frame::Map {
+                ptr, key: Some(k), ..
+            }) => (format!("{ptr}/{}", escape_segment(k)), self.key_pos),
             Some(Frame::Map { ptr, .. }) => (ptr.clone(), pos),
         }
     }
@@ -445,7 +556,10 @@ impl<'a> Builder<'a> {
         if self.nodes > self.limits.max_nodes {
             return Err(self.fail(
                 "too-many-nodes",
-                format!("{} expands to more than {} nodes", self.path, self.limits.max_nodes),
+                format!(
+                    "{} expands to more than {} nodes",
+                    self.path, self.limits.max_nodes
+                ),
                 pos,
                 Some("an alias bomb, or a fleet too big for one file: split it"),
             ));
@@ -470,27 +584,41 @@ impl<'a> Builder<'a> {
                 if self.aliases > self.limits.max_aliases {
                     return Err(self.fail(
                         "too-many-aliases",
-                        format!("{} uses more than {} aliases", self.path, self.limits.max_aliases),
+                        format!(
+                            "{} uses more than {} aliases",
+                            self.path, self.limits.max_aliases
+                        ),
                         pos,
                         None,
                     ));
                 }
                 let Some(n) = self.anchors.get(&id).map(|a| a.1) else {
-                    return Err(self.fail("yaml-syntax", "alias to an unknown anchor".into(), pos, None));
+                    return Err(self.fail(
+                        "yaml-syntax",
+                        "alias to an unknown anchor".into(),
+                        pos,
+                        None,
+                    ));
                 };
                 self.alias_nodes = self.alias_nodes.saturating_add(n);
                 if self.alias_nodes > self.limits.max_alias_nodes {
                     return Err(self.fail(
                         "alias-expansion",
-                        format!("aliases in {} expand to more than {} nodes", self.path, self.limits.max_alias_nodes),
+                        format!(
+                            "aliases in {} expand to more than {} nodes",
+                            self.path, self.limits.max_alias_nodes
+                        ),
                         pos,
                         Some("an alias bomb (\"billion laughs\"): refused; write the values out"),
                     ));
                 }
-                let Some((value, _, sub, src_ptr)) = self.anchors.get(&id) else { return Ok(false) };
+                let Some((value, _, sub, src_ptr)) = self.anchors.get(&id) else {
+                    return Ok(false);
+                };
                 let value = value.clone();
                 // Re-root the anchored node's spans under the alias, pointing at the anchor's lines.
-                let sub: Vec<(Box<str>, Entry)> = sub.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
+                let sub: Vec<(Box<str>, Entry)> =
+                    sub.iter().map(|(k, e)| (k.clone(), e.clone())).collect();
                 let src_ptr = src_ptr.clone();
                 self.count(n, pos)?;
                 let (ptr, key) = self.next_ptr(pos);
@@ -501,7 +629,14 @@ impl<'a> Builder<'a> {
                         }
                     }
                 }
-                self.record(ptr, Entry { value: pos, key, raw: None });
+                self.record(
+                    ptr,
+                    Entry {
+                        value: pos,
+                        key,
+                        raw: None,
+                    },
+                );
                 self.push_value(value, pos)?;
             }
             Event::Scalar(text, style, anchor, tag) => {
@@ -509,7 +644,9 @@ impl<'a> Builder<'a> {
                     return self.map_key(text.into_owned(), pos).map(|_| false);
                 }
                 self.count(1, pos)?;
-                let forced_str = tag.as_ref().is_some_and(|t| t.is_yaml_core_schema() && t.suffix == "str");
+                let forced_str = tag
+                    .as_ref()
+                    .is_some_and(|t| t.is_yaml_core_schema() && t.suffix == "str");
                 let (value, raw) = if style == ScalarStyle::Plain && !forced_str {
                     match resolve_plain(&text) {
                         Some(Ok(v)) => (v, Some(Box::<str>::from(text.as_ref()))),
@@ -528,10 +665,25 @@ impl<'a> Builder<'a> {
                 };
                 let (ptr, key) = self.next_ptr(pos);
                 if anchor > 0 {
-                    let sub = vec![(Box::<str>::from(ptr.as_str()), Entry { value: pos, key: pos, raw: raw.clone() })];
-                    self.anchors.insert(anchor, (value.clone(), 1, sub, ptr.clone()));
+                    let sub = vec![(
+                        Box::<str>::from(ptr.as_str()),
+                        Entry {
+                            value: pos,
+                            key: pos,
+                            raw: raw.clone(),
+                        },
+                    )];
+                    self.anchors
+                        .insert(anchor, (value.clone(), 1, sub, ptr.clone()));
                 }
-                self.record(ptr, Entry { value: pos, key, raw });
+                self.record(
+                    ptr,
+                    Entry {
+                        value: pos,
+                        key,
+                        raw,
+                    },
+                );
                 self.push_value(value, pos)?;
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
@@ -554,23 +706,61 @@ impl<'a> Builder<'a> {
                 self.count(1, pos)?;
                 let (ptr, key) = self.next_ptr(pos);
                 let order_start = self.entries.len();
-                self.record(ptr.clone(), Entry { value: pos, key, raw: None });
+                self.record(
+                    ptr.clone(),
+                    Entry {
+                        value: pos,
+                        key,
+                        raw: None,
+                    },
+                );
                 let nodes_at_start = self.nodes;
-                self.stack.push(if matches!(event, Event::SequenceStart(..)) {
-                    Frame::Seq { items: Vec::new(), ptr, anchor, nodes_at_start, order_start }
-                } else {
-                    Frame::Map { map: Map::new(), ptr, anchor, nodes_at_start, order_start, key: None }
-                });
+                self.stack
+                    .push(if matches!(event, Event::SequenceStart(..)) {
+                        Frame::Seq {
+                            items: Vec::new(),
+                            ptr,
+                            anchor,
+                            nodes_at_start,
+                            order_start,
+                        }
+                    } else {
+                        Frame::Map {
+                            map: Map::new(),
+                            ptr,
+                            anchor,
+                            nodes_at_start,
+                            order_start,
+                            key: None,
+                        }
+                    });
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let Some(frame) = self.stack.pop() else { return Ok(false) };
+                let Some(frame) = self.stack.pop() else {
+                    return Ok(false);
+                };
                 let (value, ptr, anchor, start, order_start) = match frame {
-                    Frame::Seq { items, ptr, anchor, nodes_at_start, order_start } => {
-                        (Value::Array(items), ptr, anchor, nodes_at_start, order_start)
-                    }
-                    Frame::Map { map, ptr, anchor, nodes_at_start, order_start, .. } => {
-                        (Value::Object(map), ptr, anchor, nodes_at_start, order_start)
-                    }
+                    Frame::Seq {
+                        items,
+                        ptr,
+                        anchor,
+                        nodes_at_start,
+                        order_start,
+                    } => (
+                        Value::Array(items),
+                        ptr,
+                        anchor,
+                        nodes_at_start,
+                        order_start,
+                    ),
+                    Frame::Map {
+                        map,
+                        ptr,
+                        anchor,
+                        nodes_at_start,
+                        order_start,
+                        ..
+                    } => (Value::Object(map), ptr, anchor, nodes_at_start, order_start),
                 };
                 if anchor > 0 {
                     let n = self.nodes - start + 1;
@@ -596,10 +786,23 @@ impl<'a> Builder<'a> {
                 Some("write the fields out, or anchor and alias the whole value"),
             ));
         }
-        let Some(Frame::Map { map, ptr, key: slot, .. }) = self.stack.last_mut() else { return Ok(()) };
+        let Some(Frame::Map {
+            map,
+            ptr,
+            key: slot,
+            ..
+        }) = self.stack.last_mut()
+        else {
+            return Ok(());
+        };
         if map.contains_key(&key) {
             let first = format!("{ptr}/{}", escape_segment(&key));
-            let first_line = self.entries.iter().rev().find(|(k, _)| **k == *first).map_or(0, |(_, e)| e.key.line);
+            let first_line = self
+                .entries
+                .iter()
+                .rev()
+                .find(|(k, _)| **k == *first)
+                .map_or(0, |(_, e)| e.key.line);
             return Err(self.fail(
                 "duplicate-key",
                 format!("duplicate key `{key}` (first at line {first_line})"),
@@ -631,25 +834,36 @@ impl<'a> Builder<'a> {
     fn finish_document(&mut self) -> Result<(), Abort> {
         let index = self.doc_index;
         self.doc_index += 1;
-        let entries: HashMap<Box<str>, Entry> = std::mem::take(&mut self.entries).into_iter().collect();
-        let Some(root) = self.root.take() else { return Ok(()) };
+        let entries: HashMap<Box<str>, Entry> =
+            std::mem::take(&mut self.entries).into_iter().collect();
+        let Some(root) = self.root.take() else {
+            return Ok(());
+        };
         let start = self.doc_start;
         let obj = match root {
             Value::Null => return Ok(()), // empty document (e.g. a trailing `---`)
             Value::Object(o) => o,
             _ => {
                 self.diags.push(
-                    Diagnostic::error("not-a-mapping", format!("document {} is not a mapping", index + 1))
-                        .at(at(self.path, start.line, start.col))
-                        .hint("each document is `apiVersion`, `kind`, `metadata`, `spec`"),
+                    Diagnostic::error(
+                        "not-a-mapping",
+                        format!("document {} is not a mapping", index + 1),
+                    )
+                    .at(at(self.path, start.line, start.col))
+                    .hint("each document is `apiVersion`, `kind`, `metadata`, `spec`"),
                 );
                 return Ok(());
             }
         };
-        let spans = SpanMap { file: self.file.clone(), entries };
+        let spans = SpanMap {
+            file: self.file.clone(),
+            entries,
+        };
         let kind_ok = obj.get("kind").is_some_and(Value::is_string);
         let api_ok = obj.get("apiVersion").is_some_and(Value::is_string);
-        let first = spans.span("").map_or((start.line, start.col), |s| (s.line, s.column));
+        let first = spans
+            .span("")
+            .map_or((start.line, start.col), |s| (s.line, s.column));
         if !kind_ok || !api_ok {
             let missing = match (api_ok, kind_ok) {
                 (false, false) => "`apiVersion` and `kind`",
@@ -663,13 +877,19 @@ impl<'a> Builder<'a> {
             );
             return Ok(());
         }
-        let k = spans.key_span("/kind").map_or(first, |s| (s.line, s.column));
+        let k = spans
+            .key_span("/kind")
+            .map_or(first, |s| (s.line, s.column));
         self.docs.push(Document {
             file: self.path.to_string(),
             index,
             value: Value::Object(obj),
             spans: Arc::new(spans),
-            origin: Origin { file: self.path.to_string(), line: k.0, column: k.1 },
+            origin: Origin {
+                file: self.path.to_string(),
+                line: k.0,
+                column: k.1,
+            },
         });
         Ok(())
     }
@@ -682,8 +902,8 @@ fn resolve_plain(s: &str) -> Option<Result<Value, ()>> {
         "" | "~" | "null" | "Null" | "NULL" => return Some(Ok(Value::Null)),
         "true" | "True" | "TRUE" => return Some(Ok(Value::Bool(true))),
         "false" | "False" | "FALSE" => return Some(Ok(Value::Bool(false))),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF" | ".nan" | ".NaN"
-        | ".NAN" => return Some(Err(())),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
+        | ".nan" | ".NaN" | ".NAN" => return Some(Err(())),
         _ => {}
     }
     let b = s.as_bytes();
@@ -707,7 +927,11 @@ fn resolve_plain(s: &str) -> Option<Result<Value, ()>> {
                 return Some(Ok(Value::from(n)));
             }
         }
-        return s.parse::<f64>().ok().and_then(Number::from_f64).map(|n| Ok(Value::Number(n)));
+        return s
+            .parse::<f64>()
+            .ok()
+            .and_then(Number::from_f64)
+            .map(|n| Ok(Value::Number(n)));
     }
     if is_core_float(digits) {
         return match s.parse::<f64>() {
@@ -743,17 +967,24 @@ mod tests {
     use super::*;
 
     fn one(src: &str) -> (Vec<Document>, Vec<Diagnostic>) {
-        load(&[SourceFile { path: "f.yaml".into(), bytes: src.as_bytes().to_vec() }])
+        load(&[SourceFile {
+            path: "f.yaml".into(),
+            bytes: src.as_bytes().to_vec(),
+        }])
     }
 
     #[test]
     fn values_and_spans_come_from_one_pass() {
-        let (docs, diags) =
-            one("apiVersion: fleetform.dev/v1alpha1\nkind: Host\nmetadata:\n  name: a\nspec:\n  list:\n    - x: 1.30\n");
+        let (docs, diags) = one(
+            "apiVersion: fleetform.dev/v1alpha1\nkind: Host\nmetadata:\n  name: a\nspec:\n  list:\n    - x: 1.30\n",
+        );
         assert!(diags.is_empty(), "{diags:?}");
         let d = &docs[0];
         assert_eq!(d.origin.line, 2);
-        assert_eq!(d.value.pointer("/spec/list/0/x"), Some(&serde_json::json!(1.3)));
+        assert_eq!(
+            d.value.pointer("/spec/list/0/x"),
+            Some(&serde_json::json!(1.3))
+        );
         let s = d.spans.span("/spec/list/0/x").unwrap();
         assert_eq!((s.line, s.column), (7, 10));
         assert_eq!(d.spans.key_span("/spec/list/0/x").unwrap().column, 7);

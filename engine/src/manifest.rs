@@ -44,7 +44,14 @@ pub enum Kind {
 
 impl Kind {
     /// All kinds, in the order documents are listed.
-    pub const ALL: [Kind; 6] = [Kind::Fleet, Kind::Rack, Kind::Host, Kind::Tenant, Kind::NodePool, Kind::NimService];
+    pub const ALL: [Kind; 6] = [
+        Kind::Fleet,
+        Kind::Rack,
+        Kind::Host,
+        Kind::Tenant,
+        Kind::NodePool,
+        Kind::NimService,
+    ];
 
     /// The `kind:` string.
     pub fn as_str(self) -> &'static str {
@@ -202,7 +209,9 @@ impl Fleet {
 
     /// The effective operators of a tenant (fleet defaults + overrides).
     pub fn operators_for(&self, tenant: &str) -> &Operators {
-        self.tenant_operators.get(tenant).unwrap_or(&self.fleet.spec.operators)
+        self.tenant_operators
+            .get(tenant)
+            .unwrap_or(&self.fleet.spec.operators)
     }
 
     /// Every document back as JSON, in kind then name order (for round-trip tests and `fleetform show`).
@@ -218,7 +227,9 @@ impl Fleet {
 }
 
 fn find<'a, S>(list: &'a [Doc<S>], name: &str) -> Option<&'a Doc<S>> {
-    list.binary_search_by(|d| d.metadata.name.as_str().cmp(name)).ok().map(|i| &list[i])
+    list.binary_search_by(|d| d.metadata.name.as_str().cmp(name))
+        .ok()
+        .map(|i| &list[i])
 }
 
 fn is_false(b: &bool) -> bool {
@@ -272,7 +283,10 @@ pub struct Registries {
 
 impl Default for Registries {
     fn default() -> Self {
-        Self { ngc: Registry::default(), mirrors: Vec::new() }
+        Self {
+            ngc: Registry::default(),
+            mirrors: Vec::new(),
+        }
     }
 }
 
@@ -298,7 +312,13 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Self { endpoint: "https://nvcr.io".into(), insecure: false, ca_bundle: None, username: None, api_key: None }
+        Self {
+            endpoint: "https://nvcr.io".into(),
+            insecure: false,
+            ca_bundle: None,
+            username: None,
+            api_key: None,
+        }
     }
 }
 
@@ -387,7 +407,11 @@ pub struct Component {
 
 impl Default for Component {
     fn default() -> Self {
-        Self { enabled: true, version: None, repository: None }
+        Self {
+            enabled: true,
+            version: None,
+            repository: None,
+        }
     }
 }
 
@@ -416,7 +440,9 @@ pub struct Driver {
 }
 
 /// `driver.kernelModuleType`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum KernelModuleType {
     /// Let the operator choose.
@@ -429,7 +455,9 @@ pub enum KernelModuleType {
 }
 
 /// ClusterPolicy `mig.strategy`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum MigStrategy {
     /// All MIG devices of a node share one profile, exposed as `nvidia.com/gpu`.
@@ -617,7 +645,9 @@ pub struct Kyverno {
 }
 
 /// Kyverno `failureAction`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub enum FailureAction {
     /// Report only.
     #[default]
@@ -692,7 +722,10 @@ fn one() -> u32 {
 
 impl Default for RolloutDefaults {
     fn default() -> Self {
-        Self { max_unavailable: 1, max_unavailable_per_fault_domain: 1 }
+        Self {
+            max_unavailable: 1,
+            max_unavailable_per_fault_domain: 1,
+        }
     }
 }
 
@@ -711,7 +744,9 @@ fn max_delete_fraction() -> f64 {
 
 impl Default for Prune {
     fn default() -> Self {
-        Self { max_delete_fraction: 0.3 }
+        Self {
+            max_delete_fraction: 0.3,
+        }
     }
 }
 
@@ -730,7 +765,9 @@ pub struct RackSpec {
 }
 
 /// The kind of fault domain a rack is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum FaultDomainKind {
     /// An ordinary rack.
@@ -953,7 +990,9 @@ pub struct DpuDevice {
 }
 
 /// DPU operating mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DpuMode {
     /// DPU mode (Arm cores own the datapath).
@@ -972,7 +1011,9 @@ pub struct Bios {
 }
 
 /// Desired power state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub enum PowerState {
     /// Powered on.
     #[default]
@@ -1012,7 +1053,9 @@ pub enum BootTarget {
 }
 
 /// Boot mode.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub enum BootMode {
     /// UEFI.
     #[default]
@@ -1071,7 +1114,9 @@ pub enum Flavor {
 }
 
 /// Host isolation.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Isolation {
     /// Hosts may serve several tenants.

@@ -55,7 +55,12 @@ pub type Observations = BTreeMap<ResourceId, Result<Option<Observed>, ProviderEr
 /// Observes every target. Requests are batched per provider (the provider
 /// bounds its own per-endpoint concurrency); at most `concurrency` batches run
 /// at once across all providers.
-pub async fn observe(providers: &Providers, targets: &[Target], concurrency: usize, batch: usize) -> Observations {
+pub async fn observe(
+    providers: &Providers,
+    targets: &[Target],
+    concurrency: usize,
+    batch: usize,
+) -> Observations {
     let mut out = Observations::new();
     let mut per_provider: BTreeMap<&str, Vec<&Target>> = BTreeMap::new();
     for t in targets {
@@ -64,7 +69,10 @@ pub async fn observe(providers: &Providers, targets: &[Target], concurrency: usi
         } else {
             out.insert(
                 t.id.clone(),
-                Err(ProviderError::permanent(&t.id, format!("no provider named `{}` is configured", t.id.provider()))),
+                Err(ProviderError::permanent(
+                    &t.id,
+                    format!("no provider named `{}` is configured", t.id.provider()),
+                )),
             );
         }
     }
@@ -72,16 +80,29 @@ pub async fn observe(providers: &Providers, targets: &[Target], concurrency: usi
         .into_iter()
         .flat_map(|(name, ts)| {
             let p = providers.by_name[name].clone();
-            ts.chunks(batch.max(1)).map(move |c| (p.clone(), c.to_vec())).collect::<Vec<_>>()
+            ts.chunks(batch.max(1))
+                .map(move |c| (p.clone(), c.to_vec()))
+                .collect::<Vec<_>>()
         })
         .collect();
     let results = stream::iter(batches)
         .map(|(p, ts)| async move {
-            let reqs: Vec<ObserveRequest<'_>> =
-                ts.iter().map(|t| ObserveRequest { id: &t.id, spec: &t.spec, desired: t.desired }).collect();
+            let reqs: Vec<ObserveRequest<'_>> = ts
+                .iter()
+                .map(|t| ObserveRequest {
+                    id: &t.id,
+                    spec: &t.spec,
+                    desired: t.desired,
+                })
+                .collect();
             let mut res = p.observe(&reqs).await;
             // A provider that returns the wrong number of results is a bug; report it per resource.
-            res.resize_with(ts.len(), || Err(ProviderError::permanent(&ts[0].id, "provider returned too few results")));
+            res.resize_with(ts.len(), || {
+                Err(ProviderError::permanent(
+                    &ts[0].id,
+                    "provider returned too few results",
+                ))
+            });
             ts.iter().map(|t| t.id.clone()).zip(res).collect::<Vec<_>>()
         })
         .buffer_unordered(concurrency.max(1))

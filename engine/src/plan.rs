@@ -9,7 +9,7 @@ use crate::graph::{Graph, GraphError};
 use crate::observe::{Observations, Providers, Target};
 use crate::provider::{Action, Change, FieldChange};
 use crate::resource::{Dependency, Desired, Origin, ResourceId};
-use crate::sensitive::{digest_bytes, MASK};
+use crate::sensitive::{MASK, digest_bytes};
 use crate::state::State;
 
 /// The version of the plan's JSON format (`fleetform plan --format json`, `-o plan.json`).
@@ -42,7 +42,9 @@ impl Reason {
         match self {
             Reason::NotFound => "does not exist".into(),
             Reason::FieldsDiffer => "differs from the manifest".into(),
-            Reason::ImmutableField { paths } => format!("{} cannot change in place", paths.join(", ")),
+            Reason::ImmutableField { paths } => {
+                format!("{} cannot change in place", paths.join(", "))
+            }
             Reason::RemovedFromManifest => "removed from the manifest".into(),
             Reason::InterruptedApply => "an earlier apply was interrupted".into(),
             Reason::InSync => "in sync".into(),
@@ -167,7 +169,13 @@ pub struct PlanOptions {
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        Self { targets: Vec::new(), max_delete_fraction: 0.3, allow_mass_delete: false, inventory_only: false, no_prune: false }
+        Self {
+            targets: Vec::new(),
+            max_delete_fraction: 0.3,
+            allow_mass_delete: false,
+            inventory_only: false,
+            no_prune: false,
+        }
     }
 }
 
@@ -184,12 +192,17 @@ pub struct Scope<'a> {
 }
 
 /// Selects what to observe. Fails on a graph error (cycle, dangling dependency).
-pub fn scope<'a>(desired: &'a [Desired], state: &State, options: &PlanOptions) -> Result<Scope<'a>, GraphError> {
+pub fn scope<'a>(
+    desired: &'a [Desired],
+    state: &State,
+    options: &PlanOptions,
+) -> Result<Scope<'a>, GraphError> {
     let graph = Graph::build(desired)?;
     let selected: Option<BTreeSet<ResourceId>> =
         (!options.targets.is_empty()).then(|| graph.with_dependencies(&options.targets));
     let keep = |id: &ResourceId| {
-        selected.as_ref().is_none_or(|s| s.contains(id)) && (!options.inventory_only || state.resources.contains_key(id))
+        selected.as_ref().is_none_or(|s| s.contains(id))
+            && (!options.inventory_only || state.resources.contains_key(id))
     };
     let chosen: Vec<&Desired> = desired.iter().filter(|d| keep(&d.id)).collect();
     let desired_ids: BTreeSet<&ResourceId> = desired.iter().map(|d| &d.id).collect();
@@ -204,15 +217,30 @@ pub fn scope<'a>(desired: &'a [Desired], state: &State, options: &PlanOptions) -
             .filter_map(|(id, e)| e.spec.clone().map(|s| (id.clone(), s)))
             .collect()
     };
-    Ok(Scope { desired: chosen, prune, graph })
+    Ok(Scope {
+        desired: chosen,
+        prune,
+        graph,
+    })
 }
 
 impl Scope<'_> {
     /// What to hand to `observe`.
     pub fn targets(&self) -> Vec<Target> {
-        let mut t: Vec<Target> =
-            self.desired.iter().map(|d| Target { id: d.id.clone(), spec: d.spec.clone(), desired: true }).collect();
-        t.extend(self.prune.iter().map(|(id, spec)| Target { id: id.clone(), spec: spec.clone(), desired: false }));
+        let mut t: Vec<Target> = self
+            .desired
+            .iter()
+            .map(|d| Target {
+                id: d.id.clone(),
+                spec: d.spec.clone(),
+                desired: true,
+            })
+            .collect();
+        t.extend(self.prune.iter().map(|(id, spec)| Target {
+            id: id.clone(),
+            spec: spec.clone(),
+            desired: false,
+        }));
         t
     }
 }
@@ -229,8 +257,11 @@ pub fn build(
     let mut problems = Vec::new();
     let mut changes: BTreeMap<ResourceId, PlannedChange> = BTreeMap::new();
     let waves = scope.graph.waves();
-    let wave_of: BTreeMap<&ResourceId, usize> =
-        waves.iter().enumerate().flat_map(|(i, w)| w.iter().map(move |id| (id, i))).collect();
+    let wave_of: BTreeMap<&ResourceId, usize> = waves
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| w.iter().map(move |id| (id, i)))
+        .collect();
     let last_wave = waves.len();
 
     for d in &scope.desired {
@@ -246,15 +277,27 @@ pub fn build(
                 continue;
             }
             None => {
-                problems.push(PlanProblem { id: Some(d.id.clone()), message: "was not observed".into(), origin: d.origin.clone(), transient: false });
+                problems.push(PlanProblem {
+                    id: Some(d.id.clone()),
+                    message: "was not observed".into(),
+                    origin: d.origin.clone(),
+                    transient: false,
+                });
                 continue;
             }
         };
-        let Some(provider) = providers.for_id(&d.id) else { continue };
+        let Some(provider) = providers.for_id(&d.id) else {
+            continue;
+        };
         let change = match provider.diff(d, observed) {
             Ok(c) => c,
             Err(e) => {
-                problems.push(PlanProblem { id: Some(d.id.clone()), message: error_chain(&e), origin: d.origin.clone(), transient: e.is_transient() });
+                problems.push(PlanProblem {
+                    id: Some(d.id.clone()),
+                    message: error_chain(&e),
+                    origin: d.origin.clone(),
+                    transient: e.is_transient(),
+                });
                 continue;
             }
         };
@@ -263,7 +306,10 @@ pub fn build(
         if pc.action.is_destructive() && protected(d.prevent_destroy, state, &d.id) {
             problems.push(PlanProblem {
                 id: Some(d.id.clone()),
-                message: format!("would be replaced ({}), but it has prevent-destroy set", pc.reason.describe()),
+                message: format!(
+                    "would be replaced ({}), but it has prevent-destroy set",
+                    pc.reason.describe()
+                ),
                 origin: d.origin.clone(),
                 transient: false,
             });
@@ -278,7 +324,12 @@ pub fn build(
         match observations.get(id) {
             Some(Ok(Some(_))) => deletes.push(id.clone()),
             Some(Ok(None)) => forget.push(id.clone()),
-            Some(Err(e)) => problems.push(PlanProblem { id: Some(id.clone()), message: error_chain(e), origin: None, transient: e.is_transient() }),
+            Some(Err(e)) => problems.push(PlanProblem {
+                id: Some(id.clone()),
+                message: error_chain(e),
+                origin: None,
+                transient: e.is_transient(),
+            }),
             None => {}
         }
     }
@@ -294,7 +345,9 @@ pub fn build(
                 origin: None,
                 transient: false,
             });
-        } else if !options.allow_mass_delete && deletes.len() as f64 > options.max_delete_fraction * inventory as f64 {
+        } else if !options.allow_mass_delete
+            && deletes.len() as f64 > options.max_delete_fraction * inventory as f64
+        {
             problems.push(PlanProblem {
                 id: None,
                 message: format!(
@@ -355,7 +408,15 @@ pub fn build(
     }
     problems.sort_by(|a, b| (&a.origin, &a.id, &a.message).cmp(&(&b.origin, &b.id, &b.message)));
     let digest = plan_digest(&revision, &changes, &forget);
-    Plan { format_version: PLAN_FORMAT_VERSION, revision, changes, forget, summary, problems, digest }
+    Plan {
+        format_version: PLAN_FORMAT_VERSION,
+        revision,
+        changes,
+        forget,
+        summary,
+        problems,
+        digest,
+    }
 }
 
 fn protected(flag: bool, state: &State, id: &ResourceId) -> bool {
@@ -367,11 +428,17 @@ fn planned(change: Change, d: &Desired, wave: usize, pending: bool) -> PlannedCh
         Action::Create => Reason::NotFound,
         Action::Update if pending => Reason::InterruptedApply,
         Action::Update => Reason::FieldsDiffer,
-        Action::Replace => Reason::ImmutableField { paths: change.requires_replace.clone() },
+        Action::Replace => Reason::ImmutableField {
+            paths: change.requires_replace.clone(),
+        },
         Action::Delete => Reason::RemovedFromManifest,
         Action::NoOp => Reason::InSync,
     };
-    let fields = change.fields.into_iter().map(|f| mask_field(f, &d.sensitive)).collect();
+    let fields = change
+        .fields
+        .into_iter()
+        .map(|f| mask_field(f, &d.sensitive))
+        .collect();
     let spec = (change.action == Action::Create).then(|| masked_spec(&d.spec, &d.sensitive));
     PlannedChange {
         id: d.id.clone(),
@@ -389,14 +456,18 @@ fn planned(change: Change, d: &Desired, wave: usize, pending: bool) -> PlannedCh
 
 /// True when `path` is, contains, or lies inside a sensitive pointer.
 pub fn is_sensitive_path(path: &str, sensitive: &[String]) -> bool {
-    let within = |outer: &str, inner: &str| inner == outer || inner.starts_with(&format!("{outer}/")) || outer.is_empty();
+    let within = |outer: &str, inner: &str| {
+        inner == outer || inner.starts_with(&format!("{outer}/")) || outer.is_empty()
+    };
     sensitive.iter().any(|s| within(s, path) || within(path, s))
 }
 
 /// Masks a field change whose path touches a secret.
 pub fn mask_field(mut f: FieldChange, sensitive: &[String]) -> FieldChange {
     if f.sensitive || is_sensitive_path(&f.path, sensitive) {
-        let mask = |v: &Option<serde_json::Value>| v.as_ref().map(|_| serde_json::Value::String(MASK.into()));
+        let mask = |v: &Option<serde_json::Value>| {
+            v.as_ref().map(|_| serde_json::Value::String(MASK.into()))
+        };
         f.before = mask(&f.before);
         f.after = mask(&f.after);
         f.sensitive = true;
@@ -426,25 +497,41 @@ pub fn digested_spec(spec: &serde_json::Value, sensitive: &[String]) -> serde_js
 fn delete_waves(deletes: &[ResourceId], state: &State) -> Vec<Vec<ResourceId>> {
     // Reverse the recorded dependencies among the resources being deleted.
     let set: BTreeSet<&ResourceId> = deletes.iter().collect();
-    let mut reversed: BTreeMap<&ResourceId, Vec<Dependency>> = deletes.iter().map(|id| (id, Vec::new())).collect();
+    let mut reversed: BTreeMap<&ResourceId, Vec<Dependency>> =
+        deletes.iter().map(|id| (id, Vec::new())).collect();
     for id in deletes {
         for dep in &state.resources[id].deps {
             if set.contains(&dep.on) {
                 if let Some(v) = reversed.get_mut(&dep.on) {
-                    v.push(Dependency { on: id.clone(), reason: format!("delete after its dependent {id}"), origin: None });
+                    v.push(Dependency {
+                        on: id.clone(),
+                        reason: format!("delete after its dependent {id}"),
+                        origin: None,
+                    });
                 }
             }
         }
     }
-    match Graph::from_edges(reversed.iter().map(|(id, deps)| (*id, deps.as_slice(), None))) {
+    match Graph::from_edges(
+        reversed
+            .iter()
+            .map(|(id, deps)| (*id, deps.as_slice(), None)),
+    ) {
         Ok(g) => g.waves(),
         Err(_) => vec![deletes.to_vec()],
     }
 }
 
-fn plan_digest(revision: &Option<String>, changes: &[PlannedChange], forget: &[ResourceId]) -> String {
-    let actionable: Vec<(&ResourceId, Action, &[FieldChange])> =
-        changes.iter().filter(|c| c.action != Action::NoOp).map(|c| (&c.id, c.action, c.fields.as_slice())).collect();
+fn plan_digest(
+    revision: &Option<String>,
+    changes: &[PlannedChange],
+    forget: &[ResourceId],
+) -> String {
+    let actionable: Vec<(&ResourceId, Action, &[FieldChange])> = changes
+        .iter()
+        .filter(|c| c.action != Action::NoOp)
+        .map(|c| (&c.id, c.action, c.fields.as_slice()))
+        .collect();
     let bytes = serde_json::to_vec(&(revision, actionable, forget)).unwrap_or_default();
     digest_bytes(&bytes)
 }

@@ -102,7 +102,13 @@ pub struct Change {
 impl Change {
     /// A change with no field detail.
     pub fn new(id: ResourceId, action: Action) -> Self {
-        Self { id, action, fields: Vec::new(), requires_replace: Vec::new(), disruptive: false }
+        Self {
+            id,
+            action,
+            fields: Vec::new(),
+            requires_replace: Vec::new(),
+            disruptive: false,
+        }
     }
 }
 
@@ -117,7 +123,10 @@ pub struct ApplyContext {
 
 impl Default for ApplyContext {
     fn default() -> Self {
-        Self { timeout: Duration::from_secs(60), dry_run: false }
+        Self {
+            timeout: Duration::from_secs(60),
+            dry_run: false,
+        }
     }
 }
 
@@ -188,12 +197,24 @@ pub struct ProviderError {
 impl ProviderError {
     /// A retryable error.
     pub fn transient(id: &ResourceId, message: impl Into<String>) -> Self {
-        Self { id: id.clone(), kind: ErrorKind::Transient, message: message.into(), retry_after: None, source: None }
+        Self {
+            id: id.clone(),
+            kind: ErrorKind::Transient,
+            message: message.into(),
+            retry_after: None,
+            source: None,
+        }
     }
 
     /// A non-retryable error.
     pub fn permanent(id: &ResourceId, message: impl Into<String>) -> Self {
-        Self { id: id.clone(), kind: ErrorKind::Permanent, message: message.into(), retry_after: None, source: None }
+        Self {
+            id: id.clone(),
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+            retry_after: None,
+            source: None,
+        }
     }
 
     /// Attaches the underlying cause.
@@ -230,14 +251,23 @@ pub trait Provider: Send + Sync {
 
     /// Compares desired with observed, ignoring what the server owns (defaults,
     /// status, other managers' fields), so a clean system shows `NoOp`. Pure.
-    fn diff(&self, desired: &Desired, observed: Option<&Observed>) -> Result<Change, ProviderError>;
+    fn diff(&self, desired: &Desired, observed: Option<&Observed>)
+    -> Result<Change, ProviderError>;
 
     /// Carries out one change. Must be idempotent: the engine may repeat it
     /// after a crash.
-    async fn apply(&self, request: &ApplyRequest<'_>, cx: &ApplyContext) -> Result<Applied, ProviderError>;
+    async fn apply(
+        &self,
+        request: &ApplyRequest<'_>,
+        cx: &ApplyContext,
+    ) -> Result<Applied, ProviderError>;
 
     /// Whether an applied resource is ready for its dependents.
-    async fn health(&self, id: &ResourceId, spec: &serde_json::Value) -> Result<Health, ProviderError> {
+    async fn health(
+        &self,
+        id: &ResourceId,
+        spec: &serde_json::Value,
+    ) -> Result<Health, ProviderError> {
         let _ = (id, spec);
         Ok(Health::Ready)
     }

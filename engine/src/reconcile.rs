@@ -23,7 +23,10 @@ pub struct ObserveOptions {
 
 impl Default for ObserveOptions {
     fn default() -> Self {
-        Self { concurrency: 8, batch: 64 }
+        Self {
+            concurrency: 8,
+            batch: 64,
+        }
     }
 }
 
@@ -46,8 +49,13 @@ pub async fn make_plan(
     revision: Option<String>,
 ) -> Result<Planned, GraphError> {
     let scope = plan::scope(desired, state, options)?;
-    let observations =
-        observe::observe(providers, &scope.targets(), observe_options.concurrency, observe_options.batch).await;
+    let observations = observe::observe(
+        providers,
+        &scope.targets(),
+        observe_options.concurrency,
+        observe_options.batch,
+    )
+    .await;
     let plan = plan::build(&scope, state, &observations, providers, options, revision);
     Ok(Planned { plan, observations })
 }
@@ -65,10 +73,22 @@ pub async fn run_apply(
 ) -> Result<ApplyReport, ApplyError> {
     let approved = options.approve(&planned.plan)?;
     let inputs = Inputs {
-        desired: desired.iter().map(|d| (&d.id, d)).collect::<BTreeMap<_, _>>(),
+        desired: desired
+            .iter()
+            .map(|d| (&d.id, d))
+            .collect::<BTreeMap<_, _>>(),
         observations: &planned.observations,
         providers,
         store,
     };
-    apply::apply(&planned.plan, &inputs, state, options, approved, events, cancel).await
+    apply::apply(
+        &planned.plan,
+        &inputs,
+        state,
+        options,
+        approved,
+        events,
+        cancel,
+    )
+    .await
 }

@@ -39,7 +39,11 @@ struct Paint(bool);
 
 impl Paint {
     fn wrap(&self, code: &str, s: &str) -> String {
-        if self.0 { format!("\x1b[{code}m{s}\x1b[0m") } else { s.to_string() }
+        if self.0 {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
     }
     fn action(&self, a: Action, s: &str) -> String {
         let code = match a {
@@ -77,7 +81,11 @@ fn value(v: &Option<Value>) -> String {
 }
 
 fn field_lines(f: &FieldChange, indent: &str, out: &mut String) {
-    let by = f.changed_by.as_ref().map(|m| format!("  [changed by {m}]")).unwrap_or_default();
+    let by = f
+        .changed_by
+        .as_ref()
+        .map(|m| format!("  [changed by {m}]"))
+        .unwrap_or_default();
     let multi = |v: &Option<Value>| match v {
         Some(Value::String(s)) => s.contains('\n'),
         Some(Value::Object(_) | Value::Array(_)) => true,
@@ -104,7 +112,13 @@ fn field_lines(f: &FieldChange, indent: &str, out: &mut String) {
             }
         }
     } else {
-        let _ = writeln!(out, "{indent}{}: {} -> {}{by}", f.path, value(&f.before), value(&f.after));
+        let _ = writeln!(
+            out,
+            "{indent}{}: {} -> {}{by}",
+            f.path,
+            value(&f.before),
+            value(&f.after)
+        );
     }
 }
 
@@ -125,14 +139,29 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
         change_text(c, &p, &mut out);
     }
     for id in &plan.forget {
-        let _ = writeln!(out, "\n  forget {id} (already gone; removed from the inventory)");
+        let _ = writeln!(
+            out,
+            "\n  forget {id} (already gone; removed from the inventory)"
+        );
     }
     if !plan.problems.is_empty() {
-        let _ = writeln!(out, "\n{}", p.wrap("31;1", &format!("{} problem(s):", plan.problems.len())));
+        let _ = writeln!(
+            out,
+            "\n{}",
+            p.wrap("31;1", &format!("{} problem(s):", plan.problems.len()))
+        );
         for pr in &plan.problems {
-            let at = pr.origin.as_ref().map(|o| format!("{o}: ")).unwrap_or_default();
+            let at = pr
+                .origin
+                .as_ref()
+                .map(|o| format!("{o}: "))
+                .unwrap_or_default();
             let id = pr.id.as_ref().map(|i| format!("{i}: ")).unwrap_or_default();
-            let tr = if pr.transient { " (transient: retrying later may succeed)" } else { "" };
+            let tr = if pr.transient {
+                " (transient: retrying later may succeed)"
+            } else {
+                ""
+            };
             let _ = writeln!(out, "  {at}error: {id}{}{tr}", pr.message);
         }
     }
@@ -143,8 +172,21 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
 }
 
 fn change_text(c: &PlannedChange, p: &Paint, out: &mut String) {
-    let flag = if c.destructive { " [destructive]" } else if c.disruptive { " [disrupts host]" } else { "" };
-    let _ = writeln!(out, "  {} {}  ({}){}", p.action(c.action, symbol(c.action)), p.action(c.action, c.id.as_str()), c.reason.describe(), flag);
+    let flag = if c.destructive {
+        " [destructive]"
+    } else if c.disruptive {
+        " [disrupts host]"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "  {} {}  ({}){}",
+        p.action(c.action, symbol(c.action)),
+        p.action(c.action, c.id.as_str()),
+        c.reason.describe(),
+        flag
+    );
     if let Some(o) = &c.origin {
         let _ = writeln!(out, "      from {o}");
     }
@@ -183,8 +225,16 @@ pub fn plan_markdown(plan: &Plan, title: &str, intro: &[String]) -> String {
     if !plan.problems.is_empty() {
         let _ = writeln!(out, "#### Problems\n");
         for pr in &plan.problems {
-            let at = pr.origin.as_ref().map(|o| format!("`{o}` ")).unwrap_or_default();
-            let id = pr.id.as_ref().map(|i| format!("`{i}`: ")).unwrap_or_default();
+            let at = pr
+                .origin
+                .as_ref()
+                .map(|o| format!("`{o}` "))
+                .unwrap_or_default();
+            let id = pr
+                .id
+                .as_ref()
+                .map(|i| format!("`{i}`: "))
+                .unwrap_or_default();
             let _ = writeln!(out, "- {at}{id}{}", escape_md(&pr.message));
         }
         out.push('\n');
@@ -193,7 +243,13 @@ pub fn plan_markdown(plan: &Plan, title: &str, intro: &[String]) -> String {
     if !destructive.is_empty() {
         let _ = writeln!(out, "#### ⚠️ Destructive changes ({})\n", destructive.len());
         for c in &destructive {
-            let _ = writeln!(out, "- **{}** `{}` ({})", verb(c.action), c.id, c.reason.describe());
+            let _ = writeln!(
+                out,
+                "- **{}** `{}` ({})",
+                verb(c.action),
+                c.id,
+                c.reason.describe()
+            );
         }
         out.push('\n');
     }
@@ -207,20 +263,46 @@ pub fn plan_markdown(plan: &Plan, title: &str, intro: &[String]) -> String {
                 wave = c.wave;
                 let _ = writeln!(detail, "\n**Wave {wave}**\n");
             }
-            let _ = writeln!(detail, "<details><summary><code>{} {}</code> ({}){}</summary>\n", symbol(c.action), c.id, escape_md(&c.reason.describe()), if c.disruptive { " — disrupts host" } else { "" });
+            let _ = writeln!(
+                detail,
+                "<details><summary><code>{} {}</code> ({}){}</summary>\n",
+                symbol(c.action),
+                c.id,
+                escape_md(&c.reason.describe()),
+                if c.disruptive {
+                    " — disrupts host"
+                } else {
+                    ""
+                }
+            );
             if let Some(o) = &c.origin {
                 let _ = writeln!(detail, "From `{o}`.\n");
             }
             if !c.fields.is_empty() {
                 detail.push_str("```diff\n");
                 for f in &c.fields {
-                    let by = f.changed_by.as_ref().map(|m| format!(" (changed by {m})")).unwrap_or_default();
-                    let _ = writeln!(detail, "- {}: {}{by}\n+ {}: {}", f.path, value(&f.before), f.path, value(&f.after));
+                    let by = f
+                        .changed_by
+                        .as_ref()
+                        .map(|m| format!(" (changed by {m})"))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        detail,
+                        "- {}: {}{by}\n+ {}: {}",
+                        f.path,
+                        value(&f.before),
+                        f.path,
+                        value(&f.after)
+                    );
                 }
                 detail.push_str("```\n");
             }
             if !c.waits_for.is_empty() {
-                let waits: Vec<String> = c.waits_for.iter().map(|d| format!("`{}` ({})", d.on, d.reason)).collect();
+                let waits: Vec<String> = c
+                    .waits_for
+                    .iter()
+                    .map(|d| format!("`{}` ({})", d.on, d.reason))
+                    .collect();
                 let _ = writeln!(detail, "Waits for {}.\n", waits.join(", "));
             }
             detail.push_str("</details>\n");
@@ -229,14 +311,26 @@ pub fn plan_markdown(plan: &Plan, title: &str, intro: &[String]) -> String {
             // Too big for a comment: summarise per provider and action instead.
             let mut counts: std::collections::BTreeMap<(String, &str), usize> = Default::default();
             for c in &changes {
-                *counts.entry((c.id.provider().to_string(), verb(c.action))).or_default() += 1;
+                *counts
+                    .entry((c.id.provider().to_string(), verb(c.action)))
+                    .or_default() += 1;
             }
-            let _ = writeln!(out, "The full plan is too large for a comment ({} changes); by provider:\n", changes.len());
-            let _ = writeln!(out, "| provider | action | resources |\n| --- | --- | ---: |");
+            let _ = writeln!(
+                out,
+                "The full plan is too large for a comment ({} changes); by provider:\n",
+                changes.len()
+            );
+            let _ = writeln!(
+                out,
+                "| provider | action | resources |\n| --- | --- | ---: |"
+            );
             for ((prov, act), n) in counts {
                 let _ = writeln!(out, "| {prov} | {act} | {n} |");
             }
-            let _ = writeln!(out, "\nRun `fleetform plan --format json` for every change.");
+            let _ = writeln!(
+                out,
+                "\nRun `fleetform plan --format json` for every change."
+            );
         } else {
             out.push_str(&detail);
         }
@@ -245,7 +339,9 @@ pub fn plan_markdown(plan: &Plan, title: &str, intro: &[String]) -> String {
 }
 
 fn escape_md(s: &str) -> String {
-    s.replace('|', "\\|").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Drift, for people: the resources whose live state left what was applied.
@@ -257,13 +353,22 @@ pub fn drift_text(plan: &Plan, color: bool) -> String {
         out.push_str("No drift: every managed resource matches what was last applied.\n");
         return out;
     }
-    let _ = writeln!(out, "Drift: {} resource(s) differ from what was last applied", drifted.len());
+    let _ = writeln!(
+        out,
+        "Drift: {} resource(s) differ from what was last applied",
+        drifted.len()
+    );
     for c in drifted {
         let what = match c.action {
             Action::Create => "missing (deleted out of band)".to_string(),
             _ => format!("{} field(s) changed", c.fields.len()),
         };
-        let _ = writeln!(out, "  {} {}: {what}", p.action(c.action, symbol(c.action)), c.id);
+        let _ = writeln!(
+            out,
+            "  {} {}: {what}",
+            p.action(c.action, symbol(c.action)),
+            c.id
+        );
         for f in &c.fields {
             field_lines(f, "      ", &mut out);
         }
@@ -279,11 +384,30 @@ pub fn drift_text(plan: &Plan, color: bool) -> String {
 /// resources they caused to be skipped.
 pub fn apply_text(report: &ApplyReport) -> String {
     let mut out = String::new();
-    let applied = report.outcomes.values().filter(|o| matches!(o, Outcome::Applied { .. })).count();
-    let failed = report.outcomes.values().filter(|o| matches!(o, Outcome::Failed { .. })).count();
-    let skipped = report.outcomes.values().filter(|o| matches!(o, Outcome::SkippedUpstream { .. })).count();
-    let not_started = report.outcomes.values().filter(|o| matches!(o, Outcome::NotStarted)).count();
-    let _ = writeln!(out, "Apply: {applied} applied, {failed} failed, {skipped} skipped, {not_started} not started");
+    let applied = report
+        .outcomes
+        .values()
+        .filter(|o| matches!(o, Outcome::Applied { .. }))
+        .count();
+    let failed = report
+        .outcomes
+        .values()
+        .filter(|o| matches!(o, Outcome::Failed { .. }))
+        .count();
+    let skipped = report
+        .outcomes
+        .values()
+        .filter(|o| matches!(o, Outcome::SkippedUpstream { .. }))
+        .count();
+    let not_started = report
+        .outcomes
+        .values()
+        .filter(|o| matches!(o, Outcome::NotStarted))
+        .count();
+    let _ = writeln!(
+        out,
+        "Apply: {applied} applied, {failed} failed, {skipped} skipped, {not_started} not started"
+    );
     for (root, (error, skipped)) in report.root_causes() {
         let _ = writeln!(out, "  failed {root}: {error}");
         for s in skipped {

@@ -136,7 +136,11 @@ impl Desired {
 
     /// Adds an ordering edge with its reason.
     pub fn depends_on(mut self, on: ResourceId, reason: impl Into<String>) -> Self {
-        self.deps.push(Dependency { on, reason: reason.into(), origin: None });
+        self.deps.push(Dependency {
+            on,
+            reason: reason.into(),
+            origin: None,
+        });
         self
     }
 }

@@ -87,22 +87,35 @@ pub struct LocalSecrets {
 impl LocalSecrets {
     /// Resolves relative `file` references against `base`.
     pub fn new(base: impl AsRef<Path>) -> Self {
-        Self { base: base.as_ref().to_path_buf() }
+        Self {
+            base: base.as_ref().to_path_buf(),
+        }
     }
 }
 
 impl SecretResolver for LocalSecrets {
     fn resolve(&self, reference: &SecretRef) -> Result<Sensitive<String>, SecretError> {
         match reference {
-            SecretRef::Env(name) => std::env::var(name)
-                .map(Sensitive::new)
-                .map_err(|_| SecretError::EnvMissing { reference: reference.to_string() }),
+            SecretRef::Env(name) => {
+                std::env::var(name)
+                    .map(Sensitive::new)
+                    .map_err(|_| SecretError::EnvMissing {
+                        reference: reference.to_string(),
+                    })
+            }
             SecretRef::File(path) => {
-                let full = if path.is_absolute() { path.clone() } else { self.base.join(path) };
+                let full = if path.is_absolute() {
+                    path.clone()
+                } else {
+                    self.base.join(path)
+                };
                 std::fs::read_to_string(&full)
                     // Files written by `echo` end in a newline that is not part of the secret.
                     .map(|s| Sensitive::new(s.trim_end_matches(['\n', '\r']).to_string()))
-                    .map_err(|source| SecretError::File { reference: reference.to_string(), source })
+                    .map_err(|source| SecretError::File {
+                        reference: reference.to_string(),
+                        source,
+                    })
             }
             SecretRef::Secret(_) => Err(SecretError::Unsupported {
                 reference: reference.to_string(),
@@ -120,7 +133,9 @@ mod tests {
     fn file_reference_is_read_and_trailing_newline_dropped() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("key"), "s3cret\n").unwrap();
-        let s = LocalSecrets::new(dir.path()).resolve(&SecretRef::File("key".into())).unwrap();
+        let s = LocalSecrets::new(dir.path())
+            .resolve(&SecretRef::File("key".into()))
+            .unwrap();
         assert_eq!(s.expose(), "s3cret");
     }
 
@@ -129,6 +144,9 @@ mod tests {
         let err = LocalSecrets::default()
             .resolve(&SecretRef::Env("FLEETFORM_TEST_SURELY_UNSET".into()))
             .unwrap_err();
-        assert_eq!(err.to_string(), "secret reference env:FLEETFORM_TEST_SURELY_UNSET: environment variable is not set");
+        assert_eq!(
+            err.to_string(),
+            "secret reference env:FLEETFORM_TEST_SURELY_UNSET: environment variable is not set"
+        );
     }
 }

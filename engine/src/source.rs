@@ -135,7 +135,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_file_bytes: 4 << 20, max_total_bytes: 64 << 20, max_files: 10_000 }
+        Self {
+            max_file_bytes: 4 << 20,
+            max_total_bytes: 64 << 20,
+            max_files: 10_000,
+        }
     }
 }
 
@@ -156,7 +160,11 @@ pub struct SourceOptions {
 
 impl Default for SourceOptions {
     fn default() -> Self {
-        Self { depth: Some(1), allow_history_rewrite: false, limits: Limits::default() }
+        Self {
+            depth: Some(1),
+            allow_history_rewrite: false,
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -172,7 +180,10 @@ pub struct GitError {
 
 impl GitError {
     pub(crate) fn new(e: &git2::Error) -> Self {
-        Self { message: url::redact_text(e.message()), code: e.code() }
+        Self {
+            message: url::redact_text(e.message()),
+            code: e.code(),
+        }
     }
 }
 
@@ -286,7 +297,9 @@ pub enum SourceError {
         path: String,
     },
     /// A symlink in the manifest tree points outside the fleet path.
-    #[error("source {url}: symlink `{link}` at commit {commit} points outside `{root}` (to `{target}`)")]
+    #[error(
+        "source {url}: symlink `{link}` at commit {commit} points outside `{root}` (to `{target}`)"
+    )]
     SymlinkEscape {
         /// Redacted URL.
         url: String,
@@ -409,14 +422,20 @@ pub struct FleetRepo {
 
 impl std::fmt::Debug for FleetRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FleetRepo").field("url", &self.url).field("path", &self.repo.path()).finish()
+        f.debug_struct("FleetRepo")
+            .field("url", &self.url)
+            .field("path", &self.repo.path())
+            .finish()
     }
 }
 
 impl GitSource {
     /// A source caching bare repositories under `cache_dir`, with default options.
     pub fn new(cache_dir: impl AsRef<Path>) -> Self {
-        Self { cache_dir: cache_dir.as_ref().to_path_buf(), options: SourceOptions::default() }
+        Self {
+            cache_dir: cache_dir.as_ref().to_path_buf(),
+            options: SourceOptions::default(),
+        }
     }
 
     /// Replaces the options.
@@ -442,7 +461,11 @@ impl GitSource {
     /// A branch or tag is fetched every time (depth [`SourceOptions::depth`]
     /// where the transport allows); a commit id is fetched only when it is not
     /// already in the cache.
-    pub fn fetch(&self, spec: &SourceSpec, resolver: &dyn SecretResolver) -> Result<Revision, SourceError> {
+    pub fn fetch(
+        &self,
+        spec: &SourceSpec,
+        resolver: &dyn SecretResolver,
+    ) -> Result<Revision, SourceError> {
         let started = Instant::now();
         let repo = self.open_or_init(&spec.url)?;
         let oid = match &spec.reference {
@@ -450,11 +473,16 @@ impl GitSource {
                 let local = local_ref(&spec.reference);
                 let refspec = format!("+{}:{local}", remote_ref(&spec.reference));
                 self.fetch_refspecs(&repo, spec, resolver, &[refspec], self.depth_for(&spec.url))?;
-                let reference = repo.repo.find_reference(&local).map_err(|_| SourceError::RefNotFound {
-                    url: repo.url.clone(),
-                    reference: spec.reference.clone(),
-                })?;
-                let commit = reference.peel_to_commit().map_err(|e| repo.git("resolving the ref", &e))?;
+                let reference =
+                    repo.repo
+                        .find_reference(&local)
+                        .map_err(|_| SourceError::RefNotFound {
+                            url: repo.url.clone(),
+                            reference: spec.reference.clone(),
+                        })?;
+                let commit = reference
+                    .peel_to_commit()
+                    .map_err(|e| repo.git("resolving the ref", &e))?;
                 commit.id()
             }
             GitRef::Commit(hex) => {
@@ -492,10 +520,17 @@ impl GitSource {
             self.check_fast_forward(spec, resolver, last, &revision.commit)?;
         }
         let repo = self.open(&spec.url)?;
-        let verified =
-            if verification.is_enabled() { Some(repo.verify_commit(&revision.commit, verification)?) } else { None };
+        let verified = if verification.is_enabled() {
+            Some(repo.verify_commit(&revision.commit, verification)?)
+        } else {
+            None
+        };
         let files = repo.read_tree(&revision.commit, &spec.path)?;
-        Ok(Fetched { revision, files, verified })
+        Ok(Fetched {
+            revision,
+            files,
+            verified,
+        })
     }
 
     /// Opens the cached repository of a URL (after a [`GitSource::fetch`]).
@@ -506,12 +541,21 @@ impl GitSource {
             dir: dir.clone(),
             source: Box::new(GitError::new(&e)),
         })?;
-        Ok(FleetRepo { repo, url: redact_url(url), limits: self.options.limits })
+        Ok(FleetRepo {
+            repo,
+            url: redact_url(url),
+            limits: self.options.limits,
+        })
     }
 
     /// Makes sure a commit (e.g. a pull request's base) is in the cache,
     /// fetching it when it is not.
-    pub fn ensure_commit(&self, spec: &SourceSpec, resolver: &dyn SecretResolver, commit: &str) -> Result<(), SourceError> {
+    pub fn ensure_commit(
+        &self,
+        spec: &SourceSpec,
+        resolver: &dyn SecretResolver,
+        commit: &str,
+    ) -> Result<(), SourceError> {
         let repo = self.open_or_init(&spec.url)?;
         let oid = parse_commit_id(&repo.url, commit)?;
         self.ensure_commit_oid(&repo, spec, resolver, oid)
@@ -541,11 +585,19 @@ impl GitSource {
             tracing::info!(url = %repo.url, reference = %spec.reference, "history between last applied and new head is not in the cache; fetching full history");
             let refspecs = match &spec.reference {
                 GitRef::Branch(_) | GitRef::Tag(_) => {
-                    vec![format!("+{}:{}", remote_ref(&spec.reference), local_ref(&spec.reference))]
+                    vec![format!(
+                        "+{}:{}",
+                        remote_ref(&spec.reference),
+                        local_ref(&spec.reference)
+                    )]
                 }
                 GitRef::Commit(_) => all_refspecs(),
             };
-            let depth = if repo.repo.is_shallow() { Some(FullHistory::Unshallow) } else { None };
+            let depth = if repo.repo.is_shallow() {
+                Some(FullHistory::Unshallow)
+            } else {
+                None
+            };
             self.fetch_refspecs(&repo, spec, resolver, &refspecs, depth)?;
             decided = history::descends_from_local(&repo.repo, head, last);
         }
@@ -588,7 +640,11 @@ impl GitSource {
                 Repository::init_bare(&dir).map_err(|e| cache_err(Box::new(GitError::new(&e))))?
             }
         };
-        Ok(FleetRepo { repo, url: redacted, limits: self.options.limits })
+        Ok(FleetRepo {
+            repo,
+            url: redacted,
+            limits: self.options.limits,
+        })
     }
 
     fn ensure_commit_oid(
@@ -608,13 +664,25 @@ impl GitSource {
         if direct.is_ok() && repo.repo.find_commit(oid).is_ok() {
             return Ok(());
         }
-        let depth = if repo.repo.is_shallow() { Some(FullHistory::Unshallow) } else { None };
+        let depth = if repo.repo.is_shallow() {
+            Some(FullHistory::Unshallow)
+        } else {
+            None
+        };
         self.fetch_refspecs(repo, spec, resolver, &all_refspecs(), depth)?;
         if repo.repo.find_commit(oid).is_ok() {
-            let _ = repo.repo.reference(&format!("refs/fleetform/commits/{oid}"), oid, true, "pin fetched commit");
+            let _ = repo.repo.reference(
+                &format!("refs/fleetform/commits/{oid}"),
+                oid,
+                true,
+                "pin fetched commit",
+            );
             Ok(())
         } else {
-            Err(SourceError::RefNotFound { url: repo.url.clone(), reference: GitRef::Commit(oid.to_string()) })
+            Err(SourceError::RefNotFound {
+                url: repo.url.clone(),
+                reference: GitRef::Commit(oid.to_string()),
+            })
         }
     }
 
@@ -644,7 +712,10 @@ impl GitSource {
             None => {}
         }
         let fetch_url = url::fetch_url(&spec.url);
-        let mut remote = repo.repo.remote_anonymous(&fetch_url).map_err(|e| repo.git("creating the remote", &e))?;
+        let mut remote = repo
+            .repo
+            .remote_anonymous(&fetch_url)
+            .map_err(|e| repo.git("creating the remote", &e))?;
         let specs: Vec<&str> = refspecs.iter().map(String::as_str).collect();
         let result = remote.fetch(&specs, Some(&mut opts), None);
         drop(opts);
@@ -653,9 +724,16 @@ impl GitSource {
         }
         result.map_err(|e| {
             if is_missing_ref(&e) {
-                SourceError::RefNotFound { url: repo.url.clone(), reference: spec.reference.clone() }
+                SourceError::RefNotFound {
+                    url: repo.url.clone(),
+                    reference: spec.reference.clone(),
+                }
             } else {
-                SourceError::Fetch { url: repo.url.clone(), reference: spec.reference.clone(), source: GitError::new(&e) }
+                SourceError::Fetch {
+                    url: repo.url.clone(),
+                    reference: spec.reference.clone(),
+                    source: GitError::new(&e),
+                }
             }
         })
     }
@@ -692,7 +770,10 @@ fn local_ref(r: &GitRef) -> String {
 }
 
 fn all_refspecs() -> Vec<String> {
-    vec!["+refs/heads/*:refs/fleetform/heads/*".into(), "+refs/tags/*:refs/fleetform/tags/*".into()]
+    vec![
+        "+refs/heads/*:refs/fleetform/heads/*".into(),
+        "+refs/tags/*:refs/fleetform/tags/*".into(),
+    ]
 }
 
 fn parse_commit_id(url: &str, hex: &str) -> Result<Oid, SourceError> {
@@ -703,7 +784,10 @@ fn parse_commit_id(url: &str, hex: &str) -> Result<Oid, SourceError> {
             why: format!("`{hex}` is not a full 40-character commit id"),
         });
     }
-    Oid::from_str(hex).map_err(|_| SourceError::InvalidSpec { url: url.to_string(), why: format!("`{hex}` is not a commit id") })
+    Oid::from_str(hex).map_err(|_| SourceError::InvalidSpec {
+        url: url.to_string(),
+        why: format!("`{hex}` is not a commit id"),
+    })
 }
 
 impl FleetRepo {
@@ -735,7 +819,8 @@ impl FleetRepo {
         Ok(Revision {
             commit: oid.to_string(),
             reference: reference.clone(),
-            summary: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned(),
+            summary: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
+                .into_owned(),
             author: format!(
                 "{} <{}>",
                 String::from_utf8_lossy(author.name_bytes()),
@@ -748,11 +833,18 @@ impl FleetRepo {
     fn find_commit(&self, oid: Oid) -> Result<git2::Commit<'_>, SourceError> {
         self.repo
             .find_commit(oid)
-            .map_err(|_| SourceError::CommitMissing { url: self.url.clone(), commit: oid.to_string() })
+            .map_err(|_| SourceError::CommitMissing {
+                url: self.url.clone(),
+                commit: oid.to_string(),
+            })
     }
 
     fn git(&self, op: &'static str, e: &git2::Error) -> SourceError {
-        SourceError::Git { url: self.url.clone(), op, source: GitError::new(e) }
+        SourceError::Git {
+            url: self.url.clone(),
+            op,
+            source: GitError::new(e),
+        }
     }
 
     /// Reads the `*.yaml` / `*.yml` files under `path` at `commit`, from the
@@ -766,7 +858,12 @@ impl FleetRepo {
 
     /// The files under `path` that differ between two commits (both must be
     /// in the cache; see [`GitSource::ensure_commit`]), relative to `path`.
-    pub fn diff_paths(&self, base: &str, head: &str, path: &str) -> Result<Vec<ChangedFile>, SourceError> {
+    pub fn diff_paths(
+        &self,
+        base: &str,
+        head: &str,
+        path: &str,
+    ) -> Result<Vec<ChangedFile>, SourceError> {
         let base = parse_commit_id(&self.url, base)?;
         let head = parse_commit_id(&self.url, head)?;
         tree::diff_paths(self, base, head, path)
@@ -774,7 +871,11 @@ impl FleetRepo {
 
     /// Whether `new` descends from (or equals) `last_applied`, from what is in
     /// the cache; `None` when the history between them is not there.
-    pub fn descends_from(&self, new: &str, last_applied: &str) -> Result<Option<bool>, SourceError> {
+    pub fn descends_from(
+        &self,
+        new: &str,
+        last_applied: &str,
+    ) -> Result<Option<bool>, SourceError> {
         let head = parse_commit_id(&self.url, new)?;
         let last = parse_commit_id(&self.url, last_applied)?;
         Ok(history::descends_from_local(&self.repo, head, last))
@@ -784,7 +885,11 @@ impl FleetRepo {
     /// `verification`. An unsigned commit is [`SourceError::Unsigned`]; a
     /// signature by a key not allowed for the committer, or a bad signature,
     /// is [`SourceError::Untrusted`].
-    pub fn verify_commit(&self, commit: &str, verification: &Verification) -> Result<Verified, SourceError> {
+    pub fn verify_commit(
+        &self,
+        commit: &str,
+        verification: &Verification,
+    ) -> Result<Verified, SourceError> {
         let oid = parse_commit_id(&self.url, commit)?;
         verify::verify_commit(self, oid, verification)
     }
@@ -805,22 +910,42 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(spec.reference, GitRef::Branch("main".into()));
-        assert!(matches!(spec.auth, Some(GitAuth::SshKey { known_hosts: Some(_), passphrase: None, .. })));
-        let token: GitAuth = serde_json::from_value(serde_json::json!({"type": "token", "token": {"env": "GH_TOKEN"}})).unwrap();
-        assert_eq!(token, GitAuth::Token { token: SecretRef::Env("GH_TOKEN".into()) });
+        assert!(matches!(
+            spec.auth,
+            Some(GitAuth::SshKey {
+                known_hosts: Some(_),
+                passphrase: None,
+                ..
+            })
+        ));
+        let token: GitAuth = serde_json::from_value(
+            serde_json::json!({"type": "token", "token": {"env": "GH_TOKEN"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            token,
+            GitAuth::Token {
+                token: SecretRef::Env("GH_TOKEN".into())
+            }
+        );
     }
 
     #[test]
     fn unknown_auth_fields_are_refused() {
-        let r: Result<GitAuth, _> =
-            serde_json::from_value(serde_json::json!({"type": "token", "token": {"env": "X"}, "password": "oops"}));
+        let r: Result<GitAuth, _> = serde_json::from_value(
+            serde_json::json!({"type": "token", "token": {"env": "X"}, "password": "oops"}),
+        );
         assert!(r.is_err());
     }
 
     #[test]
     fn short_commit_ids_are_refused() {
         let err = parse_commit_id("u", "abc123").unwrap_err();
-        assert!(err.to_string().contains("not a full 40-character commit id"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("not a full 40-character commit id"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -832,8 +957,14 @@ mod tests {
             new: "b".repeat(40),
         };
         let s = e.to_string();
-        assert!(s.contains(&"a".repeat(40)) && s.contains(&"b".repeat(40)), "{s}");
+        assert!(
+            s.contains(&"a".repeat(40)) && s.contains(&"b".repeat(40)),
+            "{s}"
+        );
         assert!(!s.contains("ghp_secret"), "{s}");
-        assert!(s.contains("https://bot:****@example.com/acme/fleet.git"), "{s}");
+        assert!(
+            s.contains("https://bot:****@example.com/acme/fleet.git"),
+            "{s}"
+        );
     }
 }

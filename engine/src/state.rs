@@ -65,7 +65,12 @@ pub struct State {
 
 impl Default for State {
     fn default() -> Self {
-        Self { version: STATE_VERSION, last_applied_revision: None, last_applied_at: None, resources: BTreeMap::new() }
+        Self {
+            version: STATE_VERSION,
+            last_applied_revision: None,
+            last_applied_at: None,
+            resources: BTreeMap::new(),
+        }
     }
 }
 
@@ -107,7 +112,10 @@ impl State {
         match entry {
             JournalEntry::Intent { id, entry } => {
                 // Keep the previous last-applied spec: the new one is not confirmed.
-                let e = self.resources.entry(id.clone()).or_insert_with(|| entry.clone());
+                let e = self
+                    .resources
+                    .entry(id.clone())
+                    .or_insert_with(|| entry.clone());
                 e.pending = true;
                 e.deps = entry.deps.clone();
                 e.prevent_destroy = entry.prevent_destroy;
@@ -144,7 +152,9 @@ impl LockInfo {
     /// A lock description for this process.
     pub fn for_this_process(operation: &str) -> Self {
         let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
         Self {
             id: hex::encode(rand::random::<[u8; 8]>()),
             who: format!("{user}@{host} (pid {})", std::process::id()),
@@ -238,7 +248,11 @@ impl CrashPoint {
             Some(n) => (n, true),
             None => (v.as_str(), false),
         };
-        Some(Self { at: n.parse().ok()?, after_write: after, counter: &CRASH_COUNTER })
+        Some(Self {
+            at: n.parse().ok()?,
+            after_write: after,
+            counter: &CRASH_COUNTER,
+        })
     }
 
     fn hit(&self, after: bool) {
@@ -248,17 +262,23 @@ impl CrashPoint {
         let n = if after {
             self.counter.load(std::sync::atomic::Ordering::SeqCst)
         } else {
-            self.counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+            self.counter
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                + 1
         };
         if n == self.at {
-            eprintln!("fleetform: FLEETFORM_CRASH_AT={} reached, aborting", self.at);
+            eprintln!(
+                "fleetform: FLEETFORM_CRASH_AT={} reached, aborting",
+                self.at
+            );
             std::process::abort();
         }
     }
 
     fn count_after(&self) {
         if self.after_write {
-            self.counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.counter
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 }
@@ -267,8 +287,15 @@ impl LocalStateStore {
     /// A store in `dir` (created if missing). Honours `FLEETFORM_CRASH_AT` for crash tests.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, StateError> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|source| StateError::Io { path: dir.clone(), source })?;
-        Ok(Self { dir, journal: Mutex::new(None), crash: CrashPoint::from_env() })
+        std::fs::create_dir_all(&dir).map_err(|source| StateError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Self {
+            dir,
+            journal: Mutex::new(None),
+            crash: CrashPoint::from_env(),
+        })
     }
 
     /// The directory.
@@ -283,9 +310,15 @@ impl LocalStateStore {
     fn read_lock(&self) -> Result<Option<LockInfo>, StateError> {
         let path = self.path("lock.json");
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StateError::Corrupt { path, line: e.line(), message: e.to_string() }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| StateError::Corrupt {
+                        path,
+                        line: e.line(),
+                        message: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StateError::Io { path, source }),
         }
@@ -293,20 +326,28 @@ impl LocalStateStore {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
-    move |source| StateError::Io { path: path.to_path_buf(), source }
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes a file atomically: a temporary file beside it, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("state")));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
+    ));
     {
         let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
         f.write_all(bytes).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
     }
     std::fs::rename(&tmp, path).map_err(io(path))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
     Ok(())
 }
 
@@ -315,9 +356,15 @@ impl StateStore for LocalStateStore {
     async fn lock(&self, info: &LockInfo) -> Result<(), StateError> {
         let path = self.path("lock.json");
         let body = serde_json::to_vec_pretty(info).unwrap_or_default();
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
             Ok(mut f) => {
-                f.write_all(&body).and_then(|_| f.sync_all()).map_err(io(&path))?;
+                f.write_all(&body)
+                    .and_then(|_| f.sync_all())
+                    .map_err(io(&path))?;
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match self.read_lock()? {
@@ -331,15 +378,22 @@ impl StateStore for LocalStateStore {
 
     async fn unlock(&self, info: &LockInfo) -> Result<(), StateError> {
         match self.read_lock()? {
-            Some(h) if h.id == info.id => std::fs::remove_file(self.path("lock.json")).map_err(io(&self.path("lock.json"))),
+            Some(h) if h.id == info.id => {
+                std::fs::remove_file(self.path("lock.json")).map_err(io(&self.path("lock.json")))
+            }
             _ => Ok(()),
         }
     }
 
     async fn force_unlock(&self, id: &str) -> Result<(), StateError> {
         match self.read_lock()? {
-            Some(h) if h.id == id => std::fs::remove_file(self.path("lock.json")).map_err(io(&self.path("lock.json"))),
-            Some(h) => Err(StateError::LockMismatch { given: id.into(), current: h.id }),
+            Some(h) if h.id == id => {
+                std::fs::remove_file(self.path("lock.json")).map_err(io(&self.path("lock.json")))
+            }
+            Some(h) => Err(StateError::LockMismatch {
+                given: id.into(),
+                current: h.id,
+            }),
             None => Ok(()),
         }
     }
@@ -347,16 +401,29 @@ impl StateStore for LocalStateStore {
     async fn load(&self) -> Result<State, StateError> {
         let spath = self.path("state.json");
         let mut state = match std::fs::read(&spath) {
-            Ok(bytes) => serde_json::from_slice::<State>(&bytes)
-                .map_err(|e| StateError::Corrupt { path: spath.clone(), line: e.line(), message: e.to_string() })?,
+            Ok(bytes) => {
+                serde_json::from_slice::<State>(&bytes).map_err(|e| StateError::Corrupt {
+                    path: spath.clone(),
+                    line: e.line(),
+                    message: e.to_string(),
+                })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-            Err(source) => return Err(StateError::Io { path: spath, source }),
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: spath,
+                    source,
+                });
+            }
         };
         if state.version > STATE_VERSION {
             return Err(StateError::Corrupt {
                 path: spath,
                 line: 1,
-                message: format!("state version {} is newer than this fleetform understands ({STATE_VERSION})", state.version),
+                message: format!(
+                    "state version {} is newer than this fleetform understands ({STATE_VERSION})",
+                    state.version
+                ),
             });
         }
         let jpath = self.path("journal.jsonl");
@@ -369,13 +436,22 @@ impl StateStore for LocalStateStore {
                         // A torn last line is a write the crash interrupted: it never happened.
                         Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => break,
                         Err(e) => {
-                            return Err(StateError::Corrupt { path: jpath, line: i + 1, message: e.to_string() });
+                            return Err(StateError::Corrupt {
+                                path: jpath,
+                                line: i + 1,
+                                message: e.to_string(),
+                            });
                         }
                     }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(StateError::Io { path: jpath, source }),
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: jpath,
+                    source,
+                });
+            }
         }
         Ok(state)
     }
@@ -389,7 +465,13 @@ impl StateStore for LocalStateStore {
         line.push(b'\n');
         let mut guard = self.journal.lock().unwrap_or_else(|p| p.into_inner());
         if guard.is_none() {
-            *guard = Some(std::fs::OpenOptions::new().create(true).append(true).open(&jpath).map_err(io(&jpath))?);
+            *guard = Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&jpath)
+                    .map_err(io(&jpath))?,
+            );
         }
         if let Some(f) = guard.as_mut() {
             f.write_all(&line).map_err(io(&jpath))?;
@@ -412,14 +494,19 @@ impl StateStore for LocalStateStore {
         match std::fs::remove_file(&jpath) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StateError::Io { path: jpath, source }),
+            Err(source) => Err(StateError::Io {
+                path: jpath,
+                source,
+            }),
         }
     }
 }
 
 /// The current time as RFC 3339 (UTC, seconds).
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     rfc3339(secs)
 }
 
@@ -437,7 +524,12 @@ pub fn rfc3339(secs: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]
@@ -445,7 +537,15 @@ mod tests {
     use super::*;
 
     fn entry(spec: serde_json::Value) -> InventoryEntry {
-        InventoryEntry { spec: Some(spec), spec_digest: None, sensitive: vec![], deps: vec![], prevent_destroy: false, pending: false, revision: None }
+        InventoryEntry {
+            spec: Some(spec),
+            spec_digest: None,
+            sensitive: vec![],
+            deps: vec![],
+            prevent_destroy: false,
+            pending: false,
+            revision: None,
+        }
     }
 
     #[tokio::test]
@@ -454,12 +554,24 @@ mod tests {
         let store = LocalStateStore::open(dir.path()).unwrap();
         let first = LockInfo::for_this_process("apply");
         store.lock(&first).await.unwrap();
-        let err = store.lock(&LockInfo::for_this_process("plan")).await.unwrap_err();
+        let err = store
+            .lock(&LockInfo::for_this_process("plan"))
+            .await
+            .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains(&first.id) && msg.contains("force-unlock") && msg.contains("apply"), "{msg}");
-        assert!(matches!(store.force_unlock("nope").await, Err(StateError::LockMismatch { .. })));
+        assert!(
+            msg.contains(&first.id) && msg.contains("force-unlock") && msg.contains("apply"),
+            "{msg}"
+        );
+        assert!(matches!(
+            store.force_unlock("nope").await,
+            Err(StateError::LockMismatch { .. })
+        ));
         store.force_unlock(&first.id).await.unwrap();
-        store.lock(&LockInfo::for_this_process("plan")).await.unwrap();
+        store
+            .lock(&LockInfo::for_this_process("plan"))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -467,12 +579,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStateStore::open(dir.path()).unwrap();
         let id = ResourceId::new("test", "a");
-        store.record(&JournalEntry::Intent { id: id.clone(), entry: entry(serde_json::json!({"v": 1})) }).await.unwrap();
-        store.record(&JournalEntry::Applied { id: id.clone(), entry: entry(serde_json::json!({"v": 1})) }).await.unwrap();
+        store
+            .record(&JournalEntry::Intent {
+                id: id.clone(),
+                entry: entry(serde_json::json!({"v": 1})),
+            })
+            .await
+            .unwrap();
+        store
+            .record(&JournalEntry::Applied {
+                id: id.clone(),
+                entry: entry(serde_json::json!({"v": 1})),
+            })
+            .await
+            .unwrap();
         // Simulate a crash mid-write of a third line.
-        let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join("journal.jsonl")).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("journal.jsonl"))
+            .unwrap();
         f.write_all(b"{\"op\":\"removed\",\"id\":\"te").unwrap();
-        let state = LocalStateStore::open(dir.path()).unwrap().load().await.unwrap();
+        let state = LocalStateStore::open(dir.path())
+            .unwrap()
+            .load()
+            .await
+            .unwrap();
         assert_eq!(state.resources[&id].spec, Some(serde_json::json!({"v": 1})));
         assert!(!state.resources[&id].pending);
     }
@@ -482,8 +613,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStateStore::open(dir.path()).unwrap();
         let id = ResourceId::new("test", "a");
-        store.record(&JournalEntry::Applied { id: id.clone(), entry: entry(serde_json::json!({"v": 1})) }).await.unwrap();
-        store.record(&JournalEntry::Intent { id: id.clone(), entry: entry(serde_json::json!({"v": 2})) }).await.unwrap();
+        store
+            .record(&JournalEntry::Applied {
+                id: id.clone(),
+                entry: entry(serde_json::json!({"v": 1})),
+            })
+            .await
+            .unwrap();
+        store
+            .record(&JournalEntry::Intent {
+                id: id.clone(),
+                entry: entry(serde_json::json!({"v": 2})),
+            })
+            .await
+            .unwrap();
         let state = store.load().await.unwrap();
         assert!(state.resources[&id].pending);
         assert_eq!(state.resources[&id].spec, Some(serde_json::json!({"v": 1})));
@@ -494,7 +637,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStateStore::open(dir.path()).unwrap();
         let id = ResourceId::new("test", "a");
-        store.record(&JournalEntry::Applied { id: id.clone(), entry: entry(serde_json::json!({})) }).await.unwrap();
+        store
+            .record(&JournalEntry::Applied {
+                id: id.clone(),
+                entry: entry(serde_json::json!({})),
+            })
+            .await
+            .unwrap();
         let state = store.load().await.unwrap();
         store.compact(&state).await.unwrap();
         assert!(!dir.path().join("journal.jsonl").exists());

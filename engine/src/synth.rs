@@ -100,7 +100,11 @@ spec:
             }
         }
         files.push(file(&format!("racks/{rack}.yaml"), y));
-        let profile = if model == "H200" { "all-1g.18gb" } else { "all-1g.10gb" };
+        let profile = if model == "H200" {
+            "all-1g.18gb"
+        } else {
+            "all-1g.10gb"
+        };
         if nvl {
             pools.push((format!("{rack}-p0"), names, 2, ""));
         } else {
@@ -114,7 +118,10 @@ spec:
     let mut t = String::from(HDR);
     for i in 0..tenants {
         let (pod, svc) = if i < 4096 {
-            (format!("10.{}.{}.0/20", i >> 4, (i & 15) << 4), format!("172.{}.{}.0/24", 16 + (i >> 8), i & 255))
+            (
+                format!("10.{}.{}.0/20", i >> 4, (i & 15) << 4),
+                format!("172.{}.{}.0/24", 16 + (i >> 8), i & 255),
+            )
         } else {
             (format!("fd00:{:x}::/56", i), format!("fd01:{:x}::/112", i))
         };
@@ -150,7 +157,10 @@ spec:
         }
         let sharing = match kind {
             1 => format!("  gpuSharing:\n    mig: {{config: {profile}}}\n"),
-            2 => "  gpuSharing:\n    dra: {deviceClasses: [gpu.nvidia.com], computeDomains: true}\n".to_string(),
+            2 => {
+                "  gpuSharing:\n    dra: {deviceClasses: [gpu.nvidia.com], computeDomains: true}\n"
+                    .to_string()
+            }
             _ => String::new(),
         };
         let rack = &name[..5];
@@ -174,8 +184,14 @@ spec:
     files.push(file("pools.yaml", p));
     let mut first = true;
     for (tenant, fp) in first_pool_of.iter().enumerate() {
-        let Some((idx, kind, profile)) = fp else { continue };
-        let mig = if *kind == 1 { format!("  migProfile: {}\n", &profile[4..]) } else { String::new() };
+        let Some((idx, kind, profile)) = fp else {
+            continue;
+        };
+        let mig = if *kind == 1 {
+            format!("  migProfile: {}\n", &profile[4..])
+        } else {
+            String::new()
+        };
         let _ = write!(
             n,
             "{}apiVersion: fleetform.dev/v1alpha1
@@ -199,7 +215,10 @@ spec:
 }
 
 fn file(path: &str, text: String) -> SourceFile {
-    SourceFile { path: path.to_string(), bytes: text.into_bytes() }
+    SourceFile {
+        path: path.to_string(),
+        bytes: text.into_bytes(),
+    }
 }
 
 #[cfg(test)]
@@ -211,7 +230,11 @@ mod tests {
         for (h, t) in [(17, 1), (100, 10), (400, 40)] {
             let files = synthetic_fleet(h, t);
             let (docs, diags) = crate::load::load(&files);
-            assert!(diags.is_empty(), "{}", crate::validate::render_text(&diags, &files));
+            assert!(
+                diags.is_empty(),
+                "{}",
+                crate::validate::render_text(&diags, &files)
+            );
             if let Err(d) = crate::validate::validate(&docs) {
                 panic!("{}", crate::validate::render_text(&d, &files));
             }

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::diff::desired_subset;
 use crate::provider::{
-    Action, Applied, ApplyContext, ApplyRequest, Change, Health, ObserveRequest, Observed, Provider, ProviderError,
+    Action, Applied, ApplyContext, ApplyRequest, Change, Health, ObserveRequest, Observed,
+    Provider, ProviderError,
 };
 use crate::resource::{Desired, ResourceId};
 
@@ -67,8 +68,15 @@ impl MemoryProvider {
     /// A world persisted to `file` after every change (loaded if it exists).
     pub fn persistent(file: impl Into<PathBuf>) -> Self {
         let file = file.into();
-        let world = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        Self { world: Mutex::new(world), scripts: Mutex::default(), persist: Some(file) }
+        let world = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Self {
+            world: Mutex::new(world),
+            scripts: Mutex::default(),
+            persist: Some(file),
+        }
     }
 
     /// Scripts a behaviour for a resource.
@@ -112,7 +120,10 @@ impl Provider for MemoryProvider {
         "test"
     }
 
-    async fn observe(&self, requests: &[ObserveRequest<'_>]) -> Vec<Result<Option<Observed>, ProviderError>> {
+    async fn observe(
+        &self,
+        requests: &[ObserveRequest<'_>],
+    ) -> Vec<Result<Option<Observed>, ProviderError>> {
         let scripts = self.lock_scripts().clone();
         let w = self.lock_world();
         requests
@@ -121,25 +132,49 @@ impl Provider for MemoryProvider {
                 if scripts.get(r.id).is_some_and(|s| s.observe_fails) {
                     return Err(ProviderError::transient(r.id, "endpoint unreachable"));
                 }
-                Ok(w.objects.get(r.id).map(|v| Observed { id: r.id.clone(), state: v.clone(), private: None }))
+                Ok(w.objects.get(r.id).map(|v| Observed {
+                    id: r.id.clone(),
+                    state: v.clone(),
+                    private: None,
+                }))
             })
             .collect()
     }
 
-    fn diff(&self, desired: &Desired, observed: Option<&Observed>) -> Result<Change, ProviderError> {
-        let Some(o) = observed else { return Ok(Change::new(desired.id.clone(), Action::Create)) };
+    fn diff(
+        &self,
+        desired: &Desired,
+        observed: Option<&Observed>,
+    ) -> Result<Change, ProviderError> {
+        let Some(o) = observed else {
+            return Ok(Change::new(desired.id.clone(), Action::Create));
+        };
         let fields = desired_subset(&desired.spec, &o.state);
         // A field named `immutable` cannot change in place, like a Kubernetes selector.
-        let requires_replace: Vec<String> = fields.iter().filter(|f| f.path.starts_with("/immutable")).map(|f| f.path.clone()).collect();
+        let requires_replace: Vec<String> = fields
+            .iter()
+            .filter(|f| f.path.starts_with("/immutable"))
+            .map(|f| f.path.clone())
+            .collect();
         let action = match (fields.is_empty(), requires_replace.is_empty()) {
             (true, _) => Action::NoOp,
             (false, true) => Action::Update,
             (false, false) => Action::Replace,
         };
-        Ok(Change { id: desired.id.clone(), action, fields, requires_replace, disruptive: false })
+        Ok(Change {
+            id: desired.id.clone(),
+            action,
+            fields,
+            requires_replace,
+            disruptive: false,
+        })
     }
 
-    async fn apply(&self, request: &ApplyRequest<'_>, _cx: &ApplyContext) -> Result<Applied, ProviderError> {
+    async fn apply(
+        &self,
+        request: &ApplyRequest<'_>,
+        _cx: &ApplyContext,
+    ) -> Result<Applied, ProviderError> {
         let id = &request.change.id;
         let script = self.lock_scripts().get(id).cloned().unwrap_or_default();
         let disruptive = request.change.disruptive;
@@ -150,7 +185,8 @@ impl Provider for MemoryProvider {
             let n = *n;
             if disruptive {
                 w.disruptive_in_flight += 1;
-                w.max_concurrent_disruptive = w.max_concurrent_disruptive.max(w.disruptive_in_flight);
+                w.max_concurrent_disruptive =
+                    w.max_concurrent_disruptive.max(w.disruptive_in_flight);
             }
             self.save(&w);
             n
@@ -166,7 +202,10 @@ impl Provider for MemoryProvider {
             return Err(ProviderError::permanent(id, msg));
         }
         if attempt <= script.transient_failures {
-            return Err(ProviderError::transient(id, format!("503 service unavailable (attempt {attempt})")));
+            return Err(ProviderError::transient(
+                id,
+                format!("503 service unavailable (attempt {attempt})"),
+            ));
         }
         let spec = request.desired.map(|d| d.spec.clone());
         match (request.change.action, spec) {
@@ -177,36 +216,59 @@ impl Provider for MemoryProvider {
                 w.objects.insert(id.clone(), spec.clone());
                 *w.creates.entry(id.clone()).or_default() += 1;
                 self.save(&w);
-                Ok(Applied { id: id.clone(), spec })
+                Ok(Applied {
+                    id: id.clone(),
+                    spec,
+                })
             }
             (Action::Update | Action::NoOp, Some(spec)) => {
-                let live = w.objects.get_mut(id).ok_or_else(|| ProviderError::permanent(id, "not found"))?;
+                let live = w
+                    .objects
+                    .get_mut(id)
+                    .ok_or_else(|| ProviderError::permanent(id, "not found"))?;
                 merge(live, &spec);
                 self.save(&w);
-                Ok(Applied { id: id.clone(), spec })
+                Ok(Applied {
+                    id: id.clone(),
+                    spec,
+                })
             }
             (Action::Replace, Some(spec)) => {
                 w.objects.insert(id.clone(), spec.clone());
                 *w.creates.entry(id.clone()).or_default() += 1;
                 self.save(&w);
-                Ok(Applied { id: id.clone(), spec })
+                Ok(Applied {
+                    id: id.clone(),
+                    spec,
+                })
             }
             (Action::Delete, _) => {
                 w.objects.remove(id);
                 w.creates.remove(id);
                 self.save(&w);
-                Ok(Applied { id: id.clone(), spec: serde_json::Value::Null })
+                Ok(Applied {
+                    id: id.clone(),
+                    spec: serde_json::Value::Null,
+                })
             }
             (_, None) => Err(ProviderError::permanent(id, "no desired spec")),
         }
     }
 
-    async fn health(&self, id: &ResourceId, _spec: &serde_json::Value) -> Result<Health, ProviderError> {
+    async fn health(
+        &self,
+        id: &ResourceId,
+        _spec: &serde_json::Value,
+    ) -> Result<Health, ProviderError> {
         let slow = self.lock_scripts().get(id).map_or(0, |s| s.slow_health);
         let mut w = self.lock_world();
         let n = w.health_polls.entry(id.clone()).or_default();
         *n += 1;
-        Ok(if *n <= slow { Health::Progressing(format!("starting ({n}/{slow})")) } else { Health::Ready })
+        Ok(if *n <= slow {
+            Health::Progressing(format!("starting ({n}/{slow})"))
+        } else {
+            Health::Ready
+        })
     }
 }
 

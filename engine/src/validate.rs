@@ -43,7 +43,10 @@ fn schema() -> &'static (Value, jsonschema::Validator) {
 
 /// Validates loaded documents into a [`Fleet`], or returns every problem found, sorted.
 pub fn validate(docs: &[Document]) -> Result<Fleet, Vec<Diagnostic>> {
-    let mut cx = Cx { docs, diags: Vec::new() };
+    let mut cx = Cx {
+        docs,
+        diags: Vec::new(),
+    };
     let suppressed = cx.secrets();
     for (i, d) in docs.iter().enumerate() {
         cx.schema(i, d, &suppressed);
@@ -52,9 +55,15 @@ pub fn validate(docs: &[Document]) -> Result<Fleet, Vec<Diagnostic>> {
         return Err(cx.finish());
     }
     let fleet = cx.typed();
-    let Some(mut fleet) = fleet else { return Err(cx.finish()) };
+    let Some(mut fleet) = fleet else {
+        return Err(cx.finish());
+    };
     cx.rules(&mut fleet);
-    if cx.diags.iter().any(|d| d.severity == crate::diag::Severity::Error) {
+    if cx
+        .diags
+        .iter()
+        .any(|d| d.severity == crate::diag::Severity::Error)
+    {
         Err(cx.finish())
     } else {
         Ok(fleet)
@@ -94,7 +103,11 @@ fn short(v: &Value) -> String {
         Value::Array(_) => "a list".into(),
         Value::Object(_) => "a mapping".into(),
     };
-    if s.chars().count() > 60 { format!("{}…", s.chars().take(57).collect::<String>()) } else { s }
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(57).collect::<String>())
+    } else {
+        s
+    }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -115,7 +128,9 @@ fn distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -123,12 +138,26 @@ fn distance(a: &str, b: &str) -> usize {
 }
 
 /// The nearest candidate within a small edit distance.
-pub fn did_you_mean<'c>(name: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+pub fn did_you_mean<'c>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
     let limit = (name.chars().count() / 3).max(2);
-    let prefix = |c: &str| c.chars().zip(name.chars()).take_while(|(a, b)| a == b).count();
+    let prefix = |c: &str| {
+        c.chars()
+            .zip(name.chars())
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
     candidates
         .into_iter()
-        .map(|c| (distance(&name.to_lowercase(), &c.to_lowercase()), std::cmp::Reverse(prefix(c)), c))
+        .map(|c| {
+            (
+                distance(&name.to_lowercase(), &c.to_lowercase()),
+                std::cmp::Reverse(prefix(c)),
+                c,
+            )
+        })
         .filter(|(d, _, _)| *d <= limit)
         .min()
         .map(|(_, _, c)| c)
@@ -152,7 +181,11 @@ fn expand_pattern(v: &Value, pattern: &str, prefix: String, out: &mut Vec<String
         return;
     }
     let (seg, rest) = pattern.split_once('/').unwrap_or((pattern, ""));
-    let rest = if rest.is_empty() { String::new() } else { format!("/{rest}") };
+    let rest = if rest.is_empty() {
+        String::new()
+    } else {
+        format!("/{rest}")
+    };
     if seg == "*" {
         if let Value::Array(a) = v {
             for (n, item) in a.iter().enumerate() {
@@ -212,10 +245,17 @@ fn looks_like_key(s: &str) -> Option<&'static str> {
     if s.contains("-----BEGIN") && s.contains("PRIVATE KEY") {
         return Some("a PEM private key");
     }
-    if ["ghp_", "github_pat_", "glpat-", "xoxb-", "xoxp-"].iter().any(|p| s.starts_with(p)) {
+    if ["ghp_", "github_pat_", "glpat-", "xoxb-", "xoxp-"]
+        .iter()
+        .any(|p| s.starts_with(p))
+    {
         return Some("an access token");
     }
-    if s.len() == 20 && s.starts_with("AKIA") && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
+    if s.len() == 20
+        && s.starts_with("AKIA")
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
         return Some("an AWS access key id");
     }
     None
@@ -269,7 +309,9 @@ impl Cx<'_> {
                 }
             }
             for ptr in at_refs {
-                let Some(Value::String(s)) = d.value.pointer(&ptr) else { continue };
+                let Some(Value::String(s)) = d.value.pointer(&ptr) else {
+                    continue;
+                };
                 let what = looks_like_key(s).unwrap_or("a literal value");
                 let e = self
                     .err("inline-secret", i, &ptr, format!("a secret is written inline ({what}) where a secret reference is expected"))
@@ -302,7 +344,10 @@ impl Cx<'_> {
         let mut misspelt: HashSet<(String, String)> = HashSet::new();
         for e in validator.iter_errors(&d.value) {
             let ptr = e.instance_path().as_str().to_string();
-            if suppressed.iter().any(|(j, p)| *j == i && (ptr == *p || ptr.starts_with(&format!("{p}/")))) {
+            if suppressed
+                .iter()
+                .any(|(j, p)| *j == i && (ptr == *p || ptr.starts_with(&format!("{p}/"))))
+            {
                 continue;
             }
             let diag = self.schema_diag(i, d, &ptr, &e, schema_json);
@@ -311,7 +356,10 @@ impl Cx<'_> {
                 _ => None,
             };
             if let (K::AdditionalProperties { .. }, Some(h)) = (e.kind(), diag.hint.as_deref()) {
-                if let Some(m) = h.strip_prefix("did you mean `").and_then(|r| r.strip_suffix("`?")) {
+                if let Some(m) = h
+                    .strip_prefix("did you mean `")
+                    .and_then(|r| r.strip_suffix("`?"))
+                {
                     misspelt.insert((ptr.clone(), m.to_string()));
                 }
             }
@@ -337,7 +385,11 @@ impl Cx<'_> {
         use jsonschema::error::ValidationErrorKind as K;
         let value = d.value.pointer(ptr).unwrap_or(&Value::Null);
         let name = field_path(ptr);
-        let name = if name.is_empty() { "the document".to_string() } else { format!("`{name}`") };
+        let name = if name.is_empty() {
+            "the document".to_string()
+        } else {
+            format!("`{name}`")
+        };
         match e.kind() {
             K::AdditionalProperties { unexpected } => {
                 let allowed = allowed_properties(schema_json, e.evaluation_path().as_str());
@@ -345,7 +397,14 @@ impl Cx<'_> {
                 let child = format!("{ptr}/{}", escape_segment(&key));
                 let mut diag = self.err_key("schema", i, &child, format!("unknown field `{key}`"));
                 if unexpected.len() > 1 {
-                    diag.summary = format!("unknown fields {}", unexpected.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", "));
+                    diag.summary = format!(
+                        "unknown fields {}",
+                        unexpected
+                            .iter()
+                            .map(|u| format!("`{u}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
                 }
                 if let Some(m) = did_you_mean(&key, allowed.iter().map(String::as_str)) {
                     diag = diag.hint(format!("did you mean `{m}`?"));
@@ -356,7 +415,12 @@ impl Cx<'_> {
             }
             K::Required { property } => {
                 let p = property.as_str().unwrap_or("?");
-                let mut diag = self.err_key("schema", i, ptr, format!("missing required field `{p}` in {name}"));
+                let mut diag = self.err_key(
+                    "schema",
+                    i,
+                    ptr,
+                    format!("missing required field `{p}` in {name}"),
+                );
                 if ptr.is_empty() {
                     diag.span = d.spans.span("");
                 }
@@ -369,10 +433,18 @@ impl Cx<'_> {
                     .trim_start_matches("multiple(")
                     .trim_end_matches(')')
                     .to_string();
-                let mut diag = self.err("schema", i, ptr, format!("{name} must be {expected}, found {}", type_name(value)));
+                let mut diag = self.err(
+                    "schema",
+                    i,
+                    ptr,
+                    format!("{name} must be {expected}, found {}", type_name(value)),
+                );
                 if let Some(raw) = d.spans.raw(ptr) {
                     if expected.contains("string") {
-                        diag = diag.hint(format!("YAML reads `{raw}` as {}; quote it: \"{raw}\"", type_name(value)));
+                        diag = diag.hint(format!(
+                            "YAML reads `{raw}` as {}; quote it: \"{raw}\"",
+                            type_name(value)
+                        ));
                     }
                 } else if expected.contains("boolean") {
                     if let Some(s) = value.as_str() {
@@ -384,24 +456,49 @@ impl Cx<'_> {
                         }
                     }
                 } else if value.is_null() {
-                    diag = diag.hint("the value is empty; write it after the colon, or remove the key");
+                    diag = diag
+                        .hint("the value is empty; write it after the colon, or remove the key");
                 }
                 diag
             }
             K::Enum { options } => {
-                let opts: Vec<&str> = options.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-                let mut diag = self.err("schema", i, ptr, format!("{name} is {}, expected one of: {}", short(value), opts.join(", ")));
+                let opts: Vec<&str> = options
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_str).collect())
+                    .unwrap_or_default();
+                let mut diag = self.err(
+                    "schema",
+                    i,
+                    ptr,
+                    format!(
+                        "{name} is {}, expected one of: {}",
+                        short(value),
+                        opts.join(", ")
+                    ),
+                );
                 if let Some(s) = value.as_str() {
                     if let Some(m) = did_you_mean(s, opts.iter().copied()) {
                         diag = diag.hint(format!("did you mean `{m}`?"));
                     }
                 } else if let Some(raw) = d.spans.raw(ptr) {
-                    diag = diag.hint(format!("YAML reads `{raw}` as {}; quote it", type_name(value)));
+                    diag = diag.hint(format!(
+                        "YAML reads `{raw}` as {}; quote it",
+                        type_name(value)
+                    ));
                 }
                 diag
             }
             K::Constant { expected_value } => {
-                let mut diag = self.err("api-version", i, ptr, format!("{name} is {}, expected {}", short(value), short(expected_value)));
+                let mut diag = self.err(
+                    "api-version",
+                    i,
+                    ptr,
+                    format!(
+                        "{name} is {}, expected {}",
+                        short(value),
+                        short(expected_value)
+                    ),
+                );
                 if ptr == "/apiVersion" {
                     diag = diag.hint("this fleetform reads fleetform.dev/v1alpha1 documents");
                 }
@@ -411,21 +508,58 @@ impl Cx<'_> {
                 let eval = e.evaluation_path().as_str();
                 let at = schema_node(schema_json, eval.strip_suffix("/oneOf").unwrap_or(eval));
                 let secret_def = schema_json.pointer("/$defs/secretRef");
-                if at.is_some() && secret_def.is_some() && at.map(|a| a as *const Value) == secret_def.map(|a| a as *const Value) {
-                    self.err("schema", i, ptr, format!("{name} must be a secret reference"))
-                        .hint("one of `{env: VAR}`, `{file: PATH}` or `{secret: {namespace, name, key}}`")
+                if at.is_some()
+                    && secret_def.is_some()
+                    && at.map(|a| a as *const Value) == secret_def.map(|a| a as *const Value)
+                {
+                    self.err(
+                        "schema",
+                        i,
+                        ptr,
+                        format!("{name} must be a secret reference"),
+                    )
+                    .hint(
+                        "one of `{env: VAR}`, `{file: PATH}` or `{secret: {namespace, name, key}}`",
+                    )
                 } else if ptr.ends_with("/gpuSharing") {
-                    self.err("schema", i, ptr, format!("{name} must have exactly one of `mig`, `mps`, `timeSlicing`, `dra`"))
+                    self.err(
+                        "schema",
+                        i,
+                        ptr,
+                        format!(
+                            "{name} must have exactly one of `mig`, `mps`, `timeSlicing`, `dra`"
+                        ),
+                    )
                 } else if ptr.ends_with("/nodeOs") {
-                    self.err("schema", i, ptr, format!("{name} must be `{{image: URL}}` or `{{byo: true}}`"))
+                    self.err(
+                        "schema",
+                        i,
+                        ptr,
+                        format!("{name} must be `{{image: URL}}` or `{{byo: true}}`"),
+                    )
                 } else if ptr.ends_with("/config") {
                     self.err("schema", i, ptr, format!("{name} must be a config name (`all-1g.10gb`), `{{all: {{PROFILE: N}}}}` or `{{perGpu: [...]}}`"))
                 } else {
-                    self.err("schema", i, ptr, format!("{name} does not match any allowed form"))
+                    self.err(
+                        "schema",
+                        i,
+                        ptr,
+                        format!("{name} does not match any allowed form"),
+                    )
                 }
             }
-            K::Minimum { limit } => self.err("schema", i, ptr, format!("{name} must be >= {limit}, found {}", short(value))),
-            K::Maximum { limit } => self.err("schema", i, ptr, format!("{name} must be <= {limit}, found {}", short(value))),
+            K::Minimum { limit } => self.err(
+                "schema",
+                i,
+                ptr,
+                format!("{name} must be >= {limit}, found {}", short(value)),
+            ),
+            K::Maximum { limit } => self.err(
+                "schema",
+                i,
+                ptr,
+                format!("{name} must be <= {limit}, found {}", short(value)),
+            ),
             _ => self.err("schema", i, ptr, format!("{name}: {}", e.masked())),
         }
     }
@@ -444,7 +578,9 @@ impl Cx<'_> {
                     match seg {
                         Segment::Seq { index } => ptr.push_str(&format!("/{index}")),
                         Segment::Map { key } => ptr.push_str(&format!("/{}", escape_segment(key))),
-                        Segment::Enum { variant } => ptr.push_str(&format!("/{}", escape_segment(variant))),
+                        Segment::Enum { variant } => {
+                            ptr.push_str(&format!("/{}", escape_segment(variant)))
+                        }
                         Segment::Unknown => {}
                     }
                 }
@@ -464,7 +600,9 @@ impl Cx<'_> {
         let mut pools = Vec::new();
         let mut nims = Vec::new();
         for (i, d) in self.docs.iter().enumerate() {
-            let meta: Metadata = match serde_json::from_value(d.value.get("metadata").cloned().unwrap_or(Value::Null)) {
+            let meta: Metadata = match serde_json::from_value(
+                d.value.get("metadata").cloned().unwrap_or(Value::Null),
+            ) {
                 Ok(m) => m,
                 Err(e) => {
                     let diag = self.err("schema", i, "/metadata", format!("`metadata`: {e}"));
@@ -477,7 +615,12 @@ impl Cx<'_> {
             macro_rules! push {
                 ($list:ident, $t:ty) => {
                     if let Some(spec) = self.spec::<$t>(i) {
-                        $list.push(Doc { metadata: meta, spec, origin, doc });
+                        $list.push(Doc {
+                            metadata: meta,
+                            spec,
+                            origin,
+                            doc,
+                        });
                     }
                 };
             }
@@ -496,14 +639,23 @@ impl Cx<'_> {
                 let mut d = Diagnostic::error("fleet-singleton", "no `kind: Fleet` document")
                     .hint("a fleet needs exactly one Fleet document with registries, operators and the management cluster");
                 if let Some(first) = self.docs.first() {
-                    d = d.at(Some(Span { file: first.file.clone(), line: 1, column: 1 }));
+                    d = d.at(Some(Span {
+                        file: first.file.clone(),
+                        line: 1,
+                        column: 1,
+                    }));
                 }
                 self.push(d);
             } else {
                 for f in &fleet_docs[1..] {
                     let first = &fleet_docs[0].origin;
                     let d = self
-                        .err_key("fleet-singleton", f.doc.0, "/kind", format!("a second `kind: Fleet` document (the first is at {first})"))
+                        .err_key(
+                            "fleet-singleton",
+                            f.doc.0,
+                            "/kind",
+                            format!("a second `kind: Fleet` document (the first is at {first})"),
+                        )
                         .hint("keep exactly one Fleet document");
                     self.push(d);
                 }
@@ -529,7 +681,11 @@ impl Cx<'_> {
             nims,
             pool_members: BTreeMap::new(),
             tenant_operators: BTreeMap::new(),
-            spans: self.docs.iter().map(|d| d.spans.clone()).collect::<Vec<Arc<_>>>(),
+            spans: self
+                .docs
+                .iter()
+                .map(|d| d.spans.clone())
+                .collect::<Vec<Arc<_>>>(),
         })
     }
 
@@ -553,7 +709,8 @@ impl Cx<'_> {
                 let n = &d.metadata.name;
                 let valid = !n.is_empty()
                     && n.len() <= 63
-                    && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && n.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                     && !n.starts_with('-')
                     && !n.ends_with('-');
                 if !valid {
@@ -565,7 +722,12 @@ impl Cx<'_> {
                 if let Some(p) = prev {
                     if p.metadata.name == *n {
                         let e = cx
-                            .err("duplicate-name", d.doc.0, "/metadata/name", format!("{kind} `{n}` is defined twice (also at {})", p.origin))
+                            .err(
+                                "duplicate-name",
+                                d.doc.0,
+                                "/metadata/name",
+                                format!("{kind} `{n}` is defined twice (also at {})", p.origin),
+                            )
                             .hint("names are unique per kind; rename one");
                         cx.push(e);
                     }
@@ -582,9 +744,14 @@ impl Cx<'_> {
     }
 
     fn url(&mut self, i: usize, ptr: &str, url: &str) {
-        let ok = ["http://", "https://"].iter().any(|p| url.strip_prefix(p).is_some_and(|r| !r.is_empty() && !r.starts_with('/')));
+        let ok = ["http://", "https://"].iter().any(|p| {
+            url.strip_prefix(p)
+                .is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+        });
         if !ok {
-            let e = self.err("url", i, ptr, format!("`{}` is not an http(s) URL", url)).hint("write it as https://HOST[:PORT]");
+            let e = self
+                .err("url", i, ptr, format!("`{}` is not an http(s) URL", url))
+                .hint("write it as https://HOST[:PORT]");
             self.push(e);
         }
     }
@@ -592,9 +759,17 @@ impl Cx<'_> {
     fn fleet_settings(&mut self, f: &Fleet) {
         let i = f.fleet.doc.0;
         let s = &f.fleet.spec;
-        self.url(i, "/spec/registries/ngc/endpoint", &s.registries.ngc.endpoint.clone());
+        self.url(
+            i,
+            "/spec/registries/ngc/endpoint",
+            &s.registries.ngc.endpoint.clone(),
+        );
         for (n, m) in s.registries.mirrors.iter().enumerate() {
-            self.url(i, &format!("/spec/registries/mirrors/{n}/endpoint"), &m.endpoint);
+            self.url(
+                i,
+                &format!("/spec/registries/mirrors/{n}/endpoint"),
+                &m.endpoint,
+            );
         }
         if let Some(p) = &s.observability.prometheus {
             self.url(i, "/spec/observability/prometheus/endpoint", &p.endpoint);
@@ -603,16 +778,30 @@ impl Cx<'_> {
             self.url(i, "/spec/observability/otel/endpoint", &p.endpoint);
         }
         if s.rollout.max_unavailable == 0 || s.rollout.max_unavailable_per_fault_domain == 0 {
-            let which = if s.rollout.max_unavailable == 0 { "maxUnavailable" } else { "maxUnavailablePerFaultDomain" };
+            let which = if s.rollout.max_unavailable == 0 {
+                "maxUnavailable"
+            } else {
+                "maxUnavailablePerFaultDomain"
+            };
             let e = self
-                .err("rollout-budget", i, &format!("/spec/rollout/{which}"), "a disruption budget of 0 blocks every disruptive change forever")
+                .err(
+                    "rollout-budget",
+                    i,
+                    &format!("/spec/rollout/{which}"),
+                    "a disruption budget of 0 blocks every disruptive change forever",
+                )
                 .hint("use at least 1; to pause changes, stop applying instead");
             self.push(e);
         }
         let frac = s.prune.max_delete_fraction;
         if !(frac > 0.0 && frac <= 1.0) {
             let e = self
-                .err("prune-fraction", i, "/spec/prune/maxDeleteFraction", format!("maxDeleteFraction {frac} is outside (0, 1]"))
+                .err(
+                    "prune-fraction",
+                    i,
+                    "/spec/prune/maxDeleteFraction",
+                    format!("maxDeleteFraction {frac} is outside (0, 1]"),
+                )
                 .hint("0.3 refuses plans that delete more than 30% of managed resources");
             self.push(e);
         }
@@ -624,21 +813,49 @@ impl Cx<'_> {
         for h in &f.hosts {
             let i = h.doc.0;
             if f.rack(&h.spec.rack).is_none() {
-                let mut e = self.err("unknown-reference", i, "/spec/rack", format!("host `{}` is in rack `{}`, which is not defined", h.name(), h.spec.rack));
+                let mut e = self.err(
+                    "unknown-reference",
+                    i,
+                    "/spec/rack",
+                    format!(
+                        "host `{}` is in rack `{}`, which is not defined",
+                        h.name(),
+                        h.spec.rack
+                    ),
+                );
                 if let Some(m) = did_you_mean(&h.spec.rack, racks.iter().copied()) {
                     e = e.hint(format!("did you mean `{m}`?"));
                 }
                 self.push(e);
             }
             if h.spec.gpu.count == 0 {
-                let e = self.err("gpu-count", i, "/spec/gpu/count", format!("host `{}` has 0 GPUs", h.name())).hint("a fleetform host has at least one GPU");
+                let e = self
+                    .err(
+                        "gpu-count",
+                        i,
+                        "/spec/gpu/count",
+                        format!("host `{}` has 0 GPUs", h.name()),
+                    )
+                    .hint("a fleetform host has at least one GPU");
                 self.push(e);
             }
             self.url(i, "/spec/bmc/endpoint", &h.spec.bmc.endpoint);
-            let key = (h.spec.bmc.endpoint.trim_end_matches('/').to_string(), h.spec.bmc.system_id.clone());
+            let key = (
+                h.spec.bmc.endpoint.trim_end_matches('/').to_string(),
+                h.spec.bmc.system_id.clone(),
+            );
             if let Some(other) = bmcs.get(&key) {
                 let e = self
-                    .err("duplicate-bmc", i, "/spec/bmc/endpoint", format!("host `{}` has the same BMC as host `{}`", h.name(), other.name()))
+                    .err(
+                        "duplicate-bmc",
+                        i,
+                        "/spec/bmc/endpoint",
+                        format!(
+                            "host `{}` has the same BMC as host `{}`",
+                            h.name(),
+                            other.name()
+                        ),
+                    )
                     .hint("two hosts on one Redfish service need different `systemId`s");
                 self.push(e);
             } else {
@@ -648,7 +865,11 @@ impl Cx<'_> {
     }
 
     fn operators(&mut self, f: &mut Fleet) {
-        let fleet_raw = self.docs[f.fleet.doc.0].value.pointer("/spec/operators").cloned().unwrap_or(Value::Null);
+        let fleet_raw = self.docs[f.fleet.doc.0]
+            .value
+            .pointer("/spec/operators")
+            .cloned()
+            .unwrap_or(Value::Null);
         let mut out = BTreeMap::new();
         for t in &f.tenants {
             let ops = match &t.spec.operators {
@@ -660,7 +881,15 @@ impl Cx<'_> {
                         Ok(o) => o,
                         Err(e) => {
                             let p = e.path().to_string();
-                            let d = self.err("schema", t.doc.0, "/spec/operators", format!("operator overrides do not merge into valid operators: {p}: {}", e.inner()));
+                            let d = self.err(
+                                "schema",
+                                t.doc.0,
+                                "/spec/operators",
+                                format!(
+                                    "operator overrides do not merge into valid operators: {p}: {}",
+                                    e.inner()
+                                ),
+                            );
                             self.push(d);
                             continue;
                         }
@@ -671,7 +900,8 @@ impl Cx<'_> {
         }
         f.tenant_operators = out;
         // Singletons: checked on every effective set (fleet and each tenant).
-        let mut sets: Vec<(usize, &str, Operators)> = vec![(f.fleet.doc.0, "", f.fleet.spec.operators.clone())];
+        let mut sets: Vec<(usize, &str, Operators)> =
+            vec![(f.fleet.doc.0, "", f.fleet.spec.operators.clone())];
         for t in &f.tenants {
             if t.spec.operators.is_some() {
                 if let Some(o) = f.tenant_operators.get(t.name()) {
@@ -704,7 +934,14 @@ impl Cx<'_> {
             let v = &t.spec.kubernetes.version;
             match catalog::kubernetes_minor(v) {
                 None => {
-                    let e = self.err("kubernetes-version", i, "/spec/kubernetes/version", format!("`{v}` is not a Kubernetes version")).hint("write MAJOR.MINOR or MAJOR.MINOR.PATCH in quotes, e.g. \"1.34\"");
+                    let e = self
+                        .err(
+                            "kubernetes-version",
+                            i,
+                            "/spec/kubernetes/version",
+                            format!("`{v}` is not a Kubernetes version"),
+                        )
+                        .hint("write MAJOR.MINOR or MAJOR.MINOR.PATCH in quotes, e.g. \"1.34\"");
                     self.push(e);
                 }
                 Some(m) if m < catalog::MIN_KUBERNETES => {
@@ -716,20 +953,34 @@ impl Cx<'_> {
                 _ => {}
             }
             if let NodeOs::Byo(false) = t.spec.node_os {
-                let e = self.err("schema", i, "/spec/nodeOs/byo", "`byo: false` says nothing").hint("give `{image: URL}` or `{byo: true}`");
+                let e = self
+                    .err("schema", i, "/spec/nodeOs/byo", "`byo: false` says nothing")
+                    .hint("give `{image: URL}` or `{byo: true}`");
                 self.push(e);
             }
             if let NodeOs::Image(url) = &t.spec.node_os {
                 self.url(i, "/spec/nodeOs/image", url);
             }
             for (ptr, text, what) in [
-                ("/spec/kubernetes/podCidr", &t.spec.kubernetes.pod_cidr, "pod"),
-                ("/spec/kubernetes/serviceCidr", &t.spec.kubernetes.service_cidr, "service"),
+                (
+                    "/spec/kubernetes/podCidr",
+                    &t.spec.kubernetes.pod_cidr,
+                    "pod",
+                ),
+                (
+                    "/spec/kubernetes/serviceCidr",
+                    &t.spec.kubernetes.service_cidr,
+                    "service",
+                ),
             ] {
                 match parse_cidr(text) {
-                    Some((fam, net, len)) => cidrs.push((t.name().to_string(), fam, net, len, i, what)),
+                    Some((fam, net, len)) => {
+                        cidrs.push((t.name().to_string(), fam, net, len, i, what))
+                    }
                     None => {
-                        let e = self.err("cidr-invalid", i, ptr, format!("`{text}` is not a CIDR")).hint("e.g. 10.64.0.0/16 or fd00:10::/56, with no host bits set");
+                        let e = self
+                            .err("cidr-invalid", i, ptr, format!("`{text}` is not a CIDR"))
+                            .hint("e.g. 10.64.0.0/16 or fd00:10::/56, with no host bits set");
                         self.push(e);
                     }
                 }
@@ -743,7 +994,11 @@ impl Cx<'_> {
             .enumerate()
             .map(|(k, c)| {
                 let host = width(c.1) - u32::from(c.3);
-                let end = if host >= 128 { u128::MAX } else { c.2 | ((1u128 << host) - 1) };
+                let end = if host >= 128 {
+                    u128::MAX
+                } else {
+                    c.2 | ((1u128 << host) - 1)
+                };
                 (c.1, c.2, end, k)
             })
             .collect();
@@ -753,11 +1008,31 @@ impl Cx<'_> {
             if let Some((bf, bend, bk)) = best {
                 if bf == fam && start <= bend {
                     // Report on the later one in file order, naming the other.
-                    let (x, y) = if (cidrs[k].4, k) > (cidrs[bk].4, bk) { (&cidrs[k], &cidrs[bk]) } else { (&cidrs[bk], &cidrs[k]) };
-                    let ptr = if x.5 == "pod" { "/spec/kubernetes/podCidr" } else { "/spec/kubernetes/serviceCidr" };
-                    let other = if y.0 == x.0 { "its own".to_string() } else { format!("tenant `{}`'s", y.0) };
+                    let (x, y) = if (cidrs[k].4, k) > (cidrs[bk].4, bk) {
+                        (&cidrs[k], &cidrs[bk])
+                    } else {
+                        (&cidrs[bk], &cidrs[k])
+                    };
+                    let ptr = if x.5 == "pod" {
+                        "/spec/kubernetes/podCidr"
+                    } else {
+                        "/spec/kubernetes/serviceCidr"
+                    };
+                    let other = if y.0 == x.0 {
+                        "its own".to_string()
+                    } else {
+                        format!("tenant `{}`'s", y.0)
+                    };
                     let e = self
-                        .err("cidr-overlap", x.4, ptr, format!("tenant `{}`'s {} CIDR overlaps {other} {} CIDR", x.0, x.5, y.5))
+                        .err(
+                            "cidr-overlap",
+                            x.4,
+                            ptr,
+                            format!(
+                                "tenant `{}`'s {} CIDR overlaps {other} {} CIDR",
+                                x.0, x.5, y.5
+                            ),
+                        )
                         .hint("give every tenant cluster its own pod and service ranges");
                     self.push(e);
                 }
@@ -779,22 +1054,52 @@ impl Cx<'_> {
         for p in &f.pools {
             let i = p.doc.0;
             if f.tenant(&p.spec.tenant).is_none() {
-                let mut e = self.err("unknown-reference", i, "/spec/tenant", format!("pool `{}` names tenant `{}`, which is not defined", p.name(), p.spec.tenant));
+                let mut e = self.err(
+                    "unknown-reference",
+                    i,
+                    "/spec/tenant",
+                    format!(
+                        "pool `{}` names tenant `{}`, which is not defined",
+                        p.name(),
+                        p.spec.tenant
+                    ),
+                );
                 if let Some(m) = did_you_mean(&p.spec.tenant, tenants.iter().copied()) {
                     e = e.hint(format!("did you mean `{m}`?"));
                 }
                 diags.push(e);
             }
             match (p.spec.hosts.is_empty(), &p.spec.selector) {
-                (true, None) => diags.push(self.err_key("pool-members", i, "/spec", format!("pool `{}` has neither `hosts` nor `selector`", p.name())).hint("list its hosts, or give `selector: {count: N}`")),
-                (false, Some(_)) => diags.push(self.err_key("pool-members", i, "/spec/selector", format!("pool `{}` has both `hosts` and `selector`", p.name())).hint("use one of them")),
+                (true, None) => diags.push(
+                    self.err_key(
+                        "pool-members",
+                        i,
+                        "/spec",
+                        format!("pool `{}` has neither `hosts` nor `selector`", p.name()),
+                    )
+                    .hint("list its hosts, or give `selector: {count: N}`"),
+                ),
+                (false, Some(_)) => diags.push(
+                    self.err_key(
+                        "pool-members",
+                        i,
+                        "/spec/selector",
+                        format!("pool `{}` has both `hosts` and `selector`", p.name()),
+                    )
+                    .hint("use one of them"),
+                ),
                 _ => {}
             }
             let mut list = Vec::new();
             for (n, h) in p.spec.hosts.iter().enumerate() {
                 let ptr = format!("/spec/hosts/{n}");
                 let Some(host) = f.host(h) else {
-                    let mut e = self.err("unknown-reference", i, &ptr, format!("pool `{}` lists host `{h}`, which is not defined", p.name()));
+                    let mut e = self.err(
+                        "unknown-reference",
+                        i,
+                        &ptr,
+                        format!("pool `{}` lists host `{h}`, which is not defined", p.name()),
+                    );
                     if let Some(m) = did_you_mean(h, host_names.iter().copied()) {
                         e = e.hint(format!("did you mean `{m}`?"));
                     }
@@ -802,11 +1107,30 @@ impl Cx<'_> {
                     continue;
                 };
                 if host.spec.spare {
-                    diags.push(self.err("spare-misuse", i, &ptr, format!("host `{h}` is a spare and cannot be a member of pool `{}`", p.name())).hint("list it under `spares`, or set `spare: false` on the host"));
+                    diags.push(
+                        self.err(
+                            "spare-misuse",
+                            i,
+                            &ptr,
+                            format!(
+                                "host `{h}` is a spare and cannot be a member of pool `{}`",
+                                p.name()
+                            ),
+                        )
+                        .hint("list it under `spares`, or set `spare: false` on the host"),
+                    );
                     continue;
                 }
                 if let Some((other, _)) = owner.get(h.as_str()) {
-                    diags.push(self.err("host-pool-conflict", i, &ptr, format!("host `{h}` is already in pool `{other}`")).hint("a host belongs to at most one pool"));
+                    diags.push(
+                        self.err(
+                            "host-pool-conflict",
+                            i,
+                            &ptr,
+                            format!("host `{h}` is already in pool `{other}`"),
+                        )
+                        .hint("a host belongs to at most one pool"),
+                    );
                     continue;
                 }
                 owner.insert(h.clone(), (p.name().to_string(), i));
@@ -815,11 +1139,21 @@ impl Cx<'_> {
             members.insert(p.name().to_string(), list);
         }
         for p in &f.pools {
-            let Some(sel) = &p.spec.selector else { continue };
+            let Some(sel) = &p.spec.selector else {
+                continue;
+            };
             let i = p.doc.0;
             if let Some(r) = &sel.rack {
                 if f.rack(r).is_none() {
-                    let mut e = self.err("unknown-reference", i, "/spec/selector/rack", format!("pool `{}` selects rack `{r}`, which is not defined", p.name()));
+                    let mut e = self.err(
+                        "unknown-reference",
+                        i,
+                        "/spec/selector/rack",
+                        format!(
+                            "pool `{}` selects rack `{r}`, which is not defined",
+                            p.name()
+                        ),
+                    );
                     if let Some(m) = did_you_mean(r, racks.iter().copied()) {
                         e = e.hint(format!("did you mean `{m}`?"));
                     }
@@ -837,7 +1171,20 @@ impl Cx<'_> {
                 .map(|h| h.name().to_string())
                 .collect();
             if picked.len() < sel.count as usize {
-                diags.push(self.err("selector-capacity", i, "/spec/selector/count", format!("pool `{}` selects {} hosts but only {} free ones match", p.name(), sel.count, picked.len())).hint("lower `count`, widen the selector, or add hosts"));
+                diags.push(
+                    self.err(
+                        "selector-capacity",
+                        i,
+                        "/spec/selector/count",
+                        format!(
+                            "pool `{}` selects {} hosts but only {} free ones match",
+                            p.name(),
+                            sel.count,
+                            picked.len()
+                        ),
+                    )
+                    .hint("lower `count`, widen the selector, or add hosts"),
+                );
             }
             for h in &picked {
                 owner.insert(h.clone(), (p.name().to_string(), i));
@@ -849,7 +1196,10 @@ impl Cx<'_> {
         for p in &f.pools {
             for h in members.get(p.name()).into_iter().flatten() {
                 if let Some(host) = f.host(h) {
-                    users.entry(host.name()).or_default().insert(p.spec.tenant.as_str());
+                    users
+                        .entry(host.name())
+                        .or_default()
+                        .insert(p.spec.tenant.as_str());
                 }
             }
         }
@@ -859,7 +1209,15 @@ impl Cx<'_> {
                 let ptr = format!("/spec/spares/{n}");
                 match f.host(s) {
                     None => {
-                        let mut e = self.err("unknown-reference", i, &ptr, format!("pool `{}` lists spare `{s}`, which is not defined", p.name()));
+                        let mut e = self.err(
+                            "unknown-reference",
+                            i,
+                            &ptr,
+                            format!(
+                                "pool `{}` lists spare `{s}`, which is not defined",
+                                p.name()
+                            ),
+                        );
                         if let Some(m) = did_you_mean(s, host_names.iter().copied()) {
                             e = e.hint(format!("did you mean `{m}`?"));
                         }
@@ -869,18 +1227,28 @@ impl Cx<'_> {
                         diags.push(self.err("spare-misuse", i, &ptr, format!("pool `{}` lists `{s}` as a spare, but the host is not `spare: true`", p.name())).hint("set `spare: true` on the host so no pool counts it as capacity"));
                     }
                     Some(h) => {
-                        users.entry(h.name()).or_default().insert(p.spec.tenant.as_str());
+                        users
+                            .entry(h.name())
+                            .or_default()
+                            .insert(p.spec.tenant.as_str());
                     }
                 }
             }
         }
         for p in &f.pools {
             let i = p.doc.0;
-            let Some(t) = f.tenant(&p.spec.tenant) else { continue };
+            let Some(t) = f.tenant(&p.spec.tenant) else {
+                continue;
+            };
             if t.spec.isolation != Isolation::DedicatedHosts {
                 continue;
             }
-            for h in p.spec.spares.iter().chain(members.get(p.name()).into_iter().flatten()) {
+            for h in p
+                .spec
+                .spares
+                .iter()
+                .chain(members.get(p.name()).into_iter().flatten())
+            {
                 if let Some(u) = users.get(h.as_str()) {
                     if let Some(other) = u.iter().find(|o| **o != t.name()) {
                         let ptr = p
@@ -918,20 +1286,45 @@ impl Cx<'_> {
             }
             if let Some(a) = &p.spec.autoscaling {
                 if a.min > a.max {
-                    diags.push(self.err("autoscaling", i, "/spec/autoscaling/min", format!("autoscaling min {} is above max {}", a.min, a.max)));
+                    diags.push(self.err(
+                        "autoscaling",
+                        i,
+                        "/spec/autoscaling/min",
+                        format!("autoscaling min {} is above max {}", a.min, a.max),
+                    ));
                 }
             }
             if let Some(r) = &p.spec.rollout {
-                for (v, k) in [(r.max_unavailable, "maxUnavailable"), (r.max_unavailable_per_fault_domain, "maxUnavailablePerFaultDomain")] {
+                for (v, k) in [
+                    (r.max_unavailable, "maxUnavailable"),
+                    (
+                        r.max_unavailable_per_fault_domain,
+                        "maxUnavailablePerFaultDomain",
+                    ),
+                ] {
                     if v == Some(0) {
-                        diags.push(self.err("rollout-budget", i, &format!("/spec/rollout/{k}"), "a disruption budget of 0 blocks every disruptive change forever").hint("use at least 1; to pause changes, stop applying instead"));
+                        diags.push(
+                            self.err(
+                                "rollout-budget",
+                                i,
+                                &format!("/spec/rollout/{k}"),
+                                "a disruption budget of 0 blocks every disruptive change forever",
+                            )
+                            .hint("use at least 1; to pause changes, stop applying instead"),
+                        );
                     }
                 }
             }
             if p.spec.topology.rail_aligned {
                 let rails: BTreeSet<Vec<(String, NicType, String)>> = hosts
                     .iter()
-                    .map(|h| h.spec.nics.iter().map(|n| (n.name.clone(), n.kind, n.speed.clone())).collect())
+                    .map(|h| {
+                        h.spec
+                            .nics
+                            .iter()
+                            .map(|n| (n.name.clone(), n.kind, n.speed.clone()))
+                            .collect()
+                    })
                     .collect();
                 if rails.len() > 1 || hosts.iter().any(|h| h.spec.nics.is_empty()) {
                     diags.push(self.err("rail-aligned", i, "/spec/topology/railAligned", format!("pool `{}` is rail-aligned but its hosts do not all have the same NIC rails", p.name())).hint("give every member the same `nics` (name, type, speed), or drop railAligned"));
@@ -941,14 +1334,33 @@ impl Cx<'_> {
         self.diags.extend(diags);
     }
 
-    fn sharing(&self, f: &Fleet, p: &NodePool, model: GpuModel, gpus: u32, s: &GpuSharing) -> Vec<Diagnostic> {
+    fn sharing(
+        &self,
+        f: &Fleet,
+        p: &NodePool,
+        model: GpuModel,
+        gpus: u32,
+        s: &GpuSharing,
+    ) -> Vec<Diagnostic> {
         let i = p.doc.0;
         let mut out = Vec::new();
         match s {
             GpuSharing::Mps(r) | GpuSharing::TimeSlicing(r) => {
                 if r.replicas < 2 {
-                    let k = if matches!(s, GpuSharing::Mps(_)) { "mps" } else { "timeSlicing" };
-                    out.push(self.err("sharing-replicas", i, &format!("/spec/gpuSharing/{k}/replicas"), format!("{} replicas per GPU shares nothing", r.replicas)).hint("use 2 or more, or drop gpuSharing for whole GPUs"));
+                    let k = if matches!(s, GpuSharing::Mps(_)) {
+                        "mps"
+                    } else {
+                        "timeSlicing"
+                    };
+                    out.push(
+                        self.err(
+                            "sharing-replicas",
+                            i,
+                            &format!("/spec/gpuSharing/{k}/replicas"),
+                            format!("{} replicas per GPU shares nothing", r.replicas),
+                        )
+                        .hint("use 2 or more, or drop gpuSharing for whole GPUs"),
+                    );
                 }
             }
             GpuSharing::Dra(d) => {
@@ -968,31 +1380,79 @@ impl Cx<'_> {
             }
             GpuSharing::Mig(m) => {
                 let Some(geo) = catalog::mig(model) else {
-                    out.push(self.err("mig-unsupported", i, "/spec/gpuSharing/mig", format!("{model} has no MIG")).hint("use time-slicing or MPS on this model"));
+                    out.push(
+                        self.err(
+                            "mig-unsupported",
+                            i,
+                            "/spec/gpuSharing/mig",
+                            format!("{model} has no MIG"),
+                        )
+                        .hint("use time-slicing or MPS on this model"),
+                    );
                     return out;
                 };
                 let strategy = f.operators_for(&p.spec.tenant).gpu_operator.mig_strategy;
                 let base = "/spec/gpuSharing/mig/config";
                 let layouts: Vec<(String, Vec<(String, u32)>)> = match &m.config {
                     MigConfig::Named(n) => match catalog::named_layout(&geo, n) {
-                        Some(l) => vec![(base.to_string(), l.into_iter().map(|(a, b)| (a.to_string(), b)).collect())],
+                        Some(l) => vec![(
+                            base.to_string(),
+                            l.into_iter().map(|(a, b)| (a.to_string(), b)).collect(),
+                        )],
                         None => {
-                            let names: Vec<String> = geo.profiles.iter().map(|p| format!("all-{}", p.name)).chain(["all-disabled".into(), "all-balanced".into()]).collect();
-                            let mut e = self.err("mig-profile", i, base, format!("`{n}` is not a MIG config for {model}"));
+                            let names: Vec<String> = geo
+                                .profiles
+                                .iter()
+                                .map(|p| format!("all-{}", p.name))
+                                .chain(["all-disabled".into(), "all-balanced".into()])
+                                .collect();
+                            let mut e = self.err(
+                                "mig-profile",
+                                i,
+                                base,
+                                format!("`{n}` is not a MIG config for {model}"),
+                            );
                             e = match did_you_mean(n, names.iter().map(String::as_str)) {
-                                Some(s) => e.hint(format!("did you mean `{s}`? {model} profiles: {}", geo.names().join(", "))),
-                                None => e.hint(format!("{model} profiles: {}", geo.names().join(", "))),
+                                Some(s) => e.hint(format!(
+                                    "did you mean `{s}`? {model} profiles: {}",
+                                    geo.names().join(", ")
+                                )),
+                                None => {
+                                    e.hint(format!("{model} profiles: {}", geo.names().join(", ")))
+                                }
                             };
                             out.push(e);
                             vec![]
                         }
                     },
-                    MigConfig::Layout(MigLayout::All(l)) => vec![(format!("{base}/all"), l.iter().map(|(a, b)| (a.clone(), *b)).collect())],
+                    MigConfig::Layout(MigLayout::All(l)) => vec![(
+                        format!("{base}/all"),
+                        l.iter().map(|(a, b)| (a.clone(), *b)).collect(),
+                    )],
                     MigConfig::Layout(MigLayout::PerGpu(v)) => {
                         if v.len() as u32 > gpus {
-                            out.push(self.err("mig-layout", i, &format!("{base}/perGpu"), format!("{} per-GPU layouts for hosts with {gpus} GPUs", v.len())).hint("one entry per GPU index, at most the GPU count"));
+                            out.push(
+                                self.err(
+                                    "mig-layout",
+                                    i,
+                                    &format!("{base}/perGpu"),
+                                    format!(
+                                        "{} per-GPU layouts for hosts with {gpus} GPUs",
+                                        v.len()
+                                    ),
+                                )
+                                .hint("one entry per GPU index, at most the GPU count"),
+                            );
                         }
-                        v.iter().enumerate().map(|(n, l)| (format!("{base}/perGpu/{n}"), l.iter().map(|(a, b)| (a.clone(), *b)).collect())).collect()
+                        v.iter()
+                            .enumerate()
+                            .map(|(n, l)| {
+                                (
+                                    format!("{base}/perGpu/{n}"),
+                                    l.iter().map(|(a, b)| (a.clone(), *b)).collect(),
+                                )
+                            })
+                            .collect()
                     }
                 };
                 let mut all_profiles = BTreeSet::new();
@@ -1002,14 +1462,25 @@ impl Cx<'_> {
                             all_profiles.insert(name.clone());
                         }
                     }
-                    match catalog::check_layout(&geo, layout.iter().map(|(a, b)| (a.as_str(), *b))) {
+                    match catalog::check_layout(&geo, layout.iter().map(|(a, b)| (a.as_str(), *b)))
+                    {
                         Ok(()) => {}
                         Err(catalog::LayoutError::UnknownProfile(pn)) => {
                             let at = format!("{ptr}/{}", escape_segment(&pn));
-                            let mut e = self.err_key("mig-profile", i, &at, format!("MIG profile `{pn}` does not exist on {model}"));
+                            let mut e = self.err_key(
+                                "mig-profile",
+                                i,
+                                &at,
+                                format!("MIG profile `{pn}` does not exist on {model}"),
+                            );
                             e = match did_you_mean(&pn, geo.names()) {
-                                Some(s) => e.hint(format!("did you mean `{s}`? {model} profiles: {}", geo.names().join(", "))),
-                                None => e.hint(format!("{model} profiles: {}", geo.names().join(", "))),
+                                Some(s) => e.hint(format!(
+                                    "did you mean `{s}`? {model} profiles: {}",
+                                    geo.names().join(", ")
+                                )),
+                                None => {
+                                    e.hint(format!("{model} profiles: {}", geo.names().join(", ")))
+                                }
                             };
                             out.push(e);
                         }
@@ -1033,14 +1504,32 @@ impl Cx<'_> {
         for n in &f.nims {
             let i = n.doc.0;
             if f.tenant(&n.spec.tenant).is_none() {
-                let mut e = self.err("unknown-reference", i, "/spec/tenant", format!("NIM `{}` names tenant `{}`, which is not defined", n.name(), n.spec.tenant));
+                let mut e = self.err(
+                    "unknown-reference",
+                    i,
+                    "/spec/tenant",
+                    format!(
+                        "NIM `{}` names tenant `{}`, which is not defined",
+                        n.name(),
+                        n.spec.tenant
+                    ),
+                );
                 if let Some(m) = did_you_mean(&n.spec.tenant, tenants.iter().copied()) {
                     e = e.hint(format!("did you mean `{m}`?"));
                 }
                 self.push(e);
             }
             let Some(p) = f.pool(&n.spec.pool) else {
-                let mut e = self.err("unknown-reference", i, "/spec/pool", format!("NIM `{}` runs on pool `{}`, which is not defined", n.name(), n.spec.pool));
+                let mut e = self.err(
+                    "unknown-reference",
+                    i,
+                    "/spec/pool",
+                    format!(
+                        "NIM `{}` runs on pool `{}`, which is not defined",
+                        n.name(),
+                        n.spec.pool
+                    ),
+                );
                 if let Some(m) = did_you_mean(&n.spec.pool, pools.iter().copied()) {
                     e = e.hint(format!("did you mean `{m}`?"));
                 }
@@ -1048,13 +1537,37 @@ impl Cx<'_> {
                 continue;
             };
             if p.spec.tenant != n.spec.tenant {
-                let e = self.err("nim-tenant", i, "/spec/pool", format!("NIM `{}` of tenant `{}` runs on pool `{}` of tenant `{}`", n.name(), n.spec.tenant, p.name(), p.spec.tenant)).hint("a NIM runs on a pool of its own tenant");
+                let e = self
+                    .err(
+                        "nim-tenant",
+                        i,
+                        "/spec/pool",
+                        format!(
+                            "NIM `{}` of tenant `{}` runs on pool `{}` of tenant `{}`",
+                            n.name(),
+                            n.spec.tenant,
+                            p.name(),
+                            p.spec.tenant
+                        ),
+                    )
+                    .hint("a NIM runs on a pool of its own tenant");
                 self.push(e);
             }
             let mig = matches!(p.spec.gpu_sharing, Some(GpuSharing::Mig(_)));
             match (&n.spec.mig_profile, mig) {
                 (Some(prof), false) => {
-                    let e = self.err("nim-mig", i, "/spec/migProfile", format!("NIM `{}` asks for MIG profile `{prof}` but pool `{}` has no MIG", n.name(), p.name())).hint("drop migProfile to use whole GPUs, or run it on a MIG pool");
+                    let e = self
+                        .err(
+                            "nim-mig",
+                            i,
+                            "/spec/migProfile",
+                            format!(
+                                "NIM `{}` asks for MIG profile `{prof}` but pool `{}` has no MIG",
+                                n.name(),
+                                p.name()
+                            ),
+                        )
+                        .hint("drop migProfile to use whole GPUs, or run it on a MIG pool");
                     self.push(e);
                 }
                 (None, true) => {
@@ -1062,10 +1575,24 @@ impl Cx<'_> {
                     self.push(e);
                 }
                 (Some(prof), true) => {
-                    let model = f.members(p.name()).first().and_then(|h| f.host(h)).map(|h| h.spec.gpu.model);
+                    let model = f
+                        .members(p.name())
+                        .first()
+                        .and_then(|h| f.host(h))
+                        .map(|h| h.spec.gpu.model);
                     if let Some(geo) = model.and_then(catalog::mig) {
                         if geo.profile(prof).is_none() {
-                            let e = self.err("mig-profile", i, "/spec/migProfile", format!("MIG profile `{prof}` does not exist on {}", model.map(|m| m.to_string()).unwrap_or_default())).hint(format!("profiles: {}", geo.names().join(", ")));
+                            let e = self
+                                .err(
+                                    "mig-profile",
+                                    i,
+                                    "/spec/migProfile",
+                                    format!(
+                                        "MIG profile `{prof}` does not exist on {}",
+                                        model.map(|m| m.to_string()).unwrap_or_default()
+                                    ),
+                                )
+                                .hint(format!("profiles: {}", geo.names().join(", ")));
                             self.push(e);
                         }
                     }
@@ -1073,7 +1600,13 @@ impl Cx<'_> {
                 }
                 (None, false) => {
                     let need = n.spec.replicas.saturating_mul(n.spec.gpus_per_replica);
-                    let per_host = f.members(p.name()).iter().filter_map(|h| f.host(h)).map(|h| h.spec.gpu.count).max().unwrap_or(0);
+                    let per_host = f
+                        .members(p.name())
+                        .iter()
+                        .filter_map(|h| f.host(h))
+                        .map(|h| h.spec.gpu.count)
+                        .max()
+                        .unwrap_or(0);
                     if n.spec.gpus_per_replica > per_host {
                         let e = self.err("nim-capacity", i, "/spec/gpusPerReplica", format!("NIM `{}` needs {} GPUs per replica; hosts of pool `{}` have {per_host}", n.name(), n.spec.gpus_per_replica, p.name())).hint("a replica runs on one host; multi-node NIMs are not modelled yet");
                         self.push(e);
@@ -1089,7 +1622,12 @@ impl Cx<'_> {
         }
         for (pool, (gpus, mig_devices)) in demand {
             let Some(p) = f.pool(pool) else { continue };
-            let cap: u32 = f.members(pool).iter().filter_map(|h| f.host(h)).map(|h| h.spec.gpu.count).sum();
+            let cap: u32 = f
+                .members(pool)
+                .iter()
+                .filter_map(|h| f.host(h))
+                .map(|h| h.spec.gpu.count)
+                .sum();
             let mig_cap = mig_capacity(f, p);
             let last = last_nim.get(pool).copied();
             if let Some(n) = last {
@@ -1107,7 +1645,12 @@ impl Cx<'_> {
 
     fn quotas(&mut self, f: &Fleet) {
         let mut total_quota: u64 = 0;
-        let capacity: u64 = f.hosts.iter().filter(|h| !h.spec.spare).map(|h| u64::from(h.spec.gpu.count)).sum();
+        let capacity: u64 = f
+            .hosts
+            .iter()
+            .filter(|h| !h.spec.spare)
+            .map(|h| u64::from(h.spec.gpu.count))
+            .sum();
         let mut last_quota: Option<&Tenant> = None;
         let mut pools_of: HashMap<&str, Vec<&NodePool>> = HashMap::new();
         for p in &f.pools {
@@ -1120,58 +1663,139 @@ impl Cx<'_> {
         for t in &f.tenants {
             let i = t.doc.0;
             let pools: Vec<&NodePool> = pools_of.get(t.name()).cloned().unwrap_or_default();
-            let hosts: Vec<&Host> = pools.iter().flat_map(|p| f.members(p.name())).filter_map(|h| f.host(h)).collect();
+            let hosts: Vec<&Host> = pools
+                .iter()
+                .flat_map(|p| f.members(p.name()))
+                .filter_map(|h| f.host(h))
+                .collect();
             let gpus: u32 = hosts.iter().map(|h| h.spec.gpu.count).sum();
             if let Some(q) = t.spec.quotas.gpus {
                 total_quota += u64::from(q);
                 last_quota = Some(t);
                 if gpus > q {
-                    let e = self.err("quota-exceeded", i, "/spec/quotas/gpus", format!("tenant `{}` has {gpus} GPUs in its pools, over its quota of {q}", t.name())).hint("raise the quota or shrink the tenant's pools");
+                    let e = self
+                        .err(
+                            "quota-exceeded",
+                            i,
+                            "/spec/quotas/gpus",
+                            format!(
+                                "tenant `{}` has {gpus} GPUs in its pools, over its quota of {q}",
+                                t.name()
+                            ),
+                        )
+                        .hint("raise the quota or shrink the tenant's pools");
                     self.push(e);
                 }
             }
             if let Some(q) = t.spec.quotas.hosts {
                 if hosts.len() as u32 > q {
-                    let e = self.err("quota-exceeded", i, "/spec/quotas/hosts", format!("tenant `{}` has {} hosts in its pools, over its quota of {q}", t.name(), hosts.len())).hint("raise the quota or shrink the tenant's pools");
+                    let e = self
+                        .err(
+                            "quota-exceeded",
+                            i,
+                            "/spec/quotas/hosts",
+                            format!(
+                                "tenant `{}` has {} hosts in its pools, over its quota of {q}",
+                                t.name(),
+                                hosts.len()
+                            ),
+                        )
+                        .hint("raise the quota or shrink the tenant's pools");
                     self.push(e);
                 }
             }
             if let Some(q) = t.spec.quotas.nims {
                 let n = nims_of.get(t.name()).copied().unwrap_or(0);
                 if n > q {
-                    let e = self.err("quota-exceeded", i, "/spec/quotas/nims", format!("tenant `{}` runs {n} NIMs, over its quota of {q}", t.name())).hint("raise the quota or remove NIMs");
+                    let e = self
+                        .err(
+                            "quota-exceeded",
+                            i,
+                            "/spec/quotas/nims",
+                            format!("tenant `{}` runs {n} NIMs, over its quota of {q}", t.name()),
+                        )
+                        .hint("raise the quota or remove NIMs");
                     self.push(e);
                 }
             }
             // Compatibility of the tenant's effective operators with its GPU models.
             let ops = f.operators_for(t.name()).clone();
             let models: BTreeSet<GpuModel> = hosts.iter().map(|h| h.spec.gpu.model).collect();
-            let ptr_base = if t.spec.operators.as_ref().and_then(|o| o.pointer("/gpuOperator/driver/version")).is_some() { Some(i) } else { None };
+            let ptr_base = if t
+                .spec
+                .operators
+                .as_ref()
+                .and_then(|o| o.pointer("/gpuOperator/driver/version"))
+                .is_some()
+            {
+                Some(i)
+            } else {
+                None
+            };
             for m in &models {
                 let c = catalog::compat(*m);
                 let dv = &ops.gpu_operator.driver.version;
                 match catalog::driver_branch(dv) {
                     Some(b) if b < c.min_driver_branch => {
-                        let (doc, ptr) = ptr_base.map_or((f.fleet.doc.0, "/spec/operators/gpuOperator/driver/version"), |d| (d, "/spec/operators/gpuOperator/driver/version"));
-                        let e = self.err("driver-compat", doc, ptr, format!("driver {dv} (R{b}) does not support {m}, used by tenant `{}`", t.name())).hint(format!("{m} needs driver branch R{} or newer", c.min_driver_branch));
+                        let (doc, ptr) = ptr_base.map_or(
+                            (f.fleet.doc.0, "/spec/operators/gpuOperator/driver/version"),
+                            |d| (d, "/spec/operators/gpuOperator/driver/version"),
+                        );
+                        let e = self
+                            .err(
+                                "driver-compat",
+                                doc,
+                                ptr,
+                                format!(
+                                    "driver {dv} (R{b}) does not support {m}, used by tenant `{}`",
+                                    t.name()
+                                ),
+                            )
+                            .hint(format!(
+                                "{m} needs driver branch R{} or newer",
+                                c.min_driver_branch
+                            ));
                         self.push(e);
                     }
                     None => {
-                        let e = self.err("driver-compat", f.fleet.doc.0, "/spec/operators/gpuOperator/driver/version", format!("`{dv}` is not a driver version")).hint("e.g. \"595.91.07\"");
+                        let e = self
+                            .err(
+                                "driver-compat",
+                                f.fleet.doc.0,
+                                "/spec/operators/gpuOperator/driver/version",
+                                format!("`{dv}` is not a driver version"),
+                            )
+                            .hint("e.g. \"595.91.07\"");
                         self.push(e);
                     }
                     _ => {}
                 }
                 let ov = &ops.gpu_operator.version;
-                let overridden = t.spec.operators.as_ref().and_then(|o| o.pointer("/gpuOperator/version")).is_some();
-                let (doc, ptr) = if overridden { (i, "/spec/operators/gpuOperator/version") } else { (f.fleet.doc.0, "/spec/operators/gpuOperator/version") };
+                let overridden = t
+                    .spec
+                    .operators
+                    .as_ref()
+                    .and_then(|o| o.pointer("/gpuOperator/version"))
+                    .is_some();
+                let (doc, ptr) = if overridden {
+                    (i, "/spec/operators/gpuOperator/version")
+                } else {
+                    (f.fleet.doc.0, "/spec/operators/gpuOperator/version")
+                };
                 match catalog::gpu_operator_release(ov) {
                     Some(r) if r < c.min_gpu_operator => {
                         let e = self.err("gpu-operator-compat", doc, ptr, format!("GPU Operator {ov} predates support for {m}, used by tenant `{}`", t.name())).hint(format!("{m} needs GPU Operator v{}.{}.0 or newer", c.min_gpu_operator.0, c.min_gpu_operator.1));
                         self.push(e);
                     }
                     None => {
-                        let e = self.err("gpu-operator-compat", doc, ptr, format!("`{ov}` is not a GPU Operator version")).hint("e.g. v26.7.0");
+                        let e = self
+                            .err(
+                                "gpu-operator-compat",
+                                doc,
+                                ptr,
+                                format!("`{ov}` is not a GPU Operator version"),
+                            )
+                            .hint("e.g. v26.7.0");
                         self.push(e);
                     }
                     _ => {}
@@ -1186,7 +1810,11 @@ impl Cx<'_> {
                         .hint("set `gpuOperator.driver.usePrecompiled: true` (signed precompiled drivers) or `driver.enabled: false` with a host-installed signed driver (gpu-operator#1142)");
                     self.push(e);
                 }
-                if let Some(ofed) = ops.network_operator.as_ref().and_then(|n| n.ofed_driver.as_ref()) {
+                if let Some(ofed) = ops
+                    .network_operator
+                    .as_ref()
+                    .and_then(|n| n.ofed_driver.as_ref())
+                {
                     if !ofed.force_precompiled {
                         let e = self
                             .err("secure-boot-driver", h.doc.0, "/spec/secureBoot", format!("host `{}` boots with Secure Boot, but tenant `{}`'s DOCA-OFED driver is compiled on the node", h.name(), t.name()))
@@ -1213,16 +1841,23 @@ impl Fleet {
 
 /// MIG devices a pool offers (sum over hosts of its layout per GPU).
 fn mig_capacity(f: &Fleet, p: &NodePool) -> u32 {
-    let Some(GpuSharing::Mig(m)) = &p.spec.gpu_sharing else { return 0 };
+    let Some(GpuSharing::Mig(m)) = &p.spec.gpu_sharing else {
+        return 0;
+    };
     let mut total = 0u32;
     for h in f.members_from(p) {
-        let Some(geo) = catalog::mig(h.spec.gpu.model) else { continue };
+        let Some(geo) = catalog::mig(h.spec.gpu.model) else {
+            continue;
+        };
         let per_gpu: Vec<u32> = match &m.config {
             MigConfig::Named(n) => {
-                let c = catalog::named_layout(&geo, n).map_or(0, |l| l.iter().map(|(_, c)| c).sum());
+                let c =
+                    catalog::named_layout(&geo, n).map_or(0, |l| l.iter().map(|(_, c)| c).sum());
                 vec![c; h.spec.gpu.count as usize]
             }
-            MigConfig::Layout(MigLayout::All(l)) => vec![l.values().sum(); h.spec.gpu.count as usize],
+            MigConfig::Layout(MigLayout::All(l)) => {
+                vec![l.values().sum(); h.spec.gpu.count as usize]
+            }
             MigConfig::Layout(MigLayout::PerGpu(v)) => v.iter().map(|l| l.values().sum()).collect(),
         };
         total = total.saturating_add(per_gpu.iter().sum());
@@ -1266,7 +1901,11 @@ pub fn parse_cidr(s: &str) -> Option<(u32, u128, u8)> {
         return None;
     }
     let host_bits = width - len;
-    let mask = if host_bits >= 128 { u128::MAX } else { (1u128 << host_bits) - 1 };
+    let mask = if host_bits >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << host_bits) - 1
+    };
     if bits & mask != 0 {
         return None;
     }
@@ -1288,7 +1927,11 @@ fn schema_node<'s>(schema: &'s Value, eval_path: &str) -> Option<&'s Value> {
             _ => return None,
         };
     }
-    if let Some(r) = node.get("$ref").and_then(Value::as_str).and_then(|r| r.strip_prefix('#')) {
+    if let Some(r) = node
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+    {
         node = schema.pointer(r)?;
     }
     Some(node)
@@ -1342,7 +1985,11 @@ pub fn render_text(diags: &[Diagnostic], files: &[SourceFile]) -> String {
                 out.push_str(&format!("{pad}|\n"));
                 out.push_str(&format!("{num:>width$} | {shown}\n", width = gutter - 1));
                 let caret_col = (s.column.saturating_sub(1) as usize).min(shown.chars().count());
-                let lead: String = shown.chars().take(caret_col).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+                let lead: String = shown
+                    .chars()
+                    .take(caret_col)
+                    .map(|c| if c == '\t' { '\t' } else { ' ' })
+                    .collect();
                 out.push_str(&format!("{pad}| {lead}^\n"));
             }
         }
@@ -1377,12 +2024,18 @@ mod tests {
 
     #[test]
     fn did_you_mean_finds_near_names() {
-        assert_eq!(did_you_mean("acme-corp", ["acme", "acme-crop", "zeta"]), Some("acme-crop"));
+        assert_eq!(
+            did_you_mean("acme-corp", ["acme", "acme-crop", "zeta"]),
+            Some("acme-crop")
+        );
         assert_eq!(did_you_mean("zzzzzz", ["acme"]), None);
     }
 
     #[test]
     fn field_paths_read_like_yaml() {
-        assert_eq!(field_path("/spec/pools/0/hosts/2"), "spec.pools[0].hosts[2]");
+        assert_eq!(
+            field_path("/spec/pools/0/hosts/2"),
+            "spec.pools[0].hosts[2]"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use fleetform_engine::apply::{ApplyOptions, Outcome};
 use fleetform_engine::observe::Providers;
 use fleetform_engine::plan::{PlanOptions, Reason};
-use fleetform_engine::reconcile::{make_plan, run_apply, ObserveOptions, Planned};
+use fleetform_engine::reconcile::{ObserveOptions, Planned, make_plan, run_apply};
 use fleetform_engine::state::{LocalStateStore, State, StateStore};
 use fleetform_engine::testing::{MemoryProvider, Script};
 use fleetform_engine::{Action, Desired, ResourceId, RolloutGroup};
@@ -47,30 +47,70 @@ impl Harness {
         let provider = Arc::new(MemoryProvider::new());
         let providers = Providers::new().with(provider.clone());
         let store = LocalStateStore::open(dir.path().join("state")).unwrap();
-        Self { provider, providers, store, _dir: dir }
+        Self {
+            provider,
+            providers,
+            store,
+            _dir: dir,
+        }
     }
 
     async fn plan(&self, desired: &[Desired], options: &PlanOptions) -> Planned {
         let state = self.store.load().await.unwrap();
-        make_plan(desired, &state, &self.providers, options, ObserveOptions::default(), Some("rev1".into())).await.unwrap()
+        make_plan(
+            desired,
+            &state,
+            &self.providers,
+            options,
+            ObserveOptions::default(),
+            Some("rev1".into()),
+        )
+        .await
+        .unwrap()
     }
 
-    async fn apply_with(&self, desired: &[Desired], plan_options: &PlanOptions, options: &ApplyOptions) -> (Planned, fleetform_engine::apply::ApplyReport, State) {
+    async fn apply_with(
+        &self,
+        desired: &[Desired],
+        plan_options: &PlanOptions,
+        options: &ApplyOptions,
+    ) -> (Planned, fleetform_engine::apply::ApplyReport, State) {
         let planned = self.plan(desired, plan_options).await;
-        assert!(planned.plan.problems.is_empty(), "{:?}", planned.plan.problems);
+        assert!(
+            planned.plan.problems.is_empty(),
+            "{:?}",
+            planned.plan.problems
+        );
         let mut state = self.store.load().await.unwrap();
         let (_tx, rx) = tokio::sync::watch::channel(false);
-        let report = run_apply(&planned, desired, &mut state, &self.store, &self.providers, options, None, rx).await.unwrap();
+        let report = run_apply(
+            &planned,
+            desired,
+            &mut state,
+            &self.store,
+            &self.providers,
+            options,
+            None,
+            rx,
+        )
+        .await
+        .unwrap();
         (planned, report, state)
     }
 
     async fn apply(&self, desired: &[Desired]) -> fleetform_engine::apply::ApplyReport {
-        self.apply_with(desired, &PlanOptions::default(), &fast()).await.1
+        self.apply_with(desired, &PlanOptions::default(), &fast())
+            .await
+            .1
     }
 
     async fn assert_replan_empty(&self, desired: &[Desired]) {
         let p = self.plan(desired, &PlanOptions::default()).await.plan;
-        assert!(!p.summary.has_changes(), "re-plan after apply must be empty: {:?}", p.summary);
+        assert!(
+            !p.summary.has_changes(),
+            "re-plan after apply must be empty: {:?}",
+            p.summary
+        );
     }
 }
 
@@ -80,7 +120,10 @@ async fn apply_then_replan_is_noop() {
     let fleet = vec![res("a", &[]), res("b", &["a"]), res("c", &["b"])];
     let p = h.plan(&fleet, &PlanOptions::default()).await.plan;
     assert_eq!(p.summary.create, 3);
-    assert_eq!(p.changes.iter().map(|c| c.wave).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(
+        p.changes.iter().map(|c| c.wave).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
     assert!(h.apply(&fleet).await.succeeded());
     h.assert_replan_empty(&fleet).await;
     let state = h.store.load().await.unwrap();
@@ -107,14 +150,36 @@ async fn a_changed_field_is_planned_as_an_update_of_that_field_only() {
 #[tokio::test]
 async fn a_failure_skips_its_dependents_and_nothing_else() {
     let h = Harness::new();
-    h.provider.script(&id("b"), Script { fail: Some("rejected".into()), ..Script::default() });
-    let fleet = vec![res("a", &[]), res("b", &["a"]), res("c", &["b"]), res("d", &["c"]), res("x", &[]), res("y", &["a"])];
+    h.provider.script(
+        &id("b"),
+        Script {
+            fail: Some("rejected".into()),
+            ..Script::default()
+        },
+    );
+    let fleet = vec![
+        res("a", &[]),
+        res("b", &["a"]),
+        res("c", &["b"]),
+        res("d", &["c"]),
+        res("x", &[]),
+        res("y", &["a"]),
+    ];
     let report = h.apply(&fleet).await;
     assert!(matches!(report.outcomes[&id("b")], Outcome::Failed { .. }));
-    assert_eq!(report.outcomes[&id("c")], Outcome::SkippedUpstream { root: id("b") });
-    assert_eq!(report.outcomes[&id("d")], Outcome::SkippedUpstream { root: id("b") });
+    assert_eq!(
+        report.outcomes[&id("c")],
+        Outcome::SkippedUpstream { root: id("b") }
+    );
+    assert_eq!(
+        report.outcomes[&id("d")],
+        Outcome::SkippedUpstream { root: id("b") }
+    );
     for ok in ["a", "x", "y"] {
-        assert!(matches!(report.outcomes[&id(ok)], Outcome::Applied { .. }), "{ok}");
+        assert!(
+            matches!(report.outcomes[&id(ok)], Outcome::Applied { .. }),
+            "{ok}"
+        );
     }
     let roots = report.root_causes();
     assert_eq!(roots[&id("b")].1, vec![&id("c"), &id("d")]);
@@ -125,10 +190,25 @@ async fn a_failure_skips_its_dependents_and_nothing_else() {
 #[tokio::test]
 async fn transient_errors_are_retried_and_permanent_ones_are_not() {
     let h = Harness::new();
-    h.provider.script(&id("flaky"), Script { transient_failures: 2, ..Script::default() });
-    h.provider.script(&id("broken"), Script { fail: Some("bad credentials".into()), ..Script::default() });
+    h.provider.script(
+        &id("flaky"),
+        Script {
+            transient_failures: 2,
+            ..Script::default()
+        },
+    );
+    h.provider.script(
+        &id("broken"),
+        Script {
+            fail: Some("bad credentials".into()),
+            ..Script::default()
+        },
+    );
     let report = h.apply(&[res("flaky", &[]), res("broken", &[])]).await;
-    assert!(matches!(report.outcomes[&id("flaky")], Outcome::Applied { .. }));
+    assert!(matches!(
+        report.outcomes[&id("flaky")],
+        Outcome::Applied { .. }
+    ));
     let w = h.provider.world();
     assert_eq!(w.attempts[&id("flaky")], 3);
     assert_eq!(w.attempts[&id("broken")], 1);
@@ -137,18 +217,39 @@ async fn transient_errors_are_retried_and_permanent_ones_are_not() {
 #[tokio::test]
 async fn transient_errors_give_up_after_the_attempt_limit() {
     let h = Harness::new();
-    h.provider.script(&id("down"), Script { transient_failures: 100, ..Script::default() });
-    let opts = ApplyOptions { max_attempts: 3, ..fast() };
-    let (_, report, _) = h.apply_with(&[res("down", &[])], &PlanOptions::default(), &opts).await;
-    let Outcome::Failed { error } = &report.outcomes[&id("down")] else { panic!() };
+    h.provider.script(
+        &id("down"),
+        Script {
+            transient_failures: 100,
+            ..Script::default()
+        },
+    );
+    let opts = ApplyOptions {
+        max_attempts: 3,
+        ..fast()
+    };
+    let (_, report, _) = h
+        .apply_with(&[res("down", &[])], &PlanOptions::default(), &opts)
+        .await;
+    let Outcome::Failed { error } = &report.outcomes[&id("down")] else {
+        panic!()
+    };
     assert!(error.contains("gave up after 3 attempts"), "{error}");
 }
 
 #[tokio::test]
 async fn dependents_wait_for_health() {
     let h = Harness::new();
-    h.provider.script(&id("operator"), Script { slow_health: 3, ..Script::default() });
-    let report = h.apply(&[res("operator", &[]), res("nim", &["operator"])]).await;
+    h.provider.script(
+        &id("operator"),
+        Script {
+            slow_health: 3,
+            ..Script::default()
+        },
+    );
+    let report = h
+        .apply(&[res("operator", &[]), res("nim", &["operator"])])
+        .await;
     assert!(report.succeeded());
     assert_eq!(h.provider.world().health_polls[&id("operator")], 4);
 }
@@ -159,7 +260,13 @@ async fn rollout_groups_bound_how_many_hosts_are_disrupted_at_once() {
     let fleet: Vec<Desired> = (0..6)
         .map(|i| {
             let name = format!("host{i}");
-            h.provider.script(&id(&name), Script { latency_ms: 20, ..Script::default() });
+            h.provider.script(
+                &id(&name),
+                Script {
+                    latency_ms: 20,
+                    ..Script::default()
+                },
+            );
             let mut d = res(&name, &[]);
             d.rollout = Some(RolloutGroup {
                 pool: "acme/h100".into(),
@@ -173,25 +280,55 @@ async fn rollout_groups_bound_how_many_hosts_are_disrupted_at_once() {
         .collect();
     assert!(h.apply(&fleet).await.succeeded());
     let w = h.provider.world();
-    assert!(w.max_concurrent_disruptive <= 2, "{}", w.max_concurrent_disruptive);
+    assert!(
+        w.max_concurrent_disruptive <= 2,
+        "{}",
+        w.max_concurrent_disruptive
+    );
     assert!(w.max_concurrent_disruptive >= 1);
 }
 
 #[tokio::test]
 async fn a_resource_removed_from_the_manifest_is_pruned_in_reverse_dependency_order() {
     let h = Harness::new();
-    let fleet: Vec<Desired> = vec![res("keep1", &[]), res("keep2", &[]), res("keep3", &[]), res("base", &[]), res("top", &["base"])];
+    let fleet: Vec<Desired> = vec![
+        res("keep1", &[]),
+        res("keep2", &[]),
+        res("keep3", &[]),
+        res("base", &[]),
+        res("top", &["base"]),
+    ];
     h.apply(&fleet).await;
     let smaller = vec![fleet[0].clone(), fleet[1].clone(), fleet[2].clone()];
-    let opts = PlanOptions { allow_mass_delete: true, ..PlanOptions::default() };
+    let opts = PlanOptions {
+        allow_mass_delete: true,
+        ..PlanOptions::default()
+    };
     let p = h.plan(&smaller, &opts).await.plan;
-    let deletes: Vec<_> = p.changes.iter().filter(|c| c.action == Action::Delete).collect();
+    let deletes: Vec<_> = p
+        .changes
+        .iter()
+        .filter(|c| c.action == Action::Delete)
+        .collect();
     assert_eq!(deletes.len(), 2);
-    assert!(deletes.iter().all(|c| c.reason == Reason::RemovedFromManifest && c.destructive));
+    assert!(
+        deletes
+            .iter()
+            .all(|c| c.reason == Reason::RemovedFromManifest && c.destructive)
+    );
     let top = deletes.iter().find(|c| c.id == id("top")).unwrap();
     let base = deletes.iter().find(|c| c.id == id("base")).unwrap();
     assert!(top.wave < base.wave, "dependents are deleted first");
-    let (_, report, state) = h.apply_with(&smaller, &opts, &ApplyOptions { allow_destroy: true, ..fast() }).await;
+    let (_, report, state) = h
+        .apply_with(
+            &smaller,
+            &opts,
+            &ApplyOptions {
+                allow_destroy: true,
+                ..fast()
+            },
+        )
+        .await;
     assert!(report.succeeded());
     assert_eq!(state.resources.len(), 3);
     assert!(!h.provider.world().objects.contains_key(&id("base")));
@@ -201,8 +338,14 @@ async fn a_resource_removed_from_the_manifest_is_pruned_in_reverse_dependency_or
 #[tokio::test]
 async fn deletes_need_consent() {
     let h = Harness::new();
-    h.apply(&[res("a", &[]), res("b", &[]), res("c", &[]), res("d", &[])]).await;
-    let planned = h.plan(&[res("a", &[]), res("b", &[]), res("c", &[])], &PlanOptions::default()).await;
+    h.apply(&[res("a", &[]), res("b", &[]), res("c", &[]), res("d", &[])])
+        .await;
+    let planned = h
+        .plan(
+            &[res("a", &[]), res("b", &[]), res("c", &[])],
+            &PlanOptions::default(),
+        )
+        .await;
     let err = fast().approve(&planned.plan).unwrap_err();
     assert!(err.to_string().contains("--allow-destroy"), "{err}");
 }
@@ -211,9 +354,22 @@ async fn deletes_need_consent() {
 async fn an_empty_manifest_never_prunes() {
     let h = Harness::new();
     h.apply(&[res("a", &[])]).await;
-    let p = h.plan(&[], &PlanOptions { allow_mass_delete: true, ..PlanOptions::default() }).await.plan;
+    let p = h
+        .plan(
+            &[],
+            &PlanOptions {
+                allow_mass_delete: true,
+                ..PlanOptions::default()
+            },
+        )
+        .await
+        .plan;
     assert_eq!(p.problems.len(), 1);
-    assert!(p.problems[0].message.contains("zero resources"), "{}", p.problems[0].message);
+    assert!(
+        p.problems[0].message.contains("zero resources"),
+        "{}",
+        p.problems[0].message
+    );
 }
 
 #[tokio::test]
@@ -222,7 +378,13 @@ async fn deleting_more_than_the_allowed_share_needs_allow_mass_delete() {
     let fleet: Vec<Desired> = (0..10).map(|i| res(&format!("r{i}"), &[])).collect();
     h.apply(&fleet).await;
     let p = h.plan(&fleet[..5], &PlanOptions::default()).await.plan;
-    assert!(p.problems.iter().any(|x| x.message.contains("--allow-mass-delete")), "{:?}", p.problems);
+    assert!(
+        p.problems
+            .iter()
+            .any(|x| x.message.contains("--allow-mass-delete")),
+        "{:?}",
+        p.problems
+    );
     let p = h.plan(&fleet[..8], &PlanOptions::default()).await.plan;
     assert!(p.problems.is_empty());
 }
@@ -232,24 +394,67 @@ async fn prevent_destroy_refuses_delete() {
     let h = Harness::new();
     let mut keep = res("precious", &[]);
     keep.prevent_destroy = true;
-    h.apply(&[keep, res("a", &[]), res("b", &[]), res("c", &[])]).await;
-    let p = h.plan(&[res("a", &[]), res("b", &[]), res("c", &[])], &PlanOptions::default()).await.plan;
-    assert!(p.problems.iter().any(|x| x.message.contains("prevent-destroy")), "{:?}", p.problems);
+    h.apply(&[keep, res("a", &[]), res("b", &[]), res("c", &[])])
+        .await;
+    let p = h
+        .plan(
+            &[res("a", &[]), res("b", &[]), res("c", &[])],
+            &PlanOptions::default(),
+        )
+        .await
+        .plan;
+    assert!(
+        p.problems
+            .iter()
+            .any(|x| x.message.contains("prevent-destroy")),
+        "{:?}",
+        p.problems
+    );
 }
 
 #[tokio::test]
 async fn a_failed_delete_stays_in_the_inventory_for_the_next_run() {
     let h = Harness::new();
-    let fleet = vec![res("a", &[]), res("b", &[]), res("c", &[]), res("gone", &[])];
+    let fleet = vec![
+        res("a", &[]),
+        res("b", &[]),
+        res("c", &[]),
+        res("gone", &[]),
+    ];
     h.apply(&fleet).await;
-    h.provider.script(&id("gone"), Script { fail: Some("BMC refused".into()), ..Script::default() });
-    let (_, report, state) =
-        h.apply_with(&fleet[..3], &PlanOptions::default(), &ApplyOptions { allow_destroy: true, ..fast() }).await;
-    assert!(matches!(report.outcomes[&id("gone")], Outcome::Failed { .. }));
+    h.provider.script(
+        &id("gone"),
+        Script {
+            fail: Some("BMC refused".into()),
+            ..Script::default()
+        },
+    );
+    let (_, report, state) = h
+        .apply_with(
+            &fleet[..3],
+            &PlanOptions::default(),
+            &ApplyOptions {
+                allow_destroy: true,
+                ..fast()
+            },
+        )
+        .await;
+    assert!(matches!(
+        report.outcomes[&id("gone")],
+        Outcome::Failed { .. }
+    ));
     assert!(state.resources.contains_key(&id("gone")));
     h.provider.script(&id("gone"), Script::default());
-    let (_, report, state) =
-        h.apply_with(&fleet[..3], &PlanOptions::default(), &ApplyOptions { allow_destroy: true, ..fast() }).await;
+    let (_, report, state) = h
+        .apply_with(
+            &fleet[..3],
+            &PlanOptions::default(),
+            &ApplyOptions {
+                allow_destroy: true,
+                ..fast()
+            },
+        )
+        .await;
     assert!(report.succeeded());
     assert!(!state.resources.contains_key(&id("gone")));
 }
@@ -260,7 +465,11 @@ async fn an_out_of_band_change_shows_as_drift_on_that_field() {
     let fleet = vec![res("a", &[]), res("b", &[])];
     h.apply(&fleet).await;
     h.provider.tamper(&id("b"), |v| v["size"] = json!(99));
-    let opts = PlanOptions { inventory_only: true, no_prune: true, ..PlanOptions::default() };
+    let opts = PlanOptions {
+        inventory_only: true,
+        no_prune: true,
+        ..PlanOptions::default()
+    };
     let p = h.plan(&fleet, &opts).await.plan;
     let changed: Vec<_> = p.actionable().collect();
     assert_eq!(changed.len(), 1);
@@ -271,16 +480,24 @@ async fn an_out_of_band_change_shows_as_drift_on_that_field() {
 #[tokio::test]
 async fn sensitive_values_never_appear_in_the_plan_or_state() {
     let h = Harness::new();
-    let mut secret = Desired::new(id("pull-secret"), json!({"data": {"key": "nvapi-CANARY-1234"}}));
+    let mut secret = Desired::new(
+        id("pull-secret"),
+        json!({"data": {"key": "nvapi-CANARY-1234"}}),
+    );
     secret.sensitive = vec!["/data/key".into()];
-    let planned = h.plan(std::slice::from_ref(&secret), &PlanOptions::default()).await;
+    let planned = h
+        .plan(std::slice::from_ref(&secret), &PlanOptions::default())
+        .await;
     let text = serde_json::to_string(&planned.plan).unwrap();
     assert!(!text.contains("CANARY"), "{text}");
     assert!(text.contains("(sensitive)"));
     h.apply(std::slice::from_ref(&secret)).await;
     // Rotation: a planned update shown only as (sensitive).
     secret.spec["data"]["key"] = json!("nvapi-CANARY-5678");
-    let p = h.plan(std::slice::from_ref(&secret), &PlanOptions::default()).await.plan;
+    let p = h
+        .plan(std::slice::from_ref(&secret), &PlanOptions::default())
+        .await
+        .plan;
     assert_eq!(p.summary.update, 1);
     let text = serde_json::to_string(&p).unwrap();
     assert!(!text.contains("CANARY"), "{text}");
@@ -292,7 +509,16 @@ async fn sensitive_values_never_appear_in_the_plan_or_state() {
 async fn targets_limit_the_plan_to_them_and_their_dependencies() {
     let h = Harness::new();
     let fleet = vec![res("a", &[]), res("b", &["a"]), res("c", &[])];
-    let p = h.plan(&fleet, &PlanOptions { targets: vec![id("b")], ..PlanOptions::default() }).await.plan;
+    let p = h
+        .plan(
+            &fleet,
+            &PlanOptions {
+                targets: vec![id("b")],
+                ..PlanOptions::default()
+            },
+        )
+        .await
+        .plan;
     let ids: Vec<_> = p.changes.iter().map(|c| c.id.clone()).collect();
     assert_eq!(ids, vec![id("a"), id("b")]);
 }
@@ -300,10 +526,23 @@ async fn targets_limit_the_plan_to_them_and_their_dependencies() {
 #[tokio::test]
 async fn an_unreachable_resource_is_a_located_plan_problem() {
     let h = Harness::new();
-    h.provider.script(&id("bmc"), Script { observe_fails: true, ..Script::default() });
+    h.provider.script(
+        &id("bmc"),
+        Script {
+            observe_fails: true,
+            ..Script::default()
+        },
+    );
     let mut d = res("bmc", &[]);
-    d.origin = Some(fleetform_engine::Origin { file: "hosts.yaml".into(), line: 12, column: 3 });
-    let p = h.plan(&[d, res("ok", &[])], &PlanOptions::default()).await.plan;
+    d.origin = Some(fleetform_engine::Origin {
+        file: "hosts.yaml".into(),
+        line: 12,
+        column: 3,
+    });
+    let p = h
+        .plan(&[d, res("ok", &[])], &PlanOptions::default())
+        .await
+        .plan;
     assert_eq!(p.problems.len(), 1);
     assert!(p.problems[0].transient);
     assert_eq!(p.problems[0].origin.as_ref().unwrap().line, 12);
@@ -312,7 +551,9 @@ async fn an_unreachable_resource_is_a_located_plan_problem() {
 #[tokio::test]
 async fn plans_are_deterministic() {
     let h = Harness::new();
-    let fleet: Vec<Desired> = (0..30).map(|i| res(&format!("r{i:02}"), if i > 0 { &["r00"] } else { &[] })).collect();
+    let fleet: Vec<Desired> = (0..30)
+        .map(|i| res(&format!("r{i:02}"), if i > 0 { &["r00"] } else { &[] }))
+        .collect();
     let a = serde_json::to_string(&h.plan(&fleet, &PlanOptions::default()).await.plan).unwrap();
     let mut rev = fleet.clone();
     rev.reverse();
@@ -326,8 +567,18 @@ async fn cancellation_stops_new_work_and_records_what_finished() {
     let fleet: Vec<Desired> = (0..5)
         .map(|i| {
             let name = format!("s{i}");
-            h.provider.script(&id(&name), Script { latency_ms: 30, ..Script::default() });
-            if i == 0 { res(&name, &[]) } else { res(&name, &[&format!("s{}", i - 1)]) }
+            h.provider.script(
+                &id(&name),
+                Script {
+                    latency_ms: 30,
+                    ..Script::default()
+                },
+            );
+            if i == 0 {
+                res(&name, &[])
+            } else {
+                res(&name, &[&format!("s{}", i - 1)])
+            }
         })
         .collect();
     let planned = h.plan(&fleet, &PlanOptions::default()).await;
@@ -338,12 +589,37 @@ async fn cancellation_stops_new_work_and_records_what_finished() {
         let _ = tx.send(true);
         tx
     });
-    let report = run_apply(&planned, &fleet, &mut state, &h.store, &h.providers, &fast(), None, rx).await.unwrap();
+    let report = run_apply(
+        &planned,
+        &fleet,
+        &mut state,
+        &h.store,
+        &h.providers,
+        &fast(),
+        None,
+        rx,
+    )
+    .await
+    .unwrap();
     let _tx = canceller.await.unwrap();
     assert!(report.interrupted);
     assert!(report.outcomes.values().any(|o| *o == Outcome::NotStarted));
-    let applied = report.outcomes.values().filter(|o| matches!(o, Outcome::Applied { .. })).count();
-    assert_eq!(h.store.load().await.unwrap().resources.values().filter(|e| !e.pending).count(), applied);
+    let applied = report
+        .outcomes
+        .values()
+        .filter(|o| matches!(o, Outcome::Applied { .. }))
+        .count();
+    assert_eq!(
+        h.store
+            .load()
+            .await
+            .unwrap()
+            .resources
+            .values()
+            .filter(|e| !e.pending)
+            .count(),
+        applied
+    );
     // Re-running converges.
     let (_, report, _) = h.apply_with(&fleet, &PlanOptions::default(), &fast()).await;
     assert!(report.succeeded());

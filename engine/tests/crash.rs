@@ -8,7 +8,7 @@ use std::sync::Arc;
 use fleetform_engine::apply::ApplyOptions;
 use fleetform_engine::observe::Providers;
 use fleetform_engine::plan::PlanOptions;
-use fleetform_engine::reconcile::{make_plan, run_apply, ObserveOptions};
+use fleetform_engine::reconcile::{ObserveOptions, make_plan, run_apply};
 use fleetform_engine::state::{LocalStateStore, StateStore};
 use fleetform_engine::testing::MemoryProvider;
 use fleetform_engine::{Desired, ResourceId};
@@ -31,12 +31,27 @@ async fn run(dir: &Path) -> bool {
     let store = LocalStateStore::open(dir.join("state")).unwrap();
     let mut state = store.load().await.unwrap();
     let desired = fleet();
-    let planned = make_plan(&desired, &state, &providers, &PlanOptions::default(), ObserveOptions::default(), Some("r1".into()))
-        .await
-        .unwrap();
+    let planned = make_plan(
+        &desired,
+        &state,
+        &providers,
+        &PlanOptions::default(),
+        ObserveOptions::default(),
+        Some("r1".into()),
+    )
+    .await
+    .unwrap();
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let opts = ApplyOptions { concurrency: 2, ..ApplyOptions::default() };
-    run_apply(&planned, &desired, &mut state, &store, &providers, &opts, None, rx).await.unwrap().succeeded()
+    let opts = ApplyOptions {
+        concurrency: 2,
+        ..ApplyOptions::default()
+    };
+    run_apply(
+        &planned, &desired, &mut state, &store, &providers, &opts, None, rx,
+    )
+    .await
+    .unwrap()
+    .succeeded()
 }
 
 /// The child half: runs one apply in a process that `FLEETFORM_CRASH_AT` will abort.
@@ -55,7 +70,11 @@ async fn a_crash_at_any_journal_write_then_rerun_converges_without_duplicates() 
     for point in 1..=11 {
         for after in [false, true] {
             let dir = tempfile::tempdir().unwrap();
-            let at = if after { format!("{point}+") } else { point.to_string() };
+            let at = if after {
+                format!("{point}+")
+            } else {
+                point.to_string()
+            };
             let status = Command::new(&exe)
                 .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
                 .env("FLEETFORM_CRASH_CHILD_DIR", dir.path())
@@ -66,20 +85,62 @@ async fn a_crash_at_any_journal_write_then_rerun_converges_without_duplicates() 
                 crashed += 1;
             }
             // Re-run without a crash.
-            assert!(run(dir.path()).await, "re-run after crash at {at} did not converge");
+            assert!(
+                run(dir.path()).await,
+                "re-run after crash at {at} did not converge"
+            );
             let world: fleetform_engine::testing::World =
-                serde_json::from_slice(&std::fs::read(dir.path().join("world.json")).unwrap()).unwrap();
-            assert_eq!(world.objects.len(), 5, "crash at {at}: objects {:?}", world.objects.keys());
-            assert!(world.creates.values().all(|&n| n == 1), "crash at {at}: created twice: {:?}", world.creates);
-            let state = LocalStateStore::open(dir.path().join("state")).unwrap().load().await.unwrap();
-            assert_eq!(state.resources.len(), 5, "crash at {at}: inventory lost something");
-            assert!(state.resources.values().all(|e| !e.pending), "crash at {at}");
+                serde_json::from_slice(&std::fs::read(dir.path().join("world.json")).unwrap())
+                    .unwrap();
+            assert_eq!(
+                world.objects.len(),
+                5,
+                "crash at {at}: objects {:?}",
+                world.objects.keys()
+            );
+            assert!(
+                world.creates.values().all(|&n| n == 1),
+                "crash at {at}: created twice: {:?}",
+                world.creates
+            );
+            let state = LocalStateStore::open(dir.path().join("state"))
+                .unwrap()
+                .load()
+                .await
+                .unwrap();
+            assert_eq!(
+                state.resources.len(),
+                5,
+                "crash at {at}: inventory lost something"
+            );
+            assert!(
+                state.resources.values().all(|e| !e.pending),
+                "crash at {at}"
+            );
             assert_eq!(state.last_applied_revision.as_deref(), Some("r1"));
             // And a third run has nothing to do.
-            let providers = Providers::new().with(Arc::new(MemoryProvider::persistent(dir.path().join("world.json"))));
-            let p = make_plan(&fleet(), &state, &providers, &PlanOptions::default(), ObserveOptions::default(), None).await.unwrap();
-            assert!(!p.plan.summary.has_changes(), "crash at {at}: {:?}", p.plan.summary);
+            let providers = Providers::new().with(Arc::new(MemoryProvider::persistent(
+                dir.path().join("world.json"),
+            )));
+            let p = make_plan(
+                &fleet(),
+                &state,
+                &providers,
+                &PlanOptions::default(),
+                ObserveOptions::default(),
+                None,
+            )
+            .await
+            .unwrap();
+            assert!(
+                !p.plan.summary.has_changes(),
+                "crash at {at}: {:?}",
+                p.plan.summary
+            );
         }
     }
-    assert!(crashed >= 20, "the crash hook must actually abort the child ({crashed} crashed)");
+    assert!(
+        crashed >= 20,
+        "the crash hook must actually abort the child ({crashed} crashed)"
+    );
 }

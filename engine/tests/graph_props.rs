@@ -10,8 +10,10 @@ use fleetform_engine::apply::{ApplyOptions, Outcome};
 use fleetform_engine::graph::{Graph, GraphError};
 use fleetform_engine::observe::Providers;
 use fleetform_engine::plan::PlanOptions;
-use fleetform_engine::provider::{Applied, ApplyContext, ApplyRequest, Change, ObserveRequest, Observed, ProviderError};
-use fleetform_engine::reconcile::{make_plan, run_apply, ObserveOptions};
+use fleetform_engine::provider::{
+    Applied, ApplyContext, ApplyRequest, Change, ObserveRequest, Observed, ProviderError,
+};
+use fleetform_engine::reconcile::{ObserveOptions, make_plan, run_apply};
 use fleetform_engine::state::{LocalStateStore, StateStore};
 use fleetform_engine::testing::{MemoryProvider, Script};
 use fleetform_engine::{Desired, Provider, ResourceId};
@@ -25,7 +27,12 @@ fn id(i: usize) -> ResourceId {
 /// Random DAG: node i may depend only on nodes < i.
 fn dag() -> impl Strategy<Value = Vec<Vec<usize>>> {
     (2usize..25).prop_flat_map(|n| {
-        (0..n).map(|i| proptest::collection::vec(0..i.max(1), 0..3.min(i + 1)).prop_map(move |v| if i == 0 { vec![] } else { v })).collect::<Vec<_>>()
+        (0..n)
+            .map(|i| {
+                proptest::collection::vec(0..i.max(1), 0..3.min(i + 1))
+                    .prop_map(move |v| if i == 0 { vec![] } else { v })
+            })
+            .collect::<Vec<_>>()
     })
 }
 
@@ -55,13 +62,20 @@ impl Provider for Recorder {
     fn name(&self) -> &'static str {
         "test"
     }
-    async fn observe(&self, r: &[ObserveRequest<'_>]) -> Vec<Result<Option<Observed>, ProviderError>> {
+    async fn observe(
+        &self,
+        r: &[ObserveRequest<'_>],
+    ) -> Vec<Result<Option<Observed>, ProviderError>> {
         self.inner.observe(r).await
     }
     fn diff(&self, d: &Desired, o: Option<&Observed>) -> Result<Change, ProviderError> {
         self.inner.diff(d, o)
     }
-    async fn apply(&self, r: &ApplyRequest<'_>, cx: &ApplyContext) -> Result<Applied, ProviderError> {
+    async fn apply(
+        &self,
+        r: &ApplyRequest<'_>,
+        cx: &ApplyContext,
+    ) -> Result<Applied, ProviderError> {
         let res = self.inner.apply(r, cx).await;
         self.order.lock().unwrap().push(r.change.id.clone());
         res

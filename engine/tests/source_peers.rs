@@ -62,7 +62,9 @@ fn ssh_spec(url: String, key_var: &str) -> Option<SourceSpec> {
 
 #[test]
 fn git_daemon_fetch_is_shallow_and_the_tree_is_read() {
-    let Some([base, daemon]) = source_support::peer_envs(["FLEETFORM_GIT_BASE", "FLEETFORM_GIT_DAEMON_URL"]) else {
+    let Some([base, daemon]) =
+        source_support::peer_envs(["FLEETFORM_GIT_BASE", "FLEETFORM_GIT_DAEMON_URL"])
+    else {
         return;
     };
     let served = Served::new(&base);
@@ -73,21 +75,39 @@ fn git_daemon_fetch_is_shallow_and_the_tree_is_read() {
     let source = GitSource::new(cache.path());
     let url = format!("{daemon}/{}", served.name);
     let started = Instant::now();
-    let rev = source.fetch(&spec(&url, branch("main")), &secrets()).unwrap();
-    eprintln!("measure: git:// depth-1 fetch (cold cache) took {:?}", started.elapsed());
+    let rev = source
+        .fetch(&spec(&url, branch("main")), &secrets())
+        .unwrap();
+    eprintln!(
+        "measure: git:// depth-1 fetch (cold cache) took {:?}",
+        started.elapsed()
+    );
     assert_eq!(rev.commit, head);
     let repo = source.open(&url).unwrap();
-    assert!(repo.git2().is_shallow(), "depth 1 over git:// should leave a shallow cache");
+    assert!(
+        repo.git2().is_shallow(),
+        "depth 1 over git:// should leave a shallow cache"
+    );
     let files = repo.read_tree(&rev.commit, "fleet").unwrap();
-    assert_eq!(files.iter().find(|f| f.path == "hosts.yaml").unwrap().bytes, b"hosts: [b]\n");
+    assert_eq!(
+        files.iter().find(|f| f.path == "hosts.yaml").unwrap().bytes,
+        b"hosts: [b]\n"
+    );
     let started = Instant::now();
-    source.fetch(&spec(&url, branch("main")), &secrets()).unwrap();
-    eprintln!("measure: git:// fetch with nothing new took {:?}", started.elapsed());
+    source
+        .fetch(&spec(&url, branch("main")), &secrets())
+        .unwrap();
+    eprintln!(
+        "measure: git:// fetch with nothing new took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
 fn git_daemon_fast_forward_is_proven_by_unshallowing_and_a_rewrite_is_caught() {
-    let Some([base, daemon]) = source_support::peer_envs(["FLEETFORM_GIT_BASE", "FLEETFORM_GIT_DAEMON_URL"]) else {
+    let Some([base, daemon]) =
+        source_support::peer_envs(["FLEETFORM_GIT_BASE", "FLEETFORM_GIT_DAEMON_URL"])
+    else {
         return;
     };
     let served = Served::new(&base);
@@ -107,27 +127,52 @@ fn git_daemon_fast_forward_is_proven_by_unshallowing_and_a_rewrite_is_caught() {
     served.push(false);
     assert_eq!(source.fetch(&s, &secrets()).unwrap().commit, c3);
     let repo = source.open(&url).unwrap();
-    assert_eq!(repo.descends_from(&c3, &c1).unwrap(), None, "the shallow cache cannot tell yet");
+    assert_eq!(
+        repo.descends_from(&c3, &c1).unwrap(),
+        None,
+        "the shallow cache cannot tell yet"
+    );
     let started = Instant::now();
     source.check_fast_forward(&s, &secrets(), &c1, &c3).unwrap();
-    eprintln!("measure: fast-forward check with unshallow over git:// took {:?}", started.elapsed());
-    assert!(!source.open(&url).unwrap().git2().is_shallow(), "the check fetched the full history");
-    assert_eq!(source.open(&url).unwrap().descends_from(&c3, &c1).unwrap(), Some(true));
+    eprintln!(
+        "measure: fast-forward check with unshallow over git:// took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !source.open(&url).unwrap().git2().is_shallow(),
+        "the check fetched the full history"
+    );
+    assert_eq!(
+        source.open(&url).unwrap().descends_from(&c3, &c1).unwrap(),
+        Some(true)
+    );
 
     // Force-push a rewritten main.
     served.work.git(&["reset", "-q", "--hard", &c1]);
-    served.work.write("fleet/hosts.yaml", "hosts: [rewritten]\n");
+    served
+        .work
+        .write("fleet/hosts.yaml", "hosts: [rewritten]\n");
     let c4 = served.work.commit("c4 rewritten");
     served.push(true);
     assert_eq!(source.fetch(&s, &secrets()).unwrap().commit, c4);
-    let err = source.check_fast_forward(&s, &secrets(), &c3, &c4).unwrap_err();
-    assert!(matches!(err, SourceError::HistoryRewritten { .. }), "{err:?}");
-    assert!(err.to_string().contains(&c3) && err.to_string().contains(&c4), "{err}");
+    let err = source
+        .check_fast_forward(&s, &secrets(), &c3, &c4)
+        .unwrap_err();
+    assert!(
+        matches!(err, SourceError::HistoryRewritten { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&c3) && err.to_string().contains(&c4),
+        "{err}"
+    );
 }
 
 #[test]
 fn an_older_commit_is_fetched_by_id_even_when_the_daemon_refuses_ids() {
-    let Some([base, daemon]) = source_support::peer_envs(["FLEETFORM_GIT_BASE", "FLEETFORM_GIT_DAEMON_URL"]) else {
+    let Some([base, daemon]) =
+        source_support::peer_envs(["FLEETFORM_GIT_BASE", "FLEETFORM_GIT_DAEMON_URL"])
+    else {
         return;
     };
     let served = Served::new(&base);
@@ -140,16 +185,23 @@ fn an_older_commit_is_fetched_by_id_even_when_the_daemon_refuses_ids() {
     let url = format!("{daemon}/{}", served.name);
     // git daemon does not serve unadvertised ids (uploadpack.allowReachableSHA1InWant is off),
     // so this falls back to fetching the branches and tags with their history.
-    let rev = source.fetch(&spec(&url, GitRef::Commit(old.clone())), &secrets()).unwrap();
+    let rev = source
+        .fetch(&spec(&url, GitRef::Commit(old.clone())), &secrets())
+        .unwrap();
     assert_eq!(rev.commit, old);
     assert_eq!(rev.summary, "initial fleet");
     let files = source.open(&url).unwrap().read_tree(&old, "fleet").unwrap();
-    assert_eq!(files.iter().find(|f| f.path == "hosts.yaml").unwrap().bytes, b"hosts: [r01-n01]\n");
+    assert_eq!(
+        files.iter().find(|f| f.path == "hosts.yaml").unwrap().bytes,
+        b"hosts: [r01-n01]\n"
+    );
 }
 
 #[test]
 fn ssh_fetch_authenticates_with_a_key_and_checks_the_host_key() {
-    let Some([base, ssh]) = source_support::peer_envs(["FLEETFORM_GIT_BASE", "FLEETFORM_GIT_SSH_URL"]) else {
+    let Some([base, ssh]) =
+        source_support::peer_envs(["FLEETFORM_GIT_BASE", "FLEETFORM_GIT_SSH_URL"])
+    else {
         return;
     };
     let served = Served::new(&base);
@@ -157,12 +209,21 @@ fn ssh_fetch_authenticates_with_a_key_and_checks_the_host_key() {
     let cache = tempfile::tempdir().unwrap();
     let source = GitSource::new(cache.path());
     for key_var in ["FLEETFORM_GIT_SSH_KEY", "FLEETFORM_GIT_SSH_KEY_PEM"] {
-        let Some(s) = ssh_spec(url.clone(), key_var) else { return };
+        let Some(s) = ssh_spec(url.clone(), key_var) else {
+            return;
+        };
         let started = Instant::now();
         let rev = source.fetch(&s, &secrets()).unwrap();
-        eprintln!("measure: ssh:// depth-1 fetch ({key_var}) took {:?}", started.elapsed());
+        eprintln!(
+            "measure: ssh:// depth-1 fetch ({key_var}) took {:?}",
+            started.elapsed()
+        );
         assert_eq!(rev.commit, served.work.head());
-        let files = source.open(&url).unwrap().read_tree(&rev.commit, "fleet").unwrap();
+        let files = source
+            .open(&url)
+            .unwrap()
+            .read_tree(&rev.commit, "fleet")
+            .unwrap();
         assert_eq!(files.len(), 2);
     }
 }
@@ -178,7 +239,9 @@ fn ssh_fetch_works_with_a_passphrase_protected_key() {
     };
     let served = Served::new(&base);
     let url = format!("{ssh}{}", served.bare.display());
-    let Some(mut s) = ssh_spec(url, "FLEETFORM_GIT_SSH_KEY_PASS") else { return };
+    let Some(mut s) = ssh_spec(url, "FLEETFORM_GIT_SSH_KEY_PASS") else {
+        return;
+    };
     if let Some(GitAuth::SshKey { passphrase, .. }) = &mut s.auth {
         *passphrase = Some(SecretRef::File(pass_file.into()));
     }
@@ -189,42 +252,61 @@ fn ssh_fetch_works_with_a_passphrase_protected_key() {
 
 #[test]
 fn ssh_host_key_not_in_known_hosts_is_refused_naming_the_host() {
-    let Some([base, ssh]) = source_support::peer_envs(["FLEETFORM_GIT_BASE", "FLEETFORM_GIT_SSH_URL"]) else {
+    let Some([base, ssh]) =
+        source_support::peer_envs(["FLEETFORM_GIT_BASE", "FLEETFORM_GIT_SSH_URL"])
+    else {
         return;
     };
     let served = Served::new(&base);
     let url = format!("{ssh}{}", served.bare.display());
-    let Some(mut s) = ssh_spec(url, "FLEETFORM_GIT_SSH_KEY") else { return };
+    let Some(mut s) = ssh_spec(url, "FLEETFORM_GIT_SSH_KEY") else {
+        return;
+    };
     let keys = tempfile::tempdir().unwrap();
     let (_, other_pub) = ssh_key(keys.path(), "impostor");
     let port = ssh.rsplit(':').next().unwrap();
     let known = keys.path().join("known_hosts");
     let key_fields: Vec<&str> = other_pub.split_whitespace().take(2).collect();
-    std::fs::write(&known, format!("[127.0.0.1]:{port} {}\n", key_fields.join(" "))).unwrap();
+    std::fs::write(
+        &known,
+        format!("[127.0.0.1]:{port} {}\n", key_fields.join(" ")),
+    )
+    .unwrap();
     if let Some(GitAuth::SshKey { known_hosts, .. }) = &mut s.auth {
         *known_hosts = Some(known.clone());
     }
     let cache = tempfile::tempdir().unwrap();
-    let err = GitSource::new(cache.path()).fetch(&s, &secrets()).unwrap_err();
+    let err = GitSource::new(cache.path())
+        .fetch(&s, &secrets())
+        .unwrap_err();
     assert!(matches!(err, SourceError::UnknownHostKey { .. }), "{err:?}");
-    assert!(err.to_string().contains(&format!("[127.0.0.1]:{port}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("[127.0.0.1]:{port}")),
+        "{err}"
+    );
 
     // A known_hosts file that cannot be read is an error too, never "accept any key".
     if let Some(GitAuth::SshKey { known_hosts, .. }) = &mut s.auth {
         *known_hosts = Some(keys.path().join("missing_known_hosts"));
     }
-    let err = GitSource::new(cache.path()).fetch(&s, &secrets()).unwrap_err();
+    let err = GitSource::new(cache.path())
+        .fetch(&s, &secrets())
+        .unwrap_err();
     assert!(matches!(err, SourceError::KnownHosts { .. }), "{err:?}");
 }
 
 #[test]
 fn ssh_key_not_authorized_is_rejected_without_printing_the_key() {
-    let Some([base, ssh]) = source_support::peer_envs(["FLEETFORM_GIT_BASE", "FLEETFORM_GIT_SSH_URL"]) else {
+    let Some([base, ssh]) =
+        source_support::peer_envs(["FLEETFORM_GIT_BASE", "FLEETFORM_GIT_SSH_URL"])
+    else {
         return;
     };
     let served = Served::new(&base);
     let url = format!("{ssh}{}", served.bare.display());
-    let Some(mut s) = ssh_spec(url, "FLEETFORM_GIT_SSH_KEY") else { return };
+    let Some(mut s) = ssh_spec(url, "FLEETFORM_GIT_SSH_KEY") else {
+        return;
+    };
     let keys = tempfile::tempdir().unwrap();
     let (stranger, _) = ssh_key(keys.path(), "stranger");
     let key_text = std::fs::read_to_string(&stranger).unwrap();
@@ -232,11 +314,16 @@ fn ssh_key_not_authorized_is_rejected_without_printing_the_key() {
         *private_key = SecretRef::File(stranger);
     }
     let cache = tempfile::tempdir().unwrap();
-    let err = GitSource::new(cache.path()).fetch(&s, &secrets()).unwrap_err();
+    let err = GitSource::new(cache.path())
+        .fetch(&s, &secrets())
+        .unwrap_err();
     let rendered = format!("{err} {err:?}");
     eprintln!("rejected key: {err}");
     assert!(
-        matches!(err, SourceError::AuthRejected { .. } | SourceError::Fetch { .. }),
+        matches!(
+            err,
+            SourceError::AuthRejected { .. } | SourceError::Fetch { .. }
+        ),
         "{rendered}"
     );
     let body = key_text.lines().nth(1).unwrap();
@@ -258,17 +345,28 @@ fn http_fetch_sends_a_token_or_basic_credentials_and_a_wrong_one_is_rejected_onc
     let source = GitSource::new(cache.path());
 
     let token = SourceSpec {
-        auth: Some(GitAuth::Token { token: SecretRef::File(password_file.clone().into()) }),
+        auth: Some(GitAuth::Token {
+            token: SecretRef::File(password_file.clone().into()),
+        }),
         ..spec(&url, branch("main"))
     };
     let started = Instant::now();
     let rev = source.fetch(&token, &secrets()).unwrap();
-    eprintln!("measure: http:// depth-1 fetch with a token took {:?}", started.elapsed());
+    eprintln!(
+        "measure: http:// depth-1 fetch with a token took {:?}",
+        started.elapsed()
+    );
     assert_eq!(rev.commit, served.work.head());
-    assert!(source.open(&url).unwrap().git2().is_shallow(), "smart HTTP fetches are shallow too");
+    assert!(
+        source.open(&url).unwrap().git2().is_shallow(),
+        "smart HTTP fetches are shallow too"
+    );
 
     let basic = SourceSpec {
-        auth: Some(GitAuth::Basic { username: "fleetform".into(), password: SecretRef::File(password_file.into()) }),
+        auth: Some(GitAuth::Basic {
+            username: "fleetform".into(),
+            password: SecretRef::File(password_file.into()),
+        }),
         ..spec(&url, branch("main"))
     };
     source.fetch(&basic, &secrets()).unwrap();
@@ -276,14 +374,20 @@ fn http_fetch_sends_a_token_or_basic_credentials_and_a_wrong_one_is_rejected_onc
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("wrong"), "not-the-password-canary").unwrap();
     let wrong = SourceSpec {
-        auth: Some(GitAuth::Token { token: SecretRef::File(dir.path().join("wrong")) }),
+        auth: Some(GitAuth::Token {
+            token: SecretRef::File(dir.path().join("wrong")),
+        }),
         ..spec(&url, branch("main"))
     };
-    let err = GitSource::new(cache.path()).fetch(&wrong, &secrets()).unwrap_err();
+    let err = GitSource::new(cache.path())
+        .fetch(&wrong, &secrets())
+        .unwrap_err();
     assert!(matches!(err, SourceError::AuthRejected { .. }), "{err:?}");
     assert!(!format!("{err} {err:?}").contains("canary"), "{err:?}");
 
     let none = spec(&url, branch("main"));
-    let err = GitSource::new(cache.path()).fetch(&none, &secrets()).unwrap_err();
+    let err = GitSource::new(cache.path())
+        .fetch(&none, &secrets())
+        .unwrap_err();
     assert!(err.to_string().contains(&url), "{err}");
 }

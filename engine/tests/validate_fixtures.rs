@@ -9,7 +9,10 @@ use fleetform_engine::load::{self, SourceFile};
 use fleetform_engine::validate;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("engine has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("engine has a parent")
+        .to_path_buf()
 }
 
 /// Load + validate a directory; the diagnostics and the files they point into.
@@ -41,10 +44,18 @@ fn every_invalid_fixture_reports_exactly_its_one_problem() {
     assert!(cases.len() >= 40, "only {} cases", cases.len());
     let mut failures = Vec::new();
     for case in &cases {
-        let name = case.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let name = case
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         let (diags, files) = check_dir(case);
         if diags.len() != 1 {
-            failures.push(format!("{name}: expected exactly one diagnostic, got {}:\n{}", diags.len(), validate::render_text(&diags, &files)));
+            failures.push(format!(
+                "{name}: expected exactly one diagnostic, got {}:\n{}",
+                diags.len(),
+                validate::render_text(&diags, &files)
+            ));
             continue;
         }
         let text = validate::render_text(&diags, &files);
@@ -55,11 +66,21 @@ fn every_invalid_fixture_reports_exactly_its_one_problem() {
         }
         match std::fs::read_to_string(&expected_path) {
             Ok(exp) if exp == text => {}
-            Ok(exp) => failures.push(format!("{name}: output differs\n--- expected\n{exp}--- actual\n{text}")),
-            Err(_) => failures.push(format!("{name}: no {name}.expected (run with UPDATE_EXPECT=1)\n{text}")),
+            Ok(exp) => failures.push(format!(
+                "{name}: output differs\n--- expected\n{exp}--- actual\n{text}"
+            )),
+            Err(_) => failures.push(format!(
+                "{name}: no {name}.expected (run with UPDATE_EXPECT=1)\n{text}"
+            )),
         }
     }
-    assert!(failures.is_empty(), "{} of {} fixtures failed:\n\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures failed:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -70,6 +91,10 @@ fn every_example_validates() {
             continue;
         }
         let (diags, files) = check_dir(&dir);
-        assert!(diags.is_empty(), "{ex}:\n{}", validate::render_text(&diags, &files));
+        assert!(
+            diags.is_empty(),
+            "{ex}:\n{}",
+            validate::render_text(&diags, &files)
+        );
     }
 }

@@ -13,7 +13,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("engine has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("engine has a parent")
+        .to_path_buf()
 }
 
 fn schema() -> jsonschema::Validator {
@@ -78,7 +81,9 @@ fn model_accepts(doc: &Value, fleet_ops: Option<&Value>) -> Result<(), String> {
 }
 
 fn docs_of(dir: &Path) -> Vec<Document> {
-    let Ok(files) = load::read_dir(dir) else { return vec![] };
+    let Ok(files) = load::read_dir(dir) else {
+        return vec![];
+    };
     load::load(&files).0
 }
 
@@ -125,7 +130,10 @@ fn schema_and_model_accept_and_refuse_the_same_documents() {
         }
     }
     assert!(checked > 300, "only {checked} documents checked");
-    assert!(refused >= 10, "the fixtures should exercise refusals too ({refused})");
+    assert!(
+        refused >= 10,
+        "the fixtures should exercise refusals too ({refused})"
+    );
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }
 
@@ -138,8 +146,16 @@ fn round_trip(docs: &[Document], what: &str) {
     let again = fleet.to_documents();
     assert_eq!(again.len(), docs.len(), "{what}: every document comes back");
     for v in &again {
-        let errors: Vec<String> = validator.iter_errors(v).map(|e| format!("{}: {}", e.instance_path(), e)).collect();
-        assert!(errors.is_empty(), "{what}: re-serialised {} `{}` fails the schema: {errors:?}", v["kind"], v["metadata"]["name"]);
+        let errors: Vec<String> = validator
+            .iter_errors(v)
+            .map(|e| format!("{}: {}", e.instance_path(), e))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{what}: re-serialised {} `{}` fails the schema: {errors:?}",
+            v["kind"],
+            v["metadata"]["name"]
+        );
         assert!(model_accepts(v, None).is_ok());
     }
     // And the typed model survives the trip unchanged.
@@ -179,14 +195,25 @@ fn spans_of_typed_documents_point_at_their_lines() {
     let docs = docs_of(&repo().join("examples/small"));
     let fleet = validate::validate(&docs).expect("valid");
     let host = fleet.host("r01-n01").expect("host");
-    let s = fleet.span(host.doc, "/spec/bios/attributes/SriovGlobalEnable").expect("span");
+    let s = fleet
+        .span(host.doc, "/spec/bios/attributes/SriovGlobalEnable")
+        .expect("span");
     assert_eq!(s.file, "hosts.yaml");
     let line = std::fs::read_to_string(repo().join("examples/small/hosts.yaml")).unwrap();
     let text = line.lines().nth(s.line as usize - 1).unwrap();
     assert!(text.contains("SriovGlobalEnable: Enabled"), "{text}");
     assert_eq!(&text[s.column as usize - 1..], "Enabled");
-    assert_eq!(fleet.key_span(host.doc, "/spec/bios/attributes/SriovGlobalEnable").unwrap().column as usize, text.find("Sriov").unwrap() + 1);
-    assert_eq!(host.origin.line, fleet.key_span(host.doc, "/kind").unwrap().line);
+    assert_eq!(
+        fleet
+            .key_span(host.doc, "/spec/bios/attributes/SriovGlobalEnable")
+            .unwrap()
+            .column as usize,
+        text.find("Sriov").unwrap() + 1
+    );
+    assert_eq!(
+        host.origin.line,
+        fleet.key_span(host.doc, "/kind").unwrap().line
+    );
     assert_eq!(fleet.members("beta-inference"), ["r01-n03", "r01-n04"]);
     assert_eq!(fleet.operators_for("acme").gpu_operator.version, "v26.7.0");
 }

@@ -169,13 +169,23 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 pub fn valid_cron(expr: &str) -> bool {
     let expr = expr.trim();
     if expr.starts_with('@') {
-        return ["@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"].contains(&expr);
+        return [
+            "@yearly",
+            "@annually",
+            "@monthly",
+            "@weekly",
+            "@daily",
+            "@midnight",
+            "@hourly",
+        ]
+        .contains(&expr);
     }
     let fields: Vec<&str> = expr.split_whitespace().collect();
     fields.len() == 5
-        && fields
-            .iter()
-            .all(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/' | '?')))
+        && fields.iter().all(|f| {
+            f.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/' | '?'))
+        })
 }
 
 struct Ctx<'a> {
@@ -185,22 +195,39 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn at(&self, pointer: &str) -> Option<Span> {
-        self.doc.spans.nearest(pointer).or_else(|| self.doc.spans.span(""))
+        self.doc
+            .spans
+            .nearest(pointer)
+            .or_else(|| self.doc.spans.span(""))
     }
 
     fn error(&mut self, pointer: &str, field: &str, summary: String, hint: &str) {
-        let d = Diagnostic::error("serve-config", summary).at(self.at(pointer)).field(field).hint(hint);
+        let d = Diagnostic::error("serve-config", summary)
+            .at(self.at(pointer))
+            .field(field)
+            .hint(hint);
         self.diags.push(d);
     }
 
-    fn duration(&mut self, value: Option<DurationText>, pointer: &str, field: &str, default: Duration) -> Duration {
+    fn duration(
+        &mut self,
+        value: Option<DurationText>,
+        pointer: &str,
+        field: &str,
+        default: Duration,
+    ) -> Duration {
         match value {
             None => default,
             Some(DurationText::Seconds(s)) => Duration::from_secs(s),
             Some(DurationText::Text(t)) => match parse_duration(&t) {
                 Some(d) if !d.is_zero() => d,
                 _ => {
-                    self.error(pointer, field, format!("`{t}` is not a duration"), "write e.g. 30s, 5m, 1h30m");
+                    self.error(
+                        pointer,
+                        field,
+                        format!("`{t}` is not a duration"),
+                        "write e.g. 30s, 5m, 1h30m",
+                    );
                     default
                 }
             },
@@ -213,7 +240,10 @@ impl ServeConfig {
     pub fn read(path: &Path) -> Result<Self, Vec<Diagnostic>> {
         let name = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| {
-            vec![Diagnostic::error("serve-config", format!("cannot read serve config {name}: {e}"))]
+            vec![Diagnostic::error(
+                "serve-config",
+                format!("cannot read serve config {name}: {e}"),
+            )]
         })?;
         let mut cfg = Self::parse(&name, &bytes)?;
         // Relative paths are relative to the config file, like secret file references.
@@ -229,41 +259,78 @@ impl ServeConfig {
 
     /// Parses and validates a config from YAML bytes; `file` names it in diagnostics.
     pub fn parse(file: &str, bytes: &[u8]) -> Result<Self, Vec<Diagnostic>> {
-        let (docs, diags) = load::load(&[SourceFile { path: file.to_string(), bytes: bytes.to_vec() }]);
+        let (docs, diags) = load::load(&[SourceFile {
+            path: file.to_string(),
+            bytes: bytes.to_vec(),
+        }]);
         if !diags.is_empty() {
             return Err(diags);
         }
         let [doc] = docs.as_slice() else {
             return Err(vec![Diagnostic::error(
                 "serve-config",
-                format!("{file} must hold exactly one YAML document, found {}", docs.len()),
+                format!(
+                    "{file} must hold exactly one YAML document, found {}",
+                    docs.len()
+                ),
             )]);
         };
-        let mut cx = Ctx { doc, diags: Vec::new() };
+        let mut cx = Ctx {
+            doc,
+            diags: Vec::new(),
+        };
         let raw: RawConfig = match serde_json::from_value(doc.value.clone()) {
             Ok(r) => r,
             Err(e) => {
-                cx.error("", "", format!("invalid serve config: {e}"), "see docs/serve.md for the fields");
+                cx.error(
+                    "",
+                    "",
+                    format!("invalid serve config: {e}"),
+                    "see docs/serve.md for the fields",
+                );
                 return Err(cx.diags);
             }
         };
         if let Some(v) = &raw.api_version
             && v != "fleetform.dev/v1alpha1"
         {
-            cx.error("/apiVersion", "apiVersion", format!("unsupported apiVersion `{v}`"), "use fleetform.dev/v1alpha1");
+            cx.error(
+                "/apiVersion",
+                "apiVersion",
+                format!("unsupported apiVersion `{v}`"),
+                "use fleetform.dev/v1alpha1",
+            );
         }
         if let Some(k) = &raw.kind
             && k != "ServeConfig"
         {
-            cx.error("/kind", "kind", format!("kind is `{k}`, expected ServeConfig"), "set kind: ServeConfig");
+            cx.error(
+                "/kind",
+                "kind",
+                format!("kind is `{k}`, expected ServeConfig"),
+                "set kind: ServeConfig",
+            );
         }
-        let poll_interval = cx.duration(raw.poll_interval, "/pollInterval", "pollInterval", Duration::from_secs(60));
+        let poll_interval = cx.duration(
+            raw.poll_interval,
+            "/pollInterval",
+            "pollInterval",
+            Duration::from_secs(60),
+        );
         let drift = match raw.drift {
-            None => DriftConfig { schedule: DriftSchedule::Off, self_heal: false },
+            None => DriftConfig {
+                schedule: DriftSchedule::Off,
+                self_heal: false,
+            },
             Some(d) => {
                 let schedule = match (d.interval, d.cron) {
                     (Some(_), Some(_)) => {
-                        cx.error("/drift", "drift", "drift has both interval and cron".into(), "keep one of them");
+                        cx.error(
+                            "/drift",
+                            "drift",
+                            "drift has both interval and cron".into(),
+                            "keep one of them",
+                        );
                         DriftSchedule::Off
                     }
                     (Some(i), None) => DriftSchedule::Interval(cx.duration(
@@ -284,14 +351,22 @@ impl ServeConfig {
                     }
                     (None, None) => DriftSchedule::Off,
                 };
-                DriftConfig { schedule, self_heal: d.self_heal }
+                DriftConfig {
+                    schedule,
+                    self_heal: d.self_heal,
+                }
             }
         };
         let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let listen = match listen_text.parse::<SocketAddr>() {
             Ok(a) => a,
             Err(_) => {
-                cx.error("/listen", "listen", format!("`{listen_text}` is not an address:port"), "e.g. 127.0.0.1:9090");
+                cx.error(
+                    "/listen",
+                    "listen",
+                    format!("`{listen_text}` is not an address:port"),
+                    "e.g. 127.0.0.1:9090",
+                );
                 // A placeholder; the config is refused anyway.
                 SocketAddr::from(([127, 0, 0, 1], 9090))
             }
@@ -299,7 +374,12 @@ impl ServeConfig {
         if let Some(w) = &raw.webhook
             && !w.path.starts_with('/')
         {
-            cx.error("/webhook/path", "webhook.path", format!("`{}` must start with /", w.path), "e.g. /hooks/git");
+            cx.error(
+                "/webhook/path",
+                "webhook.path",
+                format!("`{}` must start with /", w.path),
+                "e.g. /hooks/git",
+            );
         }
         for (i, n) in raw.notifications.iter().enumerate() {
             if !(n.url.starts_with("https://") || n.url.starts_with("http://")) {
@@ -333,7 +413,10 @@ impl ServeConfig {
 
     /// The source options this config implies (depth 1, its history-rewrite flag, default limits).
     pub fn source_options(&self) -> crate::source::SourceOptions {
-        crate::source::SourceOptions { allow_history_rewrite: self.allow_history_rewrite, ..Default::default() }
+        crate::source::SourceOptions {
+            allow_history_rewrite: self.allow_history_rewrite,
+            ..Default::default()
+        }
     }
 }
 
@@ -361,8 +444,14 @@ mod tests {
         assert_eq!(cfg.fleet, "prod");
         assert_eq!(cfg.source.reference, GitRef::Branch("main".into()));
         assert_eq!(cfg.poll_interval, Duration::from_secs(60));
-        assert_eq!(cfg.webhook.as_ref().unwrap().provider, WebhookProvider::Github);
-        assert_eq!(cfg.drift.schedule, DriftSchedule::Cron("*/15 * * * *".into()));
+        assert_eq!(
+            cfg.webhook.as_ref().unwrap().provider,
+            WebhookProvider::Github
+        );
+        assert_eq!(
+            cfg.drift.schedule,
+            DriftSchedule::Cron("*/15 * * * *".into())
+        );
         assert!(!cfg.drift.self_heal);
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:9090");
         assert!(cfg.verification.is_some());
@@ -398,9 +487,18 @@ stateDir: /var/lib/fleetform
         let diags = ServeConfig::parse("serve.yaml", yaml.as_bytes()).unwrap_err();
         let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
         assert_eq!(diags.len(), 3, "{text:#?}");
-        assert!(text[0].starts_with("serve.yaml:6:") && text[0].contains("`soon` is not a duration"), "{text:#?}");
-        assert!(text[1].starts_with("serve.yaml:8:") && text[1].contains("not a cron expression"), "{text:#?}");
-        assert!(text[2].starts_with("serve.yaml:9:") && text[2].contains("not an address:port"), "{text:#?}");
+        assert!(
+            text[0].starts_with("serve.yaml:6:") && text[0].contains("`soon` is not a duration"),
+            "{text:#?}"
+        );
+        assert!(
+            text[1].starts_with("serve.yaml:8:") && text[1].contains("not a cron expression"),
+            "{text:#?}"
+        );
+        assert!(
+            text[2].starts_with("serve.yaml:9:") && text[2].contains("not an address:port"),
+            "{text:#?}"
+        );
     }
 
     #[test]

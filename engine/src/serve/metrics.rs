@@ -72,20 +72,49 @@ impl Metrics {
             last_apply.clone(),
         );
         let reconcile = Histogram::new(exponential_buckets(0.25, 2.0, 12));
-        registry.register("reconcile_duration_seconds", "Duration of a reconcile (fetch to report)", reconcile.clone());
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of a reconcile (fetch to report)",
+            reconcile.clone(),
+        );
         let resources = Family::<ResourceLabels, Gauge>::default();
-        registry.register("resources", "Managed resources by provider and state", resources.clone());
+        registry.register(
+            "resources",
+            "Managed resources by provider and state",
+            resources.clone(),
+        );
         let drifted = Family::<DriftLabels, Gauge>::default();
-        registry.register("drifted_resources", "Resources whose live state differs from the manifest", drifted.clone());
+        registry.register(
+            "drifted_resources",
+            "Resources whose live state differs from the manifest",
+            drifted.clone(),
+        );
         let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register("errors", "Errors by kind (fetch, verify, validate, apply, notify…)", errors.clone());
-        Self { registry, revision, last_apply, reconcile, resources, drifted, errors }
+        registry.register(
+            "errors",
+            "Errors by kind (fetch, verify, validate, apply, notify…)",
+            errors.clone(),
+        );
+        Self {
+            registry,
+            revision,
+            last_apply,
+            reconcile,
+            resources,
+            drifted,
+            errors,
+        }
     }
 
     /// Records a successful apply of `commit` (from `reference`, e.g. `branch main`) at `unix_seconds`.
     pub fn applied(&self, commit: &str, reference: &str, unix_seconds: f64) {
         self.revision.clear();
-        self.revision.get_or_create(&RevisionLabels { commit: commit.into(), reference: reference.into() }).set(1);
+        self.revision
+            .get_or_create(&RevisionLabels {
+                commit: commit.into(),
+                reference: reference.into(),
+            })
+            .set(1);
         self.last_apply.set(unix_seconds);
     }
 
@@ -98,7 +127,12 @@ impl Metrics {
     pub fn set_resources<'a>(&self, counts: impl IntoIterator<Item = ((&'a str, &'a str), i64)>) {
         self.resources.clear();
         for ((provider, state), n) in counts {
-            self.resources.get_or_create(&ResourceLabels { provider: provider.into(), state: state.into() }).set(n);
+            self.resources
+                .get_or_create(&ResourceLabels {
+                    provider: provider.into(),
+                    state: state.into(),
+                })
+                .set(n);
         }
     }
 
@@ -106,13 +140,20 @@ impl Metrics {
     pub fn set_drifted<'a>(&self, counts: impl IntoIterator<Item = ((&'a str, &'a str), i64)>) {
         self.drifted.clear();
         for ((tenant, provider), n) in counts {
-            self.drifted.get_or_create(&DriftLabels { tenant: tenant.into(), provider: provider.into() }).set(n);
+            self.drifted
+                .get_or_create(&DriftLabels {
+                    tenant: tenant.into(),
+                    provider: provider.into(),
+                })
+                .set(n);
         }
     }
 
     /// Counts one error of a kind.
     pub fn error(&self, kind: &str) {
-        self.errors.get_or_create(&ErrorLabels { kind: kind.into() }).inc();
+        self.errors
+            .get_or_create(&ErrorLabels { kind: kind.into() })
+            .inc();
     }
 
     /// The OpenMetrics text exposition (serve it with [`CONTENT_TYPE`]).
@@ -148,24 +189,37 @@ mod tests {
                 helped.insert(name.to_string());
             } else if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, ty) = rest.split_once(' ').unwrap();
-                assert!(["counter", "gauge", "histogram", "info", "unknown"].contains(&ty), "{line}");
+                assert!(
+                    ["counter", "gauge", "histogram", "info", "unknown"].contains(&ty),
+                    "{line}"
+                );
                 families.insert(name.to_string(), ty.to_string());
             } else {
                 assert!(!line.starts_with('#'), "unknown comment line: {line}");
                 let (series, value) = line.rsplit_once(' ').unwrap();
-                let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line}"));
+                let value: f64 = value
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line}"));
                 let name = series.split('{').next().unwrap();
                 if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
                     assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
                     for pair in labels[1..labels.len() - 1].split("\",") {
                         let (k, v) = pair.split_once('=').unwrap();
-                        assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
+                        assert!(
+                            k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                            "{line}"
+                        );
                         assert!(v.starts_with('"'), "{line}");
                     }
                 }
                 let family = families
                     .keys()
-                    .filter(|f| name == f.as_str() || name.strip_prefix(f.as_str()).is_some_and(|s| s.starts_with('_')))
+                    .filter(|f| {
+                        name == f.as_str()
+                            || name
+                                .strip_prefix(f.as_str())
+                                .is_some_and(|s| s.starts_with('_'))
+                    })
                     .max_by_key(|f| f.len())
                     .unwrap_or_else(|| panic!("sample {name} without a TYPE"));
                 assert!(helped.contains(family), "{family} has no HELP");
@@ -190,13 +244,25 @@ mod tests {
         m.error("apply");
         let text = m.encode();
         let s = parse(&text);
-        assert_eq!(s["fleetform_last_applied_revision{commit=\"5e3b0d1f\",reference=\"branch main\"}"], 1.0);
-        assert!(!text.contains("4f2a9c0e"), "the previous revision's series is gone:\n{text}");
+        assert_eq!(
+            s["fleetform_last_applied_revision{commit=\"5e3b0d1f\",reference=\"branch main\"}"],
+            1.0
+        );
+        assert!(
+            !text.contains("4f2a9c0e"),
+            "the previous revision's series is gone:\n{text}"
+        );
         assert_eq!(s["fleetform_last_apply_timestamp_seconds"], 1_764_200_060.5);
         assert_eq!(s["fleetform_reconcile_duration_seconds_count"], 2.0);
         assert_eq!(s["fleetform_reconcile_duration_seconds_sum"], 31.5);
-        assert_eq!(s["fleetform_resources{provider=\"kube\",state=\"ready\"}"], 12.0);
-        assert_eq!(s["fleetform_drifted_resources{tenant=\"acme\",provider=\"kube\"}"], 2.0);
+        assert_eq!(
+            s["fleetform_resources{provider=\"kube\",state=\"ready\"}"],
+            12.0
+        );
+        assert_eq!(
+            s["fleetform_drifted_resources{tenant=\"acme\",provider=\"kube\"}"],
+            2.0
+        );
         assert_eq!(s["fleetform_errors_total{kind=\"fetch\"}"], 2.0);
         assert_eq!(s["fleetform_errors_total{kind=\"apply\"}"], 1.0);
     }

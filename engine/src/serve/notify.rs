@@ -81,7 +81,12 @@ pub fn rfc3339(t: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Where and how to send events.
@@ -177,7 +182,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { initial: Duration::from_millis(500), max: Duration::from_secs(30) }
+        Self {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+        }
     }
 }
 
@@ -209,9 +217,14 @@ pub struct Delivery {
 
 /// scheme://host[:port] of a URL: what may be shown of a webhook URL.
 pub fn url_origin(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "(invalid URL)".into() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(invalid URL)".into();
+    };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+    let host = authority
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or(authority);
     format!("{scheme}://{host}")
 }
 
@@ -242,7 +255,10 @@ impl Notifier {
     ) -> Result<Delivery, NotifyError> {
         let origin = url_origin(&target.url);
         let token = match &target.token {
-            Some(r) => Some(resolver.resolve(r).map_err(|source| NotifyError::Secret { target: origin.clone(), source })?),
+            Some(r) => Some(resolver.resolve(r).map_err(|source| NotifyError::Secret {
+                target: origin.clone(),
+                source,
+            })?),
             None => None,
         };
         let attempts = target.max_attempts.max(1);
@@ -258,12 +274,19 @@ impl Notifier {
             }
             match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
-                    return Ok(Delivery { target: origin, attempts: attempt, status: resp.status().as_u16() });
+                    return Ok(Delivery {
+                        target: origin,
+                        attempts: attempt,
+                        status: resp.status().as_u16(),
+                    });
                 }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     if !(status == 408 || status == 429 || status >= 500) {
-                        return Err(NotifyError::Refused { target: origin, status });
+                        return Err(NotifyError::Refused {
+                            target: origin,
+                            status,
+                        });
                     }
                     last = format!("HTTP {status}");
                 }
@@ -277,7 +300,11 @@ impl Notifier {
                 tokio::time::sleep(self.backoff.delay(attempt)).await;
             }
         }
-        Err(NotifyError::GaveUp { target: origin, attempts, last })
+        Err(NotifyError::GaveUp {
+            target: origin,
+            attempts,
+            last,
+        })
     }
 
     /// Sends an event to every target that wants its type; one result per such target.
@@ -319,7 +346,10 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_millis(350) };
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(350),
+        };
         assert_eq!(b.delay(1), Duration::from_millis(100));
         assert_eq!(b.delay(2), Duration::from_millis(200));
         assert_eq!(b.delay(3), Duration::from_millis(350));
@@ -328,8 +358,14 @@ mod tests {
 
     #[test]
     fn only_the_origin_of_a_webhook_url_is_shown() {
-        assert_eq!(url_origin("https://hooks.slack.com/services/T0/B0/XXXX"), "https://hooks.slack.com");
-        assert_eq!(url_origin("http://user:pw@127.0.0.1:8080/x?y"), "http://127.0.0.1:8080");
+        assert_eq!(
+            url_origin("https://hooks.slack.com/services/T0/B0/XXXX"),
+            "https://hooks.slack.com"
+        );
+        assert_eq!(
+            url_origin("http://user:pw@127.0.0.1:8080/x?y"),
+            "http://127.0.0.1:8080"
+        );
     }
 
     /// A receiver on 127.0.0.1 that answers the given statuses in turn (200
@@ -348,7 +384,10 @@ mod tests {
             axum::routing::post(move |headers: HeaderMap, body: String| {
                 let (seen, plan) = (seen2.clone(), plan.clone());
                 async move {
-                    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
                     seen.lock().unwrap().push((body, auth));
                     let mut plan = plan.lock().unwrap();
                     let code = if plan.is_empty() { 200 } else { plan.remove(0) };
@@ -363,11 +402,21 @@ mod tests {
     }
 
     fn quick() -> Notifier {
-        Notifier::with_backoff(Backoff { initial: Duration::from_millis(10), max: Duration::from_millis(50) }).unwrap()
+        Notifier::with_backoff(Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(50),
+        })
+        .unwrap()
     }
 
     fn applied() -> Event {
-        Event::new(EventType::Applied, "prod", "5e3b0d1f", "3 changes applied", SystemTime::now())
+        Event::new(
+            EventType::Applied,
+            "prod",
+            "5e3b0d1f",
+            "3 changes applied",
+            SystemTime::now(),
+        )
     }
 
     #[tokio::test]
@@ -376,7 +425,10 @@ mod tests {
         let mut target = NotificationTarget::new(url);
         target.token = Some(SecretRef::Env("FLEETFORM_TEST_NOTIFY_TOKEN_UNSET".into()));
         // The token is resolved before anything is sent.
-        let err = quick().send(&target, &applied(), &crate::secret::LocalSecrets::default()).await.unwrap_err();
+        let err = quick()
+            .send(&target, &applied(), &crate::secret::LocalSecrets::default())
+            .await
+            .unwrap_err();
         assert!(matches!(err, NotifyError::Secret { .. }), "{err:?}");
         assert!(seen.lock().unwrap().is_empty());
 
@@ -401,8 +453,18 @@ mod tests {
     #[tokio::test]
     async fn a_client_error_is_not_retried_and_the_url_path_is_not_shown() {
         let (url, seen) = receiver(vec![400]).await;
-        let err = quick().send(&NotificationTarget::new(url), &applied(), &crate::secret::LocalSecrets::default()).await.unwrap_err();
-        assert!(matches!(err, NotifyError::Refused { status: 400, .. }), "{err:?}");
+        let err = quick()
+            .send(
+                &NotificationTarget::new(url),
+                &applied(),
+                &crate::secret::LocalSecrets::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, NotifyError::Refused { status: 400, .. }),
+            "{err:?}"
+        );
         assert!(!err.to_string().contains("secret-path"), "{err}");
         assert_eq!(seen.lock().unwrap().len(), 1);
     }
@@ -412,8 +474,14 @@ mod tests {
         let (url, seen) = receiver(vec![500, 502, 503, 504, 500]).await;
         let mut target = NotificationTarget::new(url);
         target.max_attempts = 3;
-        let err = quick().send(&target, &applied(), &crate::secret::LocalSecrets::default()).await.unwrap_err();
-        assert!(matches!(err, NotifyError::GaveUp { attempts: 3, .. }), "{err:?}");
+        let err = quick()
+            .send(&target, &applied(), &crate::secret::LocalSecrets::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, NotifyError::GaveUp { attempts: 3, .. }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("HTTP 503"), "{err}");
         assert_eq!(seen.lock().unwrap().len(), 3);
     }
@@ -423,7 +491,13 @@ mod tests {
         let (url, seen) = receiver(vec![]).await;
         let mut only_failures = NotificationTarget::new(url);
         only_failures.events = vec![EventType::Failed];
-        let results = quick().send_all(&[only_failures], &applied(), &crate::secret::LocalSecrets::default()).await;
+        let results = quick()
+            .send_all(
+                &[only_failures],
+                &applied(),
+                &crate::secret::LocalSecrets::default(),
+            )
+            .await;
         assert!(results.is_empty());
         assert!(seen.lock().unwrap().is_empty());
     }

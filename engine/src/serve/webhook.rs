@@ -114,24 +114,43 @@ const GITLAB_TOKEN: &str = "x-gitlab-token";
 const GITLAB_EVENT: &str = "x-gitlab-event";
 
 /// Checks `X-Hub-Signature-256` (HMAC-SHA256 of the raw body, compared in constant time).
-pub fn verify_github(secret: &[u8], signature: Option<&str>, body: &[u8]) -> Result<(), WebhookError> {
-    let header = signature.ok_or(WebhookError::MissingHeader { header: "X-Hub-Signature-256" })?;
-    let malformed = || WebhookError::MalformedSignature { header: "X-Hub-Signature-256" };
-    let hex_sig = header.trim().strip_prefix("sha256=").ok_or_else(malformed)?;
+pub fn verify_github(
+    secret: &[u8],
+    signature: Option<&str>,
+    body: &[u8],
+) -> Result<(), WebhookError> {
+    let header = signature.ok_or(WebhookError::MissingHeader {
+        header: "X-Hub-Signature-256",
+    })?;
+    let malformed = || WebhookError::MalformedSignature {
+        header: "X-Hub-Signature-256",
+    };
+    let hex_sig = header
+        .trim()
+        .strip_prefix("sha256=")
+        .ok_or_else(malformed)?;
     let expected = hex::decode(hex_sig).map_err(|_| malformed())?;
     if expected.len() != 32 {
         return Err(malformed());
     }
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| WebhookError::SignatureMismatch)?;
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret).map_err(|_| WebhookError::SignatureMismatch)?;
     mac.update(body);
     // `verify_slice` compares in constant time.
-    mac.verify_slice(&expected).map_err(|_| WebhookError::SignatureMismatch)
+    mac.verify_slice(&expected)
+        .map_err(|_| WebhookError::SignatureMismatch)
 }
 
 /// Checks `X-Gitlab-Token` against the secret in constant time.
 pub fn verify_gitlab(secret: &[u8], token: Option<&str>) -> Result<(), WebhookError> {
-    let token = token.ok_or(WebhookError::MissingHeader { header: "X-Gitlab-Token" })?;
-    if bool::from(token.as_bytes().ct_eq(secret)) { Ok(()) } else { Err(WebhookError::TokenMismatch) }
+    let token = token.ok_or(WebhookError::MissingHeader {
+        header: "X-Gitlab-Token",
+    })?;
+    if bool::from(token.as_bytes().ct_eq(secret)) {
+        Ok(())
+    } else {
+        Err(WebhookError::TokenMismatch)
+    }
 }
 
 /// The `sha256=<hex>` header value GitHub would send for a body (for tests and tools).
@@ -177,7 +196,13 @@ struct GitlabProject {
     path_with_namespace: Option<String>,
 }
 
-fn push_event(reference: String, after: String, deleted: bool, forced: Option<bool>, repository: Option<String>) -> PushEvent {
+fn push_event(
+    reference: String,
+    after: String,
+    deleted: bool,
+    forced: Option<bool>,
+    repository: Option<String>,
+) -> PushEvent {
     let deleted = deleted || (!after.is_empty() && after.bytes().all(|b| b == b'0'));
     PushEvent {
         branch: reference.strip_prefix("refs/heads/").map(str::to_string),
@@ -195,12 +220,23 @@ pub fn parse_github(event: &str, body: &[u8]) -> Result<WebhookEvent, WebhookErr
     match event {
         "ping" => Ok(WebhookEvent::Ping),
         "push" => {
-            let p: GithubPush = serde_json::from_slice(body)
-                .map_err(|source| WebhookError::Payload { event: event.to_string(), source })?;
+            let p: GithubPush =
+                serde_json::from_slice(body).map_err(|source| WebhookError::Payload {
+                    event: event.to_string(),
+                    source,
+                })?;
             let repo = p.repository.and_then(|r| r.full_name);
-            Ok(WebhookEvent::Push(push_event(p.reference, p.after, p.deleted, p.forced, repo)))
+            Ok(WebhookEvent::Push(push_event(
+                p.reference,
+                p.after,
+                p.deleted,
+                p.forced,
+                repo,
+            )))
         }
-        other => Ok(WebhookEvent::Ignored { event: other.to_string() }),
+        other => Ok(WebhookEvent::Ignored {
+            event: other.to_string(),
+        }),
     }
 }
 
@@ -208,12 +244,23 @@ pub fn parse_github(event: &str, body: &[u8]) -> Result<WebhookEvent, WebhookErr
 pub fn parse_gitlab(event: &str, body: &[u8]) -> Result<WebhookEvent, WebhookError> {
     match event {
         "Push Hook" | "Tag Push Hook" => {
-            let p: GitlabPush = serde_json::from_slice(body)
-                .map_err(|source| WebhookError::Payload { event: event.to_string(), source })?;
+            let p: GitlabPush =
+                serde_json::from_slice(body).map_err(|source| WebhookError::Payload {
+                    event: event.to_string(),
+                    source,
+                })?;
             let repo = p.project.and_then(|p| p.path_with_namespace);
-            Ok(WebhookEvent::Push(push_event(p.reference, p.after, false, None, repo)))
+            Ok(WebhookEvent::Push(push_event(
+                p.reference,
+                p.after,
+                false,
+                None,
+                repo,
+            )))
         }
-        other => Ok(WebhookEvent::Ignored { event: other.to_string() }),
+        other => Ok(WebhookEvent::Ignored {
+            event: other.to_string(),
+        }),
     }
 }
 
@@ -282,7 +329,10 @@ mod tests {
     fn github_signature_matches_githubs_documented_example() {
         // From GitHub's "Validating webhook deliveries" docs.
         let sig = github_signature(b"It's a Secret to Everybody", b"Hello, World!");
-        assert_eq!(sig, "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17");
+        assert_eq!(
+            sig,
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+        );
         verify_github(b"It's a Secret to Everybody", Some(&sig), b"Hello, World!").unwrap();
     }
 
@@ -292,8 +342,13 @@ mod tests {
         h.insert("X-GitHub-Event", HeaderValue::from_static("push"));
         let sig = github_signature(secret().expose().as_bytes(), GITHUB_PUSH.as_bytes());
         h.insert("X-Hub-Signature-256", HeaderValue::from_str(&sig).unwrap());
-        let WebhookEvent::Push(p) = receive(WebhookProvider::Github, &secret(), &h, GITHUB_PUSH.as_bytes()).unwrap()
-        else {
+        let WebhookEvent::Push(p) = receive(
+            WebhookProvider::Github,
+            &secret(),
+            &h,
+            GITHUB_PUSH.as_bytes(),
+        )
+        .unwrap() else {
             panic!("not a push")
         };
         assert_eq!(p.branch.as_deref(), Some("main"));
@@ -308,11 +363,23 @@ mod tests {
     fn a_github_push_with_a_wrong_or_missing_signature_is_refused() {
         let mut h = HeaderMap::new();
         h.insert("X-GitHub-Event", HeaderValue::from_static("push"));
-        let err = receive(WebhookProvider::Github, &secret(), &h, GITHUB_PUSH.as_bytes()).unwrap_err();
+        let err = receive(
+            WebhookProvider::Github,
+            &secret(),
+            &h,
+            GITHUB_PUSH.as_bytes(),
+        )
+        .unwrap_err();
         assert!(matches!(err, WebhookError::MissingHeader { .. }), "{err:?}");
         let sig = github_signature(b"another secret", GITHUB_PUSH.as_bytes());
         h.insert("X-Hub-Signature-256", HeaderValue::from_str(&sig).unwrap());
-        let err = receive(WebhookProvider::Github, &secret(), &h, GITHUB_PUSH.as_bytes()).unwrap_err();
+        let err = receive(
+            WebhookProvider::Github,
+            &secret(),
+            &h,
+            GITHUB_PUSH.as_bytes(),
+        )
+        .unwrap_err();
         assert!(matches!(err, WebhookError::SignatureMismatch), "{err:?}");
         assert_eq!(err.status(), 401);
         // A body changed after signing.
@@ -321,8 +388,17 @@ mod tests {
         let tampered = GITHUB_PUSH.replace("refs/heads/main", "refs/heads/evil");
         assert!(receive(WebhookProvider::Github, &secret(), &h, tampered.as_bytes()).is_err());
         h.insert("X-Hub-Signature-256", HeaderValue::from_static("sha1=abc"));
-        let err = receive(WebhookProvider::Github, &secret(), &h, GITHUB_PUSH.as_bytes()).unwrap_err();
-        assert!(matches!(err, WebhookError::MalformedSignature { .. }), "{err:?}");
+        let err = receive(
+            WebhookProvider::Github,
+            &secret(),
+            &h,
+            GITHUB_PUSH.as_bytes(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, WebhookError::MalformedSignature { .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -332,11 +408,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("X-Hub-Signature-256", HeaderValue::from_str(&sig).unwrap());
         h.insert("X-GitHub-Event", HeaderValue::from_static("ping"));
-        assert_eq!(receive(WebhookProvider::Github, &secret(), &h, body).unwrap(), WebhookEvent::Ping);
+        assert_eq!(
+            receive(WebhookProvider::Github, &secret(), &h, body).unwrap(),
+            WebhookEvent::Ping
+        );
         h.insert("X-GitHub-Event", HeaderValue::from_static("issues"));
         assert_eq!(
             receive(WebhookProvider::Github, &secret(), &h, body).unwrap(),
-            WebhookEvent::Ignored { event: "issues".into() }
+            WebhookEvent::Ignored {
+                event: "issues".into()
+            }
         );
     }
 
@@ -344,9 +425,17 @@ mod tests {
     fn a_gitlab_push_with_the_right_token_yields_the_branch_and_commit() {
         let mut h = HeaderMap::new();
         h.insert("X-Gitlab-Event", HeaderValue::from_static("Push Hook"));
-        h.insert("X-Gitlab-Token", HeaderValue::from_str(secret().expose()).unwrap());
-        let WebhookEvent::Push(p) = receive(WebhookProvider::Gitlab, &secret(), &h, GITLAB_PUSH.as_bytes()).unwrap()
-        else {
+        h.insert(
+            "X-Gitlab-Token",
+            HeaderValue::from_str(secret().expose()).unwrap(),
+        );
+        let WebhookEvent::Push(p) = receive(
+            WebhookProvider::Gitlab,
+            &secret(),
+            &h,
+            GITLAB_PUSH.as_bytes(),
+        )
+        .unwrap() else {
             panic!("not a push")
         };
         assert_eq!(p.branch.as_deref(), Some("main"));
@@ -354,21 +443,33 @@ mod tests {
         assert_eq!(p.repository.as_deref(), Some("acme/fleet"));
 
         h.insert("X-Gitlab-Token", HeaderValue::from_static("wrong"));
-        let err = receive(WebhookProvider::Gitlab, &secret(), &h, GITLAB_PUSH.as_bytes()).unwrap_err();
+        let err = receive(
+            WebhookProvider::Gitlab,
+            &secret(),
+            &h,
+            GITLAB_PUSH.as_bytes(),
+        )
+        .unwrap_err();
         assert!(matches!(err, WebhookError::TokenMismatch), "{err:?}");
         assert!(!err.to_string().contains("Secret"), "{err}");
     }
 
     #[test]
     fn tag_pushes_and_branch_deletions_are_told_apart() {
-        let body = GITLAB_PUSH.replace("refs/heads/main", "refs/tags/v1.2.0").replace("\"push\"", "\"tag_push\"");
-        let WebhookEvent::Push(p) = parse_gitlab("Tag Push Hook", body.as_bytes()).unwrap() else { panic!() };
+        let body = GITLAB_PUSH
+            .replace("refs/heads/main", "refs/tags/v1.2.0")
+            .replace("\"push\"", "\"tag_push\"");
+        let WebhookEvent::Push(p) = parse_gitlab("Tag Push Hook", body.as_bytes()).unwrap() else {
+            panic!()
+        };
         assert_eq!(p.tag.as_deref(), Some("v1.2.0"));
         assert!(p.matches(&GitRef::Tag("v1.2.0".into())));
         let deleted = GITHUB_PUSH
             .replace("0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c", &"0".repeat(40))
             .replace("\"deleted\": false", "\"deleted\": true");
-        let WebhookEvent::Push(p) = parse_github("push", deleted.as_bytes()).unwrap() else { panic!() };
+        let WebhookEvent::Push(p) = parse_github("push", deleted.as_bytes()).unwrap() else {
+            panic!()
+        };
         assert!(p.deleted);
     }
 

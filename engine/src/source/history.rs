@@ -63,7 +63,9 @@ fn raw_parents(data: &[u8]) -> Vec<Oid> {
             break; // end of the header
         }
         if let Some(hex) = line.strip_prefix(b"parent ")
-            && let Some(oid) = std::str::from_utf8(hex).ok().and_then(|h| Oid::from_str(h.trim()).ok())
+            && let Some(oid) = std::str::from_utf8(hex)
+                .ok()
+                .and_then(|h| Oid::from_str(h.trim()).ok())
         {
             out.push(oid);
         }
@@ -80,7 +82,11 @@ mod tests {
     fn raw_parents_reads_only_the_header() {
         let a = "a".repeat(40);
         let b = "b".repeat(40);
-        let raw = format!("tree {}\nparent {a}\nparent {b}\nauthor x\n\nparent {}\n", "c".repeat(40), "d".repeat(40));
+        let raw = format!(
+            "tree {}\nparent {a}\nparent {b}\nauthor x\n\nparent {}\n",
+            "c".repeat(40),
+            "d".repeat(40)
+        );
         let ps = raw_parents(raw.as_bytes());
         assert_eq!(ps.len(), 2);
         assert_eq!(ps[0].to_string(), a);

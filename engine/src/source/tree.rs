@@ -66,7 +66,9 @@ fn fleet_root(repo: &FleetRepo, path: &str) -> Result<Vec<String>, SourceError> 
     if path.starts_with('/') || path.split('/').any(|s| s == "..") {
         return Err(SourceError::InvalidSpec {
             url: repo.url.clone(),
-            why: format!("fleet path `{path}` must be relative to the repository root, without `..`"),
+            why: format!(
+                "fleet path `{path}` must be relative to the repository root, without `..`"
+            ),
         });
     }
     Ok(normalise([path]).unwrap_or_default())
@@ -74,10 +76,16 @@ fn fleet_root(repo: &FleetRepo, path: &str) -> Result<Vec<String>, SourceError> 
 
 fn commit_tree(repo: &FleetRepo, oid: Oid) -> Result<Tree<'_>, SourceError> {
     let commit = repo.find_commit(oid)?;
-    commit.tree().map_err(|e| repo.git("reading the commit's tree", &e))
+    commit
+        .tree()
+        .map_err(|e| repo.git("reading the commit's tree", &e))
 }
 
-pub(super) fn read_tree(repo: &FleetRepo, oid: Oid, path: &str) -> Result<Vec<SourceFile>, SourceError> {
+pub(super) fn read_tree(
+    repo: &FleetRepo,
+    oid: Oid,
+    path: &str,
+) -> Result<Vec<SourceFile>, SourceError> {
     let root = fleet_root(repo, path)?;
     let root_str = root.join("/");
     let commit_str = oid.to_string();
@@ -85,18 +93,33 @@ pub(super) fn read_tree(repo: &FleetRepo, oid: Oid, path: &str) -> Result<Vec<So
     let fleet_tree = if root.is_empty() {
         top.clone()
     } else {
-        let entry = top.get_path(std::path::Path::new(&root_str)).map_err(|_| SourceError::PathNotFound {
-            url: repo.url.clone(),
-            commit: commit_str.clone(),
-            path: root_str.clone(),
+        let entry = top.get_path(std::path::Path::new(&root_str)).map_err(|_| {
+            SourceError::PathNotFound {
+                url: repo.url.clone(),
+                commit: commit_str.clone(),
+                path: root_str.clone(),
+            }
         })?;
         if entry.kind() != Some(ObjectType::Tree) {
-            return Err(SourceError::NotADirectory { url: repo.url.clone(), commit: commit_str, path: root_str });
+            return Err(SourceError::NotADirectory {
+                url: repo.url.clone(),
+                commit: commit_str,
+                path: root_str,
+            });
         }
-        repo.repo.find_tree(entry.id()).map_err(|e| repo.git("reading the fleet directory", &e))?
+        repo.repo
+            .find_tree(entry.id())
+            .map_err(|e| repo.git("reading the fleet directory", &e))?
     };
 
-    let mut reader = Reader { repo, top: &top, root: &root, commit: &commit_str, files: Vec::new(), total: 0 };
+    let mut reader = Reader {
+        repo,
+        top: &top,
+        root: &root,
+        commit: &commit_str,
+        files: Vec::new(),
+        total: 0,
+    };
     // Depth-first over the fleet directory; `rel` is relative to the fleet path.
     let mut stack: Vec<(Tree<'_>, Vec<String>)> = vec![(fleet_tree, Vec::new())];
     while let Some((tree, rel)) = stack.pop() {
@@ -109,11 +132,18 @@ pub(super) fn read_tree(repo: &FleetRepo, oid: Oid, path: &str) -> Result<Vec<So
             child.push(name.to_string());
             match entry.kind() {
                 Some(ObjectType::Tree) => {
-                    let sub = repo.repo.find_tree(entry.id()).map_err(|e| repo.git("reading a directory", &e))?;
+                    let sub = repo
+                        .repo
+                        .find_tree(entry.id())
+                        .map_err(|e| repo.git("reading a directory", &e))?;
                     stack.push((sub, child));
                 }
-                Some(ObjectType::Blob) if entry.filemode() == MODE_LINK => reader.symlink(entry.id(), &rel, &child)?,
-                Some(ObjectType::Blob) if is_manifest(name) => reader.blob(entry.id(), child.join("/"))?,
+                Some(ObjectType::Blob) if entry.filemode() == MODE_LINK => {
+                    reader.symlink(entry.id(), &rel, &child)?
+                }
+                Some(ObjectType::Blob) if is_manifest(name) => {
+                    reader.blob(entry.id(), child.join("/"))?
+                }
                 // Other files, and submodules (commits), are not part of the manifest.
                 _ => {}
             }
@@ -135,13 +165,24 @@ struct Reader<'r> {
 
 impl Reader<'_> {
     fn repo_path(&self, rel: &[String]) -> String {
-        self.root.iter().chain(rel).cloned().collect::<Vec<_>>().join("/")
+        self.root
+            .iter()
+            .chain(rel)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("/")
     }
 
     fn blob(&mut self, id: Oid, rel_path: String) -> Result<(), SourceError> {
         let limits = self.repo.limits;
-        let odb = self.repo.repo.odb().map_err(|e| self.repo.git("opening the object database", &e))?;
-        let (size, _) = odb.read_header(id).map_err(|e| self.repo.git("reading a blob header", &e))?;
+        let odb = self
+            .repo
+            .repo
+            .odb()
+            .map_err(|e| self.repo.git("opening the object database", &e))?;
+        let (size, _) = odb
+            .read_header(id)
+            .map_err(|e| self.repo.git("reading a blob header", &e))?;
         let size = size as u64;
         if size > limits.max_file_bytes {
             return Err(SourceError::FileTooLarge {
@@ -154,45 +195,75 @@ impl Reader<'_> {
         }
         self.total += size;
         if self.total > limits.max_total_bytes {
-            return Err(self.too_large(format!("more than {} bytes of manifests", limits.max_total_bytes)));
+            return Err(self.too_large(format!(
+                "more than {} bytes of manifests",
+                limits.max_total_bytes
+            )));
         }
         if self.files.len() >= limits.max_files {
             return Err(self.too_large(format!("more than {} manifest files", limits.max_files)));
         }
-        let blob = self.repo.repo.find_blob(id).map_err(|e| self.repo.git("reading a blob", &e))?;
-        self.files.push(SourceFile { path: rel_path, bytes: blob.content().to_vec() });
+        let blob = self
+            .repo
+            .repo
+            .find_blob(id)
+            .map_err(|e| self.repo.git("reading a blob", &e))?;
+        self.files.push(SourceFile {
+            path: rel_path,
+            bytes: blob.content().to_vec(),
+        });
         Ok(())
     }
 
     fn too_large(&self, what: String) -> SourceError {
-        SourceError::TreeTooLarge { url: self.repo.url.clone(), commit: self.commit.to_string(), what }
+        SourceError::TreeTooLarge {
+            url: self.repo.url.clone(),
+            commit: self.commit.to_string(),
+            what,
+        }
     }
 
     /// A symlink at `rel_link` (in directory `rel_dir`, both relative to the
     /// fleet path). Refused when it, or any link it leads to, points outside
     /// the fleet path; followed to a file when its name is a manifest's.
-    fn symlink(&mut self, id: Oid, rel_dir: &[String], rel_link: &[String]) -> Result<(), SourceError> {
+    fn symlink(
+        &mut self,
+        id: Oid,
+        rel_dir: &[String],
+        rel_link: &[String],
+    ) -> Result<(), SourceError> {
         let link_repo_path = self.repo_path(rel_link);
         let mut target_id = id;
         let mut dir: Vec<String> = self.root.iter().chain(rel_dir).cloned().collect();
         for _ in 0..MAX_LINK_HOPS {
-            let blob = self.repo.repo.find_blob(target_id).map_err(|e| self.repo.git("reading a symlink", &e))?;
+            let blob = self
+                .repo
+                .repo
+                .find_blob(target_id)
+                .map_err(|e| self.repo.git("reading a symlink", &e))?;
             let target = String::from_utf8_lossy(blob.content()).into_owned();
             let escape = || SourceError::SymlinkEscape {
                 url: self.repo.url.clone(),
                 commit: self.commit.to_string(),
                 link: link_repo_path.clone(),
                 target: target.clone(),
-                root: if self.root.is_empty() { ".".into() } else { self.root.join("/") },
+                root: if self.root.is_empty() {
+                    ".".into()
+                } else {
+                    self.root.join("/")
+                },
             };
             if target.starts_with('/') {
                 return Err(escape());
             }
-            let resolved = normalise(dir.iter().map(String::as_str).chain([target.as_str()])).ok_or_else(escape)?;
+            let resolved = normalise(dir.iter().map(String::as_str).chain([target.as_str()]))
+                .ok_or_else(escape)?;
             if !resolved.starts_with(self.root) {
                 return Err(escape());
             }
-            let Some(last) = rel_link.last() else { return Ok(()) };
+            let Some(last) = rel_link.last() else {
+                return Ok(());
+            };
             let Ok(entry) = self.top.get_path(std::path::Path::new(&resolved.join("/"))) else {
                 tracing::warn!(commit = self.commit, link = %link_repo_path, %target, "skipping a dangling symlink");
                 return Ok(());
@@ -212,14 +283,26 @@ impl Reader<'_> {
         }
         Err(SourceError::InvalidSpec {
             url: self.repo.url.clone(),
-            why: format!("symlink `{link_repo_path}` at commit {}: more than {MAX_LINK_HOPS} links in a chain", self.commit),
+            why: format!(
+                "symlink `{link_repo_path}` at commit {}: more than {MAX_LINK_HOPS} links in a chain",
+                self.commit
+            ),
         })
     }
 }
 
-pub(super) fn diff_paths(repo: &FleetRepo, base: Oid, head: Oid, path: &str) -> Result<Vec<ChangedFile>, SourceError> {
+pub(super) fn diff_paths(
+    repo: &FleetRepo,
+    base: Oid,
+    head: Oid,
+    path: &str,
+) -> Result<Vec<ChangedFile>, SourceError> {
     let root = fleet_root(repo, path)?;
-    let prefix = if root.is_empty() { String::new() } else { format!("{}/", root.join("/")) };
+    let prefix = if root.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", root.join("/"))
+    };
     let base_tree = commit_tree(repo, base)?;
     let head_tree = commit_tree(repo, head)?;
     let mut opts = DiffOptions::new();
@@ -232,23 +315,38 @@ pub(super) fn diff_paths(repo: &FleetRepo, base: Oid, head: Oid, path: &str) -> 
         .map_err(|e| repo.git("comparing trees", &e))?;
     let mut find = DiffFindOptions::new();
     find.renames(true);
-    diff.find_similar(Some(&mut find)).map_err(|e| repo.git("finding renames", &e))?;
+    diff.find_similar(Some(&mut find))
+        .map_err(|e| repo.git("finding renames", &e))?;
     let strip = |p: &std::path::Path| -> Option<String> {
         let s = p.to_str()?.to_string();
-        if prefix.is_empty() { Some(s) } else { s.strip_prefix(&prefix).map(str::to_string) }
+        if prefix.is_empty() {
+            Some(s)
+        } else {
+            s.strip_prefix(&prefix).map(str::to_string)
+        }
     };
     let mut out = Vec::new();
     for delta in diff.deltas() {
         let new_path = delta.new_file().path().and_then(strip);
-        let old_path = delta.old_file().path().and_then(|p| strip(p).or_else(|| p.to_str().map(str::to_string)));
+        let old_path = delta
+            .old_file()
+            .path()
+            .and_then(|p| strip(p).or_else(|| p.to_str().map(str::to_string)));
         let (path, change) = match delta.status() {
             Delta::Added | Delta::Copied => (new_path, ChangeKind::Added),
             Delta::Deleted => (delta.old_file().path().and_then(strip), ChangeKind::Deleted),
             Delta::Modified => (new_path, ChangeKind::Modified),
             Delta::Typechange => (new_path, ChangeKind::TypeChanged),
             // Moved out of the fleet path: gone from the manifest.
-            Delta::Renamed if new_path.is_none() => (delta.old_file().path().and_then(strip), ChangeKind::Deleted),
-            Delta::Renamed => (new_path, ChangeKind::Renamed { from: old_path.unwrap_or_default() }),
+            Delta::Renamed if new_path.is_none() => {
+                (delta.old_file().path().and_then(strip), ChangeKind::Deleted)
+            }
+            Delta::Renamed => (
+                new_path,
+                ChangeKind::Renamed {
+                    from: old_path.unwrap_or_default(),
+                },
+            ),
             _ => continue,
         };
         if let Some(path) = path {
@@ -266,7 +364,10 @@ mod tests {
 
     #[test]
     fn normalise_refuses_climbing_above_the_start() {
-        assert_eq!(normalise(["a/./b/../c/"]), Some(vec!["a".to_string(), "c".to_string()]));
+        assert_eq!(
+            normalise(["a/./b/../c/"]),
+            Some(vec!["a".to_string(), "c".to_string()])
+        );
         assert_eq!(normalise(["a", "../../x"]), None);
     }
 }

@@ -22,7 +22,10 @@ pub fn transport(url: &str) -> Transport {
         Transport::Local
     } else if lower.starts_with("git://") {
         Transport::Git
-    } else if lower.starts_with("ssh://") || lower.starts_with("git+ssh://") || lower.starts_with("ssh+git://") {
+    } else if lower.starts_with("ssh://")
+        || lower.starts_with("git+ssh://")
+        || lower.starts_with("ssh+git://")
+    {
         Transport::Ssh
     } else if lower.starts_with("http://") || lower.starts_with("https://") {
         Transport::Http
@@ -122,11 +125,26 @@ mod tests {
 
     #[test]
     fn passwords_and_tokens_are_masked_in_urls() {
-        assert_eq!(redact_url("https://user:hunter2@example.com/a.git"), "https://user:****@example.com/a.git");
-        assert_eq!(redact_url("https://ghp_abc@github.com/a.git"), "https://****@github.com/a.git");
-        assert_eq!(redact_url("ssh://git@example.com:2222/a.git"), "ssh://git@example.com:2222/a.git");
-        assert_eq!(redact_url("git@github.com:acme/fleet.git"), "git@github.com:acme/fleet.git");
-        assert_eq!(redact_url("https://example.com/a@b.git"), "https://example.com/a@b.git");
+        assert_eq!(
+            redact_url("https://user:hunter2@example.com/a.git"),
+            "https://user:****@example.com/a.git"
+        );
+        assert_eq!(
+            redact_url("https://ghp_abc@github.com/a.git"),
+            "https://****@github.com/a.git"
+        );
+        assert_eq!(
+            redact_url("ssh://git@example.com:2222/a.git"),
+            "ssh://git@example.com:2222/a.git"
+        );
+        assert_eq!(
+            redact_url("git@github.com:acme/fleet.git"),
+            "git@github.com:acme/fleet.git"
+        );
+        assert_eq!(
+            redact_url("https://example.com/a@b.git"),
+            "https://example.com/a@b.git"
+        );
         assert_eq!(redact_url("/srv/git/fleet"), "/srv/git/fleet");
     }
 

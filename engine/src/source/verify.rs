@@ -57,38 +57,71 @@ pub struct Verified {
     pub key: String,
 }
 
-pub(super) fn verify_commit(repo: &FleetRepo, oid: Oid, v: &Verification) -> Result<Verified, SourceError> {
+pub(super) fn verify_commit(
+    repo: &FleetRepo,
+    oid: Oid,
+    v: &Verification,
+) -> Result<Verified, SourceError> {
     let commit_hex = oid.to_string();
     let commit = repo.find_commit(oid)?;
     let (sig, data) = match repo.repo.extract_signature(&oid, None) {
         Ok(pair) => pair,
-        Err(e) if e.code() == git2::ErrorCode::NotFound => return Err(SourceError::Unsigned { commit: commit_hex }),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => {
+            return Err(SourceError::Unsigned { commit: commit_hex });
+        }
         Err(e) => return Err(repo.git("extracting the commit signature", &e)),
     };
     let sig_text = String::from_utf8_lossy(&sig).into_owned();
     let committer_email = String::from_utf8_lossy(commit.committer().email_bytes()).into_owned();
     let time = commit.committer().when().seconds();
-    let work = tempfile::tempdir().map_err(|source| verifier_err(&commit_hex, "a temporary directory", source))?;
+    let work = tempfile::tempdir()
+        .map_err(|source| verifier_err(&commit_hex, "a temporary directory", source))?;
     let sig_file = work.path().join("commit.sig");
-    std::fs::write(&sig_file, &*sig).map_err(|source| verifier_err(&commit_hex, "a temporary file", source))?;
+    std::fs::write(&sig_file, &*sig)
+        .map_err(|source| verifier_err(&commit_hex, "a temporary file", source))?;
 
-    if sig_text.trim_start().starts_with("-----BEGIN SSH SIGNATURE-----") {
-        verify_ssh(&commit_hex, &sig_file, &data, &committer_email, time, v.allowed_signers.as_deref())
-    } else if sig_text.trim_start().starts_with("-----BEGIN PGP SIGNATURE-----") {
+    if sig_text
+        .trim_start()
+        .starts_with("-----BEGIN SSH SIGNATURE-----")
+    {
+        verify_ssh(
+            &commit_hex,
+            &sig_file,
+            &data,
+            &committer_email,
+            time,
+            v.allowed_signers.as_deref(),
+        )
+    } else if sig_text
+        .trim_start()
+        .starts_with("-----BEGIN PGP SIGNATURE-----")
+    {
         let data_file = work.path().join("commit.data");
-        std::fs::write(&data_file, &*data).map_err(|source| verifier_err(&commit_hex, "a temporary file", source))?;
-        verify_pgp(&commit_hex, &sig_file, &data_file, work.path(), v.gpg_keyring.as_deref())
+        std::fs::write(&data_file, &*data)
+            .map_err(|source| verifier_err(&commit_hex, "a temporary file", source))?;
+        verify_pgp(
+            &commit_hex,
+            &sig_file,
+            &data_file,
+            work.path(),
+            v.gpg_keyring.as_deref(),
+        )
     } else {
         Err(SourceError::Untrusted {
             commit: commit_hex,
             signer: "an unknown signer".into(),
-            why: "the signature is neither SSH nor OpenPGP (x509 signatures are not supported)".into(),
+            why: "the signature is neither SSH nor OpenPGP (x509 signatures are not supported)"
+                .into(),
         })
     }
 }
 
 fn verifier_err(commit: &str, tool: &str, source: std::io::Error) -> SourceError {
-    SourceError::Verifier { commit: commit.to_string(), tool: tool.to_string(), source }
+    SourceError::Verifier {
+        commit: commit.to_string(),
+        tool: tool.to_string(),
+        source,
+    }
 }
 
 struct Run {
@@ -98,17 +131,28 @@ struct Run {
 
 fn run(commit: &str, mut cmd: Command, stdin: Option<&[u8]>) -> Result<Run, SourceError> {
     let tool = cmd.get_program().to_string_lossy().into_owned();
-    cmd.env("LC_ALL", "C").stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.env("LC_ALL", "C").stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| verifier_err(commit, &tool, source))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|source| verifier_err(commit, &tool, source))?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // A verifier that exits early closes the pipe; its status says why.
         let _ = pipe.write_all(input);
     }
-    let out = child.wait_with_output().map_err(|source| verifier_err(commit, &tool, source))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|source| verifier_err(commit, &tool, source))?;
     let mut stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     stdout.push_str(&String::from_utf8_lossy(&out.stderr));
-    Ok(Run { ok: out.status.success(), stdout })
+    Ok(Run {
+        ok: out.status.success(),
+        stdout,
+    })
 }
 
 /// `SHA256:…` from ssh-keygen's "Good "git" signature … with ED25519 key SHA256:…".
@@ -131,7 +175,12 @@ fn ssh_time(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}{:02}{:02}{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn verify_ssh(
@@ -145,7 +194,9 @@ fn verify_ssh(
     // Who signed, whatever the allow-list says (also checks the signature
     // matches the commit).
     let mut check = Command::new("ssh-keygen");
-    check.args(["-Y", "check-novalidate", "-n", "git", "-s"]).arg(sig_file);
+    check
+        .args(["-Y", "check-novalidate", "-n", "git", "-s"])
+        .arg(sig_file);
     let checked = run(commit, check, Some(data))?;
     let key = ssh_key_of(&checked.stdout).unwrap_or_else(|| "an unknown SSH key".into());
     if !checked.ok {
@@ -180,19 +231,34 @@ fn verify_ssh(
     }
     // Refused: say whether the key is known for someone else.
     let mut find = Command::new("ssh-keygen");
-    find.args(["-Y", "find-principals", "-f"]).arg(allowed).arg("-s").arg(sig_file);
+    find.args(["-Y", "find-principals", "-f"])
+        .arg(allowed)
+        .arg("-s")
+        .arg(sig_file);
     let found = run(commit, find, None)?;
     let why = if found.ok && !found.stdout.trim().is_empty() {
-        let principals: Vec<&str> = found.stdout.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let principals: Vec<&str> = found
+            .stdout
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         format!(
             "the key is allowed for {} in {}, not for the committer <{committer}>",
             principals.join(", "),
             allowed.display()
         )
     } else {
-        format!("the key is not in {} (committer <{committer}>)", allowed.display())
+        format!(
+            "the key is not in {} (committer <{committer}>)",
+            allowed.display()
+        )
     };
-    Err(SourceError::Untrusted { commit: commit.into(), signer: key, why })
+    Err(SourceError::Untrusted {
+        commit: commit.into(),
+        signer: key,
+        why,
+    })
 }
 
 fn verify_pgp(
@@ -212,12 +278,19 @@ fn verify_pgp(
     let keyring = std::path::absolute(keyring).unwrap_or_else(|_| keyring.to_path_buf());
     let cmd = if keyring.is_dir() {
         let mut c = Command::new("gpg");
-        c.arg("--batch").arg("--no-tty").arg("--homedir").arg(&keyring).args(["--status-fd", "1", "--verify"]);
+        c.arg("--batch")
+            .arg("--no-tty")
+            .arg("--homedir")
+            .arg(&keyring)
+            .args(["--status-fd", "1", "--verify"]);
         c.arg(sig_file).arg(data_file);
         c
     } else {
         let mut c = Command::new("gpgv");
-        c.arg("--homedir").arg(work).args(["--status-fd", "1", "--keyring"]).arg(&keyring);
+        c.arg("--homedir")
+            .arg(work)
+            .args(["--status-fd", "1", "--keyring"])
+            .arg(&keyring);
         c.arg(sig_file).arg(data_file);
         c
     };
@@ -227,9 +300,15 @@ fn verify_pgp(
     let mut key_id = None;
     let mut problem = None;
     for line in out.stdout.lines() {
-        let Some(status) = line.strip_prefix("[GNUPG:] ") else { continue };
+        let Some(status) = line.strip_prefix("[GNUPG:] ") else {
+            continue;
+        };
         let mut words = status.splitn(3, ' ');
-        let (kw, a, rest) = (words.next().unwrap_or(""), words.next().unwrap_or(""), words.next().unwrap_or(""));
+        let (kw, a, rest) = (
+            words.next().unwrap_or(""),
+            words.next().unwrap_or(""),
+            words.next().unwrap_or(""),
+        );
         match kw {
             "GOODSIG" => {
                 key_id = Some(a.to_string());
@@ -238,7 +317,8 @@ fn verify_pgp(
             "VALIDSIG" => fingerprint = Some(a.to_string()),
             "BADSIG" => {
                 key_id = Some(a.to_string());
-                problem = Some("the OpenPGP signature does not verify against the commit".to_string());
+                problem =
+                    Some("the OpenPGP signature does not verify against the commit".to_string());
             }
             "ERRSIG" | "NO_PUBKEY" => {
                 key_id = Some(a.to_string());
@@ -246,18 +326,30 @@ fn verify_pgp(
             }
             "EXPKEYSIG" | "REVKEYSIG" => {
                 key_id = Some(a.to_string());
-                problem = Some(format!("the key is {}", if kw == "EXPKEYSIG" { "expired" } else { "revoked" }));
+                problem = Some(format!(
+                    "the key is {}",
+                    if kw == "EXPKEYSIG" {
+                        "expired"
+                    } else {
+                        "revoked"
+                    }
+                ));
             }
             _ => {}
         }
     }
     match (out.ok, problem, good_uid, fingerprint) {
-        (true, None, Some(uid), Some(fpr)) => {
-            Ok(Verified { commit: commit.into(), kind: SignatureKind::OpenPgp, signer: uid, key: fpr })
-        }
+        (true, None, Some(uid), Some(fpr)) => Ok(Verified {
+            commit: commit.into(),
+            kind: SignatureKind::OpenPgp,
+            signer: uid,
+            key: fpr,
+        }),
         (_, problem, _, _) => Err(SourceError::Untrusted {
             commit: commit.into(),
-            signer: key_id.map(|k| format!("OpenPGP key {k}")).unwrap_or_else(|| "an OpenPGP key".into()),
+            signer: key_id
+                .map(|k| format!("OpenPGP key {k}"))
+                .unwrap_or_else(|| "an OpenPGP key".into()),
             why: problem.unwrap_or_else(|| "gpg did not report a good, valid signature".into()),
         }),
     }

@@ -18,11 +18,22 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
         .env("GIT_AUTHOR_EMAIL", "alice@example.com")
         .env("GIT_COMMITTER_NAME", "Alice")
         .env("GIT_COMMITTER_EMAIL", "alice@example.com")
-        .args(["-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"])
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "tag.gpgsign=false",
+        ])
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -72,7 +83,12 @@ impl WorkRepo {
 }
 
 pub fn spec(url: &str, reference: GitRef) -> SourceSpec {
-    SourceSpec { url: url.to_string(), reference, path: "fleet".into(), auth: None }
+    SourceSpec {
+        url: url.to_string(),
+        reference,
+        path: "fleet".into(),
+        auth: None,
+    }
 }
 
 pub fn branch(b: &str) -> GitRef {
@@ -86,8 +102,15 @@ pub fn secrets() -> LocalSecrets {
 /// A name unique in this process and across runs, for repositories in shared peer dirs.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}-{}-{}-{nanos}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// An ed25519 key pair made with ssh-keygen; returns (private key path, public key line).
@@ -99,9 +122,8 @@ pub fn ssh_key(dir: &Path, name: &str) -> (PathBuf, String) {
         .status()
         .unwrap();
     assert!(st.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap_or_else(|_| {
-        std::fs::read_to_string(format!("{}.pub", key.display())).unwrap()
-    });
+    let public = std::fs::read_to_string(key.with_extension("pub"))
+        .unwrap_or_else(|_| std::fs::read_to_string(format!("{}.pub", key.display())).unwrap());
     (key, public.trim().to_string())
 }
 
@@ -112,7 +134,9 @@ pub fn peer_env(var: &str) -> Option<String> {
         Ok(v) if !v.is_empty() => Some(v),
         _ => {
             if std::env::var("FLEETFORM_REQUIRE_PEERS").as_deref() == Ok("1") {
-                panic!("{var} is not set: run tests/peers/git.sh start and source $FLEETFORM_PEERS_DIR/git.env");
+                panic!(
+                    "{var} is not set: run tests/peers/git.sh start and source $FLEETFORM_PEERS_DIR/git.env"
+                );
             }
             eprintln!("skipped: git not running (tests/peers/git.sh start)");
             None

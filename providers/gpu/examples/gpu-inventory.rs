@@ -16,19 +16,21 @@ fn main() -> ExitCode {
     let mut opts = CollectOptions::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        let mut value = |name: &str| {
-            args.next().ok_or_else(|| format!("{name} needs a value"))
-        };
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         let r = match a.as_str() {
             "--format" => value("--format").map(|v| format = v),
             "--node" => value("--node").map(|v| opts.node = Some(v)),
             "--xid-poll-ms" => value("--xid-poll-ms").and_then(|v| {
-                let ms: u64 = v.parse().map_err(|_| format!("--xid-poll-ms: `{v}` is not a number"))?;
+                let ms: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--xid-poll-ms: `{v}` is not a number"))?;
                 opts.xid_poll = (ms > 0).then(|| Duration::from_millis(ms));
                 Ok(())
             }),
             "-h" | "--help" => {
-                println!("usage: gpu-inventory [--format json|text] [--node NAME] [--xid-poll-ms N]");
+                println!(
+                    "usage: gpu-inventory [--format json|text] [--node NAME] [--xid-poll-ms N]"
+                );
                 return ExitCode::SUCCESS;
             }
             other => Err(format!("unknown argument `{other}`")),

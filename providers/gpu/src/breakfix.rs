@@ -110,7 +110,11 @@ pub enum Remediation {
 /// domain, then the same fault domain, then any allowed fault domain. A spare
 /// is used once. Degraded nodes get nothing (they wait for a maintenance
 /// window). Output order is deterministic: pools in input order, nodes by name.
-pub fn break_fix(inventories: &[Inventory], pools: &[PoolMembers], spares: &[Spare]) -> Vec<Remediation> {
+pub fn break_fix(
+    inventories: &[Inventory],
+    pools: &[PoolMembers],
+    spares: &[Spare],
+) -> Vec<Remediation> {
     let mut out = Vec::new();
     let mut used_spares: BTreeSet<String> = BTreeSet::new();
     // A spare that is itself failed is no spare.
@@ -124,14 +128,22 @@ pub fn break_fix(inventories: &[Inventory], pools: &[PoolMembers], spares: &[Spa
         let name = &pool.expectation.pool;
         let mut unavailable: BTreeSet<String> = pool.unavailable.iter().cloned().collect();
         let allowed: BTreeSet<&str> = if pool.allowed_fault_domains.is_empty() {
-            pool.members.iter().map(|m| m.fault_domain.as_str()).collect()
+            pool.members
+                .iter()
+                .map(|m| m.fault_domain.as_str())
+                .collect()
         } else {
-            pool.allowed_fault_domains.iter().map(String::as_str).collect()
+            pool.allowed_fault_domains
+                .iter()
+                .map(String::as_str)
+                .collect()
         };
         let mut members: Vec<&HostPlacement> = pool.members.iter().collect();
         members.sort_by(|a, b| a.node.cmp(&b.node));
         for m in members {
-            let Some(inv) = inventories.iter().find(|i| i.node == m.node) else { continue };
+            let Some(inv) = inventories.iter().find(|i| i.node == m.node) else {
+                continue;
+            };
             let verdict = node_health(inv);
             if verdict.state != HealthState::Failed {
                 continue;
@@ -140,7 +152,11 @@ pub fn break_fix(inventories: &[Inventory], pools: &[PoolMembers], spares: &[Spa
                 true
             } else if (unavailable.len() as u32) < pool.max_unavailable {
                 unavailable.insert(m.node.clone());
-                out.push(Remediation::Cordon { node: m.node.clone(), pool: name.clone(), reasons: verdict.reasons });
+                out.push(Remediation::Cordon {
+                    node: m.node.clone(),
+                    pool: name.clone(),
+                    reasons: verdict.reasons,
+                });
                 true
             } else {
                 out.push(Remediation::BudgetExhausted {
@@ -164,12 +180,24 @@ pub fn break_fix(inventories: &[Inventory], pools: &[PoolMembers], spares: &[Spa
             let rank = |s: &Spare| -> (u8, String) {
                 let same_nvl = m.nvl_domain.is_some() && s.host.nvl_domain == m.nvl_domain;
                 let same_fd = s.host.fault_domain == m.fault_domain;
-                (if same_nvl { 0 } else if same_fd { 1 } else { 2 }, s.host.node.clone())
+                (
+                    if same_nvl {
+                        0
+                    } else if same_fd {
+                        1
+                    } else {
+                        2
+                    },
+                    s.host.node.clone(),
+                )
             };
             match candidates.into_iter().min_by_key(|s| rank(s)) {
                 Some(s) => {
                     let reason = match rank(s).0 {
-                        0 => format!("same NVL domain {}", s.host.nvl_domain.as_deref().unwrap_or("")),
+                        0 => format!(
+                            "same NVL domain {}",
+                            s.host.nvl_domain.as_deref().unwrap_or("")
+                        ),
                         1 => format!("same fault domain {}", s.host.fault_domain),
                         _ => format!("allowed fault domain {}", s.host.fault_domain),
                     };
@@ -181,7 +209,10 @@ pub fn break_fix(inventories: &[Inventory], pools: &[PoolMembers], spares: &[Spa
                         reason,
                     });
                 }
-                None => out.push(Remediation::NoSpare { node: m.node.clone(), pool: name.clone() }),
+                None => out.push(Remediation::NoSpare {
+                    node: m.node.clone(),
+                    pool: name.clone(),
+                }),
             }
         }
     }

@@ -14,18 +14,21 @@ use std::time::{Duration, Instant};
 use nvml_wrapper::Nvml;
 use nvml_wrapper::bitmasks::device::ThrottleReasons;
 use nvml_wrapper::bitmasks::event::EventTypes;
-use nvml_wrapper::enum_wrappers::device::{EccCounter, MemoryError, RetirementCause, TemperatureSensor, TemperatureThreshold};
+use nvml_wrapper::enum_wrappers::device::{
+    EccCounter, MemoryError, RetirementCause, TemperatureSensor, TemperatureThreshold,
+};
 use nvml_wrapper::enums::event::XidError;
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::struct_wrappers::device::FieldValueSample;
 use nvml_wrapper::structs::device::FieldId;
 use nvml_wrapper::sys_exports::field_id::{
-    NVML_FI_DEV_REMAPPED_COR, NVML_FI_DEV_REMAPPED_FAILURE, NVML_FI_DEV_REMAPPED_PENDING, NVML_FI_DEV_REMAPPED_UNC,
+    NVML_FI_DEV_REMAPPED_COR, NVML_FI_DEV_REMAPPED_FAILURE, NVML_FI_DEV_REMAPPED_PENDING,
+    NVML_FI_DEV_REMAPPED_UNC,
 };
 
 use crate::inventory::{
-    Ecc, EccCounts, Gpu, Inventory, MigDevice, MigState, NvLink, RemappedRows, RetiredPages, XidEvent,
-    profile_from_mig_name,
+    Ecc, EccCounts, Gpu, Inventory, MigDevice, MigState, NvLink, RemappedRows, RetiredPages,
+    XidEvent, profile_from_mig_name,
 };
 
 /// Why no inventory could be collected.
@@ -62,7 +65,11 @@ pub struct CollectOptions {
 
 impl Default for CollectOptions {
     fn default() -> Self {
-        Self { node: None, xid_poll: Some(Duration::from_millis(250)), nvml_lib: None }
+        Self {
+            node: None,
+            xid_poll: Some(Duration::from_millis(250)),
+            nvml_lib: None,
+        }
     }
 }
 
@@ -79,7 +86,12 @@ fn node_name(opts: &CollectOptions) -> String {
         .clone()
         .or_else(|| std::env::var("NODE_NAME").ok().filter(|s| !s.is_empty()))
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
         .unwrap_or_else(|| "unknown".to_string())
 }
 
@@ -99,7 +111,11 @@ fn unavailable(e: &NvmlError) -> GpuError {
 fn keep<T>(r: Result<T, NvmlError>, what: &str, errors: &mut Vec<String>) -> Option<T> {
     match r {
         Ok(v) => Some(v),
-        Err(NvmlError::NotSupported | NvmlError::FunctionNotFound | NvmlError::FailedToLoadSymbol(_)) => None,
+        Err(
+            NvmlError::NotSupported
+            | NvmlError::FunctionNotFound
+            | NvmlError::FailedToLoadSymbol(_),
+        ) => None,
         Err(e) => {
             errors.push(format!("{what}: {e:?} ({e})"));
             None
@@ -120,15 +136,18 @@ pub const NVML_FALLBACK_PATHS: &[&str] = &[
 /// Loads NVML: the explicit path, or the loader's search, then the fallbacks.
 /// Only a failure to load the library moves on to the next candidate.
 fn init_nvml(opts: &CollectOptions) -> Result<Nvml, NvmlError> {
-    let explicit = opts
-        .nvml_lib
-        .clone()
-        .or_else(|| std::env::var_os("FLEETFORM_NVML_LIB").filter(|v| !v.is_empty()).map(Into::into));
+    let explicit = opts.nvml_lib.clone().or_else(|| {
+        std::env::var_os("FLEETFORM_NVML_LIB")
+            .filter(|v| !v.is_empty())
+            .map(Into::into)
+    });
     if let Some(path) = explicit {
         return Nvml::builder().lib_path(path.as_os_str()).init();
     }
     let first = Nvml::init();
-    let Err(NvmlError::LibloadingError(_)) = &first else { return first };
+    let Err(NvmlError::LibloadingError(_)) = &first else {
+        return first;
+    };
     for p in NVML_FALLBACK_PATHS {
         if std::path::Path::new(p).exists() {
             return Nvml::builder().lib_path(std::ffi::OsStr::new(p)).init();
@@ -142,12 +161,19 @@ pub fn collect_with(opts: &CollectOptions) -> Result<Inventory, GpuError> {
     let nvml = init_nvml(opts).map_err(|e| unavailable(&e))?;
     let count = nvml.device_count().map_err(|e| unavailable(&e))?;
     if count == 0 {
-        return Err(GpuError::NvmlUnavailable("NVML not available: no GPU found".to_string()));
+        return Err(GpuError::NvmlUnavailable(
+            "NVML not available: no GPU found".to_string(),
+        ));
     }
     let mut inv = Inventory::new(node_name(opts));
     inv.driver_version = keep(nvml.sys_driver_version(), "driver version", &mut inv.errors);
     inv.nvml_version = keep(nvml.sys_nvml_version(), "NVML version", &mut inv.errors);
-    inv.cuda_driver_version = keep(nvml.sys_cuda_driver_version(), "CUDA driver version", &mut inv.errors).map(|v| {
+    inv.cuda_driver_version = keep(
+        nvml.sys_cuda_driver_version(),
+        "CUDA driver version",
+        &mut inv.errors,
+    )
+    .map(|v| {
         format!(
             "{}.{}",
             nvml_wrapper::cuda_driver_version_major(v),
@@ -155,7 +181,10 @@ pub fn collect_with(opts: &CollectOptions) -> Result<Inventory, GpuError> {
         )
     });
     for index in 0..count {
-        let mut g = Gpu { index, ..Gpu::default() };
+        let mut g = Gpu {
+            index,
+            ..Gpu::default()
+        };
         match nvml.device_by_index(index) {
             Ok(dev) => read_gpu(&dev, &mut g),
             Err(e) => g.errors.push(format!("device handle: {e:?} ({e})")),
@@ -182,7 +211,11 @@ fn read_gpu(dev: &nvml_wrapper::Device<'_>, g: &mut Gpu) {
         g.memory_used_bytes = Some(m.used);
     }
     if let Some(mode) = keep(dev.mig_mode(), "MIG mode", e) {
-        let mut state = MigState { current_enabled: mode.current == 1, pending_enabled: mode.pending == 1, devices: Vec::new() };
+        let mut state = MigState {
+            current_enabled: mode.current == 1,
+            pending_enabled: mode.pending == 1,
+            devices: Vec::new(),
+        };
         if state.current_enabled {
             let max = keep(dev.mig_device_count(), "MIG device count", e).unwrap_or(0);
             for i in 0..max {
@@ -195,7 +228,8 @@ fn read_gpu(dev: &nvml_wrapper::Device<'_>, g: &mut Gpu) {
                             profile: name.as_deref().and_then(profile_from_mig_name),
                             uuid: keep(md.uuid(), "MIG uuid", &mut errs),
                             placement: None,
-                            memory_total_bytes: keep(md.memory_info(), "MIG memory", &mut errs).map(|m| m.total),
+                            memory_total_bytes: keep(md.memory_info(), "MIG memory", &mut errs)
+                                .map(|m| m.total),
                         });
                         e.extend(errs.into_iter().map(|x| format!("MIG device {i}: {x}")));
                     }
@@ -209,9 +243,20 @@ fn read_gpu(dev: &nvml_wrapper::Device<'_>, g: &mut Gpu) {
     }
     if let Some(mode) = keep(dev.is_ecc_enabled(), "ECC mode", e) {
         let counts = |counter: EccCounter, label: &str, e: &mut Vec<String>| {
-            let corrected = keep(dev.total_ecc_errors(MemoryError::Corrected, counter), &format!("ECC {label} corrected"), e);
-            let uncorrected = keep(dev.total_ecc_errors(MemoryError::Uncorrected, counter), &format!("ECC {label} uncorrected"), e);
-            (corrected.is_some() || uncorrected.is_some()).then_some(EccCounts { corrected, uncorrected })
+            let corrected = keep(
+                dev.total_ecc_errors(MemoryError::Corrected, counter),
+                &format!("ECC {label} corrected"),
+                e,
+            );
+            let uncorrected = keep(
+                dev.total_ecc_errors(MemoryError::Uncorrected, counter),
+                &format!("ECC {label} uncorrected"),
+                e,
+            );
+            (corrected.is_some() || uncorrected.is_some()).then_some(EccCounts {
+                corrected,
+                uncorrected,
+            })
         };
         let volatile = counts(EccCounter::Volatile, "volatile", e);
         let aggregate = counts(EccCounter::Aggregate, "aggregate", e);
@@ -224,12 +269,24 @@ fn read_gpu(dev: &nvml_wrapper::Device<'_>, g: &mut Gpu) {
     }
     {
         let pending = keep(dev.are_pages_pending_retired(), "retired pages pending", e);
-        let single_bit = keep(dev.retired_pages(RetirementCause::MultipleSingleBitEccErrors), "retired pages (SBE)", e)
-            .map(|v| v.len() as u64);
-        let double_bit =
-            keep(dev.retired_pages(RetirementCause::DoubleBitEccError), "retired pages (DBE)", e).map(|v| v.len() as u64);
+        let single_bit = keep(
+            dev.retired_pages(RetirementCause::MultipleSingleBitEccErrors),
+            "retired pages (SBE)",
+            e,
+        )
+        .map(|v| v.len() as u64);
+        let double_bit = keep(
+            dev.retired_pages(RetirementCause::DoubleBitEccError),
+            "retired pages (DBE)",
+            e,
+        )
+        .map(|v| v.len() as u64);
         if pending.is_some() || single_bit.is_some() || double_bit.is_some() {
-            g.retired_pages = Some(RetiredPages { pending, single_bit, double_bit });
+            g.retired_pages = Some(RetiredPages {
+                pending,
+                single_bit,
+                double_bit,
+            });
         }
     }
     g.remapped_rows = read_remapped_rows(dev, e);
@@ -238,7 +295,9 @@ fn read_gpu(dev: &nvml_wrapper::Device<'_>, g: &mut Gpu) {
         for link in 0..NVLINK_MAX_LINKS {
             match dev.link_wrapper_for(link).is_active() {
                 Ok(active) => links.push(NvLink { link, active }),
-                Err(NvmlError::NotSupported | NvmlError::InvalidArg | NvmlError::FunctionNotFound) => {}
+                Err(
+                    NvmlError::NotSupported | NvmlError::InvalidArg | NvmlError::FunctionNotFound,
+                ) => {}
                 Err(err) => e.push(format!("NVLink {link}: {err:?} ({err})")),
             }
         }
@@ -249,24 +308,46 @@ fn read_gpu(dev: &nvml_wrapper::Device<'_>, g: &mut Gpu) {
     g.power_draw_mw = keep(dev.power_usage(), "power draw", e);
     g.power_limit_mw = keep(dev.enforced_power_limit(), "power limit", e);
     g.temperature_c = keep(dev.temperature(TemperatureSensor::Gpu), "temperature", e);
-    g.temperature_slowdown_c = keep(dev.temperature_threshold(TemperatureThreshold::Slowdown), "slowdown threshold", e);
-    g.temperature_shutdown_c = keep(dev.temperature_threshold(TemperatureThreshold::Shutdown), "shutdown threshold", e);
-    g.throttle_reasons = keep(dev.current_throttle_reasons(), "throttle reasons", e).map(throttle_names);
+    g.temperature_slowdown_c = keep(
+        dev.temperature_threshold(TemperatureThreshold::Slowdown),
+        "slowdown threshold",
+        e,
+    );
+    g.temperature_shutdown_c = keep(
+        dev.temperature_threshold(TemperatureThreshold::Shutdown),
+        "shutdown threshold",
+        e,
+    );
+    g.throttle_reasons =
+        keep(dev.current_throttle_reasons(), "throttle reasons", e).map(throttle_names);
 }
 
 fn throttle_names(r: ThrottleReasons) -> Vec<String> {
     let table: &[(ThrottleReasons, &str)] = &[
         (ThrottleReasons::GPU_IDLE, "gpu-idle"),
-        (ThrottleReasons::APPLICATIONS_CLOCKS_SETTING, "applications-clocks-setting"),
+        (
+            ThrottleReasons::APPLICATIONS_CLOCKS_SETTING,
+            "applications-clocks-setting",
+        ),
         (ThrottleReasons::SW_POWER_CAP, "sw-power-cap"),
         (ThrottleReasons::HW_SLOWDOWN, "hw-slowdown"),
         (ThrottleReasons::SYNC_BOOST, "sync-boost"),
         (ThrottleReasons::SW_THERMAL_SLOWDOWN, "sw-thermal-slowdown"),
         (ThrottleReasons::HW_THERMAL_SLOWDOWN, "hw-thermal-slowdown"),
-        (ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN, "hw-power-brake-slowdown"),
-        (ThrottleReasons::DISPLAY_CLOCK_SETTING, "display-clock-setting"),
+        (
+            ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN,
+            "hw-power-brake-slowdown",
+        ),
+        (
+            ThrottleReasons::DISPLAY_CLOCK_SETTING,
+            "display-clock-setting",
+        ),
     ];
-    table.iter().filter(|(flag, _)| r.contains(*flag)).map(|(_, n)| n.to_string()).collect()
+    table
+        .iter()
+        .filter(|(flag, _)| r.contains(*flag))
+        .map(|(_, n)| n.to_string())
+        .collect()
 }
 
 /// Row remapping through NVML field values (nvml-wrapper has no wrapper for
@@ -312,8 +393,13 @@ fn poll_xids(nvml: &Nvml, window: Duration, inv: &mut Inventory) {
     };
     let mut registered = 0;
     for g in &inv.gpus {
-        let Ok(dev) = nvml.device_by_index(g.index) else { continue };
-        let supported = dev.supported_event_types().map(|t| t.contains(EventTypes::CRITICAL_XID_ERROR)).unwrap_or(false);
+        let Ok(dev) = nvml.device_by_index(g.index) else {
+            continue;
+        };
+        let supported = dev
+            .supported_event_types()
+            .map(|t| t.contains(EventTypes::CRITICAL_XID_ERROR))
+            .unwrap_or(false);
         if !supported {
             continue;
         }
@@ -324,7 +410,10 @@ fn poll_xids(nvml: &Nvml, window: Duration, inv: &mut Inventory) {
             }
             Err(err) => {
                 // The set is consumed on failure; give up on XIDs rather than guess.
-                inv.errors.push(format!("XID event registration on GPU {}: {:?}", g.index, err.error));
+                inv.errors.push(format!(
+                    "XID event registration on GPU {}: {:?}",
+                    g.index, err.error
+                ));
                 return;
             }
         }
@@ -342,12 +431,23 @@ fn poll_xids(nvml: &Nvml, window: Duration, inv: &mut Inventory) {
         let ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
         match set.wait(ms) {
             Ok(ev) => {
-                let Some(XidError::Value(xid)) = ev.event_data else { continue };
+                let Some(XidError::Value(xid)) = ev.event_data else {
+                    continue;
+                };
                 let uuid = ev.device.uuid().ok();
-                if let Some(g) = inv.gpus.iter_mut().find(|g| g.uuid.is_some() && g.uuid == uuid) {
-                    g.xid_events.push(XidEvent { xid, at: Some(at.clone()) });
+                if let Some(g) = inv
+                    .gpus
+                    .iter_mut()
+                    .find(|g| g.uuid.is_some() && g.uuid == uuid)
+                {
+                    g.xid_events.push(XidEvent {
+                        xid,
+                        at: Some(at.clone()),
+                    });
                 } else {
-                    inv.errors.push(format!("XID {xid} on a device not in the inventory ({uuid:?})"));
+                    inv.errors.push(format!(
+                        "XID {xid} on a device not in the inventory ({uuid:?})"
+                    ));
                 }
             }
             Err(NvmlError::Timeout) => break,

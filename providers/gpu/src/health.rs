@@ -47,7 +47,10 @@ pub struct Verdict {
 
 impl Verdict {
     fn healthy() -> Self {
-        Self { state: HealthState::Healthy, reasons: Vec::new() }
+        Self {
+            state: HealthState::Healthy,
+            reasons: Vec::new(),
+        }
     }
 
     fn add(&mut self, state: HealthState, reason: String) {
@@ -82,7 +85,11 @@ pub const TEMPERATURE_AT_SLOWDOWN_IS_DEGRADED: bool = true;
 
 /// Throttle reasons that mean hardware protection kicked in (not policy such as
 /// power caps or idle): degraded.
-pub const DEGRADING_THROTTLE_REASONS: &[&str] = &["hw-slowdown", "hw-thermal-slowdown", "hw-power-brake-slowdown"];
+pub const DEGRADING_THROTTLE_REASONS: &[&str] = &[
+    "hw-slowdown",
+    "hw-thermal-slowdown",
+    "hw-power-brake-slowdown",
+];
 
 /// XIDs that fail a GPU: the catalogue's immediate action is a GPU reset or
 /// node reboot, so the GPU cannot serve until repaired.
@@ -119,38 +126,66 @@ pub fn gpu_health(g: &Gpu, nvlink_peer_max: usize) -> Verdict {
     let mut v = Verdict::healthy();
     let at = format!("GPU {}", g.index);
 
-    if g.errors.iter().any(|e| LOST_MARKERS.iter().any(|m| e.contains(m))) {
-        v.add(HealthState::Failed, format!("{at}: GPU is lost (fell off the bus)"));
+    if g.errors
+        .iter()
+        .any(|e| LOST_MARKERS.iter().any(|m| e.contains(m)))
+    {
+        v.add(
+            HealthState::Failed,
+            format!("{at}: GPU is lost (fell off the bus)"),
+        );
     }
-    if let Some(n) = g.ecc.as_ref().and_then(|e| e.volatile.as_ref()).and_then(|vol| vol.uncorrected)
+    if let Some(n) = g
+        .ecc
+        .as_ref()
+        .and_then(|e| e.volatile.as_ref())
+        .and_then(|vol| vol.uncorrected)
         && n >= ECC_UNCORRECTABLE_VOLATILE_FAILED
     {
-        v.add(HealthState::Failed, format!("{at}: {n} uncorrectable volatile ECC error(s)"));
+        v.add(
+            HealthState::Failed,
+            format!("{at}: {n} uncorrectable volatile ECC error(s)"),
+        );
     }
     if let Some(r) = &g.remapped_rows {
         if REMAP_FAILURE_IS_FAILED && r.failure == Some(true) {
-            v.add(HealthState::Failed, format!("{at}: row remapping failed (no spare rows)"));
+            v.add(
+                HealthState::Failed,
+                format!("{at}: row remapping failed (no spare rows)"),
+            );
         }
         if REMAP_PENDING_IS_DEGRADED && r.pending == Some(true) {
-            v.add(HealthState::Degraded, format!("{at}: row remap pending, needs a GPU reset"));
+            v.add(
+                HealthState::Degraded,
+                format!("{at}: row remap pending, needs a GPU reset"),
+            );
         }
         if let Some(n) = r.uncorrectable
             && n >= REMAPPED_UNCORRECTABLE_DEGRADED
         {
-            v.add(HealthState::Degraded, format!("{at}: {n} rows remapped for uncorrectable errors"));
+            v.add(
+                HealthState::Degraded,
+                format!("{at}: {n} rows remapped for uncorrectable errors"),
+            );
         }
     }
     if let Some(p) = &g.retired_pages
         && REMAP_PENDING_IS_DEGRADED
         && p.pending == Some(true)
     {
-        v.add(HealthState::Degraded, format!("{at}: page retirement pending, needs a reboot"));
+        v.add(
+            HealthState::Degraded,
+            format!("{at}: page retirement pending, needs a reboot"),
+        );
     }
     if let (Some(t), Some(slow)) = (g.temperature_c, g.temperature_slowdown_c)
         && TEMPERATURE_AT_SLOWDOWN_IS_DEGRADED
         && t >= slow
     {
-        v.add(HealthState::Degraded, format!("{at}: {t} C, at or above its slowdown threshold {slow} C"));
+        v.add(
+            HealthState::Degraded,
+            format!("{at}: {t} C, at or above its slowdown threshold {slow} C"),
+        );
     }
     if let Some(reasons) = &g.throttle_reasons {
         let hw: Vec<&str> = reasons
@@ -159,18 +194,29 @@ pub fn gpu_health(g: &Gpu, nvlink_peer_max: usize) -> Verdict {
             .filter(|r| DEGRADING_THROTTLE_REASONS.contains(r))
             .collect();
         if !hw.is_empty() {
-            v.add(HealthState::Degraded, format!("{at}: clocks throttled by {}", hw.join(", ")));
+            v.add(
+                HealthState::Degraded,
+                format!("{at}: clocks throttled by {}", hw.join(", ")),
+            );
         }
     }
     if let Some(links) = &g.nvlinks {
         let active = links.iter().filter(|l| l.active).count();
         if nvlink_peer_max > 0 && active < nvlink_peer_max {
-            let down: Vec<String> = links.iter().filter(|l| !l.active).map(|l| l.link.to_string()).collect();
+            let down: Vec<String> = links
+                .iter()
+                .filter(|l| !l.active)
+                .map(|l| l.link.to_string())
+                .collect();
             v.add(
                 HealthState::Degraded,
                 format!(
                     "{at}: {active} of {nvlink_peer_max} NVLinks active (down: {})",
-                    if down.is_empty() { "not reported".to_string() } else { down.join(",") }
+                    if down.is_empty() {
+                        "not reported".to_string()
+                    } else {
+                        down.join(",")
+                    }
                 ),
             );
         }

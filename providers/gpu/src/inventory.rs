@@ -289,7 +289,10 @@ impl Inventory {
         }
         let inv: Inventory = serde_json::from_str(text).map_err(InventoryError::Parse)?;
         if inv.api_version != API_VERSION || inv.kind != KIND {
-            return Err(InventoryError::Version { api_version: inv.api_version, kind: inv.kind });
+            return Err(InventoryError::Version {
+                api_version: inv.api_version,
+                kind: inv.kind,
+            });
         }
         Ok(inv)
     }
@@ -305,11 +308,16 @@ impl Inventory {
 pub(crate) fn profile_from_mig_name(name: &str) -> Option<String> {
     let (_, tail) = name.rsplit_once("MIG ")?;
     let p = tail.trim();
-    if p.contains('g') && p.contains('.') { Some(p.to_string()) } else { None }
+    if p.contains('g') && p.contains('.') {
+        Some(p.to_string())
+    } else {
+        None
+    }
 }
 
 fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
-    v.as_ref().map_or_else(|| "-".to_string(), |v| v.to_string())
+    v.as_ref()
+        .map_or_else(|| "-".to_string(), |v| v.to_string())
 }
 
 /// The inventory for people: one header, one line per GPU, then details worth
@@ -399,7 +407,14 @@ pub fn render_text(inv: &Inventory) -> String {
             let _ = writeln!(s, "    error: {e}");
         }
         for x in &g.xid_events {
-            let _ = writeln!(s, "    xid {}{}", x.xid, x.at.as_ref().map(|a| format!(" at {a}")).unwrap_or_default());
+            let _ = writeln!(
+                s,
+                "    xid {}{}",
+                x.xid,
+                x.at.as_ref()
+                    .map(|a| format!(" at {a}"))
+                    .unwrap_or_default()
+            );
         }
     }
     for e in &inv.errors {
@@ -414,8 +429,14 @@ mod tests {
 
     #[test]
     fn mig_profile_is_parsed_from_the_mig_device_name() {
-        assert_eq!(profile_from_mig_name("NVIDIA H100 80GB HBM3 MIG 1g.10gb").as_deref(), Some("1g.10gb"));
-        assert_eq!(profile_from_mig_name("NVIDIA A100-SXM4-40GB MIG 1g.5gb+me").as_deref(), Some("1g.5gb+me"));
+        assert_eq!(
+            profile_from_mig_name("NVIDIA H100 80GB HBM3 MIG 1g.10gb").as_deref(),
+            Some("1g.10gb")
+        );
+        assert_eq!(
+            profile_from_mig_name("NVIDIA A100-SXM4-40GB MIG 1g.5gb+me").as_deref(),
+            Some("1g.5gb+me")
+        );
         assert_eq!(profile_from_mig_name("NVIDIA H100 80GB HBM3"), None);
     }
 }

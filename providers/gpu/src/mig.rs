@@ -31,8 +31,18 @@ pub const MEMORY_SLICES: u32 = 8;
 /// Compute slices per catalogued GPU (A100/H100/H200/B200/GB200: 7).
 pub const COMPUTE_SLICES: u32 = 7;
 
-const fn p(name: &'static str, compute_slices: u32, memory_slices: u32, max_instances: u32) -> MigProfile {
-    MigProfile { name, compute_slices, memory_slices, max_instances }
+const fn p(
+    name: &'static str,
+    compute_slices: u32,
+    memory_slices: u32,
+    max_instances: u32,
+) -> MigProfile {
+    MigProfile {
+        name,
+        compute_slices,
+        memory_slices,
+        max_instances,
+    }
 }
 
 /// A catalogued GPU model.
@@ -132,8 +142,18 @@ pub const MODELS: &[MigModel] = &[
         profiles: GB80,
         balanced: &["1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb"],
     },
-    MigModel { key: "H100-NVL-94GB", device_ids: &["0x232110DE", "0x233A10DE"], profiles: H100_NVL_94GB, balanced: &[] },
-    MigModel { key: "H100-96GB", device_ids: &["0x233D10DE"], profiles: H100_96GB, balanced: &[] },
+    MigModel {
+        key: "H100-NVL-94GB",
+        device_ids: &["0x232110DE", "0x233A10DE"],
+        profiles: H100_NVL_94GB,
+        balanced: &[],
+    },
+    MigModel {
+        key: "H100-96GB",
+        device_ids: &["0x233D10DE"],
+        profiles: H100_96GB,
+        balanced: &[],
+    },
     MigModel {
         key: "H200-141GB",
         device_ids: &["0x233510DE", "0x233B10DE"],
@@ -157,7 +177,11 @@ pub const MODELS: &[MigModel] = &[
 /// Upper-cases and drops spaces, dashes and the `NVIDIA` prefix:
 /// `NVIDIA H100 80GB HBM3` → `H10080GBHBM3`.
 fn squash(s: &str) -> String {
-    s.to_ascii_uppercase().replace("NVIDIA", "").chars().filter(|c| c.is_ascii_alphanumeric()).collect()
+    s.to_ascii_uppercase()
+        .replace("NVIDIA", "")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect()
 }
 
 /// True when `token` occurs in `hay` not preceded by a letter or digit
@@ -186,7 +210,10 @@ pub(crate) fn contains_model_token(hay: &str, token: &str) -> bool {
 /// `B200` does not match `NVIDIA GB200`.
 pub fn model_matches(name: &str, model: &str) -> bool {
     let words = |s: &str| -> Vec<String> {
-        s.split([' ', '-', '_']).filter(|w| !w.is_empty()).map(|w| w.to_ascii_uppercase()).collect()
+        s.split([' ', '-', '_'])
+            .filter(|w| !w.is_empty())
+            .map(|w| w.to_ascii_uppercase())
+            .collect()
     };
     let have = words(name);
     let want = words(model);
@@ -202,7 +229,9 @@ pub fn model(gpu_model: &str) -> Option<&'static MigModel> {
     let raw = gpu_model.trim();
     if let Some(hex) = raw.strip_prefix("0x").or_else(|| raw.strip_prefix("0X")) {
         let id = format!("0x{}", hex.to_ascii_uppercase());
-        return MODELS.iter().find(|m| m.device_ids.iter().any(|d| d.eq_ignore_ascii_case(&id)));
+        return MODELS
+            .iter()
+            .find(|m| m.device_ids.iter().any(|d| d.eq_ignore_ascii_case(&id)));
     }
     let s = squash(raw);
     let key = if s.contains("GH200") {
@@ -309,15 +338,20 @@ fn expand_named(name: &str, gpu_model: &str) -> Result<GpuMig, String> {
         "all-enabled" => return Ok(GpuMig::Enabled(Vec::new())),
         _ => {}
     }
-    let m = model(gpu_model).ok_or_else(|| format!("no MIG profile catalogue for GPU model `{gpu_model}`"))?;
+    let m = model(gpu_model)
+        .ok_or_else(|| format!("no MIG profile catalogue for GPU model `{gpu_model}`"))?;
     if name == "all-balanced" {
         if m.balanced.is_empty() {
             return Err(format!("`all-balanced` is not defined for {}", m.key));
         }
-        return Ok(GpuMig::Enabled(m.balanced.iter().map(|s| s.to_string()).collect()));
+        return Ok(GpuMig::Enabled(
+            m.balanced.iter().map(|s| s.to_string()).collect(),
+        ));
     }
     let Some(rest) = name.strip_prefix("all-") else {
-        return Err(format!("unknown MIG config `{name}`: expected all-disabled, all-enabled, all-balanced or all-<profile>"));
+        return Err(format!(
+            "unknown MIG config `{name}`: expected all-disabled, all-enabled, all-balanced or all-<profile>"
+        ));
     };
     // `all-1g.10gb.me` names the `1g.10gb+me` profile, one instance.
     let profile = match rest.strip_suffix(".me") {
@@ -328,8 +362,16 @@ fn expand_named(name: &str, gpu_model: &str) -> Result<GpuMig, String> {
         .profiles
         .iter()
         .find(|p| p.name == profile)
-        .ok_or_else(|| format!("MIG config `{name}`: profile {profile} does not exist on {}", m.key))?;
-    Ok(GpuMig::Enabled(vec![prof.name.to_string(); prof.max_instances as usize]))
+        .ok_or_else(|| {
+            format!(
+                "MIG config `{name}`: profile {profile} does not exist on {}",
+                m.key
+            )
+        })?;
+    Ok(GpuMig::Enabled(vec![
+        prof.name.to_string();
+        prof.max_instances as usize
+    ]))
 }
 
 /// Checks that one GPU's profile list fits a GPU model: every profile exists,
@@ -337,7 +379,8 @@ fn expand_named(name: &str, gpu_model: &str) -> Result<GpuMig, String> {
 /// slices ≤ 7 and memory slices ≤ 8. E.g. on H100 80GB, 7 × `1g.10gb` fits and
 /// 8 do not.
 pub fn fits(layout: &[String], gpu_model: &str) -> Result<(), String> {
-    let m = model(gpu_model).ok_or_else(|| format!("no MIG profile catalogue for GPU model `{gpu_model}`"))?;
+    let m = model(gpu_model)
+        .ok_or_else(|| format!("no MIG profile catalogue for GPU model `{gpu_model}`"))?;
     let mut compute = 0;
     let mut memory = 0;
     let mut me = 0;
@@ -345,7 +388,11 @@ pub fn fits(layout: &[String], gpu_model: &str) -> Result<(), String> {
     for name in layout {
         let prof = m.profiles.iter().find(|p| p.name == name).ok_or_else(|| {
             let known: Vec<&str> = m.profiles.iter().map(|p| p.name).collect();
-            format!("MIG profile {name} does not exist on {} (profiles: {})", m.key, known.join(", "))
+            format!(
+                "MIG profile {name} does not exist on {} (profiles: {})",
+                m.key,
+                known.join(", ")
+            )
         })?;
         compute += prof.compute_slices;
         memory += prof.memory_slices;
@@ -358,17 +405,29 @@ pub fn fits(layout: &[String], gpu_model: &str) -> Result<(), String> {
         if let Some(prof) = m.profiles.iter().find(|p| p.name == *name)
             && *n > prof.max_instances
         {
-            return Err(format!("{n} × {name} does not fit {}: at most {} per GPU", m.key, prof.max_instances));
+            return Err(format!(
+                "{n} × {name} does not fit {}: at most {} per GPU",
+                m.key, prof.max_instances
+            ));
         }
     }
     if me > 1 {
-        return Err(format!("{me} media-engine (+me) profiles on one {} GPU: at most 1", m.key));
+        return Err(format!(
+            "{me} media-engine (+me) profiles on one {} GPU: at most 1",
+            m.key
+        ));
     }
     if compute > COMPUTE_SLICES {
-        return Err(format!("layout uses {compute} compute slices on {}: at most {COMPUTE_SLICES}", m.key));
+        return Err(format!(
+            "layout uses {compute} compute slices on {}: at most {COMPUTE_SLICES}",
+            m.key
+        ));
     }
     if memory > MEMORY_SLICES {
-        return Err(format!("layout uses {memory} memory slices on {}: at most {MEMORY_SLICES}", m.key));
+        return Err(format!(
+            "layout uses {memory} memory slices on {}: at most {MEMORY_SLICES}",
+            m.key
+        ));
     }
     Ok(())
 }
@@ -402,10 +461,20 @@ mod tests {
 
     #[test]
     fn balanced_layouts_fit_and_overfull_ones_do_not() {
-        let bal: Vec<String> = ["1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb"].iter().map(|s| s.to_string()).collect();
+        let bal: Vec<String> = ["1g.10gb", "1g.10gb", "2g.20gb", "3g.40gb"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert!(fits(&bal, "NVIDIA H100 80GB HBM3").is_ok());
-        let two_3g_plus_1g: Vec<String> = ["3g.40gb", "3g.40gb", "1g.10gb"].iter().map(|s| s.to_string()).collect();
-        assert!(fits(&two_3g_plus_1g, "H100").unwrap_err().contains("memory slices"));
+        let two_3g_plus_1g: Vec<String> = ["3g.40gb", "3g.40gb", "1g.10gb"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(
+            fits(&two_3g_plus_1g, "H100")
+                .unwrap_err()
+                .contains("memory slices")
+        );
         assert!(fits(&v(2, "1g.10gb+me"), "H100").is_err());
     }
 
@@ -418,9 +487,18 @@ mod tests {
 
     #[test]
     fn models_resolve_from_names_nvml_names_and_pci_ids() {
-        assert_eq!(model("NVIDIA H100 80GB HBM3").map(|m| m.key), Some("H100-80GB"));
-        assert_eq!(model("NVIDIA H100 NVL").map(|m| m.key), Some("H100-NVL-94GB"));
-        assert_eq!(model("NVIDIA A100-SXM4-40GB").map(|m| m.key), Some("A100-40GB"));
+        assert_eq!(
+            model("NVIDIA H100 80GB HBM3").map(|m| m.key),
+            Some("H100-80GB")
+        );
+        assert_eq!(
+            model("NVIDIA H100 NVL").map(|m| m.key),
+            Some("H100-NVL-94GB")
+        );
+        assert_eq!(
+            model("NVIDIA A100-SXM4-40GB").map(|m| m.key),
+            Some("A100-40GB")
+        );
         assert_eq!(model("NVIDIA H200").map(|m| m.key), Some("H200-141GB"));
         assert_eq!(model("NVIDIA B200").map(|m| m.key), Some("B200-180GB"));
         assert_eq!(model("NVIDIA GB200").map(|m| m.key), Some("GB200-186GB"));
@@ -443,14 +521,31 @@ mod tests {
     #[test]
     fn named_configs_expand_per_model() {
         let l = MigLayout::Named("all-1g.10gb".into());
-        assert_eq!(l.for_gpu("H100", 0).unwrap(), GpuMig::Enabled(v(7, "1g.10gb")));
-        assert_eq!(l.for_gpu("A100-40GB", 0).unwrap(), GpuMig::Enabled(v(4, "1g.10gb")));
-        assert_eq!(MigLayout::Named("all-disabled".into()).for_gpu("H100", 3).unwrap(), GpuMig::Disabled);
         assert_eq!(
-            MigLayout::Named("all-1g.10gb.me".into()).for_gpu("H100", 0).unwrap(),
+            l.for_gpu("H100", 0).unwrap(),
+            GpuMig::Enabled(v(7, "1g.10gb"))
+        );
+        assert_eq!(
+            l.for_gpu("A100-40GB", 0).unwrap(),
+            GpuMig::Enabled(v(4, "1g.10gb"))
+        );
+        assert_eq!(
+            MigLayout::Named("all-disabled".into())
+                .for_gpu("H100", 3)
+                .unwrap(),
+            GpuMig::Disabled
+        );
+        assert_eq!(
+            MigLayout::Named("all-1g.10gb.me".into())
+                .for_gpu("H100", 0)
+                .unwrap(),
             GpuMig::Enabled(v(1, "1g.10gb+me"))
         );
-        assert!(MigLayout::Named("all-1g.10gb".into()).for_gpu("H200", 0).is_err());
+        assert!(
+            MigLayout::Named("all-1g.10gb".into())
+                .for_gpu("H200", 0)
+                .is_err()
+        );
         assert!(layout_fits(&MigLayout::Named("all-balanced".into()), "B200", 8).is_ok());
     }
 

@@ -79,8 +79,11 @@ fn gpu_mig(inv_gpu: &crate::inventory::Gpu) -> Option<GpuMig> {
     if !m.current_enabled {
         return Some(GpuMig::Disabled);
     }
-    let mut v: Vec<String> =
-        m.devices.iter().map(|d| d.profile.clone().unwrap_or_else(|| "unknown".to_string())).collect();
+    let mut v: Vec<String> = m
+        .devices
+        .iter()
+        .map(|d| d.profile.clone().unwrap_or_else(|| "unknown".to_string()))
+        .collect();
     v.sort();
     Some(GpuMig::Enabled(v))
 }
@@ -125,11 +128,17 @@ pub fn compare(exp: &PoolExpectation, inv: &Inventory) -> Vec<GpuDrift> {
             "/gpuCount".into(),
             serde_json::json!(exp.gpu_count),
             Some(serde_json::json!(n)),
-            format!("pool {pool} expects {} GPUs on node {node}, NVML reports {n}", exp.gpu_count),
+            format!(
+                "pool {pool} expects {} GPUs on node {node}, NVML reports {n}",
+                exp.gpu_count
+            ),
         ));
     }
     for g in &inv.gpus {
-        let ok = g.name.as_deref().is_some_and(|name| mig::model_matches(name, &exp.gpu_model));
+        let ok = g
+            .name
+            .as_deref()
+            .is_some_and(|name| mig::model_matches(name, &exp.gpu_model));
         if !ok {
             out.push(drift(
                 Some(g.index),
@@ -163,7 +172,11 @@ pub fn compare(exp: &PoolExpectation, inv: &Inventory) -> Vec<GpuDrift> {
     }
     if let Some(layout) = &exp.mig {
         for g in &inv.gpus {
-            let model = g.pci_device_id.as_deref().filter(|id| mig::model(id).is_some()).or(g.name.as_deref());
+            let model = g
+                .pci_device_id
+                .as_deref()
+                .filter(|id| mig::model(id).is_some())
+                .or(g.name.as_deref());
             let model = model.unwrap_or(&exp.gpu_model);
             let path = format!("/mig/gpus/{}", g.index);
             let want = match layout.for_gpu(model, g.index) {
@@ -175,7 +188,11 @@ pub fn compare(exp: &PoolExpectation, inv: &Inventory) -> Vec<GpuDrift> {
                         path,
                         serde_json::json!(layout.label()),
                         None,
-                        format!("pool {pool} expects {} on node {node}, GPU {}: {e}", layout.label(), g.index),
+                        format!(
+                            "pool {pool} expects {} on node {node}, GPU {}: {e}",
+                            layout.label(),
+                            g.index
+                        ),
                     ));
                     continue;
                 }
@@ -188,7 +205,13 @@ pub fn compare(exp: &PoolExpectation, inv: &Inventory) -> Vec<GpuDrift> {
                 .mig
                 .as_ref()
                 .filter(|m| m.pending_enabled != m.current_enabled)
-                .map(|m| if m.pending_enabled { " (enable pending a reset)" } else { " (disable pending a reset)" })
+                .map(|m| {
+                    if m.pending_enabled {
+                        " (enable pending a reset)"
+                    } else {
+                        " (disable pending a reset)"
+                    }
+                })
                 .unwrap_or("");
             let has = match &have {
                 None => "no MIG support".to_string(),
@@ -200,13 +223,20 @@ pub fn compare(exp: &PoolExpectation, inv: &Inventory) -> Vec<GpuDrift> {
                 path,
                 mig_json(&want),
                 have.as_ref().map(mig_json),
-                format!("pool {pool} expects {} on node {node}, GPU {} has {has}{pending}", layout.label(), g.index),
+                format!(
+                    "pool {pool} expects {} on node {node}, GPU {} has {has}{pending}",
+                    layout.label(),
+                    g.index
+                ),
             ));
         }
     }
     if let Some(want) = exp.nvlinks_per_gpu {
         for g in &inv.gpus {
-            let active = g.nvlinks.as_ref().map(|l| l.iter().filter(|l| l.active).count() as u32);
+            let active = g
+                .nvlinks
+                .as_ref()
+                .map(|l| l.iter().filter(|l| l.active).count() as u32);
             if active != Some(want) {
                 out.push(drift(
                     Some(g.index),

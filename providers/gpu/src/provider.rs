@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fleetform_engine::provider::{
-    Action, Applied, ApplyContext, ApplyRequest, Change, FieldChange, Health, Observed, ObserveRequest, Provider,
-    ProviderError,
+    Action, Applied, ApplyContext, ApplyRequest, Change, FieldChange, Health, ObserveRequest,
+    Observed, Provider, ProviderError,
 };
 use fleetform_engine::resource::{Desired, ResourceId};
 
@@ -20,7 +20,8 @@ use crate::inventory::{Inventory, InventoryError};
 use crate::pool::{PoolExpectation, compare};
 
 /// The message `apply` fails with.
-pub const APPLY_REFUSED: &str = "GPU state is observed; fix through MIG manager config or break/fix";
+pub const APPLY_REFUSED: &str =
+    "GPU state is observed; fix through MIG manager config or break/fix";
 
 /// Why an inventory could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -74,11 +75,19 @@ impl InventorySource for DirSource {
         }
         let path = self.dir.join(format!("{node}.json"));
         match std::fs::read_to_string(&path) {
-            Ok(text) => Inventory::from_json(&text)
-                .map(Some)
-                .map_err(|source| SourceError::Invalid { node: node.to_string(), source }),
+            Ok(text) => {
+                Inventory::from_json(&text)
+                    .map(Some)
+                    .map_err(|source| SourceError::Invalid {
+                        node: node.to_string(),
+                        source,
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(SourceError::Io { node: node.to_string(), source }),
+            Err(source) => Err(SourceError::Io {
+                node: node.to_string(),
+                source,
+            }),
         }
     }
 }
@@ -104,18 +113,23 @@ impl GpuProvider {
 fn node_of(id: &ResourceId) -> Result<&str, ProviderError> {
     match id.path().strip_prefix("node/") {
         Some(n) if !n.is_empty() && !n.contains('/') => Ok(n),
-        _ => Err(ProviderError::permanent(id, format!("`{id}` is not a gpu address: expected gpu:node/<node>"))),
+        _ => Err(ProviderError::permanent(
+            id,
+            format!("`{id}` is not a gpu address: expected gpu:node/<node>"),
+        )),
     }
 }
 
 fn spec_of(id: &ResourceId, spec: &serde_json::Value) -> Result<PoolExpectation, ProviderError> {
-    serde_json::from_value(spec.clone())
-        .map_err(|e| ProviderError::permanent(id, format!("invalid gpu pool expectation: {e}")).with_source(e))
+    serde_json::from_value(spec.clone()).map_err(|e| {
+        ProviderError::permanent(id, format!("invalid gpu pool expectation: {e}")).with_source(e)
+    })
 }
 
 /// The observed state in the shape of the spec (what `plan` shows as "before").
 fn state_of(exp: &PoolExpectation, inv: &Inventory) -> serde_json::Value {
-    let names: std::collections::BTreeSet<&str> = inv.gpus.iter().filter_map(|g| g.name.as_deref()).collect();
+    let names: std::collections::BTreeSet<&str> =
+        inv.gpus.iter().filter_map(|g| g.name.as_deref()).collect();
     serde_json::json!({
         "pool": exp.pool,
         "gpuModel": names.into_iter().collect::<Vec<_>>().join(", "),
@@ -131,7 +145,10 @@ impl Provider for GpuProvider {
         "gpu"
     }
 
-    async fn observe(&self, requests: &[ObserveRequest<'_>]) -> Vec<Result<Option<Observed>, ProviderError>> {
+    async fn observe(
+        &self,
+        requests: &[ObserveRequest<'_>],
+    ) -> Vec<Result<Option<Observed>, ProviderError>> {
         let mut out = Vec::with_capacity(requests.len());
         for r in requests {
             out.push(self.observe_one(r).await);
@@ -139,14 +156,21 @@ impl Provider for GpuProvider {
         out
     }
 
-    fn diff(&self, desired: &Desired, observed: Option<&Observed>) -> Result<Change, ProviderError> {
+    fn diff(
+        &self,
+        desired: &Desired,
+        observed: Option<&Observed>,
+    ) -> Result<Change, ProviderError> {
         let exp = spec_of(&desired.id, &desired.spec)?;
         let Some(obs) = observed else {
             let mut c = Change::new(desired.id.clone(), Action::Create);
             c.fields.push(FieldChange {
                 path: "/inventory".into(),
                 before: None,
-                after: Some(serde_json::json!(format!("a GPU inventory for pool {}", exp.pool))),
+                after: Some(serde_json::json!(format!(
+                    "a GPU inventory for pool {}",
+                    exp.pool
+                ))),
                 sensitive: false,
                 changed_by: None,
             });
@@ -156,7 +180,9 @@ impl Provider for GpuProvider {
             .private
             .as_ref()
             .and_then(|p| serde_json::from_value(p.clone()).ok())
-            .ok_or_else(|| ProviderError::permanent(&desired.id, "observation carries no GPU inventory"))?;
+            .ok_or_else(|| {
+                ProviderError::permanent(&desired.id, "observation carries no GPU inventory")
+            })?;
         let drifts = compare(&exp, &inv);
         if drifts.is_empty() {
             return Ok(Change::new(desired.id.clone(), Action::NoOp));
@@ -175,14 +201,22 @@ impl Provider for GpuProvider {
         Ok(c)
     }
 
-    async fn apply(&self, request: &ApplyRequest<'_>, _cx: &ApplyContext) -> Result<Applied, ProviderError> {
+    async fn apply(
+        &self,
+        request: &ApplyRequest<'_>,
+        _cx: &ApplyContext,
+    ) -> Result<Applied, ProviderError> {
         Err(ProviderError::permanent(&request.change.id, APPLY_REFUSED))
     }
 
     /// Failed GPUs → `Failed`; degraded → `Progressing` (pending remaps and
     /// slowdowns usually clear at the next reset; the engine's gate timeout
     /// turns a lasting degradation into a failure); healthy → `Ready`.
-    async fn health(&self, id: &ResourceId, _spec: &serde_json::Value) -> Result<Health, ProviderError> {
+    async fn health(
+        &self,
+        id: &ResourceId,
+        _spec: &serde_json::Value,
+    ) -> Result<Health, ProviderError> {
         let node = node_of(id)?;
         let inv = self
             .source
@@ -190,7 +224,9 @@ impl Provider for GpuProvider {
             .await
             .map_err(|e| source_error(id, e))?;
         let Some(inv) = inv else {
-            return Ok(Health::Progressing(format!("no GPU inventory reported for node {node} yet")));
+            return Ok(Health::Progressing(format!(
+                "no GPU inventory reported for node {node} yet"
+            )));
         };
         let v = node_health(&inv);
         Ok(match v.state {
@@ -212,17 +248,30 @@ impl GpuProvider {
     async fn observe_one(&self, r: &ObserveRequest<'_>) -> Result<Option<Observed>, ProviderError> {
         let node = node_of(r.id)?;
         let exp = spec_of(r.id, r.spec)?;
-        let Some(inv) = self.source.load(node).await.map_err(|e| source_error(r.id, e))? else {
+        let Some(inv) = self
+            .source
+            .load(node)
+            .await
+            .map_err(|e| source_error(r.id, e))?
+        else {
             return Ok(None);
         };
         if inv.node != node {
             return Err(ProviderError::permanent(
                 r.id,
-                format!("the inventory stored for node {node} says it is from node {}", inv.node),
+                format!(
+                    "the inventory stored for node {node} says it is from node {}",
+                    inv.node
+                ),
             ));
         }
-        let private = serde_json::to_value(&inv)
-            .map_err(|e| ProviderError::permanent(r.id, "cannot carry the inventory").with_source(e))?;
-        Ok(Some(Observed { id: r.id.clone(), state: state_of(&exp, &inv), private: Some(private) }))
+        let private = serde_json::to_value(&inv).map_err(|e| {
+            ProviderError::permanent(r.id, "cannot carry the inventory").with_source(e)
+        })?;
+        Ok(Some(Observed {
+            id: r.id.clone(),
+            state: state_of(&exp, &inv),
+            private: Some(private),
+        }))
     }
 }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use fleetform_gpu::{
-    DriftKind, GpuError, HealthState, HostPlacement, Inventory, MigLayout, PoolExpectation, PoolMembers,
-    Remediation, Spare, break_fix, compare, node_health, render_text,
+    DriftKind, GpuError, HealthState, HostPlacement, Inventory, MigLayout, PoolExpectation,
+    PoolMembers, Remediation, Spare, break_fix, compare, node_health, render_text,
 };
 
 fn fixture_dir() -> PathBuf {
@@ -34,26 +34,41 @@ fn healthy_h100_node_is_healthy_and_matches_its_pool() {
     let v = node_health(&inv);
     assert_eq!(v.state, HealthState::Healthy, "{:?}", v.reasons);
     assert!(compare(&h100_pool(None), &inv).is_empty());
-    assert!(compare(&h100_pool(Some(MigLayout::Named("all-disabled".into()))), &inv).is_empty());
+    assert!(
+        compare(
+            &h100_pool(Some(MigLayout::Named("all-disabled".into()))),
+            &inv
+        )
+        .is_empty()
+    );
 }
 
 #[test]
 fn all_1g10gb_node_matches_an_all_1g10gb_pool() {
     let inv = load("h100-mig-all-1g.10gb.json");
-    let drifts = compare(&h100_pool(Some(MigLayout::Named("all-1g.10gb".into()))), &inv);
+    let drifts = compare(
+        &h100_pool(Some(MigLayout::Named("all-1g.10gb".into()))),
+        &inv,
+    );
     assert!(drifts.is_empty(), "{drifts:#?}");
 }
 
 #[test]
 fn gpu_with_mig_disabled_drifts_from_an_all_1g10gb_pool() {
     let inv = load("h100-mig-gpu2-disabled.json");
-    let drifts = compare(&h100_pool(Some(MigLayout::Named("all-1g.10gb".into()))), &inv);
+    let drifts = compare(
+        &h100_pool(Some(MigLayout::Named("all-1g.10gb".into()))),
+        &inv,
+    );
     assert_eq!(drifts.len(), 1, "{drifts:#?}");
     let d = &drifts[0];
     assert_eq!(d.kind, DriftKind::Mig);
     assert_eq!(d.gpu, Some(2));
     assert_eq!(d.path, "/mig/gpus/2");
-    assert_eq!(d.message, "pool h100-train expects all-1g.10gb on node r01-n03, GPU 2 has MIG disabled");
+    assert_eq!(
+        d.message,
+        "pool h100-train expects all-1g.10gb on node r01-n03, GPU 2 has MIG disabled"
+    );
     assert!(d.is_disruptive());
 }
 
@@ -62,8 +77,18 @@ fn uncorrectable_volatile_ecc_fails_the_node() {
     let inv = load("h100-ecc-uncorrectable.json");
     let v = node_health(&inv);
     assert_eq!(v.state, HealthState::Failed);
-    assert!(v.reasons.iter().any(|r| r == "GPU 5: 2 uncorrectable volatile ECC error(s)"), "{:?}", v.reasons);
-    assert!(v.reasons.iter().any(|r| r == "GPU 5: XID 48"), "{:?}", v.reasons);
+    assert!(
+        v.reasons
+            .iter()
+            .any(|r| r == "GPU 5: 2 uncorrectable volatile ECC error(s)"),
+        "{:?}",
+        v.reasons
+    );
+    assert!(
+        v.reasons.iter().any(|r| r == "GPU 5: XID 48"),
+        "{:?}",
+        v.reasons
+    );
 }
 
 #[test]
@@ -71,7 +96,10 @@ fn pending_row_remap_degrades_the_node() {
     let inv = load("h100-remap-pending.json");
     let v = node_health(&inv);
     assert_eq!(v.state, HealthState::Degraded);
-    assert_eq!(v.reasons, vec!["GPU 1: row remap pending, needs a GPU reset".to_string()]);
+    assert_eq!(
+        v.reasons,
+        vec!["GPU 1: row remap pending, needs a GPU reset".to_string()]
+    );
 }
 
 #[test]
@@ -80,7 +108,10 @@ fn missing_gpu_shows_as_count_drift() {
     let drifts = compare(&h100_pool(None), &inv);
     assert_eq!(drifts.len(), 1, "{drifts:#?}");
     assert_eq!(drifts[0].kind, DriftKind::Count);
-    assert_eq!(drifts[0].message, "pool h100-train expects 8 GPUs on node r01-n06, NVML reports 7");
+    assert_eq!(
+        drifts[0].message,
+        "pool h100-train expects 8 GPUs on node r01-n06, NVML reports 7"
+    );
 }
 
 #[test]
@@ -89,7 +120,10 @@ fn wrong_driver_shows_as_driver_drift() {
     let drifts = compare(&h100_pool(None), &inv);
     assert_eq!(drifts.len(), 1, "{drifts:#?}");
     assert_eq!(drifts[0].kind, DriftKind::Driver);
-    assert_eq!(drifts[0].message, "pool h100-train expects driver 595.91.07 on node r01-n07, it runs 580.95.05");
+    assert_eq!(
+        drifts[0].message,
+        "pool h100-train expects driver 595.91.07 on node r01-n07, it runs 580.95.05"
+    );
 }
 
 #[test]
@@ -99,7 +133,10 @@ fn wrong_model_is_a_model_drift_and_b200_does_not_match_gb200() {
     let mut pool = h100_pool(None);
     pool.gpu_model = "B200".into();
     let drifts = compare(&pool, &inv);
-    assert_eq!(drifts.iter().filter(|d| d.kind == DriftKind::Model).count(), 8);
+    assert_eq!(
+        drifts.iter().filter(|d| d.kind == DriftKind::Model).count(),
+        8
+    );
 }
 
 #[test]
@@ -122,7 +159,10 @@ fn nvlinks_down_on_one_gpu_degrade_the_node() {
     }
     let v = node_health(&inv);
     assert_eq!(v.state, HealthState::Degraded);
-    assert_eq!(v.reasons, vec!["GPU 3: 16 of 18 NVLinks active (down: 4,9)".to_string()]);
+    assert_eq!(
+        v.reasons,
+        vec!["GPU 3: 16 of 18 NVLinks active (down: 4,9)".to_string()]
+    );
     let drifts = compare(&h100_pool(None), &inv);
     assert_eq!(drifts.len(), 1);
     assert_eq!(drifts[0].kind, DriftKind::NvLink);
@@ -130,13 +170,19 @@ fn nvlinks_down_on_one_gpu_degrade_the_node() {
 
 #[test]
 fn json_round_trip_keeps_every_field() {
-    for name in ["h100-healthy.json", "h100-mig-all-1g.10gb.json", "h100-ecc-uncorrectable.json", "h100-pcie-sparse.json"] {
+    for name in [
+        "h100-healthy.json",
+        "h100-mig-all-1g.10gb.json",
+        "h100-ecc-uncorrectable.json",
+        "h100-pcie-sparse.json",
+    ] {
         let inv = load(name);
         let again = Inventory::from_json(&inv.to_json()).expect("round trip parses");
         assert_eq!(inv, again, "{name}");
         // And the file itself is exactly what we would write.
         let raw: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(fixture_dir().join(name)).unwrap()).unwrap();
+            serde_json::from_str(&std::fs::read_to_string(fixture_dir().join(name)).unwrap())
+                .unwrap();
         assert_eq!(raw, serde_json::to_value(&inv).unwrap(), "{name}");
     }
 }
@@ -145,7 +191,11 @@ fn json_round_trip_keeps_every_field() {
 fn other_document_kinds_are_refused() {
     let text = std::fs::read_to_string(fixture_dir().join("h100-healthy.json")).unwrap();
     let err = Inventory::from_json(&text.replace("GpuInventory", "NodeInventory")).unwrap_err();
-    assert!(err.to_string().contains("expected fleetform.dev/v1alpha1/GpuInventory"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("expected fleetform.dev/v1alpha1/GpuInventory"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -155,20 +205,37 @@ fn text_rendering_shows_health_and_one_line_per_gpu() {
     assert!(text.contains("node r01-n04"));
     assert!(text.contains("health failed"));
     assert!(text.contains("xid 48"));
-    assert_eq!(text.lines().filter(|l| l.contains("H100 80GB HBM3")).count(), 8, "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("H100 80GB HBM3"))
+            .count(),
+        8,
+        "{text}"
+    );
 }
 
 fn host(node: &str, rack: &str, nvl: Option<&str>) -> HostPlacement {
-    HostPlacement { node: node.into(), fault_domain: rack.into(), nvl_domain: nvl.map(str::to_string) }
+    HostPlacement {
+        node: node.into(),
+        fault_domain: rack.into(),
+        nvl_domain: nvl.map(str::to_string),
+    }
 }
 
 fn spare(node: &str, rack: &str, nvl: Option<&str>) -> Spare {
-    Spare { host: host(node, rack, nvl), pools: vec!["h100-train".into()] }
+    Spare {
+        host: host(node, rack, nvl),
+        pools: vec!["h100-train".into()],
+    }
 }
 
 #[test]
 fn break_fix_cordons_the_failed_node_and_picks_the_spare_in_its_nvl_domain() {
-    let inventories = vec![load("h100-healthy.json"), load("h100-ecc-uncorrectable.json"), load("h100-remap-pending.json")];
+    let inventories = vec![
+        load("h100-healthy.json"),
+        load("h100-ecc-uncorrectable.json"),
+        load("h100-remap-pending.json"),
+    ];
     let pool = PoolMembers {
         expectation: h100_pool(None),
         members: vec![
@@ -202,9 +269,15 @@ fn break_fix_cordons_the_failed_node_and_picks_the_spare_in_its_nvl_domain() {
 
     // Without the NVL-domain spare, the same rack wins; never the disallowed rack.
     let plan = break_fix(&inventories, std::slice::from_ref(&pool), &spares[..3]);
-    assert!(matches!(&plan[1], Remediation::SwapIn { spare, .. } if spare == "r01-s01"), "{plan:#?}");
+    assert!(
+        matches!(&plan[1], Remediation::SwapIn { spare, .. } if spare == "r01-s01"),
+        "{plan:#?}"
+    );
     let plan = break_fix(&inventories, std::slice::from_ref(&pool), &spares[..1]);
-    assert!(matches!(&plan[1], Remediation::NoSpare { node, .. } if node == "r01-n04"), "{plan:#?}");
+    assert!(
+        matches!(&plan[1], Remediation::NoSpare { node, .. } if node == "r01-n04"),
+        "{plan:#?}"
+    );
 }
 
 #[test]
@@ -223,7 +296,9 @@ fn break_fix_never_exceeds_max_unavailable() {
     let plan = break_fix(&inventories, &[pool], &spares);
     assert_eq!(plan.len(), 3, "{plan:#?}");
     assert!(matches!(&plan[0], Remediation::Cordon { node, .. } if node == "r01-n04"));
-    assert!(matches!(&plan[1], Remediation::SwapIn { spare, replacing, .. } if spare == "r01-s01" && replacing == "r01-n04"));
+    assert!(
+        matches!(&plan[1], Remediation::SwapIn { spare, replacing, .. } if spare == "r01-s01" && replacing == "r01-n04")
+    );
     assert_eq!(
         plan[2],
         Remediation::BudgetExhausted {
@@ -239,18 +314,28 @@ fn break_fix_never_exceeds_max_unavailable() {
 fn collect_without_nvml_is_unavailable_not_a_panic() {
     // This machine has no NVIDIA driver. On a GPU host the test only checks the call returns.
     match fleetform_gpu::collect() {
-        Err(GpuError::NvmlUnavailable(msg)) => assert!(msg.starts_with("NVML not available: "), "{msg}"),
+        Err(GpuError::NvmlUnavailable(msg)) => {
+            assert!(msg.starts_with("NVML not available: "), "{msg}")
+        }
         Err(other) => panic!("expected NvmlUnavailable, got {other}"),
         Ok(inv) => assert!(!inv.gpus.is_empty()),
     }
 }
 
-
 #[test]
 fn text_rendering_of_a_mig_node_lists_its_mig_devices() {
     let text = render_text(&load("h100-mig-gpu2-disabled.json"));
-    assert!(text.lines().all(|l| l == l.trim_end()), "no trailing spaces");
-    assert_eq!(text.lines().filter(|l| l.ends_with("mig devices: 7 × 1g.10gb")).count(), 7, "{text}");
+    assert!(
+        text.lines().all(|l| l == l.trim_end()),
+        "no trailing spaces"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.ends_with("mig devices: 7 × 1g.10gb"))
+            .count(),
+        7,
+        "{text}"
+    );
     assert!(text.contains("health healthy"), "{text}");
 }
 
@@ -261,7 +346,14 @@ fn text_rendering_of_a_mig_node_lists_its_mig_devices() {
 fn an_inventory_recorded_on_a_real_h100_is_healthy_and_matches_its_pool() {
     let inv = load("recorded-h100-80gb-hbm3.json");
     assert_eq!(inv.gpus.len(), 1);
-    assert!(inv.gpus[0].name.as_deref().is_some_and(|n| n.contains("H100")), "{:?}", inv.gpus[0].name);
+    assert!(
+        inv.gpus[0]
+            .name
+            .as_deref()
+            .is_some_and(|n| n.contains("H100")),
+        "{:?}",
+        inv.gpus[0].name
+    );
     assert_eq!(node_health(&inv).state, HealthState::Healthy);
     let pool = PoolExpectation {
         pool: "h100-recorded".into(),
@@ -271,7 +363,20 @@ fn an_inventory_recorded_on_a_real_h100_is_healthy_and_matches_its_pool() {
         driver_version: Some("580.159.04".into()),
         nvlinks_per_gpu: None,
     };
-    assert!(compare(&pool, &inv).is_empty(), "{:?}", compare(&pool, &inv));
+    assert!(
+        compare(&pool, &inv).is_empty(),
+        "{:?}",
+        compare(&pool, &inv)
+    );
     // Expecting 8 GPUs on this node is drift.
-    assert!(!compare(&PoolExpectation { gpu_count: 8, ..pool }, &inv).is_empty());
+    assert!(
+        !compare(
+            &PoolExpectation {
+                gpu_count: 8,
+                ..pool
+            },
+            &inv
+        )
+        .is_empty()
+    );
 }

@@ -72,14 +72,19 @@ async fn main() {
         .route("/token", get(token))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state);
-    let listener = tokio::net::TcpListener::bind(arg(&args, "--listen")).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(arg(&args, "--listen"))
+        .await
+        .unwrap();
     axum::serve(listener, app).await.unwrap();
 }
 
 fn unauthorized(why: &str) -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Basic realm=\"fleetform-test-token-issuer\"")],
+        [(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"fleetform-test-token-issuer\"",
+        )],
         axum::Json(json!({"errors": [{"code": "UNAUTHORIZED", "message": why}]})),
     )
         .into_response()
@@ -87,12 +92,22 @@ fn unauthorized(why: &str) -> Response {
 
 /// The tenant grant for the request's basic credentials; `Ok(None)` for anonymous.
 fn authenticate<'a>(st: &'a Issuer, headers: &HeaderMap) -> Result<Option<&'a Grant>, Response> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
-    let value = value.to_str().map_err(|_| unauthorized("bad authorization header"))?;
-    let Some(b64) = value.strip_prefix("Basic ") else { return Err(unauthorized("basic credentials expected")) };
-    let decoded = STANDARD.decode(b64.trim()).map_err(|_| unauthorized("bad basic credentials"))?;
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| unauthorized("bad authorization header"))?;
+    let Some(b64) = value.strip_prefix("Basic ") else {
+        return Err(unauthorized("basic credentials expected"));
+    };
+    let decoded = STANDARD
+        .decode(b64.trim())
+        .map_err(|_| unauthorized("bad basic credentials"))?;
     let decoded = String::from_utf8(decoded).map_err(|_| unauthorized("bad basic credentials"))?;
-    let Some((user, key)) = decoded.split_once(':') else { return Err(unauthorized("bad basic credentials")) };
+    let Some((user, key)) = decoded.split_once(':') else {
+        return Err(unauthorized("bad basic credentials"));
+    };
     if user != "$oauthtoken" {
         return Err(unauthorized("username must be $oauthtoken"));
     }
@@ -102,7 +117,11 @@ fn authenticate<'a>(st: &'a Issuer, headers: &HeaderMap) -> Result<Option<&'a Gr
     }
 }
 
-async fn token(State(st): State<Arc<Issuer>>, RawQuery(query): RawQuery, headers: HeaderMap) -> Response {
+async fn token(
+    State(st): State<Arc<Issuer>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let who = match authenticate(&st, &headers) {
         Ok(w) => w,
         Err(resp) => return resp,
@@ -115,7 +134,9 @@ async fn token(State(st): State<Arc<Issuer>>, RawQuery(query): RawQuery, headers
             "scope" => {
                 // repository:<name>:<actions>; the name may hold no ':' (no port in repo names).
                 let mut parts = v.splitn(3, ':');
-                let (Some(kind), Some(name), Some(actions)) = (parts.next(), parts.next(), parts.next()) else {
+                let (Some(kind), Some(name), Some(actions)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
                     continue;
                 };
                 if kind != "repository" {
@@ -140,7 +161,10 @@ async fn token(State(st): State<Arc<Issuer>>, RawQuery(query): RawQuery, headers
     if service.as_deref().is_some_and(|s| s != st.service) {
         return (StatusCode::BAD_REQUEST, "unknown service").into_response();
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
     let mut jti = [0u8; 16];
     ring::rand::SecureRandom::fill(&st.rng, &mut jti).unwrap();
     let header = json!({"alg": "RS256", "typ": "JWT", "x5c": [st.cert_b64]});
@@ -160,7 +184,14 @@ async fn token(State(st): State<Arc<Issuer>>, RawQuery(query): RawQuery, headers
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
     let mut sig = vec![0u8; st.key.public().modulus_len()];
-    st.key.sign(&RSA_PKCS1_SHA256, &st.rng, signing_input.as_bytes(), &mut sig).unwrap();
+    st.key
+        .sign(
+            &RSA_PKCS1_SHA256,
+            &st.rng,
+            signing_input.as_bytes(),
+            &mut sig,
+        )
+        .unwrap();
     let jwt = format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig));
     axum::Json(json!({"token": jwt, "access_token": jwt, "expires_in": 300})).into_response()
 }

@@ -18,6 +18,8 @@ pub mod registry;
 pub mod spec;
 
 pub use provider::{NgcProvider, resolve_digest};
-pub use pull_secret::{PULL_SECRET_SENSITIVE_POINTER, PULL_SECRET_TYPE, dockerconfigjson, pull_secret_object};
+pub use pull_secret::{
+    PULL_SECRET_SENSITIVE_POINTER, PULL_SECRET_TYPE, dockerconfigjson, pull_secret_object,
+};
 pub use registry::{MANIFEST_ACCEPT, RegistryClient, RegistryError};
 pub use spec::{AccessSpec, Credentials, ImageSpec, PROVIDER, RegistrySpec};

@@ -8,14 +8,16 @@ use async_trait::async_trait;
 use fleetform_engine::provider::{ApplyRequest, ErrorKind};
 use fleetform_engine::secret::SecretResolver;
 use fleetform_engine::{
-    Action, Applied, ApplyContext, Change, Desired, Observed, ObserveRequest, Provider,
+    Action, Applied, ApplyContext, Change, Desired, ObserveRequest, Observed, Provider,
     ProviderError, ResourceId,
 };
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::registry::{BasicCredentials, MAX_CONCURRENT_PER_REGISTRY, RegistryClient, RegistryError};
+use crate::registry::{
+    BasicCredentials, MAX_CONCURRENT_PER_REGISTRY, RegistryClient, RegistryError,
+};
 use crate::spec::{AccessSpec, Credentials, ImageSpec, PROVIDER, RegistrySpec};
 
 /// The two kinds of resource, told apart by the address.
@@ -37,15 +39,23 @@ fn kind_of(id: &ResourceId) -> Result<Kind, ProviderError> {
     }
 }
 
-fn parse_spec<T: DeserializeOwned>(id: &ResourceId, spec: &serde_json::Value) -> Result<T, ProviderError> {
+fn parse_spec<T: DeserializeOwned>(
+    id: &ResourceId,
+    spec: &serde_json::Value,
+) -> Result<T, ProviderError> {
     // serde's message names the field, never a value worth hiding (credentials are references).
-    serde_json::from_value(spec.clone()).map_err(|e| ProviderError::permanent(id, format!("invalid spec: {e}")))
+    serde_json::from_value(spec.clone())
+        .map_err(|e| ProviderError::permanent(id, format!("invalid spec: {e}")))
 }
 
 fn check_id(id: &ResourceId, expected: Result<ResourceId, String>) -> Result<(), ProviderError> {
-    let expected = expected.map_err(|e| ProviderError::permanent(id, format!("invalid spec: {e}")))?;
+    let expected =
+        expected.map_err(|e| ProviderError::permanent(id, format!("invalid spec: {e}")))?;
     if &expected != id {
-        return Err(ProviderError::permanent(id, format!("address does not match its spec: the spec describes {expected}")));
+        return Err(ProviderError::permanent(
+            id,
+            format!("address does not match its spec: the spec describes {expected}"),
+        ));
     }
     Ok(())
 }
@@ -62,9 +72,10 @@ fn image_error(
 ) -> ProviderError {
     let reference = format!("{host}/{repository}:{tag}");
     match e {
-        RegistryError::NotFound => {
-            ProviderError::permanent(id, format!("image {reference} not found in {host} (tag {tag})"))
-        }
+        RegistryError::NotFound => ProviderError::permanent(
+            id,
+            format!("image {reference} not found in {host} (tag {tag})"),
+        ),
         RegistryError::Unauthorized(why) => ProviderError::permanent(
             id,
             format!("registry {host} rejected the credentials of tenant {tenant}: {why}"),
@@ -78,14 +89,24 @@ fn image_error(
         ),
         RegistryError::Rejected { status: 403 } => ProviderError::permanent(
             id,
-            format!("registry {host} denied tenant {tenant} access to repository {repository} (HTTP 403)"),
+            format!(
+                "registry {host} denied tenant {tenant} access to repository {repository} (HTTP 403)"
+            ),
         ),
-        RegistryError::Rejected { status } => {
-            ProviderError::permanent(id, format!("registry {host} answered HTTP {status} for {reference}"))
-        }
+        RegistryError::Rejected { status } => ProviderError::permanent(
+            id,
+            format!("registry {host} answered HTTP {status} for {reference}"),
+        ),
         RegistryError::Invalid(m) => ProviderError::permanent(id, format!("registry {host}: {m}")),
-        RegistryError::Transient { what, retry_after, source } => {
-            let mut err = ProviderError::transient(id, format!("registry {host}: {what} (resolving {reference})"));
+        RegistryError::Transient {
+            what,
+            retry_after,
+            source,
+        } => {
+            let mut err = ProviderError::transient(
+                id,
+                format!("registry {host}: {what} (resolving {reference})"),
+            );
             err.retry_after = retry_after;
             if let Some(s) = source {
                 err = err.with_source(s);
@@ -106,14 +127,20 @@ pub struct NgcProvider {
 impl std::fmt::Debug for NgcProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.clients.lock().map_or(0, |c| c.len());
-        f.debug_struct("NgcProvider").field("clients", &n).finish_non_exhaustive()
+        f.debug_struct("NgcProvider")
+            .field("clients", &n)
+            .finish_non_exhaustive()
     }
 }
 
 impl NgcProvider {
     /// A provider that resolves credential references through `secrets`.
     pub fn new(secrets: Arc<dyn SecretResolver>) -> Self {
-        Self { secrets, clients: Default::default(), limits: Default::default() }
+        Self {
+            secrets,
+            clients: Default::default(),
+            limits: Default::default(),
+        }
     }
 
     /// The client for `tenant` on `registry`, resolving the credentials now (so a rotated key
@@ -131,7 +158,10 @@ impl NgcProvider {
                 let password = self.secrets.resolve(&c.password).map_err(|e| {
                     ProviderError::permanent(id, format!("credentials of tenant {tenant}: {e}"))
                 })?;
-                Some(BasicCredentials { username: c.username.clone(), password })
+                Some(BasicCredentials {
+                    username: c.username.clone(),
+                    password,
+                })
             }
         };
         let key = format!(
@@ -139,7 +169,11 @@ impl NgcProvider {
             registry.endpoint,
             registry.insecure,
             registry.ca_bundle,
-            creds.as_ref().map_or_else(String::new, |c| format!("{}|{}", c.username, c.password.digest())),
+            creds.as_ref().map_or_else(String::new, |c| format!(
+                "{}|{}",
+                c.username,
+                c.password.digest()
+            )),
         );
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&key) {
@@ -163,27 +197,54 @@ impl NgcProvider {
 
     /// Resolves an image spec's tag to its manifest digest (`sha256:...`), e.g. to pin it.
     pub async fn resolve_digest(&self, spec: &ImageSpec) -> Result<String, ProviderError> {
-        let id = spec.id().map_err(|e| ProviderError::permanent(&ResourceId::new(PROVIDER, "image"), e))?;
-        spec.validate().map_err(|e| ProviderError::permanent(&id, format!("invalid spec: {e}")))?;
+        let id = spec
+            .id()
+            .map_err(|e| ProviderError::permanent(&ResourceId::new(PROVIDER, "image"), e))?;
+        spec.validate()
+            .map_err(|e| ProviderError::permanent(&id, format!("invalid spec: {e}")))?;
         let client = self.client(&id, &spec.tenant, &spec.registry, spec.credentials.as_ref())?;
         client
             .resolve_digest(&spec.repository, &spec.tag)
             .await
-            .map_err(|e| image_error(&id, e, &spec.tenant, client.host(), &spec.repository, &spec.tag))
+            .map_err(|e| {
+                image_error(
+                    &id,
+                    e,
+                    &spec.tenant,
+                    client.host(),
+                    &spec.repository,
+                    &spec.tag,
+                )
+            })
     }
 
-    async fn observe_image(&self, id: &ResourceId, spec: &serde_json::Value) -> Result<Option<Observed>, ProviderError> {
+    async fn observe_image(
+        &self,
+        id: &ResourceId,
+        spec: &serde_json::Value,
+    ) -> Result<Option<Observed>, ProviderError> {
         let spec: ImageSpec = parse_spec(id, spec)?;
         check_id(id, spec.id())?;
         let digest = self.resolve_digest(&spec).await?;
-        Ok(Some(Observed { id: id.clone(), state: json!({ "digest": digest }), private: None }))
+        Ok(Some(Observed {
+            id: id.clone(),
+            state: json!({ "digest": digest }),
+            private: None,
+        }))
     }
 
-    async fn observe_access(&self, id: &ResourceId, spec: &serde_json::Value) -> Result<Option<Observed>, ProviderError> {
+    async fn observe_access(
+        &self,
+        id: &ResourceId,
+        spec: &serde_json::Value,
+    ) -> Result<Option<Observed>, ProviderError> {
         let spec: AccessSpec = parse_spec(id, spec)?;
         check_id(id, spec.id())?;
-        spec.validate().map_err(|e| ProviderError::permanent(id, format!("invalid spec: {e}")))?;
-        let refs = spec.image_refs().map_err(|e| ProviderError::permanent(id, format!("invalid spec: {e}")))?;
+        spec.validate()
+            .map_err(|e| ProviderError::permanent(id, format!("invalid spec: {e}")))?;
+        let refs = spec
+            .image_refs()
+            .map_err(|e| ProviderError::permanent(id, format!("invalid spec: {e}")))?;
         let client = self.client(id, &spec.tenant, &spec.registry, spec.credentials.as_ref())?;
         let tenant = spec.tenant.as_str();
         let results = futures::future::join_all(refs.iter().map(|(repo, tag)| {
@@ -208,11 +269,18 @@ impl NgcProvider {
             }
         }
         if errors.is_empty() {
-            return Ok(Some(Observed { id: id.clone(), state: json!({ "images": images }), private: None }));
+            return Ok(Some(Observed {
+                id: id.clone(),
+                state: json!({ "images": images }),
+                private: None,
+            }));
         }
         // One error for the resource: permanent if any image's is, listing every failure.
-        let kind =
-            if errors.iter().any(|e| e.kind == ErrorKind::Permanent) { ErrorKind::Permanent } else { ErrorKind::Transient };
+        let kind = if errors.iter().any(|e| e.kind == ErrorKind::Permanent) {
+            ErrorKind::Permanent
+        } else {
+            ErrorKind::Transient
+        };
         let retry_after = errors.iter().filter_map(|e| e.retry_after).max();
         // Bad credentials fail every image the same way: say it once.
         let mut messages: Vec<&str> = Vec::new();
@@ -234,7 +302,10 @@ impl NgcProvider {
 /// Resolves `spec`'s tag to a manifest digest with a one-off client (for the engine or CLI to
 /// pin digests outside a provider run). Errors are the provider's: permanent for a missing
 /// tag or refused credentials, transient for 5xx/429/connection failures.
-pub async fn resolve_digest(spec: &ImageSpec, secrets: Arc<dyn SecretResolver>) -> Result<String, ProviderError> {
+pub async fn resolve_digest(
+    spec: &ImageSpec,
+    secrets: Arc<dyn SecretResolver>,
+) -> Result<String, ProviderError> {
     NgcProvider::new(secrets).resolve_digest(spec).await
 }
 
@@ -244,7 +315,10 @@ impl Provider for NgcProvider {
         PROVIDER
     }
 
-    async fn observe(&self, requests: &[ObserveRequest<'_>]) -> Vec<Result<Option<Observed>, ProviderError>> {
+    async fn observe(
+        &self,
+        requests: &[ObserveRequest<'_>],
+    ) -> Vec<Result<Option<Observed>, ProviderError>> {
         futures::future::join_all(requests.iter().map(|r| async move {
             match kind_of(r.id)? {
                 Kind::Image => self.observe_image(r.id, r.spec).await,
@@ -254,7 +328,11 @@ impl Provider for NgcProvider {
         .await
     }
 
-    fn diff(&self, desired: &Desired, observed: Option<&Observed>) -> Result<Change, ProviderError> {
+    fn diff(
+        &self,
+        desired: &Desired,
+        observed: Option<&Observed>,
+    ) -> Result<Change, ProviderError> {
         let kind = kind_of(&desired.id)?;
         match observed {
             // A data resource: when it can be observed there is nothing to change; the digest
@@ -263,29 +341,44 @@ impl Provider for NgcProvider {
             None => Err(ProviderError::permanent(
                 &desired.id,
                 match kind {
-                    Kind::Image => "the image was not observed: ngc images are read-only and cannot be created",
-                    Kind::Access => "pull access was not observed: ngc access checks cannot be created",
+                    Kind::Image => {
+                        "the image was not observed: ngc images are read-only and cannot be created"
+                    }
+                    Kind::Access => {
+                        "pull access was not observed: ngc access checks cannot be created"
+                    }
                 },
             )),
         }
     }
 
-    async fn apply(&self, request: &ApplyRequest<'_>, _cx: &ApplyContext) -> Result<Applied, ProviderError> {
+    async fn apply(
+        &self,
+        request: &ApplyRequest<'_>,
+        _cx: &ApplyContext,
+    ) -> Result<Applied, ProviderError> {
         let id = &request.change.id;
         kind_of(id)?;
         match request.change.action {
             Action::NoOp => Ok(Applied {
                 id: id.clone(),
-                spec: request.desired.map_or(serde_json::Value::Null, |d| d.spec.clone()),
+                spec: request
+                    .desired
+                    .map_or(serde_json::Value::Null, |d| d.spec.clone()),
             }),
             // Forgetting a data resource touches nothing in the registry.
             Action::Delete => Ok(Applied {
                 id: id.clone(),
-                spec: request.last_applied.cloned().unwrap_or(serde_json::Value::Null),
+                spec: request
+                    .last_applied
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
             }),
             a => Err(ProviderError::permanent(
                 id,
-                format!("ngc resources are read-only: cannot {a:?} (push the image or fix the credentials instead)"),
+                format!(
+                    "ngc resources are read-only: cannot {a:?} (push the image or fix the credentials instead)"
+                ),
             )),
         }
     }

@@ -18,7 +18,11 @@ pub const PULL_SECRET_TYPE: &str = "kubernetes.io/dockerconfigjson";
 
 /// `.dockerconfigjson` content for one registry:
 /// `{"auths": {"<host>": {"username", "password", "auth": base64("user:pass")}}}`.
-pub fn dockerconfigjson(registry_host: &str, username: &str, password: &Sensitive<String>) -> Sensitive<String> {
+pub fn dockerconfigjson(
+    registry_host: &str,
+    username: &str,
+    password: &Sensitive<String>,
+) -> Sensitive<String> {
     let auth = basic_auth_value(username, password);
     let doc = json!({
         "auths": {
@@ -59,10 +63,25 @@ mod tests {
 
     #[test]
     fn sensitive_pointer_addresses_the_secret_field() {
-        let obj = pull_secret_object("ns", "ngc", "nvcr.io", "$oauthtoken", &Sensitive::new("k".into()));
-        assert!(obj.pointer(PULL_SECRET_SENSITIVE_POINTER).is_some_and(|v| v.is_string()));
+        let obj = pull_secret_object(
+            "ns",
+            "ngc",
+            "nvcr.io",
+            "$oauthtoken",
+            &Sensitive::new("k".into()),
+        );
+        assert!(
+            obj.pointer(PULL_SECRET_SENSITIVE_POINTER)
+                .is_some_and(|v| v.is_string())
+        );
         let mut masked = obj.clone();
-        fleetform_engine::sensitive::mask_paths(&mut masked, &[PULL_SECRET_SENSITIVE_POINTER.to_string()]);
-        assert_eq!(masked["data"][".dockerconfigjson"], fleetform_engine::sensitive::MASK);
+        fleetform_engine::sensitive::mask_paths(
+            &mut masked,
+            &[PULL_SECRET_SENSITIVE_POINTER.to_string()],
+        );
+        assert_eq!(
+            masked["data"][".dockerconfigjson"],
+            fleetform_engine::sensitive::MASK
+        );
     }
 }

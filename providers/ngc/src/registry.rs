@@ -74,7 +74,11 @@ pub enum RegistryError {
 impl RegistryError {
     fn transport(what: &str, e: reqwest::Error) -> Self {
         // reqwest errors carry the URL (no credentials: they never go in URLs here).
-        RegistryError::Transient { what: format!("{what}: {}", kind_of(&e)), retry_after: None, source: Some(e) }
+        RegistryError::Transient {
+            what: format!("{what}: {}", kind_of(&e)),
+            retry_after: None,
+            source: Some(e),
+        }
     }
 
     fn status(what: &str, status: StatusCode, headers: &HeaderMap) -> Self {
@@ -85,7 +89,9 @@ impl RegistryError {
                 source: None,
             }
         } else {
-            RegistryError::Rejected { status: status.as_u16() }
+            RegistryError::Rejected {
+                status: status.as_u16(),
+            }
         }
     }
 }
@@ -102,7 +108,14 @@ fn kind_of(e: &reqwest::Error) -> &'static str {
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by registries in practice and is ignored).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 /// Username and password (or NGC API key) for one registry.
@@ -116,7 +129,10 @@ pub struct BasicCredentials {
 
 impl std::fmt::Debug for BasicCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BasicCredentials").field("username", &self.username).field("password", &self.password).finish()
+        f.debug_struct("BasicCredentials")
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .finish()
     }
 }
 
@@ -124,7 +140,10 @@ impl std::fmt::Debug for BasicCredentials {
 #[derive(Clone)]
 enum CachedAuth {
     Basic,
-    Bearer { token: Sensitive<String>, until: Instant },
+    Bearer {
+        token: Sensitive<String>,
+        until: Instant,
+    },
 }
 
 /// A parsed `WWW-Authenticate` challenge.
@@ -144,7 +163,8 @@ fn parse_challenge(h: &str) -> Challenge {
         while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
             chars.next();
         }
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ',')).collect();
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ',')).collect();
         if key.is_empty() {
             break;
         }
@@ -159,12 +179,18 @@ fn parse_challenge(h: &str) -> Challenge {
                     }
                 }
             } else {
-                value = std::iter::from_fn(|| chars.next_if(|c| *c != ',')).collect::<String>().trim().to_string();
+                value = std::iter::from_fn(|| chars.next_if(|c| *c != ','))
+                    .collect::<String>()
+                    .trim()
+                    .to_string();
             }
         }
         params.insert(key.trim().to_ascii_lowercase(), value);
     }
-    Challenge { scheme: scheme.to_ascii_lowercase(), params }
+    Challenge {
+        scheme: scheme.to_ascii_lowercase(),
+        params,
+    }
 }
 
 /// The token endpoint's answer (`token` per the Docker spec, `access_token` per OAuth 2).
@@ -214,13 +240,20 @@ pub fn http_client(registry: &RegistrySpec) -> Result<reqwest::Client, RegistryE
         b = b.tls_danger_accept_invalid_certs(true);
     }
     if let Some(path) = &registry.ca_bundle {
-        let pem = std::fs::read(path)
-            .map_err(|e| RegistryError::Invalid(format!("cannot read caBundle {}: {e}", path.display())))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|_| RegistryError::Invalid(format!("caBundle {} holds no valid PEM certificate", path.display())))?;
+        let pem = std::fs::read(path).map_err(|e| {
+            RegistryError::Invalid(format!("cannot read caBundle {}: {e}", path.display()))
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
+            RegistryError::Invalid(format!(
+                "caBundle {} holds no valid PEM certificate",
+                path.display()
+            ))
+        })?;
         b = b.tls_certs_merge(certs);
     }
-    b.build().map_err(|e| RegistryError::Invalid(format!("cannot build an HTTP client: {}", kind_of(&e))))
+    b.build().map_err(|e| {
+        RegistryError::Invalid(format!("cannot build an HTTP client: {}", kind_of(&e)))
+    })
 }
 
 impl RegistryClient {
@@ -250,15 +283,25 @@ impl RegistryClient {
     /// Resolves `repository:tag` (or `repository@digest`) to the manifest digest with a
     /// `HEAD` request, falling back to a `GET` (hashing the body) only if the registry sends
     /// no `Docker-Content-Digest`.
-    pub async fn resolve_digest(&self, repository: &str, reference: &str) -> Result<String, RegistryError> {
-        let url = format!("{}://{}/v2/{repository}/manifests/{reference}", self.scheme, self.host);
+    pub async fn resolve_digest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<String, RegistryError> {
+        let url = format!(
+            "{}://{}/v2/{repository}/manifests/{reference}",
+            self.scheme, self.host
+        );
         let (status, headers, _) = self.send(Method::HEAD, &url, repository, "pull").await?;
         match status {
             s if s.is_success() => {}
             StatusCode::NOT_FOUND => return Err(RegistryError::NotFound),
             s => return Err(RegistryError::status("manifest HEAD", s, &headers)),
         }
-        if let Some(d) = headers.get("docker-content-digest").and_then(|v| v.to_str().ok()) {
+        if let Some(d) = headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+        {
             return Ok(d.trim().to_string());
         }
         let (status, headers, body) = self.send(Method::GET, &url, repository, "pull").await?;
@@ -268,7 +311,10 @@ impl RegistryClient {
             s => return Err(RegistryError::status("manifest GET", s, &headers)),
         }
         use sha2::Digest as _;
-        Ok(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&body))))
+        Ok(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(&body))
+        ))
     }
 
     /// Sends one request, authenticating as the registry asks; returns status, headers and
@@ -280,7 +326,8 @@ impl RegistryClient {
         repository: &str,
         actions: &str,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), RegistryError> {
-        self.send_with_body(method, url, repository, actions, None, None).await
+        self.send_with_body(method, url, repository, actions, None, None)
+            .await
     }
 
     /// [`Self::send`] with a request body and content type (used by tests to push).
@@ -293,17 +340,30 @@ impl RegistryClient {
         content_type: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), RegistryError> {
-        let _permit = self.limit.acquire().await.map_err(|_| RegistryError::Invalid("client closed".into()))?;
+        let _permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| RegistryError::Invalid("client closed".into()))?;
         let cache_key = format!("{repository}:{actions}");
-        let cached = self.auth.lock().await.get(&cache_key).cloned().filter(|a| match a {
-            CachedAuth::Bearer { until, .. } => *until > Instant::now(),
-            CachedAuth::Basic => true,
-        });
+        let cached = self
+            .auth
+            .lock()
+            .await
+            .get(&cache_key)
+            .cloned()
+            .filter(|a| match a {
+                CachedAuth::Bearer { until, .. } => *until > Instant::now(),
+                CachedAuth::Basic => true,
+            });
         let mut sent_fresh = false;
         let mut auth = cached;
         // At most: unauthenticated/cached try, then one with fresh auth.
         for _ in 0..2 {
-            let mut req = self.http.request(method.clone(), url).header(ACCEPT, MANIFEST_ACCEPT);
+            let mut req = self
+                .http
+                .request(method.clone(), url)
+                .header(ACCEPT, MANIFEST_ACCEPT);
             if let Some(ct) = content_type {
                 req = req.header(reqwest::header::CONTENT_TYPE, ct);
             }
@@ -322,14 +382,20 @@ impl RegistryClient {
                 }
                 None => {}
             }
-            let resp = req.send().await.map_err(|e| RegistryError::transport("registry request", e))?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| RegistryError::transport("registry request", e))?;
             let status = resp.status();
             let headers = resp.headers().clone();
             if status != StatusCode::UNAUTHORIZED {
                 let body = if method == Method::HEAD {
                     Vec::new()
                 } else {
-                    resp.bytes().await.map_err(|e| RegistryError::transport("reading the registry's answer", e))?.to_vec()
+                    resp.bytes()
+                        .await
+                        .map_err(|e| RegistryError::transport("reading the registry's answer", e))?
+                        .to_vec()
                 };
                 return Ok((status, headers, body));
             }
@@ -339,7 +405,10 @@ impl RegistryClient {
                 .and_then(|v| v.to_str().ok())
                 .map(parse_challenge)
                 .unwrap_or_default();
-            if challenge.params.get("error").is_some_and(|e| e == "insufficient_scope")
+            if challenge
+                .params
+                .get("error")
+                .is_some_and(|e| e == "insufficient_scope")
                 && matches!(sent_auth, Some(CachedAuth::Bearer { .. }))
             {
                 return Err(RegistryError::InsufficientScope);
@@ -372,7 +441,9 @@ impl RegistryClient {
                 }
                 "basic" => {
                     if self.credentials.is_none() {
-                        return Err(RegistryError::Unauthorized("the registry requires credentials and none are configured".into()));
+                        return Err(RegistryError::Unauthorized(
+                            "the registry requires credentials and none are configured".into(),
+                        ));
                     }
                     CachedAuth::Basic
                 }
@@ -387,16 +458,26 @@ impl RegistryClient {
                 self.auth.lock().await.insert(cache_key.clone(), a.clone());
             }
         }
-        Err(RegistryError::Unauthorized("authentication failed (HTTP 401)".into()))
+        Err(RegistryError::Unauthorized(
+            "authentication failed (HTTP 401)".into(),
+        ))
     }
 
     /// Asks the challenge's realm for a token for `scope`, with basic credentials if any.
-    async fn fetch_token(&self, challenge: &Challenge, scope: &str) -> Result<CachedAuth, RegistryError> {
+    async fn fetch_token(
+        &self,
+        challenge: &Challenge,
+        scope: &str,
+    ) -> Result<CachedAuth, RegistryError> {
         let Some(realm) = challenge.params.get("realm").filter(|r| !r.is_empty()) else {
-            return Err(RegistryError::Invalid("registry sent a Bearer challenge without a realm".into()));
+            return Err(RegistryError::Invalid(
+                "registry sent a Bearer challenge without a realm".into(),
+            ));
         };
         if !(realm.starts_with("https://") || realm.starts_with("http://")) {
-            return Err(RegistryError::Invalid(format!("token realm `{realm}` is not an http(s) URL")));
+            return Err(RegistryError::Invalid(format!(
+                "token realm `{realm}` is not an http(s) URL"
+            )));
         }
         let mut query: Vec<(&str, &str)> = vec![("scope", scope)];
         if let Some(service) = challenge.params.get("service") {
@@ -406,7 +487,10 @@ impl RegistryClient {
         if let Some(c) = &self.credentials {
             req = req.basic_auth(&c.username, Some(c.password.expose()));
         }
-        let resp = req.send().await.map_err(|e| RegistryError::transport("token request", e))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| RegistryError::transport("token request", e))?;
         let status = resp.status();
         let headers = resp.headers().clone();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -419,16 +503,27 @@ impl RegistryClient {
         if !status.is_success() {
             return Err(RegistryError::status("token request", status, &headers));
         }
-        let body = resp.bytes().await.map_err(|e| RegistryError::transport("reading the token", e))?;
-        let t: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|_| RegistryError::Invalid("the token service answered something that is not a token".into()))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| RegistryError::transport("reading the token", e))?;
+        let t: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+            RegistryError::Invalid(
+                "the token service answered something that is not a token".into(),
+            )
+        })?;
         let Some(token) = t.token.or(t.access_token).filter(|t| !t.is_empty()) else {
-            return Err(RegistryError::Invalid("the token service answered without a token".into()));
+            return Err(RegistryError::Invalid(
+                "the token service answered without a token".into(),
+            ));
         };
         // Default lifetime per the Docker token spec is 60 s; keep a margin.
         let ttl = Duration::from_secs(t.expires_in.unwrap_or(60).saturating_sub(10).max(1));
         tracing::debug!(registry = %self.host, scope, ttl_s = ttl.as_secs(), "registry token issued");
-        Ok(CachedAuth::Bearer { token: Sensitive::new(token), until: Instant::now() + ttl })
+        Ok(CachedAuth::Bearer {
+            token: Sensitive::new(token),
+            until: Instant::now() + ttl,
+        })
     }
 }
 
@@ -467,7 +562,12 @@ mod tests {
         h.insert(RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
         let e = RegistryError::status("x", StatusCode::SERVICE_UNAVAILABLE, &h);
-        assert!(matches!(e, RegistryError::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(7)));
-        assert!(matches!(RegistryError::status("x", StatusCode::FORBIDDEN, &h), RegistryError::Rejected { status: 403 }));
+        assert!(
+            matches!(e, RegistryError::Transient { retry_after: Some(d), .. } if d == Duration::from_secs(7))
+        );
+        assert!(matches!(
+            RegistryError::status("x", StatusCode::FORBIDDEN, &h),
+            RegistryError::Rejected { status: 403 }
+        ));
     }
 }

@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use fleetform_engine::secret::SecretRef;
 use fleetform_engine::ResourceId;
+use fleetform_engine::secret::SecretRef;
 use serde::{Deserialize, Serialize};
 
 /// The provider name: the address prefix it owns.
@@ -38,7 +38,11 @@ pub struct RegistrySpec {
 impl RegistrySpec {
     /// The registry for an endpoint, with default TLS settings.
     pub fn new(endpoint: impl Into<String>) -> Self {
-        Self { endpoint: endpoint.into(), insecure: false, ca_bundle: None }
+        Self {
+            endpoint: endpoint.into(),
+            insecure: false,
+            ca_bundle: None,
+        }
     }
 
     /// Splits the endpoint into scheme (`http`/`https`) and host (`host[:port]`), checking it.
@@ -124,7 +128,13 @@ impl ImageSpec {
     /// The resource address of this image.
     pub fn id(&self) -> Result<ResourceId, String> {
         let host = self.registry.host()?;
-        Ok(ResourceId::new(PROVIDER, format!("image/{}/{host}/{}:{}", self.tenant, self.repository, self.tag)))
+        Ok(ResourceId::new(
+            PROVIDER,
+            format!(
+                "image/{}/{host}/{}:{}",
+                self.tenant, self.repository, self.tag
+            ),
+        ))
     }
 
     /// `host/repository:tag`, as a person would type it for `docker pull`.
@@ -169,7 +179,10 @@ impl AccessSpec {
     /// The resource address of this access check.
     pub fn id(&self) -> Result<ResourceId, String> {
         let host = self.registry.host()?;
-        Ok(ResourceId::new(PROVIDER, format!("access/{}/{host}", self.tenant)))
+        Ok(ResourceId::new(
+            PROVIDER,
+            format!("access/{}/{host}", self.tenant),
+        ))
     }
 
     /// The images as (repository, tag) pairs, checked.
@@ -180,7 +193,9 @@ impl AccessSpec {
                 // The tag follows the last ':' that comes after the last '/'.
                 let slash = i.rfind('/').map_or(0, |p| p + 1);
                 let Some(colon) = i[slash..].rfind(':').map(|c| c + slash) else {
-                    return Err(format!("image `{i}` must be repository:tag, e.g. nvidia/gpu-operator:v25.3.0"));
+                    return Err(format!(
+                        "image `{i}` must be repository:tag, e.g. nvidia/gpu-operator:v25.3.0"
+                    ));
                 };
                 let (repo, tag) = (&i[..colon], &i[colon + 1..]);
                 check_repository(repo)?;
@@ -203,7 +218,9 @@ impl AccessSpec {
 
 fn check_tenant(t: &str) -> Result<(), String> {
     if t.is_empty() || t.contains(['/', ':', ' ']) {
-        return Err(format!("tenant `{t}` must be a non-empty name without '/', ':' or spaces"));
+        return Err(format!(
+            "tenant `{t}` must be a non-empty name without '/', ':' or spaces"
+        ));
     }
     Ok(())
 }
@@ -213,18 +230,32 @@ fn check_repository(r: &str) -> Result<(), String> {
     let ok = !r.is_empty()
         && r.split('/').all(|c| {
             !c.is_empty()
-                && c.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
+                && c.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch))
                 && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
         });
-    if ok { Ok(()) } else { Err(format!("repository `{r}` is not a valid OCI repository name (lowercase a-z0-9._- components separated by /)")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "repository `{r}` is not a valid OCI repository name (lowercase a-z0-9._- components separated by /)"
+        ))
+    }
 }
 
 fn check_tag(t: &str) -> Result<(), String> {
     let ok = !t.is_empty()
         && t.len() <= 128
         && t.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-        && t.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    if ok { Ok(()) } else { Err(format!("tag `{t}` is not a valid OCI tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})")) }
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "tag `{t}` is not a valid OCI tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})"
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -239,7 +270,10 @@ mod tests {
             "repository": "nvidia/gpu-operator", "tag": "v25.3.0", "credentials": null
         }))
         .unwrap();
-        assert_eq!(spec.id().unwrap().as_str(), "ngc:image/acme/nvcr.io/nvidia/gpu-operator:v25.3.0");
+        assert_eq!(
+            spec.id().unwrap().as_str(),
+            "ngc:image/acme/nvcr.io/nvidia/gpu-operator:v25.3.0"
+        );
         spec.validate().unwrap();
     }
 
@@ -250,27 +284,45 @@ mod tests {
             "images": ["acme/train:v1", "acme/a/b:2.0"]
         }))
         .unwrap();
-        assert_eq!(spec.id().unwrap().as_str(), "ngc:access/acme/127.0.0.1:5000");
+        assert_eq!(
+            spec.id().unwrap().as_str(),
+            "ngc:access/acme/127.0.0.1:5000"
+        );
         assert_eq!(
             spec.image_refs().unwrap(),
-            vec![("acme/train".into(), "v1".into()), ("acme/a/b".into(), "2.0".into())]
+            vec![
+                ("acme/train".into(), "v1".into()),
+                ("acme/a/b".into(), "2.0".into())
+            ]
         );
     }
 
     #[test]
     fn plain_http_to_a_remote_host_needs_insecure() {
-        let err = RegistrySpec::new("http://registry.example:5000").parse_endpoint().unwrap_err();
+        let err = RegistrySpec::new("http://registry.example:5000")
+            .parse_endpoint()
+            .unwrap_err();
         assert!(err.contains("insecure: true"), "{err}");
-        assert!(RegistrySpec::new("http://localhost:5000").parse_endpoint().is_ok());
+        assert!(
+            RegistrySpec::new("http://localhost:5000")
+                .parse_endpoint()
+                .is_ok()
+        );
         assert!(RegistrySpec::new("nvcr.io").parse_endpoint().is_err());
     }
 
     #[test]
     fn credentials_take_a_secret_reference_not_a_value() {
-        let c: Credentials =
-            serde_json::from_value(serde_json::json!({"username": "$oauthtoken", "password": {"env": "NGC_API_KEY"}}))
-                .unwrap();
+        let c: Credentials = serde_json::from_value(
+            serde_json::json!({"username": "$oauthtoken", "password": {"env": "NGC_API_KEY"}}),
+        )
+        .unwrap();
         assert_eq!(c.password, SecretRef::Env("NGC_API_KEY".into()));
-        assert!(serde_json::from_value::<Credentials>(serde_json::json!({"username": "u", "password": "inline"})).is_err());
+        assert!(
+            serde_json::from_value::<Credentials>(
+                serde_json::json!({"username": "u", "password": "inline"})
+            )
+            .is_err()
+        );
     }
 }

@@ -13,11 +13,13 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use fleetform_engine::provider::{ApplyContext, ApplyRequest, ErrorKind};
 use fleetform_engine::secret::{LocalSecrets, SecretRef};
-use fleetform_engine::{Action, Desired, ObserveRequest, Provider, ProviderError, ResourceId, Sensitive};
+use fleetform_engine::{
+    Action, Desired, ObserveRequest, Provider, ProviderError, ResourceId, Sensitive,
+};
 use fleetform_ngc::registry::BasicCredentials;
 use fleetform_ngc::{
-    AccessSpec, Credentials, ImageSpec, NgcProvider, PULL_SECRET_SENSITIVE_POINTER, RegistryClient, RegistrySpec,
-    dockerconfigjson, pull_secret_object,
+    AccessSpec, Credentials, ImageSpec, NgcProvider, PULL_SECRET_SENSITIVE_POINTER, RegistryClient,
+    RegistrySpec, dockerconfigjson, pull_secret_object,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -37,22 +39,30 @@ struct Peer {
 
 impl Peer {
     fn secrets(&self) -> Vec<String> {
-        [&self.basic_password_file, &self.acme_key_file, &self.globex_key_file, &self.admin_key_file]
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap().trim().to_string())
-            .collect()
+        [
+            &self.basic_password_file,
+            &self.acme_key_file,
+            &self.globex_key_file,
+            &self.admin_key_file,
+        ]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap().trim().to_string())
+        .collect()
     }
 }
 
 /// Reads the peer's variables from the environment, or else from the env file that
 /// `tests/peers/registry.sh start` writes (so a bare `cargo test -p fleetform-ngc` works).
 fn peer() -> Option<Peer> {
-    let mut vars: std::collections::HashMap<String, String> =
-        std::env::vars().filter(|(k, _)| k.starts_with("FLEETFORM_REGISTRY_")).collect();
+    let mut vars: std::collections::HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("FLEETFORM_REGISTRY_"))
+        .collect();
     if !vars.contains_key("FLEETFORM_REGISTRY_BASIC_URL") {
         let dir = std::env::var("FLEETFORM_PEERS_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/peers"));
+            .unwrap_or_else(|_| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/peers")
+            });
         if let Ok(text) = std::fs::read_to_string(dir.join("registry.env")) {
             for line in text.lines() {
                 if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
@@ -81,7 +91,9 @@ fn peer() -> Option<Peer> {
             admin_key_file: adm.into(),
         }),
         _ if std::env::var("FLEETFORM_REQUIRE_PEERS").as_deref() == Ok("1") => {
-            panic!("registry peer not running: run tests/peers/registry.sh start (FLEETFORM_REQUIRE_PEERS=1)")
+            panic!(
+                "registry peer not running: run tests/peers/registry.sh start (FLEETFORM_REQUIRE_PEERS=1)"
+            )
         }
         _ => {
             eprintln!("skipped: registry not running (tests/peers/registry.sh start)");
@@ -92,21 +104,38 @@ fn peer() -> Option<Peer> {
 
 fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}/t{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}/t{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn host(url: &str) -> String {
-    url.split_once("://").unwrap().1.trim_end_matches('/').to_string()
+    url.split_once("://")
+        .unwrap()
+        .1
+        .trim_end_matches('/')
+        .to_string()
 }
 
 // ---------------------------------------------------------------- pushing test images
 
 fn pusher(endpoint: &str, username: &str, password_file: &PathBuf) -> RegistryClient {
-    let password = std::fs::read_to_string(password_file).unwrap().trim().to_string();
+    let password = std::fs::read_to_string(password_file)
+        .unwrap()
+        .trim()
+        .to_string();
     RegistryClient::new(
         &RegistrySpec::new(endpoint),
-        Some(BasicCredentials { username: username.into(), password: Sensitive::new(password) }),
+        Some(BasicCredentials {
+            username: username.into(),
+            password: Sensitive::new(password),
+        }),
         Arc::new(tokio::sync::Semaphore::new(4)),
     )
     .unwrap()
@@ -119,12 +148,26 @@ fn sha256(b: &[u8]) -> String {
 async fn push_blob(c: &RegistryClient, endpoint: &str, repo: &str, data: &[u8]) -> String {
     let digest = sha256(data);
     let (status, headers, _) = c
-        .send(Method::POST, &format!("{endpoint}/v2/{repo}/blobs/uploads/"), repo, "pull,push")
+        .send(
+            Method::POST,
+            &format!("{endpoint}/v2/{repo}/blobs/uploads/"),
+            repo,
+            "pull,push",
+        )
         .await
         .unwrap();
     assert_eq!(status, StatusCode::ACCEPTED, "upload start for {repo}");
-    let location = headers.get("location").unwrap().to_str().unwrap().to_string();
-    let location = if location.starts_with('/') { format!("{endpoint}{location}") } else { location };
+    let location = headers
+        .get("location")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let location = if location.starts_with('/') {
+        format!("{endpoint}{location}")
+    } else {
+        location
+    };
     let sep = if location.contains('?') { '&' } else { '?' };
     let (status, _, _) = c
         .send_with_body(
@@ -143,7 +186,11 @@ async fn push_blob(c: &RegistryClient, endpoint: &str, repo: &str, data: &[u8]) 
 
 /// Pushes a one-layer OCI image under `repo:tag`; returns the manifest digest.
 async fn push_image(c: &RegistryClient, endpoint: &str, repo: &str, tag: &str) -> String {
-    let layer = format!("fleetform test layer {repo} {tag} {:?}", std::time::SystemTime::now()).into_bytes();
+    let layer = format!(
+        "fleetform test layer {repo} {tag} {:?}",
+        std::time::SystemTime::now()
+    )
+    .into_bytes();
     let config = json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]}})
         .to_string()
         .into_bytes();
@@ -170,7 +217,14 @@ async fn push_image(c: &RegistryClient, endpoint: &str, repo: &str, tag: &str) -
         .unwrap();
     assert_eq!(status, StatusCode::CREATED, "manifest PUT for {repo}:{tag}");
     let digest = sha256(&manifest);
-    assert_eq!(headers.get("docker-content-digest").unwrap().to_str().unwrap(), digest);
+    assert_eq!(
+        headers
+            .get("docker-content-digest")
+            .unwrap()
+            .to_str()
+            .unwrap(),
+        digest
+    );
     digest
 }
 
@@ -180,18 +234,37 @@ fn provider() -> NgcProvider {
     NgcProvider::new(Arc::new(LocalSecrets::default()))
 }
 
-fn image_spec(tenant: &str, endpoint: &str, repo: &str, tag: &str, creds: Option<(&str, &PathBuf)>) -> ImageSpec {
+fn image_spec(
+    tenant: &str,
+    endpoint: &str,
+    repo: &str,
+    tag: &str,
+    creds: Option<(&str, &PathBuf)>,
+) -> ImageSpec {
     ImageSpec {
         tenant: tenant.into(),
         registry: RegistrySpec::new(endpoint),
         repository: repo.into(),
         tag: tag.into(),
-        credentials: creds.map(|(u, f)| Credentials { username: u.into(), password: SecretRef::File(f.clone()) }),
+        credentials: creds.map(|(u, f)| Credentials {
+            username: u.into(),
+            password: SecretRef::File(f.clone()),
+        }),
     }
 }
 
-async fn observe_one(p: &NgcProvider, id: &ResourceId, spec: &serde_json::Value) -> Result<Option<fleetform_engine::Observed>, ProviderError> {
-    let mut out = p.observe(&[ObserveRequest { id, spec, desired: true }]).await;
+async fn observe_one(
+    p: &NgcProvider,
+    id: &ResourceId,
+    spec: &serde_json::Value,
+) -> Result<Option<fleetform_engine::Observed>, ProviderError> {
+    let mut out = p
+        .observe(&[ObserveRequest {
+            id,
+            spec,
+            desired: true,
+        }])
+        .await;
     out.pop().unwrap()
 }
 
@@ -224,9 +297,18 @@ async fn tag_resolves_to_the_digest_of_the_pushed_manifest_and_plans_noop() {
     let c = pusher(&peer.basic_url, &peer.basic_user, &peer.basic_password_file);
     let pushed = push_image(&c, &peer.basic_url, &repo, "v1").await;
 
-    let spec = image_spec("acme", &peer.basic_url, &repo, "v1", Some((&peer.basic_user, &peer.basic_password_file)));
+    let spec = image_spec(
+        "acme",
+        &peer.basic_url,
+        &repo,
+        "v1",
+        Some((&peer.basic_user, &peer.basic_password_file)),
+    );
     let id = spec.id().unwrap();
-    assert_eq!(id.as_str(), format!("ngc:image/acme/{}/{repo}:v1", host(&peer.basic_url)));
+    assert_eq!(
+        id.as_str(),
+        format!("ngc:image/acme/{}/{repo}:v1", host(&peer.basic_url))
+    );
     let desired = Desired::new(id.clone(), serde_json::to_value(&spec).unwrap());
     let p = provider();
 
@@ -239,7 +321,15 @@ async fn tag_resolves_to_the_digest_of_the_pushed_manifest_and_plans_noop() {
 
     // apply (NoOp) -> re-observe -> still NoOp with the same digest.
     let applied = p
-        .apply(&ApplyRequest { change: &change, desired: Some(&desired), last_applied: None, observed: Some(&observed) }, &ApplyContext::default())
+        .apply(
+            &ApplyRequest {
+                change: &change,
+                desired: Some(&desired),
+                last_applied: None,
+                observed: Some(&observed),
+            },
+            &ApplyContext::default(),
+        )
         .await
         .unwrap();
     assert_eq!(applied.spec, desired.spec);
@@ -254,7 +344,9 @@ async fn tag_resolves_to_the_digest_of_the_pushed_manifest_and_plans_noop() {
     assert_eq!(moved.state, json!({"digest": repushed}));
 
     // The exported helper agrees.
-    let d = fleetform_ngc::resolve_digest(&spec, Arc::new(LocalSecrets::default())).await.unwrap();
+    let d = fleetform_ngc::resolve_digest(&spec, Arc::new(LocalSecrets::default()))
+        .await
+        .unwrap();
     assert_eq!(d, repushed);
 }
 
@@ -265,12 +357,23 @@ async fn missing_tag_is_a_permanent_error_naming_the_image() {
     let c = pusher(&peer.basic_url, &peer.basic_user, &peer.basic_password_file);
     push_image(&c, &peer.basic_url, &repo, "v1").await;
 
-    let spec = image_spec("acme", &peer.basic_url, &repo, "v2", Some((&peer.basic_user, &peer.basic_password_file)));
+    let spec = image_spec(
+        "acme",
+        &peer.basic_url,
+        &repo,
+        "v2",
+        Some((&peer.basic_user, &peer.basic_password_file)),
+    );
     let id = spec.id().unwrap();
-    let err = observe_one(&provider(), &id, &serde_json::to_value(&spec).unwrap()).await.unwrap_err();
+    let err = observe_one(&provider(), &id, &serde_json::to_value(&spec).unwrap())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
     let h = host(&peer.basic_url);
-    assert_eq!(err.message, format!("image {h}/{repo}:v2 not found in {h} (tag v2)"));
+    assert_eq!(
+        err.message,
+        format!("image {h}/{repo}:v2 not found in {h} (tag v2)")
+    );
     assert_no_secret(&renderings(&err), &peer.secrets());
 }
 
@@ -286,14 +389,36 @@ async fn wrong_credentials_name_tenant_and_registry_never_the_key() {
     let p = provider();
 
     // Basic-auth registry: the right user, a wrong password.
-    let spec = image_spec("acme", &peer.basic_url, "acme/anything", "v1", Some((&peer.basic_user, &wrong)));
-    let err = observe_one(&p, &spec.id().unwrap(), &serde_json::to_value(&spec).unwrap()).await.unwrap_err();
+    let spec = image_spec(
+        "acme",
+        &peer.basic_url,
+        "acme/anything",
+        "v1",
+        Some((&peer.basic_user, &wrong)),
+    );
+    let err = observe_one(
+        &p,
+        &spec.id().unwrap(),
+        &serde_json::to_value(&spec).unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
-    assert!(err.message.contains("tenant acme") && err.message.contains(&host(&peer.basic_url)), "{}", err.message);
+    assert!(
+        err.message.contains("tenant acme") && err.message.contains(&host(&peer.basic_url)),
+        "{}",
+        err.message
+    );
     assert_no_secret(&renderings(&err), &secrets);
 
     // Token-auth registry: `$oauthtoken` with a key the token service does not know.
-    let spec = image_spec("acme", &peer.token_url, "acme/anything", "v1", Some(("$oauthtoken", &wrong)));
+    let spec = image_spec(
+        "acme",
+        &peer.token_url,
+        "acme/anything",
+        "v1",
+        Some(("$oauthtoken", &wrong)),
+    );
     let access = AccessSpec {
         tenant: "acme".into(),
         registry: spec.registry.clone(),
@@ -326,14 +451,28 @@ async fn token_auth_registry_resolves_and_grants_the_tenants_own_images() {
     let db = push_image(&admin, &peer.token_url, &repo_b, "2.0").await;
     let p = provider();
 
-    let spec = image_spec("acme", &peer.token_url, &repo_a, "1.0", Some(("$oauthtoken", &peer.acme_key_file)));
+    let spec = image_spec(
+        "acme",
+        &peer.token_url,
+        &repo_a,
+        "1.0",
+        Some(("$oauthtoken", &peer.acme_key_file)),
+    );
     let id = spec.id().unwrap();
     let value = serde_json::to_value(&spec).unwrap();
     let observed = observe_one(&p, &id, &value).await.unwrap().unwrap();
     assert_eq!(observed.state, json!({"digest": da}));
-    assert_eq!(p.diff(&Desired::new(id.clone(), value.clone()), Some(&observed)).unwrap().action, Action::NoOp);
+    assert_eq!(
+        p.diff(&Desired::new(id.clone(), value.clone()), Some(&observed))
+            .unwrap()
+            .action,
+        Action::NoOp
+    );
     // A second observe reuses the cached token (same answer).
-    assert_eq!(observe_one(&p, &id, &value).await.unwrap().unwrap(), observed);
+    assert_eq!(
+        observe_one(&p, &id, &value).await.unwrap().unwrap(),
+        observed
+    );
 
     let access = AccessSpec {
         tenant: "acme".into(),
@@ -342,11 +481,22 @@ async fn token_auth_registry_resolves_and_grants_the_tenants_own_images() {
         images: vec![format!("{repo_a}:1.0"), format!("{repo_b}:2.0")],
     };
     let aid = access.id().unwrap();
-    assert_eq!(aid.as_str(), format!("ngc:access/acme/{}", host(&peer.token_url)));
+    assert_eq!(
+        aid.as_str(),
+        format!("ngc:access/acme/{}", host(&peer.token_url))
+    );
     let avalue = serde_json::to_value(&access).unwrap();
     let observed = observe_one(&p, &aid, &avalue).await.unwrap().unwrap();
-    assert_eq!(observed.state, json!({"images": {format!("{repo_a}:1.0"): da, format!("{repo_b}:2.0"): db}}));
-    assert_eq!(p.diff(&Desired::new(aid, avalue), Some(&observed)).unwrap().action, Action::NoOp);
+    assert_eq!(
+        observed.state,
+        json!({"images": {format!("{repo_a}:1.0"): da, format!("{repo_b}:2.0"): db}})
+    );
+    assert_eq!(
+        p.diff(&Desired::new(aid, avalue), Some(&observed))
+            .unwrap()
+            .action,
+        Action::NoOp
+    );
     assert_no_secret(&format!("{p:?} {observed:?}"), &peer.secrets());
 }
 
@@ -361,22 +511,52 @@ async fn another_tenants_repository_is_insufficient_scope_naming_the_repository(
     let p = provider();
 
     // globex can pull its own image.
-    let g = image_spec("globex", &peer.token_url, &theirs, "v1", Some(("$oauthtoken", &peer.globex_key_file)));
-    observe_one(&p, &g.id().unwrap(), &serde_json::to_value(&g).unwrap()).await.unwrap().unwrap();
+    let g = image_spec(
+        "globex",
+        &peer.token_url,
+        &theirs,
+        "v1",
+        Some(("$oauthtoken", &peer.globex_key_file)),
+    );
+    observe_one(&p, &g.id().unwrap(), &serde_json::to_value(&g).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
 
     // acme may not: its token carries no access to globex's repository.
     let access = AccessSpec {
         tenant: "acme".into(),
         registry: RegistrySpec::new(&peer.token_url),
-        credentials: Some(Credentials { username: "$oauthtoken".into(), password: SecretRef::File(peer.acme_key_file.clone()) }),
+        credentials: Some(Credentials {
+            username: "$oauthtoken".into(),
+            password: SecretRef::File(peer.acme_key_file.clone()),
+        }),
         images: vec![format!("{own}:v1"), format!("{theirs}:v1")],
     };
-    let err = observe_one(&p, &access.id().unwrap(), &serde_json::to_value(&access).unwrap()).await.unwrap_err();
+    let err = observe_one(
+        &p,
+        &access.id().unwrap(),
+        &serde_json::to_value(&access).unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
-    assert!(err.message.contains("insufficient_scope"), "{}", err.message);
-    assert!(err.message.contains(&format!("repository {theirs}")), "{}", err.message);
+    assert!(
+        err.message.contains("insufficient_scope"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains(&format!("repository {theirs}")),
+        "{}",
+        err.message
+    );
     assert!(err.message.contains("tenant acme"), "{}", err.message);
-    assert!(!err.message.contains(&format!("repository {own}")), "only the refused repository is named: {}", err.message);
+    assert!(
+        !err.message.contains(&format!("repository {own}")),
+        "only the refused repository is named: {}",
+        err.message
+    );
     assert_no_secret(&renderings(&err), &peer.secrets());
 }
 
@@ -384,43 +564,90 @@ async fn another_tenants_repository_is_insufficient_scope_naming_the_repository(
 async fn anonymous_pull_from_an_authenticated_registry_is_refused_as_unauthorized() {
     let Some(peer) = peer() else { return };
     let spec = image_spec("acme", &peer.basic_url, "acme/anything", "v1", None);
-    let err = observe_one(&provider(), &spec.id().unwrap(), &serde_json::to_value(&spec).unwrap()).await.unwrap_err();
+    let err = observe_one(
+        &provider(),
+        &spec.id().unwrap(),
+        &serde_json::to_value(&spec).unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
-    assert!(err.message.contains("tenant acme") && err.message.contains("none are configured"), "{}", err.message);
+    assert!(
+        err.message.contains("tenant acme") && err.message.contains("none are configured"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
 async fn server_errors_are_transient_with_retry_after_and_refused_connections_transient() {
     // A registry that answers 503 + Retry-After (no peer needed).
     let app = axum::Router::new().fallback(|| async {
-        (axum::http::StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "7")], "busy")
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "7")],
+            "busy",
+        )
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let spec = image_spec("acme", &format!("http://{addr}"), "acme/x", "v1", None);
-    let err = observe_one(&provider(), &spec.id().unwrap(), &serde_json::to_value(&spec).unwrap()).await.unwrap_err();
+    let err = observe_one(
+        &provider(),
+        &spec.id().unwrap(),
+        &serde_json::to_value(&spec).unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient, "{}", err.message);
     assert_eq!(err.retry_after, Some(Duration::from_secs(7)));
     assert!(err.message.contains("HTTP 503"), "{}", err.message);
 
     // Nothing listening: transient, with the transport error as the source.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let spec = image_spec("acme", &format!("http://{closed}"), "acme/x", "v1", None);
-    let err = observe_one(&provider(), &spec.id().unwrap(), &serde_json::to_value(&spec).unwrap()).await.unwrap_err();
+    let err = observe_one(
+        &provider(),
+        &spec.id().unwrap(),
+        &serde_json::to_value(&spec).unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient, "{}", err.message);
     assert!(std::error::Error::source(&err).is_some());
 }
 
 #[tokio::test]
 async fn ngc_resources_are_read_only() {
-    let spec = image_spec("acme", "https://nvcr.io", "nvidia/gpu-operator", "v25.3.0", None);
+    let spec = image_spec(
+        "acme",
+        "https://nvcr.io",
+        "nvidia/gpu-operator",
+        "v25.3.0",
+        None,
+    );
     let desired = Desired::new(spec.id().unwrap(), serde_json::to_value(&spec).unwrap());
     let p = provider();
-    assert_eq!(p.diff(&desired, None).unwrap_err().kind, ErrorKind::Permanent);
+    assert_eq!(
+        p.diff(&desired, None).unwrap_err().kind,
+        ErrorKind::Permanent
+    );
     let change = fleetform_engine::Change::new(desired.id.clone(), Action::Create);
     let err = p
-        .apply(&ApplyRequest { change: &change, desired: Some(&desired), last_applied: None, observed: None }, &ApplyContext::default())
+        .apply(
+            &ApplyRequest {
+                change: &change,
+                desired: Some(&desired),
+                last_applied: None,
+                observed: None,
+            },
+            &ApplyContext::default(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
@@ -439,20 +666,42 @@ fn dockerconfigjson_has_auths_with_base64_user_pass_and_a_rotated_key_changes_it
     assert_eq!(entry["username"], "$oauthtoken");
     assert_eq!(entry["password"], "nvapi-test-key-0001");
     let auth = STANDARD.decode(entry["auth"].as_str().unwrap()).unwrap();
-    assert_eq!(String::from_utf8(auth).unwrap(), "$oauthtoken:nvapi-test-key-0001");
+    assert_eq!(
+        String::from_utf8(auth).unwrap(),
+        "$oauthtoken:nvapi-test-key-0001"
+    );
     assert_eq!(format!("{content:?} {content}"), "(sensitive) (sensitive)");
 
     let secret = pull_secret_object("gpu-operator", "ngc-pull", "nvcr.io", "$oauthtoken", &key);
     assert_eq!(secret["type"], "kubernetes.io/dockerconfigjson");
-    assert_eq!(secret["metadata"], json!({"namespace": "gpu-operator", "name": "ngc-pull"}));
-    let data = secret.pointer(PULL_SECRET_SENSITIVE_POINTER).unwrap().as_str().unwrap();
+    assert_eq!(
+        secret["metadata"],
+        json!({"namespace": "gpu-operator", "name": "ngc-pull"})
+    );
+    let data = secret
+        .pointer(PULL_SECRET_SENSITIVE_POINTER)
+        .unwrap()
+        .as_str()
+        .unwrap();
     assert_eq!(STANDARD.decode(data).unwrap(), content.expose().as_bytes());
 
     // Rotation: a new key gives a new secret content (an Update of that field for the kube provider).
     let rotated = Sensitive::new("nvapi-test-key-0002".to_string());
-    let secret2 = pull_secret_object("gpu-operator", "ngc-pull", "nvcr.io", "$oauthtoken", &rotated);
-    assert_ne!(secret.pointer(PULL_SECRET_SENSITIVE_POINTER), secret2.pointer(PULL_SECRET_SENSITIVE_POINTER));
-    assert_ne!(dockerconfigjson("nvcr.io", "$oauthtoken", &rotated).digest(), content.digest());
+    let secret2 = pull_secret_object(
+        "gpu-operator",
+        "ngc-pull",
+        "nvcr.io",
+        "$oauthtoken",
+        &rotated,
+    );
+    assert_ne!(
+        secret.pointer(PULL_SECRET_SENSITIVE_POINTER),
+        secret2.pointer(PULL_SECRET_SENSITIVE_POINTER)
+    );
+    assert_ne!(
+        dockerconfigjson("nvcr.io", "$oauthtoken", &rotated).digest(),
+        content.digest()
+    );
     let mut a = secret.clone();
     let mut b = secret2.clone();
     a.as_object_mut().unwrap().remove("data");
@@ -465,14 +714,24 @@ async fn a_token_service_outage_is_transient_not_a_credentials_error() {
     // A registry whose token realm answers 503 + Retry-After: the same answer on a 401 would
     // mean "wrong key"; a 503 must be retried.
     let token = axum::Router::new().fallback(|| async {
-        (axum::http::StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "3")], "down")
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "3")],
+            "down",
+        )
     });
     let tl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let realm = format!("http://{}/token", tl.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(tl, token).await.unwrap() });
     let registry = axum::Router::new().fallback(move || {
         let challenge = format!("Bearer realm=\"{realm}\",service=\"svc\"");
-        async move { (axum::http::StatusCode::UNAUTHORIZED, [("www-authenticate", challenge)], "") }
+        async move {
+            (
+                axum::http::StatusCode::UNAUTHORIZED,
+                [("www-authenticate", challenge)],
+                "",
+            )
+        }
     });
     let rl = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = rl.local_addr().unwrap();
@@ -481,11 +740,27 @@ async fn a_token_service_outage_is_transient_not_a_credentials_error() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("key");
     std::fs::write(&key, "nvapi-outage-test-key").unwrap();
-    let spec = image_spec("acme", &format!("http://{addr}"), "acme/x", "v1", Some(("$oauthtoken", &key)));
-    let err = observe_one(&provider(), &spec.id().unwrap(), &serde_json::to_value(&spec).unwrap()).await.unwrap_err();
+    let spec = image_spec(
+        "acme",
+        &format!("http://{addr}"),
+        "acme/x",
+        "v1",
+        Some(("$oauthtoken", &key)),
+    );
+    let err = observe_one(
+        &provider(),
+        &spec.id().unwrap(),
+        &serde_json::to_value(&spec).unwrap(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient, "{}", err.message);
     assert_eq!(err.retry_after, Some(Duration::from_secs(3)));
-    assert!(err.message.contains("token request") && err.message.contains("HTTP 503"), "{}", err.message);
+    assert!(
+        err.message.contains("token request") && err.message.contains("HTTP 503"),
+        "{}",
+        err.message
+    );
     assert_no_secret(&renderings(&err), &["nvapi-outage-test-key".to_string()]);
 }
 
@@ -498,19 +773,36 @@ async fn a_rotated_key_is_used_on_the_next_observe() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("acme-key");
     std::fs::copy(&peer.acme_key_file, &key_file).unwrap();
-    let spec = image_spec("acme", &peer.token_url, &repo, "v1", Some(("$oauthtoken", &key_file)));
+    let spec = image_spec(
+        "acme",
+        &peer.token_url,
+        &repo,
+        "v1",
+        Some(("$oauthtoken", &key_file)),
+    );
     let (id, value) = (spec.id().unwrap(), serde_json::to_value(&spec).unwrap());
     let p = provider();
-    assert_eq!(observe_one(&p, &id, &value).await.unwrap().unwrap().state, json!({"digest": digest}));
+    assert_eq!(
+        observe_one(&p, &id, &value).await.unwrap().unwrap().state,
+        json!({"digest": digest})
+    );
 
     // The key is rotated to one the token service does not know: the cached token is not reused.
     std::fs::write(&key_file, "nvapi-revoked-key").unwrap();
     let err = observe_one(&p, &id, &value).await.unwrap_err();
-    assert!(err.message.contains("rejected the credentials of tenant acme"), "{}", err.message);
+    assert!(
+        err.message
+            .contains("rejected the credentials of tenant acme"),
+        "{}",
+        err.message
+    );
 
     // And back to a valid key.
     std::fs::copy(&peer.acme_key_file, &key_file).unwrap();
-    assert_eq!(observe_one(&p, &id, &value).await.unwrap().unwrap().state, json!({"digest": digest}));
+    assert_eq!(
+        observe_one(&p, &id, &value).await.unwrap().unwrap().state,
+        json!({"digest": digest})
+    );
 }
 
 #[tokio::test]
@@ -521,19 +813,41 @@ async fn one_failing_image_does_not_fail_the_others_in_a_batch() {
     let digest = push_image(&c, &peer.basic_url, &repo, "v1").await;
     let creds = Some((peer.basic_user.as_str(), &peer.basic_password_file));
     let specs: Vec<ImageSpec> = (0..12)
-        .map(|i| image_spec("acme", &peer.basic_url, &repo, if i % 4 == 3 { "missing" } else { "v1" }, creds))
+        .map(|i| {
+            image_spec(
+                "acme",
+                &peer.basic_url,
+                &repo,
+                if i % 4 == 3 { "missing" } else { "v1" },
+                creds,
+            )
+        })
         .collect();
     let ids: Vec<ResourceId> = specs.iter().map(|s| s.id().unwrap()).collect();
-    let values: Vec<serde_json::Value> = specs.iter().map(|s| serde_json::to_value(s).unwrap()).collect();
-    let requests: Vec<ObserveRequest<'_>> =
-        ids.iter().zip(&values).map(|(id, spec)| ObserveRequest { id, spec, desired: true }).collect();
+    let values: Vec<serde_json::Value> = specs
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap())
+        .collect();
+    let requests: Vec<ObserveRequest<'_>> = ids
+        .iter()
+        .zip(&values)
+        .map(|(id, spec)| ObserveRequest {
+            id,
+            spec,
+            desired: true,
+        })
+        .collect();
     let results = provider().observe(&requests).await;
     assert_eq!(results.len(), 12);
     for (i, r) in results.iter().enumerate() {
         if i % 4 == 3 {
             assert!(r.as_ref().unwrap_err().message.contains("not found"), "{i}");
         } else {
-            assert_eq!(r.as_ref().unwrap().as_ref().unwrap().state, json!({"digest": digest}), "{i}");
+            assert_eq!(
+                r.as_ref().unwrap().as_ref().unwrap().state,
+                json!({"digest": digest}),
+                "{i}"
+            );
         }
     }
 }
@@ -546,13 +860,34 @@ async fn debug_of_every_struct_hides_the_keys() {
     // Make it hold a cached token too.
     let repo = unique("acme");
     push_image(&client, &peer.token_url, &repo, "v1").await;
-    let key = Sensitive::new(std::fs::read_to_string(&peer.acme_key_file).unwrap().trim().to_string());
-    let creds = BasicCredentials { username: "$oauthtoken".into(), password: key.clone() };
-    let spec = image_spec("acme", &peer.token_url, &repo, "v1", Some(("$oauthtoken", &peer.acme_key_file)));
+    let key = Sensitive::new(
+        std::fs::read_to_string(&peer.acme_key_file)
+            .unwrap()
+            .trim()
+            .to_string(),
+    );
+    let creds = BasicCredentials {
+        username: "$oauthtoken".into(),
+        password: key.clone(),
+    };
+    let spec = image_spec(
+        "acme",
+        &peer.token_url,
+        &repo,
+        "v1",
+        Some(("$oauthtoken", &peer.acme_key_file)),
+    );
     let p = provider();
-    let observed = observe_one(&p, &spec.id().unwrap(), &serde_json::to_value(&spec).unwrap()).await.unwrap();
+    let observed = observe_one(
+        &p,
+        &spec.id().unwrap(),
+        &serde_json::to_value(&spec).unwrap(),
+    )
+    .await
+    .unwrap();
     let content = dockerconfigjson(&host(&peer.token_url), "$oauthtoken", &key);
-    let text = format!("{client:?} {creds:?} {spec:?} {p:?} {observed:?} {content:?} {content} {key:?}");
+    let text =
+        format!("{client:?} {creds:?} {spec:?} {p:?} {observed:?} {content:?} {content} {key:?}");
     assert_no_secret(&text, &secrets);
     assert!(text.contains("(sensitive)"));
 }

@@ -38,13 +38,24 @@ fn env_file() -> HashMap<String, String> {
 #[tokio::main]
 async fn main() {
     let file = env_file();
-    let get = |k: &str| std::env::var(k).ok().or_else(|| file.get(k).cloned()).unwrap_or_else(|| panic!("{k} not set: run tests/peers/sushy.sh start-fleet"));
-    let urls: Vec<String> = get("SUSHY_FLEET_URLS").split(',').map(str::to_string).collect();
+    let get = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .or_else(|| file.get(k).cloned())
+            .unwrap_or_else(|| panic!("{k} not set: run tests/peers/sushy.sh start-fleet"))
+    };
+    let urls: Vec<String> = get("SUSHY_FLEET_URLS")
+        .split(',')
+        .map(str::to_string)
+        .collect();
     let per: usize = get("SUSHY_FLEET_PER_PROCESS").parse().unwrap();
     let total: usize = get("SUSHY_FLEET_SYSTEMS").parse().unwrap();
     let user = get("SUSHY_USERNAME");
     let pw = get("SUSHY_PASSWORD_FILE");
-    let per_bmc: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(2);
+    let per_bmc: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(2);
 
     let mut specs = Vec::new();
     for n in 0..total {
@@ -53,14 +64,27 @@ async fn main() {
         let spec = json!({"bmc": {"endpoint": urls[j], "system": host,
                                   "credentials": {"username": user, "password": {"file": pw}}},
                           "state": "On"});
-        specs.push((ResourceId::new("redfish", format!("host/{host}/power")), spec));
+        specs.push((
+            ResourceId::new("redfish", format!("host/{host}/power")),
+            spec,
+        ));
     }
     let opts = RedfishOptions {
-        client: ClientConfig { per_bmc_in_flight: per_bmc, ..ClientConfig::default() },
+        client: ClientConfig {
+            per_bmc_in_flight: per_bmc,
+            ..ClientConfig::default()
+        },
         ..RedfishOptions::default()
     };
     let p = RedfishProvider::with_options(Arc::new(LocalSecrets::new("/")), opts);
-    let rqs: Vec<ObserveRequest<'_>> = specs.iter().map(|(id, s)| ObserveRequest { id, spec: s, desired: true }).collect();
+    let rqs: Vec<ObserveRequest<'_>> = specs
+        .iter()
+        .map(|(id, s)| ObserveRequest {
+            id,
+            spec: s,
+            desired: true,
+        })
+        .collect();
     for pass in ["cold (system lookup by name)", "warm (system path cached)"] {
         let t = Instant::now();
         let res = p.observe(&rqs).await;

@@ -47,9 +47,18 @@ impl Default for ClientConfig {
 pub enum HttpError {
     /// Could not connect, or the connection dropped, or timed out: the
     /// request may or may not have reached the BMC.
-    Unreachable { url: String, timed_out: bool, source: reqwest::Error },
+    Unreachable {
+        url: String,
+        timed_out: bool,
+        source: reqwest::Error,
+    },
     /// The BMC answered with an error status.
-    Status { url: String, method: Method, status: StatusCode, message: String },
+    Status {
+        url: String,
+        method: Method,
+        status: StatusCode,
+        message: String,
+    },
     /// The body was not the JSON we expected.
     Body { url: String, why: String },
     /// Local problem (bad URL, bad CA bundle).
@@ -65,7 +74,14 @@ impl HttpError {
     }
 
     pub fn is_not_found(&self) -> bool {
-        matches!(self.status(), Some(StatusCode::NOT_FOUND | StatusCode::NOT_IMPLEMENTED | StatusCode::METHOD_NOT_ALLOWED))
+        matches!(
+            self.status(),
+            Some(
+                StatusCode::NOT_FOUND
+                    | StatusCode::NOT_IMPLEMENTED
+                    | StatusCode::METHOD_NOT_ALLOWED
+            )
+        )
     }
 
     /// The error as the engine sees it, worded for the host `host` and user `user`.
@@ -111,7 +127,10 @@ fn tls_failure(e: &reqwest::Error) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         let s = err.to_string();
-        if s.contains("certificate") || s.contains("UnknownIssuer") || s.contains("invalid peer certificate") {
+        if s.contains("certificate")
+            || s.contains("UnknownIssuer")
+            || s.contains("invalid peer certificate")
+        {
             return true;
         }
         cur = err.source();
@@ -120,13 +139,22 @@ fn tls_failure(e: &reqwest::Error) -> bool {
 }
 
 fn fmt_msg(m: &str) -> String {
-    if m.is_empty() { String::new() } else { format!(": {m}") }
+    if m.is_empty() {
+        String::new()
+    } else {
+        format!(": {m}")
+    }
 }
 
 /// The Redfish error message of a body (`error.@Message.ExtendedInfo[].Message` or `error.message`).
 fn redfish_message(body: &str) -> String {
     let Ok(v) = serde_json::from_str::<Value>(body) else {
-        return body.chars().take(200).collect::<String>().trim().to_string();
+        return body
+            .chars()
+            .take(200)
+            .collect::<String>()
+            .trim()
+            .to_string();
     };
     let err = v.get("error").unwrap_or(&v);
     let mut parts = Vec::new();
@@ -138,9 +166,10 @@ fn redfish_message(body: &str) -> String {
         }
     }
     if parts.is_empty()
-        && let Some(m) = err.get("message").and_then(Value::as_str) {
-            parts.push(m.to_string());
-        }
+        && let Some(m) = err.get("message").and_then(Value::as_str)
+    {
+        parts.push(m.to_string());
+    }
     parts.join("; ")
 }
 
@@ -154,14 +183,20 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     }
 }
 
 /// How requests authenticate.
 #[derive(Clone)]
 enum Auth {
-    Basic { user: String, password: Sensitive<String> },
+    Basic {
+        user: String,
+        password: Sensitive<String>,
+    },
     Token(Sensitive<String>),
 }
 
@@ -210,10 +245,13 @@ impl BmcHttp {
         limits: Arc<Limits>,
     ) -> Result<Self, HttpError> {
         install_crypto_provider();
-        let base = url::Url::parse(endpoint.trim_end_matches('/'))
-            .map_err(|e| HttpError::Local(format!("BMC endpoint `{endpoint}` is not a URL: {e}")))?;
+        let base = url::Url::parse(endpoint.trim_end_matches('/')).map_err(|e| {
+            HttpError::Local(format!("BMC endpoint `{endpoint}` is not a URL: {e}"))
+        })?;
         if !matches!(base.scheme(), "http" | "https") {
-            return Err(HttpError::Local(format!("BMC endpoint `{endpoint}` must be http:// or https://")));
+            return Err(HttpError::Local(format!(
+                "BMC endpoint `{endpoint}` must be http:// or https://"
+            )));
         }
         let cfg = limits.config().clone();
         let mut b = reqwest::Client::builder()
@@ -233,9 +271,16 @@ impl BmcHttp {
         if insecure {
             b = b.tls_danger_accept_invalid_certs(true);
         }
-        let http = b.build().map_err(|e| HttpError::Local(format!("cannot build the HTTP client: {e}")))?;
+        let http = b
+            .build()
+            .map_err(|e| HttpError::Local(format!("cannot build the HTTP client: {e}")))?;
         let endpoint_sem = limits.endpoint(base.as_str());
-        Ok(Self { base, http, limits, endpoint_sem })
+        Ok(Self {
+            base,
+            http,
+            limits,
+            endpoint_sem,
+        })
     }
 
     pub fn base(&self) -> &url::Url {
@@ -244,15 +289,28 @@ impl BmcHttp {
 
     /// Resolves an `@odata.id` (absolute path) or a full URL against the endpoint.
     pub fn url(&self, path: &str) -> Result<url::Url, HttpError> {
-        self.base.join(path).map_err(|e| HttpError::Local(format!("bad Redfish path `{path}`: {e}")))
+        self.base
+            .join(path)
+            .map_err(|e| HttpError::Local(format!("bad Redfish path `{path}`: {e}")))
     }
 
     async fn permits(&self) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
         // Endpoint first: a slow BMC must not hold global slots while it waits.
         #[allow(clippy::expect_used)]
-        let e = self.endpoint_sem.clone().acquire_owned().await.expect("semaphore never closed");
+        let e = self
+            .endpoint_sem
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
         #[allow(clippy::expect_used)]
-        let g = self.limits.global.clone().acquire_owned().await.expect("semaphore never closed");
+        let g = self
+            .limits
+            .global
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
         (e, g)
     }
 
@@ -265,9 +323,14 @@ impl BmcHttp {
         if_match: Option<&str>,
     ) -> Result<Response, HttpError> {
         let _permits = self.permits().await;
-        let mut rq = self.http.request(method.clone(), url.clone()).header("Accept", "application/json");
+        let mut rq = self
+            .http
+            .request(method.clone(), url.clone())
+            .header("Accept", "application/json");
         match auth {
-            Some(Auth::Basic { user, password }) => rq = rq.basic_auth(user, Some(password.expose())),
+            Some(Auth::Basic { user, password }) => {
+                rq = rq.basic_auth(user, Some(password.expose()))
+            }
             Some(Auth::Token(t)) => rq = rq.header("X-Auth-Token", t.expose().as_str()),
             None => {}
         }
@@ -300,10 +363,16 @@ impl BmcHttp {
         let body = if text.trim().is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text)
-                .map_err(|e| HttpError::Body { url: url.to_string(), why: format!("not JSON: {e}") })?
+            serde_json::from_str(&text).map_err(|e| HttpError::Body {
+                url: url.to_string(),
+                why: format!("not JSON: {e}"),
+            })?
         };
-        Ok(Response { status, headers, body })
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
@@ -338,7 +407,11 @@ impl SessionGuard {
         }
         self.closed = true;
         let auth = Auth::Token(self.token.clone());
-        if let Err(e) = self.http.once(Some(&auth), &Method::DELETE, &self.location, None, None).await {
+        if let Err(e) = self
+            .http
+            .once(Some(&auth), &Method::DELETE, &self.location, None, None)
+            .await
+        {
             tracing::warn!(session = %self.location, error = ?e, "could not delete the Redfish session");
         }
     }
@@ -375,13 +448,22 @@ pub enum AuthMode {
 impl Conn {
     /// Reads the service root and logs in: a session when the root links a
     /// SessionService (`Links.Sessions` or `SessionService/Sessions`), basic auth otherwise.
-    pub async fn open(http: Arc<BmcHttp>, user: &str, password: Sensitive<String>) -> Result<Self, HttpError> {
-        let basic = Auth::Basic { user: user.to_string(), password: password.clone() };
+    pub async fn open(
+        http: Arc<BmcHttp>,
+        user: &str,
+        password: Sensitive<String>,
+    ) -> Result<Self, HttpError> {
+        let basic = Auth::Basic {
+            user: user.to_string(),
+            password: password.clone(),
+        };
         let root_url = http.url("/redfish/v1/")?;
         // The root is open on most BMCs; some want credentials even there.
         let root = match get_with_retries(&http, None, &root_url).await {
             Ok(r) => r.body,
-            Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => get_with_retries(&http, Some(&basic), &root_url).await?.body,
+            Err(e) if e.status() == Some(StatusCode::UNAUTHORIZED) => {
+                get_with_retries(&http, Some(&basic), &root_url).await?.body
+            }
             Err(e) => return Err(e),
         };
         let sessions = odata_id(root.pointer("/Links/Sessions")).map(str::to_string);
@@ -400,27 +482,46 @@ impl Conn {
             },
         };
         let Some(sessions) = sessions else {
-            return Ok(Self { http, auth: basic, session: None, root, user: user.to_string() });
+            return Ok(Self {
+                http,
+                auth: basic,
+                session: None,
+                root,
+                user: user.to_string(),
+            });
         };
         let url = http.url(&sessions)?;
         let body = json!({"UserName": user, "Password": password.expose()});
-        let resp = http.once(None, &Method::POST, &url, Some(&body), None).await?;
+        let resp = http
+            .once(None, &Method::POST, &url, Some(&body), None)
+            .await?;
         let token = resp.header("X-Auth-Token").ok_or_else(|| HttpError::Body {
             url: url.to_string(),
             why: "session created without an X-Auth-Token header".into(),
         })?;
-        let location = resp
-            .header("Location")
-            .or_else(|| odata_id(resp.body.get("@odata.id").map(|_| &resp.body)).map(str::to_string));
+        let location = resp.header("Location").or_else(|| {
+            odata_id(resp.body.get("@odata.id").map(|_| &resp.body)).map(str::to_string)
+        });
         let token = Sensitive::new(token);
         let session = match location {
-            Some(loc) => Some(SessionGuard { http: http.clone(), location: http.url(&loc)?, token: token.clone(), closed: false }),
+            Some(loc) => Some(SessionGuard {
+                http: http.clone(),
+                location: http.url(&loc)?,
+                token: token.clone(),
+                closed: false,
+            }),
             None => {
                 tracing::warn!(endpoint = %http.base(), "session created without a Location: cannot delete it");
                 None
             }
         };
-        Ok(Self { http, auth: Auth::Token(token), session, root, user: user.to_string() })
+        Ok(Self {
+            http,
+            auth: Auth::Token(token),
+            session,
+            root,
+            user: user.to_string(),
+        })
     }
 
     pub fn auth_mode(&self) -> AuthMode {
@@ -448,19 +549,32 @@ impl Conn {
     }
 
     /// PATCH once (with `If-Match` when an ETag is known).
-    pub async fn patch(&self, path: &str, body: &Value, etag: Option<&str>) -> Result<Response, HttpError> {
+    pub async fn patch(
+        &self,
+        path: &str,
+        body: &Value,
+        etag: Option<&str>,
+    ) -> Result<Response, HttpError> {
         let url = self.http.url(path)?;
-        self.http.once(Some(&self.auth), &Method::PATCH, &url, Some(body), etag).await
+        self.http
+            .once(Some(&self.auth), &Method::PATCH, &url, Some(body), etag)
+            .await
     }
 
     /// POST once: never retried (actions are not idempotent).
     pub async fn post(&self, path: &str, body: &Value) -> Result<Response, HttpError> {
         let url = self.http.url(path)?;
-        self.http.once(Some(&self.auth), &Method::POST, &url, Some(body), None).await
+        self.http
+            .once(Some(&self.auth), &Method::POST, &url, Some(body), None)
+            .await
     }
 }
 
-async fn get_with_retries(http: &BmcHttp, auth: Option<&Auth>, url: &url::Url) -> Result<Response, HttpError> {
+async fn get_with_retries(
+    http: &BmcHttp,
+    auth: Option<&Auth>,
+    url: &url::Url,
+) -> Result<Response, HttpError> {
     let cfg = http.limits.config();
     let mut delay = cfg.retry_backoff;
     let mut attempt = 0;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fleetform_engine::provider::{
-    Action, Applied, ApplyContext, ApplyRequest, Change, FieldChange, Health, ObserveRequest, Observed, Provider,
-    ProviderError,
+    Action, Applied, ApplyContext, ApplyRequest, Change, FieldChange, Health, ObserveRequest,
+    Observed, Provider, ProviderError,
 };
 use fleetform_engine::resource::{Desired, ResourceId};
 use fleetform_engine::secret::SecretResolver;
@@ -26,8 +26,8 @@ use serde_json::{Map, Value, json};
 pub use client::{AuthMode, ClientConfig};
 use client::{BmcHttp, Conn, HttpError, Limits, odata_id};
 use spec::{
-    Aspect, BiosSpec, BmcSpec, BootSpec, FirmwareSpec, InventorySpec, PowerSpec, PowerState, SecureBootSpec,
-    VirtualMediaSpec,
+    Aspect, BiosSpec, BmcSpec, BootSpec, FirmwareSpec, InventorySpec, PowerSpec, PowerState,
+    SecureBootSpec, VirtualMediaSpec,
 };
 
 /// Tunables of the provider beyond HTTP limits.
@@ -84,9 +84,10 @@ fn parse_id(id: &ResourceId) -> Result<Target, ProviderError> {
     };
     let mut parts = id.path().split('/');
     match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("host"), Some(host), Some(aspect), None) if !host.is_empty() => {
-            Ok(Target { host: host.to_string(), aspect: Aspect::parse(aspect).ok_or_else(bad)? })
-        }
+        (Some("host"), Some(host), Some(aspect), None) if !host.is_empty() => Ok(Target {
+            host: host.to_string(),
+            aspect: Aspect::parse(aspect).ok_or_else(bad)?,
+        }),
         _ => Err(bad()),
     }
 }
@@ -174,25 +175,42 @@ fn str_of(v: &Value, key: &str) -> Option<String> {
 }
 
 fn field(path: &str, before: Option<Value>, after: Option<Value>) -> FieldChange {
-    FieldChange { path: path.to_string(), before, after, sensitive: false, changed_by: None }
+    FieldChange {
+        path: path.to_string(),
+        before,
+        after,
+        sensitive: false,
+        changed_by: None,
+    }
 }
 
 /// Allowable values for a parameter of an action: inline
 /// `<Param>@Redfish.AllowableValues`, else the action's `@Redfish.ActionInfo`.
-async fn allowable(host: &Host<'_>, action: &Value, param: &str) -> Result<Option<Vec<String>>, ProviderError> {
-    let strs = |v: &Value| v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect());
+async fn allowable(
+    host: &Host<'_>,
+    action: &Value,
+    param: &str,
+) -> Result<Option<Vec<String>>, ProviderError> {
+    let strs = |v: &Value| {
+        v.as_array().map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+    };
     if let Some(v) = action.get(format!("{param}@Redfish.AllowableValues")) {
         return Ok(strs(v));
     }
     if let Some(info) = action.get("@Redfish.ActionInfo").and_then(Value::as_str)
         && let Some(r) = host.get_opt(info).await?
-            && let Some(params) = r.body.get("Parameters").and_then(Value::as_array) {
-                for p in params {
-                    if p.get("Name").and_then(Value::as_str) == Some(param) {
-                        return Ok(p.get("AllowableValues").and_then(strs));
-                    }
-                }
+        && let Some(params) = r.body.get("Parameters").and_then(Value::as_array)
+    {
+        for p in params {
+            if p.get("Name").and_then(Value::as_str) == Some(param) {
+                return Ok(p.get("AllowableValues").and_then(strs));
             }
+        }
+    }
     Ok(None)
 }
 
@@ -215,7 +233,12 @@ impl RedfishProvider {
         }
     }
 
-    fn http(&self, id: &ResourceId, host: &str, bmc: &BmcSpec) -> Result<Arc<BmcHttp>, ProviderError> {
+    fn http(
+        &self,
+        id: &ResourceId,
+        host: &str,
+        bmc: &BmcSpec,
+    ) -> Result<Arc<BmcHttp>, ProviderError> {
         if bmc.insecure {
             tracing::warn!(
                 host,
@@ -223,79 +246,133 @@ impl RedfishProvider {
                 "TLS VERIFICATION IS OFF for this BMC (bmc.insecure: true): anyone on the path can read its credentials"
             );
         }
-        let key = (bmc.endpoint.trim_end_matches('/').to_string(), bmc.ca_bundle.clone(), bmc.insecure);
+        let key = (
+            bmc.endpoint.trim_end_matches('/').to_string(),
+            bmc.ca_bundle.clone(),
+            bmc.insecure,
+        );
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
         let pem = match &bmc.ca_bundle {
             Some(p) => Some(std::fs::read(p).map_err(|e| {
-                ProviderError::permanent(id, format!("host {host}: cannot read bmc.caBundle {}", p.display()))
-                    .with_source(e)
+                ProviderError::permanent(
+                    id,
+                    format!("host {host}: cannot read bmc.caBundle {}", p.display()),
+                )
+                .with_source(e)
             })?),
             None => None,
         };
         let c = Arc::new(
-            BmcHttp::new(&bmc.endpoint, pem.as_deref(), bmc.insecure, self.limits.clone())
-                .map_err(|e| e.into_provider(id, host, &bmc.credentials.username))?,
+            BmcHttp::new(
+                &bmc.endpoint,
+                pem.as_deref(),
+                bmc.insecure,
+                self.limits.clone(),
+            )
+            .map_err(|e| e.into_provider(id, host, &bmc.credentials.username))?,
         );
         clients.insert(key, c.clone());
         Ok(c)
     }
 
-    async fn connect(&self, id: &ResourceId, host: &str, bmc: &BmcSpec) -> Result<Conn, ProviderError> {
+    async fn connect(
+        &self,
+        id: &ResourceId,
+        host: &str,
+        bmc: &BmcSpec,
+    ) -> Result<Conn, ProviderError> {
         let http = self.http(id, host, bmc)?;
-        let password = self.secrets.resolve(&bmc.credentials.password).map_err(|e| {
-            ProviderError::permanent(id, format!("host {host}: cannot read the BMC password")).with_source(e)
-        })?;
+        let password = self
+            .secrets
+            .resolve(&bmc.credentials.password)
+            .map_err(|e| {
+                ProviderError::permanent(id, format!("host {host}: cannot read the BMC password"))
+                    .with_source(e)
+            })?;
         let user = &bmc.credentials.username;
-        Conn::open(http, user, password).await.map_err(|e| e.into_provider(id, host, user))
+        Conn::open(http, user, password)
+            .await
+            .map_err(|e| e.into_provider(id, host, user))
     }
 
     /// Connects and finds the ComputerSystem named by `bmc.system`.
-    async fn host<'a>(&self, id: &'a ResourceId, name: &str, bmc: &BmcSpec) -> Result<Host<'a>, ProviderError> {
+    async fn host<'a>(
+        &self,
+        id: &'a ResourceId,
+        name: &str,
+        bmc: &BmcSpec,
+    ) -> Result<Host<'a>, ProviderError> {
         let conn = self.connect(id, name, bmc).await?;
-        let mut host =
-            Host { id, name: name.to_string(), conn, system_path: String::new(), system: Value::Null, system_etag: None };
+        let mut host = Host {
+            id,
+            name: name.to_string(),
+            conn,
+            system_path: String::new(),
+            system: Value::Null,
+            system_etag: None,
+        };
         let selector = bmc.system.clone().unwrap_or_default();
-        let cache_key = (bmc.endpoint.trim_end_matches('/').to_string(), selector.clone());
-        let cached = self.systems.lock().unwrap_or_else(|e| e.into_inner()).get(&cache_key).cloned();
+        let cache_key = (
+            bmc.endpoint.trim_end_matches('/').to_string(),
+            selector.clone(),
+        );
+        let cached = self
+            .systems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&cache_key)
+            .cloned();
         if let Some(path) = cached
-            && let Some(r) = host.get_opt(&path).await? {
-                host.system_etag = r.header("ETag");
-                host.system = r.body;
-                host.system_path = path;
-                return Ok(host);
-            }
+            && let Some(r) = host.get_opt(&path).await?
+        {
+            host.system_etag = r.header("ETag");
+            host.system = r.body;
+            host.system_path = path;
+            return Ok(host);
+        }
         let systems = odata_id(host.conn.root.get("Systems"))
             .map(str::to_string)
             .ok_or_else(|| host.permanent("the BMC's service root links no Systems collection"))?;
         let matches = |sys: &Value| {
-            ["Id", "Name", "UUID", "HostName"].iter().any(|k| sys.get(*k).and_then(Value::as_str) == Some(selector.as_str()))
+            ["Id", "Name", "UUID", "HostName"]
+                .iter()
+                .any(|k| sys.get(*k).and_then(Value::as_str) == Some(selector.as_str()))
         };
         let mut found: Option<(String, client::Response)> = None;
         if !selector.is_empty() {
             // Direct hit first (Id in the path, or a BMC that redirects names, like sushy).
             let direct = format!("{}/{}", systems.trim_end_matches('/'), selector);
             if let Some(r) = host.get_opt(&direct).await?
-                && matches(&r.body) {
-                    let path = odata_id(Some(&r.body)).map_or(direct, str::to_string);
-                    found = Some((path, r));
-                }
+                && matches(&r.body)
+            {
+                let path = odata_id(Some(&r.body)).map_or(direct, str::to_string);
+                found = Some((path, r));
+            }
         }
         if found.is_none() {
             let coll = host.get(&systems).await?.body;
             let members: Vec<String> = coll
                 .get("Members")
                 .and_then(Value::as_array)
-                .map(|m| m.iter().filter_map(|x| odata_id(Some(x)).map(str::to_string)).collect())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|x| odata_id(Some(x)).map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             if selector.is_empty() {
                 if members.len() != 1 {
                     return Err(host.permanent(format!(
                         "the BMC has {} systems ({}): set bmc.system to one of them",
                         members.len(),
-                        members.iter().map(|m| m.rsplit('/').find(|s| !s.is_empty()).unwrap_or(m)).collect::<Vec<_>>().join(", ")
+                        members
+                            .iter()
+                            .map(|m| m.rsplit('/').find(|s| !s.is_empty()).unwrap_or(m))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )));
                 }
                 let r = host.get(&members[0]).await?;
@@ -311,16 +388,24 @@ impl RedfishProvider {
             }
         }
         let Some((path, r)) = found else {
-            return Err(host.permanent(format!("the BMC has no system with Id, Name or UUID `{selector}`")));
+            return Err(host.permanent(format!(
+                "the BMC has no system with Id, Name or UUID `{selector}`"
+            )));
         };
-        self.systems.lock().unwrap_or_else(|e| e.into_inner()).insert(cache_key, path.clone());
+        self.systems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cache_key, path.clone());
         host.system_etag = r.header("ETag");
         host.system = r.body;
         host.system_path = path;
         Ok(host)
     }
 
-    async fn observe_one(&self, rq: &ObserveRequest<'_>) -> Result<Option<Observed>, ProviderError> {
+    async fn observe_one(
+        &self,
+        rq: &ObserveRequest<'_>,
+    ) -> Result<Option<Observed>, ProviderError> {
         let id = rq.id;
         let t = parse_id(id)?;
         let bmc: spec::AnyBmc = parse_spec(id, rq.spec)?;
@@ -328,11 +413,23 @@ impl RedfishProvider {
         let result = self.observe_aspect(&host, t.aspect, rq.spec).await;
         host.conn.close().await;
         let (state, private) = result?;
-        Ok(Some(Observed { id: id.clone(), state, private: Some(serde_json::to_value(private).unwrap_or(Value::Null)) }))
+        Ok(Some(Observed {
+            id: id.clone(),
+            state,
+            private: Some(serde_json::to_value(private).unwrap_or(Value::Null)),
+        }))
     }
 
-    async fn observe_aspect(&self, host: &Host<'_>, aspect: Aspect, spec: &Value) -> Result<(Value, Private), ProviderError> {
-        let mut p = Private { system: Some(host.system_path.clone()), ..Private::default() };
+    async fn observe_aspect(
+        &self,
+        host: &Host<'_>,
+        aspect: Aspect,
+        spec: &Value,
+    ) -> Result<(Value, Private), ProviderError> {
+        let mut p = Private {
+            system: Some(host.system_path.clone()),
+            ..Private::default()
+        };
         match aspect {
             Aspect::Power => {
                 let sys = typed::system(&host.system);
@@ -361,14 +458,18 @@ impl RedfishProvider {
             }
             Aspect::Bios => self.observe_bios(host, spec, p).await,
             Aspect::SecureBoot => {
-                let path = host.link("SecureBoot").ok_or_else(|| host.permanent("the BMC does not expose SecureBoot for this system"))?;
-                let r = host
-                    .get_opt(&path)
-                    .await?
-                    .ok_or_else(|| host.permanent(format!("the BMC does not implement SecureBoot ({path})")))?;
+                let path = host.link("SecureBoot").ok_or_else(|| {
+                    host.permanent("the BMC does not expose SecureBoot for this system")
+                })?;
+                let r = host.get_opt(&path).await?.ok_or_else(|| {
+                    host.permanent(format!("the BMC does not implement SecureBoot ({path})"))
+                })?;
                 p.etag = r.header("ETag");
                 p.path = Some(path);
-                Ok((json!({"enabled": r.body.get("SecureBootEnable").cloned().unwrap_or(Value::Null)}), p))
+                Ok((
+                    json!({"enabled": r.body.get("SecureBootEnable").cloned().unwrap_or(Value::Null)}),
+                    p,
+                ))
             }
             Aspect::VirtualMedia => self.observe_vmedia(host, spec, p).await,
             Aspect::Firmware => self.observe_firmware(host, spec, p).await,
@@ -376,31 +477,54 @@ impl RedfishProvider {
         }
     }
 
-    async fn observe_bios(&self, host: &Host<'_>, spec: &Value, mut p: Private) -> Result<(Value, Private), ProviderError> {
+    async fn observe_bios(
+        &self,
+        host: &Host<'_>,
+        spec: &Value,
+        mut p: Private,
+    ) -> Result<(Value, Private), ProviderError> {
         let want: BiosSpec = parse_spec(host.id, spec)?;
-        let path = host
-            .link("Bios")
-            .ok_or_else(|| host.permanent("the BMC does not expose BIOS settings (no Bios link on the System)"))?;
-        let r = host
-            .get_opt(&path)
-            .await?
-            .ok_or_else(|| host.permanent(format!("the BMC does not implement BIOS settings ({path})")))?;
-        let current = r.body.get("Attributes").and_then(Value::as_object).cloned().unwrap_or_default();
-        let (settings, source) = match r.body.pointer("/@Redfish.Settings/SettingsObject/@odata.id").and_then(Value::as_str) {
+        let path = host.link("Bios").ok_or_else(|| {
+            host.permanent("the BMC does not expose BIOS settings (no Bios link on the System)")
+        })?;
+        let r = host.get_opt(&path).await?.ok_or_else(|| {
+            host.permanent(format!("the BMC does not implement BIOS settings ({path})"))
+        })?;
+        let current = r
+            .body
+            .get("Attributes")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let (settings, source) = match r
+            .body
+            .pointer("/@Redfish.Settings/SettingsObject/@odata.id")
+            .and_then(Value::as_str)
+        {
             Some(s) => (s.to_string(), "@Redfish.Settings"),
-            None => (format!("{}/Settings", path.trim_end_matches('/')), "<Bios>/Settings (no @Redfish.Settings; sushy's path)"),
+            None => (
+                format!("{}/Settings", path.trim_end_matches('/')),
+                "<Bios>/Settings (no @Redfish.Settings; sushy's path)",
+            ),
         };
         let apply_times = r
             .body
             .pointer("/@Redfish.Settings/SupportedApplyTimes")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect::<Vec<_>>());
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            });
         let mut pending = Map::new();
         if let Some(s) = host.get_opt(&settings).await? {
             p.etag = s.header("ETag");
             if let Some(attrs) = s.body.get("Attributes").and_then(Value::as_object) {
                 for (k, v) in attrs {
-                    if want.attributes.contains_key(k) && current.get(k).is_none_or(|c| !loose_eq(c, v)) {
+                    if want.attributes.contains_key(k)
+                        && current.get(k).is_none_or(|c| !loose_eq(c, v))
+                    {
                         pending.insert(k.clone(), v.clone());
                     }
                 }
@@ -421,50 +545,75 @@ impl RedfishProvider {
         p.extra.insert("settingsSource".into(), json!(source));
         p.extra.insert("pending".into(), Value::Object(pending));
         p.extra.insert("unknown".into(), Value::Array(unknown));
-        p.extra.insert("knownAttributes".into(), json!(current.keys().take(12).collect::<Vec<_>>()));
-        let immediate = apply_times.as_ref().is_some_and(|a| a.iter().any(|t| t == "Immediate"))
-            || self.bios_immediate.lock().unwrap_or_else(|e| e.into_inner()).contains(&bios_key(host));
-        p.extra.insert("appliesImmediately".into(), json!(immediate));
+        p.extra.insert(
+            "knownAttributes".into(),
+            json!(current.keys().take(12).collect::<Vec<_>>()),
+        );
+        let immediate = apply_times
+            .as_ref()
+            .is_some_and(|a| a.iter().any(|t| t == "Immediate"))
+            || self
+                .bios_immediate
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&bios_key(host));
+        p.extra
+            .insert("appliesImmediately".into(), json!(immediate));
         Ok((json!({"attributes": attrs}), p))
     }
 
     async fn vmedia_collection(&self, host: &Host<'_>) -> Result<Option<String>, ProviderError> {
         if let Some(c) = host.link("VirtualMedia")
-            && host.get_opt(&c).await?.is_some() {
-                return Ok(Some(c));
-            }
+            && host.get_opt(&c).await?.is_some()
+        {
+            return Ok(Some(c));
+        }
         if let Some(m) = host.manager_path()
             && let Some(r) = host.get_opt(&m).await?
-                && let Some(c) = odata_id(r.body.get("VirtualMedia")) {
-                    return Ok(Some(c.to_string()));
-                }
+            && let Some(c) = odata_id(r.body.get("VirtualMedia"))
+        {
+            return Ok(Some(c.to_string()));
+        }
         Ok(None)
     }
 
-    async fn observe_vmedia(&self, host: &Host<'_>, spec: &Value, mut p: Private) -> Result<(Value, Private), ProviderError> {
+    async fn observe_vmedia(
+        &self,
+        host: &Host<'_>,
+        spec: &Value,
+        mut p: Private,
+    ) -> Result<(Value, Private), ProviderError> {
         let want: VirtualMediaSpec = parse_spec(host.id, spec)?;
-        let coll = self
-            .vmedia_collection(host)
-            .await?
-            .ok_or_else(|| host.permanent("the BMC exposes no VirtualMedia (neither on the System nor on its Manager)"))?;
+        let coll = self.vmedia_collection(host).await?.ok_or_else(|| {
+            host.permanent(
+                "the BMC exposes no VirtualMedia (neither on the System nor on its Manager)",
+            )
+        })?;
         let members: Vec<String> = host
             .get(&coll)
             .await?
             .body
             .get("Members")
             .and_then(Value::as_array)
-            .map(|m| m.iter().filter_map(|x| odata_id(Some(x)).map(str::to_string)).collect())
+            .map(|m| {
+                m.iter()
+                    .filter_map(|x| odata_id(Some(x)).map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut chosen = None;
         let mut seen = Vec::new();
         for m in &members {
             let r = host.get(m).await?;
-            let id = str_of(&r.body, "Id").unwrap_or_else(|| m.rsplit('/').next().unwrap_or(m).to_string());
+            let id = str_of(&r.body, "Id")
+                .unwrap_or_else(|| m.rsplit('/').next().unwrap_or(m).to_string());
             let ok = match &want.device {
                 Some(d) => &id == d,
-                None => r.body.get("MediaTypes").and_then(Value::as_array).is_some_and(|t| {
-                    t.iter().any(|x| matches!(x.as_str(), Some("CD" | "DVD")))
-                }),
+                None => r
+                    .body
+                    .get("MediaTypes")
+                    .and_then(Value::as_array)
+                    .is_some_and(|t| t.iter().any(|x| matches!(x.as_str(), Some("CD" | "DVD")))),
             };
             seen.push(id);
             if ok {
@@ -475,13 +624,27 @@ impl RedfishProvider {
         let Some((path, r)) = chosen else {
             return Err(host.permanent(match &want.device {
                 Some(d) => format!("no VirtualMedia device `{d}` (have: {})", seen.join(", ")),
-                None => format!("no VirtualMedia device takes CD/DVD images (have: {})", seen.join(", ")),
+                None => format!(
+                    "no VirtualMedia device takes CD/DVD images (have: {})",
+                    seen.join(", ")
+                ),
             }));
         };
         let image = str_of(&r.body, "Image").filter(|s| !s.is_empty());
-        let inserted = r.body.get("Inserted").and_then(Value::as_bool).unwrap_or(image.is_some());
-        for (action, key) in [("#VirtualMedia.InsertMedia", "insert"), ("#VirtualMedia.EjectMedia", "eject")] {
-            if let Some(t) = r.body.pointer(&format!("/Actions/{}/target", action.replace('/', "~1"))).and_then(Value::as_str) {
+        let inserted = r
+            .body
+            .get("Inserted")
+            .and_then(Value::as_bool)
+            .unwrap_or(image.is_some());
+        for (action, key) in [
+            ("#VirtualMedia.InsertMedia", "insert"),
+            ("#VirtualMedia.EjectMedia", "eject"),
+        ] {
+            if let Some(t) = r
+                .body
+                .pointer(&format!("/Actions/{}/target", action.replace('/', "~1")))
+                .and_then(Value::as_str)
+            {
                 p.extra.insert(key.into(), json!(t));
             }
         }
@@ -490,7 +653,12 @@ impl RedfishProvider {
         Ok((json!({"image": image, "inserted": inserted}), p))
     }
 
-    async fn observe_firmware(&self, host: &Host<'_>, spec: &Value, mut p: Private) -> Result<(Value, Private), ProviderError> {
+    async fn observe_firmware(
+        &self,
+        host: &Host<'_>,
+        spec: &Value,
+        mut p: Private,
+    ) -> Result<(Value, Private), ProviderError> {
         let want: FirmwareSpec = parse_spec(host.id, spec)?;
         let mut versions: BTreeMap<String, Value> = BTreeMap::new();
         let needs_inventory = want.expected.keys().any(|k| k != "BIOS" && k != "BMC");
@@ -498,50 +666,80 @@ impl RedfishProvider {
         let mut inventory: Option<Vec<(String, String, Value)>> = None;
         let mut inventory_note = String::from("UpdateService not linked from the service root");
         if let Some(us) = odata_id(host.conn.root.get("UpdateService"))
-            && let Some(r) = host.get_opt(us).await? {
-                if let Some(t) = r.body.pointer("/Actions/#UpdateService.SimpleUpdate/target").and_then(Value::as_str) {
-                    p.extra.insert("simpleUpdate".into(), json!(t));
+            && let Some(r) = host.get_opt(us).await?
+        {
+            if let Some(t) = r
+                .body
+                .pointer("/Actions/#UpdateService.SimpleUpdate/target")
+                .and_then(Value::as_str)
+            {
+                p.extra.insert("simpleUpdate".into(), json!(t));
+            }
+            match odata_id(r.body.get("FirmwareInventory")) {
+                None => {
+                    inventory_note =
+                        "BMC does not expose FirmwareInventory (no link in UpdateService)".into()
                 }
-                match odata_id(r.body.get("FirmwareInventory")) {
-                    None => inventory_note = "BMC does not expose FirmwareInventory (no link in UpdateService)".into(),
-                    Some(fi) => match host.get_opt(fi).await? {
-                        None => inventory_note = format!("BMC does not expose FirmwareInventory ({fi} answers 404)"),
-                        Some(coll) => {
-                            let members: Vec<String> = coll
-                                .body
-                                .get("Members")
-                                .and_then(Value::as_array)
-                                .map(|m| m.iter().filter_map(|x| odata_id(Some(x)).map(str::to_string)).collect())
-                                .unwrap_or_default();
-                            inventory_note = format!("FirmwareInventory has {} members", members.len());
-                            let mut items = Vec::new();
-                            if needs_inventory {
-                                for m in &members {
-                                    if let Some(r) = host.get_opt(m).await? {
-                                        let id = str_of(&r.body, "Id").unwrap_or_default();
-                                        let name = str_of(&r.body, "Name").unwrap_or_default();
-                                        items.push((id, name, r.body.get("Version").cloned().unwrap_or(Value::Null)));
-                                    }
+                Some(fi) => match host.get_opt(fi).await? {
+                    None => {
+                        inventory_note =
+                            format!("BMC does not expose FirmwareInventory ({fi} answers 404)")
+                    }
+                    Some(coll) => {
+                        let members: Vec<String> = coll
+                            .body
+                            .get("Members")
+                            .and_then(Value::as_array)
+                            .map(|m| {
+                                m.iter()
+                                    .filter_map(|x| odata_id(Some(x)).map(str::to_string))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        inventory_note = format!("FirmwareInventory has {} members", members.len());
+                        let mut items = Vec::new();
+                        if needs_inventory {
+                            for m in &members {
+                                if let Some(r) = host.get_opt(m).await? {
+                                    let id = str_of(&r.body, "Id").unwrap_or_default();
+                                    let name = str_of(&r.body, "Name").unwrap_or_default();
+                                    items.push((
+                                        id,
+                                        name,
+                                        r.body.get("Version").cloned().unwrap_or(Value::Null),
+                                    ));
                                 }
                             }
-                            inventory = Some(items);
                         }
-                    },
-                }
+                        inventory = Some(items);
+                    }
+                },
             }
-        p.extra.insert("firmwareInventory".into(), json!(inventory_note));
+        }
+        p.extra
+            .insert("firmwareInventory".into(), json!(inventory_note));
         let mut missing = Vec::new();
         for k in want.expected.keys() {
             let v = match k.as_str() {
-                "BIOS" => host.system.get("BiosVersion").cloned().filter(|v| !v.is_null()),
+                "BIOS" => host
+                    .system
+                    .get("BiosVersion")
+                    .cloned()
+                    .filter(|v| !v.is_null()),
                 "BMC" => match host.manager_path() {
-                    Some(m) => host.get_opt(&m).await?.and_then(|r| r.body.get("FirmwareVersion").cloned()),
+                    Some(m) => host
+                        .get_opt(&m)
+                        .await?
+                        .and_then(|r| r.body.get("FirmwareVersion").cloned()),
                     None => None,
                 },
                 other => inventory.as_ref().and_then(|inv| {
                     inv.iter()
                         .find(|(id, _, _)| id.eq_ignore_ascii_case(other))
-                        .or_else(|| inv.iter().find(|(_, name, _)| name.eq_ignore_ascii_case(other)))
+                        .or_else(|| {
+                            inv.iter()
+                                .find(|(_, name, _)| name.eq_ignore_ascii_case(other))
+                        })
                         .map(|(_, _, v)| v.clone())
                 }),
             };
@@ -566,28 +764,57 @@ impl RedfishProvider {
         Ok((json!({"expected": versions}), p))
     }
 
-    async fn observe_inventory(&self, host: &Host<'_>, spec: &Value, p: Private) -> Result<(Value, Private), ProviderError> {
+    async fn observe_inventory(
+        &self,
+        host: &Host<'_>,
+        spec: &Value,
+        p: Private,
+    ) -> Result<(Value, Private), ProviderError> {
         let want: InventorySpec = parse_spec(host.id, spec)?;
         // GPUs may sit in another ComputerSystem of the same BMC (HGX baseboards): look at all.
         let mut system_paths = vec![host.system_path.clone()];
         if let Some(coll) = odata_id(host.conn.root.get("Systems"))
-            && let Some(r) = host.get_opt(coll).await? {
-                for m in r.body.get("Members").and_then(Value::as_array).into_iter().flatten() {
-                    if let Some(s) = odata_id(Some(m))
-                        && s.trim_end_matches('/') != host.system_path.trim_end_matches('/') {
-                            system_paths.push(s.to_string());
-                        }
+            && let Some(r) = host.get_opt(coll).await?
+        {
+            for m in r
+                .body
+                .get("Members")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(s) = odata_id(Some(m))
+                    && s.trim_end_matches('/') != host.system_path.trim_end_matches('/')
+                {
+                    system_paths.push(s.to_string());
                 }
             }
+        }
         let mut gpus: Vec<Option<String>> = Vec::new();
         let mut any_processors = false;
         for sp in &system_paths {
-            let sys = if sp == &host.system_path { host.system.clone() } else { host.get(sp).await?.body };
-            let Some(pp) = odata_id(sys.get("Processors")) else { continue };
-            let Some(coll) = host.get_opt(pp).await? else { continue };
+            let sys = if sp == &host.system_path {
+                host.system.clone()
+            } else {
+                host.get(sp).await?.body
+            };
+            let Some(pp) = odata_id(sys.get("Processors")) else {
+                continue;
+            };
+            let Some(coll) = host.get_opt(pp).await? else {
+                continue;
+            };
             any_processors = true;
-            for m in coll.body.get("Members").and_then(Value::as_array).into_iter().flatten() {
-                let Some(mp) = odata_id(Some(m)) else { continue };
+            for m in coll
+                .body
+                .get("Members")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let Some(mp) = odata_id(Some(m)) else {
+                    continue;
+                };
                 let r = host.get(mp).await?;
                 if r.body.get("ProcessorType").and_then(Value::as_str) == Some("GPU") {
                     gpus.push(str_of(&r.body, "Model"));
@@ -595,16 +822,22 @@ impl RedfishProvider {
             }
         }
         if !any_processors {
-            return Err(host.permanent("the BMC does not expose Processors: cannot check the GPU inventory"));
+            return Err(host
+                .permanent("the BMC does not expose Processors: cannot check the GPU inventory"));
         }
         let mut expect = Map::new();
         if let Some(m) = &want.expect.gpu_model {
             let needle = m.to_lowercase();
-            let bad = gpus.iter().find(|g| !g.as_ref().is_some_and(|g| g.to_lowercase().contains(&needle)));
+            let bad = gpus.iter().find(|g| {
+                !g.as_ref()
+                    .is_some_and(|g| g.to_lowercase().contains(&needle))
+            });
             let v = match (gpus.is_empty(), bad) {
                 (true, _) => Value::Null,
                 (false, None) => json!(m),
-                (false, Some(g)) => g.clone().map_or(json!("(no Model reported)"), Value::String),
+                (false, Some(g)) => g
+                    .clone()
+                    .map_or(json!("(no Model reported)"), Value::String),
             };
             expect.insert("gpuModel".into(), v);
         }
@@ -614,16 +847,27 @@ impl RedfishProvider {
         Ok((json!({"expect": expect}), p))
     }
 
-    fn diff_inner(&self, desired: &Desired, observed: Option<&Observed>) -> Result<Change, ProviderError> {
+    fn diff_inner(
+        &self,
+        desired: &Desired,
+        observed: Option<&Observed>,
+    ) -> Result<Change, ProviderError> {
         let id = &desired.id;
         let t = parse_id(id)?;
         let Some(obs) = observed else {
             return Err(ProviderError::permanent(
                 id,
-                format!("host {}: not observed (a host's BMC state cannot be created, only changed)", t.host),
+                format!(
+                    "host {}: not observed (a host's BMC state cannot be created, only changed)",
+                    t.host
+                ),
             ));
         };
-        let private: Private = obs.private.clone().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+        let private: Private = obs
+            .private
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
         let st = &obs.state;
         let mut fields = Vec::new();
         let mut disruptive = false;
@@ -638,31 +882,58 @@ impl RedfishProvider {
             }
             Aspect::Boot => {
                 let w: BootSpec = parse_spec(id, &desired.spec)?;
-                if let Some(allowed) = private.extra.get("allowableTargets").and_then(Value::as_array)
-                    && !allowed.iter().any(|a| a.as_str() == Some(w.target.as_str())) {
-                        return Err(ProviderError::permanent(
-                            id,
-                            format!(
-                                "host {}: boot target `{}` is not offered by the BMC (allowed: {})",
-                                t.host,
-                                w.target,
-                                allowed.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
-                            ),
-                        ));
-                    }
-                for (k, v) in [("target", Some(&w.target)), ("enabled", Some(&w.enabled)), ("mode", w.mode.as_ref())] {
+                if let Some(allowed) = private
+                    .extra
+                    .get("allowableTargets")
+                    .and_then(Value::as_array)
+                    && !allowed
+                        .iter()
+                        .any(|a| a.as_str() == Some(w.target.as_str()))
+                {
+                    return Err(ProviderError::permanent(
+                        id,
+                        format!(
+                            "host {}: boot target `{}` is not offered by the BMC (allowed: {})",
+                            t.host,
+                            w.target,
+                            allowed
+                                .iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+                for (k, v) in [
+                    ("target", Some(&w.target)),
+                    ("enabled", Some(&w.enabled)),
+                    ("mode", w.mode.as_ref()),
+                ] {
                     if let Some(v) = v
-                        && st.get(k).and_then(Value::as_str) != Some(v.as_str()) {
-                            fields.push(field(&format!("/{k}"), st.get(k).cloned(), Some(json!(v))));
-                        }
+                        && st.get(k).and_then(Value::as_str) != Some(v.as_str())
+                    {
+                        fields.push(field(&format!("/{k}"), st.get(k).cloned(), Some(json!(v))));
+                    }
                 }
             }
             Aspect::Bios => {
                 let w: BiosSpec = parse_spec(id, &desired.spec)?;
-                if let Some(first) = private.extra.get("unknown").and_then(Value::as_array).and_then(|u| u.first()) {
-                    let known = private.extra.get("knownAttributes").and_then(Value::as_array).map(|k| {
-                        k.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")
-                    });
+                if let Some(first) = private
+                    .extra
+                    .get("unknown")
+                    .and_then(Value::as_array)
+                    .and_then(|u| u.first())
+                {
+                    let known = private
+                        .extra
+                        .get("knownAttributes")
+                        .and_then(Value::as_array)
+                        .map(|k| {
+                            k.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        });
                     return Err(ProviderError::permanent(
                         id,
                         format!(
@@ -673,23 +944,40 @@ impl RedfishProvider {
                         ),
                     ));
                 }
-                let pending = private.extra.get("pending").and_then(Value::as_object).cloned().unwrap_or_default();
+                let pending = private
+                    .extra
+                    .get("pending")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
                 for (k, v) in &w.attributes {
                     let cur = st.pointer(&format!("/attributes/{}", escape(k)));
                     if !cur.is_some_and(|c| loose_eq(c, v)) {
-                        let mut f = field(&format!("/attributes/{}", escape(k)), cur.cloned(), Some(v.clone()));
+                        let mut f = field(
+                            &format!("/attributes/{}", escape(k)),
+                            cur.cloned(),
+                            Some(v.clone()),
+                        );
                         if pending.get(k).is_some_and(|p| loose_eq(p, v)) {
                             f.changed_by = Some("staged in the BIOS settings object; takes effect on the next reboot".into());
                         }
                         fields.push(f);
                     }
                 }
-                disruptive = !private.extra.get("appliesImmediately").and_then(Value::as_bool).unwrap_or(false);
+                disruptive = !private
+                    .extra
+                    .get("appliesImmediately")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
             }
             Aspect::SecureBoot => {
                 let w: SecureBootSpec = parse_spec(id, &desired.spec)?;
                 if st.get("enabled") != Some(&json!(w.enabled)) {
-                    fields.push(field("/enabled", st.get("enabled").cloned(), Some(json!(w.enabled))));
+                    fields.push(field(
+                        "/enabled",
+                        st.get("enabled").cloned(),
+                        Some(json!(w.enabled)),
+                    ));
                 }
                 // Takes effect on the next boot.
                 disruptive = true;
@@ -697,13 +985,27 @@ impl RedfishProvider {
             Aspect::VirtualMedia => {
                 let w: VirtualMediaSpec = parse_spec(id, &desired.spec)?;
                 if w.inserted && w.image.is_none() {
-                    return Err(ProviderError::permanent(id, format!("host {}: virtual media inserted: true needs an image URL", t.host)));
+                    return Err(ProviderError::permanent(
+                        id,
+                        format!(
+                            "host {}: virtual media inserted: true needs an image URL",
+                            t.host
+                        ),
+                    ));
                 }
                 if st.get("inserted") != Some(&json!(w.inserted)) {
-                    fields.push(field("/inserted", st.get("inserted").cloned(), Some(json!(w.inserted))));
+                    fields.push(field(
+                        "/inserted",
+                        st.get("inserted").cloned(),
+                        Some(json!(w.inserted)),
+                    ));
                 }
                 if w.inserted && st.get("image") != Some(&json!(w.image)) {
-                    fields.push(field("/image", st.get("image").cloned(), Some(json!(w.image))));
+                    fields.push(field(
+                        "/image",
+                        st.get("image").cloned(),
+                        Some(json!(w.image)),
+                    ));
                 }
             }
             Aspect::Firmware => {
@@ -711,7 +1013,11 @@ impl RedfishProvider {
                 for (k, v) in &w.expected {
                     let cur = st.pointer(&format!("/expected/{}", escape(k)));
                     if cur.and_then(Value::as_str) != Some(v.as_str()) {
-                        fields.push(field(&format!("/expected/{}", escape(k)), cur.cloned(), Some(json!(v))));
+                        fields.push(field(
+                            &format!("/expected/{}", escape(k)),
+                            cur.cloned(),
+                            Some(json!(v)),
+                        ));
                     }
                 }
                 disruptive = true;
@@ -732,7 +1038,11 @@ impl RedfishProvider {
                 }
             }
         }
-        let action = if fields.is_empty() { Action::NoOp } else { Action::Update };
+        let action = if fields.is_empty() {
+            Action::NoOp
+        } else {
+            Action::Update
+        };
         Ok(Change {
             id: id.clone(),
             action,
@@ -742,7 +1052,13 @@ impl RedfishProvider {
         })
     }
 
-    async fn apply_aspect(&self, host: &Host<'_>, aspect: Aspect, spec: &Value, cx: &ApplyContext) -> Result<(), ProviderError> {
+    async fn apply_aspect(
+        &self,
+        host: &Host<'_>,
+        aspect: Aspect,
+        spec: &Value,
+        cx: &ApplyContext,
+    ) -> Result<(), ProviderError> {
         let (_, p) = self.observe_aspect(host, aspect, spec).await?;
         match aspect {
             Aspect::Power => {
@@ -759,8 +1075,15 @@ impl RedfishProvider {
                     return Ok(());
                 }
                 let path = p.path.clone().unwrap_or_else(|| host.system_path.clone());
-                let etag = if path == host.system_path { p.etag.as_deref() } else { None };
-                host.conn.patch(&path, &json!({"Boot": boot}), etag).await.map_err(|e| host.err(e))?;
+                let etag = if path == host.system_path {
+                    p.etag.as_deref()
+                } else {
+                    None
+                };
+                host.conn
+                    .patch(&path, &json!({"Boot": boot}), etag)
+                    .await
+                    .map_err(|e| host.err(e))?;
                 let after = typed::system(&host.get(&host.system_path).await?.body);
                 if after.boot_enabled.as_deref() != Some(w.enabled.as_str()) {
                     tracing::warn!(
@@ -774,13 +1097,24 @@ impl RedfishProvider {
             }
             Aspect::Bios => {
                 let w: BiosSpec = parse_spec(host.id, spec)?;
-                if let Some(first) = p.extra.get("unknown").and_then(Value::as_array).and_then(|u| u.first()) {
-                    return Err(host.permanent(format!("unknown BIOS attribute `{}`", first.as_str().unwrap_or_default())));
+                if let Some(first) = p
+                    .extra
+                    .get("unknown")
+                    .and_then(Value::as_array)
+                    .and_then(|u| u.first())
+                {
+                    return Err(host.permanent(format!(
+                        "unknown BIOS attribute `{}`",
+                        first.as_str().unwrap_or_default()
+                    )));
                 }
                 let (state, _) = self.observe_bios(host, spec, p.clone()).await?;
                 let mut patch = Map::new();
                 for (k, v) in &w.attributes {
-                    if !state.pointer(&format!("/attributes/{}", escape(k))).is_some_and(|c| loose_eq(c, v)) {
+                    if !state
+                        .pointer(&format!("/attributes/{}", escape(k)))
+                        .is_some_and(|c| loose_eq(c, v))
+                    {
                         patch.insert(k.clone(), v.clone());
                     }
                 }
@@ -795,10 +1129,15 @@ impl RedfishProvider {
                     .map_err(|e| host.err(e))?;
                 let (after, _) = self.observe_bios(host, spec, p).await?;
                 let landed = w.attributes.iter().all(|(k, v)| {
-                    after.pointer(&format!("/attributes/{}", escape(k))).is_some_and(|c| loose_eq(c, v))
+                    after
+                        .pointer(&format!("/attributes/{}", escape(k)))
+                        .is_some_and(|c| loose_eq(c, v))
                 });
                 if landed {
-                    self.bios_immediate.lock().unwrap_or_else(|e| e.into_inner()).insert(bios_key(host));
+                    self.bios_immediate
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(bios_key(host));
                     tracing::info!(host = %host.name, "BIOS settings applied at once (no reboot needed)");
                 } else {
                     tracing::info!(host = %host.name, "BIOS settings staged: they take effect on the next reboot");
@@ -812,7 +1151,11 @@ impl RedfishProvider {
                 }
                 let path = p.path.clone().unwrap_or_default();
                 host.conn
-                    .patch(&path, &json!({"SecureBootEnable": w.enabled}), p.etag.as_deref())
+                    .patch(
+                        &path,
+                        &json!({"SecureBootEnable": w.enabled}),
+                        p.etag.as_deref(),
+                    )
                     .await
                     .map_err(|e| host.err(e))?;
                 Ok(())
@@ -820,7 +1163,10 @@ impl RedfishProvider {
             Aspect::VirtualMedia => {
                 let w: VirtualMediaSpec = parse_spec(host.id, spec)?;
                 let (state, _) = self.observe_vmedia(host, spec, p.clone()).await?;
-                let inserted = state.get("inserted").and_then(Value::as_bool).unwrap_or(false);
+                let inserted = state
+                    .get("inserted")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 let same_image = state.get("image") == Some(&json!(w.image));
                 if cx.dry_run {
                     return Ok(());
@@ -829,7 +1175,15 @@ impl RedfishProvider {
                 if inserted && (!w.inserted || !same_image) {
                     match p.extra.get("eject").and_then(Value::as_str) {
                         Some(t) => host.conn.post(t, &json!({})).await.map(|_| ()),
-                        None => host.conn.patch(&path, &json!({"Image": null, "Inserted": false}), p.etag.as_deref()).await.map(|_| ()),
+                        None => host
+                            .conn
+                            .patch(
+                                &path,
+                                &json!({"Image": null, "Inserted": false}),
+                                p.etag.as_deref(),
+                            )
+                            .await
+                            .map(|_| ()),
                     }
                     .map_err(|e| host.err(e))?;
                 }
@@ -838,10 +1192,17 @@ impl RedfishProvider {
                     match p.extra.get("insert").and_then(Value::as_str) {
                         Some(t) => host
                             .conn
-                            .post(t, &json!({"Image": image, "Inserted": true, "WriteProtected": true}))
+                            .post(
+                                t,
+                                &json!({"Image": image, "Inserted": true, "WriteProtected": true}),
+                            )
                             .await
                             .map(|_| ()),
-                        None => host.conn.patch(&path, &json!({"Image": image, "Inserted": true}), None).await.map(|_| ()),
+                        None => host
+                            .conn
+                            .patch(&path, &json!({"Image": image, "Inserted": true}), None)
+                            .await
+                            .map(|_| ()),
                     }
                     .map_err(|e| host.err(e))?;
                 }
@@ -854,9 +1215,13 @@ impl RedfishProvider {
                         "firmware differs from firmware.expected and the spec has no update.image to install",
                     ));
                 };
-                let target = p.extra.get("simpleUpdate").and_then(Value::as_str).ok_or_else(|| {
-                    host.permanent("the BMC's UpdateService offers no SimpleUpdate action")
-                })?;
+                let target = p
+                    .extra
+                    .get("simpleUpdate")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        host.permanent("the BMC's UpdateService offers no SimpleUpdate action")
+                    })?;
                 if cx.dry_run {
                     return Ok(());
                 }
@@ -873,9 +1238,14 @@ impl RedfishProvider {
                         .collect();
                     body["Targets"] = json!(targets);
                 }
-                let r = host.conn.post(target, &body).await.map_err(|e| host.err(e))?;
+                let r = host
+                    .conn
+                    .post(target, &body)
+                    .await
+                    .map_err(|e| host.err(e))?;
                 if let Some(monitor) = r.header("Location") {
-                    self.follow_task(host, &monitor, r.status.as_u16() == 202, cx).await?;
+                    self.follow_task(host, &monitor, r.status.as_u16() == 202, cx)
+                        .await?;
                 }
                 Ok(())
             }
@@ -885,7 +1255,13 @@ impl RedfishProvider {
 
     /// Follows a task monitor until the task ends (or a 404 for BMCs that
     /// answer 204 + Location but keep no task, like sushy).
-    async fn follow_task(&self, host: &Host<'_>, monitor: &str, accepted: bool, cx: &ApplyContext) -> Result<(), ProviderError> {
+    async fn follow_task(
+        &self,
+        host: &Host<'_>,
+        monitor: &str,
+        accepted: bool,
+        cx: &ApplyContext,
+    ) -> Result<(), ProviderError> {
         let deadline = Instant::now() + self.options.task_timeout.min(cx.timeout);
         loop {
             match host.conn.get(monitor).await {
@@ -894,8 +1270,15 @@ impl RedfishProvider {
                     match state.as_deref() {
                         Some("Completed") => return Ok(()),
                         Some("Exception" | "Killed" | "Cancelled") => {
-                            let msg = r.body.pointer("/Messages/0/Message").and_then(Value::as_str).unwrap_or("");
-                            return Err(host.permanent(format!("firmware update task {monitor} ended {}: {msg}", state.unwrap_or_default())));
+                            let msg = r
+                                .body
+                                .pointer("/Messages/0/Message")
+                                .and_then(Value::as_str)
+                                .unwrap_or("");
+                            return Err(host.permanent(format!(
+                                "firmware update task {monitor} ended {}: {msg}",
+                                state.unwrap_or_default()
+                            )));
                         }
                         None if r.status.as_u16() != 202 => return Ok(()),
                         _ => {}
@@ -905,7 +1288,13 @@ impl RedfishProvider {
                 Err(e) => return Err(host.err(e)),
             }
             if Instant::now() >= deadline {
-                return Err(ProviderError::transient(host.id, format!("host {}: firmware update task {monitor} still running", host.name)));
+                return Err(ProviderError::transient(
+                    host.id,
+                    format!(
+                        "host {}: firmware update task {monitor} still running",
+                        host.name
+                    ),
+                ));
             }
             tokio::time::sleep(self.options.poll_interval).await;
         }
@@ -915,7 +1304,12 @@ impl RedfishProvider {
         Ok(typed::system(&host.get(&host.system_path).await?.body).power_state)
     }
 
-    async fn apply_power(&self, host: &Host<'_>, want: PowerState, cx: &ApplyContext) -> Result<(), ProviderError> {
+    async fn apply_power(
+        &self,
+        host: &Host<'_>,
+        want: PowerState,
+        cx: &ApplyContext,
+    ) -> Result<(), ProviderError> {
         let want_s = match want {
             PowerState::On => "On",
             PowerState::Off => "Off",
@@ -932,19 +1326,32 @@ impl RedfishProvider {
             return Ok(());
         }
         if current.as_deref() != Some(transitional) {
-            let action = host.system.pointer("/Actions/#ComputerSystem.Reset").cloned().ok_or_else(|| {
-                host.permanent("the System has no ComputerSystem.Reset action")
-            })?;
-            let target = action.get("target").and_then(Value::as_str).unwrap_or_default().to_string();
+            let action = host
+                .system
+                .pointer("/Actions/#ComputerSystem.Reset")
+                .cloned()
+                .ok_or_else(|| host.permanent("the System has no ComputerSystem.Reset action"))?;
+            let target = action
+                .get("target")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let allowed = allowable(host, &action, "ResetType").await?;
             let prefs: &[&str] = match want {
                 PowerState::On => &["On", "ForceOn"],
                 PowerState::Off => &["ForceOff", "GracefulShutdown"],
             };
             let reset = match &allowed {
-                Some(a) => prefs.iter().find(|p| a.iter().any(|x| x == *p)).copied().ok_or_else(|| {
-                    host.permanent(format!("the BMC offers no reset type for {want_s} (allowed: {})", a.join(", ")))
-                })?,
+                Some(a) => prefs
+                    .iter()
+                    .find(|p| a.iter().any(|x| x == *p))
+                    .copied()
+                    .ok_or_else(|| {
+                        host.permanent(format!(
+                            "the BMC offers no reset type for {want_s} (allowed: {})",
+                            a.join(", ")
+                        ))
+                    })?,
                 None => prefs[0],
             };
             let body = json!({"ResetType": reset});
@@ -956,7 +1363,10 @@ impl RedfishProvider {
                     tokio::time::sleep(self.options.poll_interval).await;
                     let now = self.read_power(host).await?;
                     if now.as_deref() != Some(want_s) && now.as_deref() != Some(transitional) {
-                        host.conn.post(&target, &body).await.map_err(|e| host.err(e))?;
+                        host.conn
+                            .post(&target, &body)
+                            .await
+                            .map_err(|e| host.err(e))?;
                     }
                 }
                 Err(e) => return Err(host.err(e)),
@@ -973,7 +1383,12 @@ impl RedfishProvider {
             if Instant::now() >= deadline {
                 return Err(ProviderError::transient(
                     host.id,
-                    format!("host {}: power is still {} {}s after the reset", host.name, now.unwrap_or_default(), wait.as_secs()),
+                    format!(
+                        "host {}: power is still {} {}s after the reset",
+                        host.name,
+                        now.unwrap_or_default(),
+                        wait.as_secs()
+                    ),
                 ));
             }
         }
@@ -995,34 +1410,58 @@ impl Provider for RedfishProvider {
         "redfish"
     }
 
-    async fn observe(&self, requests: &[ObserveRequest<'_>]) -> Vec<Result<Option<Observed>, ProviderError>> {
+    async fn observe(
+        &self,
+        requests: &[ObserveRequest<'_>],
+    ) -> Vec<Result<Option<Observed>, ProviderError>> {
         futures::future::join_all(requests.iter().map(|rq| self.observe_one(rq))).await
     }
 
-    fn diff(&self, desired: &Desired, observed: Option<&Observed>) -> Result<Change, ProviderError> {
+    fn diff(
+        &self,
+        desired: &Desired,
+        observed: Option<&Observed>,
+    ) -> Result<Change, ProviderError> {
         self.diff_inner(desired, observed)
     }
 
-    async fn apply(&self, request: &ApplyRequest<'_>, cx: &ApplyContext) -> Result<Applied, ProviderError> {
+    async fn apply(
+        &self,
+        request: &ApplyRequest<'_>,
+        cx: &ApplyContext,
+    ) -> Result<Applied, ProviderError> {
         let id = &request.change.id;
         let t = parse_id(id)?;
         let Some(desired) = request.desired else {
             // Deleting a host aspect from the manifest stops managing it; the BMC keeps its state.
-            return Ok(Applied { id: id.clone(), spec: request.last_applied.cloned().unwrap_or(Value::Null) });
+            return Ok(Applied {
+                id: id.clone(),
+                spec: request.last_applied.cloned().unwrap_or(Value::Null),
+            });
         };
         if t.aspect == Aspect::Inventory {
-            return Err(ProviderError::permanent(id, format!("host {}: inventory is observed, not applied", t.host)));
+            return Err(ProviderError::permanent(
+                id,
+                format!("host {}: inventory is observed, not applied", t.host),
+            ));
         }
         let bmc: spec::AnyBmc = parse_spec(id, &desired.spec)?;
         let host = self.host(id, &t.host, &bmc.bmc).await?;
         let result = self.apply_aspect(&host, t.aspect, &desired.spec, cx).await;
         host.conn.close().await;
         result?;
-        Ok(Applied { id: id.clone(), spec: desired.spec.clone() })
+        Ok(Applied {
+            id: id.clone(),
+            spec: desired.spec.clone(),
+        })
     }
 
     async fn health(&self, id: &ResourceId, spec: &Value) -> Result<Health, ProviderError> {
-        let rq = ObserveRequest { id, spec, desired: true };
+        let rq = ObserveRequest {
+            id,
+            spec,
+            desired: true,
+        };
         let observed = self.observe_one(&rq).await?;
         let desired = Desired::new(id.clone(), spec.clone());
         let change = self.diff_inner(&desired, observed.as_ref())?;
@@ -1033,7 +1472,11 @@ impl Provider for RedfishProvider {
             .fields
             .iter()
             .map(|f| {
-                let staged = f.changed_by.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
+                let staged = f
+                    .changed_by
+                    .as_deref()
+                    .map(|s| format!(" ({s})"))
+                    .unwrap_or_default();
                 format!(
                     "{} is {} (want {}){staged}",
                     f.path,
@@ -1049,7 +1492,12 @@ impl Provider for RedfishProvider {
 
 /// Which way the conversation with this BMC authenticates (session or basic),
 /// for diagnostics and tests.
-pub async fn probe_auth(provider: &RedfishProvider, id: &ResourceId, host: &str, bmc: &BmcSpec) -> Result<AuthMode, ProviderError> {
+pub async fn probe_auth(
+    provider: &RedfishProvider,
+    id: &ResourceId,
+    host: &str,
+    bmc: &BmcSpec,
+) -> Result<AuthMode, ProviderError> {
     let conn = provider.connect(id, host, bmc).await?;
     let mode = conn.auth_mode();
     conn.close().await;
@@ -1065,7 +1513,9 @@ mod tests {
     fn addresses_name_a_host_and_one_aspect() {
         let t = parse_id(&ResourceId::new("redfish", "host/r01-n03/secure-boot")).unwrap();
         assert_eq!((t.host.as_str(), t.aspect), ("r01-n03", Aspect::SecureBoot));
-        let err = parse_id(&ResourceId::new("redfish", "host/r01-n03/gpus")).err().unwrap();
+        let err = parse_id(&ResourceId::new("redfish", "host/r01-n03/gpus"))
+            .err()
+            .unwrap();
         assert!(err.message.contains("power, boot, bios"), "{err}");
         assert!(parse_id(&ResourceId::new("redfish", "r01-n03/power")).is_err());
     }

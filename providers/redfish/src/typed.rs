@@ -35,7 +35,11 @@ pub fn system(v: &Value) -> SystemView {
         boot_targets_allowed: v
             .pointer("/Boot/BootSourceOverrideTarget@Redfish.AllowableValues")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()),
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            }),
         ..SystemView::default()
     };
     match serde_json::from_value::<ComputerSystem>(v.clone()) {
@@ -43,17 +47,37 @@ pub fn system(v: &Value) -> SystemView {
             out.typed = true;
             out.power_state = cs.power_state.flatten().as_ref().and_then(enum_str);
             if let Some(boot) = &cs.boot {
-                out.boot_target = boot.boot_source_override_target.flatten().as_ref().and_then(enum_str);
-                out.boot_enabled = boot.boot_source_override_enabled.flatten().as_ref().and_then(enum_str);
-                out.boot_mode = boot.boot_source_override_mode.flatten().as_ref().and_then(enum_str);
+                out.boot_target = boot
+                    .boot_source_override_target
+                    .flatten()
+                    .as_ref()
+                    .and_then(enum_str);
+                out.boot_enabled = boot
+                    .boot_source_override_enabled
+                    .flatten()
+                    .as_ref()
+                    .and_then(enum_str);
+                out.boot_mode = boot
+                    .boot_source_override_mode
+                    .flatten()
+                    .as_ref()
+                    .and_then(enum_str);
             }
         }
-        Err(e) => tracing::debug!(error = %e, "ComputerSystem outside nv-redfish's schema; reading raw JSON"),
+        Err(e) => {
+            tracing::debug!(error = %e, "ComputerSystem outside nv-redfish's schema; reading raw JSON")
+        }
     }
     // Values outside the schema's enums (or an undecodable body): take the raw string.
     out.power_state = out.power_state.or_else(|| raw(v, "/PowerState"));
-    out.boot_target = out.boot_target.or_else(|| raw(v, "/Boot/BootSourceOverrideTarget"));
-    out.boot_enabled = out.boot_enabled.or_else(|| raw(v, "/Boot/BootSourceOverrideEnabled"));
-    out.boot_mode = out.boot_mode.or_else(|| raw(v, "/Boot/BootSourceOverrideMode"));
+    out.boot_target = out
+        .boot_target
+        .or_else(|| raw(v, "/Boot/BootSourceOverrideTarget"));
+    out.boot_enabled = out
+        .boot_enabled
+        .or_else(|| raw(v, "/Boot/BootSourceOverrideEnabled"));
+    out.boot_mode = out
+        .boot_mode
+        .or_else(|| raw(v, "/Boot/BootSourceOverrideMode"));
     out
 }

@@ -28,7 +28,7 @@ struct Bmc {
     created: usize,
     deleted: usize,
     log: Vec<(String, String, Value)>, // method, path, body
-    if_match: Vec<(String, String)>,    // path, If-Match of PATCHes
+    if_match: Vec<(String, String)>,   // path, If-Match of PATCHes
     /// (method, path suffix) -> what to do to the next such request.
     faults: Vec<(String, String, Fault)>,
     /// A reset lands only after this many GETs of the system: (system path, GETs left, state).
@@ -77,11 +77,20 @@ fn read(bmc: &Bmc, path: &str) -> Option<Value> {
     if let Some(v) = bmc.overrides.get(path) {
         return Some(v.clone());
     }
-    let file = bmc.root.join(path.trim_start_matches('/')).join("index.json");
+    let file = bmc
+        .root
+        .join(path.trim_start_matches('/'))
+        .join("index.json");
     serde_json::from_slice(&std::fs::read(file).ok()?).ok()
 }
 
-async fn handle(state: axum::extract::State<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    state: axum::extract::State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     use std::sync::atomic::Ordering::SeqCst;
     let now = state.in_flight.fetch_add(1, SeqCst) + 1;
     state.max_in_flight.fetch_max(now, SeqCst);
@@ -98,15 +107,27 @@ async fn handle(state: axum::extract::State<Shared>, method: Method, uri: Uri, h
     resp
 }
 
-fn respond(state: &Server, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> (Response, bool) {
+fn respond(
+    state: &Server,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (Response, bool) {
     let path = uri.path().trim_end_matches('/').to_string();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut bmc = state.lock();
-    bmc.log.push((method.to_string(), path.clone(), body.clone()));
-    let fault = bmc.faults.iter().position(|(m, suffix, _)| *m == method.as_str() && path.ends_with(suffix.as_str()));
+    bmc.log
+        .push((method.to_string(), path.clone(), body.clone()));
+    let fault = bmc
+        .faults
+        .iter()
+        .position(|(m, suffix, _)| *m == method.as_str() && path.ends_with(suffix.as_str()));
     let fault = fault.map(|i| bmc.faults.remove(i).2);
     match fault {
-        Some(Fault::Status(code)) => return (StatusCode::from_u16(code).unwrap().into_response(), false),
+        Some(Fault::Status(code)) => {
+            return (StatusCode::from_u16(code).unwrap().into_response(), false);
+        }
         Some(Fault::Drop { landed: false }) => return (StatusCode::OK.into_response(), true),
         Some(Fault::Drop { landed: true }) => {
             let r = answer(&mut bmc, method, path, headers, body);
@@ -148,7 +169,13 @@ fn get_with_pending_power(bmc: &mut Bmc, path: &str) -> Option<Value> {
     read(bmc, path)
 }
 
-fn answer(bmc: &mut Bmc, method: Method, path: String, headers: HeaderMap, body: Value) -> Response {
+fn answer(
+    bmc: &mut Bmc,
+    method: Method,
+    path: String,
+    headers: HeaderMap,
+    body: Value,
+) -> Response {
     let sessions = "/redfish/v1/SessionService/Sessions";
     if method == Method::POST && path == sessions {
         if body["Password"] != PASSWORD {
@@ -159,7 +186,16 @@ fn answer(bmc: &mut Bmc, method: Method, path: String, headers: HeaderMap, body:
         let loc = format!("{sessions}/s{}", bmc.created);
         bmc.tokens.insert(token.clone(), loc.clone());
         let resp = json!({"@odata.id": loc, "Id": format!("s{}", bmc.created), "UserName": body["UserName"]});
-        return (StatusCode::CREATED, [("X-Auth-Token", token), ("Location", loc), ("Content-Type", "application/json".into())], resp.to_string()).into_response();
+        return (
+            StatusCode::CREATED,
+            [
+                ("X-Auth-Token", token),
+                ("Location", loc),
+                ("Content-Type", "application/json".into()),
+            ],
+            resp.to_string(),
+        )
+            .into_response();
     }
     if path != "/redfish/v1" && path != "/redfish" {
         let ok = headers
@@ -174,7 +210,11 @@ fn answer(bmc: &mut Bmc, method: Method, path: String, headers: HeaderMap, body:
         Method::GET => match get_with_pending_power(bmc, &path) {
             Some(v) => {
                 let etag = format!("\"{}\"", v.to_string().len());
-                ([("ETag", etag), ("Content-Type", "application/json".into())], v.to_string()).into_response()
+                (
+                    [("ETag", etag), ("Content-Type", "application/json".into())],
+                    v.to_string(),
+                )
+                    .into_response()
             }
             None => StatusCode::NOT_FOUND.into_response(),
         },
@@ -190,21 +230,36 @@ fn answer(bmc: &mut Bmc, method: Method, path: String, headers: HeaderMap, body:
             if let Some(tag) = headers.get("If-Match").and_then(|t| t.to_str().ok()) {
                 bmc.if_match.push((path.clone(), tag.to_string()));
             }
-            let Some(mut v) = read(bmc, &path) else { return StatusCode::NOT_FOUND.into_response() };
+            let Some(mut v) = read(bmc, &path) else {
+                return StatusCode::NOT_FOUND.into_response();
+            };
             merge(&mut v, &body);
             bmc.overrides.insert(path, v);
             StatusCode::NO_CONTENT.into_response()
         }
         Method::POST if path.ends_with("/Actions/UpdateService.SimpleUpdate") => {
             let target = body["Targets"][0].as_str().unwrap_or_default().to_string();
-            let version = body["ImageURI"].as_str().unwrap_or_default().rsplit('/').next().unwrap().trim_end_matches(".bin").to_string();
+            let version = body["ImageURI"]
+                .as_str()
+                .unwrap_or_default()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .trim_end_matches(".bin")
+                .to_string();
             let monitor = "/redfish/v1/TaskService/TaskMonitors/1".to_string();
             bmc.task = Some((monitor.clone(), 2, target, version));
             (StatusCode::ACCEPTED, [("Location", monitor)], "").into_response()
         }
         Method::POST if path.ends_with("/Actions/ComputerSystem.Reset") => {
-            let sys = path.trim_end_matches("/Actions/ComputerSystem.Reset").to_string();
-            let st = if body["ResetType"].as_str().unwrap_or("").contains("Off") { "Off" } else { "On" };
+            let sys = path
+                .trim_end_matches("/Actions/ComputerSystem.Reset")
+                .to_string();
+            let st = if body["ResetType"].as_str().unwrap_or("").contains("Off") {
+                "Off"
+            } else {
+                "On"
+            };
             if bmc.power_delay_gets > 0 {
                 bmc.pending_power = Some((sys, bmc.power_delay_gets, st.to_string()));
             } else {
@@ -219,9 +274,18 @@ fn answer(bmc: &mut Bmc, method: Method, path: String, headers: HeaderMap, body:
 }
 
 async fn serve_gb200() -> (String, Shared) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/redfish/nvidia_gb200");
-    let state: Shared = Arc::new(Server { bmc: Mutex::new(Bmc { root, ..Bmc::default() }), ..Server::default() });
-    let app = axum::Router::new().fallback(handle).with_state(state.clone());
+    let root =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/redfish/nvidia_gb200");
+    let state: Shared = Arc::new(Server {
+        bmc: Mutex::new(Bmc {
+            root,
+            ..Bmc::default()
+        }),
+        ..Server::default()
+    });
+    let app = axum::Router::new()
+        .fallback(handle)
+        .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -271,20 +335,40 @@ async fn gb200_firmware_inventory_is_observed_through_a_session_that_is_deleted(
     );
     let (c, obs) = plan(&p, &ok).await.unwrap();
     assert_eq!(c.action, Action::NoOp, "{:?}", c.fields);
-    assert!(obs.private.unwrap()["extra"]["firmwareInventory"].as_str().unwrap().contains("30 members"));
+    assert!(
+        obs.private.unwrap()["extra"]["firmwareInventory"]
+            .as_str()
+            .unwrap()
+            .contains("30 members")
+    );
 
-    let newer = desired(&url, "System_0", "firmware", json!({"expected": {"UEFI": "buildbrain-gcid-99999999"}}), &pw);
+    let newer = desired(
+        &url,
+        "System_0",
+        "firmware",
+        json!({"expected": {"UEFI": "buildbrain-gcid-99999999"}}),
+        &pw,
+    );
     let (c, obs) = plan(&p, &newer).await.unwrap();
     assert_eq!(paths(&c), ["/expected/UEFI"]);
     assert!(c.disruptive);
     // No update image in the spec: the drift is reported, apply refuses.
-    let rq = ApplyRequest { change: &c, desired: Some(&newer), last_applied: None, observed: Some(&obs) };
+    let rq = ApplyRequest {
+        change: &c,
+        desired: Some(&newer),
+        last_applied: None,
+        observed: Some(&obs),
+    };
     let err = p.apply(&rq, &ApplyContext::default()).await.unwrap_err();
     assert!(err.message.contains("no update.image"), "{err}");
 
     let (created, deleted, open) = settle(&state).await;
     assert!(created >= 3, "every conversation logs in: {created}");
-    assert_eq!((deleted, open), (created, 0), "every session is deleted, also on the error path");
+    assert_eq!(
+        (deleted, open),
+        (created, 0),
+        "every session is deleted, also on the error path"
+    );
 }
 
 #[tokio::test]
@@ -292,14 +376,28 @@ async fn gb200_bios_change_is_patched_to_the_settings_object_and_stays_pending_u
     let (url, state) = serve_gb200().await;
     let (_d, pw) = password_file();
     let p = provider();
-    let d = desired(&url, "System_0", "bios", json!({"attributes": {"EGM": true, "ActiveCores": 144}}), &pw);
+    let d = desired(
+        &url,
+        "System_0",
+        "bios",
+        json!({"attributes": {"EGM": true, "ActiveCores": 144}}),
+        &pw,
+    );
     let (c, obs) = plan(&p, &d).await.unwrap();
     assert_eq!(paths(&c), ["/attributes/EGM"]);
-    assert!(c.disruptive, "a BMC with a separate settings object applies on reboot");
+    assert!(
+        c.disruptive,
+        "a BMC with a separate settings object applies on reboot"
+    );
     let private = obs.private.clone().unwrap();
     assert_eq!(private["extra"]["settingsSource"], "@Redfish.Settings");
 
-    let rq = ApplyRequest { change: &c, desired: Some(&d), last_applied: None, observed: Some(&obs) };
+    let rq = ApplyRequest {
+        change: &c,
+        desired: Some(&d),
+        last_applied: None,
+        observed: Some(&obs),
+    };
     p.apply(&rq, &ApplyContext::default()).await.unwrap();
     let patches: Vec<(String, Value)> = state
         .lock()
@@ -308,14 +406,26 @@ async fn gb200_bios_change_is_patched_to_the_settings_object_and_stays_pending_u
         .filter(|(m, _, _)| m == "PATCH")
         .map(|(_, p, b)| (p.clone(), b.clone()))
         .collect();
-    assert_eq!(patches, vec![("/redfish/v1/Systems/System_0/Bios/Settings".to_string(), json!({"Attributes": {"EGM": true}}))]);
+    assert_eq!(
+        patches,
+        vec![(
+            "/redfish/v1/Systems/System_0/Bios/Settings".to_string(),
+            json!({"Attributes": {"EGM": true}})
+        )]
+    );
     // The settings object had an ETag: the PATCH carried it.
     assert_eq!(state.lock().if_match.len(), 1);
 
     // Current BIOS is unchanged until a reboot: the re-plan still shows it, marked staged.
     let (again, _) = plan(&p, &d).await.unwrap();
     assert_eq!(paths(&again), ["/attributes/EGM"]);
-    assert!(again.fields[0].changed_by.as_deref().unwrap().contains("next reboot"));
+    assert!(
+        again.fields[0]
+            .changed_by
+            .as_deref()
+            .unwrap()
+            .contains("next reboot")
+    );
     match p.health(&d.id, &d.spec).await.unwrap() {
         Health::Progressing(m) => assert!(m.contains("next reboot"), "{m}"),
         h => panic!("expected Progressing, got {h:?}"),
@@ -327,9 +437,21 @@ async fn gb200_gpu_inventory_is_counted_on_the_hgx_baseboard() {
     let (url, _state) = serve_gb200().await;
     let (_d, pw) = password_file();
     let p = provider();
-    let d = desired(&url, "System_0", "inventory", json!({"expect": {"gpuCount": 4}}), &pw);
+    let d = desired(
+        &url,
+        "System_0",
+        "inventory",
+        json!({"expect": {"gpuCount": 4}}),
+        &pw,
+    );
     assert_eq!(plan(&p, &d).await.unwrap().0.action, Action::NoOp);
-    let d = desired(&url, "System_0", "inventory", json!({"expect": {"gpuCount": 8, "gpuModel": "GB200"}}), &pw);
+    let d = desired(
+        &url,
+        "System_0",
+        "inventory",
+        json!({"expect": {"gpuCount": 8, "gpuModel": "GB200"}}),
+        &pw,
+    );
     let (c, _) = plan(&p, &d).await.unwrap();
     assert_eq!(paths(&c), ["/expect/gpuModel", "/expect/gpuCount"]);
     assert_eq!(c.fields[0].before, Some(json!("(no Model reported)")));
@@ -352,7 +474,13 @@ async fn gb200_power_off_uses_a_reset_type_from_action_info() {
         .map(|(_, _, b)| b.clone())
         .collect();
     assert_eq!(resets, vec![json!({"ResetType": "ForceOff"})]);
-    assert!(state.lock().log.iter().any(|(m, path, _)| m == "GET" && path.ends_with("ResetActionInfo")));
+    assert!(
+        state
+            .lock()
+            .log
+            .iter()
+            .any(|(m, path, _)| m == "GET" && path.ends_with("ResetActionInfo"))
+    );
 }
 
 #[tokio::test]
@@ -360,10 +488,21 @@ async fn gb200_virtual_media_is_found_under_the_manager() {
     let (url, _state) = serve_gb200().await;
     let (_d, pw) = password_file();
     let p = provider();
-    let d = desired(&url, "System_0", "virtual-media", json!({"inserted": false, "image": null}), &pw);
+    let d = desired(
+        &url,
+        "System_0",
+        "virtual-media",
+        json!({"inserted": false, "image": null}),
+        &pw,
+    );
     let (c, obs) = plan(&p, &d).await.unwrap();
     assert_eq!(c.action, Action::NoOp);
-    assert!(obs.private.unwrap()["path"].as_str().unwrap().starts_with("/redfish/v1/Managers/BMC_0/VirtualMedia/"));
+    assert!(
+        obs.private.unwrap()["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("/redfish/v1/Managers/BMC_0/VirtualMedia/")
+    );
 }
 
 #[tokio::test]
@@ -376,7 +515,11 @@ async fn gb200_session_login_with_a_wrong_password_is_permanent_naming_host() {
     let d = desired(&url, "System_0", "power", json!({"state": "On"}), &pw);
     let err = plan(&p, &d).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
-    assert!(err.message.contains("host gb200-tray-0: BMC rejected the credentials (user root)"), "{err}");
+    assert!(
+        err.message
+            .contains("host gb200-tray-0: BMC rejected the credentials (user root)"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -402,11 +545,19 @@ async fn nv_redfish_service_root_reads_the_gb200_recording() {
         nv_redfish::bmc_http::CacheSettings::default(),
     ));
     let root = nv_redfish::ServiceRoot::new(bmc).await.unwrap();
-    assert_eq!(root.product().map(|p| p.to_string()).as_deref(), Some("GB200 NVL"));
+    assert_eq!(
+        root.product().map(|p| p.to_string()).as_deref(),
+        Some("GB200 NVL")
+    );
 }
 
 fn count(state: &Shared, method: &str, suffix: &str) -> usize {
-    state.lock().log.iter().filter(|(m, p, _)| m == method && p.ends_with(suffix)).count()
+    state
+        .lock()
+        .log
+        .iter()
+        .filter(|(m, p, _)| m == method && p.ends_with(suffix))
+        .count()
 }
 
 #[tokio::test]
@@ -414,10 +565,18 @@ async fn a_reset_whose_connection_dropped_is_not_resent_when_the_power_already_c
     let (url, state) = serve_gb200().await;
     let (_d, pw) = password_file();
     let p = provider();
-    state.lock().faults.push(("POST".into(), "ComputerSystem.Reset".into(), Fault::Drop { landed: true }));
+    state.lock().faults.push((
+        "POST".into(),
+        "ComputerSystem.Reset".into(),
+        Fault::Drop { landed: true },
+    ));
     let off = desired(&url, "System_0", "power", json!({"state": "Off"}), &pw);
     common::converge(&p, &off).await;
-    assert_eq!(count(&state, "POST", "ComputerSystem.Reset"), 1, "the reset reached the BMC: never resend it");
+    assert_eq!(
+        count(&state, "POST", "ComputerSystem.Reset"),
+        1,
+        "the reset reached the BMC: never resend it"
+    );
 }
 
 #[tokio::test]
@@ -425,7 +584,11 @@ async fn a_reset_lost_before_it_landed_is_resent_once_after_reading_power() {
     let (url, state) = serve_gb200().await;
     let (_d, pw) = password_file();
     let p = provider();
-    state.lock().faults.push(("POST".into(), "ComputerSystem.Reset".into(), Fault::Drop { landed: false }));
+    state.lock().faults.push((
+        "POST".into(),
+        "ComputerSystem.Reset".into(),
+        Fault::Drop { landed: false },
+    ));
     let off = desired(&url, "System_0", "power", json!({"state": "Off"}), &pw);
     common::converge(&p, &off).await;
     assert_eq!(count(&state, "POST", "ComputerSystem.Reset"), 2);
@@ -436,14 +599,30 @@ async fn gets_are_retried_on_503_but_a_reset_post_is_not() {
     let (url, state) = serve_gb200().await;
     let (_d, pw) = password_file();
     let p = provider();
-    state.lock().faults.push(("GET".into(), "/Systems/System_0".into(), Fault::Status(503)));
+    state
+        .lock()
+        .faults
+        .push(("GET".into(), "/Systems/System_0".into(), Fault::Status(503)));
     let off = desired(&url, "System_0", "power", json!({"state": "Off"}), &pw);
     let (c, obs) = plan(&p, &off).await.unwrap();
     assert_eq!(paths(&c), ["/state"]);
-    assert_eq!(count(&state, "GET", "/Systems/System_0"), 2, "one 503, one retry");
+    assert_eq!(
+        count(&state, "GET", "/Systems/System_0"),
+        2,
+        "one 503, one retry"
+    );
 
-    state.lock().faults.push(("POST".into(), "ComputerSystem.Reset".into(), Fault::Status(503)));
-    let rq = ApplyRequest { change: &c, desired: Some(&off), last_applied: None, observed: Some(&obs) };
+    state.lock().faults.push((
+        "POST".into(),
+        "ComputerSystem.Reset".into(),
+        Fault::Status(503),
+    ));
+    let rq = ApplyRequest {
+        change: &c,
+        desired: Some(&off),
+        last_applied: None,
+        observed: Some(&obs),
+    };
     let err = p.apply(&rq, &ApplyContext::default()).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Transient, "{err}");
     assert_eq!(count(&state, "POST", "ComputerSystem.Reset"), 1);
@@ -468,7 +647,9 @@ async fn power_health_is_progressing_until_the_bmc_reports_the_new_state() {
         .unwrap()
         .to_string();
     client
-        .post(format!("{url}/redfish/v1/Systems/System_0/Actions/ComputerSystem.Reset"))
+        .post(format!(
+            "{url}/redfish/v1/Systems/System_0/Actions/ComputerSystem.Reset"
+        ))
         .header("X-Auth-Token", token)
         .json(&json!({"ResetType": "ForceOff"}))
         .send()
@@ -495,26 +676,41 @@ async fn at_most_two_requests_are_in_flight_to_one_bmc() {
     let (_d, pw) = password_file();
     let p = provider();
     state.slow_ms.store(20, std::sync::atomic::Ordering::SeqCst);
-    let specs: Vec<Desired> = ["power", "boot", "secure-boot", "virtual-media", "inventory", "power", "secure-boot", "power"]
-        .iter()
-        .map(|a| {
-            let rest = match *a {
-                "power" => json!({"state": "On"}),
-                "boot" => json!({"target": "None", "enabled": "Disabled"}),
-                "secure-boot" => json!({"enabled": false}),
-                "virtual-media" => json!({"inserted": false}),
-                _ => json!({"expect": {"gpuCount": 4}}),
-            };
-            desired(&url, "System_0", a, rest, &pw)
-        })
-        .collect();
+    let specs: Vec<Desired> = [
+        "power",
+        "boot",
+        "secure-boot",
+        "virtual-media",
+        "inventory",
+        "power",
+        "secure-boot",
+        "power",
+    ]
+    .iter()
+    .map(|a| {
+        let rest = match *a {
+            "power" => json!({"state": "On"}),
+            "boot" => json!({"target": "None", "enabled": "Disabled"}),
+            "secure-boot" => json!({"enabled": false}),
+            "virtual-media" => json!({"inserted": false}),
+            _ => json!({"expect": {"gpuCount": 4}}),
+        };
+        desired(&url, "System_0", a, rest, &pw)
+    })
+    .collect();
     let rqs: Vec<fleetform_engine::provider::ObserveRequest<'_>> = specs
         .iter()
-        .map(|d| fleetform_engine::provider::ObserveRequest { id: &d.id, spec: &d.spec, desired: true })
+        .map(|d| fleetform_engine::provider::ObserveRequest {
+            id: &d.id,
+            spec: &d.spec,
+            desired: true,
+        })
         .collect();
     let results = p.observe(&rqs).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    let max = state.max_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+    let max = state
+        .max_in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(max, 2, "8 concurrent observations, per-BMC limit 2");
 }
 
@@ -525,7 +721,11 @@ async fn the_session_is_deleted_when_the_system_is_not_found() {
     let p = provider();
     let d = desired(&url, "System_9", "power", json!({"state": "On"}), &pw);
     let err = plan(&p, &d).await.unwrap_err();
-    assert!(err.message.contains("no system with Id, Name or UUID `System_9`"), "{err}");
+    assert!(
+        err.message
+            .contains("no system with Id, Name or UUID `System_9`"),
+        "{err}"
+    );
     let (created, deleted, open) = settle(&state).await;
     assert_eq!((created, deleted, open), (1, 1, 0));
 }
@@ -554,5 +754,9 @@ async fn firmware_update_follows_the_task_monitor_until_the_task_completes() {
     let first = common::converge(&p, &d).await;
     assert_eq!(paths(&first), ["/expected/UEFI"]);
     assert_eq!(count(&state, "POST", "UpdateService.SimpleUpdate"), 1);
-    assert_eq!(count(&state, "GET", "/TaskMonitors/1"), 3, "polled while Running (twice), then Completed");
+    assert_eq!(
+        count(&state, "GET", "/TaskMonitors/1"),
+        3,
+        "polled while Running (twice), then Completed"
+    );
 }

@@ -4,9 +4,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use fleetform_engine::provider::{Action, ApplyContext, ApplyRequest, Change, Observed, Provider, ProviderError};
-use fleetform_engine::resource::{Desired, ResourceId};
 use fleetform_engine::provider::ObserveRequest;
+use fleetform_engine::provider::{
+    Action, ApplyContext, ApplyRequest, Change, Observed, Provider, ProviderError,
+};
+use fleetform_engine::resource::{Desired, ResourceId};
 use fleetform_engine::secret::LocalSecrets;
 use fleetform_redfish::{RedfishOptions, RedfishProvider};
 use serde_json::{Value, json};
@@ -31,9 +33,11 @@ fn var(name: &str) -> Option<String> {
 /// after `tests/peers/sushy.sh start` without sourcing it.
 pub fn peers() -> Option<Peers> {
     if var("SUSHY_FAKE_URL").is_none() {
-        let dir = var("FLEETFORM_PEERS_DIR").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/peers")
-        });
+        let dir = var("FLEETFORM_PEERS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/peers")
+            });
         if let Ok(text) = std::fs::read_to_string(dir.join("sushy.env")) {
             for line in text.lines() {
                 if let Some((k, v)) = line.trim().trim_start_matches("export ").split_once('=') {
@@ -43,7 +47,17 @@ pub fn peers() -> Option<Peers> {
             }
         }
     }
-    let get = |k: &str| var(k).or_else(|| ENV_FILE.with(|m| m.borrow().iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone())));
+    let get = |k: &str| {
+        var(k).or_else(|| {
+            ENV_FILE.with(|m| {
+                m.borrow()
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+            })
+        })
+    };
     Some(Peers {
         fake: get("SUSHY_FAKE_URL")?,
         libvirt: get("SUSHY_LIBVIRT_URL")?,
@@ -63,7 +77,9 @@ pub fn require() -> Option<Peers> {
     match peers() {
         Some(p) => Some(p),
         None if var("FLEETFORM_REQUIRE_PEERS").as_deref() == Some("1") => {
-            panic!("sushy peers not running: run tests/peers/sushy.sh start (FLEETFORM_REQUIRE_PEERS=1)")
+            panic!(
+                "sushy peers not running: run tests/peers/sushy.sh start (FLEETFORM_REQUIRE_PEERS=1)"
+            )
         }
         None => {
             eprintln!("skipped: sushy not running (tests/peers/sushy.sh start)");
@@ -73,7 +89,10 @@ pub fn require() -> Option<Peers> {
 }
 
 pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("fleetform_redfish=debug").try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("fleetform_redfish=debug")
+        .try_init();
 }
 
 pub fn provider() -> RedfishProvider {
@@ -96,7 +115,10 @@ impl Peers {
     }
 
     pub fn password(&self) -> String {
-        std::fs::read_to_string(&self.password_file).unwrap().trim().to_string()
+        std::fs::read_to_string(&self.password_file)
+            .unwrap()
+            .trim()
+            .to_string()
     }
 
     /// A raw client for out-of-band changes.
@@ -120,7 +142,13 @@ impl Peers {
         r["@odata.id"].as_str().unwrap().to_string()
     }
 
-    pub async fn oob(&self, method: reqwest::Method, endpoint: &str, path: &str, body: Value) -> reqwest::StatusCode {
+    pub async fn oob(
+        &self,
+        method: reqwest::Method,
+        endpoint: &str,
+        path: &str,
+        body: Value,
+    ) -> reqwest::StatusCode {
         let r = self
             .raw()
             .request(method, format!("{endpoint}{path}"))
@@ -130,7 +158,11 @@ impl Peers {
             .await
             .unwrap();
         let s = r.status();
-        assert!(s.is_success(), "out-of-band {path}: {s} {}", r.text().await.unwrap_or_default());
+        assert!(
+            s.is_success(),
+            "out-of-band {path}: {s} {}",
+            r.text().await.unwrap_or_default()
+        );
         s
     }
 
@@ -153,7 +185,11 @@ pub fn rid(host: &str, aspect: &str) -> ResourceId {
 
 /// observe + diff.
 pub async fn plan(p: &RedfishProvider, d: &Desired) -> Result<(Change, Observed), ProviderError> {
-    let rq = ObserveRequest { id: &d.id, spec: &d.spec, desired: true };
+    let rq = ObserveRequest {
+        id: &d.id,
+        spec: &d.spec,
+        desired: true,
+    };
     let obs = p.observe(&[rq]).await.into_iter().next().unwrap()?;
     let change = p.diff(d, obs.as_ref())?;
     Ok((change, obs.unwrap()))
@@ -163,11 +199,21 @@ pub async fn plan(p: &RedfishProvider, d: &Desired) -> Result<(Change, Observed)
 pub async fn converge(p: &RedfishProvider, d: &Desired) -> Change {
     let (change, obs) = plan(p, d).await.unwrap();
     if change.action != Action::NoOp {
-        let rq = ApplyRequest { change: &change, desired: Some(d), last_applied: None, observed: Some(&obs) };
+        let rq = ApplyRequest {
+            change: &change,
+            desired: Some(d),
+            last_applied: None,
+            observed: Some(&obs),
+        };
         p.apply(&rq, &ApplyContext::default()).await.unwrap();
     }
     let (again, _) = plan(p, d).await.unwrap();
-    assert_eq!(again.action, Action::NoOp, "re-plan after apply is not NoOp: {:?}", again.fields);
+    assert_eq!(
+        again.action,
+        Action::NoOp,
+        "re-plan after apply is not NoOp: {:?}",
+        again.fields
+    );
     change
 }
 
