@@ -54,6 +54,7 @@ pub struct World {
 /// The in-memory provider. Its name is `test`.
 #[derive(Debug, Default)]
 pub struct MemoryProvider {
+    name: Option<&'static str>,
     world: Mutex<World>,
     scripts: Mutex<BTreeMap<ResourceId, Script>>,
     persist: Option<PathBuf>,
@@ -73,10 +74,17 @@ impl MemoryProvider {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         Self {
+            name: None,
             world: Mutex::new(world),
             scripts: Mutex::default(),
             persist: Some(file),
         }
+    }
+
+    /// An empty world answering for another provider's addresses (e.g. `kube`),
+    /// so compiled fleets can be planned without peers (benchmarks).
+    pub fn named(name: &'static str) -> Self {
+        Self { name: Some(name), ..Self::default() }
     }
 
     /// Scripts a behaviour for a resource.
@@ -117,7 +125,7 @@ impl MemoryProvider {
 #[async_trait]
 impl Provider for MemoryProvider {
     fn name(&self) -> &'static str {
-        "test"
+        self.name.unwrap_or("test")
     }
 
     async fn observe(
