@@ -42,3 +42,13 @@ export FLEETFORM_REQUIRE_PEERS=1
 
 step "running the tests"
 cargo test --workspace "$@"
+
+# The end-to-end test of the main job: the demo on the sandbox asserts every
+# step's exit status (plan 2, apply 0, re-plan 0, drift 2, remediate, PR plan,
+# merge + apply, re-plan 0). It uses the same peers, so the test peers stop first.
+if [[ $# -eq 0 ]]; then
+  stop_all
+  step "end to end: scripts/demo.sh on the sandbox"
+  scripts/demo.sh
+  scripts/sandbox.sh down
+fi
