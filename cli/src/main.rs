@@ -601,9 +601,10 @@ fn progress() -> (
                     "32",
                     format!("{t} done {id} ({:.1}s)", elapsed_ms as f64 / 1000.0),
                 ),
-                ApplyEvent::Failed { id, error } => {
-                    paint("31", format!("{t} FAILED {id}: {error}"))
-                }
+                ApplyEvent::Failed { id, error } => paint(
+                    "31",
+                    format!("{t} FAILED {id}: {}", report::without_id(&id, &error)),
+                ),
                 ApplyEvent::Skipped { id, root } => {
                     paint("2", format!("{t} skipped {id} (waits for failed {root})"))
                 }

@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use fleetform_engine::observe::Providers;
 use fleetform_engine::plan::PlanOptions;
-use fleetform_engine::reconcile::{make_plan, ObserveOptions};
+use fleetform_engine::reconcile::{ObserveOptions, make_plan};
 use fleetform_engine::secret::{SecretError, SecretRef, SecretResolver};
 use fleetform_engine::state::State;
 use fleetform_engine::testing::MemoryProvider;
-use fleetform_engine::{compile, graph::Graph, load, synth, validate, Sensitive};
+use fleetform_engine::{Sensitive, compile, graph::Graph, load, synth, validate};
 
 /// Every secret reads as the same test value (nothing is read from disk).
 struct FixedSecrets;
@@ -25,8 +25,14 @@ impl SecretResolver for FixedSecrets {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let (hosts, tenants) = (args.first().copied().unwrap_or(10_000), args.get(1).copied().unwrap_or(1_000));
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let (hosts, tenants) = (
+        args.first().copied().unwrap_or(10_000),
+        args.get(1).copied().unwrap_or(1_000),
+    );
     let files = synth::synthetic_fleet(hosts, tenants);
     let t0 = Instant::now();
     let (docs, diags) = load::load(&files);
@@ -42,9 +48,16 @@ async fn main() {
         .with(Arc::new(MemoryProvider::named("kube")))
         .with(Arc::new(MemoryProvider::named("redfish")))
         .with(Arc::new(MemoryProvider::named("ngc")));
-    let planned = make_plan(&compiled.resources, &State::default(), &providers, &PlanOptions::default(), ObserveOptions::default(), Some("bench".into()))
-        .await
-        .expect("plans");
+    let planned = make_plan(
+        &compiled.resources,
+        &State::default(),
+        &providers,
+        &PlanOptions::default(),
+        ObserveOptions::default(),
+        Some("bench".into()),
+    )
+    .await
+    .expect("plans");
     let t_plan = t0.elapsed();
     println!(
         "{hosts} hosts / {tenants} tenants: {} resources, {waves} waves, {} creates; load+validate {:.2}s, +compile {:.2}s, +graph {:.2}s, +observe+plan {:.2}s (total)",

@@ -162,7 +162,13 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
             } else {
                 ""
             };
-            let _ = writeln!(out, "  {at}error: {id}{}{tr}", pr.message);
+            let _ = writeln!(
+                out,
+                "  {at}error: {id}{}{tr}",
+                pr.id
+                    .as_ref()
+                    .map_or(pr.message.as_str(), |i| without_id(i, &pr.message))
+            );
         }
     }
     if !plan.summary.has_changes() && plan.problems.is_empty() {
@@ -235,7 +241,15 @@ pub fn plan_markdown(plan: &Plan, title: &str, intro: &[String]) -> String {
                 .as_ref()
                 .map(|i| format!("`{i}`: "))
                 .unwrap_or_default();
-            let _ = writeln!(out, "- {at}{id}{}", escape_md(&pr.message));
+            let _ = writeln!(
+                out,
+                "- {at}{id}{}",
+                escape_md(
+                    pr.id
+                        .as_ref()
+                        .map_or(pr.message.as_str(), |i| without_id(i, &pr.message))
+                )
+            );
         }
         out.push('\n');
     }
@@ -338,6 +352,14 @@ pub fn plan_markdown(plan: &Plan, title: &str, intro: &[String]) -> String {
     out
 }
 
+/// Drops a leading `ADDRESS: ` from a message that is printed after its address already.
+pub fn without_id<'a>(id: &crate::resource::ResourceId, message: &'a str) -> &'a str {
+    message
+        .strip_prefix(id.as_str())
+        .and_then(|m| m.strip_prefix(": "))
+        .unwrap_or(message)
+}
+
 fn escape_md(s: &str) -> String {
     s.replace('|', "\\|")
         .replace('<', "&lt;")
@@ -375,7 +397,11 @@ pub fn drift_text(plan: &Plan, color: bool) -> String {
     }
     for pr in &plan.problems {
         let id = pr.id.as_ref().map(|i| format!("{i}: ")).unwrap_or_default();
-        let _ = writeln!(out, "  error: {id}{}", pr.message);
+        let msg = pr
+            .id
+            .as_ref()
+            .map_or(pr.message.as_str(), |i| without_id(i, &pr.message));
+        let _ = writeln!(out, "  error: {id}{msg}");
     }
     out
 }
@@ -409,7 +435,7 @@ pub fn apply_text(report: &ApplyReport) -> String {
         "Apply: {applied} applied, {failed} failed, {skipped} skipped, {not_started} not started"
     );
     for (root, (error, skipped)) in report.root_causes() {
-        let _ = writeln!(out, "  failed {root}: {error}");
+        let _ = writeln!(out, "  failed {root}: {}", without_id(root, error));
         for s in skipped {
             let _ = writeln!(out, "    skipped {s} (waits for {root})");
         }

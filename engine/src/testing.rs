@@ -84,7 +84,10 @@ impl MemoryProvider {
     /// An empty world answering for another provider's addresses (e.g. `kube`),
     /// so compiled fleets can be planned without peers (benchmarks).
     pub fn named(name: &'static str) -> Self {
-        Self { name: Some(name), ..Self::default() }
+        Self {
+            name: Some(name),
+            ..Self::default()
+        }
     }
 
     /// Scripts a behaviour for a resource.
