@@ -131,15 +131,7 @@ impl SourceArgs {
     /// Reads, validates and compiles.
     pub fn load(&self, reference: Option<&str>) -> Result<Loaded, LoadFailure> {
         let (revision, files) = self.read(reference)?;
-        let (docs, mut diags) = load::load(&files);
-        if !diags.is_empty() {
-            fleetform_engine::diag::sort(&mut diags);
-            return Err(LoadFailure::Invalid(diags, files));
-        }
-        let fleet =
-            validate::validate(&docs).map_err(|d| LoadFailure::Invalid(d, files.clone()))?;
-        let compiled = compile::compile(&fleet, self.secrets().as_ref())
-            .map_err(|d| LoadFailure::Invalid(d, files.clone()))?;
+        let (fleet, compiled) = compile_files(&files, self.secrets().as_ref())?;
         Ok(Loaded {
             revision,
             fleet,
@@ -149,21 +141,85 @@ impl SourceArgs {
 
     /// The providers the compiled resources need.
     pub fn providers(&self, compiled: &Compiled) -> Result<Providers> {
-        let mut clusters = BTreeMap::new();
-        for (name, c) in &compiled.clusters {
-            let path = kubeconfig_path(&c.kubeconfig, &self.secrets_base())
-                .with_context(|| format!("kubeconfig of cluster {name} ({})", c.kubeconfig))?;
-            let mut cfg = fleetform_kube::ClusterConfig::new(path);
-            cfg.context = c.context.clone();
-            clusters.insert(name.clone(), cfg);
-        }
-        let secrets = self.secrets();
-        Ok(Providers::new()
-            .with(Arc::new(fleetform_kube::KubeProvider::new(clusters)))
-            .with(Arc::new(fleetform_redfish::RedfishProvider::new(
-                secrets.clone(),
-            )))
-            .with(Arc::new(fleetform_ngc::NgcProvider::new(secrets))))
+        providers_for(compiled, &self.secrets_base(), self.secrets())
+    }
+}
+
+/// Validates and compiles a fleet's files.
+pub fn compile_files(
+    files: &[SourceFile],
+    secrets: &dyn SecretResolver,
+) -> Result<(Fleet, Compiled), LoadFailure> {
+    let (docs, mut diags) = load::load(files);
+    if !diags.is_empty() {
+        fleetform_engine::diag::sort(&mut diags);
+        return Err(LoadFailure::Invalid(diags, files.to_vec()));
+    }
+    let fleet = validate::validate(&docs).map_err(|d| LoadFailure::Invalid(d, files.to_vec()))?;
+    let compiled =
+        compile::compile(&fleet, secrets).map_err(|d| LoadFailure::Invalid(d, files.to_vec()))?;
+    Ok((fleet, compiled))
+}
+
+/// The providers compiled resources need; relative kubeconfig paths are
+/// resolved against `secrets_base`.
+pub fn providers_for(
+    compiled: &Compiled,
+    secrets_base: &Path,
+    secrets: Arc<dyn SecretResolver>,
+) -> Result<Providers> {
+    let mut clusters = BTreeMap::new();
+    for (name, c) in &compiled.clusters {
+        let path = kubeconfig_path(&c.kubeconfig, secrets_base)
+            .with_context(|| format!("kubeconfig of cluster {name} ({})", c.kubeconfig))?;
+        let mut cfg = fleetform_kube::ClusterConfig::new(path);
+        cfg.context = c.context.clone();
+        clusters.insert(name.clone(), cfg);
+    }
+    Ok(Providers::new()
+        .with(Arc::new(fleetform_kube::KubeProvider::new(clusters)))
+        .with(Arc::new(fleetform_redfish::RedfishProvider::new(
+            secrets.clone(),
+        )))
+        .with(Arc::new(fleetform_ngc::NgcProvider::new(secrets))))
+}
+
+/// The serve daemon's pipeline: the same validate → compile → providers path
+/// as the CLI commands, for files fetched by the daemon.
+pub struct ServePipeline {
+    /// Where relative secret and kubeconfig references are resolved.
+    pub secrets_base: PathBuf,
+}
+
+impl fleetform_engine::serve::Pipeline for ServePipeline {
+    fn prepare(
+        &self,
+        files: &[SourceFile],
+    ) -> Result<fleetform_engine::serve::Prepared, fleetform_engine::serve::daemon::BoxError> {
+        let secrets: Arc<dyn SecretResolver> = Arc::new(LocalSecrets::new(&self.secrets_base));
+        let (fleet, compiled) = compile_files(files, secrets.as_ref()).map_err(|f| match f {
+            LoadFailure::Invalid(diags, files) => {
+                let errors = diags
+                    .iter()
+                    .filter(|d| d.severity == fleetform_engine::diag::Severity::Error)
+                    .count();
+                format!(
+                    "the fleet is invalid: {errors} error(s)\n{}",
+                    validate::render_text(&diags, &files)
+                )
+            }
+            LoadFailure::Other(e) => format!("{e:#}"),
+        })?;
+        let providers =
+            providers_for(&compiled, &self.secrets_base, secrets).map_err(|e| format!("{e:#}"))?;
+        Ok(fleetform_engine::serve::Prepared {
+            desired: compiled.resources,
+            providers,
+            plan_options: fleetform_engine::plan::PlanOptions {
+                max_delete_fraction: fleet.fleet.spec.prune.max_delete_fraction,
+                ..Default::default()
+            },
+        })
     }
 }
 

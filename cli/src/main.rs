@@ -73,6 +73,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
     },
+    /// Keep the fleet reconciled to a git ref: poll, push webhooks, drift schedule, /metrics.
+    Serve(ServeArgs),
     /// Remove a state lock left by a process that is gone.
     ForceUnlock {
         /// The lock id printed by the error.
@@ -184,6 +186,17 @@ struct ApplyArgs {
 }
 
 #[derive(Debug, Args)]
+struct ServeArgs {
+    /// The serve config file (docs/serve.md, examples/serve.yaml).
+    #[arg(long, env = "FLEETFORM_SERVE_CONFIG")]
+    config: PathBuf,
+    /// Reconcile once (and check drift once when the config schedules it), then exit:
+    /// 0 when it succeeded, 1 when it failed.
+    #[arg(long)]
+    once: bool,
+}
+
+#[derive(Debug, Args)]
 struct DriftArgs {
     #[command(flatten)]
     source: SourceArgs,
@@ -266,6 +279,7 @@ async fn run(cli: Cli) -> Result<Done> {
         Command::Apply(args) => apply(args).await,
         Command::Drift(args) => drift(args).await,
         Command::Graph { source, format } => graph(source, format),
+        Command::Serve(args) => serve(args).await,
         Command::ForceUnlock { id, state } => {
             LocalStateStore::open(&state)?.force_unlock(&id).await?;
             println!("Lock {id} removed.");
@@ -538,25 +552,12 @@ impl Locked {
 fn cancel_on_signals() -> tokio::sync::watch::Receiver<bool> {
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let term = async {
-            #[cfg(unix)]
-            if let Ok(mut s) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            {
-                s.recv().await;
-                return;
-            }
-            std::future::pending::<()>().await;
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
-        }
+        wait_for_signal().await;
         eprintln!(
             "\nInterrupted: letting calls in flight finish and recording them (interrupt again to abort)..."
         );
         let _ = tx.send(true);
-        let _ = tokio::signal::ctrl_c().await;
+        wait_for_signal().await;
         std::process::exit(130);
     });
     rx
@@ -783,15 +784,8 @@ async fn drift(args: DriftArgs) -> Result<Done> {
         let cancel = cancel_on_signals();
         let (tx, printer) = progress();
         // Healing means taking drifted fields back from whoever changed them.
-        let drifted: std::collections::BTreeSet<&ResourceId> =
-            planned.plan.actionable().map(|c| &c.id).collect();
-        let mut desired = loaded.compiled.resources.clone();
-        for d in desired
-            .iter_mut()
-            .filter(|d| d.id.provider() == "kube" && drifted.contains(&d.id))
-        {
-            d.spec["force"] = serde_json::Value::Bool(true);
-        }
+        let desired =
+            fleetform_engine::reconcile::remediation(&loaded.compiled.resources, &planned.plan);
         let result = run_apply(
             &planned,
             &desired,
@@ -812,6 +806,84 @@ async fn drift(args: DriftArgs) -> Result<Done> {
         }
     }
     Ok(Done::Changes)
+}
+
+async fn serve(args: ServeArgs) -> Result<Done> {
+    use fleetform_engine::serve::{Daemon, ServeConfig};
+    let config = ServeConfig::read(&args.config).map_err(|diags| {
+        let files = std::fs::read(&args.config)
+            .map(|bytes| {
+                vec![fleetform_engine::load::SourceFile {
+                    path: args.config.display().to_string(),
+                    bytes,
+                }]
+            })
+            .unwrap_or_default();
+        invalid(&diags, &files, Format::Text)
+    })?;
+    let secrets_base = if config.secrets_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        config.secrets_dir.clone()
+    };
+    let resolver = std::sync::Arc::new(fleetform_engine::secret::LocalSecrets::new(&secrets_base));
+    let pipeline = std::sync::Arc::new(fleet::ServePipeline { secrets_base });
+    let drift_scheduled = !matches!(
+        config.drift.schedule,
+        fleetform_engine::serve::DriftSchedule::Off
+    );
+    let mut daemon = Daemon::new(config, pipeline, resolver)?;
+    if args.once {
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let outcome = daemon.reconcile(&rx).await;
+        match &outcome {
+            Ok(fleetform_engine::serve::daemon::Reconciled::UpToDate { commit }) => {
+                println!("Up to date at {commit}.")
+            }
+            Ok(fleetform_engine::serve::daemon::Reconciled::Applied { commit, summary }) => {
+                println!("Applied {commit}: {summary}.")
+            }
+            Err(f) => bail!("{f}"),
+        }
+        if drift_scheduled {
+            match daemon.check_drift(&rx).await {
+                Ok(Some(r)) if !r.drifted.is_empty() => {
+                    println!(
+                        "{} resource(s) drifted{}.",
+                        r.drifted.len(),
+                        if r.healed { " and were healed" } else { "" }
+                    );
+                    if !r.healed {
+                        return Ok(Done::Changes);
+                    }
+                }
+                Ok(_) => println!("No drift."),
+                Err(f) => bail!("drift check: {f}"),
+            }
+        }
+        return Ok(Done::Clean);
+    }
+    let addr = daemon.listen().await?;
+    eprintln!("fleetform serve: listening on http://{addr} (/healthz, /status, /metrics)");
+    daemon.run(cancel_on_signals()).await?;
+    Ok(Done::Clean)
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    let term = async {
+        #[cfg(unix)]
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }
 
 fn graph(source: SourceArgs, format: GraphFormat) -> Result<Done> {

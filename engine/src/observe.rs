@@ -85,26 +85,14 @@ pub async fn observe(
                 .collect::<Vec<_>>()
         })
         .collect();
-    let results = stream::iter(batches)
-        .map(|(p, ts)| async move {
-            let reqs: Vec<ObserveRequest<'_>> = ts
-                .iter()
-                .map(|t| ObserveRequest {
-                    id: &t.id,
-                    spec: &t.spec,
-                    desired: t.desired,
-                })
-                .collect();
-            let mut res = p.observe(&reqs).await;
-            // A provider that returns the wrong number of results is a bug; report it per resource.
-            res.resize_with(ts.len(), || {
-                Err(ProviderError::permanent(
-                    &ts[0].id,
-                    "provider returned too few results",
-                ))
-            });
-            ts.iter().map(|t| t.id.clone()).zip(res).collect::<Vec<_>>()
-        })
+    // The futures are built before they are streamed: a `map` closure
+    // returning an async block would make this future's `Send`ness
+    // unprovable to rustc for callers that spawn it (the serve daemon).
+    let calls: Vec<_> = batches
+        .into_iter()
+        .map(|(p, ts)| observe_batch(p, ts))
+        .collect();
+    let results = stream::iter(calls)
         .buffer_unordered(concurrency.max(1))
         .collect::<Vec<_>>()
         .await;
@@ -112,4 +100,28 @@ pub async fn observe(
         out.extend(r);
     }
     out
+}
+
+/// One provider call for a batch of targets, one result per target.
+async fn observe_batch(
+    p: Arc<dyn Provider>,
+    ts: Vec<&Target>,
+) -> Vec<(ResourceId, Result<Option<Observed>, ProviderError>)> {
+    let reqs: Vec<ObserveRequest<'_>> = ts
+        .iter()
+        .map(|t| ObserveRequest {
+            id: &t.id,
+            spec: &t.spec,
+            desired: t.desired,
+        })
+        .collect();
+    let mut res = p.observe(&reqs).await;
+    // A provider that returns the wrong number of results is a bug; report it per resource.
+    res.resize_with(ts.len(), || {
+        Err(ProviderError::permanent(
+            &ts[0].id,
+            "provider returned too few results",
+        ))
+    });
+    ts.iter().map(|t| t.id.clone()).zip(res).collect()
 }

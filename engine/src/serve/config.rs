@@ -42,6 +42,12 @@ pub struct ServeConfig {
     pub state_dir: PathBuf,
     /// Git cache directory (default `<stateDir>/git`).
     pub cache_dir: PathBuf,
+    /// Where relative `file:` secret references in the fleet and this config
+    /// are resolved (default: the config file's directory).
+    pub secrets_dir: PathBuf,
+    /// Apply plans with deletes or replaces (default false: such a plan is
+    /// reported as a failed reconcile and left for a person to apply).
+    pub allow_destroy: bool,
 }
 
 /// The push webhook endpoint.
@@ -129,6 +135,10 @@ struct RawConfig {
     state_dir: PathBuf,
     #[serde(default)]
     cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    secrets_dir: Option<PathBuf>,
+    #[serde(default)]
+    allow_destroy: bool,
 }
 
 /// `90`, `30s`, `5m`, `1h30m`, `2d` → a duration.
@@ -164,28 +174,16 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_secs(total))
 }
 
-/// A loose check of a cron expression: 5 fields of digits, `*`, `,`, `-`,
-/// `/` and names, or one of the `@` macros.
+/// Whether `expr` is a cron expression the drift scheduler can run: 5
+/// fields (minute hour day-of-month month day-of-week, UTC) or an `@hourly`-style macro.
 pub fn valid_cron(expr: &str) -> bool {
     let expr = expr.trim();
-    if expr.starts_with('@') {
-        return [
-            "@yearly",
-            "@annually",
-            "@monthly",
-            "@weekly",
-            "@daily",
-            "@midnight",
-            "@hourly",
-        ]
-        .contains(&expr);
-    }
-    let fields: Vec<&str> = expr.split_whitespace().collect();
-    fields.len() == 5
-        && fields.iter().all(|f| {
-            f.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | ',' | '-' | '/' | '?'))
-        })
+    (expr.starts_with('@') || expr.split_whitespace().count() == 5) && parse_cron(expr).is_some()
+}
+
+/// Parses a cron expression (see [`valid_cron`]).
+pub fn parse_cron(expr: &str) -> Option<croner::Cron> {
+    expr.trim().parse::<croner::Cron>().ok()
 }
 
 struct Ctx<'a> {
@@ -248,7 +246,7 @@ impl ServeConfig {
         let mut cfg = Self::parse(&name, &bytes)?;
         // Relative paths are relative to the config file, like secret file references.
         if let Some(dir) = path.parent() {
-            for p in [&mut cfg.state_dir, &mut cfg.cache_dir] {
+            for p in [&mut cfg.state_dir, &mut cfg.cache_dir, &mut cfg.secrets_dir] {
                 if p.is_relative() {
                     *p = dir.join(&*p);
                 }
@@ -408,6 +406,8 @@ impl ServeConfig {
             notifications: raw.notifications,
             state_dir: raw.state_dir,
             cache_dir,
+            secrets_dir: raw.secrets_dir.unwrap_or_default(),
+            allow_destroy: raw.allow_destroy,
         })
     }
 

@@ -1,13 +1,15 @@
-//! The pieces of `fleetform serve` that are plain functions and types: the
-//! config file, push webhooks, metrics and notifications. The daemon loop
-//! (HTTP server, reconcile scheduling) composes them.
+//! `fleetform serve`: the config file, push webhooks, metrics and
+//! notifications, and the daemon that composes them (HTTP endpoint, poll and
+//! drift schedules, one reconcile at a time).
 
 pub mod config;
+pub mod daemon;
 pub mod metrics;
 pub mod notify;
 pub mod webhook;
 
 pub use config::{DriftConfig, DriftSchedule, ServeConfig, WebhookConfig};
+pub use daemon::{Daemon, Pipeline, Prepared, Status};
 pub use metrics::Metrics;
 pub use notify::{Event, EventType, NotificationTarget, Notifier};
 pub use webhook::{PushEvent, WebhookEvent, WebhookProvider};

@@ -1,0 +1,1057 @@
+//! The `fleetform serve` loop: keep a fleet reconciled to a git ref.
+//!
+//! One task owns the loop, so a fleet has one reconcile at a time by
+//! construction. It wakes on the poll interval, on a push webhook (which only
+//! makes the next fetch immediate: the daemon fetches and checks the ref
+//! itself) and on the drift schedule. A reconcile is fetch → history and
+//! signature checks → validate and compile → plan → apply, holding the state
+//! lock from plan to the end of apply. Failures that may pass (a fetch, a BMC,
+//! the lock) are retried with backoff; failures that need a new commit (an
+//! invalid manifest, an unsigned commit, a rewritten history) wait for the next
+//! poll and are notified once. Shutdown cancels through the apply's own cancel
+//! signal: calls in flight finish and are journaled, nothing new starts, the
+//! lock is released.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State as Shared;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+use tracing::Instrument;
+
+use super::config::{DriftSchedule, ServeConfig, parse_cron};
+use super::metrics::{self, Metrics};
+use super::notify::{Backoff, Event, EventType, Notifier};
+use super::webhook::{self, WebhookEvent, WebhookProvider};
+use crate::apply::ApplyOptions;
+use crate::load::SourceFile;
+use crate::observe::Providers;
+use crate::plan::{Plan, PlanOptions};
+use crate::reconcile::{ObserveOptions, make_plan, remediation, run_apply};
+use crate::resource::{Desired, ResourceId};
+use crate::secret::{SecretError, SecretResolver};
+use crate::sensitive::Sensitive;
+use crate::source::{GitRef, GitSource, SourceError};
+use crate::state::{LocalStateStore, LockInfo, State, StateError, StateStore};
+
+/// Any error a [`Pipeline`] reports; its `Display` is shown to people.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What one revision of the fleet compiles to.
+pub struct Prepared {
+    /// The resources to reconcile.
+    pub desired: Vec<Desired>,
+    /// The providers that own them.
+    pub providers: Providers,
+    /// Plan settings the fleet implies (e.g. its prune guard).
+    pub plan_options: PlanOptions,
+}
+
+/// Turns the manifest files of one revision into [`Prepared`] resources.
+///
+/// The program hosting the daemon implements it: the CLI validates, compiles
+/// and builds the real providers; tests use the in-memory provider. An error
+/// (an invalid manifest, a missing kubeconfig) is reported and retried at the
+/// next poll, not with backoff: it needs a new commit or a fix on the host.
+pub trait Pipeline: Send + Sync {
+    /// Validates and compiles `files` (the fleet directory at one commit).
+    fn prepare(&self, files: &[SourceFile]) -> Result<Prepared, BoxError>;
+}
+
+/// Why the daemon could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The webhook secret could not be read.
+    #[error("webhook secret: {0}")]
+    WebhookSecret(#[source] SecretError),
+    /// The state directory could not be opened.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The HTTP listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The notification client could not be built.
+    #[error(transparent)]
+    Notifier(#[from] super::notify::NotifyError),
+    /// The HTTP server stopped with an error.
+    #[error("HTTP server: {0}")]
+    Server(#[source] std::io::Error),
+}
+
+/// What `/status` answers: the daemon's view of its fleet, for people and probes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// The fleet's name.
+    pub fleet: String,
+    /// The ref followed, e.g. `branch main`.
+    pub reference: String,
+    /// The commit the ref pointed at on the last successful fetch.
+    pub head: Option<String>,
+    /// The last revision whose apply finished without errors.
+    pub last_applied_revision: Option<String>,
+    /// A reconcile or drift check is running.
+    pub busy: bool,
+    /// The last reconcile's result: `applied`, `up-to-date` or `failed`.
+    pub last_result: Option<String>,
+    /// The last reconcile's error, when it failed.
+    pub last_error: Option<String>,
+    /// Failed reconciles in a row.
+    pub consecutive_failures: u32,
+    /// When the last reconcile ended (RFC 3339).
+    pub last_reconcile_at: Option<String>,
+    /// Resources found drifted by the last drift check.
+    pub drifted: Option<usize>,
+    /// When the last drift check ended (RFC 3339).
+    pub last_drift_check_at: Option<String>,
+}
+
+/// How a reconcile that did not fail ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconciled {
+    /// The head is the revision last applied; nothing was planned.
+    UpToDate {
+        /// The head commit.
+        commit: String,
+    },
+    /// The head was planned and applied (possibly with no changes).
+    Applied {
+        /// The head commit.
+        commit: String,
+        /// The plan's totals, one line.
+        summary: String,
+    },
+}
+
+/// When a failed reconcile is tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Soon, with growing delays (up to the poll interval): it may pass by itself.
+    Backoff,
+    /// At the next poll: it needs a new commit or a change on the host.
+    NextPoll,
+}
+
+/// A reconcile that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The stage, also the `kind` label of `fleetform_errors_total`:
+    /// state, fetch, history, verify, validate, lock, plan, apply, interrupted.
+    pub kind: &'static str,
+    /// The commit concerned, when known.
+    pub revision: Option<String>,
+    /// What went wrong, for people (never a secret).
+    pub message: String,
+    /// When to try again.
+    pub retry: Retry,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed: {}", self.kind, self.message)
+    }
+}
+
+impl Failure {
+    fn new(kind: &'static str, retry: Retry, message: impl ToString) -> Self {
+        Self {
+            kind,
+            revision: None,
+            message: message.to_string(),
+            retry,
+        }
+    }
+
+    fn at(mut self, revision: &str) -> Self {
+        self.revision = Some(revision.to_string());
+        self
+    }
+}
+
+/// What a drift check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriftReport {
+    /// The revision compared with (the last applied one).
+    pub revision: String,
+    /// The drifted resources.
+    pub drifted: Vec<ResourceId>,
+    /// Whether self-heal re-applied them successfully.
+    pub healed: bool,
+}
+
+/// The `fleetform serve` daemon for one fleet.
+pub struct Daemon {
+    config: ServeConfig,
+    pipeline: Arc<dyn Pipeline>,
+    resolver: Arc<dyn SecretResolver>,
+    source: GitSource,
+    store: LocalStateStore,
+    metrics: Arc<Metrics>,
+    notifier: Arc<Notifier>,
+    status: Arc<Mutex<Status>>,
+    poke: Arc<Notify>,
+    webhook: Option<(WebhookProvider, Sensitive<String>)>,
+    listener: Option<tokio::net::TcpListener>,
+    apply_options: ApplyOptions,
+    observe_options: ObserveOptions,
+    retry: Backoff,
+    /// The head must be planned even if it was applied: the last attempt failed
+    /// or was interrupted after recording the revision.
+    dirty: bool,
+    /// The last failure notified, so that a failure repeating at every poll is sent once.
+    last_notified: Option<(String, Option<String>)>,
+}
+
+impl Daemon {
+    /// A daemon for `config`; `resolver` reads the webhook secret, notification
+    /// tokens and git credentials.
+    pub fn new(
+        config: ServeConfig,
+        pipeline: Arc<dyn Pipeline>,
+        resolver: Arc<dyn SecretResolver>,
+    ) -> Result<Self, DaemonError> {
+        let webhook = match &config.webhook {
+            Some(w) => Some((
+                w.provider,
+                resolver
+                    .resolve(&w.secret)
+                    .map_err(DaemonError::WebhookSecret)?,
+            )),
+            None => None,
+        };
+        let store = LocalStateStore::open(&config.state_dir)?;
+        let source = GitSource::new(&config.cache_dir).with_options(config.source_options());
+        let status = Status {
+            fleet: config.fleet.clone(),
+            reference: config.source.reference.to_string(),
+            ..Status::default()
+        };
+        let apply_options = ApplyOptions {
+            allow_destroy: config.allow_destroy,
+            ..ApplyOptions::default()
+        };
+        Ok(Self {
+            pipeline,
+            resolver,
+            source,
+            store,
+            metrics: Arc::new(Metrics::new()),
+            notifier: Arc::new(Notifier::new()?),
+            status: Arc::new(Mutex::new(status)),
+            poke: Arc::new(Notify::new()),
+            webhook,
+            listener: None,
+            apply_options,
+            observe_options: ObserveOptions::default(),
+            retry: Backoff {
+                initial: Duration::from_secs(5),
+                max: config.poll_interval,
+            },
+            dirty: false,
+            last_notified: None,
+            config,
+        })
+    }
+
+    /// Replaces the apply settings (concurrency, timeouts); `allowDestroy` still comes from the config.
+    pub fn with_apply_options(mut self, options: ApplyOptions) -> Self {
+        self.apply_options = ApplyOptions {
+            allow_destroy: self.config.allow_destroy,
+            ..options
+        };
+        self
+    }
+
+    /// Replaces the delays between retries of a failing reconcile.
+    pub fn with_retry(mut self, retry: Backoff) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The daemon's metrics (also served on `/metrics`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// A snapshot of the status (also served on `/status`).
+    pub fn status(&self) -> Status {
+        lock(&self.status).clone()
+    }
+
+    /// Binds the HTTP listener now and returns its address (port 0 picks one);
+    /// [`Daemon::run`] binds it otherwise.
+    pub async fn listen(&mut self) -> Result<SocketAddr, DaemonError> {
+        let addr = self.config.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Listen { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| DaemonError::Listen { addr, source })?;
+        self.listener = Some(listener);
+        Ok(local)
+    }
+
+    /// Serves HTTP and reconciles until `shutdown` turns true, then finishes
+    /// the calls in flight, records them and returns.
+    pub async fn run(mut self, shutdown: watch::Receiver<bool>) -> Result<(), DaemonError> {
+        if self.listener.is_none() {
+            self.listen().await?;
+        }
+        let Some(listener) = self.listener.take() else {
+            return Ok(());
+        };
+        let addr = listener.local_addr().ok();
+        let app = Arc::new(Http {
+            metrics: self.metrics.clone(),
+            status: self.status.clone(),
+            poke: self.poke.clone(),
+            webhook: self.webhook.clone(),
+            reference: self.config.source.reference.clone(),
+        });
+        let mut stop_http = shutdown.clone();
+        let server = tokio::spawn(
+            axum::serve(
+                listener,
+                router(app, self.config.webhook.as_ref().map(|w| w.path.as_str())),
+            )
+            .with_graceful_shutdown(async move { stopped(&mut stop_http).await })
+            .into_future(),
+        );
+        tracing::info!(fleet = %self.config.fleet, listen = ?addr, reference = %self.config.source.reference, "serving");
+        self.main_loop(shutdown).await;
+        match server.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(DaemonError::Server(e)),
+            Err(e) => Err(DaemonError::Server(std::io::Error::other(e))),
+        }
+    }
+
+    async fn main_loop(&mut self, mut shutdown: watch::Receiver<bool>) {
+        enum Wake {
+            Fetch,
+            Drift,
+        }
+        let mut next_fetch = tokio::time::Instant::now();
+        let mut next_drift = self.next_drift();
+        let mut failures = 0u32;
+        let poke = self.poke.clone();
+        loop {
+            let wake = tokio::select! {
+                biased;
+                () = stopped(&mut shutdown) => break,
+                () = poke.notified() => Wake::Fetch,
+                () = tokio::time::sleep_until(next_fetch) => Wake::Fetch,
+                () = sleep_until(next_drift) => Wake::Drift,
+            };
+            match wake {
+                Wake::Fetch => {
+                    let delay = match self.reconcile(&shutdown).await {
+                        Ok(_) => {
+                            failures = 0;
+                            self.config.poll_interval
+                        }
+                        Err(f) if f.retry == Retry::Backoff => {
+                            failures += 1;
+                            self.retry.delay(failures).min(self.config.poll_interval)
+                        }
+                        Err(_) => {
+                            failures = 0;
+                            self.config.poll_interval
+                        }
+                    };
+                    next_fetch = tokio::time::Instant::now() + delay;
+                }
+                Wake::Drift => {
+                    let _ = self.check_drift(&shutdown).await;
+                    next_drift = self.next_drift();
+                }
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        tracing::info!(fleet = %self.config.fleet, "stopped");
+    }
+
+    fn next_drift(&self) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        match &self.config.drift.schedule {
+            DriftSchedule::Off => None,
+            DriftSchedule::Interval(d) => Some(now + *d),
+            DriftSchedule::Cron(expr) => {
+                let cron = parse_cron(expr)?;
+                let utc = chrono::Utc::now();
+                let next = cron.find_next_occurrence(&utc, false).ok()?;
+                let wait = (next - utc).to_std().unwrap_or_default();
+                Some(now + wait)
+            }
+        }
+    }
+
+    /// One reconcile of the ref's head: what the loop runs on each poll or
+    /// push, and `serve --once`. Updates status and metrics and sends events.
+    pub async fn reconcile(
+        &mut self,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Reconciled, Failure> {
+        let started = Instant::now();
+        self.update_status(|s| s.busy = true);
+        let span = tracing::info_span!("reconcile", fleet = %self.config.fleet, reference = %self.config.source.reference);
+        let result = self.try_reconcile(shutdown).instrument(span).await;
+        self.metrics
+            .observe_reconcile(started.elapsed().as_secs_f64());
+        let now = crate::state::now_rfc3339();
+        match &result {
+            Ok(done) => {
+                self.dirty = false;
+                self.last_notified = None;
+                let (commit, label) = match done {
+                    Reconciled::UpToDate { commit } => (commit, "up-to-date"),
+                    Reconciled::Applied { commit, summary } => {
+                        tracing::info!(fleet = %self.config.fleet, commit = %commit, summary = %summary, "applied");
+                        self.metrics.applied(
+                            commit,
+                            &self.config.source.reference.to_string(),
+                            unix_now(),
+                        );
+                        self.notify(EventType::Applied, commit, summary.clone());
+                        (commit, "applied")
+                    }
+                };
+                let commit = commit.clone();
+                self.update_status(|s| {
+                    s.last_result = Some(label.into());
+                    s.last_error = None;
+                    s.consecutive_failures = 0;
+                    s.last_applied_revision = Some(commit.clone());
+                    s.head = Some(commit);
+                });
+            }
+            Err(f) => {
+                self.dirty = true;
+                tracing::warn!(fleet = %self.config.fleet, kind = f.kind, revision = ?f.revision, error = %f.message, "reconcile failed");
+                self.metrics.error(f.kind);
+                let key = (f.message.clone(), f.revision.clone());
+                if self.last_notified.as_ref() != Some(&key) {
+                    self.notify(
+                        EventType::Failed,
+                        f.revision.as_deref().unwrap_or(""),
+                        f.to_string(),
+                    );
+                    self.last_notified = Some(key);
+                }
+                let (message, revision) = (f.to_string(), f.revision.clone());
+                self.update_status(|s| {
+                    s.last_result = Some("failed".into());
+                    s.last_error = Some(message);
+                    s.consecutive_failures += 1;
+                    if revision.is_some() {
+                        s.head = revision;
+                    }
+                });
+            }
+        }
+        self.update_status(|s| {
+            s.busy = false;
+            s.last_reconcile_at = Some(now);
+        });
+        result
+    }
+
+    async fn try_reconcile(
+        &mut self,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Reconciled, Failure> {
+        let state = self.load_state().await?;
+        let last_applied = state.last_applied_revision.clone().filter(|r| is_commit(r));
+        let fetched = {
+            let source = self.source.clone();
+            let spec = self.config.source.clone();
+            let resolver = self.resolver.clone();
+            let verification = self.config.verification.clone().unwrap_or_default();
+            let last = last_applied.clone();
+            blocking(move || {
+                source.fetch_and_read(&spec, resolver.as_ref(), last.as_deref(), &verification)
+            })
+            .await?
+            .map_err(source_failure)?
+        };
+        let commit = fetched.revision.commit.clone();
+        self.update_status(|s| s.head = Some(commit.clone()));
+        if last_applied.as_deref() == Some(commit.as_str()) && !self.dirty {
+            return Ok(Reconciled::UpToDate { commit });
+        }
+        if let Some(v) = &fetched.verified {
+            tracing::info!(commit = %commit, signer = %v.signer, "commit signature verified");
+        }
+        let prepared = self
+            .prepare(fetched.files)
+            .await
+            .map_err(|f| f.at(&commit))?;
+        if *shutdown.borrow() {
+            return Err(Failure::new("interrupted", Retry::Backoff, "shutting down").at(&commit));
+        }
+        let info = self.lock_state(&commit).await?;
+        let applied = self.apply_head(&prepared, &commit, shutdown).await;
+        self.unlock_state(&info).await;
+        let summary = applied.map_err(|f| f.at(&commit))?;
+        Ok(Reconciled::Applied { commit, summary })
+    }
+
+    /// Plans and applies the head; the caller holds the state lock.
+    async fn apply_head(
+        &self,
+        prepared: &Prepared,
+        commit: &str,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<String, Failure> {
+        let mut state = self.load_state().await?;
+        let planned = make_plan(
+            &prepared.desired,
+            &state,
+            &prepared.providers,
+            &prepared.plan_options,
+            self.observe_options,
+            Some(commit.to_string()),
+        )
+        .await
+        .map_err(|e| Failure::new("plan", Retry::NextPoll, e))?;
+        check_plan(&planned.plan)?;
+        let summary = crate::report::totals(&planned.plan);
+        let report = run_apply(
+            &planned,
+            &prepared.desired,
+            &mut state,
+            &self.store,
+            &prepared.providers,
+            &self.apply_options,
+            None,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|e| {
+            // Consent to destroy is the only apply error that waits for a person.
+            let retry = if self.config.allow_destroy {
+                Retry::Backoff
+            } else {
+                Retry::NextPoll
+            };
+            Failure::new("apply", retry, e)
+        })?;
+        self.count_resources(&state);
+        if report.interrupted {
+            return Err(Failure::new(
+                "interrupted",
+                Retry::Backoff,
+                "shut down before the apply finished; calls in flight were recorded",
+            ));
+        }
+        if !report.succeeded() {
+            return Err(Failure::new("apply", Retry::Backoff, root_causes(&report)));
+        }
+        Ok(summary)
+    }
+
+    /// Compares live state with the last applied revision; with `selfHeal`,
+    /// re-applies what drifted. `Ok(None)` when nothing was applied yet.
+    pub async fn check_drift(
+        &mut self,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Option<DriftReport>, Failure> {
+        self.update_status(|s| s.busy = true);
+        let span = tracing::info_span!("drift", fleet = %self.config.fleet);
+        let result = self.try_check_drift(shutdown).instrument(span).await;
+        let now = crate::state::now_rfc3339();
+        match &result {
+            Ok(Some(report)) => {
+                let n = report.drifted.len();
+                self.update_status(|s| s.drifted = Some(n));
+            }
+            Ok(None) => {}
+            Err(f) => {
+                tracing::warn!(fleet = %self.config.fleet, kind = f.kind, error = %f.message, "drift check failed");
+                self.metrics.error("drift");
+            }
+        }
+        self.update_status(|s| {
+            s.busy = false;
+            s.last_drift_check_at = Some(now);
+        });
+        result
+    }
+
+    async fn try_check_drift(
+        &mut self,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Option<DriftReport>, Failure> {
+        let state = self.load_state().await?;
+        if state.resources.is_empty() {
+            return Ok(None);
+        }
+        let Some(commit) = state.last_applied_revision.clone().filter(|r| is_commit(r)) else {
+            return Ok(None);
+        };
+        let files = {
+            let source = self.source.clone();
+            let spec = self.config.source.clone();
+            let resolver = self.resolver.clone();
+            let commit = commit.clone();
+            blocking(move || {
+                source.ensure_commit(&spec, resolver.as_ref(), &commit)?;
+                source.open(&spec.url)?.read_tree(&commit, &spec.path)
+            })
+            .await?
+            .map_err(source_failure)?
+        };
+        let prepared = self.prepare(files).await.map_err(|f| f.at(&commit))?;
+        let options = PlanOptions {
+            inventory_only: true,
+            no_prune: true,
+            ..prepared.plan_options.clone()
+        };
+        let planned = make_plan(
+            &prepared.desired,
+            &state,
+            &prepared.providers,
+            &options,
+            self.observe_options,
+            Some(commit.clone()),
+        )
+        .await
+        .map_err(|e| Failure::new("plan", Retry::NextPoll, e).at(&commit))?;
+        check_plan(&planned.plan).map_err(|f| f.at(&commit))?;
+        let drifted: Vec<ResourceId> = planned.plan.actionable().map(|c| c.id.clone()).collect();
+        let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for id in &drifted {
+            *counts
+                .entry((tenant_of(id).to_string(), id.provider().to_string()))
+                .or_default() += 1;
+        }
+        self.metrics.set_drifted(
+            counts
+                .iter()
+                .map(|((t, p), n)| ((t.as_str(), p.as_str()), *n)),
+        );
+        let mut report = DriftReport {
+            revision: commit.clone(),
+            drifted,
+            healed: false,
+        };
+        if report.drifted.is_empty() {
+            return Ok(Some(report));
+        }
+        self.notify(
+            EventType::DriftDetected,
+            &commit,
+            format!(
+                "{} resource(s) drifted: {}",
+                report.drifted.len(),
+                list(&report.drifted)
+            ),
+        );
+        if !self.config.drift.self_heal || *shutdown.borrow() {
+            return Ok(Some(report));
+        }
+        let desired = remediation(&prepared.desired, &planned.plan);
+        let info = self.lock_state(&commit).await?;
+        let healed = self
+            .heal(&planned, &desired, &prepared.providers, shutdown)
+            .await;
+        self.unlock_state(&info).await;
+        match healed {
+            Ok(()) => {
+                report.healed = true;
+                self.metrics.set_drifted(std::iter::empty());
+                self.notify(
+                    EventType::Applied,
+                    &commit,
+                    format!(
+                        "self-heal re-applied {} drifted resource(s)",
+                        report.drifted.len()
+                    ),
+                );
+                Ok(Some(report))
+            }
+            Err(f) => {
+                let f = f.at(&commit);
+                self.notify(EventType::Failed, &commit, format!("self-heal: {f}"));
+                Err(f)
+            }
+        }
+    }
+
+    async fn lock_state(&self, commit: &str) -> Result<LockInfo, Failure> {
+        let info = LockInfo::for_this_process(&format!("serve {}", short(commit)));
+        self.store
+            .lock(&info)
+            .await
+            .map_err(|e| Failure::new("lock", Retry::Backoff, e).at(commit))?;
+        Ok(info)
+    }
+
+    async fn unlock_state(&self, info: &LockInfo) {
+        if let Err(e) = self.store.unlock(info).await {
+            tracing::error!(error = %e, "could not release the state lock");
+        }
+    }
+
+    /// Re-applies drifted resources; the caller holds the state lock.
+    async fn heal(
+        &self,
+        planned: &crate::reconcile::Planned,
+        desired: &[Desired],
+        providers: &Providers,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(), Failure> {
+        let mut state = self.load_state().await?;
+        let report = run_apply(
+            planned,
+            desired,
+            &mut state,
+            &self.store,
+            providers,
+            &self.apply_options,
+            None,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|e| Failure::new("apply", Retry::NextPoll, e))?;
+        self.count_resources(&state);
+        if report.succeeded() {
+            Ok(())
+        } else {
+            Err(Failure::new("apply", Retry::Backoff, root_causes(&report)))
+        }
+    }
+
+    async fn load_state(&self) -> Result<State, Failure> {
+        self.store
+            .load()
+            .await
+            .map_err(|e| Failure::new("state", Retry::Backoff, e))
+    }
+
+    async fn prepare(&self, files: Vec<SourceFile>) -> Result<Prepared, Failure> {
+        let pipeline = self.pipeline.clone();
+        blocking(move || pipeline.prepare(&files))
+            .await?
+            .map_err(|e| Failure::new("validate", Retry::NextPoll, e))
+    }
+
+    fn count_resources(&self, state: &State) {
+        let mut counts: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+        for (id, entry) in &state.resources {
+            let st = if entry.pending { "pending" } else { "managed" };
+            *counts.entry((id.provider(), st)).or_default() += 1;
+        }
+        self.metrics.set_resources(counts);
+    }
+
+    /// Sends an event in the background: a slow receiver never holds up reconciles.
+    fn notify(&self, event_type: EventType, revision: &str, summary: String) {
+        if self.config.notifications.is_empty() {
+            return;
+        }
+        let event = Event::new(
+            event_type,
+            &self.config.fleet,
+            revision,
+            summary,
+            SystemTime::now(),
+        );
+        let (notifier, targets, resolver, metrics) = (
+            self.notifier.clone(),
+            self.config.notifications.clone(),
+            self.resolver.clone(),
+            self.metrics.clone(),
+        );
+        tokio::spawn(async move {
+            for result in notifier.send_all(&targets, &event, resolver.as_ref()).await {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "notification not delivered");
+                    metrics.error("notify");
+                }
+            }
+        });
+    }
+
+    fn update_status(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut lock(&self.status));
+    }
+}
+
+/// A plan with problems is not applied; the first few are quoted.
+fn check_plan(plan: &Plan) -> Result<(), Failure> {
+    if plan.problems.is_empty() {
+        return Ok(());
+    }
+    let retry = if plan.problems.iter().all(|p| p.transient) {
+        Retry::Backoff
+    } else {
+        Retry::NextPoll
+    };
+    let quoted: Vec<String> = plan
+        .problems
+        .iter()
+        .take(3)
+        .map(|p| match &p.id {
+            Some(id) => format!("{id}: {}", p.message),
+            None => p.message.clone(),
+        })
+        .collect();
+    Err(Failure::new(
+        "plan",
+        retry,
+        format!(
+            "the plan has {} problem(s): {}{}",
+            plan.problems.len(),
+            quoted.join("; "),
+            if plan.problems.len() > 3 { "; …" } else { "" }
+        ),
+    ))
+}
+
+fn root_causes(report: &crate::apply::ApplyReport) -> String {
+    let causes = report.root_causes();
+    let quoted: Vec<String> = causes
+        .iter()
+        .take(3)
+        .map(|(id, (error, skipped))| {
+            let mut s = format!("{id}: {}", crate::report::without_id(id, error));
+            if !skipped.is_empty() {
+                s.push_str(&format!(" ({} waiting resource(s) skipped)", skipped.len()));
+            }
+            s
+        })
+        .collect();
+    format!(
+        "{} resource(s) failed: {}{}",
+        causes.len(),
+        quoted.join("; "),
+        if causes.len() > 3 { "; …" } else { "" }
+    )
+}
+
+fn source_failure(e: SourceError) -> Failure {
+    let (kind, retry) = match &e {
+        SourceError::HistoryRewritten { .. } => ("history", Retry::NextPoll),
+        SourceError::Unsigned { .. }
+        | SourceError::Untrusted { .. }
+        | SourceError::Verifier { .. } => ("verify", Retry::NextPoll),
+        SourceError::InvalidSpec { .. }
+        | SourceError::PathNotFound { .. }
+        | SourceError::NotADirectory { .. }
+        | SourceError::SymlinkEscape { .. }
+        | SourceError::FileTooLarge { .. }
+        | SourceError::TreeTooLarge { .. } => ("validate", Retry::NextPoll),
+        _ => ("fetch", Retry::Backoff),
+    };
+    let revision = match &e {
+        SourceError::HistoryRewritten { new, .. } => Some(new.clone()),
+        SourceError::Unsigned { commit, .. } | SourceError::Untrusted { commit, .. } => {
+            Some(commit.clone())
+        }
+        _ => None,
+    };
+    Failure {
+        kind,
+        revision,
+        message: e.to_string(),
+        retry,
+    }
+}
+
+/// Runs blocking work (git, compile) off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Failure::new("internal", Retry::Backoff, format!("worker stopped: {e}")))
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    // A dropped sender means nobody can ask us to stop: wait forever.
+    if rx.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn lock(status: &Mutex<Status>) -> std::sync::MutexGuard<'_, Status> {
+    status.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A directory revision (`dir:…`) is not a commit and cannot be fetched.
+fn is_commit(revision: &str) -> bool {
+    revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The tenant a resource belongs to, for metric labels: the cluster of a
+/// Kubernetes object (a tenant's name, or `mgmt`); empty for fleet-wide ones.
+fn tenant_of(id: &ResourceId) -> &str {
+    match id.provider() {
+        "kube" => id.path().split('/').next().unwrap_or(""),
+        _ => "",
+    }
+}
+
+fn list(ids: &[ResourceId]) -> String {
+    let mut s: Vec<&str> = ids.iter().take(5).map(ResourceId::as_str).collect();
+    if ids.len() > 5 {
+        s.push("…");
+    }
+    s.join(", ")
+}
+
+// ---- HTTP -----------------------------------------------------------------
+
+struct Http {
+    metrics: Arc<Metrics>,
+    status: Arc<Mutex<Status>>,
+    poke: Arc<Notify>,
+    webhook: Option<(WebhookProvider, Sensitive<String>)>,
+    reference: GitRef,
+}
+
+fn router(app: Arc<Http>, webhook_path: Option<&str>) -> Router {
+    let mut router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready_page))
+        .route("/metrics", get(metrics_page))
+        .route("/status", get(status_page));
+    if let Some(path) = webhook_path {
+        router = router.route(path, post(push_hook));
+    }
+    router.with_state(app)
+}
+
+async fn metrics_page(Shared(app): Shared<Arc<Http>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Ready once the source has been fetched: the config, credentials and
+/// state directory work. A failing reconcile does not make the daemon unready
+/// (it must keep receiving webhooks); see `/status` and the metrics for that.
+async fn ready_page(Shared(app): Shared<Arc<Http>>) -> Response {
+    if lock(&app.status).head.is_some() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the source has not been fetched yet\n",
+        )
+            .into_response()
+    }
+}
+
+async fn status_page(Shared(app): Shared<Arc<Http>>) -> Response {
+    axum::Json(lock(&app.status).clone()).into_response()
+}
+
+/// A push webhook: authenticated before anything is read; a push to the
+/// followed ref makes the next fetch immediate. The payload's commit is not
+/// trusted: the daemon fetches the ref and checks it as on any poll.
+async fn push_hook(Shared(app): Shared<Arc<Http>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some((provider, secret)) = &app.webhook else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match webhook::receive(*provider, secret, &headers, &body) {
+        Err(e) => {
+            tracing::warn!(error = %e, "webhook refused");
+            app.metrics.error("webhook");
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            (status, format!("{e}\n")).into_response()
+        }
+        Ok(WebhookEvent::Push(push)) if push.matches(&app.reference) && !push.deleted => {
+            tracing::info!(reference = %push.reference, after = %push.after, "push received; fetching now");
+            app.poke.notify_one();
+            (StatusCode::ACCEPTED, "reconcile queued\n").into_response()
+        }
+        Ok(WebhookEvent::Push(push)) => (
+            StatusCode::OK,
+            format!(
+                "push to {} does not move {}: ignored\n",
+                push.reference, app.reference
+            ),
+        )
+            .into_response(),
+        Ok(WebhookEvent::Ping) => (StatusCode::OK, "pong\n").into_response(),
+        Ok(WebhookEvent::Ignored { event }) => {
+            (StatusCode::OK, format!("event {event} ignored\n")).into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_tenants_are_the_cluster_of_kubernetes_objects() {
+        assert_eq!(
+            tenant_of(&ResourceId::new("kube", "acme/v1/Namespace/ml")),
+            "acme"
+        );
+        assert_eq!(tenant_of(&ResourceId::new("redfish", "host/r01/bios")), "");
+    }
+
+    #[test]
+    fn only_full_commit_ids_are_revisions_to_fetch() {
+        assert!(is_commit(&"a".repeat(40)));
+        assert!(!is_commit("dir:0123456789abcdef"));
+    }
+
+    #[test]
+    fn source_refusals_wait_for_a_new_commit_and_network_errors_back_off() {
+        let rewritten = source_failure(SourceError::HistoryRewritten {
+            url: "u".into(),
+            reference: GitRef::Branch("main".into()),
+            last_applied: "a".repeat(40),
+            new: "b".repeat(40),
+        });
+        assert_eq!(
+            (rewritten.kind, rewritten.retry),
+            ("history", Retry::NextPoll)
+        );
+        assert_eq!(rewritten.revision, Some("b".repeat(40)));
+        let missing = source_failure(SourceError::RefNotFound {
+            url: "u".into(),
+            reference: GitRef::Branch("main".into()),
+        });
+        assert_eq!((missing.kind, missing.retry), ("fetch", Retry::Backoff));
+    }
+}
