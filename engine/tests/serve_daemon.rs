@@ -385,6 +385,32 @@ async fn an_invalid_manifest_fails_the_reconcile_and_waits_for_the_next_commit()
 }
 
 #[tokio::test]
+async fn a_plan_that_deletes_waits_for_a_person_unless_allow_destroy_is_set() {
+    // Five resources, one deleted: under the mass-delete guard (30 %).
+    let work = fleet_repo("a: 1\nb: 1\nc: 1\nd: 1\ne: 1\n");
+    let setup = Setup::new();
+    let url = work.path().to_str().unwrap().to_string();
+    let mut daemon = setup.daemon(setup.config(&url, ""));
+    let (_tx, rx) = watch::channel(false);
+    daemon.reconcile(&rx).await.unwrap();
+    work.write("fleet/resources.yaml", "a: 1\nc: 1\nd: 1\ne: 1\n");
+    let head = work.commit("drop b");
+    let failure = daemon.reconcile(&rx).await.unwrap_err();
+    assert_eq!((failure.kind, failure.retry), ("apply", Retry::NextPoll));
+    assert!(failure.message.contains("test:b"), "{failure}");
+    assert_eq!(setup.value("b").as_deref(), Some("1"), "nothing deleted");
+    drop(daemon);
+
+    let mut trusted = setup.daemon(setup.config(&url, "allowDestroy: true\n"));
+    let done = trusted.reconcile(&rx).await.unwrap();
+    assert!(
+        matches!(done, Reconciled::Applied { ref commit, .. } if *commit == head),
+        "{done:?}"
+    );
+    assert_eq!(setup.value("b"), None, "deleted once allowed");
+}
+
+#[tokio::test]
 async fn scheduled_drift_is_reported_and_healed_only_with_self_heal() {
     let work = fleet_repo("a: 1\nb: 1\n");
     let setup = Setup::new();

@@ -460,6 +460,25 @@ mod tests {
     }
 
     #[test]
+    fn the_deployment_examples_config_is_valid() {
+        let text = include_str!("../../../examples/deploy/serve.yaml");
+        let (docs, diags) = load::load(&[SourceFile {
+            path: "examples/deploy/serve.yaml".into(),
+            bytes: text.as_bytes().to_vec(),
+        }]);
+        assert!(diags.is_empty(), "{diags:?}");
+        let config = docs
+            .iter()
+            .find(|d| d.value["kind"] == "ConfigMap")
+            .and_then(|d| d.value["data"]["serve.yaml"].as_str())
+            .unwrap();
+        let cfg = ServeConfig::parse("serve.yaml", config.as_bytes()).unwrap();
+        assert_eq!(cfg.listen.port(), 9090);
+        assert_eq!(cfg.secrets_dir, PathBuf::from("/etc/fleetform/secrets"));
+        assert!(cfg.webhook.is_some() && cfg.verification.is_some());
+    }
+
+    #[test]
     fn a_minimal_config_gets_the_defaults() {
         let yaml = "apiVersion: fleetform.dev/v1alpha1\nkind: ServeConfig\nsource:\n  url: /srv/git/fleet\n  ref: {branch: main}\nstateDir: /var/lib/fleetform\n";
         let cfg = ServeConfig::parse("serve.yaml", yaml.as_bytes()).unwrap();
