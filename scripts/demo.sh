@@ -2,7 +2,8 @@
 # fleetform's main job, end to end, on the local sandbox (the README's first command):
 # build, bring the sandbox up, put the fleet in a local git repository, then
 # validate, plan, apply, re-plan (zero changes), drift after out-of-band edits,
-# a pull-request plan in Markdown, merge and reconcile, and the dependency graph.
+# a pull-request plan in Markdown, merge and reconcile by `fleetform serve` on a
+# push webhook, and the dependency graph.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -74,10 +75,57 @@ sed -i 's/^  replicas: 1$/  replicas: 2/' "$sb/repo/tenants.yaml"
 git -C "$sb/repo" -c user.name=demo -c user.email=demo@example.invalid commit -qam "nim: two llama-8b replicas"
 expect 2 "$ff" plan --repo "$sb/repo" --base main --head more-replicas --format markdown | tee "$sb/pr-comment.md"
 
-step "Merging it; fleetform reconciles main to the new head"
+step "Merging it: fleetform serve applies the new head as soon as the push webhook arrives"
+head -c 24 /dev/urandom | base64 > "$sb/secrets/webhook-secret"
+cat > "$sb/serve.yaml" <<YAML
+apiVersion: fleetform.dev/v1alpha1
+kind: ServeConfig
+fleet: sandbox
+source: {url: $sb/repo, ref: {branch: main}}
+pollInterval: 1h                 # long on purpose: only the webhook can make it quick
+webhook: {provider: github, secret: {file: secrets/webhook-secret}}
+drift: {interval: 1h}
+listen: 127.0.0.1:19090
+stateDir: $sb/state
+cacheDir: $sb/git-cache
+secretsDir: $sb
+YAML
+"$ff" serve --config "$sb/serve.yaml" > "$sb/serve.log" 2>&1 &
+serve_pid=$!
+serve_url=http://127.0.0.1:19090
+# Waits up to $1 seconds for a Python condition on the /status JSON (s).
+wait_status() {
+  local limit=$1 cond=$2
+  for _ in $(seq $((limit * 2))); do
+    if curl -sf "$serve_url/status" 2>/dev/null | python3 -c "import json,sys; s=json.load(sys.stdin); sys.exit(0 if ($cond) else 1)" 2>/dev/null; then return 0; fi
+    if ! kill -0 "$serve_pid" 2>/dev/null; then echo "demo: fleetform serve exited; see $sb/serve.log" >&2; exit 1; fi
+    sleep 0.5
+  done
+  echo "demo: timed out waiting for serve: $cond" >&2; cat "$sb/serve.log" >&2; exit 1
+}
+wait_status 60 "s['lastResult'] == 'up-to-date'"
+echo "serve is up and main is already applied: $(curl -sf "$serve_url/status")"
 git -C "$sb/repo" checkout -q main
 git -C "$sb/repo" merge -q --ff-only more-replicas
-expect 0 "$ff" apply "${src[@]}" --health-timeout 120
+new_head=$(git -C "$sb/repo" rev-parse HEAD)
+body="{\"ref\":\"refs/heads/main\",\"after\":\"$new_head\"}"
+forged=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "not-the-secret" | awk '{print $NF}')
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$serve_url/hooks/git" -H 'X-GitHub-Event: push' \
+  -H "X-Hub-Signature-256: sha256=$forged" -H 'Content-Type: application/json' -d "$body")
+echo "a push webhook with a forged signature: HTTP $code (refused, nothing happens)"
+[[ $code == 401 ]] || { echo "demo: expected 401 for a forged webhook" >&2; exit 1; }
+sig=$(printf '%s' "$body" | openssl dgst -sha256 -hmac "$(cat "$sb/secrets/webhook-secret")" | awk '{print $NF}')
+code=$(curl -s -o /dev/null -w '%{http_code}' -X POST "$serve_url/hooks/git" -H 'X-GitHub-Event: push' \
+  -H "X-Hub-Signature-256: sha256=$sig" -H 'Content-Type: application/json' -d "$body")
+echo "the same push, signed with the webhook secret: HTTP $code (reconcile queued)"
+[[ $code == 202 ]] || { echo "demo: expected 202 for an authentic webhook" >&2; exit 1; }
+t0=$SECONDS
+wait_status 240 "s['lastAppliedRevision'] == '$new_head'"
+echo "serve applied $new_head $((SECONDS - t0)) s after the webhook"
+curl -sf "$serve_url/metrics" | grep -E '^fleetform_(last_applied_revision|resources|errors_total)' || true
+kill -TERM "$serve_pid"
+wait "$serve_pid" || { echo "demo: fleetform serve did not exit cleanly on SIGTERM; see $sb/serve.log" >&2; exit 1; }
+echo "serve stopped cleanly on SIGTERM"
 expect 0 "$ff" plan "${src[@]}"
 
 step "The dependency graph, drawn with graphviz"
@@ -90,6 +138,7 @@ Where to look next:
   .sandbox/state/state.json   the inventory and last applied revision
   .sandbox/pr-comment.md      the pull-request comment
   .sandbox/graph.svg          the dependency graph
+  .sandbox/serve.yaml, serve.log   the serve config and its log
   docs/manifest.md            the manifest reference; docs/providers/*.md for each provider
   scripts/sandbox.sh down     stops the sandbox
 MSG
