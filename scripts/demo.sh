@@ -73,7 +73,10 @@ step "A pull request: two NIM replicas instead of one; the PR comment in Markdow
 git -C "$sb/repo" checkout -q -b more-replicas
 sed -i 's/^  replicas: 1$/  replicas: 2/' "$sb/repo/tenants.yaml"
 git -C "$sb/repo" -c user.name=demo -c user.email=demo@example.invalid commit -qam "nim: two llama-8b replicas"
-expect 2 "$ff" plan --repo "$sb/repo" --base main --head more-replicas --format markdown | tee "$sb/pr-comment.md"
+# The command the CI examples run (examples/ci/pr-plan.sh), on this repository.
+FLEETFORM_BIN=$ff FLEETFORM_REPO=$sb/repo examples/ci/pr-plan.sh main more-replicas "$sb/pr-comment.md"
+cat "$sb/pr-comment.md"
+grep -q "changes 1 manifest file(s)" "$sb/pr-comment.md" || { echo "demo: the PR comment does not say what the PR changes" >&2; exit 1; }
 
 step "Merging it: fleetform serve applies the new head as soon as the push webhook arrives"
 head -c 24 /dev/urandom | base64 > "$sb/secrets/webhook-secret"
