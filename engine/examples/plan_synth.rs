@@ -59,13 +59,25 @@ async fn main() {
     .await
     .expect("plans");
     let t_plan = t0.elapsed();
+    let peak = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or_else(|| "?".to_string(), |kib| format!("{} MiB", kib / 1024));
     println!(
-        "{hosts} hosts / {tenants} tenants: {} resources, {waves} waves, {} creates; load+validate {:.2}s, +compile {:.2}s, +graph {:.2}s, +observe+plan {:.2}s (total)",
+        "{hosts} hosts / {tenants} tenants: {} resources, {waves} waves, {} creates",
         compiled.resources.len(),
         planned.plan.summary.create,
+    );
+    println!(
+        "  load+validate {:.2} s | compile {:.2} s + graph {:.2} s + observe+plan {:.2} s = {:.2} s (target < 2 s) | peak RSS {peak} (target < 1 GiB)",
         t_valid.as_secs_f64(),
         (t_compile - t_valid).as_secs_f64(),
         (t_graph - t_compile).as_secs_f64(),
-        t_plan.as_secs_f64(),
+        (t_plan - t_graph).as_secs_f64(),
+        (t_plan - t_valid).as_secs_f64(),
     );
 }

@@ -38,13 +38,14 @@ impl Providers {
     }
 }
 
-/// What to observe: an address and the spec that describes it.
-#[derive(Debug, Clone)]
-pub struct Target {
+/// What to observe: an address and the spec that describes it (borrowed:
+/// a large fleet's specs are not copied to be observed).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
     /// The resource.
-    pub id: ResourceId,
+    pub id: &'a ResourceId,
     /// The desired spec, or the last-applied one.
-    pub spec: serde_json::Value,
+    pub spec: &'a serde_json::Value,
     /// Whether `spec` is desired (see [`ObserveRequest::desired`]).
     pub desired: bool,
 }
@@ -57,12 +58,12 @@ pub type Observations = BTreeMap<ResourceId, Result<Option<Observed>, ProviderEr
 /// at once across all providers.
 pub async fn observe(
     providers: &Providers,
-    targets: &[Target],
+    targets: &[Target<'_>],
     concurrency: usize,
     batch: usize,
 ) -> Observations {
     let mut out = Observations::new();
-    let mut per_provider: BTreeMap<&str, Vec<&Target>> = BTreeMap::new();
+    let mut per_provider: BTreeMap<&str, Vec<&Target<'_>>> = BTreeMap::new();
     for t in targets {
         if providers.for_id(&t.id).is_some() {
             per_provider.entry(t.id.provider()).or_default().push(t);
@@ -76,7 +77,7 @@ pub async fn observe(
             );
         }
     }
-    let batches: Vec<(Arc<dyn Provider>, Vec<&Target>)> = per_provider
+    let batches: Vec<(Arc<dyn Provider>, Vec<&Target<'_>>)> = per_provider
         .into_iter()
         .flat_map(|(name, ts)| {
             let p = providers.by_name[name].clone();
@@ -105,13 +106,13 @@ pub async fn observe(
 /// One provider call for a batch of targets, one result per target.
 async fn observe_batch(
     p: Arc<dyn Provider>,
-    ts: Vec<&Target>,
+    ts: Vec<&Target<'_>>,
 ) -> Vec<(ResourceId, Result<Option<Observed>, ProviderError>)> {
     let reqs: Vec<ObserveRequest<'_>> = ts
         .iter()
         .map(|t| ObserveRequest {
-            id: &t.id,
-            spec: &t.spec,
+            id: t.id,
+            spec: t.spec,
             desired: t.desired,
         })
         .collect();

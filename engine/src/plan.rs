@@ -226,19 +226,19 @@ pub fn scope<'a>(
 
 impl Scope<'_> {
     /// What to hand to `observe`.
-    pub fn targets(&self) -> Vec<Target> {
-        let mut t: Vec<Target> = self
+    pub fn targets(&self) -> Vec<Target<'_>> {
+        let mut t: Vec<Target<'_>> = self
             .desired
             .iter()
             .map(|d| Target {
-                id: d.id.clone(),
-                spec: d.spec.clone(),
+                id: &d.id,
+                spec: &d.spec,
                 desired: true,
             })
             .collect();
         t.extend(self.prune.iter().map(|(id, spec)| Target {
-            id: id.clone(),
-            spec: spec.clone(),
+            id,
+            spec,
             desired: false,
         }));
         t
