@@ -107,6 +107,10 @@ enum GpuCommand {
         /// Node name recorded in the report (default: the host name).
         #[arg(long, env = "NODE_NAME")]
         node: Option<String>,
+        /// Read a recorded inventory (JSON) instead of NVML: to replay a report,
+        /// and in tests (no GPU needed).
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
         /// Also write the report to the ConfigMap gpu-inventory/<node> of the
         /// cluster (server-side apply, field manager fleetform-gpu-inventory).
         #[arg(long)]
@@ -291,10 +295,11 @@ async fn run(cli: Cli) -> Result<Done> {
         Command::Gpu(GpuCommand::Inventory {
             format,
             node,
+            from,
             publish,
             kubeconfig,
             context,
-        }) => gpu_inventory(format, node, publish.then_some((kubeconfig, context))).await,
+        }) => gpu_inventory(format, node, from, publish.then_some((kubeconfig, context))).await,
         Command::Dev(DevCommand::Generate {
             hosts,
             tenants,
@@ -908,15 +913,28 @@ fn graph(source: SourceArgs, format: GraphFormat) -> Result<Done> {
 async fn gpu_inventory(
     format: Format,
     node: Option<String>,
+    from: Option<PathBuf>,
     publish: Option<(Option<PathBuf>, Option<String>)>,
 ) -> Result<Done> {
-    let mut options = fleetform_gpu::CollectOptions::default();
-    if let Some(n) = node {
-        options.node = Some(n);
-    }
-    let inv = match fleetform_gpu::collect_with(&options) {
-        Ok(inv) => inv,
-        Err(e) => bail!("{e}"),
+    let inv = match from {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut inv = fleetform_gpu::Inventory::from_json(&text)
+                .with_context(|| format!("{} is not a GPU inventory", path.display()))?;
+            if let Some(n) = node {
+                inv.node = n;
+            }
+            inv
+        }
+        None => {
+            let mut options = fleetform_gpu::CollectOptions::default();
+            options.node = node;
+            match fleetform_gpu::collect_with(&options) {
+                Ok(inv) => inv,
+                Err(e) => bail!("{e}"),
+            }
+        }
     };
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&inv)?),
