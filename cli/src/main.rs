@@ -928,8 +928,10 @@ async fn gpu_inventory(
             inv
         }
         None => {
-            let mut options = fleetform_gpu::CollectOptions::default();
-            options.node = node;
+            let options = fleetform_gpu::CollectOptions {
+                node,
+                ..Default::default()
+            };
             match fleetform_gpu::collect_with(&options) {
                 Ok(inv) => inv,
                 Err(e) => bail!("{e}"),
