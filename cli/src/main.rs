@@ -805,7 +805,8 @@ async fn drift(args: DriftArgs) -> Result<Done> {
         None
     };
     let loaded = load(&args.source, reference.as_deref(), args.format)?;
-    if state.resources.is_empty() {
+    // GPU drift compares reports with the manifest, so it needs no earlier apply.
+    if state.resources.is_empty() && args.gpu.source.is_none() {
         println!("Nothing is managed yet: run `fleetform apply` first.");
         return Ok(Done::Clean);
     }
