@@ -493,3 +493,131 @@ fn cordon_object(obj: &mut Value, reason: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{PLAN_FORMAT_VERSION, PlannedChange, Summary};
+
+    fn plan_with(change: PlannedChange) -> Plan {
+        Plan {
+            format_version: PLAN_FORMAT_VERSION,
+            revision: Some("rev".into()),
+            changes: vec![change],
+            forget: Vec::new(),
+            summary: Summary {
+                update: 1,
+                ..Summary::default()
+            },
+            problems: Vec::new(),
+            findings: Vec::new(),
+            digest: "d".into(),
+        }
+    }
+
+    fn bf() -> BreakFix {
+        let id = node_id("acme", "r01-n03");
+        BreakFix {
+            cordons: BTreeMap::from([(
+                "r01-n03".to_string(),
+                Cordon {
+                    id,
+                    pool: "train".into(),
+                    reason: "cordon: node r01-n03 failed: GPU 2: 3 uncorrectable volatile ECC errors"
+                        .into(),
+                    held: false,
+                },
+            )]),
+            released: BTreeMap::new(),
+            findings: vec![Finding {
+                node: "r01-n03".into(),
+                kind: FindingKind::SwapProposed,
+                pool: Some("train".into()),
+                message: "spare r01-s01 (same rack r01) can stand in for failed node r01-n03 in pool train; not applied automatically".into(),
+                suggestion: Some("in NodePool train, replace r01-n03 with r01-s01 in `hosts`".into()),
+                origin: Some(Origin { file: "pools.yaml".into(), line: 9, column: 3 }),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_cordon_reason_and_findings_reach_every_rendering_without_changing_the_digest() {
+        let mut change = PlannedChange {
+            id: node_id("acme", "r01-n03"),
+            action: Action::Update,
+            reason: Reason::FieldsDiffer,
+            fields: Vec::new(),
+            spec: None,
+            destructive: false,
+            disruptive: false,
+            wave: 0,
+            waits_for: Vec::new(),
+            origin: None,
+        };
+        change.fields.push(crate::provider::FieldChange {
+            path: "/spec/unschedulable".into(),
+            before: None,
+            after: Some(Value::Bool(true)),
+            sensitive: false,
+            changed_by: None,
+        });
+        let mut plan = plan_with(change);
+        let digest = plan.digest.clone();
+        bf().annotate(&mut plan);
+        assert_eq!(plan.digest, digest);
+        assert_eq!(
+            plan.changes[0].reason,
+            Reason::BreakFix {
+                detail: "cordon: node r01-n03 failed: GPU 2: 3 uncorrectable volatile ECC errors"
+                    .into()
+            }
+        );
+
+        let text = crate::report::plan_text(&plan, false);
+        assert!(
+            text.contains("~ kube:acme/v1/Node/r01-n03  (cordon: node r01-n03 failed: GPU 2:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("GPU findings (1):\n  [swap-proposed] spare r01-s01"),
+            "{text}"
+        );
+        assert!(
+            text.contains("suggested edit (pools.yaml:9:3): in NodePool train"),
+            "{text}"
+        );
+
+        let md = crate::report::plan_markdown(&plan, "fleetform plan", &[]);
+        assert!(md.contains("#### GPU findings (1)"), "{md}");
+        assert!(md.contains("- **swap-proposed** spare r01-s01"), "{md}");
+
+        let json: Value =
+            serde_json::from_str(&crate::report::plan_json(&plan)).unwrap_or_default();
+        assert_eq!(json["changes"][0]["reason"]["kind"], "break-fix");
+        assert_eq!(json["findings"][0]["kind"], "swap-proposed");
+        assert_eq!(json["findings"][0]["origin"]["line"], 9);
+    }
+
+    #[test]
+    fn the_cordon_lands_on_the_adopted_node_and_nothing_else() {
+        let node = Desired::new(
+            node_id("acme", "r01-n03"),
+            json!({"cluster": "acme", "adopt": true, "object": {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": "r01-n03", "labels": {"fleetform.dev/pool": "train"}},
+                "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]}}}),
+        );
+        let other = Desired::new(node_id("acme", "r01-n04"), json!({"object": {}}));
+        let out = bf().desired(&[node, other.clone()]);
+        let o = &out[0].spec["object"];
+        assert_eq!(o["spec"]["unschedulable"], true);
+        assert_eq!(
+            o["spec"]["taints"][0]["key"], "nvidia.com/gpu",
+            "taints kept"
+        );
+        assert_eq!(
+            o["metadata"]["annotations"][CORDON_REASON_ANNOTATION],
+            "cordon: node r01-n03 failed: GPU 2: 3 uncorrectable volatile ECC errors"
+        );
+        assert_eq!(out[1], other);
+    }
+}
