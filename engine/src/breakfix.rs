@@ -24,7 +24,10 @@
 //!   applied automatically: pool membership lives in git. Spares in the same rack
 //!   first; a rack-scale NVLink domain (`faultDomain: nvl72`) only swaps with a
 //!   spare of the same domain, so no pool gains or loses a member across NVLink
-//!   domains.
+//!   domains. The suggested edit swaps the two hosts between `hosts` and
+//!   `spares`; the failed host, now a spare under repair, keeps fleetform's
+//!   cordon (its Node is kept as an adopted object carrying only the cordon)
+//!   until a fresh healthy report releases it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -325,6 +328,46 @@ pub fn assess(fleet: &Fleet, conditions: &[NodeCondition]) -> BreakFix {
                 }
             }
         }
+        // A failed node swapped out becomes a spare under repair: its Node left the
+        // compiled pool, so fleetform keeps its own cordon on it here until a fresh
+        // healthy report (otherwise pruning the Node would release the cordon).
+        for s in &pool.spec.spares {
+            let Some(c) = by_node.get(s.as_str()) else {
+                continue;
+            };
+            let Some(reason) = &c.cordon_reason else {
+                if c.state == NodeState::Failed {
+                    out.findings.push(finding(
+                        s,
+                        FindingKind::Failed,
+                        format!(
+                            "spare {s} of pool {name} failed: {}; it is no candidate for swaps",
+                            c.reasons.join("; ")
+                        ),
+                    ));
+                }
+                continue;
+            };
+            let id = node_id(tenant, s);
+            if c.state == NodeState::Healthy {
+                out.released.insert(
+                    id,
+                    format!(
+                        "uncordon: spare {s} reports healthy GPUs again; fleetform releases its cordon, the Node stays"
+                    ),
+                );
+            } else {
+                out.cordons.insert(
+                    s.clone(),
+                    Cordon {
+                        id,
+                        pool: name.to_string(),
+                        reason: reason.clone(),
+                        held: true,
+                    },
+                );
+            }
+        }
     }
     out.findings.sort();
     out
@@ -410,11 +453,11 @@ fn swap(
         .is_none_or(|c| c.state == NodeState::Unknown);
     let edit = if pool.spec.hosts.is_empty() {
         format!(
-            "pool {name} selects its members: set `spare: false` on host {spare}, remove it from `spares`, and take {m} out of the selection"
+            "pool {name} selects its members: set `spare: false` on host {spare} and `spare: true` on host {m}, and swap them in `spares`; {m} stays cordoned as a spare under repair"
         )
     } else {
         format!(
-            "in NodePool {name}, replace {m} with {spare} in `hosts`, remove {spare} from `spares`, and set `spare: false` on host {spare}; then plan and apply as usual"
+            "in NodePool {name}, swap {m} and {spare} between `hosts` and `spares`, and set `spare: false` on host {spare} and `spare: true` on host {m}; {m} stays cordoned as a spare under repair; then plan and apply as usual"
         )
     };
     Finding {
@@ -441,7 +484,7 @@ impl BreakFix {
     pub fn desired(&self, resources: &[Desired]) -> Vec<Desired> {
         let by_id: BTreeMap<&ResourceId, &Cordon> =
             self.cordons.values().map(|c| (&c.id, c)).collect();
-        resources
+        let mut out: Vec<Desired> = resources
             .iter()
             .map(|d| {
                 let mut d = d.clone();
@@ -450,7 +493,24 @@ impl BreakFix {
                 }
                 d
             })
-            .collect()
+            .collect();
+        let present: BTreeSet<ResourceId> = out.iter().map(|d| d.id.clone()).collect();
+        for (node, c) in &self.cordons {
+            if present.contains(&c.id) {
+                continue;
+            }
+            // A spare under repair: its Node as an adopted object carrying only the cordon.
+            let cluster = c.id.path().split('/').next().unwrap_or_default();
+            let mut object =
+                json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}});
+            cordon_object(&mut object, &c.reason);
+            out.push(Desired::new(
+                c.id.clone(),
+                json!({"cluster": cluster, "adopt": true, "object": object}),
+            ));
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
     }
 
     /// Puts the break/fix reasons on the plan's Node changes and adds the findings.

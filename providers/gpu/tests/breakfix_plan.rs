@@ -47,6 +47,10 @@ fn host(name: &str, rack: &str, spare: bool) -> String {
 /// 1 per rack), pool `nvl` (nvl-a-n01, nvl-a-n02; spare r02-s02 in another
 /// rack), pool `mig` (r02-n02, all-1g.10gb).
 fn fleet() -> Fleet {
+    parse(fleet_text())
+}
+
+fn fleet_text() -> String {
     let mut text = String::from(
         r#"apiVersion: fleetform.dev/v1alpha1
 kind: Fleet
@@ -126,6 +130,10 @@ spec:
     ] {
         text.push_str(&host(h, rack, spare));
     }
+    text
+}
+
+fn parse(text: String) -> Fleet {
     let files = [SourceFile {
         path: "fleet.yaml".into(),
         bytes: text.into_bytes(),
@@ -326,7 +334,7 @@ async fn a_spare_of_the_same_rack_is_proposed_as_a_manifest_edit_and_nothing_is_
     );
     let edit = swap.suggestion.as_deref().unwrap_or_default();
     assert!(
-        edit.contains("replace r01-n02 with r01-s01 in `hosts`"),
+        edit.contains("swap r01-n02 and r01-s01 between `hosts` and `spares`"),
         "{edit}"
     );
     assert!(swap.origin.is_some());
@@ -514,4 +522,59 @@ fn pool_expectations_from_the_manifest_match_the_recorded_h100_and_mig_drift_is_
         drift[0].message,
         "pool mig expects all-1g.10gb on node r02-n02, GPU 0 has MIG disabled"
     );
+}
+
+#[tokio::test]
+async fn a_failed_node_swapped_out_by_the_suggested_edit_stays_cordoned_as_a_spare_until_healthy() {
+    let fleet = fleet();
+    let w = applied(&fleet).await;
+    let cs = conditions(&fleet, &[("r01-n02", ECC_FAILED)]);
+    w.apply(&breakfix::assess(&fleet, &cs)).await;
+    let reason = w.kube.world().objects[&node("r01-n02")]
+        .pointer("/object/metadata/annotations/gpu.fleetform.dev~1cordon-reason")
+        .and_then(|v| v.as_str())
+        .unwrap()
+        .to_string();
+
+    // The suggested edit, committed: r01-s01 serves, r01-n02 is a spare.
+    let swapped = parse(
+        fleet_text()
+            .replace(
+                "hosts: [r01-n01, r01-n02, r02-n01]\n  spares: [r02-s01, r01-s01]",
+                "hosts: [r01-n01, r01-s01, r02-n01]\n  spares: [r02-s01, r01-n02]",
+            )
+            .replace(
+                "metadata: {name: r01-n02}\nspec:\n  rack: r01\n  bmc:\n    endpoint: http://127.0.0.1:8000\n    systemId: r01-n02\n    credentials: {username: admin, password: {env: BMC_PASSWORD}}\n  gpu: {model: H100, count: 1}\n",
+                "metadata: {name: r01-n02}\nspec:\n  rack: r01\n  bmc:\n    endpoint: http://127.0.0.1:8000\n    systemId: r01-n02\n    credentials: {username: admin, password: {env: BMC_PASSWORD}}\n  gpu: {model: H100, count: 1}\n  spare: true\n",
+            )
+            .replace("  spare: true\n---\napiVersion: fleetform.dev/v1alpha1\nkind: Host\nmetadata: {name: r02-n01}", "---\napiVersion: fleetform.dev/v1alpha1\nkind: Host\nmetadata: {name: r02-n01}"),
+    );
+    assert_eq!(swapped.members("train"), ["r01-n01", "r01-s01", "r02-n01"]);
+    let mut cs = conditions(&swapped, &[("r01-n02", ECC_FAILED)]);
+    set_cordoned(&mut cs, "r01-n02", Some(&reason));
+    let bf = breakfix::assess(&swapped, &cs);
+    assert!(bf.cordons["r01-n02"].held);
+    let compiled = compile::compile(&swapped, &NoSecrets).unwrap().resources;
+    assert!(
+        compiled.iter().all(|d| d.id != node("r01-n02")),
+        "no longer a pool Node"
+    );
+    let desired = bf.desired(&compiled);
+    let held = desired
+        .iter()
+        .find(|d| d.id == node("r01-n02"))
+        .expect("kept");
+    assert_eq!(held.spec["adopt"], true);
+    assert_eq!(held.spec["object"]["spec"]["unschedulable"], true);
+    assert!(
+        held.spec["object"]["metadata"].get("labels").is_none(),
+        "pool labels dropped"
+    );
+
+    // Repaired: a fresh healthy report releases the cordon (a planned, consented prune).
+    let mut cs = conditions(&swapped, &[]);
+    set_cordoned(&mut cs, "r01-n02", Some(&reason));
+    let bf = breakfix::assess(&swapped, &cs);
+    assert!(bf.cordons.is_empty());
+    assert!(bf.released[&node("r01-n02")].starts_with("uncordon: spare r01-n02"));
 }
