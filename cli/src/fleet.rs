@@ -224,7 +224,7 @@ impl fleetform_engine::serve::Pipeline for ServePipeline {
 }
 
 /// A kubeconfig reference is a file path (or an env var holding one).
-fn kubeconfig_path(r: &SecretRef, base: &Path) -> Result<PathBuf> {
+pub(crate) fn kubeconfig_path(r: &SecretRef, base: &Path) -> Result<PathBuf> {
     match r {
         SecretRef::File(p) if p.is_absolute() => Ok(p.clone()),
         SecretRef::File(p) => Ok(base.join(p)),

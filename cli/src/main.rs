@@ -5,6 +5,7 @@
 //! 2 = success and changes present (plan, drift), 1 = error (including usage errors).
 
 mod fleet;
+mod gpu;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -106,8 +107,22 @@ enum GpuCommand {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
         /// Node name recorded in the report (default: the host name).
-        #[arg(long)]
+        #[arg(long, env = "NODE_NAME")]
         node: Option<String>,
+        /// Read a recorded inventory (JSON) instead of NVML: to replay a report,
+        /// and in tests (no GPU needed).
+        #[arg(long, value_name = "FILE")]
+        from: Option<PathBuf>,
+        /// Also write the report to the ConfigMap gpu-inventory/<node> of the
+        /// cluster (server-side apply, field manager fleetform-gpu-inventory).
+        #[arg(long)]
+        publish: bool,
+        /// Kubeconfig for --publish (default: in-cluster, then $KUBECONFIG).
+        #[arg(long, requires = "publish")]
+        kubeconfig: Option<PathBuf>,
+        /// Kubeconfig context for --publish.
+        #[arg(long, requires = "kubeconfig")]
+        context: Option<String>,
     },
 }
 
@@ -140,6 +155,8 @@ struct PlanArgs {
     source: SourceArgs,
     #[command(flatten)]
     state: StateArgs,
+    #[command(flatten)]
+    gpu: gpu::GpuArgs,
     /// Limit to these resources and what they depend on (repeatable).
     #[arg(long = "target", value_parser = ResourceId::parse)]
     targets: Vec<ResourceId>,
@@ -168,6 +185,8 @@ struct ApplyArgs {
     source: SourceArgs,
     #[command(flatten)]
     state: StateArgs,
+    #[command(flatten)]
+    gpu: gpu::GpuArgs,
     /// Limit to these resources and what they depend on (repeatable).
     #[arg(long = "target", value_parser = ResourceId::parse)]
     targets: Vec<ResourceId>,
@@ -202,6 +221,8 @@ struct DriftArgs {
     source: SourceArgs,
     #[command(flatten)]
     state: StateArgs,
+    #[command(flatten)]
+    gpu: gpu::GpuArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -285,7 +306,14 @@ async fn run(cli: Cli) -> Result<Done> {
             println!("Lock {id} removed.");
             Ok(Done::Clean)
         }
-        Command::Gpu(GpuCommand::Inventory { format, node }) => gpu_inventory(format, node),
+        Command::Gpu(GpuCommand::Inventory {
+            format,
+            node,
+            from,
+            publish,
+            kubeconfig,
+            context,
+        }) => gpu_inventory(format, node, from, publish.then_some((kubeconfig, context))).await,
         Command::Dev(DevCommand::Generate {
             hosts,
             tenants,
@@ -400,24 +428,44 @@ fn plan_options(loaded: &Loaded, targets: Vec<ResourceId>, allow_mass_delete: bo
     }
 }
 
+/// The compiled resources with break/fix cordons in place (plan and apply both use it).
+fn desired_with(loaded: &Loaded, gpu: Option<&gpu::GpuObserved>) -> Vec<fleetform_engine::Desired> {
+    match gpu {
+        Some(g) => g.breakfix.desired(&loaded.compiled.resources),
+        None => loaded.compiled.resources.clone(),
+    }
+}
+
+/// Break/fix reasons on the plan's Node changes, and the GPU findings.
+fn annotate(plan: &mut Plan, gpu: Option<&gpu::GpuObserved>) {
+    if let Some(g) = gpu {
+        g.breakfix.annotate(plan);
+        plan.findings.extend(g.drift.iter().cloned());
+        plan.findings.sort();
+    }
+}
+
 async fn plan_against_live(
     source: &SourceArgs,
     state_dir: &PathBuf,
     loaded: &Loaded,
     options: &PlanOptions,
+    gpu: Option<&gpu::GpuObserved>,
 ) -> Result<Planned> {
     let store = LocalStateStore::open(state_dir)?;
     let state = store.load().await?;
     let providers = source.providers(&loaded.compiled)?;
-    Ok(make_plan(
-        &loaded.compiled.resources,
+    let mut planned = make_plan(
+        &desired_with(loaded, gpu),
         &state,
         &providers,
         options,
         ObserveOptions::default(),
         Some(loaded.revision.clone()),
     )
-    .await?)
+    .await?;
+    annotate(&mut planned.plan, gpu);
+    Ok(planned)
 }
 
 async fn plan(args: PlanArgs) -> Result<Done> {
@@ -426,7 +474,15 @@ async fn plan(args: PlanArgs) -> Result<Done> {
     }
     let loaded = load(&args.source, None, args.format)?;
     let options = plan_options(&loaded, args.targets.clone(), args.allow_mass_delete);
-    let planned = plan_against_live(&args.source, &args.state.state, &loaded, &options).await?;
+    let gpu = gpu::observe(&args.gpu, &args.source, &loaded).await?;
+    let planned = plan_against_live(
+        &args.source,
+        &args.state.state,
+        &loaded,
+        &options,
+        gpu.as_ref(),
+    )
+    .await?;
     emit_plan(&planned.plan, args.format, "fleetform plan", &[]);
     if let Some(out) = &args.out {
         fleetform_engine::state::write_atomic(out, report::plan_json(&planned.plan).as_bytes())?;
@@ -483,13 +539,22 @@ async fn pr_plan(args: &PlanArgs, base: &str, head: &str) -> Result<Done> {
         &args.source.path,
     )?;
     let options = plan_options(&head_loaded, args.targets.clone(), args.allow_mass_delete);
-    let head_plan =
-        plan_against_live(&args.source, &args.state.state, &head_loaded, &options).await?;
+    let head_gpu = gpu::observe(&args.gpu, &args.source, &head_loaded).await?;
+    let head_plan = plan_against_live(
+        &args.source,
+        &args.state.state,
+        &head_loaded,
+        &options,
+        head_gpu.as_ref(),
+    )
+    .await?;
+    let base_gpu = gpu::observe(&args.gpu, &args.source, &base_loaded).await?;
     let base_plan = plan_against_live(
         &args.source,
         &args.state.state,
         &base_loaded,
         &plan_options(&base_loaded, args.targets.clone(), true),
+        base_gpu.as_ref(),
     )
     .await?;
     let already: std::collections::BTreeSet<&ResourceId> =
@@ -650,8 +715,10 @@ async fn apply_locked(
     let mut state = store.load().await?;
     let providers = args.source.providers(&loaded.compiled)?;
     let options = plan_options(loaded, args.targets.clone(), args.allow_mass_delete);
-    let planned = make_plan(
-        &loaded.compiled.resources,
+    let gpu = gpu::observe(&args.gpu, &args.source, loaded).await?;
+    let desired = desired_with(loaded, gpu.as_ref());
+    let mut planned = make_plan(
+        &desired,
         &state,
         &providers,
         &options,
@@ -659,6 +726,7 @@ async fn apply_locked(
         Some(loaded.revision.clone()),
     )
     .await?;
+    annotate(&mut planned.plan, gpu.as_ref());
     if let Some(saved) = saved {
         if saved.digest != planned.plan.digest {
             bail!(
@@ -685,7 +753,7 @@ async fn apply_locked(
             let (tx, rx) = tokio::sync::watch::channel(false);
             run_apply(
                 &planned,
-                &loaded.compiled.resources,
+                &desired,
                 &mut state,
                 store,
                 &providers,
@@ -708,7 +776,7 @@ async fn apply_locked(
     let (tx, printer) = progress();
     let report = run_apply(
         &planned,
-        &loaded.compiled.resources,
+        &desired,
         &mut state,
         store,
         &providers,
@@ -738,7 +806,8 @@ async fn drift(args: DriftArgs) -> Result<Done> {
         None
     };
     let loaded = load(&args.source, reference.as_deref(), args.format)?;
-    if state.resources.is_empty() {
+    // GPU drift compares reports with the manifest, so it needs no earlier apply.
+    if state.resources.is_empty() && args.gpu.source.is_none() {
         println!("Nothing is managed yet: run `fleetform apply` first.");
         return Ok(Done::Clean);
     }
@@ -748,7 +817,7 @@ async fn drift(args: DriftArgs) -> Result<Done> {
         no_prune: true,
         ..plan_options(&loaded, Vec::new(), false)
     };
-    let planned = make_plan(
+    let mut planned = make_plan(
         &loaded.compiled.resources,
         &state,
         &providers,
@@ -757,11 +826,24 @@ async fn drift(args: DriftArgs) -> Result<Done> {
         Some(loaded.revision.clone()),
     )
     .await?;
+    // GPU state is compared with the manifest (not with the last apply): pool
+    // expectations vs inventories, and node health. Cordons are plan's business.
+    let gpu = gpu::observe(&args.gpu, &args.source, &loaded).await?;
+    if let Some(g) = &gpu {
+        planned.plan.findings = g.findings();
+    }
+    let gpu_drift = planned.plan.findings.iter().any(|f| {
+        matches!(
+            f.kind,
+            fleetform_engine::breakfix::FindingKind::GpuDrift
+                | fleetform_engine::breakfix::FindingKind::Failed
+        )
+    });
     match args.format {
         Format::Text => print!("{}", report::drift_text(&planned.plan, color())),
         Format::Json => println!(
             "{}",
-            serde_json::json!({ "formatVersion": 1, "drifted": planned.plan.actionable().collect::<Vec<_>>(), "problems": planned.plan.problems })
+            serde_json::json!({ "formatVersion": 1, "drifted": planned.plan.actionable().collect::<Vec<_>>(), "problems": planned.plan.problems, "gpu": planned.plan.findings })
         ),
         Format::Markdown => print!(
             "{}",
@@ -775,7 +857,11 @@ async fn drift(args: DriftArgs) -> Result<Done> {
         );
     }
     if !planned.plan.summary.has_changes() {
-        return Ok(Done::Clean);
+        return Ok(if gpu_drift {
+            Done::Changes
+        } else {
+            Done::Clean
+        });
     }
     if args.remediate {
         eprintln!("Remediating through plan/apply...");
@@ -897,19 +983,47 @@ fn graph(source: SourceArgs, format: GraphFormat) -> Result<Done> {
     Ok(Done::Clean)
 }
 
-fn gpu_inventory(format: Format, node: Option<String>) -> Result<Done> {
-    let mut options = fleetform_gpu::CollectOptions::default();
-    if let Some(n) = node {
-        options.node = Some(n);
-    }
-    match fleetform_gpu::collect_with(&options) {
-        Ok(inv) => {
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&inv)?),
-                _ => print!("{}", fleetform_gpu::render_text(&inv)),
+async fn gpu_inventory(
+    format: Format,
+    node: Option<String>,
+    from: Option<PathBuf>,
+    publish: Option<(Option<PathBuf>, Option<String>)>,
+) -> Result<Done> {
+    let inv = match from {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut inv = fleetform_gpu::Inventory::from_json(&text)
+                .with_context(|| format!("{} is not a GPU inventory", path.display()))?;
+            if let Some(n) = node {
+                inv.node = n;
             }
-            Ok(Done::Clean)
+            inv
         }
-        Err(e) => bail!("{e}"),
+        None => {
+            let options = fleetform_gpu::CollectOptions {
+                node,
+                ..Default::default()
+            };
+            match fleetform_gpu::collect_with(&options) {
+                Ok(inv) => inv,
+                Err(e) => bail!("{e}"),
+            }
+        }
+    };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&inv)?),
+        _ => print!("{}", fleetform_gpu::render_text(&inv)),
     }
+    if let Some((kubeconfig, context)) = publish {
+        let client = gpu::client(kubeconfig.as_deref(), context).await?;
+        let bytes = gpu::publish(&client, &inv).await?;
+        eprintln!(
+            "Published the inventory of node {} to ConfigMap {}/{} ({bytes} bytes).",
+            inv.node,
+            fleetform_gpu::inventory::CONFIGMAP_NAMESPACE,
+            inv.node
+        );
+    }
+    Ok(Done::Clean)
 }

@@ -27,6 +27,7 @@ pub use provider::{
 pub use resource::{Dependency, Desired, Origin, ResourceId, RolloutGroup};
 pub use sensitive::Sensitive;
 pub mod apply;
+pub mod breakfix;
 pub mod compile;
 pub mod diff;
 pub mod graph;

@@ -34,6 +34,12 @@ pub enum Reason {
     InterruptedApply,
     /// Live state matches.
     InSync,
+    /// Break/fix: a GPU node is cordoned (or released) because of its GPU
+    /// health report (see `breakfix`); `detail` names the GPUs and findings.
+    BreakFix {
+        /// E.g. `cordon: node r01-n03 failed: GPU 2: 3 uncorrectable volatile ECC errors`.
+        detail: String,
+    },
 }
 
 impl Reason {
@@ -48,6 +54,7 @@ impl Reason {
             Reason::RemovedFromManifest => "removed from the manifest".into(),
             Reason::InterruptedApply => "an earlier apply was interrupted".into(),
             Reason::InSync => "in sync".into(),
+            Reason::BreakFix { detail } => detail.clone(),
         }
     }
 }
@@ -140,6 +147,10 @@ pub struct Plan {
     /// Problems; a plan with problems cannot be applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<PlanProblem>,
+    /// What a person should know or decide that is not a change fleetform makes
+    /// (GPU drift, degraded or unreported nodes, proposed spare swaps). Not in the digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<crate::breakfix::Finding>,
     /// Digest of what would be done; `apply` of a saved plan refuses it when the
     /// digest of a fresh plan differs (the revision or live state moved).
     pub digest: String,
@@ -415,6 +426,7 @@ pub fn build(
         forget,
         summary,
         problems,
+        findings: Vec::new(),
         digest,
     }
 }

@@ -171,10 +171,61 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
             );
         }
     }
+    findings_text(plan, &p, &mut out);
     if !plan.summary.has_changes() && plan.problems.is_empty() {
         let _ = writeln!(out, "\nNo changes. Live state matches the manifest.");
     }
     out
+}
+
+/// GPU drift and break/fix findings: not changes, but things a person decides.
+fn findings_text(plan: &Plan, p: &Paint, out: &mut String) {
+    if plan.findings.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        p.wrap("1", &format!("GPU findings ({}):", plan.findings.len()))
+    );
+    for f in &plan.findings {
+        let kind = serde_json::to_value(f.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  [{kind}] {}", f.message);
+        if let Some(s) = &f.suggestion {
+            let at = f
+                .origin
+                .as_ref()
+                .map(|o| format!(" ({o})"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "      suggested edit{at}: {s}");
+        }
+    }
+}
+
+fn findings_markdown(plan: &Plan, out: &mut String) {
+    if plan.findings.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "#### GPU findings ({})\n", plan.findings.len());
+    for f in &plan.findings {
+        let kind = serde_json::to_value(f.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = writeln!(out, "- **{kind}** {}", escape_md(&f.message));
+        if let Some(s) = &f.suggestion {
+            let at = f
+                .origin
+                .as_ref()
+                .map(|o| format!(" (`{o}`)"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  - suggested edit{at}: {}", escape_md(s));
+        }
+    }
+    out.push('\n');
 }
 
 fn change_text(c: &PlannedChange, p: &Paint, out: &mut String) {
@@ -253,6 +304,7 @@ pub fn plan_markdown(plan: &Plan, title: &str, intro: &[String]) -> String {
         }
         out.push('\n');
     }
+    findings_markdown(plan, &mut out);
     let destructive: Vec<&PlannedChange> = plan.actionable().filter(|c| c.destructive).collect();
     if !destructive.is_empty() {
         let _ = writeln!(out, "#### ⚠️ Destructive changes ({})\n", destructive.len());
@@ -373,6 +425,7 @@ pub fn drift_text(plan: &Plan, color: bool) -> String {
     let drifted: Vec<&PlannedChange> = plan.actionable().collect();
     if drifted.is_empty() && plan.problems.is_empty() {
         out.push_str("No drift: every managed resource matches what was last applied.\n");
+        findings_text(plan, &p, &mut out);
         return out;
     }
     let _ = writeln!(
@@ -403,6 +456,7 @@ pub fn drift_text(plan: &Plan, color: bool) -> String {
             .map_or(pr.message.as_str(), |i| without_id(i, &pr.message));
         let _ = writeln!(out, "  error: {id}{msg}");
     }
+    findings_text(plan, &p, &mut out);
     out
 }
 

@@ -1,9 +1,10 @@
 //! Break/fix: from health verdicts to remediations, as plain data.
 //!
-//! These are proposals, not actions. The engine is to turn them into planned
-//! changes later (a `kube:` cordon, a pool membership change for a swap-in) so
-//! that they show up in `plan` with their reasons and go through the same
-//! budgets and approvals as every other change. Nothing here touches a node.
+//! These are proposals, not actions, over explicit `PoolMembers`/`Spare` lists.
+//! The CLI's planning uses `fleetform_engine::breakfix` instead, which reads the
+//! fleet itself and adds per-fault-domain budgets, observed cordons, held and
+//! released cordons and the nvl72 rule (docs/providers/gpu.md, "Break/fix").
+//! Nothing here touches a node.
 
 use std::collections::BTreeSet;
 

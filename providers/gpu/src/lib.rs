@@ -10,12 +10,16 @@
 //! - [`mig_profiles`], [`fits`] and [`layout_fits`] are the MIG catalogue the
 //!   manifest validator reuses.
 //! - [`break_fix`] turns failed nodes into [`Remediation`]s (cordon, swap in a spare).
+//! - `fleet` (feature `provider`): the manifest's pool expectations, node conditions
+//!   with staleness, and GPU drift findings for the engine's plan and drift.
 //! - `GpuProvider` (feature `provider`, on by default) is the engine's `gpu`
 //!   provider over an `InventorySource`.
 #![warn(missing_docs)]
 
 pub mod breakfix;
 pub mod collect;
+#[cfg(feature = "provider")]
+pub mod fleet;
 pub mod health;
 pub mod inventory;
 pub mod mig;

@@ -3,7 +3,7 @@
 //!
 //! Address: `gpu:node/<node>`. Spec: a [`PoolExpectation`]. Observe reads the
 //! node's [`Inventory`] from an [`InventorySource`] (a directory of JSON files
-//! in tests and on a workstation; the `gpu-inventory/<node>` ConfigMap later).
+//! in tests and on a workstation; the CLI reads the `gpu-inventory/<node>` ConfigMaps).
 
 use std::path::PathBuf;
 use std::sync::Arc;
