@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
@@ -156,6 +156,17 @@ async fn published_reports_and_node_cordons_are_read_back_as_observed_state_by_p
             .await
             .unwrap();
     }
+    // The reporters' namespace; the test must not depend on another test having made it.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "gpu-inventory"}}),
+            )
+            .unwrap(),
+        )
+        .await; // exists already when another test made it
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/gpu/");
     for (h, fixture) in [
         ("n01", "recorded-h100-80gb-hbm3.json"),
