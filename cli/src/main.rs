@@ -674,6 +674,13 @@ fn progress() -> (
                 ApplyEvent::Skipped { id, root } => {
                     paint("2", format!("{t} skipped {id} (waits for failed {root})"))
                 }
+                ApplyEvent::Maintenance { id, node, cordoned } => {
+                    if cordoned {
+                        format!("{t} cordoned {node} while {id} changes")
+                    } else {
+                        format!("{t} released the cordon on {node}")
+                    }
+                }
             };
             eprintln!("{line}");
         }

@@ -14,7 +14,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::observe::{Observations, Providers};
 use crate::plan::{Plan, PlannedChange, digested_spec, error_chain};
-use crate::provider::{Action, ApplyContext, ApplyRequest, Health, ProviderError};
+use crate::provider::{
+    Action, Applied, ApplyContext, ApplyRequest, Health, Provider, ProviderError,
+};
 use crate::resource::{Desired, ResourceId, RolloutGroup};
 use crate::sensitive::digest_bytes;
 use crate::state::{InventoryEntry, JournalEntry, State, StateError, StateStore, now_rfc3339};
@@ -113,6 +115,15 @@ pub enum ApplyEvent {
         id: ResourceId,
         /// The root cause.
         root: ResourceId,
+    },
+    /// A node was cordoned (or released) around a disruptive change.
+    Maintenance {
+        /// The resource whose change disrupts the host.
+        id: ResourceId,
+        /// The node.
+        node: ResourceId,
+        /// True when cordoned, false when released.
+        cordoned: bool,
     },
 }
 
@@ -581,11 +592,118 @@ async fn run_one_inner(
         timeout: options.call_timeout,
         dry_run: false,
     };
+    // A disruptive change to a host that is a cluster node: cordon first, so
+    // nothing new is scheduled on a host about to reboot; release once the
+    // change is applied and healthy. On failure the node stays cordoned.
+    let maintenance = desired
+        .and_then(|d| d.maintenance.as_ref())
+        .filter(|_| change.disruptive && change.action != Action::Delete);
+    if let Some(node) = maintenance {
+        let reason = format!("fleetform: {} ({:?})", id, change.action);
+        maintain(inputs, options, id, node, Some(&reason)).await?;
+        emit(ApplyEvent::Maintenance {
+            id: id.clone(),
+            node: node.clone(),
+            cordoned: true,
+        });
+    }
+    let left_cordoned = |e: String| match maintenance {
+        Some(node) => format!(
+            "{e} ({node} stays cordoned for maintenance; the next successful apply releases it)"
+        ),
+        None => e,
+    };
+    let applied = apply_with_retries(provider.as_ref(), &request, &cx, id, options, emit)
+        .await
+        .map_err(left_cordoned)?;
+    if change.action != Action::Delete {
+        wait_healthy(provider.as_ref(), id, &applied, options, emit)
+            .await
+            .map_err(left_cordoned)?;
+    }
+    if let Some(node) = maintenance {
+        maintain(inputs, options, id, node, None)
+            .await
+            .map_err(|e| format!("applied, but releasing the maintenance cordon failed: {e}"))?;
+        emit(ApplyEvent::Maintenance {
+            id: id.clone(),
+            node: node.clone(),
+            cordoned: false,
+        });
+    }
+
+    let journal = match (change.action, entry_for(false)) {
+        (Action::Delete, _) => vec![JournalEntry::Removed { id: id.clone() }],
+        (_, Some(entry)) => vec![JournalEntry::Applied {
+            id: id.clone(),
+            entry,
+        }],
+        (_, None) => Vec::new(),
+    };
+    Ok(Step {
+        journal,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Cordons (`reason`) or releases (`None`) a node through its provider,
+/// retrying transient errors like any other call.
+async fn maintain(
+    inputs: &Inputs<'_>,
+    options: &ApplyOptions,
+    id: &ResourceId,
+    node: &ResourceId,
+    reason: Option<&str>,
+) -> Result<(), String> {
+    let provider = inputs.providers.for_id(node).ok_or_else(|| {
+        format!(
+            "cannot cordon {node} before changing {id}: no provider named `{}` is configured",
+            node.provider()
+        )
+    })?;
     let mut attempt = 0;
-    let applied = loop {
+    loop {
         attempt += 1;
         let result =
-            match tokio::time::timeout(options.call_timeout, provider.apply(&request, &cx)).await {
+            match tokio::time::timeout(options.call_timeout, provider.cordon(node, reason)).await {
+                Ok(r) => r,
+                Err(_) => Err(ProviderError::transient(
+                    node,
+                    format!("no answer within {:?}", options.call_timeout),
+                )),
+            };
+        match result {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_transient() && attempt < options.max_attempts => {
+                tokio::time::sleep(e.retry_after.unwrap_or_else(|| backoff(options, attempt)))
+                    .await;
+            }
+            Err(e) => {
+                let what = if reason.is_some() {
+                    "cordon"
+                } else {
+                    "release"
+                };
+                return Err(format!("cannot {what} {node}: {}", error_chain(&e)));
+            }
+        }
+    }
+}
+
+/// The provider call with retries of transient errors.
+async fn apply_with_retries(
+    provider: &dyn Provider,
+    request: &ApplyRequest<'_>,
+    cx: &ApplyContext,
+    id: &ResourceId,
+    options: &ApplyOptions,
+    emit: &(dyn Fn(ApplyEvent) + Sync),
+) -> Result<Applied, String> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result =
+            match tokio::time::timeout(options.call_timeout, provider.apply(request, cx)).await {
                 Ok(r) => r,
                 Err(_) => Err(ProviderError::transient(
                     id,
@@ -593,7 +711,7 @@ async fn run_one_inner(
                 )),
             };
         match result {
-            Ok(a) => break a,
+            Ok(a) => return Ok(a),
             Err(e) if e.is_transient() && attempt < options.max_attempts => {
                 let delay = e.retry_after.unwrap_or_else(|| backoff(options, attempt));
                 emit(ApplyEvent::Retrying {
@@ -613,49 +731,43 @@ async fn run_one_inner(
                 return Err(format!("{}{suffix}", error_chain(&e)));
             }
         }
-    };
-
-    if change.action != Action::Delete {
-        let deadline = Instant::now() + options.health_timeout;
-        let mut last_message = String::new();
-        loop {
-            match provider.health(id, &applied.spec).await {
-                Ok(Health::Ready) => break,
-                Ok(Health::Failed(m)) => return Err(format!("{id}: applied but unhealthy: {m}")),
-                Ok(Health::Progressing(m)) => {
-                    if m != last_message {
-                        emit(ApplyEvent::WaitingHealthy {
-                            id: id.clone(),
-                            message: m.clone(),
-                        });
-                        last_message = m;
-                    }
-                }
-                Err(e) if e.is_transient() => last_message = error_chain(&e),
-                Err(e) => return Err(error_chain(&e)),
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "{id}: not healthy after {:?}: {last_message}",
-                    options.health_timeout
-                ));
-            }
-            tokio::time::sleep(options.health_poll).await;
-        }
     }
+}
 
-    let journal = match (change.action, entry_for(false)) {
-        (Action::Delete, _) => vec![JournalEntry::Removed { id: id.clone() }],
-        (_, Some(entry)) => vec![JournalEntry::Applied {
-            id: id.clone(),
-            entry,
-        }],
-        (_, None) => Vec::new(),
-    };
-    Ok(Step {
-        journal,
-        elapsed: start.elapsed(),
-    })
+/// Polls health until ready (not for deletes).
+async fn wait_healthy(
+    provider: &dyn Provider,
+    id: &ResourceId,
+    applied: &Applied,
+    options: &ApplyOptions,
+    emit: &(dyn Fn(ApplyEvent) + Sync),
+) -> Result<(), String> {
+    let deadline = Instant::now() + options.health_timeout;
+    let mut last_message = String::new();
+    loop {
+        match provider.health(id, &applied.spec).await {
+            Ok(Health::Ready) => return Ok(()),
+            Ok(Health::Failed(m)) => return Err(format!("{id}: applied but unhealthy: {m}")),
+            Ok(Health::Progressing(m)) => {
+                if m != last_message {
+                    emit(ApplyEvent::WaitingHealthy {
+                        id: id.clone(),
+                        message: m.clone(),
+                    });
+                    last_message = m;
+                }
+            }
+            Err(e) if e.is_transient() => last_message = error_chain(&e),
+            Err(e) => return Err(error_chain(&e)),
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "{id}: not healthy after {:?}: {last_message}",
+                options.health_timeout
+            ));
+        }
+        tokio::time::sleep(options.health_poll).await;
+    }
 }
 
 /// Exponential backoff with full jitter, capped.

@@ -195,6 +195,14 @@ impl Cx<'_> {
             }
         });
         let name = host.name();
+        // A pool member is a node of its tenant's cluster: cordoned while a
+        // change that reboots the host is applied.
+        let node = pool.map(|p| {
+            kube_id(
+                &p.spec.tenant,
+                &json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": name } }),
+            )
+        });
         let mut aspects: Vec<(ResourceId, &str)> = Vec::new();
         let mut push =
             |cx: &mut Self, aspect: &'static str, body: Value, pointer: &str, disruptive: bool| {
@@ -206,6 +214,7 @@ impl Cx<'_> {
                 d.origin = Some(cx.origin(host.doc, pointer, &host.origin));
                 if disruptive {
                     d.rollout = rollout.clone();
+                    d.maintenance = node.clone();
                 }
                 aspects.push((d.id.clone(), aspect));
                 cx.add(d);

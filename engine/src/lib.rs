@@ -21,8 +21,8 @@ pub mod synth;
 pub mod validate;
 
 pub use provider::{
-    Action, Applied, ApplyContext, Change, FieldChange, Health, ObserveRequest, Observed, Provider,
-    ProviderError,
+    Action, Applied, ApplyContext, Change, Cordon, FieldChange, Health, ObserveRequest, Observed,
+    Provider, ProviderError,
 };
 pub use resource::{Dependency, Desired, Origin, ResourceId, RolloutGroup};
 pub use sensitive::Sensitive;

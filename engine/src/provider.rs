@@ -271,4 +271,31 @@ pub trait Provider: Send + Sync {
         let _ = (id, spec);
         Ok(Health::Ready)
     }
+
+    /// Cordons (`reason` given) or releases (`None`) a node for maintenance
+    /// around a disruptive change to another resource (a BIOS change that
+    /// reboots the host). The claim is the provider's own, separate from
+    /// whatever the manifest says about the node, so releasing it never
+    /// uncordons a node someone else (or break/fix) cordoned. A node that does
+    /// not exist yet is not an error: nothing can be scheduled on it.
+    async fn cordon(
+        &self,
+        node: &ResourceId,
+        reason: Option<&str>,
+    ) -> Result<Cordon, ProviderError> {
+        let _ = reason;
+        Err(ProviderError::permanent(
+            node,
+            format!("provider `{}` cannot cordon nodes", self.name()),
+        ))
+    }
+}
+
+/// What a [`Provider::cordon`] call found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cordon {
+    /// The node exists and is now cordoned (or released).
+    Done,
+    /// There is no such node (not provisioned yet).
+    NoSuchNode,
 }

@@ -118,6 +118,11 @@ pub struct Desired {
     /// The manifest node it was compiled from.
     #[serde(default)]
     pub origin: Option<Origin>,
+    /// A Kubernetes Node to cordon while a disruptive change to this resource
+    /// is applied (the host reboots): no new pods land on it until the host
+    /// is healthy again. See [`crate::provider::Provider::cordon`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<ResourceId>,
 }
 
 impl Desired {
@@ -131,6 +136,7 @@ impl Desired {
             prevent_destroy: false,
             rollout: None,
             origin: None,
+            maintenance: None,
         }
     }
 

@@ -49,6 +49,12 @@ pub struct World {
     pub max_concurrent_disruptive: u32,
     /// How many disruptive applies are in flight now.
     pub disruptive_in_flight: u32,
+    /// Nodes cordoned for maintenance now, with the reason.
+    #[serde(default)]
+    pub cordoned: BTreeMap<ResourceId, String>,
+    /// For each disruptive apply, the nodes that were cordoned while it ran.
+    #[serde(default)]
+    pub cordoned_during: BTreeMap<ResourceId, Vec<ResourceId>>,
 }
 
 /// The in-memory provider. Its name is `test`.
@@ -181,6 +187,23 @@ impl Provider for MemoryProvider {
         })
     }
 
+    async fn cordon(
+        &self,
+        node: &ResourceId,
+        reason: Option<&str>,
+    ) -> Result<crate::provider::Cordon, ProviderError> {
+        let mut w = self.lock_world();
+        if !w.objects.contains_key(node) {
+            return Ok(crate::provider::Cordon::NoSuchNode);
+        }
+        match reason {
+            Some(r) => w.cordoned.insert(node.clone(), r.to_string()),
+            None => w.cordoned.remove(node),
+        };
+        self.save(&w);
+        Ok(crate::provider::Cordon::Done)
+    }
+
     async fn apply(
         &self,
         request: &ApplyRequest<'_>,
@@ -198,6 +221,8 @@ impl Provider for MemoryProvider {
                 w.disruptive_in_flight += 1;
                 w.max_concurrent_disruptive =
                     w.max_concurrent_disruptive.max(w.disruptive_in_flight);
+                let cordoned = w.cordoned.keys().cloned().collect();
+                w.cordoned_during.insert(id.clone(), cordoned);
             }
             self.save(&w);
             n

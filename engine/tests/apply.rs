@@ -625,3 +625,79 @@ async fn cancellation_stops_new_work_and_records_what_finished() {
     assert!(report.succeeded());
     h.assert_replan_empty(&fleet).await;
 }
+
+/// A host's BIOS resource in a rollout group, on a host whose cluster node is `node`.
+fn bios_of(node: &str, value: &str) -> Desired {
+    let mut d = Desired::new(id(&format!("bios/{node}")), json!({"mode": value}));
+    d.rollout = Some(RolloutGroup {
+        pool: "acme/h100".into(),
+        fault_domain: "r01".into(),
+        host: node.into(),
+        max_unavailable: 1,
+        max_unavailable_per_fault_domain: 1,
+    });
+    d.maintenance = Some(id(&format!("node/{node}")));
+    d
+}
+
+#[tokio::test]
+async fn a_disruptive_change_cordons_its_node_first_and_releases_it_when_healthy() {
+    let h = Harness::new();
+    let node = res("node/n1", &[]);
+    h.apply(std::slice::from_ref(&node)).await;
+    let fleet = vec![node.clone(), bios_of("n1", "performance")];
+    let report = h.apply(&fleet).await;
+    assert!(report.succeeded(), "{report:?}");
+    let world = h.provider.world();
+    assert_eq!(
+        world.cordoned_during[&id("bios/n1")],
+        vec![id("node/n1")],
+        "the node was cordoned while its host's BIOS changed"
+    );
+    assert!(
+        world.cordoned.is_empty(),
+        "released afterwards: {:?}",
+        world.cordoned
+    );
+    h.assert_replan_empty(&fleet).await;
+}
+
+#[tokio::test]
+async fn a_failed_disruptive_change_leaves_its_node_cordoned_and_the_next_success_releases_it() {
+    let h = Harness::new();
+    let node = res("node/n1", &[]);
+    h.apply(std::slice::from_ref(&node)).await;
+    let fleet = vec![node.clone(), bios_of("n1", "performance")];
+    h.provider.script(
+        &id("bios/n1"),
+        Script {
+            fail: Some("BIOS settings task failed".into()),
+            ..Script::default()
+        },
+    );
+    let report = h.apply(&fleet).await;
+    let Some(Outcome::Failed { error }) = report.outcomes.get(&id("bios/n1")) else {
+        panic!("{report:?}")
+    };
+    assert!(
+        error.contains("test:node/n1 stays cordoned for maintenance"),
+        "{error}"
+    );
+    assert!(h.provider.world().cordoned.contains_key(&id("node/n1")));
+
+    h.provider.script(&id("bios/n1"), Script::default());
+    assert!(h.apply(&fleet).await.succeeded());
+    assert!(h.provider.world().cordoned.is_empty());
+}
+
+#[tokio::test]
+async fn a_host_without_a_node_yet_is_changed_without_a_cordon() {
+    let h = Harness::new();
+    let fleet = vec![bios_of("n2", "performance")];
+    let report = h.apply(&fleet).await;
+    assert!(report.succeeded(), "{report:?}");
+    assert_eq!(
+        h.provider.world().cordoned_during[&id("bios/n2")],
+        Vec::<ResourceId>::new()
+    );
+}

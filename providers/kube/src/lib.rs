@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fleetform_engine::provider::{
-    Action, Applied, ApplyContext, ApplyRequest, Change, FieldChange, Health, ObserveRequest,
-    Observed, Provider, ProviderError,
+    Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, FieldChange, Health,
+    ObserveRequest, Observed, Provider, ProviderError,
 };
 use fleetform_engine::resource::{Desired, ResourceId};
 use fleetform_engine::sensitive::MASK;
@@ -59,6 +59,12 @@ pub struct KubeProvider {
     kinds: StdMutex<HashMap<KindKey, (ApiResource, bool)>>,
     limits: StdMutex<HashMap<String, Arc<Semaphore>>>,
 }
+
+/// The field manager of maintenance cordons around disruptive host changes.
+pub const MAINTENANCE_FIELD_MANAGER: &str = "fleetform-maintenance";
+
+/// The annotation saying why fleetform cordoned a Node for maintenance.
+pub const MAINTENANCE_ANNOTATION: &str = "fleetform.dev/maintenance";
 
 /// (cluster, apiVersion, kind): what discovery answers are cached by.
 type KindKey = (String, String, String);
@@ -756,6 +762,59 @@ impl Provider for KubeProvider {
                 ),
             )),
         }
+    }
+
+    /// Cordons a Node with server-side apply under its own field manager
+    /// ([`MAINTENANCE_FIELD_MANAGER`]); releasing applies an empty object under
+    /// that manager, which drops only its own claim: a Node also cordoned by a
+    /// person, `kubectl cordon` or break/fix stays cordoned.
+    async fn cordon(
+        &self,
+        node: &ResourceId,
+        reason: Option<&str>,
+    ) -> Result<Cordon, ProviderError> {
+        let (cluster, name) = match node.path().split('/').collect::<Vec<_>>().as_slice() {
+            [cluster, "v1", "Node", name] => ((*cluster).to_string(), (*name).to_string()),
+            _ => {
+                return Err(ProviderError::permanent(
+                    node,
+                    "only Nodes (kube:<cluster>/v1/Node/<name>) can be cordoned",
+                ));
+            }
+        };
+        let mut object = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
+        if let Some(reason) = reason {
+            object["metadata"]["annotations"] = json!({ MAINTENANCE_ANNOTATION: reason });
+            object["spec"] = json!({ "unschedulable": true });
+        }
+        let t = Target {
+            spec: KubeSpec {
+                cluster: cluster.clone(),
+                object: object.clone(),
+                force: false,
+                adopt: true,
+            },
+            reference: ObjectRef::of(&object).map_err(|e| ProviderError::permanent(node, e))?,
+            object,
+        };
+        let client = self.client(node, &cluster).await?;
+        let api: Api<DynamicObject> = Api::all_with(
+            client,
+            &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Node")),
+        );
+        let verb = "patch";
+        match api.get_opt(&name).await {
+            Ok(None) => return Ok(Cordon::NoSuchNode),
+            Ok(Some(_)) => {}
+            Err(e) => return Err(error::map(&self.cx(node, &t, "get"), e)),
+        }
+        // Force: the manager only ever writes these two fields of a Node it
+        // was asked to take out of service.
+        let params = PatchParams::apply(MAINTENANCE_FIELD_MANAGER).force();
+        api.patch(&name, &params, &Patch::Apply(&t.object))
+            .await
+            .map_err(|e| error::map(&self.cx(node, &t, verb), e))?;
+        Ok(Cordon::Done)
     }
 
     async fn health(&self, id: &ResourceId, spec: &Value) -> Result<Health, ProviderError> {

@@ -1,0 +1,48 @@
+//! Compile: which host changes cordon a cluster node while they are applied.
+#![allow(clippy::unwrap_used)]
+
+use fleetform_engine::secret::{SecretError, SecretRef, SecretResolver};
+use fleetform_engine::{ResourceId, Sensitive, compile, load, validate};
+
+/// The example's secret files are not in the repository: every key reads as a test value.
+struct TestSecrets;
+impl SecretResolver for TestSecrets {
+    fn resolve(&self, _r: &SecretRef) -> Result<Sensitive<String>, SecretError> {
+        Ok(Sensitive::new("test-key".into()))
+    }
+}
+
+fn compiled(dir: &str) -> compile::Compiled {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(dir);
+    let files = load::read_dir(&root).unwrap();
+    let (docs, diags) = load::load(&files);
+    assert!(diags.is_empty(), "{diags:?}");
+    let fleet = validate::validate(&docs).unwrap();
+    compile::compile(&fleet, &TestSecrets).unwrap()
+}
+
+#[test]
+fn a_pool_members_disruptive_bmc_changes_cordon_its_node_in_the_tenant_cluster() {
+    let c = compiled("examples/small");
+    let bios = c
+        .resources
+        .iter()
+        .find(|d| d.id == ResourceId::new("redfish", "host/r01-n01/bios"))
+        .unwrap();
+    assert!(bios.rollout.is_some());
+    let node = bios.maintenance.as_ref().unwrap();
+    assert_eq!(node.as_str(), "kube:acme/v1/Node/r01-n01");
+    assert!(
+        c.resources.iter().any(|d| &d.id == node),
+        "the node it cordons is a compiled (adopted) resource"
+    );
+    // Power is not disruptive in the rollout sense here: no cordon.
+    let power = c
+        .resources
+        .iter()
+        .find(|d| d.id == ResourceId::new("redfish", "host/r01-n01/power"))
+        .unwrap();
+    assert_eq!(power.maintenance, None);
+}
