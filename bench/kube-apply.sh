@@ -16,7 +16,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 n=${1:-2000}
 export FLEETFORM_PEERS_DIR=${BENCH_PEERS_DIR:-$repo/target/bench-peers}
-export KUBE_PEER_PORT=${BENCH_KUBE_PORT:-28443} KUBE_PEER_ETCD_PORT=${BENCH_ETCD_PORT:-25790}
+export KUBE_PEER_PORT=${BENCH_KUBE_PORT:-29443} KUBE_PEER_ETCD_PORT=${BENCH_ETCD_PORT:-21790}
 # The objects are core kinds; one small CRD keeps the peer's start short.
 export KUBE_PEER_CRDS=$repo/fixtures/crds/keda/keda.sh_scaledobjects.yaml
 target=${CARGO_TARGET_DIR:-$repo/target}
