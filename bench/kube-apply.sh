@@ -35,13 +35,17 @@ kc=$FLEETFORM_PEERS_DIR/kube/admin.kubeconfig
 
 "$bench" "$kc" bench-kubectl "$n" "$work/objects.yaml"
 echo "kubectl_version=$("$kubectl" version --client -o json | sed -n 's/.*"gitVersion": "\([^"]*\)".*/\1/p' | head -1)"
+"$bench" "$kc" bench-kubectl "$n" --requests | sed 's/^/kubectl_requests_before=/'
 t0=$(date +%s.%N)
 "$kubectl" --kubeconfig "$kc" apply --server-side --field-manager=kubectl-bench -f "$work/objects.yaml" >/dev/null
 t1=$(date +%s.%N)
+"$bench" "$kc" bench-kubectl "$n" --requests | sed 's/^/kubectl_requests_after_apply=/'
+t1b=$(date +%s.%N)
 "$kubectl" --kubeconfig "$kc" apply --server-side --field-manager=kubectl-bench -f "$work/objects.yaml" >/dev/null
 t2=$(date +%s.%N)
+"$bench" "$kc" bench-kubectl "$n" --requests | sed 's/^/kubectl_requests_after_reapply=/'
 kubectl_s=$(echo "$t1 - $t0" | bc -l)
-printf 'kubectl_apply_s=%.3f\nkubectl_reapply_s=%.3f\n' "$kubectl_s" "$(echo "$t2 - $t1" | bc -l)"
+printf 'kubectl_apply_s=%.3f\nkubectl_reapply_s=%.3f\n' "$kubectl_s" "$(echo "$t2 - $t1b" | bc -l)"
 
 "$bench" "$kc" bench-fleetform "$n" | tee "$work/fleetform.txt"
 get() { sed -n "s/^$1=//p" "$work/fleetform.txt"; }

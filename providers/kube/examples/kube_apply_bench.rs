@@ -3,11 +3,14 @@
 //! floor of one LIST per kind. `bench/kube-apply.sh` runs it beside
 //! `kubectl apply --server-side` on the same apiserver and prints the ratio.
 //!
-//!   kube_apply_bench KUBECONFIG NAMESPACE [OBJECTS=2000] [YAML_OUT]
+//!   kube_apply_bench KUBECONFIG NAMESPACE [OBJECTS=2000] [YAML_OUT | --requests]
 //!
 //! The objects: one Namespace plus OBJECTS split evenly over ConfigMap, Secret, ServiceAccount
 //! and Role in it. With YAML_OUT it only writes the same objects (for kubectl) into another
-//! namespace's file and exits. Prints one `key=value` line per measurement.
+//! namespace's file and exits; with `--requests` it only prints the apiserver's request
+//! counters for those kinds (to count kubectl's requests). Prints one `key=value` line per
+//! measurement; `*_requests` lines are the apiserver's own counts (`apiserver_request_total`)
+//! for the benchmark's kinds, by verb, which do not depend on how loaded the machine is.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -83,6 +86,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => 2000,
     };
     let objects = objects(ns, n);
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
+    let client = kube::Client::try_from(config)?;
+    if args.get(3).map(String::as_str) == Some("--requests") {
+        println!("{}", show(&requests(&client).await?));
+        return Ok(());
+    }
     if let Some(out) = args.get(3) {
         let docs: Vec<String> = objects.iter().map(|o| format!("---\n{o}\n")).collect();
         std::fs::write(out, docs.concat())?;
@@ -100,6 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (_cancel, cancel_rx) = watch::channel(false);
 
     // Apply = what `fleetform apply` does: plan (observe + diff), then apply with health gates.
+    let before = requests(&client).await?;
     let t = Instant::now();
     let state = store.load().await?;
     let planned = make_plan(
@@ -112,6 +123,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     let plan_s = secs(t);
+    let planned_at = requests(&client).await?;
     let mut state = state;
     let report = run_apply(
         &planned,
@@ -132,6 +144,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("fleetform_plan_s={plan_s:.3}");
     println!("fleetform_apply_only_s={:.3}", total_s - plan_s);
     println!("fleetform_apply_s={total_s:.3}");
+    let mid = requests(&client).await?;
+    println!(
+        "fleetform_plan_requests={}",
+        show(&delta(&planned_at, &before))
+    );
+    println!("fleetform_apply_requests={}", show(&delta(&mid, &before)));
 
     // No-change re-plan.
     let t = Instant::now();
@@ -151,6 +169,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("re-plan is not empty: {} changes", changed.len()).into());
     }
     println!("replan_s={replan_s:.3}");
+    let after_replan = requests(&client).await?;
+    println!("replan_requests={}", show(&delta(&after_replan, &mid)));
 
     // Drift (what `fleetform drift` plans: the inventory only, no prune).
     let t = Instant::now();
@@ -169,11 +189,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     println!("drift_s={:.3}", secs(t));
     println!("drifted={}", drift.plan.actionable().count());
+    println!(
+        "drift_requests={}",
+        show(&delta(&requests(&client).await?, &after_replan))
+    );
 
     // The floor: one LIST per kind in the namespace (what any observer must at least read).
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-    let client = kube::Client::try_from(config)?;
     let mut listed = 0;
     let t = Instant::now();
     for (group, version, kind) in KINDS {
@@ -184,4 +205,66 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("list_floor_s={:.3}", secs(t));
     println!("listed={listed}");
     Ok(())
+}
+
+/// Requests the apiserver has served for the benchmark's kinds, by verb (dry-runs apart;
+/// `[ns]`: on Namespaces, which includes the apiserver's own NamespaceLifecycle lookups).
+async fn requests(
+    client: &kube::Client,
+) -> Result<BTreeMap<String, u64>, Box<dyn std::error::Error>> {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new())?)
+        .await?;
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let label = |k: &str| {
+            line.split_once(&format!("{k}=\""))
+                .and_then(|(_, r)| r.split_once('"'))
+                .map_or("", |(v, _)| v)
+        };
+        let resource = label("resource");
+        if ![
+            "configmaps",
+            "secrets",
+            "serviceaccounts",
+            "roles",
+            "namespaces",
+        ]
+        .contains(&resource)
+        {
+            continue;
+        }
+        let mut verb = label("verb").to_string();
+        if !label("dry_run").is_empty() {
+            verb.push_str("(dry-run)");
+        }
+        if resource == "namespaces" {
+            verb.push_str("[ns]");
+        }
+        let n: f64 = line
+            .rsplit(' ')
+            .next()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0.0);
+        *out.entry(verb).or_insert(0) += n as u64;
+    }
+    Ok(out)
+}
+
+fn delta(after: &BTreeMap<String, u64>, before: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+fn show(counts: &BTreeMap<String, u64>) -> String {
+    let total: u64 = counts.values().sum();
+    let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    format!("{total} ({})", parts.join(" "))
 }
