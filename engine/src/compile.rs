@@ -9,7 +9,12 @@
 //! - per tenant cluster: namespace → pull secret → (Network Operator policy →)
 //!   GPU Operator ClusterPolicy → Node MIG/sharing labels → NIMCache → NIMService;
 //!   the image tag must resolve (ngc) before anything that pulls it;
-//! - management cluster: tenant namespace → BareMetalHost per host.
+//! - management cluster: tenant namespace → BareMetalHost per host;
+//! - Cluster API for NCP-managed tenants (`compile/capi.rs`): templates → control plane /
+//!   Metal3Cluster → Cluster → MachineDeployment per pool (also after the pool's
+//!   BareMetalHosts); the tenant cluster's objects wait for its Cluster.
+
+mod capi;
 
 use std::collections::BTreeMap;
 
@@ -386,6 +391,9 @@ impl Cx<'_> {
             .collect();
         for n in nims {
             self.nim(tenant, n, &cp_id);
+        }
+        if ncp {
+            self.capi(tenant, &pools);
         }
     }
 

@@ -9,6 +9,9 @@
 #   tests/peers/kube.sh start                      start etcd + kube-apiserver, load the CRDs
 #   tests/peers/kube.sh stop                       stop exactly the processes `start` started
 #   tests/peers/kube.sh status                     print whether it runs and where
+#   tests/peers/kube.sh apiserver-stop             stop kube-apiserver only (etcd keeps the data)
+#   tests/peers/kube.sh apiserver-start            start it again on the same state, wait for /readyz
+#                                                  (the last two: outage tests of the apply path)
 #
 # Environment (all optional):
 #   FLEETFORM_CACHE      binaries go to $FLEETFORM_CACHE/bin   (default ~/.cache/fleetform)
@@ -175,6 +178,30 @@ load_crds() {
   say "all ${#names[@]} CRDs Established after $((SECONDS - t_start)) s"
 }
 
+run_apiserver() { # starts kube-apiserver on the state in $dir (etcd running), waits for /readyz
+  "$bin/kube-apiserver" \
+    --bind-address=127.0.0.1 --secure-port="$port" \
+    --advertise-address=127.0.0.1 \
+    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --tls-cert-file="$dir/pki/serving.crt" --tls-private-key-file="$dir/pki/serving.key" \
+    --client-ca-file="$dir/pki/ca.crt" \
+    --authorization-mode=RBAC \
+    --token-auth-file="$dir/tokens.csv" \
+    --service-account-issuer=https://kubernetes.default.svc \
+    --service-account-key-file="$dir/pki/sa.pub" \
+    --service-account-signing-key-file="$dir/pki/sa.key" \
+    --service-cluster-ip-range=10.96.0.0/16 \
+    --disable-admission-plugins=ServiceAccount \
+    --allow-privileged=true \
+    --enable-priority-and-fairness=false \
+    --profiling=false \
+    --v=1 \
+    >>"$dir/kube-apiserver.log" 2>&1 &
+  echo $! >"$dir/kube-apiserver.pid"
+  wait_for kube-apiserver 60 api GET /readyz \
+    || die "kube-apiserver not ready in 60 s (see $dir/kube-apiserver.log)"
+}
+
 start() {
   t_start=$SECONDS
   [[ -x $bin/kube-apiserver && -x $bin/etcd ]] || die "binaries missing in $bin: run $0 install"
@@ -215,27 +242,7 @@ start() {
   wait_for etcd 20 curl -fsS "http://127.0.0.1:$etcd_port/health" \
     || die "etcd did not become healthy in 20 s (see $dir/etcd.log)"
 
-  "$bin/kube-apiserver" \
-    --bind-address=127.0.0.1 --secure-port="$port" \
-    --advertise-address=127.0.0.1 \
-    --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --tls-cert-file="$dir/pki/serving.crt" --tls-private-key-file="$dir/pki/serving.key" \
-    --client-ca-file="$dir/pki/ca.crt" \
-    --authorization-mode=RBAC \
-    --token-auth-file="$dir/tokens.csv" \
-    --service-account-issuer=https://kubernetes.default.svc \
-    --service-account-key-file="$dir/pki/sa.pub" \
-    --service-account-signing-key-file="$dir/pki/sa.key" \
-    --service-cluster-ip-range=10.96.0.0/16 \
-    --disable-admission-plugins=ServiceAccount \
-    --allow-privileged=true \
-    --enable-priority-and-fairness=false \
-    --profiling=false \
-    --v=1 \
-    >"$dir/kube-apiserver.log" 2>&1 &
-  echo $! >"$dir/kube-apiserver.pid"
-  wait_for kube-apiserver 60 api GET /readyz \
-    || die "kube-apiserver not ready in 60 s (see $dir/kube-apiserver.log)"
+  run_apiserver
 
   write_kubeconfig "$dir/admin.kubeconfig" admin "$admin_token"
   write_kubeconfig "$dir/tenant-acme.kubeconfig" tenant-acme "$acme"
@@ -273,6 +280,14 @@ stop() {
   rm -f "$peers/kube.env"
 }
 
+apiserver_start() {
+  t_start=$SECONDS
+  alive "$dir/etcd.pid" || die "etcd is not running (pids in $dir): run $0 start"
+  alive "$dir/kube-apiserver.pid" && die "kube-apiserver already runs (pid $(cat "$dir/kube-apiserver.pid"))"
+  admin_token=$(head -n1 "$dir/tokens.csv" | cut -d, -f1)
+  run_apiserver
+}
+
 status() {
   if alive "$dir/kube-apiserver.pid"; then
     say "running: https://127.0.0.1:$port (pid $(cat "$dir/kube-apiserver.pid")), env $peers/kube.env"
@@ -287,5 +302,7 @@ case ${1:-} in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  apiserver-stop) stop_one kube-apiserver ;;
+  apiserver-start) apiserver_start ;;
+  *) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

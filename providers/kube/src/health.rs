@@ -31,10 +31,28 @@ fn observed_latest(v: &Value) -> bool {
     int(v, "/status/observedGeneration").unwrap_or(0) >= int(v, "/metadata/generation").unwrap_or(0)
 }
 
+/// Whether readiness of this kind depends on the live object (a rule in [`of`]). Every other
+/// kind is Ready once its apply succeeded, so health needs no read of it.
+pub fn has_rule(api_version: &str, kind: &str) -> bool {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    matches!(
+        (group, kind),
+        ("apps", "Deployment" | "DaemonSet" | "StatefulSet")
+            | ("apiextensions.k8s.io", "CustomResourceDefinition")
+            | ("", "Namespace")
+            | ("nvidia.com", "ClusterPolicy")
+            | ("mellanox.com", "NicClusterPolicy")
+            | ("apps.nvidia.com", "NIMService")
+    )
+}
+
 /// Readiness of `live` (apiVersion and kind read from it).
 pub fn of(live: &Value) -> Health {
     let api_version = text(live, "/apiVersion").unwrap_or("");
     let kind = text(live, "/kind").unwrap_or("");
+    if !has_rule(api_version, kind) {
+        return Health::Ready;
+    }
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
     match (group, kind) {
         ("apps", "Deployment") => {
@@ -155,6 +173,30 @@ mod tests {
         );
         n["status"]["conditions"][0]["status"] = json!("True");
         assert_eq!(of(&n), Health::Ready);
+    }
+
+    #[test]
+    fn only_kinds_with_a_readiness_rule_need_the_live_object() {
+        for (v, k) in [
+            ("apps/v1", "Deployment"),
+            ("apps/v1", "DaemonSet"),
+            ("apps/v1", "StatefulSet"),
+            ("apiextensions.k8s.io/v1", "CustomResourceDefinition"),
+            ("v1", "Namespace"),
+            ("nvidia.com/v1", "ClusterPolicy"),
+            ("mellanox.com/v1alpha1", "NicClusterPolicy"),
+            ("apps.nvidia.com/v1alpha1", "NIMService"),
+        ] {
+            assert!(has_rule(v, k), "{v} {k}");
+        }
+        for (v, k) in [
+            ("v1", "ConfigMap"),
+            ("v1", "Secret"),
+            ("cluster.x-k8s.io/v1beta2", "Cluster"),
+            ("apps/v1", "ReplicaSet"),
+        ] {
+            assert!(!has_rule(v, k), "{v} {k}");
+        }
     }
 
     #[test]

@@ -35,7 +35,8 @@ use fleetform_engine::resource::{Desired, ResourceId};
 use fleetform_engine::sensitive::MASK;
 use futures::StreamExt;
 use kube::api::{
-    Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy, ValidationDirective,
+    Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy,
+    ValidationDirective,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
@@ -68,6 +69,17 @@ pub const MAINTENANCE_ANNOTATION: &str = "fleetform.dev/maintenance";
 
 /// (cluster, apiVersion, kind): what discovery answers are cached by.
 type KindKey = (String, String, String);
+
+/// Observe reads a group of at least this many objects of one kind in one namespace (or
+/// cluster-wide) with one LIST instead of a GET each: a large fleet's re-plan then costs one
+/// read per kind and namespace instead of one per object.
+pub const LIST_THRESHOLD: usize = 8;
+
+/// (cluster, apiVersion, kind, namespace): what one LIST reads.
+type ListKey = (String, String, String, Option<String>);
+
+/// Live objects of one [`ListKey`] by name.
+type Listed = HashMap<String, Value>;
 
 /// One object resolved against its cluster.
 struct Target {
@@ -314,6 +326,7 @@ impl KubeProvider {
     async fn observe_one(
         &self,
         req: &ObserveRequest<'_>,
+        listed: Option<&Listed>,
     ) -> Result<Option<Observed>, ProviderError> {
         let id = req.id;
         let t = self.target(id, req.spec)?;
@@ -324,7 +337,11 @@ impl KubeProvider {
             }
             return Ok(None);
         };
-        let Some(mut live) = self.get(id, &t, &api).await? else {
+        let live = match listed {
+            Some(objects) => objects.get(&t.reference.name).cloned(),
+            None => self.get(id, &t, &api).await?,
+        };
+        let Some(mut live) = live else {
             if !req.desired {
                 return Ok(None);
             }
@@ -403,8 +420,51 @@ impl KubeProvider {
         &self,
         i: usize,
         req: &ObserveRequest<'_>,
+        listed: Option<Arc<Listed>>,
     ) -> (usize, Result<Option<Observed>, ProviderError>) {
-        (i, self.observe_one(req).await)
+        (i, self.observe_one(req, listed.as_deref()).await)
+    }
+
+    /// The group a request's object is read with, when it parses.
+    fn list_key(&self, req: &ObserveRequest<'_>) -> Option<ListKey> {
+        let t = self.target(req.id, req.spec).ok()?;
+        Some((
+            t.spec.cluster,
+            t.reference.api_version,
+            t.reference.kind,
+            t.reference.namespace,
+        ))
+    }
+
+    /// One LIST of the group `req`'s object belongs to, or `None` when it cannot be listed
+    /// (kind not served yet, LIST forbidden, any error): those objects are then read one by one,
+    /// which reports errors per object as before.
+    async fn list_group(
+        &self,
+        key: ListKey,
+        req: &ObserveRequest<'_>,
+    ) -> (ListKey, Option<Listed>) {
+        let listed = async {
+            let t = self.target(req.id, req.spec).ok()?;
+            let api = self.api(req.id, &t).await.ok()??;
+            let _permit = self.limit(&t.spec.cluster).acquire_owned().await;
+            let list = api.list(&ListParams::default()).await.ok()?;
+            let mut out = Listed::new();
+            for item in list.items {
+                let mut v = serde_json::to_value(item).ok()?;
+                // LIST items may lack apiVersion/kind; GET answers always carry them.
+                v["apiVersion"] = json!(t.reference.api_version);
+                v["kind"] = json!(t.reference.kind);
+                let name = v
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)?
+                    .to_string();
+                out.insert(name, v);
+            }
+            Some(out)
+        }
+        .await;
+        (key, listed)
     }
 
     fn not_found(&self, id: &ResourceId, t: &Target) -> ProviderError {
@@ -630,11 +690,32 @@ impl Provider for KubeProvider {
         requests: &[ObserveRequest<'_>],
     ) -> Vec<Result<Option<Observed>, ProviderError>> {
         let clusters = self.clusters.len().max(1);
+        // Large groups of one kind in one namespace are read with one LIST each.
+        let keys: Vec<Option<ListKey>> = requests.iter().map(|r| self.list_key(r)).collect();
+        let mut sizes: HashMap<&ListKey, (usize, usize)> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            if let Some(k) = k {
+                sizes.entry(k).or_insert((0, i)).0 += 1;
+            }
+        }
+        let lists: Vec<_> = sizes
+            .into_iter()
+            .filter(|(_, (n, _))| *n >= LIST_THRESHOLD)
+            .map(|(k, (_, first))| self.list_group(k.clone(), &requests[first]))
+            .collect();
+        let lists: HashMap<ListKey, Arc<Listed>> = futures::stream::iter(lists)
+            .buffer_unordered(self.concurrency * clusters)
+            .filter_map(|(k, l)| async move { l.map(|l| (k, Arc::new(l))) })
+            .collect()
+            .await;
         // Futures built up front: a closure inside the stream trips the async-trait lifetimes.
         let futures: Vec<_> = requests
             .iter()
             .enumerate()
-            .map(|(i, r)| self.observe_indexed(i, r))
+            .map(|(i, r)| {
+                let listed = keys[i].as_ref().and_then(|k| lists.get(k)).cloned();
+                self.observe_indexed(i, r, listed)
+            })
             .collect();
         let mut results: Vec<(usize, Result<Option<Observed>, ProviderError>)> =
             futures::stream::iter(futures)
@@ -819,6 +900,11 @@ impl Provider for KubeProvider {
 
     async fn health(&self, id: &ResourceId, spec: &Value) -> Result<Health, ProviderError> {
         let t = self.target(id, spec)?;
+        // The engine asks after a successful apply: a kind without a readiness rule is Ready
+        // then, and reading it back would only double the requests of a large apply.
+        if !health::has_rule(&t.reference.api_version, &t.reference.kind) {
+            return Ok(Health::Ready);
+        }
         let Some(api) = self.api(id, &t).await? else {
             return Ok(Health::Progressing(format!(
                 "cluster {} does not serve {} yet",
