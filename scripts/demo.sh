@@ -63,9 +63,13 @@ curl -sf --cacert "$SANDBOX_KUBE_CA" -H "Authorization: Bearer $token" -H 'Conte
   -d '{"apiVersion":"nvidia.com/v1","kind":"ClusterPolicy","metadata":{"name":"cluster-policy"},"spec":{"driver":{"version":"550.54.15"}}}' >/dev/null
 
 step "drift: both changes are found, with who made the Kubernetes one (exit 2)"
-expect 2 "$ff" drift "${src[@]}"
+expect 2 "$ff" drift "${src[@]}" > "$sb/drift.txt"
+cat "$sb/drift.txt"
+for found in 'redfish:host/r01-n01/bios' 'ClusterPolicy/cluster-policy' 'changed by kubectl-edit'; do
+  grep -q "$found" "$sb/drift.txt" || { echo "demo: drift did not report $found" >&2; exit 1; }
+done
 
-step "drift --remediate: put them back through the normal plan/apply path"
+step "drift --remediate: put them back through the normal plan/apply path (the BIOS change cordons r01-n01's Node while the host reboots)"
 expect 2 "$ff" drift "${src[@]}" --remediate
 expect 0 "$ff" drift "${src[@]}"
 

@@ -304,11 +304,14 @@ pub async fn apply(
         state.replay(&JournalEntry::Removed { id: id.clone() });
     }
 
-    // A resource whose apply was interrupted after the provider acted is in
-    // sync now but still marked pending: confirm it without calling the provider.
+    // Resources already in sync are recorded without calling the provider:
+    // one whose apply was interrupted after the provider acted (still marked
+    // pending), and one that matched the manifest before fleetform ever
+    // changed it (a BIOS already set right). Both are managed from now on, so
+    // drift watches them and a removal from the manifest prunes them.
     for c in plan.changes.iter().filter(|c| c.action == Action::NoOp) {
-        let pending = state.resources.get(&c.id).is_some_and(|e| e.pending);
-        if let (true, Some(d)) = (pending, inputs.desired.get(&c.id)) {
+        let unconfirmed = state.resources.get(&c.id).is_none_or(|e| e.pending);
+        if let (true, Some(d)) = (unconfirmed, inputs.desired.get(&c.id)) {
             let entry = InventoryEntry {
                 spec: Some(digested_spec(&d.spec, &d.sensitive)),
                 spec_digest: Some(digest_bytes(

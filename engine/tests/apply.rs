@@ -701,3 +701,32 @@ async fn a_host_without_a_node_yet_is_changed_without_a_cordon() {
         Vec::<ResourceId>::new()
     );
 }
+
+#[tokio::test]
+async fn a_resource_already_in_sync_at_its_first_apply_is_recorded_and_its_later_drift_found() {
+    let h = Harness::new();
+    let fleet = vec![res("bios", &[])];
+    h.apply(&fleet).await;
+    // Another state directory: fleetform meets a live object that already matches.
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = Harness {
+        provider: h.provider.clone(),
+        providers: h.providers.clone(),
+        store: LocalStateStore::open(dir.path()).unwrap(),
+        _dir: dir,
+    };
+    let p = fresh.plan(&fleet, &PlanOptions::default()).await.plan;
+    assert!(!p.summary.has_changes());
+    assert!(fresh.apply(&fleet).await.succeeded());
+    let state = fresh.store.load().await.unwrap();
+    assert!(state.resources.contains_key(&id("bios")), "adopted into the inventory");
+
+    h.provider.tamper(&id("bios"), |o| o["size"] = json!(7));
+    let drift = PlanOptions {
+        inventory_only: true,
+        no_prune: true,
+        ..PlanOptions::default()
+    };
+    let p = fresh.plan(&fleet, &drift).await.plan;
+    assert_eq!(p.summary.update, 1, "drift of an adopted resource is found");
+}
