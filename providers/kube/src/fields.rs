@@ -255,6 +255,68 @@ pub fn owners(live: &Value, managed_fields: &Value, pointer: &str) -> Vec<String
     out
 }
 
+/// True when `desired` (as fleetform sends it, carrying the digest annotation
+/// `annotation`) is provably what the server holds: `live` carries the same
+/// digest, so fleetform's last apply was this very object, and every field
+/// `desired` sets is present and owned by fleetform alone. Anyone who changed
+/// or removed such a field since (an update, a forced apply) would own it now
+/// or have dropped it from fleetform's set. Objects with lists answer false:
+/// list elements cannot be matched to fieldsV1 keys cheaply and safely here,
+/// so they keep the server's dry-run.
+pub fn unchanged_since_applied(
+    desired: &Value,
+    live: &Value,
+    managed_fields: &Value,
+    annotation: &str,
+) -> bool {
+    let pointer = format!(
+        "/metadata/annotations/{}",
+        annotation.replace('~', "~0").replace('/', "~1")
+    );
+    let (Some(want), Some(have)) = (desired.pointer(&pointer), live.pointer(&pointer)) else {
+        return false;
+    };
+    if want != have {
+        return false;
+    }
+    let mut leaves = Vec::new();
+    if !leaf_pointers(desired, String::new(), &mut leaves) {
+        return false;
+    }
+    leaves
+        .iter()
+        .filter(|p| !IDENTITY.contains(&p.as_str()))
+        .all(|p| {
+            live.pointer(p).is_some() && owners(live, managed_fields, p) == [super::FIELD_MANAGER]
+        })
+}
+
+/// The fields every object names to say which object it is: not owned by anyone.
+const IDENTITY: [&str; 4] = [
+    "/apiVersion",
+    "/kind",
+    "/metadata/name",
+    "/metadata/namespace",
+];
+
+/// Collects the JSON pointers of the leaves of `v`; false when `v` holds a list.
+fn leaf_pointers(v: &Value, at: String, out: &mut Vec<String>) -> bool {
+    match v {
+        Value::Object(m) if !m.is_empty() => m.iter().all(|(k, c)| {
+            leaf_pointers(
+                c,
+                format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                out,
+            )
+        }),
+        Value::Array(_) => false,
+        _ => {
+            out.push(at);
+            true
+        }
+    }
+}
+
 /// The managers named in `metadata.managedFields`.
 pub fn managers(managed_fields: &Value) -> Vec<String> {
     let mut out: Vec<String> = managed_fields

@@ -1,0 +1,155 @@
+//! Re-plans skip the server's dry-run only when that is provably safe, against
+//! a real kube-apiserver (tests/peers/kube.sh start): the object carries the
+//! digest of what fleetform last applied and every field fleetform sets is
+//! still present and owned by fleetform alone. Anything else takes the dry-run.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use fleetform_engine::provider::{
+    Action, ApplyContext, ApplyRequest, Change, ObserveRequest, Observed, Provider,
+};
+use fleetform_engine::resource::Desired;
+use fleetform_kube::{ClusterConfig, KubeProvider, object_id};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+
+fn kubeconfig() -> Option<PathBuf> {
+    match std::env::var_os("FLEETFORM_TEST_KUBECONFIG") {
+        Some(p) => Some(PathBuf::from(p)),
+        None if std::env::var("FLEETFORM_REQUIRE_PEERS").as_deref() == Ok("1") => {
+            panic!("FLEETFORM_TEST_KUBECONFIG is not set: run tests/peers/kube.sh start")
+        }
+        None => {
+            eprintln!("skipped: kube not running (tests/peers/kube.sh start)");
+            None
+        }
+    }
+}
+
+fn config_map(name: &str, data: Value) -> Desired {
+    let spec = json!({"cluster": "acme", "object": {"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default"}, "data": data}});
+    Desired::new(object_id("acme", &spec["object"]), spec)
+}
+
+async fn observe(p: &KubeProvider, d: &Desired) -> Option<Observed> {
+    let req = ObserveRequest {
+        id: &d.id,
+        spec: &d.spec,
+        desired: true,
+    };
+    p.observe(std::slice::from_ref(&req))
+        .await
+        .remove(0)
+        .unwrap()
+}
+
+fn skipped_dry_run(o: &Observed) -> bool {
+    o.private
+        .as_ref()
+        .and_then(|p| p.get("unchanged"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+async fn converge(p: &KubeProvider, d: &Desired) {
+    let change: Change = p.diff(d, observe(p, d).await.as_ref()).unwrap();
+    let req = ApplyRequest {
+        change: &change,
+        desired: Some(d),
+        last_applied: Some(&d.spec),
+        observed: None,
+    };
+    p.apply(&req, &ApplyContext::default()).await.unwrap();
+}
+
+fn setup() -> Option<(KubeProvider, PathBuf, String)> {
+    let kc = kubeconfig()?;
+    let p = KubeProvider::new(BTreeMap::from([(
+        "acme".to_string(),
+        ClusterConfig::new(kc.clone()),
+    )]));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    Some((p, kc, format!("fast-{}-{nanos:x}", std::process::id())))
+}
+
+async fn config_maps(kc: &PathBuf) -> Api<ConfigMap> {
+    let kc = kube::config::Kubeconfig::read_from(kc).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    Api::namespaced(kube::Client::try_from(config).unwrap(), "default")
+}
+
+#[tokio::test]
+async fn an_object_untouched_since_its_apply_is_replanned_without_a_dry_run() {
+    let Some((p, _, name)) = setup() else { return };
+    let d = config_map(&name, json!({"a": "1", "b": "2"}));
+    converge(&p, &d).await;
+    let o = observe(&p, &d).await.unwrap();
+    assert!(skipped_dry_run(&o), "{:#?}", o.private);
+    assert_eq!(p.diff(&d, Some(&o)).unwrap().action, Action::NoOp);
+}
+
+#[tokio::test]
+async fn a_field_another_manager_removed_is_still_drift() {
+    let Some((p, kc, name)) = setup() else { return };
+    let d = config_map(&name, json!({"a": "1", "b": "2"}));
+    converge(&p, &d).await;
+    // `kubectl edit` deleting a key: an update by another manager.
+    config_maps(&kc)
+        .await
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"data": {"a": null}})),
+        )
+        .await
+        .unwrap();
+    let o = observe(&p, &d).await.unwrap();
+    assert!(!skipped_dry_run(&o));
+    let change = p.diff(&d, Some(&o)).unwrap();
+    assert_eq!(change.action, Action::Update);
+    let f: Vec<(&str, Option<Value>, Option<Value>)> = change
+        .fields
+        .iter()
+        .map(|f| (f.path.as_str(), f.before.clone(), f.after.clone()))
+        .collect();
+    assert_eq!(f, [("/data/a", None, Some(json!("1")))]);
+}
+
+#[tokio::test]
+async fn a_field_another_manager_changed_or_a_changed_manifest_takes_the_dry_run() {
+    let Some((p, kc, name)) = setup() else { return };
+    let d = config_map(&name, json!({"a": "1"}));
+    converge(&p, &d).await;
+    config_maps(&kc)
+        .await
+        .patch(
+            &name,
+            &PatchParams::apply("someone").force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"a": "9"}})),
+        )
+        .await
+        .unwrap();
+    let o = observe(&p, &d).await.unwrap();
+    assert!(!skipped_dry_run(&o));
+    let change = p.diff(&d, Some(&o)).unwrap();
+    assert_eq!(change.fields[0].changed_by.as_deref(), Some("someone"));
+
+    let changed = config_map(&name, json!({"a": "2"}));
+    let o = observe(&p, &changed).await.unwrap();
+    assert!(
+        !skipped_dry_run(&o),
+        "a new manifest is checked by the server"
+    );
+    assert_eq!(p.diff(&changed, Some(&o)).unwrap().action, Action::Update);
+}
