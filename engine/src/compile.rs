@@ -553,6 +553,7 @@ impl Cx<'_> {
             });
             let o = self.origin(nim.doc, "/spec/cache", &origin);
             let id = self.kube(&t, c, o);
+            self.pin(&id, "/object/spec/source/ngc/modelPuller", &image_id, nim);
             self.dep(
                 &id,
                 cluster_policy,
@@ -578,6 +579,7 @@ impl Cx<'_> {
             "NIM workloads need the GPU Operator ready",
         );
         self.dep(&id, &ns_id, format!("namespace {ns} first"));
+        self.pin(&id, "/object/spec/image/tag", &image_id, nim);
         for dep in [pull, auth_id, cache_id, image_id].into_iter().flatten() {
             let reason = match dep.provider() {
                 "ngc" => format!(
@@ -594,6 +596,25 @@ impl Cx<'_> {
             };
             self.dep(&id, &dep, reason);
         }
+    }
+
+    /// With `registries.pinDigests`, records that the string at `path` of
+    /// `id` gets the digest of `image` appended at plan time, and orders the
+    /// image first so its digest is known before the object is observed.
+    fn pin(&mut self, id: &ResourceId, path: &str, image: &Option<ResourceId>, nim: &NimService) {
+        let Some(image) = image else { return };
+        if !self.fleet.fleet.spec.registries.pin_digests {
+            return;
+        }
+        let origin = self.origin(nim.doc, "/spec/image", &nim.origin);
+        if let Some(d) = self.out.get_mut(id) {
+            d.pins.push(crate::resource::Pin {
+                path: path.into(),
+                image: image.clone(),
+                origin: Some(origin),
+            });
+        }
+        self.dep(id, image, format!("pins the digest of {image}"));
     }
 
     /// An ngc image resource for a NIM's image, resolved against the fleet's registry endpoint.

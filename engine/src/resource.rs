@@ -96,6 +96,20 @@ pub struct RolloutGroup {
     pub max_unavailable_per_fault_domain: u32,
 }
 
+/// A field of a desired spec that carries an image reference to be pinned to
+/// the digest an `ngc:image/...` resource resolves to (see `pins`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Pin {
+    /// JSON pointer into the spec of a string field (a tag or a whole image
+    /// reference); the plan appends `@<digest>` to it.
+    pub path: String,
+    /// The image resource whose observed `digest` is appended.
+    pub image: ResourceId,
+    /// The manifest line that names the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
 /// One resource as the manifest wants it: the output of `compile`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Desired {
@@ -118,6 +132,9 @@ pub struct Desired {
     /// The manifest node it was compiled from.
     #[serde(default)]
     pub origin: Option<Origin>,
+    /// Image fields the plan pins to a digest before diffing (`registries.pinDigests`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pins: Vec<Pin>,
 }
 
 impl Desired {
@@ -131,6 +148,7 @@ impl Desired {
             prevent_destroy: false,
             rollout: None,
             origin: None,
+            pins: Vec::new(),
         }
     }
 
