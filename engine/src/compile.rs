@@ -553,7 +553,6 @@ impl Cx<'_> {
             });
             let o = self.origin(nim.doc, "/spec/cache", &origin);
             let id = self.kube(&t, c, o);
-            self.pin(&id, "/object/spec/source/ngc/modelPuller", &image_id, nim);
             self.dep(
                 &id,
                 cluster_policy,
@@ -579,6 +578,9 @@ impl Cx<'_> {
             "NIM workloads need the GPU Operator ready",
         );
         self.dep(&id, &ns_id, format!("namespace {ns} first"));
+        // Only the service's image is pinned: the NIMCache's `modelPuller` is immutable
+        // (NIM Operator CRD), so pinning it would turn every tag move into a destructive
+        // replace of the model cache, for an image that only downloads the model once.
         self.pin(&id, "/object/spec/image/tag", &image_id, nim);
         for dep in [pull, auth_id, cache_id, image_id].into_iter().flatten() {
             let reason = match dep.provider() {

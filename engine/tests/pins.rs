@@ -41,8 +41,15 @@ fn compiled(pin: bool) -> Vec<Desired> {
 fn nim_objects(desired: &[Desired]) -> Vec<&Desired> {
     desired
         .iter()
-        .filter(|d| d.id.as_str().contains("/NIMService/") || d.id.as_str().contains("/NIMCache/"))
+        .filter(|d| d.id.as_str().contains("/NIMService/"))
         .collect()
+}
+
+fn nim_cache(desired: &[Desired]) -> &Desired {
+    desired
+        .iter()
+        .find(|d| d.id.as_str().contains("/NIMCache/"))
+        .expect("the synthetic NIM has a cache")
 }
 
 fn images(desired: &[Desired]) -> Vec<&Desired> {
@@ -137,13 +144,10 @@ impl World {
     }
 }
 
-fn pinned_field(v: &Value, id: &ResourceId) -> Option<String> {
-    let p = if id.as_str().contains("/NIMService/") {
-        "/object/spec/image/tag"
-    } else {
-        "/object/spec/source/ngc/modelPuller"
-    };
-    v.pointer(p).and_then(Value::as_str).map(str::to_string)
+fn pinned_field(v: &Value, _id: &ResourceId) -> Option<String> {
+    v.pointer("/object/spec/image/tag")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 #[test]
@@ -172,7 +176,10 @@ fn pinning_off_compiles_no_pins_and_keeps_the_tag_edge_reason() {
 fn pinning_on_records_which_fields_take_the_digest_and_orders_the_image_first() {
     let desired = compiled(true);
     let objects = nim_objects(&desired);
-    assert_eq!(objects.len(), 2, "a NIMService and its NIMCache");
+    assert_eq!(objects.len(), 1, "one NIMService");
+    // The cache's modelPuller is immutable in the NIM Operator CRD: pinning it would make
+    // every tag move a destructive replace, so it keeps the tag.
+    assert!(nim_cache(&desired).pins.is_empty());
     for d in objects {
         assert_eq!(d.pins.len(), 1, "{}", d.id);
         let pin = &d.pins[0];
