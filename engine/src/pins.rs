@@ -14,7 +14,7 @@ use crate::resource::{Desired, Pin, ResourceId};
 
 /// The digests a plan pinned, per resource and field, so that apply pins the
 /// specs it is handed exactly as the plan did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Pinned {
     digests: BTreeMap<ResourceId, Vec<(String, String)>>,
 }
@@ -23,6 +23,17 @@ impl Pinned {
     /// True when nothing was pinned.
     pub fn is_empty(&self) -> bool {
         self.digests.is_empty()
+    }
+
+    /// `plan_digest` folded with every pinned digest, so that a saved plan is refused once
+    /// a tag moved even where the field diff does not show it (a create shows its spec,
+    /// which the plan digest does not cover). Unchanged when nothing was pinned.
+    pub fn seal(&self, plan_digest: &str) -> String {
+        if self.is_empty() {
+            return plan_digest.to_string();
+        }
+        let bytes = serde_json::to_vec(&(plan_digest, self)).unwrap_or_default();
+        crate::sensitive::digest_bytes(&bytes)
     }
 
     /// The digest pinned into `path` of `id`, if any.

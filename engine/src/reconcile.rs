@@ -102,7 +102,8 @@ pub async fn make_plan(
         .collect();
     observations.extend(observe_all(providers, &rest, observe_options).await);
     observations.extend(failed.into_iter().map(|(id, e)| (id, Err(e))));
-    let plan = plan::build(&scope, state, &observations, providers, options, revision);
+    let mut plan = plan::build(&scope, state, &observations, providers, options, revision);
+    plan.digest = pinned.seal(&plan.digest);
     Ok(Planned {
         plan,
         observations,

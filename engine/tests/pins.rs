@@ -286,6 +286,18 @@ async fn a_tag_moving_upstream_is_a_planned_update_from_the_old_digest_to_the_ne
 }
 
 #[tokio::test]
+async fn a_saved_plan_that_creates_a_pinned_object_is_refused_once_the_tag_moved() {
+    let desired = compiled(true);
+    let w = World::new(&desired, D1);
+    let saved = w.plan(&desired).await.plan;
+    w.tag_moves(&desired, D2);
+    let fresh = w.plan(&desired).await.plan;
+    // Both plans create the NIMService; only the pinned digest in its spec differs.
+    assert_eq!(saved.summary, fresh.summary);
+    assert_ne!(saved.digest, fresh.digest);
+}
+
+#[tokio::test]
 async fn an_image_that_cannot_be_resolved_is_a_plan_problem_never_an_unpinned_apply() {
     let desired = compiled(true);
     let w = World::new(&desired, D1);
