@@ -595,6 +595,10 @@ impl Cx<'_> {
             "NIM workloads need the GPU Operator ready",
         );
         self.dep(&id, &ns_id, format!("namespace {ns} first"));
+        // Only the service's image is pinned: the NIMCache's `modelPuller` is immutable
+        // (NIM Operator CRD), so pinning it would turn every tag move into a destructive
+        // replace of the model cache, for an image that only downloads the model once.
+        self.pin(&id, "/object/spec/image/tag", &image_id, nim);
         for dep in [pull, auth_id, cache_id, image_id].into_iter().flatten() {
             let reason = match dep.provider() {
                 "ngc" => format!(
@@ -611,6 +615,25 @@ impl Cx<'_> {
             };
             self.dep(&id, &dep, reason);
         }
+    }
+
+    /// With `registries.pinDigests`, records that the string at `path` of
+    /// `id` gets the digest of `image` appended at plan time, and orders the
+    /// image first so its digest is known before the object is observed.
+    fn pin(&mut self, id: &ResourceId, path: &str, image: &Option<ResourceId>, nim: &NimService) {
+        let Some(image) = image else { return };
+        if !self.fleet.fleet.spec.registries.pin_digests {
+            return;
+        }
+        let origin = self.origin(nim.doc, "/spec/image", &nim.origin);
+        if let Some(d) = self.out.get_mut(id) {
+            d.pins.push(crate::resource::Pin {
+                path: path.into(),
+                image: image.clone(),
+                origin: Some(origin),
+            });
+        }
+        self.dep(id, image, format!("pins the digest of {image}"));
     }
 
     /// An ngc image resource for a NIM's image, resolved against the fleet's registry endpoint.

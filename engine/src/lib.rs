@@ -32,6 +32,7 @@ pub mod compile;
 pub mod diff;
 pub mod graph;
 pub mod observe;
+pub mod pins;
 pub mod plan;
 pub mod reconcile;
 pub mod report;

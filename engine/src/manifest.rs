@@ -279,6 +279,11 @@ pub struct Registries {
     /// Pull-through mirrors, tried before the upstream they mirror.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
+    /// Apply image references pinned to the digest their tag resolved to at
+    /// plan time (`repo:tag@sha256:...`), so a tag moving upstream changes a
+    /// cluster only through a planned update.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pin_digests: bool,
 }
 
 impl Default for Registries {
@@ -286,6 +291,7 @@ impl Default for Registries {
         Self {
             ngc: Registry::default(),
             mirrors: Vec::new(),
+            pin_digests: false,
         }
     }
 }

@@ -7,9 +7,11 @@ use tokio::sync::{mpsc, watch};
 
 use crate::apply::{self, ApplyError, ApplyEvent, ApplyOptions, ApplyReport, Inputs};
 use crate::graph::GraphError;
-use crate::observe::{self, Observations, Providers};
-use crate::plan::{self, Plan, PlanOptions};
-use crate::resource::Desired;
+use crate::observe::{self, Observations, Providers, Target};
+use crate::pins::{self, Pinned};
+use crate::plan::{self, Plan, PlanOptions, Scope};
+use crate::provider::ProviderError;
+use crate::resource::{Desired, ResourceId};
 use crate::state::{State, StateStore};
 
 /// Observe settings.
@@ -37,9 +39,14 @@ pub struct Planned {
     pub plan: Plan,
     /// What observe returned.
     pub observations: Observations,
+    /// The digests pinned into desired specs (`registries.pinDigests`); apply
+    /// pins the specs it is given the same way, so what is applied is what was planned.
+    pub pinned: Pinned,
 }
 
-/// Plans `desired` against live state.
+/// Plans `desired` against live state. With digest pinning, the pinned images
+/// are observed first and the objects naming them are observed, diffed and
+/// planned with their digests substituted ([`crate::pins`]).
 pub async fn make_plan(
     desired: &[Desired],
     state: &State,
@@ -49,15 +56,67 @@ pub async fn make_plan(
     revision: Option<String>,
 ) -> Result<Planned, GraphError> {
     let scope = plan::scope(desired, state, options)?;
-    let observations = observe::observe(
-        providers,
-        &scope.targets(),
-        observe_options.concurrency,
-        observe_options.batch,
-    )
-    .await;
-    let plan = plan::build(&scope, state, &observations, providers, options, revision);
-    Ok(Planned { plan, observations })
+    let images = pins::images(&scope.desired);
+    if images.is_empty() {
+        let observations = observe_all(providers, &scope.targets(), observe_options).await;
+        let plan = plan::build(&scope, state, &observations, providers, options, revision);
+        return Ok(Planned {
+            plan,
+            observations,
+            pinned: Pinned::default(),
+        });
+    }
+    // Images first (even one outside a --target scope: its digest is needed).
+    let first: Vec<Target<'_>> = desired
+        .iter()
+        .filter(|d| images.contains(&d.id))
+        .map(|d| Target {
+            id: &d.id,
+            spec: &d.spec,
+            desired: true,
+        })
+        .collect();
+    let mut observations = observe_all(providers, &first, observe_options).await;
+    let (pinned, failed) = pins::resolve(&scope.desired, &observations);
+    let resolved: BTreeMap<ResourceId, Desired> = scope
+        .desired
+        .iter()
+        .filter_map(|d| pinned.apply(d))
+        .map(|d| (d.id.clone(), d))
+        .collect();
+    let scope = Scope {
+        desired: scope
+            .desired
+            .iter()
+            .map(|d| resolved.get(&d.id).unwrap_or(d))
+            .collect(),
+        prune: scope.prune,
+        graph: scope.graph,
+    };
+    // A resource whose pin failed is not observed: its error stands for its observation.
+    let failed: BTreeMap<ResourceId, ProviderError> = failed.into_iter().collect();
+    let rest: Vec<Target<'_>> = scope
+        .targets()
+        .into_iter()
+        .filter(|t| !observations.contains_key(t.id) && !failed.contains_key(t.id))
+        .collect();
+    observations.extend(observe_all(providers, &rest, observe_options).await);
+    observations.extend(failed.into_iter().map(|(id, e)| (id, Err(e))));
+    let mut plan = plan::build(&scope, state, &observations, providers, options, revision);
+    plan.digest = pinned.seal(&plan.digest);
+    Ok(Planned {
+        plan,
+        observations,
+        pinned,
+    })
+}
+
+async fn observe_all(
+    providers: &Providers,
+    targets: &[Target<'_>],
+    options: ObserveOptions,
+) -> Observations {
+    observe::observe(providers, targets, options.concurrency, options.batch).await
 }
 
 /// Applies a plan made by [`make_plan`], journaling into `store`. The caller holds the lock.
@@ -72,11 +131,15 @@ pub async fn run_apply(
     cancel: watch::Receiver<bool>,
 ) -> Result<ApplyReport, ApplyError> {
     let approved = options.approve(&planned.plan)?;
+    // The caller's specs pinned exactly as the plan pinned them.
+    let pinned: Vec<Desired> = desired
+        .iter()
+        .filter_map(|d| planned.pinned.apply(d))
+        .collect();
+    let mut by_id: BTreeMap<&ResourceId, &Desired> = desired.iter().map(|d| (&d.id, d)).collect();
+    by_id.extend(pinned.iter().map(|d| (&d.id, d)));
     let inputs = Inputs {
-        desired: desired
-            .iter()
-            .map(|d| (&d.id, d))
-            .collect::<BTreeMap<_, _>>(),
+        desired: by_id,
         observations: &planned.observations,
         providers,
         store,

@@ -96,6 +96,20 @@ pub struct RolloutGroup {
     pub max_unavailable_per_fault_domain: u32,
 }
 
+/// A field of a desired spec that carries an image reference to be pinned to
+/// the digest an `ngc:image/...` resource resolves to (see `pins`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Pin {
+    /// JSON pointer into the spec of a string field (a tag or a whole image
+    /// reference); the plan appends `@<digest>` to it.
+    pub path: String,
+    /// The image resource whose observed `digest` is appended.
+    pub image: ResourceId,
+    /// The manifest line that names the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
 /// One resource as the manifest wants it: the output of `compile`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Desired {
@@ -123,6 +137,9 @@ pub struct Desired {
     /// is healthy again. See [`crate::provider::Provider::cordon`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<ResourceId>,
+    /// Image fields the plan pins to a digest before diffing (`registries.pinDigests`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pins: Vec<Pin>,
 }
 
 impl Desired {
@@ -137,6 +154,7 @@ impl Desired {
             rollout: None,
             origin: None,
             maintenance: None,
+            pins: Vec::new(),
         }
     }
 

@@ -106,6 +106,14 @@ impl MemoryProvider {
         self.lock_world().clone()
     }
 
+    /// Puts a live object in the world, as if something else made it (an image
+    /// already in a registry, an object created by hand).
+    pub fn put(&self, id: &ResourceId, object: serde_json::Value) {
+        let mut w = self.lock_world();
+        w.objects.insert(id.clone(), object);
+        self.save(&w);
+    }
+
     /// Changes a live object behind fleetform's back (out-of-band edit).
     pub fn tamper(&self, id: &ResourceId, f: impl FnOnce(&mut serde_json::Value)) {
         let mut w = self.lock_world();

@@ -719,7 +719,10 @@ async fn a_resource_already_in_sync_at_its_first_apply_is_recorded_and_its_later
     assert!(!p.summary.has_changes());
     assert!(fresh.apply(&fleet).await.succeeded());
     let state = fresh.store.load().await.unwrap();
-    assert!(state.resources.contains_key(&id("bios")), "adopted into the inventory");
+    assert!(
+        state.resources.contains_key(&id("bios")),
+        "adopted into the inventory"
+    );
 
     h.provider.tamper(&id("bios"), |o| o["size"] = json!(7));
     let drift = PlanOptions {
