@@ -48,6 +48,8 @@ pub struct Target<'a> {
     pub spec: &'a serde_json::Value,
     /// Whether `spec` is desired (see [`ObserveRequest::desired`]).
     pub desired: bool,
+    /// See [`ObserveRequest::unchanged`].
+    pub unchanged: bool,
 }
 
 /// What each observation returned.
@@ -114,6 +116,7 @@ async fn observe_batch(
             id: t.id,
             spec: t.spec,
             desired: t.desired,
+            unchanged: t.unchanged,
         })
         .collect();
     let mut res = p.observe(&reqs).await;

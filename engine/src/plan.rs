@@ -200,6 +200,28 @@ pub struct Scope<'a> {
     pub prune: Vec<(ResourceId, serde_json::Value)>,
     /// The graph of all desired resources.
     pub graph: Graph,
+    /// Desired resources whose spec is exactly what was last applied successfully.
+    pub unchanged: BTreeSet<ResourceId>,
+}
+
+/// The resources whose spec is exactly what fleetform last applied
+/// successfully (the inventory's digest matches and no apply is pending).
+pub fn unchanged(desired: &[&Desired], state: &State) -> BTreeSet<ResourceId> {
+    desired
+        .iter()
+        .filter(|d| {
+            state.resources.get(&d.id).is_some_and(|e| {
+                !e.pending
+                    && e.spec_digest.as_deref().is_some_and(|digest| {
+                        digest
+                            == crate::sensitive::digest_bytes(
+                                &serde_json::to_vec(&d.spec).unwrap_or_default(),
+                            )
+                    })
+            })
+        })
+        .map(|d| d.id.clone())
+        .collect()
 }
 
 /// Selects what to observe. Fails on a graph error (cycle, dangling dependency).
@@ -228,10 +250,12 @@ pub fn scope<'a>(
             .filter_map(|(id, e)| e.spec.clone().map(|s| (id.clone(), s)))
             .collect()
     };
+    let unchanged = unchanged(&chosen, state);
     Ok(Scope {
         desired: chosen,
         prune,
         graph,
+        unchanged,
     })
 }
 
@@ -245,12 +269,14 @@ impl Scope<'_> {
                 id: &d.id,
                 spec: &d.spec,
                 desired: true,
+                unchanged: self.unchanged.contains(&d.id),
             })
             .collect();
         t.extend(self.prune.iter().map(|(id, spec)| Target {
             id,
             spec,
             desired: false,
+            unchanged: false,
         }));
         t
     }

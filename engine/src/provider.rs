@@ -25,6 +25,11 @@ pub struct ObserveRequest<'a> {
     /// True when `spec` is what the manifest wants now; false when it is only
     /// the last-applied record (a provider must then not dry-run it).
     pub desired: bool,
+    /// True when fleetform's last successful apply of this resource was this
+    /// very spec (the inventory's digest matches). A provider may then skip an
+    /// expensive check (a server-side dry-run) if it can prove from live state
+    /// alone that nobody changed the resource since.
+    pub unchanged: bool,
 }
 
 /// The live state of one resource as its provider sees it.

@@ -74,6 +74,7 @@ pub async fn make_plan(
             id: &d.id,
             spec: &d.spec,
             desired: true,
+            unchanged: false,
         })
         .collect();
     let mut observations = observe_all(providers, &first, observe_options).await;
@@ -84,12 +85,14 @@ pub async fn make_plan(
         .filter_map(|d| pinned.apply(d))
         .map(|d| (d.id.clone(), d))
         .collect();
+    let desired: Vec<&Desired> = scope
+        .desired
+        .iter()
+        .map(|d| resolved.get(&d.id).unwrap_or(d))
+        .collect();
     let scope = Scope {
-        desired: scope
-            .desired
-            .iter()
-            .map(|d| resolved.get(&d.id).unwrap_or(d))
-            .collect(),
+        unchanged: plan::unchanged(&desired, state),
+        desired,
         prune: scope.prune,
         graph: scope.graph,
     };

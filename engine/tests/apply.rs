@@ -733,3 +733,26 @@ async fn a_resource_already_in_sync_at_its_first_apply_is_recorded_and_its_later
     let p = fresh.plan(&fleet, &drift).await.plan;
     assert_eq!(p.summary.update, 1, "drift of an adopted resource is found");
 }
+
+#[tokio::test]
+async fn only_specs_identical_to_the_last_successful_apply_are_marked_unchanged_for_observe() {
+    let h = Harness::new();
+    let mut fleet = vec![res("a", &[]), res("b", &[])];
+    h.apply(&fleet).await;
+    fleet[1].spec["size"] = json!(2);
+    let state = h.store.load().await.unwrap();
+    let scope = fleetform_engine::plan::scope(&fleet, &state, &PlanOptions::default()).unwrap();
+    let targets = scope.targets();
+    let flag = |name: &str| {
+        targets
+            .iter()
+            .find(|t| t.id == &id(name))
+            .unwrap()
+            .unchanged
+    };
+    assert!(
+        flag("a"),
+        "applied as is: the provider may skip its expensive checks"
+    );
+    assert!(!flag("b"), "changed since: it must be checked in full");
+}

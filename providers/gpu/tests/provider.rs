@@ -50,6 +50,7 @@ async fn provider_plans_noop_for_a_matching_node_and_field_changes_for_drift() {
             id: &id,
             spec: &spec,
             desired: true,
+            unchanged: false,
         }])
         .await;
     let obs = obs.into_iter().next().unwrap().unwrap().expect("observed");
@@ -71,6 +72,7 @@ async fn provider_plans_noop_for_a_matching_node_and_field_changes_for_drift() {
             id: &id,
             spec: &spec,
             desired: true,
+            unchanged: false,
         }])
         .await;
     let obs = obs.into_iter().next().unwrap().unwrap().expect("observed");
@@ -115,6 +117,7 @@ async fn provider_reports_missing_nodes_and_health() {
             id: &missing,
             spec: &spec,
             desired: true,
+            unchanged: false,
         }])
         .await;
     assert!(obs[0].as_ref().unwrap().is_none());
@@ -136,6 +139,7 @@ async fn provider_reports_missing_nodes_and_health() {
             id: &bad,
             spec: &spec,
             desired: true,
+            unchanged: false,
         }])
         .await;
     assert!(!obs[0].as_ref().unwrap_err().is_transient());

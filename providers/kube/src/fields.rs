@@ -255,39 +255,24 @@ pub fn owners(live: &Value, managed_fields: &Value, pointer: &str) -> Vec<String
     out
 }
 
-/// True when `desired` (as fleetform sends it, carrying the digest annotation
-/// `annotation`) is provably what the server holds: `live` carries the same
-/// digest, so fleetform's last apply was this very object, and every field
-/// `desired` sets is present and owned by fleetform alone. Anyone who changed
-/// or removed such a field since (an update, a forced apply) would own it now
-/// or have dropped it from fleetform's set. Objects with lists answer false:
-/// list elements cannot be matched to fieldsV1 keys cheaply and safely here,
-/// so they keep the server's dry-run.
-pub fn unchanged_since_applied(
-    desired: &Value,
-    live: &Value,
-    managed_fields: &Value,
-    annotation: &str,
-) -> bool {
-    let pointer = format!(
-        "/metadata/annotations/{}",
-        annotation.replace('~', "~0").replace('/', "~1")
-    );
-    let (Some(want), Some(have)) = (desired.pointer(&pointer), live.pointer(&pointer)) else {
-        return false;
-    };
-    if want != have {
-        return false;
-    }
+/// True when every field `desired` sets is present in `live` and owned by
+/// fleetform alone. Called only when fleetform's last successful apply was this
+/// very object: then the live values are what that apply produced, because
+/// anyone who changed or removed such a field since (an update, a forced apply)
+/// would own it now or have dropped it from fleetform's set. A list counts as
+/// one field when fleetform owns it atomically (`{}` in its fieldsV1); a list
+/// owned element by element answers false (an element removed by someone else
+/// leaves no trace in anyone's set), and the caller keeps the server's dry-run.
+pub fn untouched_since_applied(desired: &Value, live: &Value, managed_fields: &Value) -> bool {
     let mut leaves = Vec::new();
-    if !leaf_pointers(desired, String::new(), &mut leaves) {
-        return false;
-    }
+    leaf_pointers(desired, String::new(), &mut leaves);
     leaves
         .iter()
-        .filter(|p| !IDENTITY.contains(&p.as_str()))
-        .all(|p| {
-            live.pointer(p).is_some() && owners(live, managed_fields, p) == [super::FIELD_MANAGER]
+        .filter(|(p, _)| !IDENTITY.contains(&p.as_str()))
+        .all(|(p, is_list)| {
+            live.pointer(p).is_some()
+                && owners(live, managed_fields, p) == [super::FIELD_MANAGER]
+                && (!is_list || owned_atomically(managed_fields, super::FIELD_MANAGER, p))
         })
 }
 
@@ -299,22 +284,41 @@ const IDENTITY: [&str; 4] = [
     "/metadata/namespace",
 ];
 
-/// Collects the JSON pointers of the leaves of `v`; false when `v` holds a list.
-fn leaf_pointers(v: &Value, at: String, out: &mut Vec<String>) -> bool {
+/// Collects the JSON pointers of the leaves of `v` (a list is a leaf), each
+/// with whether it is a list.
+fn leaf_pointers(v: &Value, at: String, out: &mut Vec<(String, bool)>) {
     match v {
-        Value::Object(m) if !m.is_empty() => m.iter().all(|(k, c)| {
-            leaf_pointers(
-                c,
-                format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
-                out,
-            )
-        }),
-        Value::Array(_) => false,
-        _ => {
-            out.push(at);
-            true
+        Value::Object(m) if !m.is_empty() => {
+            for (k, c) in m {
+                leaf_pointers(
+                    c,
+                    format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
+            }
         }
+        Value::Array(_) => out.push((at, true)),
+        _ => out.push((at, false)),
     }
+}
+
+/// True when `manager`'s (non-subresource) fieldsV1 holds the field at
+/// `pointer` (map keys only) as a leaf: an atomic value it owns whole.
+fn owned_atomically(managed_fields: &Value, manager: &str, pointer: &str) -> bool {
+    let segs = segments(pointer);
+    managed_fields.as_array().into_iter().flatten().any(|e| {
+        e.get("manager").and_then(Value::as_str) == Some(manager)
+            && e.get("subresource")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            && {
+                let mut node = e.get("fieldsV1");
+                for s in &segs {
+                    node = node.and_then(|n| n.get(format!("f:{s}")));
+                }
+                node.and_then(Value::as_object).is_some_and(Map::is_empty)
+            }
+    })
 }
 
 /// The managers named in `metadata.managedFields`.

@@ -61,11 +61,6 @@ pub struct KubeProvider {
     limits: StdMutex<HashMap<String, Arc<Semaphore>>>,
 }
 
-/// The annotation with the digest of the object fleetform last applied; with
-/// field ownership it lets a re-plan skip the server's dry-run (see
-/// `fields::unchanged_since_applied`).
-pub const APPLIED_ANNOTATION: &str = "fleetform.dev/applied";
-
 /// The field manager of maintenance cordons around disruptive host changes.
 pub const MAINTENANCE_FIELD_MANAGER: &str = "fleetform-maintenance";
 
@@ -122,17 +117,6 @@ impl KubeProvider {
         let mut object = spec.object.clone();
         fields::clean(&mut object);
         fold_string_data(&mut object);
-        // Not on Secrets: a digest of their data must not be readable by
-        // whoever may read the object's metadata.
-        if !fields::is_secret(&object) {
-            let digest = fleetform_engine::sensitive::digest_bytes(object.to_string().as_bytes());
-            if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-                let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
-                if let Some(a) = annotations.as_object_mut() {
-                    a.insert(APPLIED_ANNOTATION.into(), Value::String(digest));
-                }
-            }
-        }
         let reference = ObjectRef::of(&object).map_err(|e| ProviderError::permanent(id, e))?;
         let expected = object_id(&spec.cluster, &object);
         if &expected != id {
@@ -398,9 +382,9 @@ impl KubeProvider {
             }));
         }
 
-        // The object is what fleetform last applied and nobody has touched a
+        // fleetform last applied exactly this object and nobody has touched a
         // field of it since: the dry-run would answer the live object.
-        if fields::unchanged_since_applied(&t.object, &live, &managed_fields, APPLIED_ANNOTATION) {
+        if req.unchanged && fields::untouched_since_applied(&t.object, &live, &managed_fields) {
             return Ok(Some(Observed {
                 id: id.clone(),
                 state: fields::project(&live, &shape),
@@ -817,24 +801,6 @@ impl Provider for KubeProvider {
                 &mut diffs,
             ),
         }
-        // fleetform's own bookkeeping annotation is not a change people
-        // asked for: it is written with the next real change.
-        let applied = format!(
-            "/metadata/annotations/{}",
-            APPLIED_ANNOTATION.replace('/', "~1")
-        );
-        diffs.retain(|(path, before, after)| {
-            if path == &applied {
-                return false;
-            }
-            // A whole annotations map that appears holding only our annotation.
-            !(path == "/metadata/annotations"
-                && before.is_none()
-                && after
-                    .as_ref()
-                    .and_then(Value::as_object)
-                    .is_some_and(|m| m.keys().all(|k| k == APPLIED_ANNOTATION)))
-        });
         let secret = fields::is_secret(&shape);
         let sensitive: Vec<&str> = desired
             .sensitive

@@ -73,6 +73,7 @@ async fn plan(p: &KubeProvider, d: &Desired) -> Result<Change, ProviderError> {
         id: &d.id,
         spec: &d.spec,
         desired: true,
+        unchanged: false,
     };
     let observed = p.observe(std::slice::from_ref(&req)).await.remove(0)?;
     p.diff(d, observed.as_ref())
@@ -342,6 +343,7 @@ async fn secret_values_never_appear_in_plans() {
         id: &d.id,
         spec: &d.spec,
         desired: true,
+        unchanged: false,
     };
     let observed = p
         .observe(std::slice::from_ref(&req))
@@ -699,6 +701,7 @@ async fn observe_answers_in_request_order_and_one_failure_does_not_fail_the_rest
             id: &d.id,
             spec: &d.spec,
             desired: true,
+            unchanged: false,
         })
         .collect();
     let results = p.observe(&reqs).await;
@@ -728,6 +731,7 @@ async fn drift_against_the_last_applied_spec_needs_no_dry_run_and_names_an_updat
         id: &d.id,
         spec: &d.spec,
         desired: false,
+        unchanged: false,
     };
     let observed = p
         .observe(std::slice::from_ref(&req))
@@ -885,6 +889,7 @@ async fn plan_all(p: &KubeProvider, ds: &[Desired]) -> Vec<Change> {
             id: &d.id,
             spec: &d.spec,
             desired: true,
+            unchanged: false,
         })
         .collect();
     let observed = p.observe(&reqs).await;

@@ -56,6 +56,7 @@ async fn plan(p: &KubeProvider, d: &Desired) -> Change {
         id: &d.id,
         spec: &d.spec,
         desired: true,
+        unchanged: false,
     };
     let observed = p
         .observe(std::slice::from_ref(&req))

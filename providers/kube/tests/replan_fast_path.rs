@@ -1,7 +1,8 @@
 //! Re-plans skip the server's dry-run only when that is provably safe, against
-//! a real kube-apiserver (tests/peers/kube.sh start): the object carries the
-//! digest of what fleetform last applied and every field fleetform sets is
-//! still present and owned by fleetform alone. Anything else takes the dry-run.
+//! a real kube-apiserver (tests/peers/kube.sh start): the engine says the spec
+//! is what fleetform last applied (`unchanged`, from the inventory's digest) and
+//! every field fleetform sets is still present and owned by fleetform alone.
+//! Anything else takes the dry-run.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -35,11 +36,12 @@ fn config_map(name: &str, data: Value) -> Desired {
     Desired::new(object_id("acme", &spec["object"]), spec)
 }
 
-async fn observe(p: &KubeProvider, d: &Desired) -> Option<Observed> {
+async fn observe(p: &KubeProvider, d: &Desired, unchanged: bool) -> Option<Observed> {
     let req = ObserveRequest {
         id: &d.id,
         spec: &d.spec,
         desired: true,
+        unchanged,
     };
     p.observe(std::slice::from_ref(&req))
         .await
@@ -56,7 +58,7 @@ fn skipped_dry_run(o: &Observed) -> bool {
 }
 
 async fn converge(p: &KubeProvider, d: &Desired) {
-    let change: Change = p.diff(d, observe(p, d).await.as_ref()).unwrap();
+    let change: Change = p.diff(d, observe(p, d, false).await.as_ref()).unwrap();
     let req = ApplyRequest {
         change: &change,
         desired: Some(d),
@@ -91,7 +93,7 @@ async fn an_object_untouched_since_its_apply_is_replanned_without_a_dry_run() {
     let Some((p, _, name)) = setup() else { return };
     let d = config_map(&name, json!({"a": "1", "b": "2"}));
     converge(&p, &d).await;
-    let o = observe(&p, &d).await.unwrap();
+    let o = observe(&p, &d, true).await.unwrap();
     assert!(skipped_dry_run(&o), "{:#?}", o.private);
     assert_eq!(p.diff(&d, Some(&o)).unwrap().action, Action::NoOp);
 }
@@ -114,7 +116,7 @@ async fn a_field_another_manager_removed_is_still_drift() {
         )
         .await
         .unwrap();
-    let o = observe(&p, &d).await.unwrap();
+    let o = observe(&p, &d, true).await.unwrap();
     assert!(!skipped_dry_run(&o));
     let change = p.diff(&d, Some(&o)).unwrap();
     assert_eq!(change.action, Action::Update);
@@ -124,6 +126,30 @@ async fn a_field_another_manager_removed_is_still_drift() {
         .map(|f| (f.path.as_str(), f.before.clone(), f.after.clone()))
         .collect();
     assert_eq!(f, [("/data/a", None, Some(json!("1")))]);
+}
+
+#[tokio::test]
+async fn a_secret_and_an_atomic_list_skip_the_dry_run_when_untouched() {
+    let Some((p, _, name)) = setup() else { return };
+    let secret = {
+        let spec = json!({"cluster": "acme", "object": {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": "default"}, "type": "Opaque", "stringData": {"k": "v"}}});
+        Desired::new(object_id("acme", &spec["object"]), spec)
+    };
+    converge(&p, &secret).await;
+    let o = observe(&p, &secret, true).await.unwrap();
+    assert!(skipped_dry_run(&o), "{:#?}", o.private);
+    // Role rules are an atomic list: owned whole, so provably untouched.
+    let role = {
+        let spec = json!({"cluster": "acme", "object": {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": name, "namespace": "default"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]}});
+        Desired::new(object_id("acme", &spec["object"]), spec)
+    };
+    converge(&p, &role).await;
+    let o = observe(&p, &role, true).await.unwrap();
+    assert!(skipped_dry_run(&o), "{:#?}", o.private);
+    assert_eq!(p.diff(&role, Some(&o)).unwrap().action, Action::NoOp);
 }
 
 #[tokio::test]
@@ -140,13 +166,13 @@ async fn a_field_another_manager_changed_or_a_changed_manifest_takes_the_dry_run
         )
         .await
         .unwrap();
-    let o = observe(&p, &d).await.unwrap();
+    let o = observe(&p, &d, true).await.unwrap();
     assert!(!skipped_dry_run(&o));
     let change = p.diff(&d, Some(&o)).unwrap();
     assert_eq!(change.fields[0].changed_by.as_deref(), Some("someone"));
 
     let changed = config_map(&name, json!({"a": "2"}));
-    let o = observe(&p, &changed).await.unwrap();
+    let o = observe(&p, &changed, false).await.unwrap();
     assert!(
         !skipped_dry_run(&o),
         "a new manifest is checked by the server"

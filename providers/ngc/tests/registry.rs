@@ -263,6 +263,7 @@ async fn observe_one(
             id,
             spec,
             desired: true,
+            unchanged: false,
         }])
         .await;
     out.pop().unwrap()
@@ -835,6 +836,7 @@ async fn one_failing_image_does_not_fail_the_others_in_a_batch() {
             id,
             spec,
             desired: true,
+            unchanged: false,
         })
         .collect();
     let results = provider().observe(&requests).await;

@@ -83,6 +83,7 @@ async fn main() {
             id,
             spec: s,
             desired: true,
+            unchanged: false,
         })
         .collect();
     for pass in ["cold (system lookup by name)", "warm (system path cached)"] {

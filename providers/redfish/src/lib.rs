@@ -1461,6 +1461,7 @@ impl Provider for RedfishProvider {
             id,
             spec,
             desired: true,
+            unchanged: false,
         };
         let observed = self.observe_one(&rq).await?;
         let desired = Desired::new(id.clone(), spec.clone());

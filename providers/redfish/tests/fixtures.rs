@@ -704,6 +704,7 @@ async fn at_most_two_requests_are_in_flight_to_one_bmc() {
             id: &d.id,
             spec: &d.spec,
             desired: true,
+            unchanged: false,
         })
         .collect();
     let results = p.observe(&rqs).await;

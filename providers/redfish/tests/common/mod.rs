@@ -189,6 +189,7 @@ pub async fn plan(p: &RedfishProvider, d: &Desired) -> Result<(Change, Observed)
         id: &d.id,
         spec: &d.spec,
         desired: true,
+        unchanged: false,
     };
     let obs = p.observe(&[rq]).await.into_iter().next().unwrap()?;
     let change = p.diff(d, obs.as_ref())?;
