@@ -83,7 +83,8 @@ pub async fn observe(
         .into_iter()
         .flat_map(|(name, ts)| {
             let p = providers.by_name[name].clone();
-            ts.chunks(batch.max(1))
+            let size = p.observe_batch().unwrap_or(batch).max(1);
+            ts.chunks(size)
                 .map(move |c| (p.clone(), c.to_vec()))
                 .collect::<Vec<_>>()
         })

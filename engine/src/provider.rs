@@ -267,6 +267,13 @@ pub trait Provider: Send + Sync {
         cx: &ApplyContext,
     ) -> Result<Applied, ProviderError>;
 
+    /// How many resources this provider wants per `observe` call, when it
+    /// knows better than the engine's default (e.g. the Kubernetes provider
+    /// reads a whole kind with one LIST, so it wants large batches).
+    fn observe_batch(&self) -> Option<usize> {
+        None
+    }
+
     /// Whether an applied resource is ready for its dependents.
     async fn health(
         &self,

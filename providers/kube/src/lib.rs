@@ -22,7 +22,7 @@ mod fields;
 mod health;
 mod spec;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -60,6 +60,10 @@ pub struct KubeProvider {
     kinds: StdMutex<HashMap<KindKey, (ApiResource, bool)>>,
     limits: StdMutex<HashMap<String, Arc<Semaphore>>>,
 }
+
+/// Resources per observe call (see `Provider::observe_batch`); the provider
+/// bounds its own concurrency per cluster.
+const OBSERVE_BATCH: usize = 5_000;
 
 /// The field manager of maintenance cordons around disruptive host changes.
 pub const MAINTENANCE_FIELD_MANAGER: &str = "fleetform-maintenance";
@@ -327,6 +331,7 @@ impl KubeProvider {
         &self,
         req: &ObserveRequest<'_>,
         listed: Option<&Listed>,
+        missing_namespaces: &HashSet<(String, String)>,
     ) -> Result<Option<Observed>, ProviderError> {
         let id = req.id;
         let t = self.target(id, req.spec)?;
@@ -347,6 +352,11 @@ impl KubeProvider {
             }
             if t.spec.adopt {
                 return Err(self.not_found(id, &t));
+            }
+            if let Some(ns) = &t.reference.namespace
+                && missing_namespaces.contains(&(t.spec.cluster.clone(), ns.clone()))
+            {
+                return Ok(None);
             }
             // Absent: a dry-run create still has the server validate the object (schema, strict
             // fields, CEL, admission), unless its namespace is itself still to be created.
@@ -433,8 +443,32 @@ impl KubeProvider {
         i: usize,
         req: &ObserveRequest<'_>,
         listed: Option<Arc<Listed>>,
+        missing_namespaces: Arc<HashSet<(String, String)>>,
     ) -> (usize, Result<Option<Observed>, ProviderError>) {
-        (i, self.observe_one(req, listed.as_deref()).await)
+        (
+            i,
+            self.observe_one(req, listed.as_deref(), &missing_namespaces)
+                .await,
+        )
+    }
+
+    /// `Some((cluster, namespace))` when the namespace provably does not
+    /// exist; `None` when it does or cannot be told (the caller dry-runs).
+    async fn namespace_missing(
+        &self,
+        cluster: String,
+        namespace: String,
+        id: &ResourceId,
+    ) -> Option<(String, String)> {
+        let client = self.client(id, &cluster).await.ok()?;
+        let api: Api<DynamicObject> = Api::all_with(
+            client,
+            &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Namespace")),
+        );
+        match api.get_opt(&namespace).await {
+            Ok(None) => Some((cluster, namespace)),
+            _ => None,
+        }
     }
 
     /// The group a request's object is read with, when it parses.
@@ -697,6 +731,12 @@ impl Provider for KubeProvider {
         "kube"
     }
 
+    /// Large batches: objects of one kind in one namespace are read with one
+    /// LIST per batch, so small batches would read the same list many times.
+    fn observe_batch(&self) -> Option<usize> {
+        Some(OBSERVE_BATCH)
+    }
+
     async fn observe(
         &self,
         requests: &[ObserveRequest<'_>],
@@ -720,13 +760,37 @@ impl Provider for KubeProvider {
             .filter_map(|(k, l)| async move { l.map(|l| (k, Arc::new(l))) })
             .collect()
             .await;
+        // Namespaces that do not exist yet (they are created by this plan):
+        // objects in them are not dry-run, the server could only answer 404.
+        let mut namespaces: Vec<(String, String, &ResourceId)> = keys
+            .iter()
+            .zip(requests)
+            .filter(|(_, r)| r.desired)
+            .filter_map(|(k, r)| {
+                let (cluster, _, _, ns) = k.as_ref()?;
+                Some((cluster.clone(), ns.clone()?, r.id))
+            })
+            .collect();
+        namespaces.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        namespaces.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
+        let checks: Vec<_> = namespaces
+            .into_iter()
+            .map(|(cluster, ns, id)| self.namespace_missing(cluster, ns, id))
+            .collect();
+        let missing: Arc<HashSet<(String, String)>> = Arc::new(
+            futures::stream::iter(checks)
+                .buffer_unordered(self.concurrency * clusters)
+                .filter_map(|m| async move { m })
+                .collect()
+                .await,
+        );
         // Futures built up front: a closure inside the stream trips the async-trait lifetimes.
         let futures: Vec<_> = requests
             .iter()
             .enumerate()
             .map(|(i, r)| {
                 let listed = keys[i].as_ref().and_then(|k| lists.get(k)).cloned();
-                self.observe_indexed(i, r, listed)
+                self.observe_indexed(i, r, listed, missing.clone())
             })
             .collect();
         let mut results: Vec<(usize, Result<Option<Observed>, ProviderError>)> =
