@@ -385,10 +385,10 @@ fn validate(dir: PathBuf, format: Format) -> Result<Done> {
         Err(LoadFailure::Other(e)) => return Err(e),
     };
     let (docs, mut diags) = fleetform_engine::load::load(&files);
-    if diags.is_empty() {
-        if let Err(d) = fleetform_engine::validate::validate(&docs) {
-            diags = d;
-        }
+    if diags.is_empty()
+        && let Err(d) = fleetform_engine::validate::validate(&docs)
+    {
+        diags = d;
     }
     fleetform_engine::diag::sort(&mut diags);
     if diags

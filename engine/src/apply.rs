@@ -178,10 +178,10 @@ impl ApplyReport {
             }
         }
         for (id, o) in &self.outcomes {
-            if let Outcome::SkippedUpstream { root } = o {
-                if let Some(e) = out.get_mut(root) {
-                    e.1.push(id);
-                }
+            if let Outcome::SkippedUpstream { root } = o
+                && let Some(e) = out.get_mut(root)
+            {
+                e.1.push(id);
             }
         }
         out
@@ -348,10 +348,10 @@ pub async fn apply(
             w.extend(non_deletes.iter().copied());
             if let Some(e) = state.resources.get(&c.id) {
                 for dep in &e.deps {
-                    if let Some(other) = todo.get(&dep.on) {
-                        if other.action == Action::Delete {
-                            waits.entry(&other.id).or_default().insert(&c.id);
-                        }
+                    if let Some(other) = todo.get(&dep.on)
+                        && other.action == Action::Delete
+                    {
+                        waits.entry(&other.id).or_default().insert(&c.id);
                     }
                 }
             }
@@ -484,15 +484,15 @@ pub async fn apply(
             Outcome::NotStarted
         });
     }
-    if report.succeeded() {
-        if let Some(rev) = &plan.revision {
-            let entry = JournalEntry::Revision {
-                revision: rev.clone(),
-                at: now_rfc3339(),
-            };
-            inputs.store.record(&entry).await?;
-            state.replay(&entry);
-        }
+    if report.succeeded()
+        && let Some(rev) = &plan.revision
+    {
+        let entry = JournalEntry::Revision {
+            revision: rev.clone(),
+            at: now_rfc3339(),
+        };
+        inputs.store.record(&entry).await?;
+        state.replay(&entry);
     }
     inputs.store.compact(state).await?;
     Ok(report)

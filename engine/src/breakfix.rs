@@ -555,6 +555,7 @@ fn cordon_object(obj: &mut Value, reason: &str) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::plan::{PLAN_FORMAT_VERSION, PlannedChange, Summary};

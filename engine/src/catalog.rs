@@ -509,6 +509,7 @@ pub fn kubernetes_minor(version: &str) -> Option<(u32, u32)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -164,14 +164,14 @@ impl Cx<'_> {
     }
 
     fn dep(&mut self, id: &ResourceId, on: &ResourceId, reason: impl Into<String>) {
-        if let Some(d) = self.out.get_mut(id) {
-            if !d.deps.iter().any(|x| &x.on == on) {
-                d.deps.push(crate::resource::Dependency {
-                    on: on.clone(),
-                    reason: reason.into(),
-                    origin: None,
-                });
-            }
+        if let Some(d) = self.out.get_mut(id)
+            && !d.deps.iter().any(|x| &x.on == on)
+        {
+            d.deps.push(crate::resource::Dependency {
+                on: on.clone(),
+                reason: reason.into(),
+                origin: None,
+            });
         }
     }
 
@@ -545,16 +545,16 @@ impl Cx<'_> {
         }
         // The NGC API key the NIM uses to download models.
         let mut auth_id = None;
-        if let Some(ngc) = &tenant.spec.ngc {
-            if let Ok(key) = self.secrets.resolve(&ngc.api_key) {
-                let obj = json!({ "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": { "name": "ngc-api", "namespace": ns }, "data": { "NGC_API_KEY": base64::engine::general_purpose::STANDARD.encode(key.expose()) } });
-                let id = self.kube(&t, obj, origin.clone());
-                if let Some(d) = self.out.get_mut(&id) {
-                    d.sensitive = vec!["/object/data/NGC_API_KEY".into()];
-                }
-                self.dep(&id, &ns_id, format!("namespace {ns} first"));
-                auth_id = Some(id);
+        if let Some(ngc) = &tenant.spec.ngc
+            && let Ok(key) = self.secrets.resolve(&ngc.api_key)
+        {
+            let obj = json!({ "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": { "name": "ngc-api", "namespace": ns }, "data": { "NGC_API_KEY": base64::engine::general_purpose::STANDARD.encode(key.expose()) } });
+            let id = self.kube(&t, obj, origin.clone());
+            if let Some(d) = self.out.get_mut(&id) {
+                d.sensitive = vec!["/object/data/NGC_API_KEY".into()];
             }
+            self.dep(&id, &ns_id, format!("namespace {ns} first"));
+            auth_id = Some(id);
         }
         let (repo, tag) = split_image(&nim.spec.image);
         let image_id = self.image(tenant, nim);
@@ -715,6 +715,7 @@ fn strip_nulls(mut v: Value) -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

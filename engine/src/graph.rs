@@ -356,6 +356,7 @@ impl fmt::Display for Graph {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

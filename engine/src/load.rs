@@ -623,10 +623,10 @@ impl<'a> Builder<'a> {
                 self.count(n, pos)?;
                 let (ptr, key) = self.next_ptr(pos);
                 for (k, e) in sub {
-                    if let Some(rest) = k.strip_prefix(src_ptr.as_str()) {
-                        if rest.starts_with('/') {
-                            self.record(format!("{ptr}{rest}"), e);
-                        }
+                    if let Some(rest) = k.strip_prefix(src_ptr.as_str())
+                        && rest.starts_with('/')
+                    {
+                        self.record(format!("{ptr}{rest}"), e);
                     }
                 }
                 self.record(
@@ -922,10 +922,10 @@ fn resolve_plain(s: &str) -> Option<Result<Value, ()>> {
         if let Ok(n) = s.parse::<i64>() {
             return Some(Ok(Value::from(n)));
         }
-        if let Ok(n) = digits.parse::<u64>() {
-            if !s.starts_with('-') {
-                return Some(Ok(Value::from(n)));
-            }
+        if let Ok(n) = digits.parse::<u64>()
+            && !s.starts_with('-')
+        {
+            return Some(Ok(Value::from(n)));
         }
         return s
             .parse::<f64>()
@@ -963,6 +963,7 @@ fn is_core_float(s: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

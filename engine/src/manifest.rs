@@ -272,6 +272,7 @@ pub struct FleetSpec {
 /// `registries`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[derive(Default)]
 pub struct Registries {
     /// NGC (`nvcr.io`); default `https://nvcr.io`.
     #[serde(default)]
@@ -284,16 +285,6 @@ pub struct Registries {
     /// cluster only through a planned update.
     #[serde(default, skip_serializing_if = "is_false")]
     pub pin_digests: bool,
-}
-
-impl Default for Registries {
-    fn default() -> Self {
-        Self {
-            ngc: Registry::default(),
-            mirrors: Vec::new(),
-            pin_digests: false,
-        }
-    }
 }
 
 /// One registry endpoint.

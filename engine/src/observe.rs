@@ -67,13 +67,13 @@ pub async fn observe(
     let mut out = Observations::new();
     let mut per_provider: BTreeMap<&str, Vec<&Target<'_>>> = BTreeMap::new();
     for t in targets {
-        if providers.for_id(&t.id).is_some() {
+        if providers.for_id(t.id).is_some() {
             per_provider.entry(t.id.provider()).or_default().push(t);
         } else {
             out.insert(
                 t.id.clone(),
                 Err(ProviderError::permanent(
-                    &t.id,
+                    t.id,
                     format!("no provider named `{}` is configured", t.id.provider()),
                 )),
             );
@@ -124,7 +124,7 @@ async fn observe_batch(
     // A provider that returns the wrong number of results is a bug; report it per resource.
     res.resize_with(ts.len(), || {
         Err(ProviderError::permanent(
-            &ts[0].id,
+            ts[0].id,
             "provider returned too few results",
         ))
     });

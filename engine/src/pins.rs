@@ -170,6 +170,7 @@ fn substitute(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::provider::Observed;

@@ -539,14 +539,14 @@ fn delete_waves(deletes: &[ResourceId], state: &State) -> Vec<Vec<ResourceId>> {
         deletes.iter().map(|id| (id, Vec::new())).collect();
     for id in deletes {
         for dep in &state.resources[id].deps {
-            if set.contains(&dep.on) {
-                if let Some(v) = reversed.get_mut(&dep.on) {
-                    v.push(Dependency {
-                        on: id.clone(),
-                        reason: format!("delete after its dependent {id}"),
-                        origin: None,
-                    });
-                }
+            if set.contains(&dep.on)
+                && let Some(v) = reversed.get_mut(&dep.on)
+            {
+                v.push(Dependency {
+                    on: id.clone(),
+                    reason: format!("delete after its dependent {id}"),
+                    origin: None,
+                });
             }
         }
     }

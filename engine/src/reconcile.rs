@@ -123,6 +123,7 @@ async fn observe_all(
 }
 
 /// Applies a plan made by [`make_plan`], journaling into `store`. The caller holds the lock.
+#[allow(clippy::too_many_arguments)] // each is a distinct input of the one apply entry point
 pub async fn run_apply(
     planned: &Planned,
     desired: &[Desired],

@@ -126,6 +126,7 @@ impl SecretResolver for LocalSecrets {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

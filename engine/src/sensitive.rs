@@ -66,6 +66,7 @@ pub fn mask_paths(value: &mut serde_json::Value, pointers: &[String]) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -222,6 +222,7 @@ fn file(path: &str, text: String) -> SourceFile {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

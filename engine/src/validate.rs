@@ -355,13 +355,12 @@ impl Cx<'_> {
                 K::Required { property } => property.as_str().map(|p| (ptr.clone(), p.to_string())),
                 _ => None,
             };
-            if let (K::AdditionalProperties { .. }, Some(h)) = (e.kind(), diag.hint.as_deref()) {
-                if let Some(m) = h
+            if let (K::AdditionalProperties { .. }, Some(h)) = (e.kind(), diag.hint.as_deref())
+                && let Some(m) = h
                     .strip_prefix("did you mean `")
                     .and_then(|r| r.strip_suffix("`?"))
-                {
-                    misspelt.insert((ptr.clone(), m.to_string()));
-                }
+            {
+                misspelt.insert((ptr.clone(), m.to_string()));
             }
             found.push((diag, required));
         }
@@ -665,7 +664,8 @@ impl Cx<'_> {
             return None;
         }
         let fleet = fleet_docs.pop()?;
-        for list in [&mut racks] {
+        {
+            let list = &mut racks;
             list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
         }
         hosts.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -719,18 +719,18 @@ impl Cx<'_> {
                         .hint("use lowercase letters, digits and '-', at most 63 characters, starting and ending with a letter or digit");
                     cx.push(e);
                 }
-                if let Some(p) = prev {
-                    if p.metadata.name == *n {
-                        let e = cx
-                            .err(
-                                "duplicate-name",
-                                d.doc.0,
-                                "/metadata/name",
-                                format!("{kind} `{n}` is defined twice (also at {})", p.origin),
-                            )
-                            .hint("names are unique per kind; rename one");
-                        cx.push(e);
-                    }
+                if let Some(p) = prev
+                    && p.metadata.name == *n
+                {
+                    let e = cx
+                        .err(
+                            "duplicate-name",
+                            d.doc.0,
+                            "/metadata/name",
+                            format!("{kind} `{n}` is defined twice (also at {})", p.origin),
+                        )
+                        .hint("names are unique per kind; rename one");
+                    cx.push(e);
                 }
                 prev = Some(d);
             }
@@ -903,10 +903,10 @@ impl Cx<'_> {
         let mut sets: Vec<(usize, &str, Operators)> =
             vec![(f.fleet.doc.0, "", f.fleet.spec.operators.clone())];
         for t in &f.tenants {
-            if t.spec.operators.is_some() {
-                if let Some(o) = f.tenant_operators.get(t.name()) {
-                    sets.push((t.doc.0, "", o.clone()));
-                }
+            if t.spec.operators.is_some()
+                && let Some(o) = f.tenant_operators.get(t.name())
+            {
+                sets.push((t.doc.0, "", o.clone()));
             }
         }
         for (i, _, ops) in sets {
@@ -1005,37 +1005,38 @@ impl Cx<'_> {
         ranges.sort();
         let mut best: Option<(u32, u128, usize)> = None; // (family, end, index) with the furthest end
         for &(fam, start, end, k) in &ranges {
-            if let Some((bf, bend, bk)) = best {
-                if bf == fam && start <= bend {
-                    // Report on the later one in file order, naming the other.
-                    let (x, y) = if (cidrs[k].4, k) > (cidrs[bk].4, bk) {
-                        (&cidrs[k], &cidrs[bk])
-                    } else {
-                        (&cidrs[bk], &cidrs[k])
-                    };
-                    let ptr = if x.5 == "pod" {
-                        "/spec/kubernetes/podCidr"
-                    } else {
-                        "/spec/kubernetes/serviceCidr"
-                    };
-                    let other = if y.0 == x.0 {
-                        "its own".to_string()
-                    } else {
-                        format!("tenant `{}`'s", y.0)
-                    };
-                    let e = self
-                        .err(
-                            "cidr-overlap",
-                            x.4,
-                            ptr,
-                            format!(
-                                "tenant `{}`'s {} CIDR overlaps {other} {} CIDR",
-                                x.0, x.5, y.5
-                            ),
-                        )
-                        .hint("give every tenant cluster its own pod and service ranges");
-                    self.push(e);
-                }
+            if let Some((bf, bend, bk)) = best
+                && bf == fam
+                && start <= bend
+            {
+                // Report on the later one in file order, naming the other.
+                let (x, y) = if (cidrs[k].4, k) > (cidrs[bk].4, bk) {
+                    (&cidrs[k], &cidrs[bk])
+                } else {
+                    (&cidrs[bk], &cidrs[k])
+                };
+                let ptr = if x.5 == "pod" {
+                    "/spec/kubernetes/podCidr"
+                } else {
+                    "/spec/kubernetes/serviceCidr"
+                };
+                let other = if y.0 == x.0 {
+                    "its own".to_string()
+                } else {
+                    format!("tenant `{}`'s", y.0)
+                };
+                let e = self
+                    .err(
+                        "cidr-overlap",
+                        x.4,
+                        ptr,
+                        format!(
+                            "tenant `{}`'s {} CIDR overlaps {other} {} CIDR",
+                            x.0, x.5, y.5
+                        ),
+                    )
+                    .hint("give every tenant cluster its own pod and service ranges");
+                self.push(e);
             }
             if best.is_none_or(|(bf, bend, _)| bf != fam || end > bend) {
                 best = Some((fam, end, k));
@@ -1143,23 +1144,23 @@ impl Cx<'_> {
                 continue;
             };
             let i = p.doc.0;
-            if let Some(r) = &sel.rack {
-                if f.rack(r).is_none() {
-                    let mut e = self.err(
-                        "unknown-reference",
-                        i,
-                        "/spec/selector/rack",
-                        format!(
-                            "pool `{}` selects rack `{r}`, which is not defined",
-                            p.name()
-                        ),
-                    );
-                    if let Some(m) = did_you_mean(r, racks.iter().copied()) {
-                        e = e.hint(format!("did you mean `{m}`?"));
-                    }
-                    diags.push(e);
-                    continue;
+            if let Some(r) = &sel.rack
+                && f.rack(r).is_none()
+            {
+                let mut e = self.err(
+                    "unknown-reference",
+                    i,
+                    "/spec/selector/rack",
+                    format!(
+                        "pool `{}` selects rack `{r}`, which is not defined",
+                        p.name()
+                    ),
+                );
+                if let Some(m) = did_you_mean(r, racks.iter().copied()) {
+                    e = e.hint(format!("did you mean `{m}`?"));
                 }
+                diags.push(e);
+                continue;
             }
             let picked: Vec<String> = f
                 .hosts
@@ -1249,16 +1250,16 @@ impl Cx<'_> {
                 .iter()
                 .chain(members.get(p.name()).into_iter().flatten())
             {
-                if let Some(u) = users.get(h.as_str()) {
-                    if let Some(other) = u.iter().find(|o| **o != t.name()) {
-                        let ptr = p
-                            .spec
-                            .spares
-                            .iter()
-                            .position(|s| s == h)
-                            .map_or("/spec".to_string(), |n| format!("/spec/spares/{n}"));
-                        diags.push(self.err("dedicated-hosts", i, &ptr, format!("tenant `{}` has dedicated hosts, but host `{h}` also serves tenant `{other}`", t.name())).hint("give the dedicated tenant its own hosts and spares"));
-                    }
+                if let Some(u) = users.get(h.as_str())
+                    && let Some(other) = u.iter().find(|o| **o != t.name())
+                {
+                    let ptr = p
+                        .spec
+                        .spares
+                        .iter()
+                        .position(|s| s == h)
+                        .map_or("/spec".to_string(), |n| format!("/spec/spares/{n}"));
+                    diags.push(self.err("dedicated-hosts", i, &ptr, format!("tenant `{}` has dedicated hosts, but host `{h}` also serves tenant `{other}`", t.name())).hint("give the dedicated tenant its own hosts and spares"));
                 }
             }
         }
@@ -1284,15 +1285,15 @@ impl Cx<'_> {
             if let (Some(model), Some(sharing)) = (model, &p.spec.gpu_sharing) {
                 diags.extend(self.sharing(f, p, model, min_count, sharing));
             }
-            if let Some(a) = &p.spec.autoscaling {
-                if a.min > a.max {
-                    diags.push(self.err(
-                        "autoscaling",
-                        i,
-                        "/spec/autoscaling/min",
-                        format!("autoscaling min {} is above max {}", a.min, a.max),
-                    ));
-                }
+            if let Some(a) = &p.spec.autoscaling
+                && a.min > a.max
+            {
+                diags.push(self.err(
+                    "autoscaling",
+                    i,
+                    "/spec/autoscaling/min",
+                    format!("autoscaling min {} is above max {}", a.min, a.max),
+                ));
             }
             if let Some(r) = &p.spec.rollout {
                 for (v, k) in [
@@ -1580,21 +1581,21 @@ impl Cx<'_> {
                         .first()
                         .and_then(|h| f.host(h))
                         .map(|h| h.spec.gpu.model);
-                    if let Some(geo) = model.and_then(catalog::mig) {
-                        if geo.profile(prof).is_none() {
-                            let e = self
-                                .err(
-                                    "mig-profile",
-                                    i,
-                                    "/spec/migProfile",
-                                    format!(
-                                        "MIG profile `{prof}` does not exist on {}",
-                                        model.map(|m| m.to_string()).unwrap_or_default()
-                                    ),
-                                )
-                                .hint(format!("profiles: {}", geo.names().join(", ")));
-                            self.push(e);
-                        }
+                    if let Some(geo) = model.and_then(catalog::mig)
+                        && geo.profile(prof).is_none()
+                    {
+                        let e = self
+                            .err(
+                                "mig-profile",
+                                i,
+                                "/spec/migProfile",
+                                format!(
+                                    "MIG profile `{prof}` does not exist on {}",
+                                    model.map(|m| m.to_string()).unwrap_or_default()
+                                ),
+                            )
+                            .hint(format!("profiles: {}", geo.names().join(", ")));
+                        self.push(e);
                     }
                     demand.entry(p.name()).or_default().1 += n.spec.replicas;
                 }
@@ -1687,22 +1688,22 @@ impl Cx<'_> {
                     self.push(e);
                 }
             }
-            if let Some(q) = t.spec.quotas.hosts {
-                if hosts.len() as u32 > q {
-                    let e = self
-                        .err(
-                            "quota-exceeded",
-                            i,
-                            "/spec/quotas/hosts",
-                            format!(
-                                "tenant `{}` has {} hosts in its pools, over its quota of {q}",
-                                t.name(),
-                                hosts.len()
-                            ),
-                        )
-                        .hint("raise the quota or shrink the tenant's pools");
-                    self.push(e);
-                }
+            if let Some(q) = t.spec.quotas.hosts
+                && hosts.len() as u32 > q
+            {
+                let e = self
+                    .err(
+                        "quota-exceeded",
+                        i,
+                        "/spec/quotas/hosts",
+                        format!(
+                            "tenant `{}` has {} hosts in its pools, over its quota of {q}",
+                            t.name(),
+                            hosts.len()
+                        ),
+                    )
+                    .hint("raise the quota or shrink the tenant's pools");
+                self.push(e);
             }
             if let Some(q) = t.spec.quotas.nims {
                 let n = nims_of.get(t.name()).copied().unwrap_or(0);
@@ -1814,21 +1815,20 @@ impl Cx<'_> {
                     .network_operator
                     .as_ref()
                     .and_then(|n| n.ofed_driver.as_ref())
+                    && !ofed.force_precompiled
                 {
-                    if !ofed.force_precompiled {
-                        let e = self
+                    let e = self
                             .err("secure-boot-driver", h.doc.0, "/spec/secureBoot", format!("host `{}` boots with Secure Boot, but tenant `{}`'s DOCA-OFED driver is compiled on the node", h.name(), t.name()))
                             .hint("set `networkOperator.ofedDriver.forcePrecompiled: true`");
-                        self.push(e);
-                    }
+                    self.push(e);
                 }
             }
         }
-        if total_quota > capacity {
-            if let Some(t) = last_quota {
-                let e = self.err("quota-capacity", t.doc.0, "/spec/quotas/gpus", format!("tenant GPU quotas add up to {total_quota}, more than the fleet's {capacity} non-spare GPUs")).hint("quotas are promises: keep their sum within capacity");
-                self.push(e);
-            }
+        if total_quota > capacity
+            && let Some(t) = last_quota
+        {
+            let e = self.err("quota-capacity", t.doc.0, "/spec/quotas/gpus", format!("tenant GPU quotas add up to {total_quota}, more than the fleet's {capacity} non-spare GPUs")).hint("quotas are promises: keep their sum within capacity");
+            self.push(e);
         }
     }
 }
@@ -2006,6 +2006,7 @@ pub fn render_text(diags: &[Diagnostic], files: &[SourceFile]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,4 +1,5 @@
 //! Engine behaviour with the in-memory provider: what plan and apply promise.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::Duration;

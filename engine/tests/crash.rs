@@ -1,5 +1,6 @@
 //! A crash (abort) at any journal write, followed by a re-run, converges:
 //! nothing is created twice and nothing created is forgotten.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::Command;

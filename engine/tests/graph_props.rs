@@ -1,5 +1,6 @@
 //! Property tests of the graph walk: for random DAGs, apply order respects
 //! every edge, any cycle is found, and one failure never skips an unrelated resource.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,7 @@
 //! providers standing in for kube, redfish and ngc: compile records the pins,
 //! plan substitutes the digest each image tag resolved to, apply applies and
 //! records exactly that, and a tag moving upstream becomes a planned update.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::Duration;

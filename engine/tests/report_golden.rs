@@ -1,5 +1,6 @@
 //! Golden files for every plan rendering (text, JSON, Markdown), and the
 //! promise that no secret reaches any of them.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 

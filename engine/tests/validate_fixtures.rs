@@ -1,6 +1,7 @@
 //! Golden runner: every fixtures/invalid/<case>/ is a small fleet with exactly one
 //! problem; its rendered diagnostics must equal fixtures/invalid/<case>.expected.
 //! `UPDATE_EXPECT=1 cargo test -p fleetform-engine --test validate_fixtures` rewrites them.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,7 @@
 //! both, and the typed examples serialise back to JSON the schema accepts and that
 //! deserialises to the same model. No schemars: the schema is written by hand and
 //! this test keeps it honest.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 

@@ -1017,6 +1017,7 @@ async fn push_hook(Shared(app): Shared<Arc<Http>>, headers: HeaderMap, body: Byt
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

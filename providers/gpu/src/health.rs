@@ -263,6 +263,7 @@ pub fn node_health(inv: &Inventory) -> Verdict {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -424,6 +424,7 @@ pub fn render_text(inv: &Inventory) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -445,6 +445,7 @@ pub fn layout_fits(layout: &MigLayout, gpu_model: &str, gpu_count: u32) -> Resul
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -73,6 +73,7 @@ pub(crate) fn now_secs() -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     #[test]
     fn rfc3339_parses_back_to_the_seconds_it_was_rendered_from() {

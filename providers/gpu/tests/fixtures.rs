@@ -1,5 +1,6 @@
 //! Health, drift, break/fix and provider behaviour on the inventory fixtures
 //! in fixtures/gpu/ (synthetic, see fixtures/gpu/make-fixtures.py).
+#![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 

@@ -1,4 +1,5 @@
 //! The `gpu` provider over a directory of inventories (fixtures/gpu/).
+#![allow(clippy::unwrap_used)]
 #![cfg(feature = "provider")]
 
 use std::path::PathBuf;

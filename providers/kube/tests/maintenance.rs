@@ -39,10 +39,10 @@ async fn nodes(kubeconfig: &PathBuf) -> Api<Node> {
     Api::all(kube::Client::try_from(config).unwrap())
 }
 
-fn provider(kubeconfig: &PathBuf) -> KubeProvider {
+fn provider(kubeconfig: &std::path::Path) -> KubeProvider {
     KubeProvider::new(BTreeMap::from([(
         "acme".to_string(),
-        ClusterConfig::new(kubeconfig.clone()),
+        ClusterConfig::new(kubeconfig.to_path_buf()),
     )]))
 }
 
