@@ -399,7 +399,7 @@ impl KubeProvider {
                 id: id.clone(),
                 state: fields::project(&live, &shape),
                 private: Some(
-                    json!({"mode": "dry-run", "live": live, "dryRun": live, "managedFields": managed_fields, "unchanged": true}),
+                    json!({"mode": "unchanged", "live": live, "managedFields": managed_fields, "unchanged": true}),
                 ),
             }));
         }
@@ -771,6 +771,13 @@ impl Provider for KubeProvider {
                 Some((cluster.clone(), ns.clone()?, r.id))
             })
             .collect();
+        // A namespace a LIST found objects in exists: no need to ask.
+        let populated: HashSet<(&str, &str)> = lists
+            .iter()
+            .filter(|(_, objects)| !objects.is_empty())
+            .filter_map(|((cluster, _, _, ns), _)| Some((cluster.as_str(), ns.as_deref()?)))
+            .collect();
+        namespaces.retain(|(cluster, ns, _)| !populated.contains(&(cluster.as_str(), ns.as_str())));
         namespaces.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         namespaces.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
         let checks: Vec<_> = namespaces
@@ -812,6 +819,16 @@ impl Provider for KubeProvider {
         let Some(observed) = observed else {
             return Ok(Change::new(id.clone(), Action::Create));
         };
+        // Observe proved the live object is what fleetform last applied.
+        if observed
+            .private
+            .as_ref()
+            .and_then(|p| p.get("mode"))
+            .and_then(Value::as_str)
+            == Some("unchanged")
+        {
+            return Ok(Change::new(id.clone(), Action::NoOp));
+        }
         let private = observed.private.clone().unwrap_or(Value::Null);
         let live = private.get("live").cloned().unwrap_or(Value::Null);
         let managed_fields = private.get("managedFields").cloned().unwrap_or(Value::Null);
