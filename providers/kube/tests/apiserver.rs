@@ -5,11 +5,13 @@
 //! field out of band, and only that field shows.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use common::{admin_client, kubeconfig, unique};
 use fleetform_engine::provider::{
     Action, ApplyContext, ApplyRequest, Change, Health, ObserveRequest, Provider, ProviderError,
 };
@@ -22,38 +24,8 @@ use serde_json::{Value, json};
 
 const CLUSTER: &str = "acme";
 
-/// The admin kubeconfig of the running peer, or `None` (test skipped) when it is not running.
-fn kubeconfig() -> Option<PathBuf> {
-    match std::env::var_os("FLEETFORM_TEST_KUBECONFIG") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var("FLEETFORM_REQUIRE_PEERS").as_deref() == Ok("1") => {
-            panic!(
-                "FLEETFORM_TEST_KUBECONFIG is not set: run tests/peers/kube.sh start and source target/peers/kube.env"
-            )
-        }
-        None => {
-            eprintln!("skipped: kube not running (tests/peers/kube.sh start)");
-            None
-        }
-    }
-}
-
 fn provider_for(config: ClusterConfig) -> KubeProvider {
     KubeProvider::new(BTreeMap::from([(CLUSTER.to_string(), config)]))
-}
-
-/// A name no other test (or earlier run) uses.
-fn unique(prefix: &str) -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(
-        "{prefix}-{}-{:x}{}",
-        std::process::id(),
-        nanos,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 fn desired(object: Value) -> Desired {
@@ -124,14 +96,6 @@ async fn converge(p: &KubeProvider, d: &Desired) {
         d.id,
         again.fields
     );
-}
-
-async fn admin_client(kubeconfig: &PathBuf) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("config");
-    kube::Client::try_from(config).expect("client")
 }
 
 fn namespace(name: &str) -> Value {

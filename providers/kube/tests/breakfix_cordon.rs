@@ -4,9 +4,11 @@
 //! what fleetform alone cordoned.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod common;
 
+use std::collections::BTreeMap;
+
+use common::{admin_client, kubeconfig, unique};
 use fleetform_engine::breakfix::{BreakFix, CORDON_REASON_ANNOTATION, Cordon, node_id};
 use fleetform_engine::provider::{
     Action, ApplyContext, ApplyRequest, Change, ObserveRequest, Provider,
@@ -18,38 +20,6 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 const CLUSTER: &str = "acme";
-
-/// The peer's admin kubeconfig; `None` (skipped) when it is not running, a
-/// failure when FLEETFORM_REQUIRE_PEERS=1.
-fn kubeconfig() -> Option<PathBuf> {
-    match std::env::var_os("FLEETFORM_TEST_KUBECONFIG") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var("FLEETFORM_REQUIRE_PEERS").as_deref() == Ok("1") => {
-            panic!(
-                "FLEETFORM_TEST_KUBECONFIG is not set: run tests/peers/kube.sh start and source target/peers/kube.env"
-            )
-        }
-        None => {
-            eprintln!("skipped: kube not running (tests/peers/kube.sh start)");
-            None
-        }
-    }
-}
-
-async fn admin_client(kubeconfig: &PathBuf) -> kube::Client {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(config).unwrap()
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!("{prefix}-{}-{nanos:x}", std::process::id())
-}
 
 async fn plan(p: &KubeProvider, d: &Desired) -> Change {
     let req = ObserveRequest {

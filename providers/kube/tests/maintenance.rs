@@ -4,9 +4,11 @@
 //! release never uncordons a Node that someone else cordoned too.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+mod common;
 
+use std::collections::BTreeMap;
+
+use common::{admin_client, kubeconfig, unique};
 use fleetform_engine::provider::{Cordon, Provider};
 use fleetform_engine::resource::ResourceId;
 use fleetform_kube::{ClusterConfig, KubeProvider, MAINTENANCE_ANNOTATION};
@@ -14,29 +16,8 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-/// The peer's admin kubeconfig; `None` (skipped) when it is not running, a
-/// failure when FLEETFORM_REQUIRE_PEERS=1.
-fn kubeconfig() -> Option<PathBuf> {
-    match std::env::var_os("FLEETFORM_TEST_KUBECONFIG") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var("FLEETFORM_REQUIRE_PEERS").as_deref() == Ok("1") => {
-            panic!(
-                "FLEETFORM_TEST_KUBECONFIG is not set: run tests/peers/kube.sh start and source target/peers/kube.env"
-            )
-        }
-        None => {
-            eprintln!("skipped: kube not running (tests/peers/kube.sh start)");
-            None
-        }
-    }
-}
-
-async fn nodes(kubeconfig: &PathBuf) -> Api<Node> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    Api::all(kube::Client::try_from(config).unwrap())
+async fn nodes(kubeconfig: &std::path::Path) -> Api<Node> {
+    Api::all(admin_client(kubeconfig).await)
 }
 
 fn provider(kubeconfig: &std::path::Path) -> KubeProvider {
@@ -47,10 +28,7 @@ fn provider(kubeconfig: &std::path::Path) -> KubeProvider {
 }
 
 async fn new_node(api: &Api<Node>) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let name = format!("maint-{}-{nanos:x}", std::process::id());
+    let name = unique("maint");
     api.create(
         &PostParams::default(),
         &serde_json::from_value(

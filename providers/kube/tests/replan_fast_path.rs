@@ -5,9 +5,12 @@
 //! Anything else takes the dry-run.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use common::{admin_client, kubeconfig, unique};
 use fleetform_engine::provider::{
     Action, ApplyContext, ApplyRequest, Change, ObserveRequest, Observed, Provider,
 };
@@ -16,19 +19,6 @@ use fleetform_kube::{ClusterConfig, KubeProvider, object_id};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-
-fn kubeconfig() -> Option<PathBuf> {
-    match std::env::var_os("FLEETFORM_TEST_KUBECONFIG") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var("FLEETFORM_REQUIRE_PEERS").as_deref() == Ok("1") => {
-            panic!("FLEETFORM_TEST_KUBECONFIG is not set: run tests/peers/kube.sh start")
-        }
-        None => {
-            eprintln!("skipped: kube not running (tests/peers/kube.sh start)");
-            None
-        }
-    }
-}
 
 fn config_map(name: &str, data: Value) -> Desired {
     let spec = json!({"cluster": "acme", "object": {"apiVersion": "v1", "kind": "ConfigMap",
@@ -74,18 +64,11 @@ fn setup() -> Option<(KubeProvider, PathBuf, String)> {
         "acme".to_string(),
         ClusterConfig::new(kc.clone()),
     )]));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    Some((p, kc, format!("fast-{}-{nanos:x}", std::process::id())))
+    Some((p, kc, unique("fast")))
 }
 
-async fn config_maps(kc: &PathBuf) -> Api<ConfigMap> {
-    let kc = kube::config::Kubeconfig::read_from(kc).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    Api::namespaced(kube::Client::try_from(config).unwrap(), "default")
+async fn config_maps(kc: &std::path::Path) -> Api<ConfigMap> {
+    Api::namespaced(admin_client(kc).await, "default")
 }
 
 #[tokio::test]
