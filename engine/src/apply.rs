@@ -334,86 +334,19 @@ pub async fn apply(
 
     let todo: BTreeMap<&ResourceId, &PlannedChange> =
         plan.actionable().map(|c| (&c.id, c)).collect();
-    // Each change waits for the changes among its dependencies (unchanged ones are satisfied);
-    // deletes wait for every non-delete change and for the deletes of their dependents.
-    let non_deletes: Vec<&ResourceId> = todo
-        .values()
-        .filter(|c| c.action != Action::Delete)
-        .map(|c| &c.id)
-        .collect();
-    let mut waits: BTreeMap<&ResourceId, BTreeSet<&ResourceId>> = BTreeMap::new();
-    for c in todo.values() {
-        let w = waits.entry(&c.id).or_default();
-        if c.action == Action::Delete {
-            w.extend(non_deletes.iter().copied());
-            if let Some(e) = state.resources.get(&c.id) {
-                for dep in &e.deps {
-                    if let Some(other) = todo.get(&dep.on)
-                        && other.action == Action::Delete
-                    {
-                        waits.entry(&other.id).or_default().insert(&c.id);
-                    }
-                }
-            }
-        } else {
-            w.extend(
-                c.waits_for
-                    .iter()
-                    .filter_map(|d| todo.get_key_value(&d.on).map(|(k, _)| *k)),
-            );
-        }
-    }
-
+    let mut schedule = Schedule::new(&todo, state);
     let mut report = ApplyReport::default();
-    let mut done: BTreeSet<&ResourceId> = BTreeSet::new();
-    let mut failed_root: BTreeMap<&ResourceId, ResourceId> = BTreeMap::new();
     let mut rollout = Rollout {
         pool_in_use: BTreeMap::new(),
         domain_in_use: BTreeMap::new(),
     };
     let mut waiting_rollout_announced: BTreeSet<&ResourceId> = BTreeSet::new();
-    let mut started: BTreeSet<&ResourceId> = BTreeSet::new();
     let mut running = FuturesUnordered::new();
 
     loop {
-        let interrupted = *cancel.borrow();
-        if !interrupted {
-            // Skip everything whose dependency failed, transitively, in address order.
-            let mut changed = true;
-            while changed {
-                changed = false;
-                for (id, w) in &waits {
-                    if started.contains(id) || failed_root.contains_key(id) {
-                        continue;
-                    }
-                    if let Some(root) = w.iter().find_map(|d| failed_root.get(d)) {
-                        let root = root.clone();
-                        emit(ApplyEvent::Skipped {
-                            id: (*id).clone(),
-                            root: root.clone(),
-                        });
-                        report.outcomes.insert(
-                            (*id).clone(),
-                            Outcome::SkippedUpstream { root: root.clone() },
-                        );
-                        failed_root.insert(id, root);
-                        changed = true;
-                    }
-                }
-            }
-            let ready: Vec<&ResourceId> = waits
-                .iter()
-                .filter(|(id, w)| {
-                    !started.contains(*id)
-                        && !failed_root.contains_key(*id)
-                        && w.iter().all(|d| done.contains(d))
-                })
-                .map(|(id, _)| *id)
-                .collect();
-            for id in ready {
-                if running.len() >= options.concurrency.max(1) {
-                    break;
-                }
+        if !*cancel.borrow() {
+            while running.len() < options.concurrency.max(1) {
+                let Some(id) = schedule.next() else { break };
                 let change = todo[id];
                 let desired = inputs.desired.get(id).copied();
                 let group = desired
@@ -427,11 +360,12 @@ pub async fn apply(
                                 pool: g.pool.clone(),
                             });
                         }
+                        schedule.park(id);
                         continue;
                     }
                     rollout.take(g);
                 }
-                started.insert(id);
+                schedule.start(id);
                 emit(ApplyEvent::Started {
                     id: id.clone(),
                     action: change.action,
@@ -454,27 +388,33 @@ pub async fn apply(
             Some((id, result, group)) = running.next() => {
                 if let Some(g) = &group {
                     rollout.release(g);
+                    schedule.unpark();
                 }
                 let id: &ResourceId = todo.get_key_value(&id).map(|(k, _)| *k).unwrap_or_else(|| unreachable_id(&todo));
                 match result {
                     Ok(Step { journal, elapsed }) => {
-                        for entry in journal {
-                            // Intent was recorded before the call; this records the result.
-                            inputs.store.record(&entry).await?;
-                            state.replay(&entry);
+                        // run_one made these durable; the in-memory state follows.
+                        for entry in &journal {
+                            state.replay(entry);
                         }
                         emit(ApplyEvent::Succeeded { id: id.clone(), action: todo[id].action, elapsed_ms: elapsed.as_millis() as u64 });
                         report.outcomes.insert(id.clone(), Outcome::Applied { action: todo[id].action });
-                        done.insert(id);
+                        schedule.succeeded(id);
                     }
-                    Err(error) => {
+                    Err(Failure::Journal(e)) => return Err(e.into()),
+                    Err(Failure::Resource(error)) => {
                         emit(ApplyEvent::Failed { id: id.clone(), error: error.clone() });
                         report.outcomes.insert(id.clone(), Outcome::Failed { error });
-                        failed_root.insert(id, id.clone());
+                        // Once interrupted, what did not start is reported as not started.
+                        for (skipped, root) in schedule.failed(id, !*cancel.borrow()) {
+                            emit(ApplyEvent::Skipped { id: skipped.clone(), root: root.clone() });
+                            report.outcomes.insert(skipped.clone(), Outcome::SkippedUpstream { root });
+                        }
                     }
                 }
             }
-            _ = cancel.changed() => {}
+            // A dropped sender can never cancel: the branch is then disabled, not spun on.
+            Ok(()) = cancel.changed() => {}
         }
     }
 
@@ -506,9 +446,173 @@ fn unreachable_id<'a>(todo: &BTreeMap<&'a ResourceId, &PlannedChange>) -> &'a Re
         .unwrap_or_else(|| Box::leak(Box::new(ResourceId::new("unknown", "unknown"))))
 }
 
+/// A change carried out, with the journal entries that recorded its result.
 struct Step {
     journal: Vec<JournalEntry>,
     elapsed: Duration,
+}
+
+/// Why a change did not complete.
+enum Failure {
+    /// The change failed; its dependents are skipped, the rest goes on.
+    Resource(String),
+    /// Its result could not be journaled: the apply stops (the intent is on disk).
+    Journal(StateError),
+}
+
+/// Which changes may start. Each change waits for the changes among its dependencies
+/// (unchanged ones are satisfied); deletes also wait for every non-delete change, and for the
+/// deletes of their dependents. Kept as counts, so a finished change costs its dependents,
+/// not a rescan of the whole plan.
+struct Schedule<'a> {
+    blockers: BTreeMap<&'a ResourceId, usize>,
+    dependents: BTreeMap<&'a ResourceId, Vec<&'a ResourceId>>,
+    /// Deletes in address order; they start once `non_deletes_left` is zero.
+    deletes: Vec<&'a ResourceId>,
+    non_deletes_left: usize,
+    /// A non-delete failed or was skipped: no delete may start.
+    deletes_blocked: bool,
+    /// May start now, in address order.
+    ready: BTreeSet<&'a ResourceId>,
+    /// Ready, but their rollout group is full.
+    parked: Vec<&'a ResourceId>,
+    started: BTreeSet<&'a ResourceId>,
+    /// Failed (root = itself) or skipped because of root.
+    failed_root: BTreeMap<&'a ResourceId, ResourceId>,
+}
+
+impl<'a> Schedule<'a> {
+    fn new(todo: &BTreeMap<&'a ResourceId, &'a PlannedChange>, state: &State) -> Self {
+        let mut waits: BTreeMap<&'a ResourceId, BTreeSet<&'a ResourceId>> =
+            todo.keys().map(|id| (*id, BTreeSet::new())).collect();
+        for (id, c) in todo {
+            if c.action == Action::Delete {
+                // A delete waits for the deletes of what depends on it.
+                let deps = state.resources.get(*id).map(|e| e.deps.as_slice());
+                for dep in deps.unwrap_or_default() {
+                    if let Some((other, oc)) = todo.get_key_value(&dep.on)
+                        && oc.action == Action::Delete
+                        && other != id
+                    {
+                        waits.entry(other).or_default().insert(id);
+                    }
+                }
+            } else {
+                let on = c.waits_for.iter().filter_map(|d| todo.get_key_value(&d.on));
+                let w = waits.entry(id).or_default();
+                w.extend(on.map(|(k, _)| *k).filter(|k| k != id));
+            }
+        }
+        let mut dependents: BTreeMap<&'a ResourceId, Vec<&'a ResourceId>> = BTreeMap::new();
+        for (id, w) in &waits {
+            for on in w {
+                dependents.entry(on).or_default().push(id);
+            }
+        }
+        let deletes: Vec<&ResourceId> = todo
+            .iter()
+            .filter(|(_, c)| c.action == Action::Delete)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut schedule = Self {
+            blockers: waits.iter().map(|(id, w)| (*id, w.len())).collect(),
+            dependents,
+            non_deletes_left: todo.len() - deletes.len(),
+            deletes,
+            deletes_blocked: false,
+            ready: BTreeSet::new(),
+            parked: Vec::new(),
+            started: BTreeSet::new(),
+            failed_root: BTreeMap::new(),
+        };
+        let ready: Vec<&ResourceId> = todo
+            .keys()
+            .copied()
+            .filter(|id| schedule.may_start(id))
+            .collect();
+        schedule.ready.extend(ready);
+        schedule
+    }
+
+    fn is_delete(&self, id: &ResourceId) -> bool {
+        self.deletes.binary_search(&id).is_ok()
+    }
+
+    fn may_start(&self, id: &ResourceId) -> bool {
+        self.blockers.get(id) == Some(&0)
+            && !self.started.contains(id)
+            && !self.failed_root.contains_key(id)
+            && (!self.is_delete(id) || (self.non_deletes_left == 0 && !self.deletes_blocked))
+    }
+
+    /// The next change that may start, in address order.
+    fn next(&mut self) -> Option<&'a ResourceId> {
+        self.ready.pop_first()
+    }
+
+    /// `id` may start, but not before a rollout slot frees up.
+    fn park(&mut self, id: &'a ResourceId) {
+        self.parked.push(id);
+    }
+
+    /// A rollout slot freed up: parked changes are tried again.
+    fn unpark(&mut self) {
+        self.ready.extend(self.parked.drain(..));
+    }
+
+    fn start(&mut self, id: &'a ResourceId) {
+        self.started.insert(id);
+    }
+
+    fn succeeded(&mut self, id: &'a ResourceId) {
+        let mut check: Vec<&'a ResourceId> = Vec::new();
+        if !self.is_delete(id) {
+            self.non_deletes_left -= 1;
+            if self.non_deletes_left == 0 {
+                check.extend(self.deletes.iter().copied());
+            }
+        }
+        for d in self.dependents.get(id).into_iter().flatten() {
+            if let Some(n) = self.blockers.get_mut(d) {
+                *n = n.saturating_sub(1);
+            }
+            check.push(d);
+        }
+        for d in check {
+            if self.may_start(d) {
+                self.ready.insert(d);
+            }
+        }
+    }
+
+    /// `id` failed. With `propagate`, everything that waits for it, transitively, is skipped
+    /// and returned in address order with the root cause.
+    fn failed(&mut self, id: &'a ResourceId, propagate: bool) -> Vec<(&'a ResourceId, ResourceId)> {
+        self.failed_root.insert(id, id.clone());
+        if !propagate {
+            return Vec::new();
+        }
+        let mut skipped = BTreeSet::new();
+        let mut stack = vec![id];
+        while let Some(x) = stack.pop() {
+            let mut next: Vec<&'a ResourceId> = self.dependents.get(x).cloned().unwrap_or_default();
+            if !self.is_delete(x) && !self.deletes_blocked {
+                self.deletes_blocked = true;
+                next.extend(self.deletes.iter().copied());
+            }
+            for n in next {
+                if self.started.contains(n) || self.failed_root.contains_key(n) {
+                    continue;
+                }
+                self.failed_root.insert(n, id.clone());
+                skipped.insert(n);
+                stack.push(n);
+            }
+        }
+        self.ready.retain(|r| !skipped.contains(r));
+        self.parked.retain(|r| !skipped.contains(r));
+        skipped.into_iter().map(|n| (n, id.clone())).collect()
+    }
 }
 
 async fn run_one<'a>(
@@ -519,9 +623,24 @@ async fn run_one<'a>(
     options: &'a ApplyOptions,
     emit: &'a (dyn Fn(ApplyEvent) + Sync),
     group: Option<RolloutGroup>,
-) -> (ResourceId, Result<Step, String>, Option<RolloutGroup>) {
-    let result = run_one_inner(change, desired, inputs, previous, options, emit).await;
+) -> (ResourceId, Result<Step, Failure>, Option<RolloutGroup>) {
+    let result = match run_one_inner(change, desired, inputs, previous, options, emit).await {
+        // Journaled here, not by the loop that collects results, so the store can make the
+        // results of calls finishing together durable with one sync.
+        Ok(step) => record(inputs.store, &step.journal)
+            .await
+            .map(|()| step)
+            .map_err(Failure::Journal),
+        Err(e) => Err(Failure::Resource(e)),
+    };
     (change.id.clone(), result, group)
+}
+
+async fn record(store: &dyn StateStore, entries: &[JournalEntry]) -> Result<(), StateError> {
+    for entry in entries {
+        store.record(entry).await?;
+    }
+    Ok(())
 }
 
 async fn run_one_inner(
