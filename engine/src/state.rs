@@ -4,7 +4,8 @@
 //! The embedded default is a local directory:
 //! - `state.json`: the compacted state, written atomically (write, fsync, rename, fsync dir);
 //! - `journal.jsonl`: one fsynced line per step taken since the last compaction,
-//!   replayed on load, so a crash at any point loses nothing;
+//!   replayed on load, so a crash at any point loses nothing; lines recorded at the same
+//!   time share one fsync (group commit), so concurrent steps do not queue for the disk;
 //! - `lock.json`: an exclusive lock created with `O_EXCL`, naming who holds it.
 //!
 //! The [`StateStore`] trait is async so a Kubernetes-backed store (a Lease for
@@ -13,10 +14,10 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 use crate::resource::{Dependency, ResourceId};
 
@@ -223,8 +224,95 @@ pub trait StateStore: Send + Sync {
 #[derive(Debug)]
 pub struct LocalStateStore {
     dir: PathBuf,
-    journal: Mutex<Option<std::fs::File>>,
+    journal: std::sync::mpsc::Sender<JournalOp>,
     crash: Option<CrashPoint>,
+}
+
+/// What the journal's writer thread is asked to do.
+#[derive(Debug)]
+enum JournalOp {
+    /// Append this line; answer once it is on disk.
+    Append(Vec<u8>, oneshot::Sender<std::io::Result<()>>),
+    /// Close and remove the journal (its steps are in a compacted state now).
+    Clear(oneshot::Sender<std::io::Result<()>>),
+}
+
+/// The journal's writer: one thread owns the file. It takes every line queued while it was
+/// busy, writes them together and syncs once, then answers each caller (group commit). A
+/// caller still returns only once its own line is durable; sixteen steps finishing together
+/// cost one fsync instead of sixteen in a row.
+fn write_journal(path: PathBuf, ops: std::sync::mpsc::Receiver<JournalOp>) {
+    let mut file: Option<std::fs::File> = None;
+    let mut lines = Vec::new();
+    let mut waiting = Vec::new();
+    while let Ok(first) = ops.recv() {
+        for op in std::iter::once(first).chain(ops.try_iter()) {
+            match op {
+                JournalOp::Append(line, done) => {
+                    lines.extend_from_slice(&line);
+                    waiting.push(done);
+                }
+                JournalOp::Clear(done) => {
+                    sync_lines(&path, &mut file, &mut lines, &mut waiting);
+                    file = None;
+                    let removed = match std::fs::remove_file(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                        _ => Ok(()),
+                    };
+                    let _ = done.send(removed);
+                }
+            }
+        }
+        sync_lines(&path, &mut file, &mut lines, &mut waiting);
+    }
+}
+
+/// Appends `lines` to the journal, syncs, and tells everyone `waiting` how it went.
+fn sync_lines(
+    path: &Path,
+    file: &mut Option<std::fs::File>,
+    lines: &mut Vec<u8>,
+    waiting: &mut Vec<oneshot::Sender<std::io::Result<()>>>,
+) {
+    if waiting.is_empty() {
+        return;
+    }
+    let written = (|| {
+        let f = match file {
+            Some(f) => f,
+            None => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                // A new journal's directory entry must be durable too.
+                if let Some(dir) = path.parent() {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                file.insert(f)
+            }
+        };
+        f.write_all(lines)?;
+        f.sync_data()
+    })();
+    if written.is_err() {
+        *file = None;
+    }
+    for done in waiting.drain(..) {
+        let answer = match &written {
+            Ok(()) => Ok(()),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        };
+        let _ = done.send(answer);
+    }
+    lines.clear();
+}
+
+fn journal_stopped(path: &Path) -> StateError {
+    StateError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other("the journal writer thread stopped"),
+    }
 }
 
 /// Fault injection for tests: abort the process at the Nth journal write,
@@ -291,9 +379,18 @@ impl LocalStateStore {
             path: dir.clone(),
             source,
         })?;
+        let (journal, ops) = std::sync::mpsc::channel();
+        let path = dir.join("journal.jsonl");
+        std::thread::Builder::new()
+            .name("fleetform-journal".into())
+            .spawn(move || write_journal(path, ops))
+            .map_err(|source| StateError::Io {
+                path: dir.clone(),
+                source,
+            })?;
         Ok(Self {
             dir,
-            journal: Mutex::new(None),
+            journal,
             crash: CrashPoint::from_env(),
         })
     }
@@ -463,21 +560,14 @@ impl StateStore for LocalStateStore {
         let jpath = self.path("journal.jsonl");
         let mut line = serde_json::to_vec(entry).unwrap_or_default();
         line.push(b'\n');
-        let mut guard = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_none() {
-            *guard = Some(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&jpath)
-                    .map_err(io(&jpath))?,
-            );
-        }
-        if let Some(f) = guard.as_mut() {
-            f.write_all(&line).map_err(io(&jpath))?;
-            f.sync_data().map_err(io(&jpath))?;
-        }
-        drop(guard);
+        let (done, written) = oneshot::channel();
+        self.journal
+            .send(JournalOp::Append(line, done))
+            .map_err(|_| journal_stopped(&jpath))?;
+        written
+            .await
+            .map_err(|_| journal_stopped(&jpath))?
+            .map_err(io(&jpath))?;
         if let Some(c) = &self.crash {
             c.count_after();
             c.hit(true);
@@ -489,16 +579,14 @@ impl StateStore for LocalStateStore {
         let bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
         write_atomic(&self.path("state.json"), &bytes)?;
         let jpath = self.path("journal.jsonl");
-        let mut guard = self.journal.lock().unwrap_or_else(|p| p.into_inner());
-        *guard = None;
-        match std::fs::remove_file(&jpath) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StateError::Io {
-                path: jpath,
-                source,
-            }),
-        }
+        let (done, cleared) = oneshot::channel();
+        self.journal
+            .send(JournalOp::Clear(done))
+            .map_err(|_| journal_stopped(&jpath))?;
+        cleared
+            .await
+            .map_err(|_| journal_stopped(&jpath))?
+            .map_err(io(&jpath))
     }
 }
 
