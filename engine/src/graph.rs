@@ -111,6 +111,12 @@ impl Graph {
                 return Err(GraphError::Duplicate { id: id.clone() });
             }
         }
+        // Edges seen so far: `update_edge` would scan the source's edges each time, which is
+        // quadratic for a namespace or CRD with thousands of dependents.
+        let mut edges: std::collections::HashMap<
+            (NodeIndex, NodeIndex),
+            petgraph::graph::EdgeIndex,
+        > = std::collections::HashMap::new();
         for (id, deps, origin) in nodes {
             let to = index[id];
             for dep in deps {
@@ -126,7 +132,12 @@ impl Graph {
                     reason: dep.reason.clone(),
                     origin: dep.origin.clone().or_else(|| origin.cloned()),
                 };
-                g.update_edge(from, to, info);
+                match edges.entry((from, to)) {
+                    std::collections::hash_map::Entry::Occupied(e) => g[*e.get()] = info,
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(g.add_edge(from, to, info));
+                    }
+                }
             }
         }
         let graph = Self { g, index };
