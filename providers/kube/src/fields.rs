@@ -182,21 +182,34 @@ pub fn differences(
     }
 }
 
+/// The `f:<key>` member of a fieldsV1 map, without allocating for the usual short keys.
+fn field<'a>(fm: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    let mut buf = [0u8; 128];
+    let n = key.len() + 2;
+    if n > buf.len() {
+        return fm.get(&format!("f:{key}"));
+    }
+    buf[..2].copy_from_slice(b"f:");
+    buf[2..n].copy_from_slice(key.as_bytes());
+    std::str::from_utf8(&buf[..n]).ok().and_then(|k| fm.get(k))
+}
+
 /// True when the `fieldsV1` set `fields` contains the field at `pointer` of `live` (or a parent
 /// that is a leaf of the set, such as an atomic list).
-fn fields_contain(fields: &Value, live: &Value, segs: &[String]) -> bool {
+fn fields_contain<S: AsRef<str>>(fields: &Value, live: &Value, segs: &[S]) -> bool {
     let Some(fm) = fields.as_object() else {
         return false;
     };
     let Some((seg, rest)) = segs.split_first() else {
         return true;
     };
+    let seg = seg.as_ref();
     if fm.is_empty() {
         // A leaf of the set owns everything under it.
         return true;
     }
     match live {
-        Value::Object(lm) => match (fm.get(&format!("f:{seg}")), lm.get(seg)) {
+        Value::Object(lm) => match (field(fm, seg), lm.get(seg)) {
             (Some(f), Some(l)) => fields_contain(f, l, rest),
             (Some(f), None) => rest.is_empty() || f.as_object().is_some_and(Map::is_empty),
             _ => false,
@@ -264,48 +277,79 @@ pub fn owners(live: &Value, managed_fields: &Value, pointer: &str) -> Vec<String
 /// owned element by element answers false (an element removed by someone else
 /// leaves no trace in anyone's set), and the caller keeps the server's dry-run.
 pub fn untouched_since_applied(desired: &Value, live: &Value, managed_fields: &Value) -> bool {
-    let mut leaves = Vec::new();
-    leaf_pointers(desired, String::new(), &mut leaves);
-    leaves
-        .iter()
-        .filter(|(p, _)| !IDENTITY.contains(&p.as_str()))
-        .all(|(p, is_list)| {
-            live.pointer(p).is_some()
-                && owners(live, managed_fields, p) == [super::FIELD_MANAGER]
-                && (!is_list || owned_atomically(managed_fields, super::FIELD_MANAGER, p))
-        })
+    let mut path = Vec::new();
+    untouched_under(desired, live, managed_fields, &mut path)
 }
 
-/// The fields every object names to say which object it is: not owned by anyone.
-const IDENTITY: [&str; 4] = [
-    "/apiVersion",
-    "/kind",
-    "/metadata/name",
-    "/metadata/namespace",
-];
-
-/// Collects the JSON pointers of the leaves of `v` (a list is a leaf), each
-/// with whether it is a list.
-fn leaf_pointers(v: &Value, at: String, out: &mut Vec<(String, bool)>) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
-            for (k, c) in m {
-                leaf_pointers(
-                    c,
-                    format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
-                    out,
-                );
-            }
+/// [`untouched_since_applied`] for the part of `desired` at `path` (map keys only: a list is
+/// a leaf), walked without building pointer strings.
+fn untouched_under<'a>(
+    desired: &'a Value,
+    live: &Value,
+    managed_fields: &Value,
+    path: &mut Vec<&'a str>,
+) -> bool {
+    match desired {
+        Value::Object(m) if !m.is_empty() => m.iter().all(|(k, child)| {
+            path.push(k);
+            let untouched = untouched_under(child, live, managed_fields, path);
+            path.pop();
+            untouched
+        }),
+        _ if IDENTITY.contains(&path.as_slice()) => true,
+        _ => {
+            at(live, path).is_some()
+                && sole_owner(live, managed_fields, path, super::FIELD_MANAGER)
+                && (!desired.is_array()
+                    || owned_atomically(managed_fields, super::FIELD_MANAGER, path))
         }
-        Value::Array(_) => out.push((at, true)),
-        _ => out.push((at, false)),
     }
 }
 
+/// The value at `path` (map keys) of `v`.
+fn at<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
+    path.iter().try_fold(v, |node, key| node.get(key))
+}
+
+/// True when `manager` owns the field at `path` of `live` and no other manager does (status
+/// subresource entries aside).
+fn sole_owner(live: &Value, managed_fields: &Value, path: &[&str], manager: &str) -> bool {
+    let mut owned = false;
+    for entry in managed_fields.as_array().into_iter().flatten() {
+        if entry
+            .get("subresource")
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+        {
+            continue;
+        }
+        let (Some(name), Some(fields)) = (
+            entry.get("manager").and_then(Value::as_str),
+            entry.get("fieldsV1"),
+        ) else {
+            continue;
+        };
+        if fields_contain(fields, live, path) {
+            if name != manager {
+                return false;
+            }
+            owned = true;
+        }
+    }
+    owned
+}
+
+/// The fields every object names to say which object it is: not owned by anyone.
+const IDENTITY: [&[&str]; 4] = [
+    &["apiVersion"],
+    &["kind"],
+    &["metadata", "name"],
+    &["metadata", "namespace"],
+];
+
 /// True when `manager`'s (non-subresource) fieldsV1 holds the field at
-/// `pointer` (map keys only) as a leaf: an atomic value it owns whole.
-fn owned_atomically(managed_fields: &Value, manager: &str, pointer: &str) -> bool {
-    let segs = segments(pointer);
+/// `path` (map keys) as a leaf: an atomic value it owns whole.
+fn owned_atomically(managed_fields: &Value, manager: &str, path: &[&str]) -> bool {
     managed_fields.as_array().into_iter().flatten().any(|e| {
         e.get("manager").and_then(Value::as_str) == Some(manager)
             && e.get("subresource")
@@ -313,8 +357,8 @@ fn owned_atomically(managed_fields: &Value, manager: &str, pointer: &str) -> boo
                 .is_none_or(str::is_empty)
             && {
                 let mut node = e.get("fieldsV1");
-                for s in &segs {
-                    node = node.and_then(|n| n.get(format!("f:{s}")));
+                for key in path {
+                    node = node.and_then(Value::as_object).and_then(|m| field(m, key));
                 }
                 node.and_then(Value::as_object).is_some_and(Map::is_empty)
             }

@@ -42,6 +42,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, Scope};
 use kube::{Client, Config};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -85,12 +86,148 @@ type ListKey = (String, String, String, Option<String>);
 /// Live objects of one [`ListKey`] by name.
 type Listed = HashMap<String, Value>;
 
+/// A LIST answer, its items kept as plain JSON (no typed round trip).
+#[derive(Deserialize)]
+struct RawList {
+    #[serde(default)]
+    items: Vec<Value>,
+}
+
 /// One object resolved against its cluster.
 struct Target {
     spec: KubeSpec,
     /// The object as it is sent: cleaned, a Secret's stringData folded into data.
     object: Value,
     reference: ObjectRef,
+}
+
+/// What observe knows of an object before asking the server about it.
+enum Known {
+    /// Nothing: read it with a GET.
+    Unread,
+    /// A LIST of its group found this (`None`: it does not exist).
+    Listed(Option<Value>),
+    /// Listed and compared: it needs a dry-run.
+    Compared(Live),
+}
+
+/// A live object ready to compare with the desired one.
+struct Live {
+    /// Server-set metadata and status removed, a Secret's data digested.
+    object: Value,
+    /// Its `metadata.managedFields`, taken out of `object`.
+    managed_fields: Value,
+    /// The desired object with a Secret's data digested, when it is a Secret; otherwise the
+    /// target's object itself is the shape (see [`Live::shape`]).
+    secret_shape: Option<Value>,
+}
+
+impl Live {
+    fn of(t: &Target, mut object: Value) -> Self {
+        let managed_fields = object
+            .pointer_mut("/metadata/managedFields")
+            .map(Value::take)
+            .unwrap_or(Value::Null);
+        fields::clean(&mut object);
+        fields::digest_secret_data(&mut object);
+        let secret_shape = fields::is_secret(&t.object).then(|| {
+            let mut shape = t.object.clone();
+            fields::digest_secret_data(&mut shape);
+            shape
+        });
+        Self {
+            object,
+            managed_fields,
+            secret_shape,
+        }
+    }
+
+    /// Which fields of the live object to look at: those of the desired one.
+    fn shape<'a>(&'a self, t: &'a Target) -> &'a Value {
+        self.secret_shape.as_ref().unwrap_or(&t.object)
+    }
+}
+
+/// What can be told of a live object without the server: one only read (not desired), or
+/// one fleetform last applied exactly and nobody has touched a field of since (the dry-run
+/// would answer the live object). Anything else needs a dry-run.
+fn settle(req: &ObserveRequest<'_>, t: &Target, live: Live) -> Settled {
+    if !req.desired {
+        return Settled::Done(Observed {
+            id: req.id.clone(),
+            state: fields::project(&live.object, live.shape(t)),
+            private: Some(
+                json!({"mode": "get", "live": live.object, "managedFields": live.managed_fields}),
+            ),
+        });
+    }
+    if req.unchanged
+        && fields::untouched_since_applied(&t.object, &live.object, &live.managed_fields)
+    {
+        return Settled::Done(Observed {
+            id: req.id.clone(),
+            state: fields::project(&live.object, live.shape(t)),
+            // diff needs nothing more: an unchanged object is a NoOp.
+            private: Some(json!({"mode": "unchanged"})),
+        });
+    }
+    Settled::NeedsDryRun(live)
+}
+
+/// What settling a listed object came to.
+enum Settled {
+    /// Observed without asking the server.
+    Done(Observed),
+    /// The server must dry-run the desired object against it.
+    NeedsDryRun(Live),
+}
+
+/// A listed object to settle: its request's index, the request, the resolved object and
+/// what the LIST found.
+type ListedObject<'r> = (usize, &'r ObserveRequest<'r>, Target, Value);
+
+/// Settles listed objects on every core: after a large LIST this is all a no-change plan has
+/// left to do, and it is plain CPU work. Each comes back with its index and target.
+fn settle_all(items: Vec<ListedObject<'_>>) -> Vec<(usize, Target, Settled)> {
+    let one = |(i, req, t, live): ListedObject<'_>| {
+        let settled = settle(req, &t, Live::of(&t, live));
+        (i, t, settled)
+    };
+    // Threads pay off only for large groups.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(items.len() / 256)
+        .max(1);
+    if threads == 1 {
+        return items.into_iter().map(one).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    let mut items = items.into_iter();
+    let chunks: Vec<Vec<ListedObject<'_>>> = (0..threads)
+        .map(|_| items.by_ref().take(per).collect())
+        .collect();
+    std::thread::scope(|s| {
+        let running: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| s.spawn(move || chunk.into_iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        running
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+impl Target {
+    /// The group this object is read with when its kind is listed.
+    fn list_key(&self) -> ListKey {
+        (
+            self.spec.cluster.clone(),
+            self.reference.api_version.clone(),
+            self.reference.kind.clone(),
+            self.reference.namespace.clone(),
+        )
+    }
 }
 
 impl KubeProvider {
@@ -112,13 +249,14 @@ impl KubeProvider {
     }
 
     fn target(&self, id: &ResourceId, spec: &Value) -> Result<Target, ProviderError> {
-        let spec: KubeSpec = serde_json::from_value(spec.clone()).map_err(|e| {
+        let mut spec = KubeSpec::deserialize(spec).map_err(|e| {
             ProviderError::permanent(
                 id,
                 format!("not a kube spec ({{cluster, object, force, adopt}}): {e}"),
             )
         })?;
-        let mut object = spec.object.clone();
+        // The target keeps the cleaned object; the spec's own copy is not read again.
+        let mut object = std::mem::take(&mut spec.object);
         fields::clean(&mut object);
         fold_string_data(&mut object);
         let reference = ObjectRef::of(&object).map_err(|e| ProviderError::permanent(id, e))?;
@@ -327,14 +465,16 @@ impl KubeProvider {
         .transpose()
     }
 
+    /// Observes one object: reads it unless `known` says what a LIST found, then settles it
+    /// without the server when it can, and dry-runs it otherwise.
     async fn observe_one(
         &self,
         req: &ObserveRequest<'_>,
-        listed: Option<&Listed>,
+        t: Target,
+        known: Known,
         missing_namespaces: &HashSet<(String, String)>,
     ) -> Result<Option<Observed>, ProviderError> {
         let id = req.id;
-        let t = self.target(id, req.spec)?;
         let _permit = self.limit(&t.spec.cluster).acquire_owned().await;
         let Some(api) = self.api(id, &t).await? else {
             if t.spec.adopt {
@@ -342,11 +482,12 @@ impl KubeProvider {
             }
             return Ok(None);
         };
-        let live = match listed {
-            Some(objects) => objects.get(&t.reference.name).cloned(),
-            None => self.get(id, &t, &api).await?,
+        let live = match known {
+            Known::Compared(live) => return self.dry_run(id, &t, &api, live).await,
+            Known::Listed(live) => live,
+            Known::Unread => self.get(id, &t, &api).await?,
         };
-        let Some(mut live) = live else {
+        let Some(live) = live else {
             if !req.desired {
                 return Ok(None);
             }
@@ -373,37 +514,27 @@ impl KubeProvider {
                 Err(e) => Err(error::map(&self.cx(id, &t, "dry-run apply"), e)),
             };
         };
-        let managed_fields = live
-            .pointer("/metadata/managedFields")
-            .cloned()
-            .unwrap_or(Value::Null);
-        fields::clean(&mut live);
-        fields::digest_secret_data(&mut live);
-        let mut shape = t.object.clone();
-        fields::digest_secret_data(&mut shape);
-
-        if !req.desired {
-            return Ok(Some(Observed {
-                id: id.clone(),
-                state: fields::project(&live, &shape),
-                private: Some(
-                    json!({"mode": "get", "live": live, "managedFields": managed_fields}),
-                ),
-            }));
+        match settle(req, &t, Live::of(&t, live)) {
+            Settled::Done(observed) => Ok(Some(observed)),
+            Settled::NeedsDryRun(live) => self.dry_run(id, &t, &api, live).await,
         }
+    }
 
-        // fleetform last applied exactly this object and nobody has touched a
-        // field of it since: the dry-run would answer the live object.
-        if req.unchanged && fields::untouched_since_applied(&t.object, &live, &managed_fields) {
-            return Ok(Some(Observed {
-                id: id.clone(),
-                state: fields::project(&live, &shape),
-                private: Some(
-                    json!({"mode": "unchanged", "live": live, "managedFields": managed_fields, "unchanged": true}),
-                ),
-            }));
-        }
-
+    /// Observes a live object through a server-side dry-run of the desired one: what the
+    /// object would become, with defaults, admission and other managers' fields.
+    async fn dry_run(
+        &self,
+        id: &ResourceId,
+        t: &Target,
+        api: &Api<DynamicObject>,
+        live: Live,
+    ) -> Result<Option<Observed>, ProviderError> {
+        let shape = live.shape(t).clone();
+        let Live {
+            object: live,
+            managed_fields,
+            ..
+        } = live;
         let params = ssa_params(true, true);
         match api
             .patch(&t.reference.name, &params, &Patch::Apply(&t.object))
@@ -434,7 +565,7 @@ impl KubeProvider {
                     "reason": status.message,
                 })),
             })),
-            Err(e) => Err(error::map(&self.cx(id, &t, "dry-run apply"), e)),
+            Err(e) => Err(error::map(&self.cx(id, t, "dry-run apply"), e)),
         }
     }
 
@@ -442,14 +573,15 @@ impl KubeProvider {
         &self,
         i: usize,
         req: &ObserveRequest<'_>,
-        listed: Option<Arc<Listed>>,
+        target: Result<Target, ProviderError>,
+        known: Known,
         missing_namespaces: Arc<HashSet<(String, String)>>,
     ) -> (usize, Result<Option<Observed>, ProviderError>) {
-        (
-            i,
-            self.observe_one(req, listed.as_deref(), &missing_namespaces)
-                .await,
-        )
+        let observed = match target {
+            Ok(t) => self.observe_one(req, t, known, &missing_namespaces).await,
+            Err(e) => Err(e),
+        };
+        (i, observed)
     }
 
     /// `Some((cluster, namespace))` when the namespace provably does not
@@ -471,34 +603,30 @@ impl KubeProvider {
         }
     }
 
-    /// The group a request's object is read with, when it parses.
-    fn list_key(&self, req: &ObserveRequest<'_>) -> Option<ListKey> {
-        let t = self.target(req.id, req.spec).ok()?;
-        Some((
-            t.spec.cluster,
-            t.reference.api_version,
-            t.reference.kind,
-            t.reference.namespace,
-        ))
-    }
-
-    /// One LIST of the group `req`'s object belongs to, or `None` when it cannot be listed
-    /// (kind not served yet, LIST forbidden, any error): those objects are then read one by one,
-    /// which reports errors per object as before.
+    /// One LIST of the group `t` belongs to, or `None` when it cannot be listed (kind not
+    /// served yet, LIST forbidden, any error): those objects are then read one by one, which
+    /// reports errors per object as before. Items are decoded straight into JSON values.
     async fn list_group(
         &self,
         key: ListKey,
-        req: &ObserveRequest<'_>,
+        id: &ResourceId,
+        t: &Target,
     ) -> (ListKey, Option<Listed>) {
         let listed = async {
-            let t = self.target(req.id, req.spec).ok()?;
-            let api = self.api(req.id, &t).await.ok()??;
+            let api = self.api(id, t).await.ok()??;
+            let request = kube::core::Request::new(api.resource_url())
+                .list(&ListParams::default())
+                .ok()?;
             let _permit = self.limit(&t.spec.cluster).acquire_owned().await;
-            let list = api.list(&ListParams::default()).await.ok()?;
-            let mut out = Listed::new();
-            for item in list.items {
-                let mut v = serde_json::to_value(item).ok()?;
-                // LIST items may lack apiVersion/kind; GET answers always carry them.
+            // Its own task: large answers of several kinds are then decoded on several cores.
+            let client = api.into_client();
+            let list: RawList = tokio::spawn(async move { client.request(request).await })
+                .await
+                .ok()?
+                .ok()?;
+            let mut out = Listed::with_capacity(list.items.len());
+            for mut v in list.items {
+                // LIST items lack apiVersion/kind; GET answers always carry them.
                 v["apiVersion"] = json!(t.reference.api_version);
                 v["kind"] = json!(t.reference.kind);
                 let name = v
@@ -742,8 +870,13 @@ impl Provider for KubeProvider {
         requests: &[ObserveRequest<'_>],
     ) -> Vec<Result<Option<Observed>, ProviderError>> {
         let clusters = self.clusters.len().max(1);
+        let targets: Vec<Result<Target, ProviderError>> =
+            requests.iter().map(|r| self.target(r.id, r.spec)).collect();
         // Large groups of one kind in one namespace are read with one LIST each.
-        let keys: Vec<Option<ListKey>> = requests.iter().map(|r| self.list_key(r)).collect();
+        let keys: Vec<Option<ListKey>> = targets
+            .iter()
+            .map(|t| t.as_ref().ok().map(Target::list_key))
+            .collect();
         let mut sizes: HashMap<&ListKey, (usize, usize)> = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
             if let Some(k) = k {
@@ -753,11 +886,14 @@ impl Provider for KubeProvider {
         let lists: Vec<_> = sizes
             .into_iter()
             .filter(|(_, (n, _))| *n >= LIST_THRESHOLD)
-            .map(|(k, (_, first))| self.list_group(k.clone(), &requests[first]))
+            .filter_map(|(k, (_, first))| {
+                let t = targets[first].as_ref().ok()?;
+                Some(self.list_group(k.clone(), requests[first].id, t))
+            })
             .collect();
-        let lists: HashMap<ListKey, Arc<Listed>> = futures::stream::iter(lists)
+        let mut lists: HashMap<ListKey, Listed> = futures::stream::iter(lists)
             .buffer_unordered(self.concurrency * clusters)
-            .filter_map(|(k, l)| async move { l.map(|l| (k, Arc::new(l))) })
+            .filter_map(|(k, l)| async move { l.map(|l| (k, l)) })
             .collect()
             .await;
         // Namespaces that do not exist yet (they are created by this plan):
@@ -791,20 +927,41 @@ impl Provider for KubeProvider {
                 .collect()
                 .await,
         );
+        // Each listed object goes to the one request for it, moved rather than copied, and is
+        // settled at once where it can be; the rest reads, dry-runs or reports errors.
+        let mut quick: Vec<ListedObject<'_>> = Vec::new();
+        let mut slow: Vec<(usize, Result<Target, ProviderError>, Known)> = Vec::new();
+        for (i, (r, target)) in requests.iter().zip(targets).enumerate() {
+            let listed = match (&keys[i], &target) {
+                (Some(k), Ok(t)) => lists.get_mut(k).map(|l| l.remove(&t.reference.name)),
+                _ => None,
+            };
+            match (target, listed) {
+                (Ok(t), Some(Some(live))) => quick.push((i, r, t, live)),
+                (target, Some(None)) => slow.push((i, target, Known::Listed(None))),
+                (target, _) => slow.push((i, target, Known::Unread)),
+            }
+        }
+        let mut results: Vec<(usize, Result<Option<Observed>, ProviderError>)> = Vec::new();
+        for (i, t, settled) in settle_all(quick) {
+            match settled {
+                Settled::Done(observed) => results.push((i, Ok(Some(observed)))),
+                Settled::NeedsDryRun(live) => slow.push((i, Ok(t), Known::Compared(live))),
+            }
+        }
         // Futures built up front: a closure inside the stream trips the async-trait lifetimes.
-        let futures: Vec<_> = requests
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let listed = keys[i].as_ref().and_then(|k| lists.get(k)).cloned();
-                self.observe_indexed(i, r, listed, missing.clone())
+        let futures: Vec<_> = slow
+            .into_iter()
+            .map(|(i, target, known)| {
+                self.observe_indexed(i, &requests[i], target, known, missing.clone())
             })
             .collect();
-        let mut results: Vec<(usize, Result<Option<Observed>, ProviderError>)> =
+        results.extend(
             futures::stream::iter(futures)
                 .buffer_unordered(self.concurrency * clusters)
-                .collect()
-                .await;
+                .collect::<Vec<_>>()
+                .await,
+        );
         results.sort_by_key(|(i, _)| *i);
         results.into_iter().map(|(_, r)| r).collect()
     }
@@ -815,20 +972,20 @@ impl Provider for KubeProvider {
         observed: Option<&Observed>,
     ) -> Result<Change, ProviderError> {
         let id = &desired.id;
-        let t = self.target(id, &desired.spec)?;
-        let Some(observed) = observed else {
-            return Ok(Change::new(id.clone(), Action::Create));
-        };
-        // Observe proved the live object is what fleetform last applied.
+        // Observe proved the live object is what fleetform last applied (and had resolved
+        // the spec to get there).
         if observed
-            .private
-            .as_ref()
+            .and_then(|o| o.private.as_ref())
             .and_then(|p| p.get("mode"))
             .and_then(Value::as_str)
             == Some("unchanged")
         {
             return Ok(Change::new(id.clone(), Action::NoOp));
         }
+        let t = self.target(id, &desired.spec)?;
+        let Some(observed) = observed else {
+            return Ok(Change::new(id.clone(), Action::Create));
+        };
         let private = observed.private.clone().unwrap_or(Value::Null);
         let live = private.get("live").cloned().unwrap_or(Value::Null);
         let managed_fields = private.get("managedFields").cloned().unwrap_or(Value::Null);

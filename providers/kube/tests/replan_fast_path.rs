@@ -16,6 +16,7 @@ use fleetform_engine::provider::{
 };
 use fleetform_engine::resource::Desired;
 use fleetform_kube::{ClusterConfig, KubeProvider, object_id};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -42,9 +43,9 @@ async fn observe(p: &KubeProvider, d: &Desired, unchanged: bool) -> Option<Obser
 fn skipped_dry_run(o: &Observed) -> bool {
     o.private
         .as_ref()
-        .and_then(|p| p.get("unchanged"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
+        .and_then(|p| p.get("mode"))
+        .and_then(Value::as_str)
+        == Some("unchanged")
 }
 
 async fn converge(p: &KubeProvider, d: &Desired) {
@@ -161,4 +162,71 @@ async fn a_field_another_manager_changed_or_a_changed_manifest_takes_the_dry_run
         "a new manifest is checked by the server"
     );
     assert_eq!(p.diff(&changed, Some(&o)).unwrap().action, Action::Update);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_listed_group_is_settled_at_once_and_only_the_touched_object_is_dry_run() {
+    let Some((p, kc, name)) = setup() else { return };
+    // Enough objects of one kind in one namespace to be read with one LIST and settled on
+    // several threads.
+    let fleet: Vec<Desired> = (0..600)
+        .map(|i| config_map(&format!("{name}-{i:03}"), json!({"i": i.to_string()})))
+        .collect();
+    let creates: Vec<Change> = fleet
+        .iter()
+        .map(|d| Change::new(d.id.clone(), Action::Create))
+        .collect();
+    let applies = fleet.iter().zip(&creates).map(|(d, change)| {
+        let p = &p;
+        async move {
+            let req = ApplyRequest {
+                change,
+                desired: Some(d),
+                last_applied: None,
+                observed: None,
+            };
+            p.apply(&req, &ApplyContext::default()).await.unwrap();
+        }
+    });
+    futures::stream::iter(applies)
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    // Someone edits one of them.
+    let touched = format!("{name}-123");
+    config_maps(&kc)
+        .await
+        .patch(
+            &touched,
+            &PatchParams::apply("someone").force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": touched}, "data": {"i": "edited"}})),
+        )
+        .await
+        .unwrap();
+
+    let requests: Vec<ObserveRequest<'_>> = fleet
+        .iter()
+        .map(|d| ObserveRequest {
+            id: &d.id,
+            spec: &d.spec,
+            desired: true,
+            unchanged: true,
+        })
+        .collect();
+    let observed = p.observe(&requests).await;
+    assert_eq!(observed.len(), fleet.len());
+    for (d, o) in fleet.iter().zip(observed) {
+        let o = o.unwrap().unwrap();
+        assert_eq!(o.id, d.id, "results keep the order of the requests");
+        let change = p.diff(d, Some(&o)).unwrap();
+        if d.id.path().ends_with(&touched) {
+            assert!(!skipped_dry_run(&o), "the edited object is dry-run");
+            assert_eq!(change.action, Action::Update);
+            assert_eq!(change.fields[0].changed_by.as_deref(), Some("someone"));
+        } else {
+            assert!(skipped_dry_run(&o), "{}: {:#?}", d.id, o.private);
+            assert_eq!(change.action, Action::NoOp);
+        }
+    }
 }
