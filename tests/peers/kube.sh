@@ -194,7 +194,7 @@ run_apiserver() { # starts kube-apiserver on the state in $dir (etcd running), w
     --disable-admission-plugins=ServiceAccount \
     --allow-privileged=true \
     --enable-priority-and-fairness=false \
-    --profiling=false \
+    --profiling="${KUBE_PEER_PROFILING:-false}" \
     --v=1 \
     >>"$dir/kube-apiserver.log" 2>&1 &
   echo $! >"$dir/kube-apiserver.pid"

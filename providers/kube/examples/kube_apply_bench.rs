@@ -9,7 +9,8 @@
 //! and Role in it. With YAML_OUT it only writes the same objects (for kubectl) into another
 //! namespace's file and exits; with `--requests` it only prints the apiserver's request
 //! counters for those kinds (to count kubectl's requests). Prints one `key=value` line per
-//! measurement; `*_requests` lines are the apiserver's own counts (`apiserver_request_total`)
+//! measurement (re-plan, drift and floor: the median of KUBE_BENCH_ROUNDS=5 interleaved
+//! rounds, samples beside it); `*_requests` lines are the apiserver's own counts (`apiserver_request_total`)
 //! for the benchmark's kinds, by verb, which do not depend on how loaded the machine is.
 
 use std::collections::BTreeMap;
@@ -17,12 +18,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use fleetform_engine::Desired;
 use fleetform_engine::apply::ApplyOptions;
 use fleetform_engine::observe::Providers;
 use fleetform_engine::plan::PlanOptions;
 use fleetform_engine::reconcile::{ObserveOptions, make_plan, run_apply};
 use fleetform_engine::state::{LocalStateStore, StateStore};
-use fleetform_engine::{Desired, ResourceId};
 use fleetform_kube::{ClusterConfig, KubeProvider, object_id};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::GroupVersionKind;
@@ -73,6 +74,17 @@ fn desired(objects: &[Value]) -> Vec<Desired> {
 
 fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
+fn samples(samples: &[f64]) -> String {
+    let all: Vec<String> = samples.iter().map(|s| format!("{s:.3}")).collect();
+    all.join(" ")
 }
 
 #[tokio::main]
@@ -151,58 +163,93 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("fleetform_apply_requests={}", show(&delta(&mid, &before)));
 
-    // No-change re-plan.
-    let t = Instant::now();
-    let state = store.load().await?;
-    let again = make_plan(
-        &desired,
-        &state,
-        &providers,
-        &PlanOptions::default(),
-        ObserveOptions::default(),
-        None,
-    )
-    .await?;
-    let replan_s = secs(t);
-    let changed: Vec<&ResourceId> = again.plan.actionable().map(|c| &c.id).collect();
-    if !changed.is_empty() {
-        return Err(format!("re-plan is not empty: {} changes", changed.len()).into());
-    }
-    println!("replan_s={replan_s:.3}");
-    let after_replan = requests(&client).await?;
-    println!("replan_requests={}", show(&delta(&after_replan, &mid)));
-
-    // Drift (what `fleetform drift` plans: the inventory only, no prune).
-    let t = Instant::now();
-    let drift = make_plan(
-        &desired,
-        &state,
-        &providers,
-        &PlanOptions {
-            inventory_only: true,
-            no_prune: true,
-            ..PlanOptions::default()
-        },
-        ObserveOptions::default(),
-        None,
-    )
-    .await?;
-    println!("drift_s={:.3}", secs(t));
-    println!("drifted={}", drift.plan.actionable().count());
-    println!(
-        "drift_requests={}",
-        show(&delta(&requests(&client).await?, &after_replan))
-    );
-
-    // The floor: one LIST per kind in the namespace (what any observer must at least read).
+    // No-change re-plan, drift and the floor, interleaved over ROUNDS rounds so that a burst
+    // of load on the machine hits all three alike; medians are reported beside every sample.
+    let rounds: usize = std::env::var("KUBE_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5)
+        .max(1);
+    let (mut replans, mut drifts, mut floors) = (Vec::new(), Vec::new(), Vec::new());
     let mut listed = 0;
-    let t = Instant::now();
-    for (group, version, kind) in KINDS {
-        let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-        listed += api.list(&ListParams::default()).await?.items.len();
+    let mut replan_requests = String::new();
+    let mut drift_requests = String::new();
+    for round in 0..rounds {
+        let before = requests(&client).await?;
+        let t = Instant::now();
+        let state = store.load().await?;
+        let again = make_plan(
+            &desired,
+            &state,
+            &providers,
+            &PlanOptions::default(),
+            ObserveOptions::default(),
+            None,
+        )
+        .await?;
+        let changed = again.plan.actionable().count();
+        drop(again);
+        replans.push(secs(t));
+        if changed > 0 {
+            return Err(format!("re-plan is not empty: {changed} changes").into());
+        }
+        let after_replan = requests(&client).await?;
+
+        // Drift (what `fleetform drift` plans: the inventory only, no prune).
+        let t = Instant::now();
+        let state = store.load().await?;
+        let drift = make_plan(
+            &desired,
+            &state,
+            &providers,
+            &PlanOptions {
+                inventory_only: true,
+                no_prune: true,
+                ..PlanOptions::default()
+            },
+            ObserveOptions::default(),
+            None,
+        )
+        .await?;
+        let drifted = drift.plan.actionable().count();
+        drop(drift);
+        drifts.push(secs(t));
+        if drifted > 0 {
+            return Err(format!("drift found {drifted} changes right after the apply").into());
+        }
+        if round == 0 {
+            replan_requests = show(&delta(&after_replan, &before));
+            drift_requests = show(&delta(&requests(&client).await?, &after_replan));
+        }
+
+        // The floor: one LIST per kind in the namespace (what any observer must at least read).
+        listed = 0;
+        let t = Instant::now();
+        for (group, version, kind) in KINDS {
+            let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+            listed += api.list(&ListParams::default()).await?.items.len();
+        }
+        floors.push(secs(t));
     }
-    println!("list_floor_s={:.3}", secs(t));
+    println!(
+        "replan_s={:.3} (samples {})",
+        median(&replans),
+        samples(&replans)
+    );
+    println!("replan_requests={replan_requests}");
+    println!(
+        "drift_s={:.3} (samples {})",
+        median(&drifts),
+        samples(&drifts)
+    );
+    println!("drifted=0");
+    println!("drift_requests={drift_requests}");
+    println!(
+        "list_floor_s={:.3} (samples {})",
+        median(&floors),
+        samples(&floors)
+    );
     println!("listed={listed}");
     Ok(())
 }
