@@ -48,7 +48,7 @@ kubectl_s=$(echo "$t1 - $t0" | bc -l)
 printf 'kubectl_apply_s=%.3f\nkubectl_reapply_s=%.3f\n' "$kubectl_s" "$(echo "$t2 - $t1b" | bc -l)"
 
 "$bench" "$kc" bench-fleetform "$n" | tee "$work/fleetform.txt"
-get() { sed -n "s/^$1=//p" "$work/fleetform.txt"; }
+get() { sed -n "s/^$1=\([^ ]*\).*/\1/p" "$work/fleetform.txt"; }
 printf 'ratio_kubectl_over_fleetform_apply=%.2f (target >= 3)\n' "$(echo "$kubectl_s / $(get fleetform_apply_s)" | bc -l)"
 printf 'replan_over_floor=%.1f drift_over_floor=%.1f (target: < 2 s and <= 2x the floor)\n' \
   "$(echo "$(get replan_s) / $(get list_floor_s)" | bc -l)" "$(echo "$(get drift_s) / $(get list_floor_s)" | bc -l)"

@@ -721,6 +721,44 @@ mod tests {
         assert_eq!(state.resources[&id].spec, Some(serde_json::json!({"v": 1})));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn records_made_at_once_are_all_durable_and_the_journal_reopens_after_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(LocalStateStore::open(dir.path()).unwrap());
+        let writes = (0..200).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .record(&JournalEntry::Applied {
+                        id: ResourceId::new("test", &format!("r{i:03}")),
+                        entry: entry(serde_json::json!({"i": i})),
+                    })
+                    .await
+            })
+        });
+        for w in futures::future::join_all(writes).await {
+            w.unwrap().unwrap();
+        }
+        // Every line is whole and on disk: a second store reads them all.
+        let lines = std::fs::read_to_string(dir.path().join("journal.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 200);
+        let state = LocalStateStore::open(dir.path())
+            .unwrap()
+            .load()
+            .await
+            .unwrap();
+        assert_eq!(state.resources.len(), 200);
+        store.compact(&state).await.unwrap();
+        assert!(!dir.path().join("journal.jsonl").exists());
+        store
+            .record(&JournalEntry::Removed {
+                id: ResourceId::new("test", "r000"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.load().await.unwrap().resources.len(), 199);
+    }
+
     #[tokio::test]
     async fn compaction_writes_state_and_clears_the_journal() {
         let dir = tempfile::tempdir().unwrap();

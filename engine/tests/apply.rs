@@ -757,3 +757,66 @@ async fn only_specs_identical_to_the_last_successful_apply_are_marked_unchanged_
     );
     assert!(!flag("b"), "changed since: it must be checked in full");
 }
+
+#[tokio::test]
+async fn a_wide_fan_out_applies_every_dependent_once_after_its_root() {
+    let h = Harness::new();
+    let mut fleet = vec![res("root", &[])];
+    fleet.extend((0..3000).map(|i| res(&format!("leaf-{i:04}"), &["root"])));
+    let report = h.apply(&fleet).await;
+    assert!(report.succeeded(), "{:?}", report.root_causes());
+    assert_eq!(report.outcomes.len(), 3001);
+    // Every result was journaled: a fresh load knows all of them.
+    let state = h.store.load().await.unwrap();
+    assert_eq!(state.resources.len(), 3001);
+    h.assert_replan_empty(&fleet).await;
+}
+
+#[tokio::test]
+async fn a_failed_root_skips_its_whole_fan_out_and_every_delete() {
+    let h = Harness::new();
+    let kept = [res("other", &[]), res("keep-1", &[]), res("keep-2", &[])];
+    let mut before = vec![res("old", &[])];
+    before.extend(kept.iter().cloned());
+    h.apply(&before).await;
+    h.provider.script(
+        &id("root"),
+        Script {
+            fail: Some("rejected".into()),
+            ..Script::default()
+        },
+    );
+    let mut fleet = vec![res("root", &[])];
+    fleet.extend(kept.iter().cloned());
+    fleet.extend((0..500).map(|i| res(&format!("leaf-{i:03}"), &["root"])));
+    let options = ApplyOptions {
+        allow_destroy: true,
+        ..fast()
+    };
+    let (_, report, _) = h
+        .apply_with(&fleet, &PlanOptions::default(), &options)
+        .await;
+    assert!(matches!(
+        report.outcomes[&id("root")],
+        Outcome::Failed { .. }
+    ));
+    for i in 0..500 {
+        assert_eq!(
+            report.outcomes[&id(&format!("leaf-{i:03}"))],
+            Outcome::SkippedUpstream { root: id("root") }
+        );
+    }
+    // Deletes wait for every other change; one failed, so nothing is pruned.
+    assert_eq!(
+        report.outcomes[&id("old")],
+        Outcome::SkippedUpstream { root: id("root") }
+    );
+    assert!(
+        h.store
+            .load()
+            .await
+            .unwrap()
+            .resources
+            .contains_key(&id("old"))
+    );
+}
