@@ -30,6 +30,9 @@ tests/peers/kube.sh install --with-kubectl >/dev/null
 cargo build --release -q -p fleetform-kube --example kube_apply_bench
 bench=$target/release/examples/kube_apply_bench
 tests/peers/kube.sh stop >/dev/null 2>&1 || true
+# A fresh etcd every run: objects left by an earlier run would turn creates into no-ops, and
+# a larger store slows every write.
+rm -rf "$FLEETFORM_PEERS_DIR/kube"
 tests/peers/kube.sh start >/dev/null
 kc=$FLEETFORM_PEERS_DIR/kube/admin.kubeconfig
 

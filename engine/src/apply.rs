@@ -21,6 +21,9 @@ use crate::resource::{Desired, ResourceId, RolloutGroup};
 use crate::sensitive::digest_bytes;
 use crate::state::{InventoryEntry, JournalEntry, State, StateError, StateStore, now_rfc3339};
 
+/// Intents recorded ahead with one sync: the next changes likely to start.
+const INTENT_BATCH: usize = 64;
+
 /// Apply settings.
 #[derive(Debug, Clone)]
 pub struct ApplyOptions {
@@ -341,6 +344,7 @@ pub async fn apply(
         domain_in_use: BTreeMap::new(),
     };
     let mut waiting_rollout_announced: BTreeSet<&ResourceId> = BTreeSet::new();
+    let mut intended: BTreeSet<&ResourceId> = BTreeSet::new();
     let mut running = FuturesUnordered::new();
 
     loop {
@@ -364,6 +368,28 @@ pub async fn apply(
                         continue;
                     }
                     rollout.take(g);
+                }
+                // Record the intent first: if we crash after the provider acted, the inventory
+                // still knows the resource may exist. Intents are recorded ahead for the next
+                // changes too, with one sync: a recorded intent whose change never starts only
+                // makes the next plan look at that resource again.
+                if !intended.contains(id) {
+                    let batch: Vec<&ResourceId> = std::iter::once(id)
+                        .chain(schedule.upcoming().filter(|u| !intended.contains(u)))
+                        .take(INTENT_BATCH)
+                        .collect();
+                    let intents: Vec<JournalEntry> = batch
+                        .iter()
+                        .filter_map(|b| {
+                            let d = inputs.desired.get(b)?;
+                            Some(JournalEntry::Intent {
+                                id: (*b).clone(),
+                                entry: inventory_entry(d, state.resources.get(*b), true),
+                            })
+                        })
+                        .collect();
+                    inputs.store.record_all(&intents).await?;
+                    intended.extend(batch);
                 }
                 schedule.start(id);
                 emit(ApplyEvent::Started {
@@ -550,6 +576,11 @@ impl<'a> Schedule<'a> {
         self.ready.pop_first()
     }
 
+    /// The changes that may start after [`Schedule::next`], in the order it gives them.
+    fn upcoming(&self) -> impl Iterator<Item = &'a ResourceId> + '_ {
+        self.ready.iter().copied()
+    }
+
     /// `id` may start, but not before a rollout slot frees up.
     fn park(&mut self, id: &'a ResourceId) {
         self.parked.push(id);
@@ -625,9 +656,9 @@ async fn run_one<'a>(
     group: Option<RolloutGroup>,
 ) -> (ResourceId, Result<Step, Failure>, Option<RolloutGroup>) {
     let result = match run_one_inner(change, desired, inputs, previous, options, emit).await {
-        // Journaled here, not by the loop that collects results, so the store can make the
-        // results of calls finishing together durable with one sync.
-        Ok(step) => record(inputs.store, &step.journal)
+        // Journaled here, not by the loop that collects results, so a slow store never holds
+        // up the loop; the intent is durable, so the result may wait for the next sync.
+        Ok(step) => record_results(inputs.store, &step.journal)
             .await
             .map(|()| step)
             .map_err(Failure::Journal),
@@ -636,11 +667,39 @@ async fn run_one<'a>(
     (change.id.clone(), result, group)
 }
 
-async fn record(store: &dyn StateStore, entries: &[JournalEntry]) -> Result<(), StateError> {
+async fn record_results(
+    store: &dyn StateStore,
+    entries: &[JournalEntry],
+) -> Result<(), StateError> {
     for entry in entries {
-        store.record(entry).await?;
+        store.record_result(entry).await?;
     }
     Ok(())
+}
+
+/// What the inventory says of `d`: applied (`pending` false), or about to be (`pending`: the
+/// provider may act, so a crash must not forget the resource; the spec stays the previous one
+/// until the call succeeds).
+fn inventory_entry(
+    d: &Desired,
+    previous: Option<&InventoryEntry>,
+    pending: bool,
+) -> InventoryEntry {
+    InventoryEntry {
+        spec: if pending {
+            previous.and_then(|p| p.spec.clone())
+        } else {
+            Some(digested_spec(&d.spec, &d.sensitive))
+        },
+        spec_digest: Some(digest_bytes(
+            &serde_json::to_vec(&d.spec).unwrap_or_default(),
+        )),
+        sensitive: d.sensitive.clone(),
+        deps: d.deps.clone(),
+        prevent_destroy: d.prevent_destroy,
+        pending,
+        revision: None,
+    }
 }
 
 async fn run_one_inner(
@@ -664,35 +723,7 @@ async fn run_one_inner(
         .and_then(|o| o.as_ref());
     let last_applied = previous.as_ref().and_then(|p| p.spec.clone());
 
-    // Record the intent first: if we crash after the provider acted, the
-    // inventory still knows the resource may exist.
-    let entry_for = |pending: bool| {
-        desired.map(|d| InventoryEntry {
-            spec: if pending {
-                previous.as_ref().and_then(|p| p.spec.clone())
-            } else {
-                Some(digested_spec(&d.spec, &d.sensitive))
-            },
-            spec_digest: Some(digest_bytes(
-                &serde_json::to_vec(&d.spec).unwrap_or_default(),
-            )),
-            sensitive: d.sensitive.clone(),
-            deps: d.deps.clone(),
-            prevent_destroy: d.prevent_destroy,
-            pending,
-            revision: None,
-        })
-    };
-    if let Some(entry) = entry_for(true) {
-        inputs
-            .store
-            .record(&JournalEntry::Intent {
-                id: id.clone(),
-                entry,
-            })
-            .await
-            .map_err(|e| format!("cannot record intent: {}", error_chain(&e)))?;
-    }
+    // The intent is already durable (the apply loop records it before starting the change).
 
     let provider_change = crate::provider::Change {
         id: id.clone(),
@@ -754,7 +785,10 @@ async fn run_one_inner(
         });
     }
 
-    let journal = match (change.action, entry_for(false)) {
+    let journal = match (
+        change.action,
+        desired.map(|d| inventory_entry(d, None, false)),
+    ) {
         (Action::Delete, _) => vec![JournalEntry::Removed { id: id.clone() }],
         (_, Some(entry)) => vec![JournalEntry::Applied {
             id: id.clone(),

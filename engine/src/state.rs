@@ -203,7 +203,8 @@ pub enum StateError {
     },
 }
 
-/// Where state lives. Implementations must make `record` durable before returning.
+/// Where state lives. Implementations must make `record` and `record_all` durable before
+/// returning; `record_result` may wait for the next sync.
 #[async_trait]
 pub trait StateStore: Send + Sync {
     /// Takes the exclusive lock, or says who holds it.
@@ -216,6 +217,19 @@ pub trait StateStore: Send + Sync {
     async fn load(&self) -> Result<State, StateError>;
     /// Durably records one step.
     async fn record(&self, entry: &JournalEntry) -> Result<(), StateError>;
+    /// Durably records several steps, in order; a store may make them durable together.
+    async fn record_all(&self, entries: &[JournalEntry]) -> Result<(), StateError> {
+        for entry in entries {
+            self.record(entry).await?;
+        }
+        Ok(())
+    }
+    /// Records the result of a call whose intent is already durable. A store may return
+    /// before it is durable (it is with the next sync or compaction): lost in a crash, the
+    /// resource stays pending in the inventory, and the next plan observes it again.
+    async fn record_result(&self, entry: &JournalEntry) -> Result<(), StateError> {
+        self.record(entry).await
+    }
     /// Writes `state` as the new compacted state and clears the journal.
     async fn compact(&self, state: &State) -> Result<(), StateError>;
 }
@@ -231,29 +245,40 @@ pub struct LocalStateStore {
 /// What the journal's writer thread is asked to do.
 #[derive(Debug)]
 enum JournalOp {
-    /// Append this line; answer once it is on disk.
-    Append(Vec<u8>, oneshot::Sender<std::io::Result<()>>),
+    /// Append these lines; answer once they are written, and synced when `sync` is true.
+    Append {
+        lines: Vec<u8>,
+        sync: bool,
+        done: oneshot::Sender<std::io::Result<()>>,
+    },
     /// Close and remove the journal (its steps are in a compacted state now).
     Clear(oneshot::Sender<std::io::Result<()>>),
 }
 
 /// The journal's writer: one thread owns the file. It takes every line queued while it was
-/// busy, writes them together and syncs once, then answers each caller (group commit). A
-/// caller still returns only once its own line is durable; sixteen steps finishing together
-/// cost one fsync instead of sixteen in a row.
+/// busy, writes them together and syncs once if any caller needs it, then answers each caller
+/// (group commit). A caller that asked for a sync still returns only once its own line is
+/// durable; sixteen steps finishing together cost one fsync instead of sixteen in a row.
 fn write_journal(path: PathBuf, ops: std::sync::mpsc::Receiver<JournalOp>) {
     let mut file: Option<std::fs::File> = None;
     let mut lines = Vec::new();
     let mut waiting = Vec::new();
+    let mut sync = false;
     while let Ok(first) = ops.recv() {
         for op in std::iter::once(first).chain(ops.try_iter()) {
             match op {
-                JournalOp::Append(line, done) => {
-                    lines.extend_from_slice(&line);
+                JournalOp::Append {
+                    lines: more,
+                    sync: needs_sync,
+                    done,
+                } => {
+                    lines.extend_from_slice(&more);
                     waiting.push(done);
+                    sync |= needs_sync;
                 }
                 JournalOp::Clear(done) => {
-                    sync_lines(&path, &mut file, &mut lines, &mut waiting);
+                    write_lines(&path, &mut file, &mut lines, &mut waiting, sync);
+                    sync = false;
                     file = None;
                     let removed = match std::fs::remove_file(&path) {
                         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
@@ -263,16 +288,18 @@ fn write_journal(path: PathBuf, ops: std::sync::mpsc::Receiver<JournalOp>) {
                 }
             }
         }
-        sync_lines(&path, &mut file, &mut lines, &mut waiting);
+        write_lines(&path, &mut file, &mut lines, &mut waiting, sync);
+        sync = false;
     }
 }
 
-/// Appends `lines` to the journal, syncs, and tells everyone `waiting` how it went.
-fn sync_lines(
+/// Appends `lines` to the journal, syncs when asked, and tells everyone `waiting` how it went.
+fn write_lines(
     path: &Path,
     file: &mut Option<std::fs::File>,
     lines: &mut Vec<u8>,
     waiting: &mut Vec<oneshot::Sender<std::io::Result<()>>>,
+    sync: bool,
 ) {
     if waiting.is_empty() {
         return;
@@ -293,7 +320,7 @@ fn sync_lines(
             }
         };
         f.write_all(lines)?;
-        f.sync_data()
+        if sync { f.sync_data() } else { Ok(()) }
     })();
     if written.is_err() {
         *file = None;
@@ -398,6 +425,40 @@ impl LocalStateStore {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Appends `entries` as journal lines through the writer thread; `sync`: return only once
+    /// they are durable. Crash points count each entry as one write.
+    async fn append(&self, entries: &[JournalEntry], sync: bool) -> Result<(), StateError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if let Some(c) = &self.crash {
+            for _ in entries {
+                c.hit(false);
+            }
+        }
+        let jpath = self.path("journal.jsonl");
+        let mut lines = Vec::new();
+        for entry in entries {
+            lines.extend(serde_json::to_vec(entry).unwrap_or_default());
+            lines.push(b'\n');
+        }
+        let (done, written) = oneshot::channel();
+        self.journal
+            .send(JournalOp::Append { lines, sync, done })
+            .map_err(|_| journal_stopped(&jpath))?;
+        written
+            .await
+            .map_err(|_| journal_stopped(&jpath))?
+            .map_err(io(&jpath))?;
+        if let Some(c) = &self.crash {
+            for _ in entries {
+                c.count_after();
+                c.hit(true);
+            }
+        }
+        Ok(())
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -554,25 +615,15 @@ impl StateStore for LocalStateStore {
     }
 
     async fn record(&self, entry: &JournalEntry) -> Result<(), StateError> {
-        if let Some(c) = &self.crash {
-            c.hit(false);
-        }
-        let jpath = self.path("journal.jsonl");
-        let mut line = serde_json::to_vec(entry).unwrap_or_default();
-        line.push(b'\n');
-        let (done, written) = oneshot::channel();
-        self.journal
-            .send(JournalOp::Append(line, done))
-            .map_err(|_| journal_stopped(&jpath))?;
-        written
-            .await
-            .map_err(|_| journal_stopped(&jpath))?
-            .map_err(io(&jpath))?;
-        if let Some(c) = &self.crash {
-            c.count_after();
-            c.hit(true);
-        }
-        Ok(())
+        self.append(std::slice::from_ref(entry), true).await
+    }
+
+    async fn record_all(&self, entries: &[JournalEntry]) -> Result<(), StateError> {
+        self.append(entries, true).await
+    }
+
+    async fn record_result(&self, entry: &JournalEntry) -> Result<(), StateError> {
+        self.append(std::slice::from_ref(entry), false).await
     }
 
     async fn compact(&self, state: &State) -> Result<(), StateError> {
