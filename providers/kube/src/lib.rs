@@ -668,14 +668,14 @@ impl KubeProvider {
         } else {
             "apply"
         };
-        api.patch(
+        apply_unread(
+            &api,
             &t.reference.name,
             &ssa_params(t.spec.force, cx.dry_run),
-            &Patch::Apply(&t.object),
+            &t.object,
         )
         .await
-        .map_err(|e| error::map(&self.cx(id, t, verb), e))?;
-        Ok(())
+        .map_err(|e| error::map(&self.cx(id, t, verb), e))
     }
 
     /// Deletes the object when fleetform manages it; a missing object is a success.
@@ -804,6 +804,21 @@ impl KubeProvider {
             spec: spec.clone(),
         })
     }
+}
+
+/// Server-side apply of `object` whose answer is not needed: the body is read as text (an
+/// error still comes back as the server's Status), never decoded into an object.
+async fn apply_unread(
+    api: &Api<DynamicObject>,
+    name: &str,
+    params: &PatchParams,
+    object: &Value,
+) -> Result<(), kube::Error> {
+    let request = kube::core::Request::new(api.resource_url())
+        .patch(name, params, &Patch::Apply(object))
+        .map_err(kube::Error::BuildRequest)?;
+    api.clone().into_client().request_text(request).await?;
+    Ok(())
 }
 
 /// Server-side apply as `fleetform`, strict field validation.
