@@ -453,7 +453,7 @@ struct Builder<'a> {
     /// Spans in insertion order (an anchored subtree's spans are a slice); becomes the
     /// document's map at its end.
     entries: Vec<(Box<str>, Entry)>,
-    anchors: HashMap<usize, (Value, usize, Vec<(Box<str>, Entry)>, String)>,
+    anchors: HashMap<usize, Anchored>,
     nodes: usize,
     aliases: usize,
     alias_nodes: usize,
@@ -468,6 +468,9 @@ struct Builder<'a> {
 
 /// Stops the parse of a file.
 struct Abort;
+
+/// An anchored node: its value, its node count, its spans, and where it was defined.
+type Anchored = (Value, usize, Vec<(Box<str>, Entry)>, String);
 
 impl<'a> Builder<'a> {
     fn new(path: &'a str, limits: &'a Limits) -> Self {
@@ -492,8 +495,7 @@ impl<'a> Builder<'a> {
 
     fn run(mut self, text: &str) -> Result<Vec<Document>, Vec<Diagnostic>> {
         let mut parser = Parser::new_from_str(text);
-        loop {
-            let Some(ev) = parser.next_event() else { break };
+        while let Some(ev) = parser.next_event() {
             match ev {
                 Ok((event, span)) => {
                     let pos = Pos {

@@ -781,7 +781,7 @@ mod tests {
             tokio::spawn(async move {
                 store
                     .record(&JournalEntry::Applied {
-                        id: ResourceId::new("test", &format!("r{i:03}")),
+                        id: ResourceId::new("test", format!("r{i:03}")),
                         entry: entry(serde_json::json!({"i": i})),
                     })
                     .await
