@@ -269,13 +269,16 @@ impl Cx<'_> {
 
         // The tenant cluster's own objects: those that wait for nothing else in the cluster
         // wait for the Cluster (the rest wait for them).
-        let prefix = format!("{t}/");
-        let in_tenant = |id: &ResourceId| id.provider() == "kube" && id.path().starts_with(&prefix);
+        // Addresses sort as strings, so the tenant's objects are one range of the map: a scan
+        // of every compiled resource per tenant made a large fleet's compile quadratic.
+        let first = ResourceId::new("kube", format!("{t}/"));
+        let in_tenant = |id: &ResourceId| id.as_str().starts_with(first.as_str());
         let roots: Vec<ResourceId> = self
             .out
-            .values()
-            .filter(|d| in_tenant(&d.id) && !d.deps.iter().any(|x| in_tenant(&x.on)))
-            .map(|d| d.id.clone())
+            .range(&first..)
+            .take_while(|(id, _)| in_tenant(id))
+            .filter(|(_, d)| !d.deps.iter().any(|x| in_tenant(&x.on)))
+            .map(|(id, _)| id.clone())
             .collect();
         for id in roots {
             self.dep(
