@@ -556,7 +556,8 @@ impl Cx<'_> {
             self.dep(&id, &ns_id, format!("namespace {ns} first"));
             auth_id = Some(id);
         }
-        let (repo, tag) = split_image(&nim.spec.image);
+        let image = ImageRef::parse(&nim.spec.image);
+        let (repo, tag) = (image.repository.clone(), image.operator_tag());
         let image_id = self.image(tenant, nim);
         let mut cache_id = None;
         if let Some(cache) = &nim.spec.cache {
@@ -639,10 +640,13 @@ impl Cx<'_> {
     /// An ngc image resource for a NIM's image, resolved against the fleet's registry endpoint.
     fn image(&mut self, tenant: &Tenant, nim: &NimService) -> Option<ResourceId> {
         let registry = &self.fleet.fleet.spec.registries.ngc;
-        let (repo, tag) = split_image(&nim.spec.image);
-        let repository = repo
+        let image = ImageRef::parse(&nim.spec.image);
+        let tag = image.reference();
+        // The repository within the registry: the manifest's host is the fleet's endpoint.
+        let repository = image
+            .repository
             .split_once('/')
-            .map_or(repo.as_str(), |(_, r)| r)
+            .map_or(image.repository.as_str(), |(_, r)| r)
             .to_string();
         let host = registry_host(&registry.endpoint);
         let user = registry.username.as_deref().unwrap_or("$oauthtoken");
@@ -692,15 +696,57 @@ pub fn registry_host(endpoint: &str) -> String {
     rest.split('/').next().unwrap_or(rest).to_string()
 }
 
-/// Splits `repo:tag` (a registry port is not a tag); a missing tag is `latest`.
-pub fn split_image(image: &str) -> (String, String) {
-    let last_slash = image.rfind('/').unwrap_or(0);
-    match image[last_slash..].rfind(':') {
-        Some(i) => (
-            image[..last_slash + i].to_string(),
-            image[last_slash + i + 1..].to_string(),
-        ),
-        None => (image.to_string(), "latest".into()),
+/// An image reference taken apart: `registry/repository[:tag][@digest]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRef {
+    /// Everything before the tag, registry (and its port) included.
+    pub repository: String,
+    /// The tag, when one is given.
+    pub tag: Option<String>,
+    /// The digest (`sha256:...`), when one is given.
+    pub digest: Option<String>,
+}
+
+impl ImageRef {
+    /// Parses `repo[:tag][@digest]`; a registry port (`host:5000/...`) is not a tag.
+    pub fn parse(image: &str) -> Self {
+        let (name, digest) = match image.split_once('@') {
+            Some((name, digest)) => (name, Some(digest.to_string())),
+            None => (image, None),
+        };
+        let last_slash = name.rfind('/').unwrap_or(0);
+        let (repository, tag) = match name[last_slash..].rfind(':') {
+            Some(i) => (
+                name[..last_slash + i].to_string(),
+                Some(name[last_slash + i + 1..].to_string()),
+            ),
+            None => (name.to_string(), None),
+        };
+        Self {
+            repository,
+            tag,
+            digest,
+        }
+    }
+
+    /// What a registry resolves: the digest when there is one (it is what will run), else the
+    /// tag, else `latest`.
+    pub fn reference(&self) -> String {
+        self.digest
+            .clone()
+            .or_else(|| self.tag.clone())
+            .unwrap_or_else(|| "latest".into())
+    }
+
+    /// The `tag` of an operator's `{repository, tag}` image: the tag with the digest appended
+    /// (`1.8@sha256:...`, as digest pinning writes it), so `repository:tag` is the reference
+    /// the manifest gave; `latest` when no tag is given.
+    pub fn operator_tag(&self) -> String {
+        let tag = self.tag.as_deref().unwrap_or("latest");
+        match &self.digest {
+            Some(d) => format!("{tag}@{d}"),
+            None => tag.to_string(),
+        }
     }
 }
 
@@ -721,14 +767,40 @@ mod tests {
 
     #[test]
     fn image_references_split_at_the_tag_not_the_port() {
+        let i = ImageRef::parse("127.0.0.1:5000/nim/llama:1.0");
         assert_eq!(
-            split_image("127.0.0.1:5000/nim/llama:1.0"),
-            ("127.0.0.1:5000/nim/llama".into(), "1.0".into())
+            (i.repository.as_str(), i.tag.as_deref()),
+            ("127.0.0.1:5000/nim/llama", Some("1.0"))
         );
         assert_eq!(
-            split_image("nvcr.io/nim/llama"),
-            ("nvcr.io/nim/llama".into(), "latest".into())
+            (i.reference(), i.operator_tag()),
+            ("1.0".into(), "1.0".into())
+        );
+        let i = ImageRef::parse("nvcr.io/nim/llama");
+        assert_eq!(i.repository, "nvcr.io/nim/llama");
+        assert_eq!((&i.tag, &i.digest), (&None, &None));
+        assert_eq!(
+            (i.reference(), i.operator_tag()),
+            ("latest".into(), "latest".into())
         );
         assert_eq!(registry_host("https://nvcr.io"), "nvcr.io");
+    }
+
+    #[test]
+    fn a_digest_is_not_mistaken_for_a_tag() {
+        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let i = ImageRef::parse(&format!("nvcr.io/nim/llama:1.8@{d}"));
+        assert_eq!(i.repository, "nvcr.io/nim/llama");
+        assert_eq!(i.tag.as_deref(), Some("1.8"));
+        assert_eq!(i.digest.as_deref(), Some(d));
+        // The registry is asked for the digest; the operator gets tag@digest.
+        assert_eq!(i.reference(), d);
+        assert_eq!(i.operator_tag(), format!("1.8@{d}"));
+        let i = ImageRef::parse(&format!("127.0.0.1:5000/nim/llama@{d}"));
+        assert_eq!(
+            (i.repository.as_str(), i.tag.as_deref()),
+            ("127.0.0.1:5000/nim/llama", None)
+        );
+        assert_eq!(i.operator_tag(), format!("latest@{d}"));
     }
 }

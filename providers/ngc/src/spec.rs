@@ -117,7 +117,8 @@ pub struct ImageSpec {
     pub registry: RegistrySpec,
     /// Repository inside the registry, e.g. `nvidia/gpu-operator`.
     pub repository: String,
-    /// The tag to resolve.
+    /// The tag to resolve, or a digest (`sha256:<64 hex>`) to check exists: a reference the
+    /// manifest pinned.
     pub tag: String,
     /// Pull credentials; `null` for anonymous pulls.
     #[serde(default)]
@@ -137,10 +138,15 @@ impl ImageSpec {
         ))
     }
 
-    /// `host/repository:tag`, as a person would type it for `docker pull`.
+    /// `host/repository:tag` (or `@digest`), as a person would type it for `docker pull`.
     pub fn reference(&self) -> String {
         let host = self.registry.host().unwrap_or(&self.registry.endpoint);
-        format!("{host}/{}:{}", self.repository, self.tag)
+        let at = if self.tag.starts_with("sha256:") {
+            '@'
+        } else {
+            ':'
+        };
+        format!("{host}/{}{at}{}", self.repository, self.tag)
     }
 
     /// Checks the fields that the registry would otherwise reject with a less clear message.
@@ -148,7 +154,11 @@ impl ImageSpec {
         self.registry.parse_endpoint()?;
         check_tenant(&self.tenant)?;
         check_repository(&self.repository)?;
-        check_tag(&self.tag)
+        if self.tag.starts_with("sha256:") {
+            check_digest(&self.tag)
+        } else {
+            check_tag(&self.tag)
+        }
     }
 }
 
@@ -239,6 +249,21 @@ fn check_repository(r: &str) -> Result<(), String> {
     } else {
         Err(format!(
             "repository `{r}` is not a valid OCI repository name (lowercase a-z0-9._- components separated by /)"
+        ))
+    }
+}
+
+fn check_digest(d: &str) -> Result<(), String> {
+    let hex = d.strip_prefix("sha256:").unwrap_or_default();
+    if hex.len() == 64
+        && hex
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "digest `{d}` is not a sha256 digest (sha256: and 64 lowercase hex digits)"
         ))
     }
 }

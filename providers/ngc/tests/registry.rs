@@ -893,3 +893,35 @@ async fn debug_of_every_struct_hides_the_keys() {
     assert_no_secret(&text, &secrets);
     assert!(text.contains("(sensitive)"));
 }
+
+#[tokio::test]
+async fn a_digest_the_manifest_pinned_is_checked_by_digest() {
+    let Some(peer) = peer() else { return };
+    let repo = unique("acme");
+    let c = pusher(&peer.basic_url, &peer.basic_user, &peer.basic_password_file);
+    let pushed = push_image(&c, &peer.basic_url, &repo, "v1").await;
+    let creds = Some((peer.basic_user.as_str(), &peer.basic_password_file));
+    let p = provider();
+
+    let spec = image_spec("acme", &peer.basic_url, &repo, &pushed, creds);
+    spec.validate().unwrap();
+    assert!(spec.reference().ends_with(&format!("/{repo}@{pushed}")));
+    let id = spec.id().unwrap();
+    let desired = Desired::new(id.clone(), serde_json::to_value(&spec).unwrap());
+    let observed = observe_one(&p, &id, &desired.spec).await.unwrap().unwrap();
+    assert_eq!(observed.state, json!({"digest": pushed}));
+    assert_eq!(
+        p.diff(&desired, Some(&observed)).unwrap().action,
+        Action::NoOp
+    );
+
+    // A digest the registry does not have is an error, like a missing tag.
+    let missing = format!("sha256:{}", "0".repeat(64));
+    let spec = image_spec("acme", &peer.basic_url, &repo, &missing, creds);
+    let id = spec.id().unwrap();
+    let err = observe_one(&p, &id, &serde_json::to_value(&spec).unwrap()).await;
+    assert!(err.is_err(), "{err:?}");
+    // Not a digest at all: refused before any request.
+    let spec = image_spec("acme", &peer.basic_url, &repo, "sha256:xyz", creds);
+    assert!(spec.validate().unwrap_err().contains("not a sha256 digest"));
+}
