@@ -10,7 +10,9 @@ use fleetform_engine::apply::ApplyOptions;
 use fleetform_engine::observe::Providers;
 use fleetform_engine::plan::PlanOptions;
 use fleetform_engine::reconcile::{ObserveOptions, make_plan, run_apply};
-use fleetform_engine::state::{LocalStateStore, StateStore};
+use fleetform_engine::state::{
+    JournalEntry, LocalStateStore, LockInfo, State, StateError, StateStore,
+};
 use fleetform_engine::testing::MemoryProvider;
 use fleetform_engine::{Desired, ResourceId};
 use serde_json::json;
@@ -144,4 +146,95 @@ async fn a_crash_at_any_journal_write_then_rerun_converges_without_duplicates() 
         crashed >= 20,
         "the crash hook must actually abort the child ({crashed} crashed)"
     );
+}
+
+/// What a power cut right after the last provider call leaves: intents are durable (synced
+/// before each call), results were written without their own sync and are lost, and the
+/// revision record and compaction never happened.
+struct PowerCut(LocalStateStore);
+
+#[async_trait::async_trait]
+impl StateStore for PowerCut {
+    async fn lock(&self, info: &LockInfo) -> Result<(), StateError> {
+        self.0.lock(info).await
+    }
+    async fn unlock(&self, info: &LockInfo) -> Result<(), StateError> {
+        self.0.unlock(info).await
+    }
+    async fn force_unlock(&self, id: &str) -> Result<(), StateError> {
+        self.0.force_unlock(id).await
+    }
+    async fn load(&self) -> Result<State, StateError> {
+        self.0.load().await
+    }
+    async fn record(&self, entry: &JournalEntry) -> Result<(), StateError> {
+        match entry {
+            JournalEntry::Revision { .. } => Ok(()),
+            _ => self.0.record(entry).await,
+        }
+    }
+    async fn record_all(&self, entries: &[JournalEntry]) -> Result<(), StateError> {
+        self.0.record_all(entries).await
+    }
+    async fn record_result(&self, _: &JournalEntry) -> Result<(), StateError> {
+        Ok(())
+    }
+    async fn compact(&self, _: &State) -> Result<(), StateError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn results_lost_before_their_sync_leave_pending_resources_that_the_next_run_confirms() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Arc::new(MemoryProvider::persistent(dir.path().join("world.json")));
+    let providers = Providers::new().with(provider);
+    let cut = PowerCut(LocalStateStore::open(dir.path().join("state")).unwrap());
+    let desired = fleet();
+    let mut state = cut.load().await.unwrap();
+    let planned = make_plan(
+        &desired,
+        &state,
+        &providers,
+        &PlanOptions::default(),
+        ObserveOptions::default(),
+        Some("r1".into()),
+    )
+    .await
+    .unwrap();
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let report = run_apply(
+        &planned,
+        &desired,
+        &mut state,
+        &cut,
+        &providers,
+        &ApplyOptions::default(),
+        None,
+        rx,
+    )
+    .await
+    .unwrap();
+    assert!(report.succeeded());
+    drop(cut);
+
+    // What survived: every resource, pending, and no revision.
+    let store = LocalStateStore::open(dir.path().join("state")).unwrap();
+    let state = store.load().await.unwrap();
+    assert_eq!(state.resources.len(), 5, "an intent was lost");
+    assert!(state.resources.values().all(|e| e.pending));
+    assert_eq!(state.last_applied_revision, None);
+
+    // The next run observes them, finds them as wanted, creates nothing, and confirms them.
+    assert!(run(dir.path()).await);
+    let world: fleetform_engine::testing::World =
+        serde_json::from_slice(&std::fs::read(dir.path().join("world.json")).unwrap()).unwrap();
+    assert!(
+        world.creates.values().all(|&n| n == 1),
+        "created twice: {:?}",
+        world.creates
+    );
+    let state = store.load().await.unwrap();
+    assert!(state.resources.values().all(|e| !e.pending));
+    assert_eq!(state.last_applied_revision.as_deref(), Some("r1"));
 }
