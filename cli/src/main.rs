@@ -202,6 +202,10 @@ struct ApplyArgs {
     /// Seconds a resource may take to become healthy.
     #[arg(long, default_value_t = 600)]
     health_timeout: u64,
+    /// Seconds draining a node may take before a disruptive change to its host (pods are
+    /// evicted as `kubectl drain` does; what remains at the deadline stops that change).
+    #[arg(long, default_value_t = 900)]
+    drain_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -777,6 +781,7 @@ async fn apply_locked(
         concurrency: args.concurrency,
         allow_destroy: args.allow_destroy,
         health_timeout: std::time::Duration::from_secs(args.health_timeout),
+        drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
         ..ApplyOptions::default()
     };
     let cancel = cancel_on_signals();

@@ -41,6 +41,8 @@ pub struct ApplyOptions {
     pub health_timeout: Duration,
     /// How often to poll health.
     pub health_poll: Duration,
+    /// How long draining a node before a disruptive change to its host may take.
+    pub drain_timeout: Duration,
     /// Consent to destructive changes (`--allow-destroy`).
     pub allow_destroy: bool,
 }
@@ -55,6 +57,7 @@ impl Default for ApplyOptions {
             call_timeout: Duration::from_secs(120),
             health_timeout: Duration::from_secs(600),
             health_poll: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(900),
             allow_destroy: false,
         }
     }
@@ -745,8 +748,9 @@ async fn run_one_inner(
         timeout: options.call_timeout,
         dry_run: false,
     };
-    // A disruptive change to a host that is a cluster node: cordon first, so
-    // nothing new is scheduled on a host about to reboot; release once the
+    // A disruptive change to a host that is a cluster node: cordon first, so nothing new is
+    // scheduled on a host about to reboot, then drain it, so what runs there is evicted (and
+    // its disruption budget respected) rather than killed by the reboot; release once the
     // change is applied and healthy. On failure the node stays cordoned.
     let maintenance = desired
         .and_then(|d| d.maintenance.as_ref())
@@ -766,6 +770,11 @@ async fn run_one_inner(
         ),
         None => e,
     };
+    if let Some(node) = maintenance {
+        drain(inputs, options, id, node)
+            .await
+            .map_err(left_cordoned)?;
+    }
     let applied = apply_with_retries(provider.as_ref(), &request, &cx, id, options, emit)
         .await
         .map_err(left_cordoned)?;
@@ -800,6 +809,32 @@ async fn run_one_inner(
         journal,
         elapsed: start.elapsed(),
     })
+}
+
+/// Drains a node cordoned for maintenance through its provider. Not retried: the provider
+/// keeps trying until its own deadline, and a drain that did not finish is a decision for a
+/// person (a budget that never allows the eviction, a pod that never stops).
+async fn drain(
+    inputs: &Inputs<'_>,
+    options: &ApplyOptions,
+    id: &ResourceId,
+    node: &ResourceId,
+) -> Result<(), String> {
+    let provider = inputs.providers.for_id(node).ok_or_else(|| {
+        format!(
+            "cannot drain {node} before changing {id}: no provider named `{}` is configured",
+            node.provider()
+        )
+    })?;
+    provider
+        .drain(node, options.drain_timeout)
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot drain {node} before changing {id}: {}",
+                error_chain(&e)
+            )
+        })
 }
 
 /// Cordons (`reason`) or releases (`None`) a node through its provider,

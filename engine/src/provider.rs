@@ -301,6 +301,19 @@ pub trait Provider: Send + Sync {
             format!("provider `{}` cannot cordon nodes", self.name()),
         ))
     }
+
+    /// Drains a node this provider cordoned for maintenance: evicts what runs on it (as
+    /// `kubectl drain` does: through the eviction API, so disruption budgets hold; pods of
+    /// DaemonSets and static pods stay) and waits until it is gone, at most `timeout`. Called
+    /// after [`Provider::cordon`] and before the disruptive change. A node that does not exist
+    /// has nothing to drain.
+    async fn drain(&self, node: &ResourceId, timeout: Duration) -> Result<(), ProviderError> {
+        let _ = timeout;
+        Err(ProviderError::permanent(
+            node,
+            format!("provider `{}` cannot drain nodes", self.name()),
+        ))
+    }
 }
 
 /// What a [`Provider::cordon`] call found.

@@ -32,6 +32,8 @@ pub struct Script {
     pub slow_health: u32,
     /// Observe fails transiently.
     pub observe_fails: bool,
+    /// Draining this node fails permanently with this message.
+    pub drain_fails: Option<String>,
 }
 
 /// The persisted world: live objects and how often each was created.
@@ -55,6 +57,12 @@ pub struct World {
     /// For each disruptive apply, the nodes that were cordoned while it ran.
     #[serde(default)]
     pub cordoned_during: BTreeMap<ResourceId, Vec<ResourceId>>,
+    /// Nodes drained, in order.
+    #[serde(default)]
+    pub drained: Vec<ResourceId>,
+    /// For each disruptive apply, the nodes drained before it ran.
+    #[serde(default)]
+    pub drained_before: BTreeMap<ResourceId, Vec<ResourceId>>,
 }
 
 /// The in-memory provider. Its name is `test`.
@@ -212,6 +220,26 @@ impl Provider for MemoryProvider {
         Ok(crate::provider::Cordon::Done)
     }
 
+    async fn drain(
+        &self,
+        node: &ResourceId,
+        _timeout: std::time::Duration,
+    ) -> Result<(), ProviderError> {
+        if let Some(m) = self
+            .lock_scripts()
+            .get(node)
+            .and_then(|s| s.drain_fails.clone())
+        {
+            return Err(ProviderError::permanent(node, m));
+        }
+        let mut w = self.lock_world();
+        if w.objects.contains_key(node) {
+            w.drained.push(node.clone());
+            self.save(&w);
+        }
+        Ok(())
+    }
+
     async fn apply(
         &self,
         request: &ApplyRequest<'_>,
@@ -231,6 +259,8 @@ impl Provider for MemoryProvider {
                     w.max_concurrent_disruptive.max(w.disruptive_in_flight);
                 let cordoned = w.cordoned.keys().cloned().collect();
                 w.cordoned_during.insert(id.clone(), cordoned);
+                let drained = w.drained.clone();
+                w.drained_before.insert(id.clone(), drained);
             }
             self.save(&w);
             n

@@ -655,6 +655,11 @@ async fn a_disruptive_change_cordons_its_node_first_and_releases_it_when_healthy
         vec![id("node/n1")],
         "the node was cordoned while its host's BIOS changed"
     );
+    assert_eq!(
+        world.drained_before[&id("bios/n1")],
+        vec![id("node/n1")],
+        "and drained before it"
+    );
     assert!(
         world.cordoned.is_empty(),
         "released afterwards: {:?}",
@@ -689,6 +694,36 @@ async fn a_failed_disruptive_change_leaves_its_node_cordoned_and_the_next_succes
     h.provider.script(&id("bios/n1"), Script::default());
     assert!(h.apply(&fleet).await.succeeded());
     assert!(h.provider.world().cordoned.is_empty());
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_be_drained_is_not_rebooted_and_stays_cordoned() {
+    let h = Harness::new();
+    let node = res("node/n1", &[]);
+    h.apply(std::slice::from_ref(&node)).await;
+    let fleet = vec![node.clone(), bios_of("n1", "performance")];
+    h.provider.script(
+        &id("node/n1"),
+        Script {
+            drain_fails: Some(
+                "pod train/worker-0: eviction refused by its disruption budget".into(),
+            ),
+            ..Script::default()
+        },
+    );
+    let report = h.apply(&fleet).await;
+    let Some(Outcome::Failed { error }) = report.outcomes.get(&id("bios/n1")) else {
+        panic!("{report:?}")
+    };
+    assert!(error.contains("cannot drain test:node/n1"), "{error}");
+    assert!(error.contains("disruption budget"), "{error}");
+    assert!(error.contains("stays cordoned"), "{error}");
+    let world = h.provider.world();
+    assert!(
+        !world.attempts.contains_key(&id("bios/n1")),
+        "the BIOS was not touched"
+    );
+    assert!(world.cordoned.contains_key(&id("node/n1")));
 }
 
 #[tokio::test]

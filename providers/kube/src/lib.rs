@@ -17,6 +17,7 @@
 //!
 //! See docs/providers/kube.md.
 
+mod drain;
 mod error;
 mod fields;
 mod health;
@@ -340,6 +341,11 @@ impl KubeProvider {
         config.auth_info.impersonate = cfg.impersonate.clone();
         config.connect_timeout = Some(Duration::from_secs(10));
         config.read_timeout = Some(Duration::from_secs(60));
+        // kube-client retries 429/503/504 by itself (up to 15 times, honouring Retry-After),
+        // out of sight: the engine's own policy retries these errors (error::map makes them
+        // transient with the server's delay), with an attempt limit and a visible event, and a
+        // drain must see a disruption budget's 429 at once.
+        config.default_retry = false;
         let client = Client::try_from(config).map_err(|e| {
             ProviderError::permanent(id, format!("cannot build a client for cluster {cluster}"))
                 .with_source(e)
@@ -806,6 +812,17 @@ impl KubeProvider {
     }
 }
 
+/// (cluster, node name) of a Node's address `kube:<cluster>/v1/Node/<name>`.
+fn node_of(node: &ResourceId) -> Result<(String, String), ProviderError> {
+    match node.path().split('/').collect::<Vec<_>>().as_slice() {
+        [cluster, "v1", "Node", name] => Ok(((*cluster).to_string(), (*name).to_string())),
+        _ => Err(ProviderError::permanent(
+            node,
+            "only Nodes (kube:<cluster>/v1/Node/<name>) can be cordoned or drained",
+        )),
+    }
+}
+
 /// Server-side apply of `object` whose answer is not needed: the body is read as text (an
 /// error still comes back as the server's Status), never decoded into an object.
 async fn apply_unread(
@@ -1119,15 +1136,7 @@ impl Provider for KubeProvider {
         node: &ResourceId,
         reason: Option<&str>,
     ) -> Result<Cordon, ProviderError> {
-        let (cluster, name) = match node.path().split('/').collect::<Vec<_>>().as_slice() {
-            [cluster, "v1", "Node", name] => ((*cluster).to_string(), (*name).to_string()),
-            _ => {
-                return Err(ProviderError::permanent(
-                    node,
-                    "only Nodes (kube:<cluster>/v1/Node/<name>) can be cordoned",
-                ));
-            }
-        };
+        let (cluster, name) = node_of(node)?;
         let mut object = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
         if let Some(reason) = reason {
             object["metadata"]["annotations"] = json!({ MAINTENANCE_ANNOTATION: reason });
@@ -1161,6 +1170,16 @@ impl Provider for KubeProvider {
             .await
             .map_err(|e| error::map(&self.cx(node, &t, verb), e))?;
         Ok(Cordon::Done)
+    }
+
+    /// Evicts the node's pods as `kubectl drain` does (see the `drain` module) and waits for
+    /// them, at most `timeout`; what remains at the deadline is named in the error.
+    async fn drain(&self, node: &ResourceId, timeout: Duration) -> Result<(), ProviderError> {
+        let (cluster, name) = node_of(node)?;
+        let client = self.client(node, &cluster).await?;
+        drain::drain(&client, &name, timeout)
+            .await
+            .map_err(|e| ProviderError::permanent(node, e))
     }
 
     async fn health(&self, id: &ResourceId, spec: &Value) -> Result<Health, ProviderError> {

@@ -250,7 +250,7 @@ async fn an_apply_interrupted_by_an_apiserver_restart_retries_and_converges_with
         call_timeout: Duration::from_secs(10),
         health_poll: Duration::from_millis(200),
         health_timeout: Duration::from_secs(120),
-        allow_destroy: false,
+        ..ApplyOptions::default()
     };
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let (_cancel_tx, cancel_rx) = watch::channel(false);
