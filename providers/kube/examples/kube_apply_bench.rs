@@ -76,6 +76,30 @@ fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// Loads the state and plans, as `fleetform plan` does: the seconds it took (dropping the plan
+/// included) and how many changes it found.
+async fn timed_plan(
+    desired: &[Desired],
+    store: &LocalStateStore,
+    providers: &Providers,
+    options: &PlanOptions,
+) -> Result<(f64, usize), Box<dyn std::error::Error>> {
+    let t = Instant::now();
+    let state = store.load().await?;
+    let planned = make_plan(
+        desired,
+        &state,
+        providers,
+        options,
+        ObserveOptions::default(),
+        None,
+    )
+    .await?;
+    let changes = planned.plan.actionable().count();
+    drop(planned);
+    Ok((secs(t), changes))
+}
+
 fn median(samples: &[f64]) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -176,44 +200,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut drift_requests = String::new();
     for round in 0..rounds {
         let before = requests(&client).await?;
-        let t = Instant::now();
-        let state = store.load().await?;
-        let again = make_plan(
-            &desired,
-            &state,
-            &providers,
-            &PlanOptions::default(),
-            ObserveOptions::default(),
-            None,
-        )
-        .await?;
-        let changed = again.plan.actionable().count();
-        drop(again);
-        replans.push(secs(t));
+        let (replan_s, changed) =
+            timed_plan(&desired, &store, &providers, &PlanOptions::default()).await?;
+        replans.push(replan_s);
         if changed > 0 {
             return Err(format!("re-plan is not empty: {changed} changes").into());
         }
         let after_replan = requests(&client).await?;
 
         // Drift (what `fleetform drift` plans: the inventory only, no prune).
-        let t = Instant::now();
-        let state = store.load().await?;
-        let drift = make_plan(
-            &desired,
-            &state,
-            &providers,
-            &PlanOptions {
-                inventory_only: true,
-                no_prune: true,
-                ..PlanOptions::default()
-            },
-            ObserveOptions::default(),
-            None,
-        )
-        .await?;
-        let drifted = drift.plan.actionable().count();
-        drop(drift);
-        drifts.push(secs(t));
+        let drift_options = PlanOptions {
+            inventory_only: true,
+            no_prune: true,
+            ..PlanOptions::default()
+        };
+        let (drift_s, drifted) = timed_plan(&desired, &store, &providers, &drift_options).await?;
+        drifts.push(drift_s);
         if drifted > 0 {
             return Err(format!("drift found {drifted} changes right after the apply").into());
         }

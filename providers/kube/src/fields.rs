@@ -242,25 +242,27 @@ fn fields_contain<S: AsRef<str>>(fields: &Value, live: &Value, segs: &[S]) -> bo
     }
 }
 
+/// `(manager, fieldsV1)` of each `metadata.managedFields` entry, status subresource entries
+/// excluded.
+fn field_sets(managed_fields: &Value) -> impl Iterator<Item = (&str, &Value)> {
+    managed_fields
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e.get("subresource")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        })
+        .filter_map(|e| Some((e.get("manager")?.as_str()?, e.get("fieldsV1")?)))
+}
+
 /// The field managers (from `metadata.managedFields` of `live`) that own the field at `pointer`,
 /// status subresource entries excluded.
 pub fn owners(live: &Value, managed_fields: &Value, pointer: &str) -> Vec<String> {
     let segs = segments(pointer);
-    let mut out = Vec::new();
-    for entry in managed_fields.as_array().into_iter().flatten() {
-        if entry
-            .get("subresource")
-            .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
-        {
-            continue;
-        }
-        let (Some(manager), Some(fields)) = (
-            entry.get("manager").and_then(Value::as_str),
-            entry.get("fieldsV1"),
-        ) else {
-            continue;
-        };
+    let mut out: Vec<String> = Vec::new();
+    for (manager, fields) in field_sets(managed_fields) {
         if fields_contain(fields, live, &segs) && !out.iter().any(|m| m == manager) {
             out.push(manager.to_string());
         }
@@ -315,20 +317,7 @@ fn at<'v>(v: &'v Value, path: &[&str]) -> Option<&'v Value> {
 /// subresource entries aside).
 fn sole_owner(live: &Value, managed_fields: &Value, path: &[&str], manager: &str) -> bool {
     let mut owned = false;
-    for entry in managed_fields.as_array().into_iter().flatten() {
-        if entry
-            .get("subresource")
-            .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
-        {
-            continue;
-        }
-        let (Some(name), Some(fields)) = (
-            entry.get("manager").and_then(Value::as_str),
-            entry.get("fieldsV1"),
-        ) else {
-            continue;
-        };
+    for (name, fields) in field_sets(managed_fields) {
         if fields_contain(fields, live, path) {
             if name != manager {
                 return false;
@@ -350,19 +339,15 @@ const IDENTITY: [&[&str]; 4] = [
 /// True when `manager`'s (non-subresource) fieldsV1 holds the field at
 /// `path` (map keys) as a leaf: an atomic value it owns whole.
 fn owned_atomically(managed_fields: &Value, manager: &str, path: &[&str]) -> bool {
-    managed_fields.as_array().into_iter().flatten().any(|e| {
-        e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("subresource")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty)
-            && {
-                let mut node = e.get("fieldsV1");
-                for key in path {
-                    node = node.and_then(Value::as_object).and_then(|m| field(m, key));
-                }
-                node.and_then(Value::as_object).is_some_and(Map::is_empty)
+    field_sets(managed_fields)
+        .filter(|(name, _)| *name == manager)
+        .any(|(_, fields)| {
+            let mut node = Some(fields);
+            for key in path {
+                node = node.and_then(Value::as_object).and_then(|m| field(m, key));
             }
-    })
+            node.and_then(Value::as_object).is_some_and(Map::is_empty)
+        })
 }
 
 /// The managers named in `metadata.managedFields`.
