@@ -15,6 +15,9 @@
 //!   BareMetalHosts); the tenant cluster's objects wait for its Cluster.
 
 mod capi;
+mod charts;
+
+pub use charts::{ChartRelease, Dependent, merge as merge_values, upstream_repository};
 
 use std::collections::BTreeMap;
 
@@ -50,6 +53,9 @@ pub struct Compiled {
     pub resources: Vec<Desired>,
     /// Clusters the kube resources live in.
     pub clusters: BTreeMap<String, ClusterRef>,
+    /// Helm chart releases, expanded into `kube:` resources before planning
+    /// (`fleetform-charts`); sorted by cluster and name.
+    pub releases: Vec<ChartRelease>,
 }
 
 /// Compiles a validated fleet. Secrets are read only to build pull secrets; a
@@ -59,6 +65,7 @@ pub fn compile(fleet: &Fleet, secrets: &dyn SecretResolver) -> Result<Compiled, 
         fleet,
         secrets,
         out: BTreeMap::new(),
+        releases: BTreeMap::new(),
         diags: Vec::new(),
     };
     let mut clusters = BTreeMap::new();
@@ -89,10 +96,12 @@ pub fn compile(fleet: &Fleet, secrets: &dyn SecretResolver) -> Result<Compiled, 
         );
         cx.tenant(tenant);
     }
+    cx.hand_over_release_waits();
     if cx.diags.is_empty() {
         Ok(Compiled {
             resources: cx.out.into_values().collect(),
             clusters,
+            releases: cx.releases.into_values().collect(),
         })
     } else {
         crate::diag::sort(&mut cx.diags);
@@ -104,6 +113,8 @@ struct Cx<'a> {
     fleet: &'a Fleet,
     secrets: &'a dyn SecretResolver,
     out: BTreeMap<ResourceId, Desired>,
+    /// Chart releases by (cluster, release name).
+    releases: BTreeMap<(String, String), ChartRelease>,
     diags: Vec<Diagnostic>,
 }
 
@@ -172,6 +183,184 @@ impl Cx<'_> {
                 reason: reason.into(),
                 origin: None,
             });
+        }
+    }
+
+    /// Where an operator's settings are written: the tenant's override when it has one,
+    /// otherwise the fleet's `operators`.
+    fn operator_origin(&self, tenant: &Tenant, key: &str) -> Origin {
+        let fleet = &self.fleet.fleet;
+        let ptr = format!("/spec/operators/{key}");
+        if self.fleet.nearest_span(tenant.doc, &ptr).is_some_and(|s| {
+            tenant
+                .spec
+                .operators
+                .as_ref()
+                .is_some_and(|o| o.get(key).is_some())
+                && s.line > 0
+        }) {
+            return self.origin(tenant.doc, &ptr, &tenant.origin);
+        }
+        self.origin(fleet.doc, &ptr, &fleet.origin)
+    }
+
+    /// Where a field of the Fleet document is written.
+    fn fleet_origin(&self, pointer: &str) -> Origin {
+        let fleet = &self.fleet.fleet;
+        self.origin(fleet.doc, pointer, &fleet.origin)
+    }
+
+    fn add_release(&mut self, release: ChartRelease) {
+        self.releases
+            .insert((release.cluster.clone(), release.name.clone()), release);
+    }
+
+    /// A release in its own namespace, which compile creates and the release waits for.
+    fn namespaced_release(&mut self, mut release: ChartRelease) {
+        let ns = release.namespace.clone();
+        let ns_id = self.kube(&release.cluster, namespace(&ns), release.origin.clone());
+        release
+            .after
+            .push(dependency(&ns_id, format!("namespace {ns} first")));
+        self.add_release(release);
+    }
+
+    /// The releases besides the GPU and Network Operators: NIM Operator, DRA driver, KAI,
+    /// Grove, Kyverno and the tenant's CNI and CSI.
+    fn operator_releases(&mut self, tenant: &Tenant, ops: &crate::manifest::Operators, pools: &[&NodePool]) {
+        let t = tenant.name().to_string();
+        let spec = &self.fleet.fleet.spec;
+        let defaults = spec.charts.clone();
+        if let Some(nim) = &ops.nim_operator {
+            let r = charts::release(
+                &t,
+                &defaults,
+                charts::ReleaseSpec {
+                    name: "nim-operator",
+                    namespace: "nim-operator",
+                    chart: "k8s-nim-operator",
+                    version: &nim.version,
+                    source: nim.chart.as_ref(),
+                    typed: charts::nim_operator_values(),
+                    user_values: nim.values.as_ref(),
+                    origin: self.operator_origin(tenant, "nimOperator"),
+                },
+            );
+            self.namespaced_release(r);
+        }
+        let dra_pools = pools
+            .iter()
+            .any(|p| matches!(p.spec.gpu_sharing, Some(GpuSharing::Dra(_))));
+        if let (Some(dra), true) = (&ops.dra_driver, dra_pools) {
+            let r = charts::release(
+                &t,
+                &defaults,
+                charts::ReleaseSpec {
+                    name: "nvidia-dra-driver-gpu",
+                    namespace: "nvidia-dra-driver-gpu",
+                    chart: "dra-driver-nvidia-gpu",
+                    version: &dra.version,
+                    source: dra.chart.as_ref(),
+                    typed: charts::dra_driver_values(pools, !ops.gpu_operator.driver.enabled),
+                    user_values: dra.values.as_ref(),
+                    origin: self.operator_origin(tenant, "draDriver"),
+                },
+            );
+            self.namespaced_release(r);
+        }
+        if let Some(kai) = &spec.schedulers.kai {
+            let r = charts::release(
+                &t,
+                &defaults,
+                charts::ReleaseSpec {
+                    name: "kai-scheduler",
+                    namespace: "kai-scheduler",
+                    chart: "kai-scheduler",
+                    version: &kai.version,
+                    source: kai.chart.as_ref(),
+                    // Image tags follow the release (the chart's own version is a placeholder).
+                    typed: json!({ "global": { "tag": kai.version } }),
+                    user_values: kai.values.as_ref(),
+                    origin: self.fleet_origin("/spec/schedulers/kai"),
+                },
+            );
+            self.namespaced_release(r);
+        }
+        if let Some(grove) = &spec.schedulers.grove {
+            let r = charts::release(
+                &t,
+                &defaults,
+                charts::ReleaseSpec {
+                    name: "grove",
+                    namespace: "grove-system",
+                    chart: "grove-charts",
+                    version: &grove.version,
+                    source: grove.chart.as_ref(),
+                    typed: json!({}),
+                    user_values: grove.values.as_ref(),
+                    origin: self.fleet_origin("/spec/schedulers/grove"),
+                },
+            );
+            self.namespaced_release(r);
+        }
+        if let Some(kyverno) = &spec.policies.kyverno {
+            // The chart's `kyverno-api` subchart (policies.kyverno.io CRDs) is published apart
+            // and not always reachable; it is installed only when the manifest turns it on.
+            let r = charts::release(
+                &t,
+                &defaults,
+                charts::ReleaseSpec {
+                    name: "kyverno",
+                    namespace: "kyverno",
+                    chart: "kyverno",
+                    version: kyverno.version.trim_start_matches('v'),
+                    source: kyverno.chart.as_ref(),
+                    typed: json!({}),
+                    user_values: kyverno.values.as_ref(),
+                    origin: self.fleet_origin("/spec/policies/kyverno"),
+                },
+            );
+            self.namespaced_release(r);
+        }
+        for (key, addon) in [("cni", &tenant.spec.cni), ("csi", &tenant.spec.csi)] {
+            let Some(addon) = addon else { continue };
+            let origin = self.origin(tenant.doc, &format!("/spec/{key}"), &tenant.origin);
+            if let Some(r) = charts::addon(tenant, &defaults, addon, origin) {
+                self.add_release(r);
+            }
+        }
+    }
+
+    /// Edges to an object a release renders (the ClusterPolicy) cannot exist before the
+    /// release is expanded: hand them to the release, which adds them back, with edges to
+    /// its CRDs and workloads, once rendered. Without expansion nothing dangles.
+    fn hand_over_release_waits(&mut self) {
+        let provided: BTreeMap<ResourceId, (String, String)> = self
+            .releases
+            .iter()
+            .flat_map(|(k, r)| r.provides.iter().map(move |id| (id.clone(), k.clone())))
+            .filter(|(id, _)| !self.out.contains_key(id))
+            .collect();
+        let mut handed: Vec<((String, String), Dependent)> = Vec::new();
+        for d in self.out.values_mut() {
+            d.deps.retain(|dep| match provided.get(&dep.on) {
+                Some(k) => {
+                    handed.push((
+                        k.clone(),
+                        Dependent {
+                            id: d.id.clone(),
+                            reason: dep.reason.clone(),
+                        },
+                    ));
+                    false
+                }
+                _ => true,
+            });
+        }
+        for (k, dependent) in handed {
+            if let Some(r) = self.releases.get_mut(&k) {
+                r.dependents.push(dependent);
+            }
         }
     }
 
@@ -341,44 +530,65 @@ impl Cx<'_> {
             let obj = json!({ "apiVersion": "mellanox.com/v1alpha1", "kind": "NicClusterPolicy", "metadata": { "name": net.policy_name }, "spec": spec });
             let id = self.kube(&t, obj, origin.clone());
             self.dep(&id, &ns, "namespace nvidia-network-operator first");
+            let mut release = charts::release(
+                &t,
+                &self.fleet.fleet.spec.charts,
+                charts::ReleaseSpec {
+                    name: "network-operator",
+                    namespace: "nvidia-network-operator",
+                    chart: "network-operator",
+                    version: &net.version,
+                    source: net.chart.as_ref(),
+                    typed: charts::network_operator_values(net),
+                    user_values: net.values.as_ref(),
+                    origin: self.operator_origin(tenant, "networkOperator"),
+                },
+            );
+            release
+                .after
+                .push(dependency(&ns, "namespace nvidia-network-operator first"));
+            release.dependents.push(charts::Dependent {
+                id: id.clone(),
+                reason: "the Network Operator reconciles its NicClusterPolicy".into(),
+            });
+            self.add_release(release);
             nic_policy = Some(id);
         }
+        // The GPU Operator itself: its chart renders the operator and the ClusterPolicy
+        // (`cluster-policy`, from the typed fields), which pool labels and NIMs wait for.
+        let cp_id = kube_id(
+            &t,
+            &json!({ "apiVersion": "nvidia.com/v1", "kind": "ClusterPolicy", "metadata": { "name": "cluster-policy" } }),
+        );
+        let defaults = &self.fleet.fleet.spec.charts;
         let g = &ops.gpu_operator;
-        let mut driver = json!({ "enabled": g.driver.enabled, "version": g.driver.version, "usePrecompiled": g.driver.use_precompiled, "kernelModuleType": g.driver.kernel_module_type, "rdma": { "enabled": g.driver.rdma } });
-        if let Some(repo) = &g.driver.repository {
-            driver["repository"] = json!(repo);
-        }
-        if pull.is_some() {
-            driver["imagePullSecrets"] = json!(["ngc-pull"]);
-        }
-        let cp = json!({
-            "apiVersion": "nvidia.com/v1", "kind": "ClusterPolicy", "metadata": { "name": "cluster-policy" },
-            "spec": {
-                "operator": { "defaultRuntime": "containerd" },
-                "daemonsets": {},
-                "driver": driver,
-                "toolkit": { "enabled": g.toolkit.enabled },
-                "devicePlugin": { "enabled": g.device_plugin.enabled },
-                "dcgm": { "enabled": g.dcgm_exporter.enabled },
-                "dcgmExporter": { "enabled": g.dcgm_exporter.enabled },
-                "gfd": { "enabled": true },
-                "mig": { "strategy": g.mig_strategy },
-                "migManager": { "enabled": g.mig_manager.enabled },
-                "nodeStatusExporter": { "enabled": false },
-            }
-        });
-        let cp_id = self.kube(&t, cp, origin.clone());
-        self.dep(&cp_id, &gpu_ns, "namespace gpu-operator first");
+        let mut gpu = charts::release(
+            &t,
+            defaults,
+            charts::ReleaseSpec {
+                name: "gpu-operator",
+                namespace: "gpu-operator",
+                chart: "gpu-operator",
+                version: &g.version,
+                source: g.chart.as_ref(),
+                typed: charts::gpu_operator_values(&ops, &pools, pull.as_ref().map(|_| "ngc-pull")),
+                user_values: g.values.as_ref(),
+                origin: self.operator_origin(tenant, "gpuOperator"),
+            },
+        );
+        gpu.after.push(dependency(&gpu_ns, "namespace gpu-operator first"));
         if let Some(p) = &pull {
-            self.dep(&cp_id, p, "pull secret before anything that pulls from NGC");
+            gpu.after.push(dependency(p, "pull secret before anything that pulls from NGC"));
         }
         if let Some(nic) = &nic_policy {
-            self.dep(
-                &cp_id,
+            gpu.after.push(dependency(
                 nic,
                 "Network Operator first: GPUDirect RDMA needs its drivers",
-            );
+            ));
         }
+        gpu.provides.push(cp_id.clone());
+        self.add_release(gpu);
+        self.operator_releases(tenant, &ops, &pools);
 
         for p in &pools {
             self.pool(&t, p, &cp_id);
@@ -668,6 +878,15 @@ impl Cx<'_> {
         d.origin = Some(self.origin(nim.doc, "/spec/image", &nim.origin));
         self.add(d);
         Some(id)
+    }
+}
+
+/// An ordering edge with its reason.
+fn dependency(on: &ResourceId, reason: impl Into<String>) -> crate::resource::Dependency {
+    crate::resource::Dependency {
+        on: on.clone(),
+        reason: reason.into(),
+        origin: None,
     }
 }
 

@@ -21,6 +21,9 @@ use crate::load::SpanMap;
 use crate::resource::Origin;
 use crate::secret::SecretRef;
 
+mod charts;
+pub use charts::{ChartDefaults, ChartSource};
+
 /// The only `apiVersion` this model reads.
 pub const API_VERSION: &str = "fleetform.dev/v1alpha1";
 
@@ -248,6 +251,9 @@ pub struct FleetSpec {
     /// Image registries (NGC and mirrors).
     #[serde(default)]
     pub registries: Registries,
+    /// Where operator charts come from, and release settings.
+    #[serde(default)]
+    pub charts: ChartDefaults,
     /// Operator versions every tenant cluster runs unless it overrides them.
     pub operators: Operators,
     /// Gang / queue schedulers.
@@ -357,6 +363,24 @@ pub struct Operators {
     /// NIM Operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nim_operator: Option<NimOperator>,
+    /// NVIDIA DRA driver for GPUs (needed by pools with `gpuSharing.dra`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dra_driver: Option<DraDriver>,
+}
+
+/// The NVIDIA DRA driver for GPUs (chart `dra-driver-nvidia-gpu`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DraDriver {
+    /// Chart version, e.g. `0.4.0`.
+    pub version: String,
+    /// Where the chart comes from (default: `Fleet.spec.charts`, then upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSource>,
+    /// Chart values merged over the ones fleetform derives from the fields above (an escape
+    /// hatch: a value set here wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<serde_json::Value>,
 }
 
 /// GPU Operator settings.
@@ -365,6 +389,13 @@ pub struct Operators {
 pub struct GpuOperator {
     /// Chart / operator version, e.g. `v26.7.0`.
     pub version: String,
+    /// Where the chart comes from (default: `Fleet.spec.charts`, then upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSource>,
+    /// Chart values merged over the ones fleetform derives from the fields above (an escape
+    /// hatch: a value set here wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<serde_json::Value>,
     /// The driver container.
     pub driver: Driver,
     /// `single` (default) or `mixed`.
@@ -470,6 +501,13 @@ pub enum MigStrategy {
 pub struct NetworkOperator {
     /// Operator version, e.g. `v26.4.1`.
     pub version: String,
+    /// Where the chart comes from (default: `Fleet.spec.charts`, then upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSource>,
+    /// Chart values merged over the ones fleetform derives from the fields above (an escape
+    /// hatch: a value set here wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<serde_json::Value>,
     /// NicClusterPolicy name; the operator only reconciles `nic-cluster-policy`.
     #[serde(default = "nic_cluster_policy")]
     pub policy_name: String,
@@ -565,6 +603,13 @@ pub struct Dpf {
 pub struct NimOperator {
     /// Operator version, e.g. `v3.1.2`.
     pub version: String,
+    /// Where the chart comes from (default: `Fleet.spec.charts`, then upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSource>,
+    /// Chart values merged over the ones fleetform derives from the fields above (an escape
+    /// hatch: a value set here wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<serde_json::Value>,
 }
 
 /// `schedulers`.
@@ -585,6 +630,13 @@ pub struct Schedulers {
 pub struct Kai {
     /// Version, e.g. `v0.13.0`.
     pub version: String,
+    /// Where the chart comes from (default: `Fleet.spec.charts`, then upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSource>,
+    /// Chart values merged over the ones fleetform derives from the fields above (an escape
+    /// hatch: a value set here wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<serde_json::Value>,
     /// Queues created in every tenant cluster.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<KaiQueue>,
@@ -616,6 +668,13 @@ pub struct KaiQueue {
 pub struct Grove {
     /// Version.
     pub version: String,
+    /// Where the chart comes from (default: `Fleet.spec.charts`, then upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSource>,
+    /// Chart values merged over the ones fleetform derives from the fields above (an escape
+    /// hatch: a value set here wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<serde_json::Value>,
 }
 
 /// `policies`.
@@ -636,6 +695,13 @@ pub struct Policies {
 pub struct Kyverno {
     /// Version, e.g. `v1.19.0`.
     pub version: String,
+    /// Where the chart comes from (default: `Fleet.spec.charts`, then upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSource>,
+    /// Chart values merged over the ones fleetform derives from the fields above (an escape
+    /// hatch: a value set here wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<serde_json::Value>,
     /// `Audit` (default) or `Enforce`.
     #[serde(default)]
     pub failure_action: FailureAction,
@@ -1149,6 +1215,13 @@ pub struct Addon {
     /// Version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Where the chart comes from (default: `Fleet.spec.charts`, then upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSource>,
+    /// Chart values merged over the ones fleetform derives from the fields above (an escape
+    /// hatch: a value set here wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<serde_json::Value>,
 }
 
 /// Node OS choice.

@@ -231,6 +231,17 @@ impl Target {
     }
 }
 
+/// What one cluster serves (see [`KubeProvider::capabilities`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterCapabilities {
+    /// The server's `gitVersion`, e.g. `v1.34.4`.
+    pub kube_version: String,
+    /// `v1`, `apps/v1`, `apps/v1/Deployment`, ... (Helm's `.Capabilities.APIVersions`).
+    pub api_versions: Vec<String>,
+    /// (apiVersion, kind, namespaced) of every kind served.
+    pub kinds: Vec<(String, String, bool)>,
+}
+
 impl KubeProvider {
     /// A provider for these clusters (name → how to reach it).
     pub fn new(clusters: BTreeMap<String, ClusterConfig>) -> Self {
@@ -241,6 +252,51 @@ impl KubeProvider {
             kinds: StdMutex::new(HashMap::new()),
             limits: StdMutex::new(HashMap::new()),
         }
+    }
+
+    /// What a cluster serves, for rendering charts against it (Helm's `.Capabilities`): the
+    /// server's version, every group/version and group/version/Kind it serves, and whether
+    /// each kind is namespaced.
+    pub async fn capabilities(&self, cluster: &str) -> Result<ClusterCapabilities, ProviderError> {
+        let id = ResourceId::new("kube", format!("{cluster}/"));
+        let client = self.client(&id, cluster).await?;
+        let version = client
+            .apiserver_version()
+            .await
+            .map_err(|e| {
+                ProviderError::transient(&id, format!("cluster {cluster}: reading the server version"))
+                    .with_source(e)
+            })?;
+        let discovery = kube::discovery::Discovery::new(client)
+            .run()
+            .await
+            .map_err(|e| {
+                ProviderError::transient(&id, format!("cluster {cluster}: API discovery")).with_source(e)
+            })?;
+        let mut caps = ClusterCapabilities {
+            kube_version: version.git_version,
+            api_versions: Vec::new(),
+            kinds: Vec::new(),
+        };
+        for group in discovery.groups() {
+            for v in group.versions() {
+                let gv = if group.name().is_empty() {
+                    v.to_string()
+                } else {
+                    format!("{}/{v}", group.name())
+                };
+                caps.api_versions.push(gv.clone());
+                for (ar, c) in group.versioned_resources(v) {
+                    caps.api_versions.push(format!("{gv}/{}", ar.kind));
+                    caps.kinds.push((gv.clone(), ar.kind.clone(), c.scope == Scope::Namespaced));
+                }
+            }
+        }
+        caps.api_versions.sort();
+        caps.api_versions.dedup();
+        caps.kinds.sort();
+        caps.kinds.dedup();
+        Ok(caps)
     }
 
     /// At most `n` (>= 1) observe requests in flight per cluster.
@@ -1148,6 +1204,7 @@ impl Provider for KubeProvider {
                 object: object.clone(),
                 force: false,
                 adopt: true,
+                wait: true,
             },
             reference: ObjectRef::of(&object).map_err(|e| ProviderError::permanent(node, e))?,
             object,
@@ -1186,7 +1243,7 @@ impl Provider for KubeProvider {
         let t = self.target(id, spec)?;
         // The engine asks after a successful apply: a kind without a readiness rule is Ready
         // then, and reading it back would only double the requests of a large apply.
-        if !health::has_rule(&t.reference.api_version, &t.reference.kind) {
+        if !t.spec.wait || !health::has_rule(&t.reference.api_version, &t.reference.kind) {
             return Ok(Health::Ready);
         }
         let Some(api) = self.api(id, &t).await? else {

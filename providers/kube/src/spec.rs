@@ -21,6 +21,8 @@ pub const FIELD_MANAGER: &str = "fleetform";
 /// force: false               # take fields other field managers own (SSA force); default false
 /// adopt: false               # the object is not fleetform's: never create or delete it, only
 ///                            # apply the fields given (e.g. Node labels, taints, spec.unschedulable)
+/// wait: true                 # wait for its readiness rule (Deployment available, CRD established,
+///                            # ClusterPolicy ready) before dependents proceed
 /// ```
 ///
 /// The object is sent with server-side apply (field manager `fleetform`, `fieldValidation=Strict`).
@@ -41,6 +43,18 @@ pub struct KubeSpec {
     /// object is a permanent error, and a delete releases fleetform's fields instead of deleting.
     #[serde(default)]
     pub adopt: bool,
+    /// Wait for the object to be ready (its kind's readiness rule) before dependents proceed
+    /// (default true). False only where no controller will ever make it ready (a sandbox).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub wait: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// How to reach one cluster.

@@ -1,0 +1,353 @@
+//! From rendered releases to desired `kube:` resources: namespaces filled in, ownership
+//! labels, and every ordering as an edge with a reason (CRDs before their custom resources,
+//! pre-install/pre-upgrade hooks before the release, post hooks after it, the release after
+//! what it waits for, and the compiled resources that wait for the release after its CRDs,
+//! workloads and the objects it `provides`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fleetform_engine::compile::{ChartRelease, FLEET_LABEL, kube_id};
+use fleetform_engine::resource::{Dependency, Desired, ResourceId};
+use serde_json::{Value, json};
+
+use crate::render::Rendered;
+
+/// Label naming the release an object was rendered from (`<namespace>/<release>`).
+pub const RELEASE_LABEL: &str = "fleetform.dev/release";
+
+/// Kinds that are cluster-scoped in every Kubernetes, for objects whose kind neither the
+/// cluster nor a release's CRDs describe (a cluster not reachable, or offline rendering).
+const CLUSTER_SCOPED: &[&str] = &[
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CustomResourceDefinition",
+    "StorageClass",
+    "PriorityClass",
+    "RuntimeClass",
+    "ValidatingWebhookConfiguration",
+    "MutatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "MutatingAdmissionPolicy",
+    "MutatingAdmissionPolicyBinding",
+    "APIService",
+    "DeviceClass",
+    "IngressClass",
+    "CSIDriver",
+    "CSINode",
+    "VolumeAttachment",
+    "FlowSchema",
+    "PriorityLevelConfiguration",
+    "CertificateSigningRequest",
+];
+
+/// How each hook event is treated (docs/providers/charts.md says why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookPhase {
+    /// `pre-install`/`pre-upgrade`: applied before the release's other objects.
+    Before,
+    /// `post-install`/`post-upgrade`: applied after them.
+    After,
+    /// `test`, `*-delete`, `*-rollback`: not applied (fleetform neither runs `helm test`,
+    /// nor deletes or rolls back through Helm).
+    Skipped,
+}
+
+/// The phase of a hook from its events: any install/upgrade event makes it applied.
+pub fn hook_phase(events: &[String]) -> HookPhase {
+    if events.iter().any(|e| e == "pre-install" || e == "pre-upgrade") {
+        HookPhase::Before
+    } else if events.iter().any(|e| e == "post-install" || e == "post-upgrade") {
+        HookPhase::After
+    } else {
+        HookPhase::Skipped
+    }
+}
+
+/// Scope lookup for one cluster: discovery first, then CRDs of its releases, then the
+/// built-in list.
+#[derive(Debug, Default, Clone)]
+pub struct Scopes {
+    /// (apiVersion or group, kind) → namespaced.
+    known: BTreeMap<(String, String), bool>,
+}
+
+impl Scopes {
+    /// Kinds a cluster serves: (apiVersion, kind, namespaced).
+    pub fn from_kinds(kinds: &[(String, String, bool)]) -> Self {
+        let mut known = BTreeMap::new();
+        for (av, kind, ns) in kinds {
+            known.insert((group_of(av).to_string(), kind.clone()), *ns);
+        }
+        Self { known }
+    }
+
+    fn learn_crd(&mut self, crd: &Value) {
+        if let (Some(group), Some(kind)) = (
+            crd.pointer("/spec/group").and_then(Value::as_str),
+            crd.pointer("/spec/names/kind").and_then(Value::as_str),
+        ) {
+            let ns = crd.pointer("/spec/scope").and_then(Value::as_str) != Some("Cluster");
+            self.known.insert((group.to_string(), kind.to_string()), ns);
+        }
+    }
+
+    fn namespaced(&self, api_version: &str, kind: &str) -> bool {
+        self.known
+            .get(&(group_of(api_version).to_string(), kind.to_string()))
+            .copied()
+            .unwrap_or_else(|| !CLUSTER_SCOPED.contains(&kind))
+    }
+}
+
+fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+fn text<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+}
+
+/// One release expanded: its resources and what the plan says about it.
+#[derive(Debug, Clone)]
+pub struct Expanded {
+    /// Desired resources, CRDs included.
+    pub resources: Vec<Desired>,
+    /// CRDs of the release: (group, kind) → address.
+    pub crds: BTreeMap<(String, String), ResourceId>,
+    /// Addresses dependents wait for: CRDs, workloads (when waiting) and `provides`.
+    pub gates: Vec<ResourceId>,
+    /// Images the rendered objects run.
+    pub images: BTreeSet<String>,
+    /// Hooks left out, as `Kind/name (events)`.
+    pub skipped_hooks: Vec<String>,
+}
+
+/// Turns one rendered release into desired resources.
+pub fn release(r: &ChartRelease, rendered: &Rendered, scopes: &mut Scopes) -> Expanded {
+    let mut out = Expanded {
+        resources: Vec::new(),
+        crds: BTreeMap::new(),
+        gates: Vec::new(),
+        images: BTreeSet::new(),
+        skipped_hooks: Vec::new(),
+    };
+    let label = format!("{}/{}", r.namespace, r.name);
+    // The release's own CRDs (in crds/ or, as kyverno does, in templates) say their scope.
+    for o in rendered.crds.iter().chain(&rendered.objects) {
+        if text(&o.object, "/kind") == "CustomResourceDefinition" {
+            scopes.learn_crd(&o.object);
+        }
+    }
+    let scopes = &*scopes;
+    let desired = |object: Value, source: &str, out: &mut Expanded| -> ResourceId {
+        let mut object = object;
+        let kind = text(&object, "/kind").to_string();
+        let av = text(&object, "/apiVersion").to_string();
+        if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            let namespaced = scopes.namespaced(&av, &kind);
+            if namespaced && !meta.contains_key("namespace") {
+                meta.insert("namespace".into(), json!(r.namespace));
+            } else if !namespaced {
+                // Helm leaves a namespace on cluster-scoped objects alone; the API server would
+                // ignore it, but fleetform's address must not carry it.
+                meta.remove("namespace");
+            }
+            let labels = meta.entry("labels").or_insert_with(|| json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert(FLEET_LABEL.into(), json!("fleetform"));
+                l.insert(RELEASE_LABEL.into(), json!(label.replace('/', ".")));
+            }
+        }
+        collect_images(&object, &mut out.images);
+        let workload = matches!(
+            (group_of(&av), kind.as_str()),
+            ("apps", "Deployment" | "DaemonSet" | "StatefulSet")
+        );
+        let id = kube_id(&r.cluster, &object);
+        let mut spec = json!({ "cluster": r.cluster, "object": object });
+        if workload && !r.wait {
+            spec["wait"] = json!(false);
+        }
+        let mut d = Desired::new(id.clone(), spec);
+        d.origin = Some(r.origin.clone());
+        d.deps = r.after.clone();
+        let _ = source;
+        if workload && r.wait {
+            out.gates.push(id.clone());
+        }
+        out.resources.push(d);
+        id
+    };
+
+    for crd in &rendered.crds {
+        let group = text(&crd.object, "/spec/group").to_string();
+        let kind = text(&crd.object, "/spec/names/kind").to_string();
+        let id = desired(crd.object.clone(), &crd.source, &mut out);
+        out.crds.insert((group, kind), id.clone());
+        out.gates.push(id);
+    }
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    let mut plain = Vec::new();
+    for h in &rendered.hooks {
+        match hook_phase(&h.events) {
+            HookPhase::Before => before.push(desired(h.object.clone(), &h.source, &mut out)),
+            HookPhase::After => after.push(desired(h.object.clone(), &h.source, &mut out)),
+            HookPhase::Skipped => out.skipped_hooks.push(format!(
+                "{}/{} ({})",
+                text(&h.object, "/kind"),
+                text(&h.object, "/metadata/name"),
+                h.events.join(",")
+            )),
+        }
+    }
+    for o in &rendered.objects {
+        let id = desired(o.object.clone(), &o.source, &mut out);
+        if text(&o.object, "/kind") == "CustomResourceDefinition" {
+            let group = text(&o.object, "/spec/group").to_string();
+            let kind = text(&o.object, "/spec/names/kind").to_string();
+            out.crds.insert((group, kind), id.clone());
+            out.gates.push(id.clone());
+        }
+        plain.push(id);
+    }
+    let by_id: BTreeMap<ResourceId, usize> = out
+        .resources
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.id.clone(), i))
+        .collect();
+    let mut edge = |from: &ResourceId, on: &ResourceId, reason: String| {
+        if from == on {
+            return;
+        }
+        if let Some(&i) = by_id.get(from) {
+            let deps = &mut out.resources[i].deps;
+            if !deps.iter().any(|d| &d.on == on) {
+                deps.push(Dependency {
+                    on: on.clone(),
+                    reason,
+                    origin: None,
+                });
+            }
+        }
+    };
+    for id in &plain {
+        for h in &before {
+            edge(
+                id,
+                h,
+                format!("Helm pre-install/pre-upgrade hook of release {label} first"),
+            );
+        }
+    }
+    for h in &after {
+        for id in &plain {
+            edge(
+                h,
+                id,
+                format!("Helm post-install/post-upgrade hook of release {label} runs after it"),
+            );
+        }
+    }
+    for p in &r.provides {
+        out.gates.push(p.clone());
+    }
+    out.gates.sort();
+    out.gates.dedup();
+    out
+}
+
+/// Image references in a rendered object's pod templates (`image:` fields anywhere).
+fn collect_images(v: &Value, out: &mut BTreeSet<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("image", Value::String(s)) if s.contains('/') || s.contains(':') => {
+                        out.insert(s.clone());
+                    }
+                    _ => collect_images(v, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_images(x, out)),
+        _ => {}
+    }
+}
+
+/// Adds "waits for CRD" edges: every resource in `cluster` whose kind a release's CRD defines.
+pub fn crd_edges(
+    resources: &mut [Desired],
+    cluster: &str,
+    crds: &BTreeMap<(String, String), (ResourceId, String)>,
+) {
+    if crds.is_empty() {
+        return;
+    }
+    for d in resources.iter_mut() {
+        if d.id.provider() != "kube" || text(&d.spec, "/cluster") != cluster {
+            continue;
+        }
+        let key = (
+            group_of(text(&d.spec, "/object/apiVersion")).to_string(),
+            text(&d.spec, "/object/kind").to_string(),
+        );
+        if let Some((crd, release)) = crds.get(&key)
+            && &d.id != crd
+            && !d.deps.iter().any(|x| &x.on == crd)
+        {
+            d.deps.push(Dependency {
+                on: crd.clone(),
+                reason: format!(
+                    "waits for CRD {}.{} (release {release}) to be established",
+                    key.1.to_lowercase(),
+                    key.0
+                ),
+                origin: None,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hooks_run_on_install_or_upgrade_and_never_on_delete_rollback_or_test() {
+        let p = |e: &[&str]| hook_phase(&e.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(p(&["pre-install", "pre-upgrade"]), HookPhase::Before);
+        assert_eq!(p(&["pre-upgrade"]), HookPhase::Before);
+        assert_eq!(p(&["post-upgrade"]), HookPhase::After);
+        assert_eq!(p(&["post-delete"]), HookPhase::Skipped);
+        assert_eq!(p(&["pre-delete"]), HookPhase::Skipped);
+        assert_eq!(p(&["pre-rollback"]), HookPhase::Skipped);
+        assert_eq!(p(&["test"]), HookPhase::Skipped);
+    }
+
+    #[test]
+    fn scope_comes_from_discovery_then_crds_then_the_built_in_list() {
+        let mut s = Scopes::from_kinds(&[("example.com/v1".into(), "Thing".into(), false)]);
+        assert!(!s.namespaced("example.com/v1", "Thing"));
+        assert!(s.namespaced("apps/v1", "Deployment"));
+        assert!(!s.namespaced("rbac.authorization.k8s.io/v1", "ClusterRole"));
+        s.learn_crd(&json!({"spec": {"group": "nvidia.com", "scope": "Cluster", "names": {"kind": "ClusterPolicy"}}}));
+        assert!(!s.namespaced("nvidia.com/v1", "ClusterPolicy"));
+    }
+
+    #[test]
+    fn images_are_found_in_pod_templates_and_containers() {
+        let mut out = BTreeSet::new();
+        collect_images(
+            &json!({"spec": {"template": {"spec": {"containers": [{"image": "nvcr.io/nvidia/gpu-operator:v26.7.0"}], "initContainers": [{"image": "busybox:1"}]}}}}),
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+    }
+}
