@@ -47,8 +47,100 @@ pub struct Loaded {
     pub revision: String,
     /// The validated model.
     pub fleet: Fleet,
-    /// The compiled resources.
+    /// The compiled resources (chart releases expanded once [`expand_releases`] ran).
     pub compiled: Compiled,
+    /// The chart releases expanded into `compiled.resources`.
+    pub releases: Vec<fleetform_charts::ReleaseInfo>,
+}
+
+impl Loaded {
+    /// Digest of the chart packages the releases were rendered from (for the plan digest).
+    pub fn charts_digest(&self) -> Option<String> {
+        (!self.releases.is_empty()).then(|| fleetform_charts::charts_digest(&self.releases))
+    }
+}
+
+/// Capabilities read from the live clusters (plan time), and the versions the manifest
+/// declares for servers that report no release version (an API server built from source
+/// says `v0.0.0-master+...`).
+struct LiveClusters(fleetform_kube::KubeProvider, BTreeMap<String, String>);
+
+#[async_trait::async_trait]
+impl fleetform_charts::ClusterInfo for LiveClusters {
+    async fn capabilities(&self, cluster: &str) -> Result<fleetform_charts::Capabilities, String> {
+        let c = self
+            .0
+            .capabilities(cluster)
+            .await
+            .map_err(|e| fleetform_engine::plan::error_chain(&e))?;
+        let kube_version = if c.kube_version.starts_with("v0.0.0") {
+            let declared = fleetform_charts::Declared(self.1.clone());
+            declared.capabilities(cluster).await?.kube_version
+        } else {
+            c.kube_version
+        };
+        Ok(fleetform_charts::Capabilities {
+            kube_version,
+            api_versions: c.api_versions,
+            kinds: c.kinds,
+        })
+    }
+}
+
+/// Fetches, renders and expands the compiled chart releases into kube resources. With
+/// `live`, the renderer sees each target cluster's real version and API list; without, the
+/// versions the manifest declares (commands that must not reach a cluster, e.g. `graph`).
+pub async fn expand_releases(
+    fleet: &Fleet,
+    compiled: &mut Compiled,
+    secrets_base: &Path,
+    secrets: Arc<dyn SecretResolver>,
+    live: bool,
+) -> Result<Vec<fleetform_charts::ReleaseInfo>, Vec<Diagnostic>> {
+    if compiled.releases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cache = fleetform_charts::default_cache();
+    let expander = fleetform_charts::Expander::new(
+        fleetform_charts::Fetcher::new(secrets_base.to_path_buf(), cache.join("charts"), secrets.clone()),
+        None,
+        Some(cache.join("renders")),
+    );
+    let declared: BTreeMap<String, String> = fleet
+        .tenants
+        .iter()
+        .map(|t| (t.name().to_string(), t.spec.kubernetes.version.clone()))
+        .collect();
+    let result = if live {
+        let mut clusters = BTreeMap::new();
+        for (name, c) in &compiled.clusters {
+            if let Ok(path) = kubeconfig_path(&c.kubeconfig, secrets_base) {
+                let mut cfg = fleetform_kube::ClusterConfig::new(path);
+                cfg.context = c.context.clone();
+                clusters.insert(name.clone(), cfg);
+            }
+        }
+        let info = LiveClusters(fleetform_kube::KubeProvider::new(clusters), declared);
+        expander.expand(compiled, &info).await
+    } else {
+        expander
+            .expand(compiled, &fleetform_charts::Declared(declared))
+            .await
+    };
+    result.map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| {
+                Diagnostic::error("chart-release", e.to_string())
+                    .at(Some(fleetform_engine::diag::Span {
+                        file: e.origin.file.clone(),
+                        line: e.origin.line,
+                        column: e.origin.column,
+                    }))
+                    .hint("nothing of this release is planned; fix the chart source, version or values")
+            })
+            .collect()
+    })
 }
 
 /// Why the fleet could not be loaded: located diagnostics, or another error.
@@ -136,7 +228,28 @@ impl SourceArgs {
             revision,
             fleet,
             compiled,
+            releases: Vec::new(),
         })
+    }
+
+    /// Reads, validates, compiles and expands chart releases (see [`expand_releases`]).
+    pub async fn load_expanded(
+        &self,
+        reference: Option<&str>,
+        live: bool,
+    ) -> Result<Loaded, LoadFailure> {
+        let mut loaded = self.load(reference)?;
+        let (_, files) = self.read(reference)?;
+        loaded.releases = expand_releases(
+            &loaded.fleet,
+            &mut loaded.compiled,
+            &self.secrets_base(),
+            self.secrets(),
+            live,
+        )
+        .await
+        .map_err(|d| LoadFailure::Invalid(d, files))?;
+        Ok(loaded)
     }
 
     /// The providers the compiled resources need.
@@ -210,6 +323,23 @@ impl fleetform_engine::serve::Pipeline for ServePipeline {
             }
             LoadFailure::Other(e) => format!("{e:#}"),
         })?;
+        let mut compiled = compiled;
+        // prepare runs on a blocking thread of the daemon's runtime: wait for the expansion there.
+        let releases = tokio::runtime::Handle::current()
+            .block_on(expand_releases(
+                &fleet,
+                &mut compiled,
+                &self.secrets_base,
+                secrets.clone(),
+                true,
+            ))
+            .map_err(|diags| {
+                format!(
+                    "chart releases failed: {}",
+                    diags.iter().map(|d| d.summary.clone()).collect::<Vec<_>>().join("; ")
+                )
+            })?;
+        let inputs_digest = (!releases.is_empty()).then(|| fleetform_charts::charts_digest(&releases));
         let providers =
             providers_for(&compiled, &self.secrets_base, secrets).map_err(|e| format!("{e:#}"))?;
         Ok(fleetform_engine::serve::Prepared {
@@ -217,6 +347,7 @@ impl fleetform_engine::serve::Pipeline for ServePipeline {
             providers,
             plan_options: fleetform_engine::plan::PlanOptions {
                 max_delete_fraction: fleet.fleet.spec.prune.max_delete_fraction,
+                inputs_digest,
                 ..Default::default()
             },
         })
@@ -248,4 +379,85 @@ fn dir_revision(files: &[SourceFile]) -> String {
         h.update([0]);
     }
     format!("dir:{}", &hex::encode(h.finalize())[..16])
+}
+
+/// One line per chart release for the plan: what its rendered objects would do, and which
+/// images it brings. Removed objects are found through the release label of their
+/// last-applied spec in the inventory.
+pub fn release_summaries(
+    releases: &[fleetform_charts::ReleaseInfo],
+    plan: &fleetform_engine::plan::Plan,
+    state: &fleetform_engine::state::State,
+) -> Vec<fleetform_engine::plan::ReleaseSummary> {
+    use fleetform_engine::provider::Action;
+    let actions: BTreeMap<&fleetform_engine::ResourceId, Action> =
+        plan.changes.iter().map(|c| (&c.id, c.action)).collect();
+    releases
+        .iter()
+        .map(|r| {
+            let mut s = fleetform_engine::plan::ReleaseSummary {
+                release: r.release.clone(),
+                chart: r.chart.clone(),
+                version: r.version.clone(),
+                digest: r.digest.clone(),
+                create: 0,
+                change: 0,
+                delete: 0,
+                images: r.images.clone(),
+                new_images: Vec::new(),
+            };
+            for id in &r.resources {
+                match actions.get(id) {
+                    Some(Action::Create) => s.create += 1,
+                    Some(Action::Update | Action::Replace) => s.change += 1,
+                    _ => {}
+                }
+            }
+            // `cluster/namespace/name` → cluster and the label value `namespace.name`.
+            let mut parts = r.release.splitn(2, '/');
+            let cluster = parts.next().unwrap_or_default();
+            let label = parts.next().unwrap_or_default().replace('/', ".");
+            let mut before = std::collections::BTreeSet::new();
+            for (id, entry) in &state.resources {
+                let Some(spec) = &entry.spec else { continue };
+                let ours = spec.get("cluster").and_then(|c| c.as_str()) == Some(cluster)
+                    && spec
+                        .pointer("/object/metadata/labels")
+                        .and_then(|l| l.get(fleetform_charts::RELEASE_LABEL))
+                        .and_then(|v| v.as_str())
+                        == Some(label.as_str());
+                if !ours {
+                    continue;
+                }
+                collect_images(spec, &mut before);
+                if actions.get(id) == Some(&Action::Delete) {
+                    s.delete += 1;
+                }
+            }
+            s.new_images = r
+                .images
+                .iter()
+                .filter(|i| !before.contains(*i))
+                .cloned()
+                .collect();
+            s
+        })
+        .collect()
+}
+
+fn collect_images(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("image", serde_json::Value::String(s)) => {
+                        out.insert(s.clone());
+                    }
+                    _ => collect_images(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_images(x, out)),
+        _ => {}
+    }
 }

@@ -303,7 +303,7 @@ async fn run(cli: Cli) -> Result<Done> {
         Command::Plan(args) => plan(args).await,
         Command::Apply(args) => apply(args).await,
         Command::Drift(args) => drift(args).await,
-        Command::Graph { source, format } => graph(source, format),
+        Command::Graph { source, format } => graph(source, format).await,
         Command::Serve(args) => serve(args).await,
         Command::ForceUnlock { id, state } => {
             LocalStateStore::open(&state)?.force_unlock(&id).await?;
@@ -366,8 +366,19 @@ fn invalid(
     anyhow::anyhow!("the fleet is invalid: {errors} error(s)")
 }
 
-fn load(source: &SourceArgs, reference: Option<&str>, format: Format) -> Result<Loaded> {
-    match source.load(reference) {
+async fn load(source: &SourceArgs, reference: Option<&str>, format: Format) -> Result<Loaded> {
+    load_as(source, reference, format, true).await
+}
+
+/// Loads the fleet and expands its chart releases against the live clusters (`live`) or the
+/// versions the manifest declares.
+async fn load_as(
+    source: &SourceArgs,
+    reference: Option<&str>,
+    format: Format,
+    live: bool,
+) -> Result<Loaded> {
+    match source.load_expanded(reference, live).await {
         Ok(l) => Ok(l),
         Err(LoadFailure::Invalid(d, files)) => Err(invalid(&d, &files, format)),
         Err(LoadFailure::Other(e)) => Err(e),
@@ -428,6 +439,7 @@ fn plan_options(loaded: &Loaded, targets: Vec<ResourceId>, allow_mass_delete: bo
         targets,
         max_delete_fraction: loaded.fleet.fleet.spec.prune.max_delete_fraction,
         allow_mass_delete,
+        inputs_digest: loaded.charts_digest(),
         ..PlanOptions::default()
     }
 }
@@ -469,6 +481,7 @@ async fn plan_against_live(
     )
     .await?;
     annotate(&mut planned.plan, gpu);
+    planned.plan.releases = fleet::release_summaries(&loaded.releases, &planned.plan, &state);
     Ok(planned)
 }
 
@@ -476,7 +489,7 @@ async fn plan(args: PlanArgs) -> Result<Done> {
     if let (Some(base), Some(head)) = (&args.base, &args.head) {
         return pr_plan(&args, base, head).await;
     }
-    let loaded = load(&args.source, None, args.format)?;
+    let loaded = load(&args.source, None, args.format).await?;
     let options = plan_options(&loaded, args.targets.clone(), args.allow_mass_delete);
     let gpu = gpu::observe(&args.gpu, &args.source, &loaded).await?;
     let planned = plan_against_live(
@@ -529,8 +542,8 @@ async fn pr_plan(args: &PlanArgs, base: &str, head: &str) -> Result<Done> {
     let Some(url) = &args.source.repo else {
         bail!("--base/--head need --repo (the fleet repository)")
     };
-    let base_loaded = load(&args.source, Some(base), args.format)?;
-    let head_loaded = load(&args.source, Some(head), args.format)?;
+    let base_loaded = load(&args.source, Some(base), args.format).await?;
+    let head_loaded = load(&args.source, Some(head), args.format).await?;
     let git = fleetform_engine::source::GitSource::new(
         args.source.cache_dir.clone().unwrap_or_else(|| {
             PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/fleetform/git")
@@ -693,7 +706,7 @@ fn progress() -> (
 }
 
 async fn apply(args: ApplyArgs) -> Result<Done> {
-    let loaded = load(&args.source, None, Format::Text)?;
+    let loaded = load(&args.source, None, Format::Text).await?;
     let saved: Option<Plan> = match &args.plan {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -817,7 +830,7 @@ async fn drift(args: DriftArgs) -> Result<Done> {
     } else {
         None
     };
-    let loaded = load(&args.source, reference.as_deref(), args.format)?;
+    let loaded = load(&args.source, reference.as_deref(), args.format).await?;
     // GPU drift compares reports with the manifest, so it needs no earlier apply.
     if state.resources.is_empty() && args.gpu.source.is_none() {
         println!("Nothing is managed yet: run `fleetform apply` first.");
@@ -984,8 +997,8 @@ async fn wait_for_signal() {
     }
 }
 
-fn graph(source: SourceArgs, format: GraphFormat) -> Result<Done> {
-    let loaded = load(&source, None, Format::Text)?;
+async fn graph(source: SourceArgs, format: GraphFormat) -> Result<Done> {
+    let loaded = load_as(&source, None, Format::Text, false).await?;
     let graph = fleetform_engine::graph::Graph::build(&loaded.compiled.resources)?;
     match format {
         GraphFormat::Text => print!("{graph}"),

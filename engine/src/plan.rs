@@ -151,9 +151,39 @@ pub struct Plan {
     /// (GPU drift, degraded or unreported nodes, proposed spare swaps). Not in the digest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<crate::breakfix::Finding>,
+    /// Chart releases and what their rendered objects would do (filled in by the caller
+    /// that expanded them; see [`ReleaseSummary`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub releases: Vec<ReleaseSummary>,
     /// Digest of what would be done; `apply` of a saved plan refuses it when the
     /// digest of a fresh plan differs (the revision or live state moved).
     pub digest: String,
+}
+
+/// One chart release in a plan: a version bump reads as one line per release, with the
+/// count of rendered objects it creates, changes and removes, and the images it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSummary {
+    /// `cluster/namespace/name`.
+    pub release: String,
+    /// Chart name.
+    pub chart: String,
+    /// Pinned version.
+    pub version: String,
+    /// Digest of the chart package.
+    pub digest: String,
+    /// Objects created.
+    pub create: usize,
+    /// Objects changed in place or replaced.
+    pub change: usize,
+    /// Objects removed (rendered before, not any more).
+    pub delete: usize,
+    /// Images the release's objects run (after the change).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+    /// Images that change: new ones not run before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub new_images: Vec<String>,
 }
 
 impl Plan {
@@ -176,6 +206,9 @@ pub struct PlanOptions {
     pub inventory_only: bool,
     /// Do not plan deletes (drift).
     pub no_prune: bool,
+    /// Digest of inputs besides the manifest that decide what is applied (the chart packages
+    /// releases were rendered from): a saved plan is refused once it moves.
+    pub inputs_digest: Option<String>,
 }
 
 impl Default for PlanOptions {
@@ -186,6 +219,7 @@ impl Default for PlanOptions {
             allow_mass_delete: false,
             inventory_only: false,
             no_prune: false,
+            inputs_digest: None,
         }
     }
 }
@@ -444,7 +478,7 @@ pub fn build(
         summary.disruptive += usize::from(c.disruptive && c.action != Action::NoOp);
     }
     problems.sort_by(|a, b| (&a.origin, &a.id, &a.message).cmp(&(&b.origin, &b.id, &b.message)));
-    let digest = plan_digest(&revision, &changes, &forget);
+    let digest = plan_digest(&revision, &changes, &forget, options.inputs_digest.as_deref());
     Plan {
         format_version: PLAN_FORMAT_VERSION,
         revision,
@@ -453,6 +487,7 @@ pub fn build(
         summary,
         problems,
         findings: Vec::new(),
+        releases: Vec::new(),
         digest,
     }
 }
@@ -564,13 +599,18 @@ fn plan_digest(
     revision: &Option<String>,
     changes: &[PlannedChange],
     forget: &[ResourceId],
+    inputs: Option<&str>,
 ) -> String {
     let actionable: Vec<(&ResourceId, Action, &[FieldChange])> = changes
         .iter()
         .filter(|c| c.action != Action::NoOp)
         .map(|c| (&c.id, c.action, c.fields.as_slice()))
         .collect();
-    let bytes = serde_json::to_vec(&(revision, actionable, forget)).unwrap_or_default();
+    let bytes = match inputs {
+        None => serde_json::to_vec(&(revision, actionable, forget)),
+        Some(i) => serde_json::to_vec(&(revision, actionable, forget, i)),
+    }
+    .unwrap_or_default();
     digest_bytes(&bytes)
 }
 

@@ -130,6 +130,7 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
     if let Some(rev) = &plan.revision {
         let _ = writeln!(out, "Revision: {rev}");
     }
+    releases_text(plan, &mut out);
     let mut wave = usize::MAX;
     for c in plan.actionable() {
         if c.wave != wave {
@@ -176,6 +177,31 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
         let _ = writeln!(out, "\nNo changes. Live state matches the manifest.");
     }
     out
+}
+
+/// A line per chart release that changes: the version and what its rendered objects do.
+fn release_line(r: &crate::plan::ReleaseSummary) -> Option<String> {
+    if r.create + r.change + r.delete == 0 {
+        return None;
+    }
+    let mut line = format!(
+        "release {} ({} {}): {} to create, {} to change, {} to remove",
+        r.release, r.chart, r.version, r.create, r.change, r.delete
+    );
+    if !r.new_images.is_empty() {
+        let _ = write!(line, "; new images: {}", r.new_images.join(", "));
+    }
+    Some(line)
+}
+
+fn releases_text(plan: &Plan, out: &mut String) {
+    let lines: Vec<String> = plan.releases.iter().filter_map(release_line).collect();
+    if !lines.is_empty() {
+        let _ = writeln!(out, "\nChart releases:");
+        for l in lines {
+            let _ = writeln!(out, "  {l}");
+        }
+    }
 }
 
 /// GPU drift and break/fix findings: not changes, but things a person decides.
@@ -277,6 +303,14 @@ pub fn plan_markdown(plan: &Plan, title: &str, intro: &[String]) -> String {
         let _ = writeln!(out, "{line}");
     }
     if !intro.is_empty() {
+        out.push('\n');
+    }
+    let releases: Vec<String> = plan.releases.iter().filter_map(release_line).collect();
+    if !releases.is_empty() {
+        let _ = writeln!(out, "#### Chart releases\n");
+        for l in releases {
+            let _ = writeln!(out, "- {}", escape_md(&l));
+        }
         out.push('\n');
     }
     if !plan.problems.is_empty() {

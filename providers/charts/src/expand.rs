@@ -169,7 +169,9 @@ pub fn release(r: &ChartRelease, rendered: &Rendered, scopes: &mut Scopes) -> Ex
         );
         let id = kube_id(&r.cluster, &object);
         let mut spec = json!({ "cluster": r.cluster, "object": object });
-        if workload && !r.wait {
+        // Without waiting, nothing but a CRD (established by the API server itself) waits
+        // for readiness: no controller would ever report it where none runs.
+        if !r.wait && kind != "CustomResourceDefinition" {
             spec["wait"] = json!(false);
         }
         let mut d = Desired::new(id.clone(), spec);
@@ -281,10 +283,13 @@ fn collect_images(v: &Value, out: &mut BTreeSet<String>) {
 }
 
 /// Adds "waits for CRD" edges: every resource in `cluster` whose kind a release's CRD defines.
+///
+/// Such a custom resource is made ready by the release's operator: where the release does not
+/// wait (`charts.wait: false`, no controllers run), neither does the resource.
 pub fn crd_edges(
     resources: &mut [Desired],
     cluster: &str,
-    crds: &BTreeMap<(String, String), (ResourceId, String)>,
+    crds: &BTreeMap<(String, String), (ResourceId, String, bool)>,
 ) {
     if crds.is_empty() {
         return;
@@ -297,10 +302,13 @@ pub fn crd_edges(
             group_of(text(&d.spec, "/object/apiVersion")).to_string(),
             text(&d.spec, "/object/kind").to_string(),
         );
-        if let Some((crd, release)) = crds.get(&key)
+        if let Some((crd, release, wait)) = crds.get(&key)
             && &d.id != crd
             && !d.deps.iter().any(|x| &x.on == crd)
         {
+            if !wait {
+                d.spec["wait"] = json!(false);
+            }
             d.deps.push(Dependency {
                 on: crd.clone(),
                 reason: format!(

@@ -259,7 +259,7 @@ impl Expander {
 
         // Expand, cluster by cluster, so CRD edges see every release of the cluster.
         let mut infos = Vec::new();
-        let mut crds_by_cluster: BTreeMap<String, BTreeMap<(String, String), (ResourceId, String)>> =
+        let mut crds_by_cluster: BTreeMap<String, BTreeMap<(String, String), (ResourceId, String, bool)>> =
             BTreeMap::new();
         let mut scopes: BTreeMap<String, expand::Scopes> = BTreeMap::new();
         let existing: BTreeSet<ResourceId> = compiled.resources.iter().map(|d| d.id.clone()).collect();
@@ -311,7 +311,7 @@ impl Expander {
             }
             let crds = crds_by_cluster.entry(r.cluster.clone()).or_default();
             for (k, id) in &x.crds {
-                crds.insert(k.clone(), (id.clone(), r.key()));
+                crds.insert(k.clone(), (id.clone(), r.key(), r.wait));
             }
             gates_of.insert(*i, x.gates.clone());
             let chart = chart.clone().unwrap_or(FetchedChart {

@@ -1,0 +1,217 @@
+//! Operator charts end to end against a real kube-apiserver (tests/peers/kube.sh start): the
+//! real charts from ../shared/fixtures/charts, rendered by Helm's own engine with the values
+//! fleetform derives from the manifest, applied CRDs first with server-side apply, re-planned
+//! clean, then upgraded (GPU Operator v26.3.3 -> v26.7.0) with the plan showing the release.
+//! No controllers run: `charts.wait: false` keeps fleetform from waiting on readiness.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn kubeconfig() -> Option<PathBuf> {
+    match std::env::var_os("FLEETFORM_TEST_KUBECONFIG") {
+        Some(p) => Some(PathBuf::from(p)),
+        None if std::env::var("FLEETFORM_REQUIRE_PEERS").as_deref() == Ok("1") => {
+            panic!("FLEETFORM_TEST_KUBECONFIG is not set: run tests/peers/kube.sh start")
+        }
+        None => {
+            eprintln!("skipped: kube not running (tests/peers/kube.sh start)");
+            None
+        }
+    }
+}
+
+/// The upstream charts (never copied into the repository).
+fn shared_charts() -> PathBuf {
+    let base = std::env::var_os("FLEETFORM_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
+    let p = base.join("fixtures/charts");
+    assert!(
+        p.is_dir(),
+        "{} is missing: ../shared must sit beside the checkout (or set FLEETFORM_SHARED_DIR)",
+        p.display()
+    );
+    p
+}
+
+fn fleet(gpu_version: &str, tenant: &str, extra_operators: &str) -> String {
+    format!(
+        r#"apiVersion: fleetform.dev/v1alpha1
+kind: Fleet
+metadata: {{name: charts}}
+spec:
+  charts:
+    repository: {repo}
+    wait: false
+  operators:
+    gpuOperator:
+      version: {gpu_version}
+      driver: {{version: "580.95.05", kernelModuleType: open}}
+      migStrategy: mixed
+{extra_operators}
+  managementCluster:
+    kubeconfig: {{file: admin.kubeconfig}}
+---
+apiVersion: fleetform.dev/v1alpha1
+kind: Tenant
+metadata: {{name: {tenant}}}
+spec:
+  flavor: tenant-managed
+  kubernetes:
+    version: "1.34"
+    kubeconfig: {{file: admin.kubeconfig}}
+    podCidr: 10.65.0.0/16
+    serviceCidr: 10.97.0.0/20
+  nodeOs: {{byo: true}}
+"#,
+        repo = shared_charts().display()
+    )
+}
+
+fn run(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fleetform"))
+        .args(args)
+        .arg("--fleet")
+        .arg(dir.join("fleet"))
+        .arg("--state")
+        .arg(dir.join("state"))
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn setup(kc: &Path, yaml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("fleet")).unwrap();
+    std::fs::copy(kc, dir.path().join("fleet/admin.kubeconfig")).unwrap();
+    std::fs::write(dir.path().join("fleet/fleet.yaml"), yaml).unwrap();
+    dir
+}
+
+fn plan_json(dir: &Path) -> Value {
+    let out = run(dir, &["plan", "--format", "json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
+}
+
+#[test]
+fn the_operator_stack_installs_from_its_charts_crds_first_and_replans_clean() {
+    let Some(kc) = kubeconfig() else { return };
+    let extra = "    networkOperator: {version: v26.4.1}\n    nimOperator: {version: v3.1.2}";
+    let yaml = fleet("v26.7.0", "charts-stack", extra)
+        + "";
+    let yaml = yaml.replace(
+        "  managementCluster:",
+        "  schedulers:\n    kai: {version: v0.13.0}\n  policies:\n    kyverno: {version: \"3.9.0\"}\n  managementCluster:",
+    );
+    let dir = setup(&kc, &yaml);
+
+    let plan = plan_json(dir.path());
+    let changes = plan["changes"].as_array().unwrap();
+    let id_of = |c: &Value| c["id"].as_str().unwrap().to_string();
+    // Every release is planned, from the real charts.
+    let releases: Vec<String> = plan["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["release"].as_str().unwrap().to_string())
+        .collect();
+    for r in [
+        "charts-stack/gpu-operator/gpu-operator",
+        "charts-stack/nvidia-network-operator/network-operator",
+        "charts-stack/nim-operator/nim-operator",
+        "charts-stack/kai-scheduler/kai-scheduler",
+        "charts-stack/kyverno/kyverno",
+    ] {
+        assert!(releases.contains(&r.to_string()), "{r} not in {releases:?}");
+    }
+    // The ClusterPolicy is the chart's, rendered from the typed fields.
+    let cp = changes
+        .iter()
+        .find(|c| id_of(c).ends_with("/nvidia.com/v1/ClusterPolicy/cluster-policy"))
+        .expect("the GPU Operator chart renders the ClusterPolicy");
+    assert_eq!(cp["spec"]["object"]["spec"]["mig"]["strategy"], "mixed");
+    assert_eq!(cp["spec"]["object"]["spec"]["driver"]["version"], "580.95.05");
+    // CRDs come first: the ClusterPolicy waits for its CRD.
+    assert!(
+        cp["waits_for"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["on"].as_str().unwrap().ends_with("CustomResourceDefinition/clusterpolicies.nvidia.com")),
+        "{cp:#}"
+    );
+    // Hooks that would delete or test are not applied; CRD-upgrade hooks are off.
+    assert!(
+        !changes.iter().any(|c| id_of(c).contains("upgrade-crd")),
+        "fleetform applies CRDs itself: the chart's CRD-upgrade hook must be off"
+    );
+    assert!(!changes.iter().any(|c| id_of(c).contains("/Pod/")), "test hooks are not applied");
+
+    let apply = run(dir.path(), &["apply"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    let replan = run(dir.path(), &["plan"]);
+    assert_eq!(
+        replan.status.code(),
+        Some(0),
+        "a re-plan right after the apply must be empty\n{}",
+        text(&replan)
+    );
+}
+
+#[test]
+fn a_gpu_operator_upgrade_is_one_release_line_with_its_new_crds_and_images() {
+    let Some(kc) = kubeconfig() else { return };
+    let dir = setup(&kc, &fleet("v26.3.3", "charts-upgrade", ""));
+    let apply = run(dir.path(), &["apply"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+
+    std::fs::write(
+        dir.path().join("fleet/fleet.yaml"),
+        fleet("v26.7.0", "charts-upgrade", ""),
+    )
+    .unwrap();
+    let plan = run(dir.path(), &["plan"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan));
+    let out = String::from_utf8_lossy(&plan.stdout);
+    let line = out
+        .lines()
+        .find(|l| l.contains("release charts-upgrade/gpu-operator/gpu-operator"))
+        .unwrap_or_else(|| panic!("no release line\n{out}"));
+    assert!(line.contains("gpu-operator v26.7.0"), "{line}");
+    assert!(line.contains("new images:") && line.contains("v26.7.0"), "{line}");
+    // v26.7.0 adds the gpuclusters CRD: created before anything that uses it.
+    assert!(
+        out.contains("CustomResourceDefinition/gpuclusters.nvidia.com"),
+        "{out}"
+    );
+    let apply = run(dir.path(), &["apply"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    let replan = run(dir.path(), &["plan"]);
+    assert_eq!(replan.status.code(), Some(0), "{}", text(&replan));
+}
+
+#[test]
+fn a_chart_version_that_does_not_exist_fails_the_plan_naming_tenant_chart_and_version() {
+    let Some(kc) = kubeconfig() else { return };
+    let dir = setup(&kc, &fleet("v99.0.0", "charts-missing", ""));
+    let plan = run(dir.path(), &["plan"]);
+    assert_eq!(plan.status.code(), Some(1), "{}", text(&plan));
+    let err = String::from_utf8_lossy(&plan.stderr);
+    assert!(
+        err.contains("charts-missing/gpu-operator/gpu-operator")
+            && err.contains("gpu-operator v99.0.0")
+            && err.contains("fleet.yaml:"),
+        "{err}"
+    );
+}
