@@ -882,8 +882,11 @@ async fn drift(args: DriftArgs) -> Result<Done> {
         let cancel = cancel_on_signals();
         let (tx, printer) = progress();
         // Healing means taking drifted fields back from whoever changed them.
-        let desired =
-            fleetform_engine::reconcile::remediation(&loaded.compiled.resources, &planned.plan);
+        let desired = fleetform_engine::reconcile::remediation(
+            &loaded.compiled.resources,
+            &planned.plan,
+            &providers,
+        );
         let result = run_apply(
             &planned,
             &desired,

@@ -169,7 +169,7 @@ pub struct BreakFix {
 
 /// The address of the adopted Node of `host` in `tenant`'s cluster (as compile makes it).
 pub fn node_id(tenant: &str, host: &str) -> ResourceId {
-    ResourceId::new("kube", format!("{tenant}/v1/Node/{host}"))
+    crate::address::kube_node_id(tenant, host)
 }
 
 fn cordon_text(node: &str, reasons: &[String]) -> String {

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::diff::desired_subset;
 use crate::provider::{
-    Action, Applied, ApplyContext, ApplyRequest, Change, Health, ObserveRequest, Observed,
-    Provider, ProviderError,
+    Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, Health, NodeMaintenance,
+    ObserveRequest, Observed, Provider, ProviderError,
 };
 use crate::resource::{Desired, ResourceId};
 
@@ -203,43 +203,6 @@ impl Provider for MemoryProvider {
         })
     }
 
-    async fn cordon(
-        &self,
-        node: &ResourceId,
-        reason: Option<&str>,
-    ) -> Result<crate::provider::Cordon, ProviderError> {
-        let mut w = self.lock_world();
-        if !w.objects.contains_key(node) {
-            return Ok(crate::provider::Cordon::NoSuchNode);
-        }
-        match reason {
-            Some(r) => w.cordoned.insert(node.clone(), r.to_string()),
-            None => w.cordoned.remove(node),
-        };
-        self.save(&w);
-        Ok(crate::provider::Cordon::Done)
-    }
-
-    async fn drain(
-        &self,
-        node: &ResourceId,
-        _timeout: std::time::Duration,
-    ) -> Result<(), ProviderError> {
-        if let Some(m) = self
-            .lock_scripts()
-            .get(node)
-            .and_then(|s| s.drain_fails.clone())
-        {
-            return Err(ProviderError::permanent(node, m));
-        }
-        let mut w = self.lock_world();
-        if w.objects.contains_key(node) {
-            w.drained.push(node.clone());
-            self.save(&w);
-        }
-        Ok(())
-    }
-
     async fn apply(
         &self,
         request: &ApplyRequest<'_>,
@@ -344,6 +307,52 @@ impl Provider for MemoryProvider {
             Health::Ready
         })
     }
+
+    fn maintenance(&self) -> Option<&dyn NodeMaintenance> {
+        Some(self)
+    }
+}
+
+/// Nodes are objects of this provider: cordoning records the reason, draining records the node.
+#[async_trait]
+impl NodeMaintenance for MemoryProvider {
+    async fn cordon(
+        &self,
+        node: &ResourceId,
+        reason: Option<&str>,
+    ) -> Result<Cordon, ProviderError> {
+        let mut w = self.lock_world();
+        if !w.objects.contains_key(node) {
+            return Ok(Cordon::NoSuchNode);
+        }
+        match reason {
+            Some(r) => w.cordoned.insert(node.clone(), r.to_string()),
+            None => w.cordoned.remove(node),
+        };
+        self.save(&w);
+        Ok(Cordon::Done)
+    }
+
+    async fn drain(
+        &self,
+        node: &ResourceId,
+        _timeout: std::time::Duration,
+    ) -> Result<(), ProviderError> {
+        if let Some(m) = self
+            .lock_scripts()
+            .get(node)
+            .and_then(|s| s.drain_fails.clone())
+        {
+            return Err(ProviderError::permanent(node, m));
+        }
+        let mut w = self.lock_world();
+        if w.objects.contains_key(node) {
+            w.drained.push(node.clone());
+            self.save(&w);
+        }
+        Ok(())
+    }
+
 }
 
 fn merge(live: &mut serde_json::Value, desired: &serde_json::Value) {

@@ -10,15 +10,15 @@
 //! - [`mig_profiles`], [`fits`] and [`layout_fits`] are the MIG catalogue the
 //!   manifest validator reuses.
 //! - [`break_fix`] turns failed nodes into [`Remediation`]s (cordon, swap in a spare).
-//! - `fleet` (feature `provider`): the manifest's pool expectations, node conditions
+//! - `fleet` (feature `fleet`, needs the engine): the manifest's pool expectations, node conditions
 //!   with staleness, and GPU drift findings for the engine's plan and drift.
-//! - `GpuProvider` (feature `provider`, on by default) is the engine's `gpu`
-//!   provider over an `InventorySource`.
+//! - `GpuProvider` (feature `provider`, on by default) is the `gpu` provider over an
+//!   `InventorySource`; it depends on the provider contract only.
 #![warn(missing_docs)]
 
 pub mod breakfix;
 pub mod collect;
-#[cfg(feature = "provider")]
+#[cfg(feature = "fleet")]
 pub mod fleet;
 pub mod health;
 pub mod inventory;

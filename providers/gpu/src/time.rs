@@ -34,7 +34,7 @@ pub(crate) fn rfc3339(secs: u64) -> String {
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` → seconds since the Unix epoch; `None` for
 /// anything else (an offset other than `Z`, a date before 1970, garbage).
-#[cfg_attr(not(feature = "provider"), allow(dead_code))]
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
     let s = s.strip_suffix('Z').or_else(|| s.strip_suffix('z'))?;
     let (date, time) = s.split_once(['T', 't'])?;
@@ -65,7 +65,7 @@ pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
 }
 
 /// Seconds since the Unix epoch now.
-#[cfg_attr(not(feature = "provider"), allow(dead_code))]
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -14,8 +14,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use common::{paths, plan, provider, rid};
-use fleetform_engine::provider::{Action, ApplyContext, ApplyRequest, ErrorKind, Health, Provider};
-use fleetform_engine::resource::Desired;
+use fleetform_contract::provider::{Action, ApplyContext, ApplyRequest, ErrorKind, Health, Provider};
+use fleetform_contract::resource::Desired;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "fixture-pw";
@@ -698,9 +698,9 @@ async fn at_most_two_requests_are_in_flight_to_one_bmc() {
         desired(&url, "System_0", a, rest, &pw)
     })
     .collect();
-    let rqs: Vec<fleetform_engine::provider::ObserveRequest<'_>> = specs
+    let rqs: Vec<fleetform_contract::provider::ObserveRequest<'_>> = specs
         .iter()
-        .map(|d| fleetform_engine::provider::ObserveRequest {
+        .map(|d| fleetform_contract::provider::ObserveRequest {
             id: &d.id,
             spec: &d.spec,
             desired: true,

@@ -134,7 +134,7 @@ pub struct Desired {
     pub origin: Option<Origin>,
     /// A Kubernetes Node to cordon while a disruptive change to this resource
     /// is applied (the host reboots): no new pods land on it until the host
-    /// is healthy again. See [`crate::provider::Provider::cordon`].
+    /// is healthy again. See [`crate::provider::NodeMaintenance::cordon`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<ResourceId>,
     /// Image fields the plan pins to a digest before diffing (`registries.pinDigests`).

@@ -284,39 +284,53 @@ pub trait Provider: Send + Sync {
         Ok(Health::Ready)
     }
 
-    /// Cordons (`reason` given) or releases (`None`) a node for maintenance
-    /// around a disruptive change to another resource (a BIOS change that
-    /// reboots the host). The claim is the provider's own, separate from
-    /// whatever the manifest says about the node, so releasing it never
-    /// uncordons a node someone else (or break/fix) cordoned. A node that does
-    /// not exist yet is not an error: nothing can be scheduled on it.
-    async fn cordon(
-        &self,
-        node: &ResourceId,
-        reason: Option<&str>,
-    ) -> Result<Cordon, ProviderError> {
-        let _ = reason;
-        Err(ProviderError::permanent(
-            node,
-            format!("provider `{}` cannot cordon nodes", self.name()),
-        ))
+    /// The node-maintenance capability (cordon and drain), when this provider
+    /// manages the nodes that [`Desired::maintenance`] names. The engine asks for
+    /// it before a disruptive change; `None` (the default) makes such a change
+    /// fail with "provider `x` cannot cordon nodes".
+    fn maintenance(&self) -> Option<&dyn NodeMaintenance> {
+        None
     }
 
-    /// Drains a node this provider cordoned for maintenance: evicts what runs on it (as
-    /// `kubectl drain` does: through the eviction API, so disruption budgets hold; pods of
-    /// DaemonSets and static pods stay) and waits until it is gone, at most `timeout`. Called
-    /// after [`Provider::cordon`] and before the disruptive change. A node that does not exist
-    /// has nothing to drain.
-    async fn drain(&self, node: &ResourceId, timeout: Duration) -> Result<(), ProviderError> {
-        let _ = timeout;
-        Err(ProviderError::permanent(
-            node,
-            format!("provider `{}` cannot drain nodes", self.name()),
-        ))
+    /// Adjusts the desired spec of a resource that drifted so that applying it
+    /// takes the drifted fields back from whoever changed them (a heal is a
+    /// deliberate override; a normal apply reports such conflicts instead).
+    /// The default leaves the spec unchanged. The Kubernetes provider sets
+    /// `force`, for a server-side apply that takes field ownership.
+    fn prepare_heal(&self, spec: &mut serde_json::Value) {
+        let _ = spec;
+    }
+
+    /// The tenant a resource of this provider belongs to, for metric labels
+    /// (e.g. the cluster of a Kubernetes object); `None` for fleet-wide ones.
+    fn tenant<'a>(&self, id: &'a ResourceId) -> Option<&'a str> {
+        let _ = id;
+        None
     }
 }
 
-/// What a [`Provider::cordon`] call found.
+/// Cordon and drain of Kubernetes-like nodes around a disruptive change to
+/// another resource (a BIOS change that reboots the host). A capability some
+/// providers have, reached through [`Provider::maintenance`].
+#[async_trait]
+pub trait NodeMaintenance: Send + Sync {
+    /// Cordons (`reason` given) or releases (`None`) a node for maintenance.
+    /// The claim is the provider's own, separate from whatever the manifest
+    /// says about the node, so releasing it never uncordons a node someone else
+    /// (or break/fix) cordoned. A node that does not exist yet is not an error:
+    /// nothing can be scheduled on it.
+    async fn cordon(&self, node: &ResourceId, reason: Option<&str>)
+    -> Result<Cordon, ProviderError>;
+
+    /// Drains a node cordoned for maintenance: evicts what runs on it (as
+    /// `kubectl drain` does: through the eviction API, so disruption budgets hold; pods of
+    /// DaemonSets and static pods stay) and waits until it is gone, at most `timeout`. Called
+    /// after [`NodeMaintenance::cordon`] and before the disruptive change. A node that does
+    /// not exist has nothing to drain.
+    async fn drain(&self, node: &ResourceId, timeout: Duration) -> Result<(), ProviderError>;
+}
+
+/// What a [`NodeMaintenance::cordon`] call found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cordon {
     /// The node exists and is now cordoned (or released).
