@@ -20,6 +20,8 @@ pub mod registry;
 pub mod resource;
 pub mod secret;
 pub mod sensitive;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use provider::{
     Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, ErrorKind, FieldChange, Health,

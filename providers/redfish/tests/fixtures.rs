@@ -1,5 +1,5 @@
 //! The redfish provider against a recorded real BMC (NVIDIA GB200 NVL, OpenBMC;
-//! fixtures/redfish/nvidia_gb200) served by a tiny HTTP server on 127.0.0.1:
+//! ../shared/fixtures/redfish/nvidia_gb200) served by a tiny HTTP server on 127.0.0.1:
 //! GETs come from the tree; session login/logout, PATCH and reset are
 //! simulated in memory so apply paths can be checked. Needs no peer.
 #![allow(clippy::unwrap_used)]
@@ -274,8 +274,8 @@ fn answer(
 }
 
 async fn serve_gb200() -> (String, Shared) {
-    let root =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/redfish/nvidia_gb200");
+    let root = fleetform_contract::testing::shared_fixture(env!("CARGO_MANIFEST_DIR"), "redfish")
+        .join("nvidia_gb200");
     let state: Shared = Arc::new(Server {
         bmc: Mutex::new(Bmc {
             root,
