@@ -443,7 +443,7 @@ fn desired_with(loaded: &Loaded, gpu: Option<&gpu::GpuObserved>) -> Vec<fleetfor
 /// Break/fix reasons on the plan's Node changes, and the GPU findings.
 fn annotate(plan: &mut Plan, gpu: Option<&gpu::GpuObserved>) {
     if let Some(g) = gpu {
-        g.breakfix.annotate(plan);
+        plan.annotate_breakfix(&g.breakfix);
         plan.findings.extend(g.drift.iter().cloned());
         plan.findings.sort();
     }

@@ -28,7 +28,6 @@ pub use sensitive::Sensitive;
 pub mod apply;
 pub mod breakfix;
 pub mod compile;
-pub mod diff;
 pub mod graph;
 pub mod observe;
 pub mod pins;

@@ -4,6 +4,8 @@
 //! and slow health are scripted per resource. It can persist its world to a
 //! directory so crash tests can kill the process and look again.
 
+mod diff;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::diff::desired_subset;
+use diff::desired_subset;
 use crate::provider::{
     Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, Health, NodeMaintenance,
     ObserveRequest, Observed, Provider, ProviderError,

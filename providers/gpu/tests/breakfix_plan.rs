@@ -218,7 +218,7 @@ impl World {
         .await
         .unwrap();
         let mut plan = planned.plan.clone();
-        bf.annotate(&mut plan);
+        plan.annotate_breakfix(bf);
         (plan, planned)
     }
 

@@ -1,4 +1,4 @@
-//! Field-level comparison helpers that providers use in their `diff`.
+//! The in-memory provider's field-level comparison (each real provider has its own).
 //!
 //! The rule throughout fleetform: only fields the manifest sets are compared;
 //! fields the live system adds (defaults, status) are not drift.
