@@ -9,8 +9,9 @@
 //! - [`compare`] lists [`GpuDrift`]s between a [`PoolExpectation`] and an inventory.
 //! - [`mig_profiles`], [`fits`] and [`layout_fits`] are the MIG catalogue the
 //!   manifest validator reuses.
-//! - `fleet` (feature `fleet`, needs the engine): the manifest's pool expectations, node conditions
-//!   with staleness, and GPU drift findings for the engine's plan and drift.
+//! - `fleet` (feature `fleet`, off by default, needs the engine): the manifest's pool
+//!   expectations, node conditions with staleness, and GPU drift findings for the engine's
+//!   plan and drift.
 //! - `GpuProvider` (feature `provider`, on by default) is the `gpu` provider over an
 //!   `InventorySource`; it depends on the provider contract only.
 #![warn(missing_docs)]
