@@ -184,8 +184,7 @@ pub fn providers_for(
         secrets,
         secrets_base: secrets_base.to_path_buf(),
     };
-    Providers::from_registry(&registry(), &config)
-        .map_err(anyhow::Error::new)
+    Providers::from_registry(&registry(), &config).map_err(anyhow::Error::new)
 }
 
 /// The serve daemon's pipeline: the same validate → compile → providers path

@@ -65,7 +65,10 @@ mod tests {
             &json!({"apiVersion": "v1", "kind": "ConfigMap",
                     "metadata": {"namespace": "gpu-operator", "name": "mig-config"}}),
         );
-        assert_eq!(id.as_str(), "kube:acme/v1/ConfigMap/gpu-operator/mig-config");
+        assert_eq!(
+            id.as_str(),
+            "kube:acme/v1/ConfigMap/gpu-operator/mig-config"
+        );
     }
 
     #[test]
@@ -92,7 +95,10 @@ mod tests {
     #[test]
     fn node_address_is_the_node_objects_address() {
         let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "r01-n03"}});
-        assert_eq!(kube_node_id("acme", "r01-n03"), kube_object_id("acme", &node));
+        assert_eq!(
+            kube_node_id("acme", "r01-n03"),
+            kube_object_id("acme", &node)
+        );
     }
 
     #[test]
@@ -101,6 +107,9 @@ mod tests {
             kube_cluster(&ResourceId::new("kube", "acme/v1/Namespace/ml")),
             Some("acme")
         );
-        assert_eq!(kube_cluster(&ResourceId::new("redfish", "host/r01/bios")), None);
+        assert_eq!(
+            kube_cluster(&ResourceId::new("redfish", "host/r01/bios")),
+            None
+        );
     }
 }

@@ -319,8 +319,11 @@ pub trait NodeMaintenance: Send + Sync {
     /// says about the node, so releasing it never uncordons a node someone else
     /// (or break/fix) cordoned. A node that does not exist yet is not an error:
     /// nothing can be scheduled on it.
-    async fn cordon(&self, node: &ResourceId, reason: Option<&str>)
-    -> Result<Cordon, ProviderError>;
+    async fn cordon(
+        &self,
+        node: &ResourceId,
+        reason: Option<&str>,
+    ) -> Result<Cordon, ProviderError>;
 
     /// Drains a node cordoned for maintenance: evicts what runs on it (as
     /// `kubectl drain` does: through the eviction API, so disruption budgets hold; pods of

@@ -65,7 +65,10 @@ impl BuildError {
     }
 
     /// Attaches the underlying cause.
-    pub fn with_source(mut self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         self.source = Some(source.into());
         self
     }
@@ -144,7 +147,10 @@ mod tests {
             requests.iter().map(|_| Ok(None)).collect()
         }
         fn diff(&self, desired: &Desired, _: Option<&Observed>) -> Result<Change, ProviderError> {
-            Ok(Change::new(desired.id.clone(), crate::provider::Action::Create))
+            Ok(Change::new(
+                desired.id.clone(),
+                crate::provider::Action::Create,
+            ))
         }
         async fn apply(
             &self,
@@ -181,6 +187,9 @@ mod tests {
         let mut r = Registry::new();
         r.register("kube", |_| Err(BuildError::new("kube", "no kubeconfig")));
         let err = r.build(&config()).err().unwrap();
-        assert_eq!((err.provider.as_str(), err.to_string().as_str()), ("kube", "no kubeconfig"));
+        assert_eq!(
+            (err.provider.as_str(), err.to_string().as_str()),
+            ("kube", "no kubeconfig")
+        );
     }
 }

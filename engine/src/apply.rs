@@ -878,12 +878,12 @@ async fn maintain(
         )
         .await
         {
-                Ok(r) => r,
-                Err(_) => Err(ProviderError::transient(
-                    node,
-                    format!("no answer within {:?}", options.call_timeout),
-                )),
-            };
+            Ok(r) => r,
+            Err(_) => Err(ProviderError::transient(
+                node,
+                format!("no answer within {:?}", options.call_timeout),
+            )),
+        };
         match result {
             Ok(_) => return Ok(()),
             Err(e) if e.is_transient() && attempt < options.max_attempts => {

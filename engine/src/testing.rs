@@ -14,12 +14,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use diff::desired_subset;
 use crate::provider::{
     Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, Health, NodeMaintenance,
     ObserveRequest, Observed, Provider, ProviderError,
 };
 use crate::resource::{Desired, ResourceId};
+use diff::desired_subset;
 
 /// A scripted behaviour for one resource.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -354,7 +354,6 @@ impl NodeMaintenance for MemoryProvider {
         }
         Ok(())
     }
-
 }
 
 fn merge(live: &mut serde_json::Value, desired: &serde_json::Value) {

@@ -1032,8 +1032,14 @@ mod tests {
         ));
         // The in-memory provider has no tenants; the kube provider's own tests
         // pin that a Kubernetes object's tenant is its cluster.
-        assert_eq!(tenant_of(&providers, &ResourceId::new("test", "acme/x")), "");
-        assert_eq!(tenant_of(&providers, &ResourceId::new("redfish", "host/r01/bios")), "");
+        assert_eq!(
+            tenant_of(&providers, &ResourceId::new("test", "acme/x")),
+            ""
+        );
+        assert_eq!(
+            tenant_of(&providers, &ResourceId::new("redfish", "host/r01/bios")),
+            ""
+        );
     }
 
     #[test]

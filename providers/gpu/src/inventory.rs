@@ -5,7 +5,6 @@
 //! `NotSupported` are recorded per GPU in `errors` so that one bad query never
 //! loses the whole inventory.
 
-
 use serde::{Deserialize, Serialize};
 
 /// `apiVersion` of the inventory document.
@@ -313,7 +312,6 @@ pub(crate) fn profile_from_mig_name(name: &str) -> Option<String> {
         None
     }
 }
-
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -23,16 +23,16 @@ pub mod health;
 pub mod inventory;
 pub mod mig;
 pub mod pool;
-pub mod render;
 #[cfg(feature = "provider")]
 pub mod provider;
+pub mod render;
 mod time;
 
 pub use collect::{CollectOptions, GpuError, collect, collect_with};
 pub use health::{HealthState, Verdict, gpu_health, node_health, xid_severity};
 pub use inventory::{Gpu, Inventory, InventoryError};
-pub use render::render_text;
 pub use mig::{GpuMig, MigLayout, MigProfile, fits, layout_fits, mig_profiles, model_matches};
 pub use pool::{DriftKind, GpuDrift, PoolExpectation, compare};
 #[cfg(feature = "provider")]
 pub use provider::{DirSource, GpuProvider, InventorySource, SourceError};
+pub use render::render_text;

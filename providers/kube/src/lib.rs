@@ -1299,6 +1299,9 @@ mod tests {
         );
         let err = kubeconfig_path(&SecretRef::Env("FLEETFORM_TEST_SURELY_UNSET".into()), base)
             .unwrap_err();
-        assert_eq!(err, "environment variable FLEETFORM_TEST_SURELY_UNSET is not set");
+        assert_eq!(
+            err,
+            "environment variable FLEETFORM_TEST_SURELY_UNSET is not set"
+        );
     }
 }

@@ -1505,7 +1505,6 @@ pub async fn probe_auth(
     Ok(mode)
 }
 
-
 /// The provider name, the address prefix it owns.
 pub const NAME: &str = "redfish";
 

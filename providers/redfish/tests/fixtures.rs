@@ -14,7 +14,9 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use common::{paths, plan, provider, rid};
-use fleetform_contract::provider::{Action, ApplyContext, ApplyRequest, ErrorKind, Health, Provider};
+use fleetform_contract::provider::{
+    Action, ApplyContext, ApplyRequest, ErrorKind, Health, Provider,
+};
 use fleetform_contract::resource::Desired;
 use serde_json::{Value, json};
 
