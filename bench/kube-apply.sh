@@ -18,7 +18,8 @@ n=${1:-2000}
 export FLEETFORM_PEERS_DIR=${BENCH_PEERS_DIR:-$repo/target/bench-peers}
 export KUBE_PEER_PORT=${BENCH_KUBE_PORT:-29443} KUBE_PEER_ETCD_PORT=${BENCH_ETCD_PORT:-21790}
 # The objects are core kinds; one small CRD keeps the peer's start short.
-export KUBE_PEER_CRDS=$repo/fixtures/crds/keda/keda.sh_scaledobjects.yaml
+source "$repo/scripts/shared-dir.sh"
+export KUBE_PEER_CRDS=$(shared_fixture crds)/keda/keda.sh_scaledobjects.yaml
 target=${CARGO_TARGET_DIR:-$repo/target}
 kubectl=${FLEETFORM_CACHE:-$HOME/.cache/fleetform}/bin/kubectl
 work=$(mktemp -d)

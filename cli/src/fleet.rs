@@ -13,6 +13,7 @@ use fleetform_engine::diag::Diagnostic;
 use fleetform_engine::load::{self, SourceFile};
 use fleetform_engine::manifest::Fleet;
 use fleetform_engine::observe::Providers;
+use fleetform_engine::registry::{ProviderConfig, Registry};
 use fleetform_engine::secret::{LocalSecrets, SecretRef, SecretResolver};
 use fleetform_engine::source::{GitRef, GitSource, SourceSpec};
 use fleetform_engine::validate;
@@ -274,27 +275,30 @@ pub fn compile_files(
     Ok((fleet, compiled))
 }
 
-/// The providers compiled resources need; relative kubeconfig paths are
-/// resolved against `secrets_base`.
+/// Every provider this binary links, by name. Adding a provider adds one line here
+/// (and its crate); the engine never names a provider.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    fleetform_kube::register(&mut r);
+    fleetform_redfish::register(&mut r);
+    fleetform_ngc::register(&mut r);
+    r
+}
+
+/// The providers compiled resources need, built through the [`registry`] from
+/// the compiled configuration; relative kubeconfig paths are resolved against
+/// `secrets_base`.
 pub fn providers_for(
     compiled: &Compiled,
     secrets_base: &Path,
     secrets: Arc<dyn SecretResolver>,
 ) -> Result<Providers> {
-    let mut clusters = BTreeMap::new();
-    for (name, c) in &compiled.clusters {
-        let path = kubeconfig_path(&c.kubeconfig, secrets_base)
-            .with_context(|| format!("kubeconfig of cluster {name} ({})", c.kubeconfig))?;
-        let mut cfg = fleetform_kube::ClusterConfig::new(path);
-        cfg.context = c.context.clone();
-        clusters.insert(name.clone(), cfg);
-    }
-    Ok(Providers::new()
-        .with(Arc::new(fleetform_kube::KubeProvider::new(clusters)))
-        .with(Arc::new(fleetform_redfish::RedfishProvider::new(
-            secrets.clone(),
-        )))
-        .with(Arc::new(fleetform_ngc::NgcProvider::new(secrets))))
+    let config = ProviderConfig {
+        clusters: compiled.clusters.clone(),
+        secrets,
+        secrets_base: secrets_base.to_path_buf(),
+    };
+    Providers::from_registry(&registry(), &config).map_err(anyhow::Error::new)
 }
 
 /// The serve daemon's pipeline: the same validate → compile → providers path
@@ -356,16 +360,7 @@ impl fleetform_engine::serve::Pipeline for ServePipeline {
 
 /// A kubeconfig reference is a file path (or an env var holding one).
 pub(crate) fn kubeconfig_path(r: &SecretRef, base: &Path) -> Result<PathBuf> {
-    match r {
-        SecretRef::File(p) if p.is_absolute() => Ok(p.clone()),
-        SecretRef::File(p) => Ok(base.join(p)),
-        SecretRef::Env(v) => std::env::var(v)
-            .map(PathBuf::from)
-            .with_context(|| format!("environment variable {v} is not set")),
-        SecretRef::Secret(_) => anyhow::bail!(
-            "a kubeconfig must be a file reference ({{file: ...}}) or an env var holding a path"
-        ),
-    }
+    fleetform_kube::kubeconfig_path(r, base).map_err(anyhow::Error::msg)
 }
 
 /// A directory has no commit: its revision is the digest of its files.

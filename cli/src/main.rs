@@ -455,7 +455,7 @@ fn desired_with(loaded: &Loaded, gpu: Option<&gpu::GpuObserved>) -> Vec<fleetfor
 /// Break/fix reasons on the plan's Node changes, and the GPU findings.
 fn annotate(plan: &mut Plan, gpu: Option<&gpu::GpuObserved>) {
     if let Some(g) = gpu {
-        g.breakfix.annotate(plan);
+        plan.annotate_breakfix(&g.breakfix);
         plan.findings.extend(g.drift.iter().cloned());
         plan.findings.sort();
     }
@@ -895,8 +895,11 @@ async fn drift(args: DriftArgs) -> Result<Done> {
         let cancel = cancel_on_signals();
         let (tx, printer) = progress();
         // Healing means taking drifted fields back from whoever changed them.
-        let desired =
-            fleetform_engine::reconcile::remediation(&loaded.compiled.resources, &planned.plan);
+        let desired = fleetform_engine::reconcile::remediation(
+            &loaded.compiled.resources,
+            &planned.plan,
+            &providers,
+        );
         let result = run_apply(
             &planned,
             &desired,

@@ -826,7 +826,13 @@ async fn drain(
             node.provider()
         )
     })?;
-    provider
+    let maintenance = provider.maintenance().ok_or_else(|| {
+        format!(
+            "cannot drain {node} before changing {id}: provider `{}` cannot drain nodes",
+            provider.name()
+        )
+    })?;
+    maintenance
         .drain(node, options.drain_timeout)
         .await
         .map_err(|e| {
@@ -852,17 +858,32 @@ async fn maintain(
             node.provider()
         )
     })?;
+    let what = if reason.is_some() {
+        "cordon"
+    } else {
+        "release"
+    };
+    let maintenance = provider.maintenance().ok_or_else(|| {
+        format!(
+            "cannot {what} {node}: provider `{}` cannot cordon nodes",
+            provider.name()
+        )
+    })?;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result =
-            match tokio::time::timeout(options.call_timeout, provider.cordon(node, reason)).await {
-                Ok(r) => r,
-                Err(_) => Err(ProviderError::transient(
-                    node,
-                    format!("no answer within {:?}", options.call_timeout),
-                )),
-            };
+        let result = match tokio::time::timeout(
+            options.call_timeout,
+            maintenance.cordon(node, reason),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ProviderError::transient(
+                node,
+                format!("no answer within {:?}", options.call_timeout),
+            )),
+        };
         match result {
             Ok(_) => return Ok(()),
             Err(e) if e.is_transient() && attempt < options.max_attempts => {
@@ -870,11 +891,6 @@ async fn maintain(
                     .await;
             }
             Err(e) => {
-                let what = if reason.is_some() {
-                    "cordon"
-                } else {
-                    "release"
-                };
                 return Err(format!("cannot {what} {node}: {}", error_chain(&e)));
             }
         }

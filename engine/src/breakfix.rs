@@ -35,8 +35,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::manifest::{FaultDomainKind, Fleet, NodePool};
-use crate::plan::{Plan, Reason};
-use crate::provider::Action;
 use crate::resource::{Desired, Origin, ResourceId};
 
 /// The Node annotation that says why fleetform cordoned it (set with the cordon,
@@ -169,7 +167,7 @@ pub struct BreakFix {
 
 /// The address of the adopted Node of `host` in `tenant`'s cluster (as compile makes it).
 pub fn node_id(tenant: &str, host: &str) -> ResourceId {
-    ResourceId::new("kube", format!("{tenant}/v1/Node/{host}"))
+    crate::address::kube_node_id(tenant, host)
 }
 
 fn cordon_text(node: &str, reasons: &[String]) -> String {
@@ -512,26 +510,6 @@ impl BreakFix {
         out.sort_by(|a, b| a.id.cmp(&b.id));
         out
     }
-
-    /// Puts the break/fix reasons on the plan's Node changes and adds the findings.
-    /// The digest is unchanged: it covers actions and fields, not reasons.
-    pub fn annotate(&self, plan: &mut Plan) {
-        let by_id: BTreeMap<&ResourceId, &Cordon> =
-            self.cordons.values().map(|c| (&c.id, c)).collect();
-        for c in plan.changes.iter_mut().filter(|c| c.action != Action::NoOp) {
-            if let Some(cordon) = by_id.get(&c.id) {
-                c.reason = Reason::BreakFix {
-                    detail: cordon.reason.clone(),
-                };
-            } else if let Some(detail) = self.released.get(&c.id) {
-                c.reason = Reason::BreakFix {
-                    detail: detail.clone(),
-                };
-            }
-        }
-        plan.findings.extend(self.findings.iter().cloned());
-        plan.findings.sort();
-    }
 }
 
 fn cordon_object(obj: &mut Value, reason: &str) {
@@ -558,7 +536,8 @@ fn cordon_object(obj: &mut Value, reason: &str) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::plan::{PLAN_FORMAT_VERSION, PlannedChange, Summary};
+    use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlannedChange, Reason, Summary};
+    use crate::provider::Action;
 
     fn plan_with(change: PlannedChange) -> Plan {
         Plan {
@@ -572,6 +551,7 @@ mod tests {
             },
             problems: Vec::new(),
             findings: Vec::new(),
+            releases: Vec::new(),
             digest: "d".into(),
         }
     }
@@ -624,7 +604,7 @@ mod tests {
         });
         let mut plan = plan_with(change);
         let digest = plan.digest.clone();
-        bf().annotate(&mut plan);
+        plan.annotate_breakfix(&bf());
         assert_eq!(plan.digest, digest);
         assert_eq!(
             plan.changes[0].reason,

@@ -29,7 +29,7 @@ use crate::manifest::{
     Fleet, GpuSharing, Host, MigConfig, MigLayout, NimService, NodePool, Tenant,
 };
 use crate::resource::{Desired, Origin, ResourceId, RolloutGroup};
-use crate::secret::{SecretRef, SecretResolver};
+use crate::secret::SecretResolver;
 
 /// The name fleetform gives the management cluster in addresses.
 pub const MANAGEMENT_CLUSTER: &str = "mgmt";
@@ -37,14 +37,8 @@ pub const MANAGEMENT_CLUSTER: &str = "mgmt";
 /// Label put on every Kubernetes object fleetform creates, naming the fleet.
 pub const FLEET_LABEL: &str = "app.kubernetes.io/managed-by";
 
-/// How to reach one Kubernetes cluster named in addresses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterRef {
-    /// The kubeconfig (a file reference).
-    pub kubeconfig: SecretRef,
-    /// The kubeconfig context.
-    pub context: Option<String>,
-}
+/// How to reach one Kubernetes cluster named in addresses (part of the provider contract).
+pub use fleetform_contract::registry::ClusterRef;
 
 /// The output of compile.
 #[derive(Debug, Clone)]
@@ -118,26 +112,9 @@ struct Cx<'a> {
     diags: Vec<Diagnostic>,
 }
 
-/// The address of a Kubernetes object (same format as the kube provider's `object_id`).
+/// The address of a Kubernetes object: the contract's `address::kube_object_id`, which the kube provider uses too.
 pub fn kube_id(cluster: &str, object: &Value) -> ResourceId {
-    let s = |p: &str| {
-        object
-            .pointer(p)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .unwrap_or("_")
-    };
-    let mut path = format!("{cluster}/{}/{}", s("/apiVersion"), s("/kind"));
-    if let Some(ns) = object
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-    {
-        path.push('/');
-        path.push_str(ns);
-    }
-    path.push('/');
-    path.push_str(s("/metadata/name"));
-    ResourceId::new("kube", path)
+    fleetform_contract::address::kube_object_id(cluster, object)
 }
 
 fn host_id(host: &str, aspect: &str) -> ResourceId {

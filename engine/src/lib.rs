@@ -11,15 +11,14 @@ pub mod catalog;
 pub mod diag;
 pub mod load;
 pub mod manifest;
-pub mod provider;
-pub mod resource;
-pub mod secret;
-pub mod sensitive;
 pub mod serve;
 pub mod source;
 pub mod synth;
 pub mod validate;
 
+// The provider contract lives in its own crate (no I/O; what providers
+// compile against); these re-exports keep the engine's paths.
+pub use fleetform_contract::{address, provider, registry, resource, secret, sensitive};
 pub use provider::{
     Action, Applied, ApplyContext, Change, Cordon, FieldChange, Health, ObserveRequest, Observed,
     Provider, ProviderError,
@@ -29,7 +28,6 @@ pub use sensitive::Sensitive;
 pub mod apply;
 pub mod breakfix;
 pub mod compile;
-pub mod diff;
 pub mod graph;
 pub mod observe;
 pub mod pins;

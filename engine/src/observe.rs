@@ -32,6 +32,18 @@ impl Providers {
         self
     }
 
+    /// Every provider of a registry, built from one configuration (the CLI and
+    /// `serve` alike): the engine never names a provider itself.
+    pub fn from_registry(
+        registry: &crate::registry::Registry,
+        config: &crate::registry::ProviderConfig,
+    ) -> Result<Self, crate::registry::BuildError> {
+        Ok(registry
+            .build(config)?
+            .into_iter()
+            .fold(Self::new(), Self::with))
+    }
+
     /// The provider owning `id`, if configured.
     pub fn for_id(&self, id: &ResourceId) -> Option<&Arc<dyn Provider>> {
         self.by_name.get(id.provider())

@@ -187,6 +187,27 @@ pub struct ReleaseSummary {
 }
 
 impl Plan {
+    /// Puts the break/fix reasons on the plan's Node changes and adds the findings.
+    /// The digest is unchanged: it covers actions and fields, not reasons.
+    /// (Here rather than in `breakfix`, so that `breakfix` never depends on the plan.)
+    pub fn annotate_breakfix(&mut self, bf: &crate::breakfix::BreakFix) {
+        let by_id: BTreeMap<&ResourceId, &crate::breakfix::Cordon> =
+            bf.cordons.values().map(|c| (&c.id, c)).collect();
+        for c in self.changes.iter_mut().filter(|c| c.action != Action::NoOp) {
+            if let Some(cordon) = by_id.get(&c.id) {
+                c.reason = Reason::BreakFix {
+                    detail: cordon.reason.clone(),
+                };
+            } else if let Some(detail) = bf.released.get(&c.id) {
+                c.reason = Reason::BreakFix {
+                    detail: detail.clone(),
+                };
+            }
+        }
+        self.findings.extend(bf.findings.iter().cloned());
+        self.findings.sort();
+    }
+
     /// Changes that do something, in order.
     pub fn actionable(&self) -> impl Iterator<Item = &PlannedChange> {
         self.changes.iter().filter(|c| c.action != Action::NoOp)

@@ -160,19 +160,19 @@ pub async fn run_apply(
     .await
 }
 
-/// The desired resources for healing the drift `plan` found: Kubernetes
-/// objects that drifted are applied with force, taking the drifted fields back
-/// from whichever field manager changed them (a heal is a deliberate override;
-/// a normal apply reports such conflicts instead).
-pub fn remediation(desired: &[Desired], plan: &Plan) -> Vec<Desired> {
+/// The desired resources for healing the drift `plan` found: each provider
+/// adjusts the spec of its drifted resources so that applying them takes the
+/// drifted fields back ([`crate::provider::Provider::prepare_heal`]; the
+/// Kubernetes provider forces field ownership). A heal is a deliberate
+/// override; a normal apply reports such conflicts instead.
+pub fn remediation(desired: &[Desired], plan: &Plan, providers: &Providers) -> Vec<Desired> {
     let drifted: std::collections::BTreeSet<&crate::resource::ResourceId> =
         plan.actionable().map(|c| &c.id).collect();
     let mut out = desired.to_vec();
-    for d in out
-        .iter_mut()
-        .filter(|d| d.id.provider() == "kube" && drifted.contains(&d.id))
-    {
-        d.spec["force"] = serde_json::Value::Bool(true);
+    for d in out.iter_mut().filter(|d| drifted.contains(&d.id)) {
+        if let Some(p) = providers.for_id(&d.id) {
+            p.prepare_heal(&mut d.spec);
+        }
     }
     out
 }

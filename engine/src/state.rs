@@ -191,6 +191,15 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
+    /// A record could not be serialised for a state file; nothing was written.
+    #[error("state file {path}: cannot serialise the record")]
+    Encode {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A state file is not valid (hand-edited, or written by a newer fleetform).
     #[error("state file {path} is corrupt at line {line}: {message}")]
     Corrupt {
@@ -441,7 +450,7 @@ impl LocalStateStore {
         let jpath = self.path("journal.jsonl");
         let mut lines = Vec::new();
         for entry in entries {
-            lines.extend(serde_json::to_vec(entry).unwrap_or_default());
+            lines.extend(serde_json::to_vec(entry).map_err(encode(&jpath))?);
             lines.push(b'\n');
         }
         let (done, written) = oneshot::channel();
@@ -490,6 +499,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     }
 }
 
+fn encode(path: &Path) -> impl FnOnce(serde_json::Error) -> StateError + '_ {
+    move |source| StateError::Encode {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 /// Writes a file atomically: a temporary file beside it, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -513,7 +529,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 impl StateStore for LocalStateStore {
     async fn lock(&self, info: &LockInfo) -> Result<(), StateError> {
         let path = self.path("lock.json");
-        let body = serde_json::to_vec_pretty(info).unwrap_or_default();
+        let body = serde_json::to_vec_pretty(info).map_err(encode(&path))?;
         match std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -627,8 +643,10 @@ impl StateStore for LocalStateStore {
     }
 
     async fn compact(&self, state: &State) -> Result<(), StateError> {
-        let bytes = serde_json::to_vec_pretty(state).unwrap_or_default();
-        write_atomic(&self.path("state.json"), &bytes)?;
+        // An inventory that cannot be written must not clear the journal that still holds it.
+        let spath = self.path("state.json");
+        let bytes = serde_json::to_vec_pretty(state).map_err(encode(&spath))?;
+        write_atomic(&spath, &bytes)?;
         let jpath = self.path("journal.jsonl");
         let (done, cleared) = oneshot::channel();
         self.journal
@@ -649,32 +667,31 @@ pub fn now_rfc3339() -> String {
     rfc3339(secs)
 }
 
-/// Formats seconds since the epoch as RFC 3339 UTC.
+/// Formats seconds since the epoch as RFC 3339 UTC (`YYYY-MM-DDTHH:MM:SSZ`).
 pub fn rfc3339(secs: u64) -> String {
-    // Civil-from-days (Howard Hinnant), to avoid a date crate for one timestamp.
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let t = i64::try_from(secs)
+        .ok()
+        .and_then(|s| chrono::DateTime::<chrono::Utc>::from_timestamp(s, 0))
+        .unwrap_or_default();
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_that_cannot_be_serialised_is_an_error_naming_the_file() {
+        // serde_json cannot fail on the state's own types; any serde_json error stands in.
+        let cause = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let err = encode(Path::new("/state/state.json"))(cause);
+        assert_eq!(
+            err.to_string(),
+            "state file /state/state.json: cannot serialise the record"
+        );
+        assert!(std::error::Error::source(&err).is_some());
+    }
 
     fn entry(spec: serde_json::Value) -> InventoryEntry {
         InventoryEntry {

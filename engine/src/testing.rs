@@ -4,6 +4,8 @@
 //! and slow health are scripted per resource. It can persist its world to a
 //! directory so crash tests can kill the process and look again.
 
+mod diff;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -12,12 +14,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::diff::desired_subset;
 use crate::provider::{
-    Action, Applied, ApplyContext, ApplyRequest, Change, Health, ObserveRequest, Observed,
-    Provider, ProviderError,
+    Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, Health, NodeMaintenance,
+    ObserveRequest, Observed, Provider, ProviderError,
 };
 use crate::resource::{Desired, ResourceId};
+use diff::desired_subset;
 
 /// A scripted behaviour for one resource.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -203,43 +205,6 @@ impl Provider for MemoryProvider {
         })
     }
 
-    async fn cordon(
-        &self,
-        node: &ResourceId,
-        reason: Option<&str>,
-    ) -> Result<crate::provider::Cordon, ProviderError> {
-        let mut w = self.lock_world();
-        if !w.objects.contains_key(node) {
-            return Ok(crate::provider::Cordon::NoSuchNode);
-        }
-        match reason {
-            Some(r) => w.cordoned.insert(node.clone(), r.to_string()),
-            None => w.cordoned.remove(node),
-        };
-        self.save(&w);
-        Ok(crate::provider::Cordon::Done)
-    }
-
-    async fn drain(
-        &self,
-        node: &ResourceId,
-        _timeout: std::time::Duration,
-    ) -> Result<(), ProviderError> {
-        if let Some(m) = self
-            .lock_scripts()
-            .get(node)
-            .and_then(|s| s.drain_fails.clone())
-        {
-            return Err(ProviderError::permanent(node, m));
-        }
-        let mut w = self.lock_world();
-        if w.objects.contains_key(node) {
-            w.drained.push(node.clone());
-            self.save(&w);
-        }
-        Ok(())
-    }
-
     async fn apply(
         &self,
         request: &ApplyRequest<'_>,
@@ -343,6 +308,51 @@ impl Provider for MemoryProvider {
         } else {
             Health::Ready
         })
+    }
+
+    fn maintenance(&self) -> Option<&dyn NodeMaintenance> {
+        Some(self)
+    }
+}
+
+/// Nodes are objects of this provider: cordoning records the reason, draining records the node.
+#[async_trait]
+impl NodeMaintenance for MemoryProvider {
+    async fn cordon(
+        &self,
+        node: &ResourceId,
+        reason: Option<&str>,
+    ) -> Result<Cordon, ProviderError> {
+        let mut w = self.lock_world();
+        if !w.objects.contains_key(node) {
+            return Ok(Cordon::NoSuchNode);
+        }
+        match reason {
+            Some(r) => w.cordoned.insert(node.clone(), r.to_string()),
+            None => w.cordoned.remove(node),
+        };
+        self.save(&w);
+        Ok(Cordon::Done)
+    }
+
+    async fn drain(
+        &self,
+        node: &ResourceId,
+        _timeout: std::time::Duration,
+    ) -> Result<(), ProviderError> {
+        if let Some(m) = self
+            .lock_scripts()
+            .get(node)
+            .and_then(|s| s.drain_fails.clone())
+        {
+            return Err(ProviderError::permanent(node, m));
+        }
+        let mut w = self.lock_world();
+        if w.objects.contains_key(node) {
+            w.drained.push(node.clone());
+            self.save(&w);
+        }
+        Ok(())
     }
 }
 

@@ -19,7 +19,8 @@
 #                        $FLEETFORM_PEERS_DIR/kube.env          (default <repo>/target/peers)
 #   KUBE_PEER_PORT       apiserver secure port                  (default 26443)
 #   KUBE_PEER_ETCD_PORT  etcd client port; peer port is +1      (default 23790)
-#   KUBE_PEER_CRDS       space-separated CRD files to load      (default: every fixtures/crds/*/*.yaml)
+#   KUBE_PEER_CRDS       space-separated CRD files to load      (default: every ../shared/fixtures/crds/*/*.yaml;
+#                        the shared directory is $FLEETFORM_SHARED_DIR or <repo>/../shared)
 #
 # What `start` leaves behind (under $FLEETFORM_PEERS_DIR/kube/):
 #   pki/            CA (ca.crt), serving cert (127.0.0.1, localhost), service-account key pair
@@ -37,6 +38,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+# shared_fixture: the upstream CRDs live in ../shared beside the checkout (or $FLEETFORM_SHARED_DIR).
+source "$repo/scripts/shared-dir.sh"
 cache=${FLEETFORM_CACHE:-$HOME/.cache/fleetform}
 bin=$cache/bin
 peers=${FLEETFORM_PEERS_DIR:-$repo/target/peers}
@@ -150,12 +153,15 @@ crd_files() {
   if [[ -n ${KUBE_PEER_CRDS:-} ]]; then
     printf '%s\n' $KUBE_PEER_CRDS
   else
-    find "$repo/fixtures/crds" -name '*.yaml' | sort
+    local crds
+    crds=$(shared_fixture crds) || die "no CRDs to load"
+    find "$crds" -name '*.yaml' | sort
   fi
 }
 
 load_crds() {
-  local f name names=()
+  local f name names=() files
+  files=$(crd_files) || exit 1
   while read -r f; do
     [[ -f $f ]] || die "CRD file $f not found"
     name=$(awk '/^metadata:/{m=1;next} m && /^  name:/{print $2; exit}' "$f")
@@ -165,7 +171,7 @@ load_crds() {
       -H 'Content-Type: application/apply-patch+yaml' --data-binary "@$f" -o /dev/null \
       || die "loading CRD $f failed"
     names+=("$name")
-  done < <(crd_files)
+  done <<<"$files"
   say "applied ${#names[@]} CRDs"
   local n deadline=$((SECONDS + 30))
   for n in "${names[@]}"; do

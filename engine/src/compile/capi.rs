@@ -3,8 +3,8 @@
 //! infrastructure (`Metal3Cluster`, `Metal3MachineTemplate`s) and, per node pool, a
 //! `MachineDeployment` with its `KubeadmConfigTemplate`.
 //!
-//! API versions are the storage versions the fixture CRDs serve (`fixtures/crds/cluster-api`,
-//! `fixtures/crds/cluster-api-provider-metal3`: v1beta2; v1beta1 is served but deprecated).
+//! API versions are the storage versions the fixture CRDs serve (`../shared/fixtures/crds/cluster-api`,
+//! `../shared/fixtures/crds/cluster-api-provider-metal3`: v1beta2; v1beta1 is served but deprecated).
 //!
 //! Edges (each with its reason, as the rest of compile does):
 //! - every object → the tenant's namespace `tenant-<t>` in the management cluster;

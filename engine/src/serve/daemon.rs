@@ -639,7 +639,10 @@ impl Daemon {
         let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
         for id in &drifted {
             *counts
-                .entry((tenant_of(id).to_string(), id.provider().to_string()))
+                .entry((
+                    tenant_of(&prepared.providers, id).to_string(),
+                    id.provider().to_string(),
+                ))
                 .or_default() += 1;
         }
         self.metrics.set_drifted(
@@ -667,7 +670,7 @@ impl Daemon {
         if !self.config.drift.self_heal || *shutdown.borrow() {
             return Ok(Some(report));
         }
-        let desired = remediation(&prepared.desired, &planned.plan);
+        let desired = remediation(&prepared.desired, &planned.plan, &prepared.providers);
         let info = self.lock_state(&commit).await?;
         let healed = self
             .heal(&planned, &desired, &prepared.providers, shutdown)
@@ -916,13 +919,14 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// The tenant a resource belongs to, for metric labels: the cluster of a
-/// Kubernetes object (a tenant's name, or `mgmt`); empty for fleet-wide ones.
-fn tenant_of(id: &ResourceId) -> &str {
-    match id.provider() {
-        "kube" => id.path().split('/').next().unwrap_or(""),
-        _ => "",
-    }
+/// The tenant a resource belongs to, for metric labels, as its provider says
+/// (the cluster of a Kubernetes object: a tenant's name, or `mgmt`); empty for
+/// fleet-wide ones.
+fn tenant_of<'a>(providers: &Providers, id: &'a ResourceId) -> &'a str {
+    providers
+        .for_id(id)
+        .and_then(|p| p.tenant(id))
+        .unwrap_or("")
 }
 
 fn list(ids: &[ResourceId]) -> String {
@@ -1022,12 +1026,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metric_tenants_are_the_cluster_of_kubernetes_objects() {
+    fn metric_tenants_come_from_the_provider() {
+        let providers = Providers::new().with(std::sync::Arc::new(
+            crate::testing::MemoryProvider::named("test"),
+        ));
+        // The in-memory provider has no tenants; the kube provider's own tests
+        // pin that a Kubernetes object's tenant is its cluster.
         assert_eq!(
-            tenant_of(&ResourceId::new("kube", "acme/v1/Namespace/ml")),
-            "acme"
+            tenant_of(&providers, &ResourceId::new("test", "acme/x")),
+            ""
         );
-        assert_eq!(tenant_of(&ResourceId::new("redfish", "host/r01/bios")), "");
+        assert_eq!(
+            tenant_of(&providers, &ResourceId::new("redfish", "host/r01/bios")),
+            ""
+        );
     }
 
     #[test]

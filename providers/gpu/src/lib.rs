@@ -9,16 +9,15 @@
 //! - [`compare`] lists [`GpuDrift`]s between a [`PoolExpectation`] and an inventory.
 //! - [`mig_profiles`], [`fits`] and [`layout_fits`] are the MIG catalogue the
 //!   manifest validator reuses.
-//! - [`break_fix`] turns failed nodes into [`Remediation`]s (cordon, swap in a spare).
-//! - `fleet` (feature `provider`): the manifest's pool expectations, node conditions
-//!   with staleness, and GPU drift findings for the engine's plan and drift.
-//! - `GpuProvider` (feature `provider`, on by default) is the engine's `gpu`
-//!   provider over an `InventorySource`.
+//! - `fleet` (feature `fleet`, off by default, needs the engine): the manifest's pool
+//!   expectations, node conditions with staleness, and GPU drift findings for the engine's
+//!   plan and drift.
+//! - `GpuProvider` (feature `provider`, on by default) is the `gpu` provider over an
+//!   `InventorySource`; it depends on the provider contract only.
 #![warn(missing_docs)]
 
-pub mod breakfix;
 pub mod collect;
-#[cfg(feature = "provider")]
+#[cfg(feature = "fleet")]
 pub mod fleet;
 pub mod health;
 pub mod inventory;
@@ -26,13 +25,14 @@ pub mod mig;
 pub mod pool;
 #[cfg(feature = "provider")]
 pub mod provider;
+pub mod render;
 mod time;
 
-pub use breakfix::{HostPlacement, PoolMembers, Remediation, Spare, break_fix};
 pub use collect::{CollectOptions, GpuError, collect, collect_with};
 pub use health::{HealthState, Verdict, gpu_health, node_health, xid_severity};
-pub use inventory::{Gpu, Inventory, InventoryError, render_text};
+pub use inventory::{Gpu, Inventory, InventoryError};
 pub use mig::{GpuMig, MigLayout, MigProfile, fits, layout_fits, mig_profiles, model_matches};
 pub use pool::{DriftKind, GpuDrift, PoolExpectation, compare};
 #[cfg(feature = "provider")]
 pub use provider::{DirSource, GpuProvider, InventorySource, SourceError};
+pub use render::render_text;

@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fleetform_engine::provider::{
+use fleetform_contract::provider::{
     Action, Applied, ApplyContext, ApplyRequest, Change, FieldChange, Health, ObserveRequest,
     Observed, Provider, ProviderError,
 };
-use fleetform_engine::resource::{Desired, ResourceId};
+use fleetform_contract::resource::{Desired, ResourceId};
 
 use crate::health::{HealthState, node_health};
 use crate::inventory::{Inventory, InventoryError};

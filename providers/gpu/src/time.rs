@@ -1,71 +1,37 @@
-//! RFC 3339 timestamps without a date-time dependency.
+//! RFC 3339 timestamps of inventory reports (chrono, as the engine uses).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, SecondsFormat, Utc};
+
 /// Now, as `YYYY-MM-DDTHH:MM:SSZ`.
 pub(crate) fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    rfc3339(secs)
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// Seconds since the Unix epoch → `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
+#[cfg(test)]
 pub(crate) fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` → seconds since the Unix epoch; `None` for
 /// anything else (an offset other than `Z`, a date before 1970, garbage).
-#[cfg_attr(not(feature = "provider"), allow(dead_code))]
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 pub(crate) fn parse_rfc3339(s: &str) -> Option<u64> {
-    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix('z'))?;
-    let (date, time) = s.split_once(['T', 't'])?;
-    let mut d = date.split('-');
-    let y: i64 = d.next()?.parse().ok()?;
-    let m: i64 = d.next()?.parse().ok()?;
-    let day: i64 = d.next()?.parse().ok()?;
-    let time = time.split_once('.').map_or(time, |(t, _)| t);
-    let mut t = time.split(':');
-    let hh: i64 = t.next()?.parse().ok()?;
-    let mm: i64 = t.next()?.parse().ok()?;
-    let ss: i64 = t.next()?.parse().ok()?;
-    if d.next().is_some() || t.next().is_some() {
+    if !s.ends_with(['Z', 'z']) {
         return None;
     }
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Howard Hinnant's days_from_civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
+    let t = DateTime::parse_from_rfc3339(s).ok()?;
+    u64::try_from(t.timestamp()).ok()
 }
 
 /// Seconds since the Unix epoch now.
-#[cfg_attr(not(feature = "provider"), allow(dead_code))]
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
 pub(crate) fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -1,7 +1,7 @@
 //! Break/fix as planned changes, end to end without peers: recorded H100
 //! inventories → node conditions → `engine::breakfix` → plan and apply through
 //! the engine's in-memory providers (standing in for kube, redfish).
-#![cfg(feature = "provider")]
+#![cfg(feature = "fleet")]
 // Tests: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
@@ -218,7 +218,7 @@ impl World {
         .await
         .unwrap();
         let mut plan = planned.plan.clone();
-        bf.annotate(&mut plan);
+        plan.annotate_breakfix(bf);
         (plan, planned)
     }
 

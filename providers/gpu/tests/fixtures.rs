@@ -1,12 +1,12 @@
-//! Health, drift, break/fix and provider behaviour on the inventory fixtures
+//! Health, drift and provider behaviour on the inventory fixtures
 //! in fixtures/gpu/ (synthetic, see fixtures/gpu/make-fixtures.py).
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;
 
 use fleetform_gpu::{
-    DriftKind, GpuError, HealthState, HostPlacement, Inventory, MigLayout, PoolExpectation,
-    PoolMembers, Remediation, Spare, break_fix, compare, node_health, render_text,
+    DriftKind, GpuError, HealthState, Inventory, MigLayout, PoolExpectation, compare, node_health,
+    render_text,
 };
 
 fn fixture_dir() -> PathBuf {
@@ -212,102 +212,6 @@ fn text_rendering_shows_health_and_one_line_per_gpu() {
             .count(),
         8,
         "{text}"
-    );
-}
-
-fn host(node: &str, rack: &str, nvl: Option<&str>) -> HostPlacement {
-    HostPlacement {
-        node: node.into(),
-        fault_domain: rack.into(),
-        nvl_domain: nvl.map(str::to_string),
-    }
-}
-
-fn spare(node: &str, rack: &str, nvl: Option<&str>) -> Spare {
-    Spare {
-        host: host(node, rack, nvl),
-        pools: vec!["h100-train".into()],
-    }
-}
-
-#[test]
-fn break_fix_cordons_the_failed_node_and_picks_the_spare_in_its_nvl_domain() {
-    let inventories = vec![
-        load("h100-healthy.json"),
-        load("h100-ecc-uncorrectable.json"),
-        load("h100-remap-pending.json"),
-    ];
-    let pool = PoolMembers {
-        expectation: h100_pool(None),
-        members: vec![
-            host("r01-n01", "r01", Some("nvl-a")),
-            host("r01-n04", "r01", Some("nvl-b")),
-            host("r01-n05", "r01", Some("nvl-b")),
-            host("r02-n01", "r02", Some("nvl-c")),
-        ],
-        max_unavailable: 1,
-        unavailable: vec![],
-        allowed_fault_domains: vec![],
-    };
-    let spares = vec![
-        spare("r09-s01", "r09", Some("nvl-z")), // not an allowed fault domain
-        spare("r02-s01", "r02", Some("nvl-c")), // allowed, other rack
-        spare("r01-s01", "r01", Some("nvl-a")), // same rack, other NVL domain
-        spare("r01-s02", "r01", Some("nvl-b")), // same NVL domain: the one
-    ];
-    let plan = break_fix(&inventories, std::slice::from_ref(&pool), &spares);
-    assert_eq!(plan.len(), 2, "{plan:#?}");
-    assert!(matches!(&plan[0], Remediation::Cordon { node, .. } if node == "r01-n04"));
-    assert_eq!(
-        plan[1],
-        Remediation::SwapIn {
-            spare: "r01-s02".into(),
-            pool: "h100-train".into(),
-            replacing: "r01-n04".into(),
-            reason: "same NVL domain nvl-b".into(),
-        }
-    );
-
-    // Without the NVL-domain spare, the same rack wins; never the disallowed rack.
-    let plan = break_fix(&inventories, std::slice::from_ref(&pool), &spares[..3]);
-    assert!(
-        matches!(&plan[1], Remediation::SwapIn { spare, .. } if spare == "r01-s01"),
-        "{plan:#?}"
-    );
-    let plan = break_fix(&inventories, std::slice::from_ref(&pool), &spares[..1]);
-    assert!(
-        matches!(&plan[1], Remediation::NoSpare { node, .. } if node == "r01-n04"),
-        "{plan:#?}"
-    );
-}
-
-#[test]
-fn break_fix_never_exceeds_max_unavailable() {
-    let mut second = load("h100-ecc-uncorrectable.json");
-    second.node = "r01-n08".into();
-    let inventories = vec![load("h100-ecc-uncorrectable.json"), second];
-    let pool = PoolMembers {
-        expectation: h100_pool(None),
-        members: vec![host("r01-n04", "r01", None), host("r01-n08", "r01", None)],
-        max_unavailable: 2,
-        unavailable: vec!["r01-n01".into()],
-        allowed_fault_domains: vec![],
-    };
-    let spares = vec![spare("r01-s01", "r01", None), spare("r01-s02", "r01", None)];
-    let plan = break_fix(&inventories, &[pool], &spares);
-    assert_eq!(plan.len(), 3, "{plan:#?}");
-    assert!(matches!(&plan[0], Remediation::Cordon { node, .. } if node == "r01-n04"));
-    assert!(
-        matches!(&plan[1], Remediation::SwapIn { spare, replacing, .. } if spare == "r01-s01" && replacing == "r01-n04")
-    );
-    assert_eq!(
-        plan[2],
-        Remediation::BudgetExhausted {
-            node: "r01-n08".into(),
-            pool: "h100-train".into(),
-            unavailable: 2,
-            max_unavailable: 2
-        }
     );
 }
 

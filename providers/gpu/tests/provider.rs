@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use fleetform_engine::provider::{
+use fleetform_contract::provider::{
     Action, ApplyContext, ApplyRequest, Health, ObserveRequest, Provider,
 };
-use fleetform_engine::resource::Desired;
+use fleetform_contract::resource::Desired;
 use fleetform_gpu::{GpuProvider, PoolExpectation};
 
 fn fixture_dir() -> PathBuf {
@@ -134,7 +134,7 @@ async fn provider_reports_missing_nodes_and_health() {
         Health::Progressing(_)
     ));
 
-    let bad = fleetform_engine::ResourceId::new("gpu", "rack/r01");
+    let bad = fleetform_contract::ResourceId::new("gpu", "rack/r01");
     let obs = p
         .observe(&[ObserveRequest {
             id: &bad,

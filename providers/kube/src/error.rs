@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use fleetform_engine::provider::ProviderError;
-use fleetform_engine::resource::ResourceId;
+use fleetform_contract::provider::ProviderError;
+use fleetform_contract::resource::ResourceId;
 use kube::core::Status;
 
 use crate::spec::ObjectRef;

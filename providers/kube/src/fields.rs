@@ -2,7 +2,7 @@
 //! shape of the desired one, comparing two objects field by field, and reading `managedFields`
 //! (`fieldsV1`) to find which field manager owns a path.
 
-use fleetform_engine::sensitive::digest_bytes;
+use fleetform_contract::sensitive::digest_bytes;
 use serde_json::{Map, Value};
 
 /// Metadata the server owns; never compared, never sent.

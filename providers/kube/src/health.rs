@@ -1,6 +1,6 @@
 //! Readiness of a live object, for the engine's health gates. Pure: takes the live object.
 
-use fleetform_engine::provider::Health;
+use fleetform_contract::provider::Health;
 use serde_json::Value;
 
 fn int(v: &Value, p: &str) -> Option<i64> {

@@ -28,12 +28,12 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fleetform_engine::provider::{
+use fleetform_contract::provider::{
     Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, FieldChange, Health,
-    ObserveRequest, Observed, Provider, ProviderError,
+    NodeMaintenance, ObserveRequest, Observed, Provider, ProviderError,
 };
-use fleetform_engine::resource::{Desired, ResourceId};
-use fleetform_engine::sensitive::MASK;
+use fleetform_contract::resource::{Desired, ResourceId};
+use fleetform_contract::sensitive::MASK;
 use futures::StreamExt;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PropagationPolicy,
@@ -1183,6 +1183,47 @@ impl Provider for KubeProvider {
         }
     }
 
+    fn maintenance(&self) -> Option<&dyn NodeMaintenance> {
+        Some(self)
+    }
+
+    /// A heal takes drifted fields back from whichever field manager changed
+    /// them: the server-side apply is forced.
+    fn prepare_heal(&self, spec: &mut Value) {
+        spec["force"] = Value::Bool(true);
+    }
+
+    /// The cluster of the object (a tenant's name, or `mgmt`).
+    fn tenant<'a>(&self, id: &'a ResourceId) -> Option<&'a str> {
+        fleetform_contract::address::kube_cluster(id)
+    }
+
+    async fn health(&self, id: &ResourceId, spec: &Value) -> Result<Health, ProviderError> {
+        let t = self.target(id, spec)?;
+        // The engine asks after a successful apply: a kind without a readiness rule is Ready
+        // then, and reading it back would only double the requests of a large apply.
+        if !t.spec.wait || !health::has_rule(&t.reference.api_version, &t.reference.kind) {
+            return Ok(Health::Ready);
+        }
+        let Some(api) = self.api(id, &t).await? else {
+            return Ok(Health::Progressing(format!(
+                "cluster {} does not serve {} yet",
+                t.spec.cluster, t.reference.kind
+            )));
+        };
+        match self.get(id, &t, &api).await? {
+            Some(live) => Ok(health::of(&live)),
+            None => Ok(Health::Progressing(format!(
+                "{} does not exist yet",
+                t.reference.describe()
+            ))),
+        }
+    }
+}
+
+/// Nodes of the fleet's clusters: cordon and drain around disruptive changes.
+#[async_trait]
+impl NodeMaintenance for KubeProvider {
     /// Cordons a Node with server-side apply under its own field manager
     /// ([`MAINTENANCE_FIELD_MANAGER`]); releasing applies an empty object under
     /// that manager, which drops only its own claim: a Node also cordoned by a
@@ -1238,26 +1279,86 @@ impl Provider for KubeProvider {
             .await
             .map_err(|e| ProviderError::permanent(node, e))
     }
+}
 
-    async fn health(&self, id: &ResourceId, spec: &Value) -> Result<Health, ProviderError> {
-        let t = self.target(id, spec)?;
-        // The engine asks after a successful apply: a kind without a readiness rule is Ready
-        // then, and reading it back would only double the requests of a large apply.
-        if !t.spec.wait || !health::has_rule(&t.reference.api_version, &t.reference.kind) {
-            return Ok(Health::Ready);
+/// The provider name, the address prefix it owns.
+pub const NAME: &str = fleetform_contract::address::KUBE;
+
+/// Registers the kube provider: one lazily built client per cluster of the configuration.
+pub fn register(registry: &mut fleetform_contract::Registry) {
+    registry.register(NAME, |config| {
+        let mut clusters = BTreeMap::new();
+        for (name, c) in &config.clusters {
+            let path = kubeconfig_path(&c.kubeconfig, &config.secrets_base).map_err(|e| {
+                fleetform_contract::BuildError::new(
+                    NAME,
+                    format!("kubeconfig of cluster {name} ({})", c.kubeconfig),
+                )
+                .with_source(e)
+            })?;
+            let mut cfg = ClusterConfig::new(path);
+            cfg.context = c.context.clone();
+            clusters.insert(name.clone(), cfg);
         }
-        let Some(api) = self.api(id, &t).await? else {
-            return Ok(Health::Progressing(format!(
-                "cluster {} does not serve {} yet",
-                t.spec.cluster, t.reference.kind
-            )));
-        };
-        match self.get(id, &t, &api).await? {
-            Some(live) => Ok(health::of(&live)),
-            None => Ok(Health::Progressing(format!(
-                "{} does not exist yet",
-                t.reference.describe()
-            ))),
-        }
+        Ok(Arc::new(KubeProvider::new(clusters)))
+    });
+}
+
+/// A kubeconfig reference is a file path (relative ones against `base`) or an
+/// environment variable holding one; a Kubernetes Secret cannot hold it.
+pub fn kubeconfig_path(
+    r: &fleetform_contract::secret::SecretRef,
+    base: &std::path::Path,
+) -> Result<std::path::PathBuf, String> {
+    use fleetform_contract::secret::SecretRef;
+    match r {
+        SecretRef::File(p) if p.is_absolute() => Ok(p.clone()),
+        SecretRef::File(p) => Ok(base.join(p)),
+        SecretRef::Env(v) => std::env::var(v)
+            .map(std::path::PathBuf::from)
+            .map_err(|_| format!("environment variable {v} is not set")),
+        SecretRef::Secret(_) => Err(
+            "a kubeconfig must be a file reference ({file: ...}) or an env var holding a path"
+                .to_string(),
+        ),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tenant_of_an_object_is_its_cluster() {
+        let p = KubeProvider::new(BTreeMap::new());
+        let id = ResourceId::new("kube", "acme/v1/Namespace/ml");
+        assert_eq!(p.tenant(&id), Some("acme"));
+        assert_eq!(p.tenant(&ResourceId::new("redfish", "host/r01/bios")), None);
+    }
+
+    #[test]
+    fn a_heal_forces_the_apply_and_nodes_can_be_maintained() {
+        let p = KubeProvider::new(BTreeMap::new());
+        let mut spec = json!({"cluster": "acme", "object": {}});
+        p.prepare_heal(&mut spec);
+        assert_eq!(spec["force"], json!(true));
+        assert!(p.maintenance().is_some());
+    }
+
+    #[test]
+    fn kubeconfig_paths_resolve_against_the_base() {
+        use fleetform_contract::secret::SecretRef;
+        let base = std::path::Path::new("/fleet");
+        assert_eq!(
+            kubeconfig_path(&SecretRef::File("kc".into()), base).unwrap(),
+            base.join("kc")
+        );
+        let err = kubeconfig_path(&SecretRef::Env("FLEETFORM_TEST_SURELY_UNSET".into()), base)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "environment variable FLEETFORM_TEST_SURELY_UNSET is not set"
+        );
     }
 }

@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use fleetform_engine::resource::ResourceId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -142,33 +141,9 @@ impl ObjectRef {
     }
 }
 
-/// The address of an object in a cluster:
-/// `kube:<cluster>/<apiVersion>/<Kind>/<name>` (cluster-scoped) or
-/// `kube:<cluster>/<apiVersion>/<Kind>/<namespace>/<name>` (namespaced), where apiVersion is `v1`
-/// or `group/version`: `kube:acme/nvidia.com/v1/ClusterPolicy/cluster-policy`,
-/// `kube:acme/v1/Namespace/gpu-operator`, `kube:acme/v1/ConfigMap/gpu-operator/mig-config`.
-/// Missing fields show as `_` (the object is then refused by observe with a clear message).
-pub fn object_id(cluster: &str, object: &Value) -> ResourceId {
-    let s = |p: &str| {
-        object
-            .pointer(p)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .unwrap_or("_")
-    };
-    let ns = object
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty());
-    let mut path = format!("{cluster}/{}/{}", s("/apiVersion"), s("/kind"));
-    if let Some(ns) = ns {
-        path.push('/');
-        path.push_str(ns);
-    }
-    path.push('/');
-    path.push_str(s("/metadata/name"));
-    ResourceId::new("kube", path)
-}
+/// The address of an object in a cluster: the contract's one function for
+/// Kubernetes addresses, which compile uses too (see its documentation for the form).
+pub use fleetform_contract::address::kube_object_id as object_id;
 
 /// Label keys (and prefixes) that operators write on Nodes to drive their own state machines.
 /// fleetform must never put them under its field ownership, or it would fight the operator

@@ -74,7 +74,8 @@ impl PrivatePeer {
             // One small CRD: the test applies core kinds only; loading all 40 costs seconds.
             .env(
                 "KUBE_PEER_CRDS",
-                repo().join("fixtures/crds/keda/keda.sh_scaledobjects.yaml"),
+                fleetform_contract::testing::shared_fixture(repo(), "crds")
+                    .join("keda/keda.sh_scaledobjects.yaml"),
             );
         c
     }

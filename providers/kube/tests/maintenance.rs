@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{admin_client, kubeconfig, unique};
-use fleetform_engine::provider::{Cordon, Provider};
+use fleetform_engine::provider::{Cordon, NodeMaintenance};
 use fleetform_engine::resource::ResourceId;
 use fleetform_kube::{ClusterConfig, KubeProvider, MAINTENANCE_ANNOTATION};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};

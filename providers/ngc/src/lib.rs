@@ -23,3 +23,12 @@ pub use pull_secret::{
 };
 pub use registry::{MANIFEST_ACCEPT, RegistryClient, RegistryError};
 pub use spec::{AccessSpec, Credentials, ImageSpec, PROVIDER, RegistrySpec};
+
+/// Registers the ngc provider: registry credentials are read through the configuration's secrets.
+pub fn register(registry: &mut fleetform_contract::Registry) {
+    registry.register(PROVIDER, |config| {
+        Ok(std::sync::Arc::new(NgcProvider::new(
+            config.secrets.clone(),
+        )))
+    });
+}

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use fleetform_engine::provider::{ApplyRequest, ErrorKind};
-use fleetform_engine::secret::SecretResolver;
-use fleetform_engine::{
+use fleetform_contract::provider::{ApplyRequest, ErrorKind};
+use fleetform_contract::secret::SecretResolver;
+use fleetform_contract::{
     Action, Applied, ApplyContext, Change, Desired, ObserveRequest, Observed, Provider,
     ProviderError, ResourceId,
 };

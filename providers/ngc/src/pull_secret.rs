@@ -5,7 +5,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use fleetform_engine::Sensitive;
+use fleetform_contract::Sensitive;
 use serde_json::json;
 
 use crate::registry::basic_auth_value;
@@ -75,13 +75,13 @@ mod tests {
                 .is_some_and(|v| v.is_string())
         );
         let mut masked = obj.clone();
-        fleetform_engine::sensitive::mask_paths(
+        fleetform_contract::sensitive::mask_paths(
             &mut masked,
             &[PULL_SECRET_SENSITIVE_POINTER.to_string()],
         );
         assert_eq!(
             masked["data"][".dockerconfigjson"],
-            fleetform_engine::sensitive::MASK
+            fleetform_contract::sensitive::MASK
         );
     }
 }

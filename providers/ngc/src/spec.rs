@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use fleetform_engine::ResourceId;
-use fleetform_engine::secret::SecretRef;
+use fleetform_contract::ResourceId;
+use fleetform_contract::secret::SecretRef;
 use serde::{Deserialize, Serialize};
 
 /// The provider name: the address prefix it owns.

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use fleetform_engine::provider::{ApplyContext, ApplyRequest, ErrorKind};
-use fleetform_engine::secret::{LocalSecrets, SecretRef};
-use fleetform_engine::{
+use fleetform_contract::provider::{ApplyContext, ApplyRequest, ErrorKind};
+use fleetform_contract::secret::{LocalSecrets, SecretRef};
+use fleetform_contract::{
     Action, Desired, ObserveRequest, Provider, ProviderError, ResourceId, Sensitive,
 };
 use fleetform_ngc::registry::BasicCredentials;
@@ -257,7 +257,7 @@ async fn observe_one(
     p: &NgcProvider,
     id: &ResourceId,
     spec: &serde_json::Value,
-) -> Result<Option<fleetform_engine::Observed>, ProviderError> {
+) -> Result<Option<fleetform_contract::Observed>, ProviderError> {
     let mut out = p
         .observe(&[ObserveRequest {
             id,
@@ -638,7 +638,7 @@ async fn ngc_resources_are_read_only() {
         p.diff(&desired, None).unwrap_err().kind,
         ErrorKind::Permanent
     );
-    let change = fleetform_engine::Change::new(desired.id.clone(), Action::Create);
+    let change = fleetform_contract::Change::new(desired.id.clone(), Action::Create);
     let err = p
         .apply(
             &ApplyRequest {

@@ -12,9 +12,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use fleetform_engine::provider::{ObserveRequest, Provider};
-use fleetform_engine::resource::ResourceId;
-use fleetform_engine::secret::LocalSecrets;
+use fleetform_contract::provider::{ObserveRequest, Provider};
+use fleetform_contract::resource::ResourceId;
+use fleetform_contract::secret::LocalSecrets;
 use fleetform_redfish::{ClientConfig, RedfishOptions, RedfishProvider};
 use serde_json::json;
 

@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleetform_engine::provider::ProviderError;
-use fleetform_engine::resource::ResourceId;
-use fleetform_engine::sensitive::Sensitive;
+use fleetform_contract::provider::ProviderError;
+use fleetform_contract::resource::ResourceId;
+use fleetform_contract::sensitive::Sensitive;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};

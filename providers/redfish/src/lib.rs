@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use fleetform_engine::provider::{
+use fleetform_contract::provider::{
     Action, Applied, ApplyContext, ApplyRequest, Change, FieldChange, Health, ObserveRequest,
     Observed, Provider, ProviderError,
 };
-use fleetform_engine::resource::{Desired, ResourceId};
-use fleetform_engine::secret::SecretResolver;
+use fleetform_contract::resource::{Desired, ResourceId};
+use fleetform_contract::secret::SecretResolver;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
@@ -1505,6 +1505,16 @@ pub async fn probe_auth(
     Ok(mode)
 }
 
+/// The provider name, the address prefix it owns.
+pub const NAME: &str = "redfish";
+
+/// Registers the redfish provider: BMC passwords are read through the configuration's secrets.
+pub fn register(registry: &mut fleetform_contract::Registry) {
+    registry.register(NAME, |config| {
+        Ok(Arc::new(RedfishProvider::new(config.secrets.clone())))
+    });
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1539,7 +1549,7 @@ mod tests {
 
     #[test]
     fn diff_ignores_bios_attributes_not_in_the_spec() {
-        let p = RedfishProvider::new(Arc::new(fleetform_engine::secret::LocalSecrets::default()));
+        let p = RedfishProvider::new(Arc::new(fleetform_contract::secret::LocalSecrets::default()));
         let id = ResourceId::new("redfish", "host/a/bios");
         let spec = json!({"bmc": {"endpoint": "https://x", "credentials": {"username": "u", "password": {"env": "P"}}},
                           "attributes": {"A": "1"}});

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use fleetform_engine::secret::SecretRef;
+use fleetform_contract::secret::SecretRef;
 use serde::{Deserialize, Serialize};
 
 /// How to reach and authenticate to one BMC. Present in every spec.

@@ -1,5 +1,5 @@
 //! The redfish provider against a recorded real BMC (NVIDIA GB200 NVL, OpenBMC;
-//! fixtures/redfish/nvidia_gb200) served by a tiny HTTP server on 127.0.0.1:
+//! ../shared/fixtures/redfish/nvidia_gb200) served by a tiny HTTP server on 127.0.0.1:
 //! GETs come from the tree; session login/logout, PATCH and reset are
 //! simulated in memory so apply paths can be checked. Needs no peer.
 #![allow(clippy::unwrap_used)]
@@ -14,8 +14,10 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use common::{paths, plan, provider, rid};
-use fleetform_engine::provider::{Action, ApplyContext, ApplyRequest, ErrorKind, Health, Provider};
-use fleetform_engine::resource::Desired;
+use fleetform_contract::provider::{
+    Action, ApplyContext, ApplyRequest, ErrorKind, Health, Provider,
+};
+use fleetform_contract::resource::Desired;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "fixture-pw";
@@ -274,8 +276,8 @@ fn answer(
 }
 
 async fn serve_gb200() -> (String, Shared) {
-    let root =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/redfish/nvidia_gb200");
+    let root = fleetform_contract::testing::shared_fixture(env!("CARGO_MANIFEST_DIR"), "redfish")
+        .join("nvidia_gb200");
     let state: Shared = Arc::new(Server {
         bmc: Mutex::new(Bmc {
             root,
@@ -698,9 +700,9 @@ async fn at_most_two_requests_are_in_flight_to_one_bmc() {
         desired(&url, "System_0", a, rest, &pw)
     })
     .collect();
-    let rqs: Vec<fleetform_engine::provider::ObserveRequest<'_>> = specs
+    let rqs: Vec<fleetform_contract::provider::ObserveRequest<'_>> = specs
         .iter()
-        .map(|d| fleetform_engine::provider::ObserveRequest {
+        .map(|d| fleetform_contract::provider::ObserveRequest {
             id: &d.id,
             spec: &d.spec,
             desired: true,

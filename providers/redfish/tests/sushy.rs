@@ -8,8 +8,8 @@
 mod common;
 
 use common::{converge, paths, plan, provider, require, rid};
-use fleetform_engine::provider::{Action, ApplyContext, ApplyRequest, ErrorKind, Provider};
-use fleetform_engine::resource::Desired;
+use fleetform_contract::provider::{Action, ApplyContext, ApplyRequest, ErrorKind, Provider};
+use fleetform_contract::resource::Desired;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -46,7 +46,7 @@ async fn power_on_then_replan_is_noop_and_out_of_band_off_is_drift_on_state() {
     assert!(first.disruptive);
     assert_eq!(
         p.health(&d.id, &d.spec).await.unwrap(),
-        fleetform_engine::provider::Health::Ready
+        fleetform_contract::provider::Health::Ready
     );
 
     // Someone powers it off behind our back.

@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use fleetform_engine::provider::ObserveRequest;
-use fleetform_engine::provider::{
+use fleetform_contract::provider::ObserveRequest;
+use fleetform_contract::provider::{
     Action, ApplyContext, ApplyRequest, Change, Observed, Provider, ProviderError,
 };
-use fleetform_engine::resource::{Desired, ResourceId};
-use fleetform_engine::secret::LocalSecrets;
+use fleetform_contract::resource::{Desired, ResourceId};
+use fleetform_contract::secret::LocalSecrets;
 use fleetform_redfish::{RedfishOptions, RedfishProvider};
 use serde_json::{Value, json};
 
