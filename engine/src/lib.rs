@@ -16,6 +16,7 @@ pub mod resource;
 pub mod secret;
 pub mod sensitive;
 pub mod serve;
+pub mod sharing;
 pub mod source;
 pub mod synth;
 pub mod validate;
