@@ -985,8 +985,15 @@ async fn wait_for_signal() {
 }
 
 fn graph(source: SourceArgs, format: GraphFormat) -> Result<Done> {
-    let loaded = load(&source, None, Format::Text)?;
-    let graph = fleetform_engine::graph::Graph::build(&loaded.compiled.resources)?;
+    // The graph talks to no provider: secrets are not read (placeholders stand in).
+    let compiled = match source.read(None).and_then(|(_, files)| {
+        fleet::compile_files(&files, &fleetform_engine::secret::Placeholders)
+    }) {
+        Ok((_, compiled)) => compiled,
+        Err(LoadFailure::Invalid(d, files)) => return Err(invalid(&d, &files, Format::Text)),
+        Err(LoadFailure::Other(e)) => return Err(e),
+    };
+    let graph = fleetform_engine::graph::Graph::build(&compiled.resources)?;
     match format {
         GraphFormat::Text => print!("{graph}"),
         GraphFormat::Dot => print!("{}", graph.to_dot()),
