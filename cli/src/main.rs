@@ -389,10 +389,11 @@ fn validate(dir: PathBuf, format: Format) -> Result<Done> {
         Err(LoadFailure::Other(e)) => return Err(e),
     };
     let (docs, mut diags) = fleetform_engine::load::load(&files);
-    if diags.is_empty()
-        && let Err(d) = fleetform_engine::validate::validate(&docs)
-    {
-        diags = d;
+    if diags.is_empty() {
+        match fleetform_engine::validate::validate(&docs) {
+            Err(d) => diags = d,
+            Ok(_) => diags = fleetform_engine::validate::warnings(&docs),
+        }
     }
     fleetform_engine::diag::sort(&mut diags);
     if diags
