@@ -15,7 +15,13 @@ fn graph_works_where_the_secrets_are_unreadable() {
         let dir = repo.join(ex);
         for format in ["text", "dot", "mermaid"] {
             let out = Command::new(env!("CARGO_BIN_EXE_fleetform"))
-                .args(["graph", "--fleet", dir.to_str().unwrap(), "--format", format])
+                .args([
+                    "graph",
+                    "--fleet",
+                    dir.to_str().unwrap(),
+                    "--format",
+                    format,
+                ])
                 .env("NO_COLOR", "1")
                 .env_remove("FLEETFORM_SECRETS_DIR")
                 .output()

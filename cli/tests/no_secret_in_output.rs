@@ -39,7 +39,11 @@ pub fn secrets_in(dir: &Path) -> Vec<String> {
                         .unwrap_or("")
                         .trim()
                         .trim_matches(['"', '\'']);
-                    if v.len() >= 4 && !v.starts_with('{') && !v.starts_with('|') && !v.starts_with('>') {
+                    if v.len() >= 4
+                        && !v.starts_with('{')
+                        && !v.starts_with('|')
+                        && !v.starts_with('>')
+                    {
                         out.push(v.to_string());
                     }
                 }
@@ -101,13 +105,19 @@ fn validate_and_plan_never_print_a_secret_of_any_invalid_fixture() {
             let out = run(work.path(), &args);
             for s in &secrets {
                 if out.contains(s.as_str()) {
-                    leaks.push(format!("`fleetform {}` prints `{s}`:\n{out}", args.join(" ")));
+                    leaks.push(format!(
+                        "`fleetform {}` prints `{s}`:\n{out}",
+                        args.join(" ")
+                    ));
                 }
             }
         }
     }
     // The scan is not vacuous: the inline-secret and secret-literal cases hold secrets.
-    assert!(with_secrets >= 3, "only {with_secrets} fixtures hold secrets");
+    assert!(
+        with_secrets >= 3,
+        "only {with_secrets} fixtures hold secrets"
+    );
     assert!(leaks.is_empty(), "{}", leaks.join("\n"));
 }
 

@@ -776,7 +776,9 @@ pub enum ImageRefError {
     #[error("`{0}` is not a registry host[:port]")]
     Domain(String),
     /// A tag that is empty, too long or has characters other than `[A-Za-z0-9_.-]`.
-    #[error("`{0}` is not a tag (1 to 128 of letters, digits, `_`, `.`, `-`, not starting with `.` or `-`)")]
+    #[error(
+        "`{0}` is not a tag (1 to 128 of letters, digits, `_`, `.`, `-`, not starting with `.` or `-`)"
+    )]
     Tag(String),
     /// A digest that is not `algorithm:hex` (sha256: 64 lowercase hex digits).
     #[error("`{0}` is not a digest (`sha256:` and 64 lowercase hex digits)")]
@@ -856,7 +858,8 @@ fn is_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|x| x.is_ascii_alphanumeric() || b"_.-".contains(x))
+        && b.iter()
+            .all(|x| x.is_ascii_alphanumeric() || b"_.-".contains(x))
 }
 
 /// `algorithm:encoded` of the OCI image spec; the registered algorithms have fixed
@@ -917,9 +920,7 @@ impl ImageRef {
             return Err(ImageRefError::TooLong(name.len()));
         }
         let (domain, path) = match name.split_once('/') {
-            Some((first, rest))
-                if first.contains(['.', ':']) || first == "localhost" =>
-            {
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
                 if !is_domain(first) {
                     return Err(ImageRefError::Domain(first.to_string()));
                 }
@@ -1055,8 +1056,14 @@ mod tests {
                 "[::1]:5000/a/b:c",
                 own(Some("[::1]:5000"), "a/b", Some("c"), None),
             ),
-            (&format!("nvcr.io/nim/llama:1.8@{D}")[..], own(Some("nvcr.io"), "nim/llama", Some("1.8"), Some(D))),
-            (&format!("nim/llama@{D}")[..], own(None, "nim/llama", None, Some(D))),
+            (
+                &format!("nvcr.io/nim/llama:1.8@{D}")[..],
+                own(Some("nvcr.io"), "nim/llama", Some("1.8"), Some(D)),
+            ),
+            (
+                &format!("nim/llama@{D}")[..],
+                own(None, "nim/llama", None, Some(D)),
+            ),
             ("a__b/c--d/e.f_g", own(None, "a__b/c--d/e.f_g", None, None)),
         ] {
             assert_eq!(parts(s), want, "{s}");
@@ -1139,4 +1146,3 @@ mod tests {
         assert!(fleet_image(&i, &mirror).is_err());
     }
 }
-

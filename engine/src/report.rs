@@ -278,13 +278,11 @@ fn pinned_in(c: &PlannedChange) -> Vec<(String, String)> {
                     ptr.truncate(len);
                 }
             }
-            Value::String(s) => {
-                if s
-                    .rsplit_once('@')
-                    .is_some_and(|(_, d)| crate::compile::is_digest(d))
-                {
-                    out.push((ptr.clone(), s.clone()));
-                }
+            Value::String(s)
+                if s.rsplit_once('@')
+                    .is_some_and(|(_, d)| crate::compile::is_digest(d)) =>
+            {
+                out.push((ptr.clone(), s.clone()));
             }
             _ => {}
         }

@@ -283,7 +283,10 @@ mod tests {
             [("1g.10gb".to_string(), u32::MAX), ("2g.20gb".into(), 0)].into(),
         ));
         let d = mig_devices(&geo, &huge, u32::MAX);
-        assert_eq!(d.get("1g.10gb"), Some(&(u64::from(u32::MAX) * u64::from(u32::MAX))));
+        assert_eq!(
+            d.get("1g.10gb"),
+            Some(&(u64::from(u32::MAX) * u64::from(u32::MAX)))
+        );
         assert_eq!(d.get("2g.20gb"), None);
         let per = MigConfig::Layout(MigLayout::PerGpu(vec![
             [("3g.40gb".to_string(), 2)].into(),

@@ -24,10 +24,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::catalog;
-use crate::sharing;
 use crate::diag::{Diagnostic, Span};
 use crate::load::{Document, SourceFile, escape_segment};
 use crate::manifest::*;
+use crate::sharing;
 
 /// The schema, as published for editors.
 pub const SCHEMA_JSON: &str = include_str!("../../schemas/fleet.v1alpha1.json");
@@ -61,7 +61,11 @@ pub fn validate(docs: &[Document]) -> Result<Fleet, Vec<Diagnostic>> {
         return Err(cx.finish());
     };
     cx.rules(&mut fleet);
-    if cx.diags.iter().any(|d| d.severity == crate::diag::Severity::Error) {
+    if cx
+        .diags
+        .iter()
+        .any(|d| d.severity == crate::diag::Severity::Error)
+    {
         cx.diags.extend(warnings(docs));
     }
     if cx
@@ -1780,8 +1784,8 @@ impl Cx<'_> {
                             .hint(format!("add `{}` to the pool's dra.deviceClasses", class.name()));
                         self.push(e);
                     }
-                    let need =
-                        u64::from(n.spec.replicas).saturating_mul(u64::from(n.spec.gpus_per_replica));
+                    let need = u64::from(n.spec.replicas)
+                        .saturating_mul(u64::from(n.spec.gpus_per_replica));
                     let per_host = f
                         .members(p.name())
                         .iter()
@@ -2232,7 +2236,8 @@ pub fn mask_line(line: &str, secret_column: Option<u32>) -> String {
             k = end.max(k + 1);
             continue;
         }
-        let delim = |c: char| c.is_whitespace() || matches!(c, ',' | '{' | '}' | '[' | ']' | '"' | '\'');
+        let delim =
+            |c: char| c.is_whitespace() || matches!(c, ',' | '{' | '}' | '[' | ']' | '"' | '\'');
         if delim(chars[k]) {
             out.push(chars[k]);
             k += 1;

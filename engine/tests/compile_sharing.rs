@@ -75,7 +75,10 @@ fn every_example_nim_asks_for_what_its_nodes_advertise() {
                     .pointer("/spec/selectors/0/cel/expression")
                     .and_then(Value::as_str)
                     .unwrap();
-                assert!(cel.contains("device.driver ==") && cel.contains(".type =="), "{cel}");
+                assert!(
+                    cel.contains("device.driver ==") && cel.contains(".type =="),
+                    "{cel}"
+                );
             }
             let pool_labels: BTreeMap<String, Value> = objects(&c, cluster, "Node")
                 .iter()
@@ -106,7 +109,10 @@ fn every_example_nim_asks_for_what_its_nodes_advertise() {
                 if dp_off {
                     assert!(limits.is_empty(), "{dir} {name}: {limits:?}");
                     let claims = svc.pointer("/spec/draResources").unwrap();
-                    for d in claims[0]["claimCreationSpec"]["devices"].as_array().unwrap() {
+                    for d in claims[0]["claimCreationSpec"]["devices"]
+                        .as_array()
+                        .unwrap()
+                    {
                         let class = d["deviceClassName"].as_str().unwrap();
                         assert!(classes.contains(&class), "{dir} {name}: {class}");
                     }

@@ -35,7 +35,8 @@ fn domain() -> impl Strategy<Value = Option<String>> {
         Just(Some("nvcr.io".to_string())),
         "[a-z0-9]{1,8}(\\.[a-z0-9]{1,8}){1,2}".prop_map(Some),
         ("[a-z][a-z0-9-]{0,6}[a-z0-9]", 1u16..=65535).prop_map(|(h, p)| Some(format!("{h}:{p}"))),
-        (0u8..=255, 0u8..=255, 1u16..=65535).prop_map(|(a, b, p)| Some(format!("10.{a}.{b}.1:{p}"))),
+        (0u8..=255, 0u8..=255, 1u16..=65535)
+            .prop_map(|(a, b, p)| Some(format!("10.{a}.{b}.1:{p}"))),
     ]
 }
 

@@ -153,6 +153,9 @@ fn no_invalid_fixture_prints_a_secret_it_holds() {
             }
         }
     }
-    assert!(with_secrets >= 3, "only {with_secrets} fixtures hold secrets");
+    assert!(
+        with_secrets >= 3,
+        "only {with_secrets} fixtures hold secrets"
+    );
     assert!(leaks.is_empty(), "{}", leaks.join("\n"));
 }

@@ -70,13 +70,14 @@ fn fleet_gen() -> impl Strategy<Value = FleetGen> {
         proptest::collection::vec((0usize..8, big()), 0..10).prop_map(SharingGen::PerGpu),
         Just(SharingGen::Dra),
     ];
-    let nim = (big(), big(), proptest::option::of(0usize..8)).prop_map(|(replicas, gpus, profile)| {
-        NimGen {
-            replicas,
-            gpus,
-            profile,
-        }
-    });
+    let nim =
+        (big(), big(), proptest::option::of(0usize..8)).prop_map(|(replicas, gpus, profile)| {
+            NimGen {
+                replicas,
+                gpus,
+                profile,
+            }
+        });
     (
         proptest::collection::vec(host, 1..4),
         sharing,
@@ -119,11 +120,7 @@ fn render(g: &FleetGen) -> String {
             "managementCluster": { "kubeconfig": { "file": "mgmt.kubeconfig" } },
         }),
     );
-    out += &doc(
-        "Rack",
-        "r01",
-        json!({ "faultDomain": "nvl72" }),
-    );
+    out += &doc("Rack", "r01", json!({ "faultDomain": "nvl72" }));
     let mut names = Vec::new();
     for (n, h) in g.hosts.iter().enumerate() {
         let name = format!("h{n}");
@@ -151,13 +148,22 @@ fn render(g: &FleetGen) -> String {
     out += &doc("Tenant", "t1", tenant);
     let sharing = match &g.sharing {
         SharingGen::None => Value::Null,
-        SharingGen::Named(p) => json!({ "mig": { "config": format!("all-{}", profile(model, *p)) } }),
-        SharingGen::All(p, c) => json!({ "mig": { "config": { "all": { profile(model, *p): c } } } }),
+        SharingGen::Named(p) => {
+            json!({ "mig": { "config": format!("all-{}", profile(model, *p)) } })
+        }
+        SharingGen::All(p, c) => {
+            json!({ "mig": { "config": { "all": { profile(model, *p): c } } } })
+        }
         SharingGen::PerGpu(v) => {
-            let per: Vec<Value> = v.iter().map(|(p, c)| json!({ profile(model, *p): c })).collect();
+            let per: Vec<Value> = v
+                .iter()
+                .map(|(p, c)| json!({ profile(model, *p): c }))
+                .collect();
             json!({ "mig": { "config": { "perGpu": per } } })
         }
-        SharingGen::Dra => json!({ "dra": { "deviceClasses": ["gpu.nvidia.com", "mig.nvidia.com"] } }),
+        SharingGen::Dra => {
+            json!({ "dra": { "deviceClasses": ["gpu.nvidia.com", "mig.nvidia.com"] } })
+        }
     };
     let mut pool = json!({ "tenant": "t1", "hosts": names });
     if !sharing.is_null() {

@@ -266,7 +266,9 @@ impl NgcProvider {
                     .resolve_digest(repo, tag)
                     .await
                     .map(|d| (format!("{repo}:{tag}"), d))
-                    .map_err(|e| image_error(id, e, tenant, client.host(), repo, tag, has_credentials))
+                    .map_err(|e| {
+                        image_error(id, e, tenant, client.host(), repo, tag, has_credentials)
+                    })
             }
         }))
         .await;

@@ -252,5 +252,10 @@ async fn a_pinned_digest_is_the_registrys_digest_of_exactly_the_repository_writt
         }
     }
     // The three spellings are one image resource.
-    assert_eq!(resolved, 1, "{:?}", compiled.resources.iter().map(|d| &d.id).collect::<Vec<_>>());
+    assert_eq!(
+        resolved,
+        1,
+        "{:?}",
+        compiled.resources.iter().map(|d| &d.id).collect::<Vec<_>>()
+    );
 }
