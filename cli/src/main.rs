@@ -400,10 +400,11 @@ fn validate(dir: PathBuf, format: Format) -> Result<Done> {
         Err(LoadFailure::Other(e)) => return Err(e),
     };
     let (docs, mut diags) = fleetform_engine::load::load(&files);
-    if diags.is_empty()
-        && let Err(d) = fleetform_engine::validate::validate(&docs)
-    {
-        diags = d;
+    if diags.is_empty() {
+        match fleetform_engine::validate::validate(&docs) {
+            Err(d) => diags = d,
+            Ok(_) => diags = fleetform_engine::validate::warnings(&docs),
+        }
     }
     fleetform_engine::diag::sort(&mut diags);
     if diags
@@ -1001,8 +1002,29 @@ async fn wait_for_signal() {
 }
 
 async fn graph(source: SourceArgs, format: GraphFormat) -> Result<Done> {
-    let loaded = load_as(&source, None, Format::Text, false).await?;
-    let graph = fleetform_engine::graph::Graph::build(&loaded.compiled.resources)?;
+    // The graph talks to no provider: secrets are not read (placeholders stand in), and chart
+    // releases are rendered for the Kubernetes versions the manifest declares.
+    let (fleet, mut compiled) = match source.read(None).and_then(|(_, files)| {
+        fleet::compile_files(&files, &fleetform_engine::secret::Placeholders)
+    }) {
+        Ok(x) => x,
+        Err(LoadFailure::Invalid(d, files)) => return Err(invalid(&d, &files, Format::Text)),
+        Err(LoadFailure::Other(e)) => return Err(e),
+    };
+    if let Err(diags) = fleet::expand_releases(
+        &fleet,
+        &mut compiled,
+        &source.secrets_base(),
+        std::sync::Arc::new(fleetform_engine::secret::Placeholders),
+        false,
+    )
+    .await
+    {
+        for d in &diags {
+            eprintln!("warning: {} (its objects are not drawn)", d.summary);
+        }
+    }
+    let graph = fleetform_engine::graph::Graph::build(&compiled.resources)?;
     match format {
         GraphFormat::Text => print!("{graph}"),
         GraphFormat::Dot => print!("{}", graph.to_dot()),

@@ -125,10 +125,30 @@ impl SecretResolver for LocalSecrets {
     }
 }
 
+/// Resolves every reference to a placeholder naming it, reading nothing: for
+/// commands that compile without talking to providers (`graph`), so they work
+/// where the secrets are not readable. What it yields must never be applied.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Placeholders;
+
+impl SecretResolver for Placeholders {
+    fn resolve(&self, reference: &SecretRef) -> Result<Sensitive<String>, SecretError> {
+        Ok(Sensitive::new(format!("(placeholder for {reference})")))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_read_nothing_and_name_the_reference() {
+        let s = Placeholders
+            .resolve(&SecretRef::File("/surely/not/here".into()))
+            .unwrap();
+        assert_eq!(s.expose(), "(placeholder for file:/surely/not/here)");
+    }
 
     #[test]
     fn file_reference_is_read_and_trailing_newline_dropped() {

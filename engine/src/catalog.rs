@@ -490,6 +490,33 @@ pub fn gpu_operator_release(version: &str) -> Option<(u32, u32)> {
     Some((a, b))
 }
 
+/// The most GPUs one host of a model can hold, by the form factor the model ships in:
+/// HGX/DGX baseboards carry 8 SXM GPUs (A100, H100, H200, B200, B300); a GB200/GB300
+/// NVL72 compute tray carries 4; PCIe cards (A30, H100 NVL, RTX PRO 6000, L40S) go in
+/// servers with at most 10 double-width slots. The schema's `gpu.count` maximum is the
+/// largest of these ([`MAX_GPUS_PER_HOST`]); the `gpu-count` rule applies the model's.
+pub fn max_gpus_per_host(model: GpuModel) -> u32 {
+    use GpuModel::*;
+    match model {
+        A100_40GB | A100_80GB | H100 | H200 | B200 | B300 => 8,
+        GB200 | GB300 => 4,
+        A30 | H100Nvl | RtxPro6000 | L40S => 10,
+    }
+}
+
+/// The largest [`max_gpus_per_host`] of any model (the schema's bound on `gpu.count`).
+pub const MAX_GPUS_PER_HOST: u32 = 10;
+
+/// The form factor behind [`max_gpus_per_host`], for messages.
+pub fn form_factor(model: GpuModel) -> &'static str {
+    use GpuModel::*;
+    match model {
+        A100_40GB | A100_80GB | H100 | H200 | B200 | B300 => "an HGX baseboard (8 GPUs)",
+        GB200 | GB300 => "an NVL72 compute tray (4 GPUs)",
+        A30 | H100Nvl | RtxPro6000 | L40S => "a PCIe server (at most 10 cards)",
+    }
+}
+
 /// Lowest Kubernetes minor release a tenant cluster may run (DRA GA in 1.34).
 pub const MIN_KUBERNETES: (u32, u32) = (1, 34);
 

@@ -30,6 +30,7 @@ use crate::manifest::{
 };
 use crate::resource::{Desired, Origin, ResourceId, RolloutGroup};
 use crate::secret::SecretResolver;
+use crate::sharing::{self, DraClass};
 
 /// The name fleetform gives the management cluster in addresses.
 pub const MANAGEMENT_CLUSTER: &str = "mgmt";
@@ -612,16 +613,20 @@ impl Cx<'_> {
                 );
             }
             Some(GpuSharing::Dra(dra)) => {
-                for class in &dra.device_classes {
+                // Validate refused class names the driver does not publish.
+                for class in dra.device_classes.iter().filter_map(|c| DraClass::parse(c)) {
                     let dc = json!({
-                        "apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": { "name": class },
-                        "spec": { "selectors": [ { "cel": { "expression": format!("device.driver == \"{}\"", dra_driver(class)) } } ] }
+                        "apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": { "name": class.name() },
+                        "spec": { "selectors": [ { "cel": { "expression": class.cel() } } ] }
                     });
                     let o = self.origin(pool.doc, "/spec/gpuSharing/dra", &pool.origin);
                     self.kube(t, dc, o);
                 }
             }
             None => {}
+        }
+        for (k, v) in sharing::node_labels(pool.spec.gpu_sharing.as_ref()) {
+            labels.insert(k.into(), v.into());
         }
         let taints: Vec<Value> = pool
             .spec
@@ -743,9 +748,34 @@ impl Cx<'_> {
             self.dep(&id, &ns_id, format!("namespace {ns} first"));
             auth_id = Some(id);
         }
-        let image = ImageRef::parse(&nim.spec.image);
-        let (repo, tag) = (image.repository.clone(), image.operator_tag());
-        let image_id = self.image(tenant, nim);
+        // The repository is named in the fleet's registry (validate refused any other), so
+        // the object names exactly the repository whose digest is pinned and whose pull
+        // secret it carries.
+        let registry = &self.fleet.fleet.spec.registries.ngc;
+        let parsed = ImageRef::parse(&nim.spec.image)
+            .map_err(|e| e.to_string())
+            .and_then(|i| fleet_image(&i, registry).map(|(h, p)| (i, h, p)));
+        let (image, host, path) = match parsed {
+            Ok(x) => x,
+            Err(why) => {
+                let span = self.fleet.nearest_span(nim.doc, "/spec/image");
+                self.diags.push(
+                    Diagnostic::error("image-ref", format!("NIM {}: {why}", nim.name()))
+                        .at(span)
+                        .field("spec.image"),
+                );
+                return;
+            }
+        };
+        let repo = format!("{host}/{path}");
+        let tag = image.operator_tag();
+        let puller = match (&image.tag, &image.digest) {
+            (_, Some(d)) if image.tag.is_none() => format!("{repo}@{d}"),
+            (Some(t), Some(d)) => format!("{repo}:{t}@{d}"),
+            (Some(t), None) => format!("{repo}:{t}"),
+            (None, _) => repo.clone(),
+        };
+        let image_id = self.image(tenant, nim, &image, &host, &path);
         let mut cache_id = None;
         if let Some(cache) = &nim.spec.cache {
             let mut storage = json!({ "pvc": { "create": true, "size": cache.size, "volumeAccessMode": "ReadWriteOnce" } });
@@ -754,7 +784,7 @@ impl Cx<'_> {
             }
             let c = json!({
                 "apiVersion": "apps.nvidia.com/v1alpha1", "kind": "NIMCache", "metadata": { "name": nim.name(), "namespace": ns },
-                "spec": { "source": { "ngc": { "modelPuller": nim.spec.image, "pullSecret": "ngc-pull", "authSecret": "ngc-api" } }, "storage": storage }
+                "spec": { "source": { "ngc": { "modelPuller": puller, "pullSecret": "ngc-pull", "authSecret": "ngc-api" } }, "storage": storage }
             });
             let o = self.origin(nim.doc, "/spec/cache", &origin);
             let id = self.kube(&t, c, o);
@@ -765,13 +795,24 @@ impl Cx<'_> {
             );
             cache_id = Some(id);
         }
+        let pool = self.fleet.pool(&nim.spec.pool);
+        let request = sharing::request(
+            pool.and_then(|p| p.spec.gpu_sharing.as_ref()),
+            self.fleet.operators_for(&t).gpu_operator.mig_strategy,
+            nim.spec.mig_profile.as_deref(),
+            nim.spec.gpus_per_replica,
+        );
+        let (resources, dra) = gpu_request(&request);
         let mut spec = json!({
             "image": { "repository": repo, "tag": tag, "pullSecrets": ["ngc-pull"] },
             "authSecret": "ngc-api",
             "replicas": nim.spec.replicas,
-            "resources": { "limits": { gpu_resource(nim): nim.spec.gpus_per_replica.to_string() } },
+            "resources": resources,
             "expose": { "service": { "type": "ClusterIP", "port": 8000 } },
         });
+        if let Some(d) = dra {
+            spec["draResources"] = d;
+        }
         if cache_id.is_some() {
             spec["storage"] = json!({ "nimCache": { "name": nim.name() } });
         }
@@ -789,13 +830,7 @@ impl Cx<'_> {
         self.pin(&id, "/object/spec/image/tag", &image_id, nim);
         for dep in [pull, auth_id, cache_id, image_id].into_iter().flatten() {
             let reason = match dep.provider() {
-                "ngc" => format!(
-                    "image tag {}:{tag} must resolve in the registry",
-                    nim.spec
-                        .image
-                        .rsplit_once(':')
-                        .map_or(&*nim.spec.image, |x| x.0)
-                ),
+                "ngc" => format!("image tag {repo}:{tag} must resolve in the registry"),
                 _ if dep.as_str().contains("NIMCache") => {
                     "the model cache is filled before the service starts".into()
                 }
@@ -825,17 +860,16 @@ impl Cx<'_> {
     }
 
     /// An ngc image resource for a NIM's image, resolved against the fleet's registry endpoint.
-    fn image(&mut self, tenant: &Tenant, nim: &NimService) -> Option<ResourceId> {
+    fn image(
+        &mut self,
+        tenant: &Tenant,
+        nim: &NimService,
+        image: &ImageRef,
+        host: &str,
+        repository: &str,
+    ) -> Option<ResourceId> {
         let registry = &self.fleet.fleet.spec.registries.ngc;
-        let image = ImageRef::parse(&nim.spec.image);
         let tag = image.reference();
-        // The repository within the registry: the manifest's host is the fleet's endpoint.
-        let repository = image
-            .repository
-            .split_once('/')
-            .map_or(image.repository.as_str(), |(_, r)| r)
-            .to_string();
-        let host = registry_host(&registry.endpoint);
         let user = registry.username.as_deref().unwrap_or("$oauthtoken");
         let credentials = tenant
             .spec
@@ -871,18 +905,33 @@ fn namespace(name: &str) -> Value {
     json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name } })
 }
 
-fn dra_driver(class: &str) -> &str {
-    match class {
-        "mig.nvidia.com" | "gpu.nvidia.com" => "gpu.nvidia.com",
-        c if c.contains("compute-domain") => "compute-domain.nvidia.com",
-        _ => "gpu.nvidia.com",
-    }
-}
-
-fn gpu_resource(nim: &NimService) -> String {
-    match &nim.spec.mig_profile {
-        Some(p) => format!("nvidia.com/mig-{p}"),
-        None => "nvidia.com/gpu".into(),
+/// The NIMService fields that ask for the GPUs of one replica: a device-plugin limit,
+/// or a DRA claim the NIM Operator generates (`draResources`), as [`sharing::request`]
+/// says the pool's sharing mode exposes them.
+fn gpu_request(request: &sharing::Request) -> (Value, Option<Value>) {
+    match request {
+        sharing::Request::Extended { resource, count } => (
+            json!({ "limits": { resource.as_str(): count.to_string() } }),
+            None,
+        ),
+        sharing::Request::Dra {
+            class,
+            profile,
+            count,
+        } => {
+            let mut device = json!({
+                "name": class.device_type(), "deviceClassName": class.name(),
+                "driverName": class.driver(), "count": count,
+            });
+            if let Some(p) = profile {
+                device["attributeSelectors"] =
+                    json!([{ "key": "profile", "op": "Equal", "value": { "stringValue": p } }]);
+            }
+            (
+                json!({}),
+                Some(json!([{ "claimCreationSpec": { "devices": [device] } }])),
+            )
+        }
     }
 }
 
@@ -892,36 +941,205 @@ pub fn registry_host(endpoint: &str) -> String {
     rest.split('/').next().unwrap_or(rest).to_string()
 }
 
-/// An image reference taken apart: `registry/repository[:tag][@digest]`.
+/// An image reference taken apart by the OCI distribution reference grammar
+/// (`[domain/]path[:tag][@digest]`, as docker and containerd parse it): the first
+/// `/`-separated component is a registry host only if it contains `.` or `:` or is
+/// `localhost`; otherwise it is the first component of the repository path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
-    /// Everything before the tag, registry (and its port) included.
-    pub repository: String,
+    /// The registry host (and port) as written, when the reference names one.
+    pub domain: Option<String>,
+    /// The repository path within the registry (`nim/meta/llama`), exactly as written.
+    pub path: String,
     /// The tag, when one is given.
     pub tag: Option<String>,
     /// The digest (`sha256:...`), when one is given.
     pub digest: Option<String>,
 }
 
+/// Why a string is not an image reference.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageRefError {
+    /// Nothing, or only a tag or digest.
+    #[error("the image reference is empty")]
+    Empty,
+    /// Upper-case letters, `..`, a leading `/` and the like in the repository path.
+    #[error(
+        "`{0}` is not a valid repository path component (lowercase letters and digits, separated by `.`, `_`, `__` or `-`)"
+    )]
+    Path(String),
+    /// A registry host that is not a host name, IP address or `host:port`.
+    #[error("`{0}` is not a registry host[:port]")]
+    Domain(String),
+    /// A tag that is empty, too long or has characters other than `[A-Za-z0-9_.-]`.
+    #[error(
+        "`{0}` is not a tag (1 to 128 of letters, digits, `_`, `.`, `-`, not starting with `.` or `-`)"
+    )]
+    Tag(String),
+    /// A digest that is not `algorithm:hex` (sha256: 64 lowercase hex digits).
+    #[error("`{0}` is not a digest (`sha256:` and 64 lowercase hex digits)")]
+    Digest(String),
+    /// The name is longer than the registry protocol allows.
+    #[error("the repository name is {0} characters long, over 255")]
+    TooLong(usize),
+}
+
+fn is_path_component(c: &str) -> bool {
+    // alnum+ ( ( "." | "_" | "__" | "-"+ ) alnum+ )*
+    let b = c.as_bytes();
+    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut k = 0;
+    while k < b.len() {
+        if alnum(b[k]) {
+            k += 1;
+            continue;
+        }
+        let sep_start = k;
+        while k < b.len() && !alnum(b[k]) {
+            k += 1;
+        }
+        let sep = &c[sep_start..k];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
+            return false;
+        }
+    }
+    true
+}
+
+fn is_domain(d: &str) -> bool {
+    let (host, port) = if let Some(rest) = d.strip_prefix('[') {
+        // [IPv6]:port
+        let Some((ip, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if ip.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            p => match p.strip_prefix(':') {
+                Some(port) => ("", Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match d.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (d, None),
+        }
+    };
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err())
+    {
+        return false;
+    }
+    if d.starts_with('[') {
+        return true;
+    }
+    !host.is_empty()
+        && host.split('.').all(|c| {
+            let b = c.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_alphanumeric()
+                && b[b.len() - 1].is_ascii_alphanumeric()
+                && b.iter().all(|x| x.is_ascii_alphanumeric() || *x == b'-')
+        })
+}
+
+fn is_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|x| x.is_ascii_alphanumeric() || b"_.-".contains(x))
+}
+
+/// `algorithm:encoded` of the OCI image spec; the registered algorithms have fixed
+/// lowercase-hex lengths (sha256: 64, sha512: 128).
+pub fn is_digest(d: &str) -> bool {
+    let Some((alg, hex)) = d.split_once(':') else {
+        return false;
+    };
+    let alg_ok = !alg.is_empty()
+        && alg.split(['+', '.', '_', '-']).all(|c| {
+            let b = c.as_bytes();
+            !b.is_empty()
+                && b[0].is_ascii_alphabetic()
+                && b.iter().all(|x| x.is_ascii_alphanumeric())
+        });
+    let lower_hex = |n: usize| {
+        hex.len() == n
+            && hex
+                .bytes()
+                .all(|x| x.is_ascii_digit() || (b'a'..=b'f').contains(&x))
+    };
+    alg_ok
+        && match alg {
+            "sha256" => lower_hex(64),
+            "sha512" => lower_hex(128),
+            _ => hex.len() >= 32 && hex.bytes().all(|x| x.is_ascii_hexdigit()),
+        }
+}
+
 impl ImageRef {
-    /// Parses `repo[:tag][@digest]`; a registry port (`host:5000/...`) is not a tag.
-    pub fn parse(image: &str) -> Self {
+    /// Parses `[domain/]path[:tag][@digest]` by the distribution reference grammar.
+    pub fn parse(image: &str) -> Result<Self, ImageRefError> {
         let (name, digest) = match image.split_once('@') {
-            Some((name, digest)) => (name, Some(digest.to_string())),
+            Some((name, digest)) => {
+                if !is_digest(digest) {
+                    return Err(ImageRefError::Digest(digest.to_string()));
+                }
+                (name, Some(digest.to_string()))
+            }
             None => (image, None),
         };
-        let last_slash = name.rfind('/').unwrap_or(0);
-        let (repository, tag) = match name[last_slash..].rfind(':') {
-            Some(i) => (
-                name[..last_slash + i].to_string(),
-                Some(name[last_slash + i + 1..].to_string()),
-            ),
-            None => (name.to_string(), None),
+        // The tag follows the last `:` after the last `/` (a port is not a tag).
+        let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match name[last_slash..].rfind(':') {
+            Some(i) => {
+                let t = &name[last_slash + i + 1..];
+                if !is_tag(t) {
+                    return Err(ImageRefError::Tag(t.to_string()));
+                }
+                (&name[..last_slash + i], Some(t.to_string()))
+            }
+            None => (name, None),
         };
-        Self {
-            repository,
+        if name.is_empty() {
+            return Err(ImageRefError::Empty);
+        }
+        if name.len() > 255 {
+            return Err(ImageRefError::TooLong(name.len()));
+        }
+        let (domain, path) = match name.split_once('/') {
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+                if !is_domain(first) {
+                    return Err(ImageRefError::Domain(first.to_string()));
+                }
+                (Some(first.to_string()), rest)
+            }
+            _ => (None, name),
+        };
+        if let Some(bad) = path.split('/').find(|c| !is_path_component(c)) {
+            return Err(ImageRefError::Path(bad.to_string()));
+        }
+        Ok(Self {
+            domain,
+            path: path.to_string(),
             tag,
             digest,
+        })
+    }
+
+    /// The name as written: `domain/path`, or `path` when no registry is named.
+    pub fn name(&self) -> String {
+        match &self.domain {
+            Some(d) => format!("{d}/{}", self.path),
+            None => self.path.clone(),
         }
     }
 
@@ -946,6 +1164,29 @@ impl ImageRef {
     }
 }
 
+/// The upstream NGC registry host.
+pub const NGC_HOST: &str = "nvcr.io";
+
+/// Where a NIM image is resolved and pulled from. The fleet pulls NIM images from one
+/// registry, `registries.ngc.endpoint` (nvcr.io, or a mirror of it standing in for it):
+/// an image that names no registry, names that endpoint's host, or names `nvcr.io`
+/// is that endpoint's repository `path`, exactly as written (a mirror serves nvcr.io's
+/// repositories under the same paths). Any other registry is refused: neither pull
+/// secrets nor digest pinning would cover it. Returns `(endpoint host, path)`.
+pub fn fleet_image(
+    image: &ImageRef,
+    registry: &crate::manifest::Registry,
+) -> Result<(String, String), String> {
+    let host = registry_host(&registry.endpoint);
+    match image.domain.as_deref() {
+        None => Ok((host, image.path.clone())),
+        Some(d) if d == host || d == NGC_HOST => Ok((host, image.path.clone())),
+        Some(d) => Err(format!(
+            "the image names registry `{d}`, but NIM images are pulled from the fleet's registry `{host}` (registries.ngc.endpoint)"
+        )),
+    }
+}
+
 fn strip_nulls(mut v: Value) -> Value {
     if let Value::Object(m) = &mut v {
         m.retain(|_, x| !x.is_null());
@@ -961,42 +1202,143 @@ fn strip_nulls(mut v: Value) -> Value {
 mod tests {
     use super::*;
 
+    fn parts(s: &str) -> (Option<String>, String, Option<String>, Option<String>) {
+        let i = ImageRef::parse(s).unwrap();
+        (i.domain, i.path, i.tag, i.digest)
+    }
+
+    fn own(
+        d: Option<&str>,
+        p: &str,
+        t: Option<&str>,
+        g: Option<&str>,
+    ) -> (Option<String>, String, Option<String>, Option<String>) {
+        (
+            d.map(Into::into),
+            p.into(),
+            t.map(Into::into),
+            g.map(Into::into),
+        )
+    }
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
     #[test]
-    fn image_references_split_at_the_tag_not_the_port() {
-        let i = ImageRef::parse("127.0.0.1:5000/nim/llama:1.0");
-        assert_eq!(
-            (i.repository.as_str(), i.tag.as_deref()),
-            ("127.0.0.1:5000/nim/llama", Some("1.0"))
-        );
-        assert_eq!(
-            (i.reference(), i.operator_tag()),
-            ("1.0".into(), "1.0".into())
-        );
-        let i = ImageRef::parse("nvcr.io/nim/llama");
-        assert_eq!(i.repository, "nvcr.io/nim/llama");
-        assert_eq!((&i.tag, &i.digest), (&None, &None));
+    fn a_first_component_is_a_registry_only_with_a_dot_a_colon_or_localhost() {
+        for (s, want) in [
+            (
+                "nvidia/nim/llama:1.0",
+                own(None, "nvidia/nim/llama", Some("1.0"), None),
+            ),
+            ("nim/llama", own(None, "nim/llama", None, None)),
+            ("llama:1.0", own(None, "llama", Some("1.0"), None)),
+            (
+                "nvcr.io/nim/llama:1.0",
+                own(Some("nvcr.io"), "nim/llama", Some("1.0"), None),
+            ),
+            (
+                "127.0.0.1:5000/nim/llama:1.0",
+                own(Some("127.0.0.1:5000"), "nim/llama", Some("1.0"), None),
+            ),
+            (
+                "localhost/nim/llama",
+                own(Some("localhost"), "nim/llama", None, None),
+            ),
+            (
+                "registry:5000/llama",
+                own(Some("registry:5000"), "llama", None, None),
+            ),
+            (
+                "[::1]:5000/a/b:c",
+                own(Some("[::1]:5000"), "a/b", Some("c"), None),
+            ),
+            (
+                &format!("nvcr.io/nim/llama:1.8@{D}")[..],
+                own(Some("nvcr.io"), "nim/llama", Some("1.8"), Some(D)),
+            ),
+            (
+                &format!("nim/llama@{D}")[..],
+                own(None, "nim/llama", None, Some(D)),
+            ),
+            ("a__b/c--d/e.f_g", own(None, "a__b/c--d/e.f_g", None, None)),
+        ] {
+            assert_eq!(parts(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn references_that_break_the_grammar_are_refused() {
+        for s in [
+            "",
+            ":1.0",
+            "../../v2/_catalog",
+            "nim/../llama",
+            "nim/e..f",
+            "nim/a___b",
+            "/nim/llama",
+            "nim//llama",
+            "nim/llama/",
+            "Nvidia/nim",
+            "nim/Llama",
+            "nim/llama:",
+            "nim/llama:.x",
+            "nim/llama:-x",
+            "nim/llama@sha256:abc",
+            "nim/llama@sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef",
+            "nim/llama@",
+            "nvcr.io:/nim/llama",
+            "nvcr.io:99999/nim",
+            "-bad.io/nim",
+            "nim/llama:1.0 ",
+            "nim/llama?x=1",
+        ] {
+            assert!(ImageRef::parse(s).is_err(), "{s:?} was accepted");
+        }
+        let long = format!("nim/{}", "a".repeat(300));
+        assert!(matches!(
+            ImageRef::parse(&long),
+            Err(ImageRefError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn the_registry_is_asked_for_the_digest_and_the_operator_gets_tag_at_digest() {
+        let i = ImageRef::parse(&format!("nvcr.io/nim/llama:1.8@{D}")).unwrap();
+        assert_eq!(i.reference(), D);
+        assert_eq!(i.operator_tag(), format!("1.8@{D}"));
+        let i = ImageRef::parse("nvcr.io/nim/llama").unwrap();
         assert_eq!(
             (i.reference(), i.operator_tag()),
             ("latest".into(), "latest".into())
         );
+        let i = ImageRef::parse(&format!("127.0.0.1:5000/nim/llama@{D}")).unwrap();
+        assert_eq!(i.operator_tag(), format!("latest@{D}"));
         assert_eq!(registry_host("https://nvcr.io"), "nvcr.io");
     }
 
     #[test]
-    fn a_digest_is_not_mistaken_for_a_tag() {
-        let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        let i = ImageRef::parse(&format!("nvcr.io/nim/llama:1.8@{d}"));
-        assert_eq!(i.repository, "nvcr.io/nim/llama");
-        assert_eq!(i.tag.as_deref(), Some("1.8"));
-        assert_eq!(i.digest.as_deref(), Some(d));
-        // The registry is asked for the digest; the operator gets tag@digest.
-        assert_eq!(i.reference(), d);
-        assert_eq!(i.operator_tag(), format!("1.8@{d}"));
-        let i = ImageRef::parse(&format!("127.0.0.1:5000/nim/llama@{d}"));
-        assert_eq!(
-            (i.repository.as_str(), i.tag.as_deref()),
-            ("127.0.0.1:5000/nim/llama", None)
-        );
-        assert_eq!(i.operator_tag(), format!("latest@{d}"));
+    fn an_image_is_the_repository_written_in_the_fleet_registry() {
+        let reg = |endpoint: &str| crate::manifest::Registry {
+            endpoint: endpoint.into(),
+            insecure: false,
+            ca_bundle: None,
+            username: None,
+            api_key: None,
+        };
+        let mirror = reg("https://127.0.0.1:5000");
+        for (image, want) in [
+            ("nvidia/nim/llama:1.0", "nvidia/nim/llama"),
+            ("nvcr.io/nim/llama:1.0", "nim/llama"),
+            ("127.0.0.1:5000/nim/llama:1.0", "nim/llama"),
+        ] {
+            let i = ImageRef::parse(image).unwrap();
+            assert_eq!(
+                fleet_image(&i, &mirror).unwrap(),
+                ("127.0.0.1:5000".to_string(), want.to_string()),
+                "{image}"
+            );
+        }
+        let i = ImageRef::parse("docker.io/library/llama:1.0").unwrap();
+        assert!(fleet_image(&i, &mirror).is_err());
     }
 }

@@ -49,6 +49,10 @@ pub struct Diagnostic {
     /// How to fix it, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// The value at the span is a secret: renderers show the source line with the
+    /// value masked (the caret and location stay).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secret: bool,
 }
 
 impl Diagnostic {
@@ -61,7 +65,22 @@ impl Diagnostic {
             span: None,
             field: None,
             hint: None,
+            secret: false,
         }
+    }
+
+    /// A warning with a code and summary.
+    pub fn warning(code: &str, summary: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Warning,
+            ..Self::error(code, summary)
+        }
+    }
+
+    /// Marks the value at the span as a secret, so no rendering prints it.
+    pub fn secret(mut self) -> Self {
+        self.secret = true;
+        self
     }
 
     /// Sets the location.

@@ -12,6 +12,7 @@ pub mod diag;
 pub mod load;
 pub mod manifest;
 pub mod serve;
+pub mod sharing;
 pub mod source;
 pub mod synth;
 pub mod validate;

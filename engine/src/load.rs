@@ -108,7 +108,8 @@ impl SpanMap {
     }
 
     /// The text of a plain scalar that YAML read as a number, boolean or null
-    /// (e.g. `1.30` read as 1.3), for hints.
+    /// (e.g. `1.30` read as 1.3), or of a plain YAML 1.1 boolean (`On`, `no`) that
+    /// YAML 1.2 reads as a string, for hints.
     pub fn raw(&self, pointer: &str) -> Option<&str> {
         self.entries.get(pointer).and_then(|e| e.raw.as_deref())
     }
@@ -660,6 +661,12 @@ impl<'a> Builder<'a> {
                                 Some("quote it if it is meant as text"),
                             ));
                         }
+                        // A YAML 1.1 boolean (`On`, `yes`, `n`) is a string in YAML 1.2: keep
+                        // the text as written so validate can warn about 1.1 readers.
+                        None if is_yaml11_bool(&text) => {
+                            let raw = Some(Box::<str>::from(text.as_ref()));
+                            (Value::String(text.into_owned()), raw)
+                        }
                         None => (Value::String(text.into_owned()), None),
                     }
                 } else {
@@ -895,6 +902,29 @@ impl<'a> Builder<'a> {
         });
         Ok(())
     }
+}
+
+/// Plain scalars YAML 1.1 reads as booleans and YAML 1.2 as strings
+/// (yaml.org/type/bool.html, YAML 1.1).
+pub fn is_yaml11_bool(s: &str) -> bool {
+    matches!(
+        s,
+        "y" | "Y"
+            | "yes"
+            | "Yes"
+            | "YES"
+            | "n"
+            | "N"
+            | "no"
+            | "No"
+            | "NO"
+            | "on"
+            | "On"
+            | "ON"
+            | "off"
+            | "Off"
+            | "OFF"
+    )
 }
 
 /// YAML 1.2 core schema for plain scalars: `None` = a string,

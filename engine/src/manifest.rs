@@ -931,8 +931,21 @@ pub struct BmcCredentials {
 pub struct Gpu {
     /// Model.
     pub model: GpuModel,
-    /// How many (e.g. 8 on HGX, 4 on a GB200 tray).
+    /// How many (e.g. 8 on HGX, 4 on a GB200 tray); at most
+    /// [`crate::catalog::MAX_GPUS_PER_HOST`], as the schema says.
+    #[serde(deserialize_with = "gpu_count")]
     pub count: u32,
+}
+
+fn gpu_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    let max = crate::catalog::MAX_GPUS_PER_HOST;
+    if n > max {
+        return Err(serde::de::Error::custom(format!(
+            "{n} GPUs is more than any host holds (at most {max})"
+        )));
+    }
+    Ok(n)
 }
 
 /// GPU models the validator knows (MIG profiles and driver minimums in `catalog`).

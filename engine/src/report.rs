@@ -276,6 +276,50 @@ fn change_text(c: &PlannedChange, p: &Paint, out: &mut String) {
     for f in &c.fields {
         field_lines(f, "      ", out);
     }
+    for (path, v) in pinned_in(c) {
+        let _ = writeln!(out, "      pinned {path}: {v:?}");
+    }
+}
+
+/// The image references pinned to a digest (`tag@sha256:...`) in a create's spec,
+/// with their JSON pointers: what will run, shown in every rendering (an update shows
+/// a moved digest as a field change already).
+fn pinned_in(c: &PlannedChange) -> Vec<(String, String)> {
+    fn walk(v: &Value, ptr: &mut String, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let len = ptr.len();
+                    ptr.push('/');
+                    ptr.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    walk(x, ptr, out);
+                    ptr.truncate(len);
+                }
+            }
+            Value::Array(a) => {
+                for (n, x) in a.iter().enumerate() {
+                    let len = ptr.len();
+                    let _ = write!(ptr, "/{n}");
+                    walk(x, ptr, out);
+                    ptr.truncate(len);
+                }
+            }
+            Value::String(s)
+                if s.rsplit_once('@')
+                    .is_some_and(|(_, d)| crate::compile::is_digest(d)) =>
+            {
+                out.push((ptr.clone(), s.clone()));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if c.action == Action::Create
+        && let Some(spec) = &c.spec
+    {
+        walk(spec, &mut String::new(), &mut out);
+    }
+    out
 }
 
 /// The plan as versioned JSON (the plan data itself).
@@ -396,6 +440,9 @@ pub fn plan_markdown(plan: &Plan, title: &str, intro: &[String]) -> String {
                     );
                 }
                 detail.push_str("```\n");
+            }
+            for (path, v) in pinned_in(c) {
+                let _ = writeln!(detail, "Pinned `{path}`: `{v}`.\n");
             }
             if !c.waits_for.is_empty() {
                 let waits: Vec<String> = c

@@ -14,7 +14,8 @@
 //! `nim-mig`, `quota-exceeded`, `quota-capacity`, `cidr-invalid`, `cidr-overlap`,
 //! `driver-compat`, `gpu-operator-compat`, `secure-boot-driver`, `singleton`,
 //! `compute-domains`, `autoscaling`, `rail-aligned`, `rollout-budget`,
-//! `prune-fraction`, `url`, `duplicate-bmc`, `gpu-count`.
+//! `prune-fraction`, `url`, `duplicate-bmc`, `gpu-count`, `image-ref`,
+//! `dra-device-class`, `dra-device-plugin`; warnings: `yaml11-boolean`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
@@ -26,6 +27,7 @@ use crate::catalog;
 use crate::diag::{Diagnostic, Span};
 use crate::load::{Document, SourceFile, escape_segment};
 use crate::manifest::*;
+use crate::sharing;
 
 /// The schema, as published for editors.
 pub const SCHEMA_JSON: &str = include_str!("../../schemas/fleet.v1alpha1.json");
@@ -64,10 +66,64 @@ pub fn validate(docs: &[Document]) -> Result<Fleet, Vec<Diagnostic>> {
         .iter()
         .any(|d| d.severity == crate::diag::Severity::Error)
     {
+        cx.diags.extend(warnings(docs));
+    }
+    if cx
+        .diags
+        .iter()
+        .any(|d| d.severity == crate::diag::Severity::Error)
+    {
         Err(cx.finish())
     } else {
         Ok(fleet)
     }
+}
+
+/// Warnings about input that is valid but read differently elsewhere: a plain
+/// `On`/`Off`/`yes`/`no`/`y`/`n` where a string is expected is the string fleetform
+/// (YAML 1.2) reads, but a boolean to YAML 1.1 readers (PyYAML, go-yaml v2, older
+/// Helm and yq) that may process the same files. [`validate`] adds them to its errors;
+/// callers show them with a valid fleet too.
+pub fn warnings(docs: &[Document]) -> Vec<Diagnostic> {
+    fn walk(v: &Value, ptr: &mut String, d: &Document, out: &mut Vec<Diagnostic>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let len = ptr.len();
+                    ptr.push('/');
+                    ptr.push_str(&escape_segment(k));
+                    walk(x, ptr, d, out);
+                    ptr.truncate(len);
+                }
+            }
+            Value::Array(a) => {
+                for (n, x) in a.iter().enumerate() {
+                    let len = ptr.len();
+                    ptr.push_str(&format!("/{n}"));
+                    walk(x, ptr, d, out);
+                    ptr.truncate(len);
+                }
+            }
+            Value::String(s) if d.spans.raw(ptr).is_some() => {
+                let mut w = Diagnostic::warning(
+                    "yaml11-boolean",
+                    format!("`{s}` is read as the string \"{s}\" here, but as a boolean by YAML 1.1 tools"),
+                )
+                .at(d.spans.span(ptr))
+                .hint(format!("quote it: \"{s}\""));
+                if !ptr.is_empty() {
+                    w = w.field(field_path(ptr));
+                }
+                out.push(w);
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for d in docs {
+        walk(&d.value, &mut String::new(), d, &mut out);
+    }
+    out
 }
 
 struct Cx<'a> {
@@ -315,6 +371,7 @@ impl Cx<'_> {
                 let what = looks_like_key(s).unwrap_or("a literal value");
                 let e = self
                     .err("inline-secret", i, &ptr, format!("a secret is written inline ({what}) where a secret reference is expected"))
+                    .secret()
                     .hint("write `{file: ../secrets/NAME}`, `{env: VAR}` or `{secret: {namespace, name, key}}`, and remove the value from git history");
                 self.diags.push(e);
                 suppressed.insert((i, ptr));
@@ -327,6 +384,7 @@ impl Cx<'_> {
                 }
                 let e = self
                     .err("secret-literal", i, &ptr, format!("this value looks like {what}; secrets must not be in the manifest"))
+                    .secret()
                     .hint("move it to a file or environment variable and reference it; rotate the key, it is in git history");
                 self.diags.push(e);
                 suppressed.insert((i, ptr));
@@ -438,7 +496,7 @@ impl Cx<'_> {
                     ptr,
                     format!("{name} must be {expected}, found {}", type_name(value)),
                 );
-                if let Some(raw) = d.spans.raw(ptr) {
+                if let Some(raw) = d.spans.raw(ptr).filter(|_| !value.is_string()) {
                     if expected.contains("string") {
                         diag = diag.hint(format!(
                             "YAML reads `{raw}` as {}; quote it: \"{raw}\"",
@@ -837,6 +895,24 @@ impl Cx<'_> {
                         format!("host `{}` has 0 GPUs", h.name()),
                     )
                     .hint("a fleetform host has at least one GPU");
+                self.push(e);
+            }
+            let model = h.spec.gpu.model;
+            let max = catalog::max_gpus_per_host(model);
+            if h.spec.gpu.count > max {
+                let e = self
+                    .err(
+                        "gpu-count",
+                        i,
+                        "/spec/gpu/count",
+                        format!(
+                            "host `{}` has {} {model} GPUs; {model} ships on {}",
+                            h.name(),
+                            h.spec.gpu.count,
+                            catalog::form_factor(model)
+                        ),
+                    )
+                    .hint(format!("a {model} host has at most {max} GPUs"));
                 self.push(e);
             }
             self.url(i, "/spec/bmc/endpoint", &h.spec.bmc.endpoint);
@@ -1345,6 +1421,25 @@ impl Cx<'_> {
     ) -> Vec<Diagnostic> {
         let i = p.doc.0;
         let mut out = Vec::new();
+        // Labels the sharing mode sets on the pool's nodes must not be overridden.
+        for (k, v) in sharing::node_labels(Some(s)) {
+            if let Some(given) = p.spec.labels.get(k)
+                && given != v
+            {
+                out.push(
+                    self.err(
+                        "dra-device-plugin",
+                        i,
+                        &format!("/spec/labels/{}", escape_segment(k)),
+                        format!(
+                            "pool `{}` uses DRA, but its label `{k}: {given}` would run the device plugin too; both would hand out the same GPUs",
+                            p.name()
+                        ),
+                    )
+                    .hint(format!("remove the label: fleetform sets `{k}: \"{v}\"` on DRA pools")),
+                );
+            }
+        }
         match s {
             GpuSharing::Mps(r) | GpuSharing::TimeSlicing(r) => {
                 if r.replicas < 2 {
@@ -1365,6 +1460,23 @@ impl Cx<'_> {
                 }
             }
             GpuSharing::Dra(d) => {
+                for (n, c) in d.device_classes.iter().enumerate() {
+                    if sharing::DraClass::parse(c).is_none() {
+                        let names: Vec<&str> =
+                            sharing::DraClass::ALL.iter().map(|c| c.name()).collect();
+                        let mut e = self.err(
+                            "dra-device-class",
+                            i,
+                            &format!("/spec/gpuSharing/dra/deviceClasses/{n}"),
+                            format!("`{c}` is not a DeviceClass of the NVIDIA DRA driver"),
+                        );
+                        e = match did_you_mean(c, names.iter().copied()) {
+                            Some(m) => e.hint(format!("did you mean `{m}`?")),
+                            None => e.hint(format!("one of: {}", names.join(", "))),
+                        };
+                        out.push(e);
+                    }
+                }
                 if d.compute_domains {
                     let non_nvl: Vec<&str> = f
                         .members_from(p)
@@ -1431,7 +1543,7 @@ impl Cx<'_> {
                         l.iter().map(|(a, b)| (a.clone(), *b)).collect(),
                     )],
                     MigConfig::Layout(MigLayout::PerGpu(v)) => {
-                        if v.len() as u32 > gpus {
+                        if v.len() as u64 > u64::from(gpus) {
                             out.push(
                                 self.err(
                                     "mig-layout",
@@ -1501,9 +1613,27 @@ impl Cx<'_> {
     fn nims(&mut self, f: &Fleet) {
         let tenants: Vec<&str> = f.tenants.iter().map(|t| t.name()).collect();
         let pools: Vec<&str> = f.pools.iter().map(|p| p.name()).collect();
-        let mut demand: HashMap<&str, (u32, u32)> = HashMap::new(); // pool -> (whole GPUs, MIG devices)
+        // pool -> (whole GPUs, MIG devices per profile); u64 and saturating: replicas
+        // and gpusPerReplica are u32s from the manifest.
+        let mut demand: HashMap<&str, (u64, BTreeMap<String, u64>)> = HashMap::new();
         for n in &f.nims {
             let i = n.doc.0;
+            // The same parser and registry rule compile uses, so plan never meets an
+            // image validate let through.
+            let image = crate::compile::ImageRef::parse(&n.spec.image)
+                .map_err(|e| e.to_string())
+                .and_then(|r| crate::compile::fleet_image(&r, &f.fleet.spec.registries.ngc));
+            if let Err(why) = image {
+                let e = self
+                    .err(
+                        "image-ref",
+                        i,
+                        "/spec/image",
+                        format!("NIM `{}`: {why}", n.name()),
+                    )
+                    .hint("write [REGISTRY/]REPOSITORY[:TAG][@sha256:DIGEST], e.g. nvcr.io/nim/meta/llama-3.1-8b-instruct:1.8; without a registry the fleet's registries.ngc.endpoint applies");
+                self.push(e);
+            }
             if f.tenant(&n.spec.tenant).is_none() {
                 let mut e = self.err(
                     "unknown-reference",
@@ -1596,11 +1726,66 @@ impl Cx<'_> {
                             )
                             .hint(format!("profiles: {}", geo.names().join(", ")));
                         self.push(e);
+                    } else if let Some(GpuSharing::Mig(m)) = &p.spec.gpu_sharing
+                        && model.is_some()
+                    {
+                        let offered = mig_capacity(f, p);
+                        if !offered.contains_key(prof.as_str()) {
+                            let have: Vec<&str> = offered.keys().map(String::as_str).collect();
+                            let layout = match &m.config {
+                                MigConfig::Named(c) => format!("`{c}`"),
+                                MigConfig::Layout(_) => "layout".to_string(),
+                            };
+                            let e = self
+                                .err(
+                                    "nim-mig",
+                                    i,
+                                    "/spec/migProfile",
+                                    format!(
+                                        "NIM `{}` asks for MIG profile `{prof}`, but pool `{}`'s MIG {layout} makes no `{prof}` devices",
+                                        n.name(),
+                                        p.name()
+                                    ),
+                                )
+                                .hint(if have.is_empty() {
+                                    "the pool's layout makes no MIG devices; give it a layout with this profile".to_string()
+                                } else {
+                                    format!("the pool offers: {}", have.join(", "))
+                                });
+                            self.push(e);
+                        }
                     }
-                    demand.entry(p.name()).or_default().1 += n.spec.replicas;
+                    let per = demand.entry(p.name()).or_default();
+                    let c = per.1.entry(prof.clone()).or_default();
+                    *c = c.saturating_add(u64::from(n.spec.replicas));
                 }
                 (None, false) => {
-                    let need = n.spec.replicas.saturating_mul(n.spec.gpus_per_replica);
+                    if let Some(GpuSharing::Dra(d)) = &p.spec.gpu_sharing
+                        && let sharing::Request::Dra { class, .. } = sharing::request(
+                            p.spec.gpu_sharing.as_ref(),
+                            MigStrategy::Single,
+                            None,
+                            n.spec.gpus_per_replica,
+                        )
+                        && !d.device_classes.iter().any(|c| c == class.name())
+                    {
+                        let e = self
+                            .err(
+                                "dra-device-class",
+                                i,
+                                "/spec/pool",
+                                format!(
+                                    "NIM `{}` needs whole GPUs, but DRA pool `{}` offers no `{}` DeviceClass",
+                                    n.name(),
+                                    p.name(),
+                                    class.name()
+                                ),
+                            )
+                            .hint(format!("add `{}` to the pool's dra.deviceClasses", class.name()));
+                        self.push(e);
+                    }
+                    let need = u64::from(n.spec.replicas)
+                        .saturating_mul(u64::from(n.spec.gpus_per_replica));
                     let per_host = f
                         .members(p.name())
                         .iter()
@@ -1612,7 +1797,8 @@ impl Cx<'_> {
                         let e = self.err("nim-capacity", i, "/spec/gpusPerReplica", format!("NIM `{}` needs {} GPUs per replica; hosts of pool `{}` have {per_host}", n.name(), n.spec.gpus_per_replica, p.name())).hint("a replica runs on one host; multi-node NIMs are not modelled yet");
                         self.push(e);
                     } else {
-                        demand.entry(p.name()).or_default().0 += need;
+                        let per = demand.entry(p.name()).or_default();
+                        per.0 = per.0.saturating_add(need);
                     }
                 }
             }
@@ -1621,14 +1807,11 @@ impl Cx<'_> {
         for n in &f.nims {
             last_nim.insert(n.spec.pool.as_str(), n);
         }
+        let mut demand: Vec<_> = demand.into_iter().collect();
+        demand.sort_by(|a, b| a.0.cmp(b.0));
         for (pool, (gpus, mig_devices)) in demand {
             let Some(p) = f.pool(pool) else { continue };
-            let cap: u32 = f
-                .members(pool)
-                .iter()
-                .filter_map(|h| f.host(h))
-                .map(|h| h.spec.gpu.count)
-                .sum();
+            let cap = gpu_capacity(f, pool);
             let mig_cap = mig_capacity(f, p);
             let last = last_nim.get(pool).copied();
             if let Some(n) = last {
@@ -1636,9 +1819,15 @@ impl Cx<'_> {
                     let e = self.err("nim-capacity", n.doc.0, "/spec/replicas", format!("NIMs on pool `{pool}` need {gpus} GPUs (replicas × gpusPerReplica); the pool has {cap}")).hint("lower replicas or add hosts to the pool");
                     self.push(e);
                 }
-                if mig_devices > mig_cap && mig_cap > 0 {
-                    let e = self.err("nim-capacity", n.doc.0, "/spec/replicas", format!("NIMs on pool `{pool}` need {mig_devices} MIG devices; the pool's layout has {mig_cap}")).hint("lower replicas or add hosts to the pool");
-                    self.push(e);
+                for (profile, need) in mig_devices {
+                    // A profile the layout lacks is reported on the NIM (`nim-mig`).
+                    let Some(&have) = mig_cap.get(&profile) else {
+                        continue;
+                    };
+                    if need > have {
+                        let e = self.err("nim-capacity", n.doc.0, "/spec/replicas", format!("NIMs on pool `{pool}` need {need} MIG devices of profile {profile}; the pool's layout has {have}")).hint("lower replicas or add hosts to the pool");
+                        self.push(e);
+                    }
                 }
             }
         }
@@ -1650,8 +1839,7 @@ impl Cx<'_> {
             .hosts
             .iter()
             .filter(|h| !h.spec.spare)
-            .map(|h| u64::from(h.spec.gpu.count))
-            .sum();
+            .fold(0u64, |a, h| a.saturating_add(u64::from(h.spec.gpu.count)));
         let mut last_quota: Option<&Tenant> = None;
         let mut pools_of: HashMap<&str, Vec<&NodePool>> = HashMap::new();
         for p in &f.pools {
@@ -1669,11 +1857,13 @@ impl Cx<'_> {
                 .flat_map(|p| f.members(p.name()))
                 .filter_map(|h| f.host(h))
                 .collect();
-            let gpus: u32 = hosts.iter().map(|h| h.spec.gpu.count).sum();
+            let gpus: u64 = hosts
+                .iter()
+                .fold(0u64, |a, h| a.saturating_add(u64::from(h.spec.gpu.count)));
             if let Some(q) = t.spec.quotas.gpus {
-                total_quota += u64::from(q);
+                total_quota = total_quota.saturating_add(u64::from(q));
                 last_quota = Some(t);
-                if gpus > q {
+                if gpus > u64::from(q) {
                     let e = self
                         .err(
                             "quota-exceeded",
@@ -1689,7 +1879,7 @@ impl Cx<'_> {
                 }
             }
             if let Some(q) = t.spec.quotas.hosts
-                && hosts.len() as u32 > q
+                && hosts.len() as u64 > u64::from(q)
             {
                 let e = self
                     .err(
@@ -1839,28 +2029,29 @@ impl Fleet {
     }
 }
 
-/// MIG devices a pool offers (sum over hosts of its layout per GPU).
-fn mig_capacity(f: &Fleet, p: &NodePool) -> u32 {
+/// Whole GPUs of a pool's members (saturating).
+fn gpu_capacity(f: &Fleet, pool: &str) -> u64 {
+    f.members(pool)
+        .iter()
+        .filter_map(|h| f.host(h))
+        .fold(0u64, |a, h| a.saturating_add(u64::from(h.spec.gpu.count)))
+}
+
+/// MIG devices per profile a pool offers (sum over its hosts of
+/// [`sharing::mig_devices`]); empty when the pool has no MIG.
+fn mig_capacity(f: &Fleet, p: &NodePool) -> BTreeMap<String, u64> {
+    let mut total: BTreeMap<String, u64> = BTreeMap::new();
     let Some(GpuSharing::Mig(m)) = &p.spec.gpu_sharing else {
-        return 0;
+        return total;
     };
-    let mut total = 0u32;
     for h in f.members_from(p) {
         let Some(geo) = catalog::mig(h.spec.gpu.model) else {
             continue;
         };
-        let per_gpu: Vec<u32> = match &m.config {
-            MigConfig::Named(n) => {
-                let c =
-                    catalog::named_layout(&geo, n).map_or(0, |l| l.iter().map(|(_, c)| c).sum());
-                vec![c; h.spec.gpu.count as usize]
-            }
-            MigConfig::Layout(MigLayout::All(l)) => {
-                vec![l.values().sum(); h.spec.gpu.count as usize]
-            }
-            MigConfig::Layout(MigLayout::PerGpu(v)) => v.iter().map(|l| l.values().sum()).collect(),
-        };
-        total = total.saturating_add(per_gpu.iter().sum());
+        for (profile, n) in sharing::mig_devices(&geo, &m.config, h.spec.gpu.count) {
+            let e = total.entry(profile).or_default();
+            *e = e.saturating_add(n);
+        }
     }
     total
 }
@@ -1981,6 +2172,7 @@ pub fn render_text(diags: &[Diagnostic], files: &[SourceFile]) -> String {
             out.push_str(&format!("{pad}--> {s}\n"));
             if let Some(text) = line_text {
                 let text = text.trim_end_matches('\r');
+                let text = mask_line(text, d.secret.then_some(s.column));
                 let shown: String = text.chars().take(200).collect();
                 out.push_str(&format!("{pad}|\n"));
                 out.push_str(&format!("{num:>width$} | {shown}\n", width = gutter - 1));
@@ -2005,10 +2197,92 @@ pub fn render_text(diags: &[Diagnostic], files: &[SourceFile]) -> String {
     out
 }
 
+/// What a masked value is shown as.
+pub const MASK: &str = "********";
+
+/// A source line as an excerpt may show it: the scalar starting at `secret_column`
+/// (1-based, when the diagnostic is about a secret) and every token that looks like
+/// a credential are replaced by [`MASK`]. Text before the column is unchanged, so
+/// the caret still points at the (masked) value.
+pub fn mask_line(line: &str, secret_column: Option<u32>) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let mut out = String::new();
+    let mut k = 0;
+    let start = secret_column.map(|c| (c.saturating_sub(1) as usize).min(chars.len()));
+    while k < chars.len() {
+        if Some(k) == start {
+            // The scalar: quoted to its closing quote, plain to a flow indicator,
+            // a comment or the end of the line.
+            let end = match chars[k] {
+                q @ ('"' | '\'') => chars[k + 1..]
+                    .iter()
+                    .position(|c| *c == q)
+                    .map_or(chars.len(), |e| k + e + 2),
+                _ => {
+                    let mut e = k;
+                    while e < chars.len()
+                        && !matches!(chars[e], ',' | '}' | ']')
+                        && !(chars[e] == '#' && e > k && chars[e - 1] == ' ')
+                    {
+                        e += 1;
+                    }
+                    while e > k && chars[e - 1] == ' ' {
+                        e -= 1;
+                    }
+                    e
+                }
+            };
+            out.push_str(MASK);
+            k = end.max(k + 1);
+            continue;
+        }
+        let delim =
+            |c: char| c.is_whitespace() || matches!(c, ',' | '{' | '}' | '[' | ']' | '"' | '\'');
+        if delim(chars[k]) {
+            out.push(chars[k]);
+            k += 1;
+            continue;
+        }
+        let mut e = k;
+        while e < chars.len() && !delim(chars[e]) && Some(e) != start {
+            e += 1;
+        }
+        let token: String = chars[k..e].iter().collect();
+        if looks_like_key(&token).is_some() {
+            out.push_str(MASK);
+        } else {
+            out.push_str(&token);
+        }
+        k = e;
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masked_lines_keep_the_text_before_the_value_and_hide_the_value() {
+        let key = "nvapi-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+        for (line, col) in [
+            (format!("    apiKey: {key}"), 13),
+            (format!("    apiKey: \"{key}\" # inline"), 13),
+            (format!("  ngc: {{apiKey: {key}, org: x}}"), 17),
+            ("      password: hunter2".to_string(), 17),
+        ] {
+            let m = mask_line(&line, Some(col));
+            assert!(!m.contains(key) && !m.contains("hunter2"), "{m}");
+            let c = col as usize - 1;
+            assert_eq!(m[..c], line[..c], "{m}");
+            assert!(m[c..].starts_with(MASK), "{m}");
+        }
+        // A key-like token is masked even where the diagnostic is about something else.
+        let m = mask_line(&format!("  note: {key} # x"), None);
+        assert_eq!(m, format!("  note: {MASK} # x"));
+        assert_eq!(mask_line("  tenant: acme", None), "  tenant: acme");
+    }
 
     #[test]
     fn embedded_schema_compiles() {

@@ -26,7 +26,9 @@ fn at(line: u32) -> Option<Origin> {
     })
 }
 
-/// A plan with a create, an update (one plain and one secret field), a
+const PINNED: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// A plan with a create (its image pinned to a digest), an update (one plain and one secret field), a
 /// multi-line update, a delete and a located problem.
 async fn sample_plan() -> Plan {
     let dir = tempfile::tempdir().unwrap();
@@ -99,7 +101,12 @@ async fn sample_plan() -> Plan {
             ..Script::default()
         },
     );
-    let new = Desired::new(id("acme/nim"), json!({"replicas": 2})).depends_on(
+    // A create with an image pinned to a digest: every rendering must show the digest.
+    let new = Desired::new(
+        id("acme/nim"),
+        json!({"replicas": 2, "image": {"repository": "nvcr.io/nim/llama", "tag": format!("1.8@{PINNED}")}}),
+    )
+    .depends_on(
         id("acme/cluster-policy"),
         "NIM workloads need the GPU Operator ready",
     );
@@ -133,6 +140,10 @@ async fn plan_renderings_match_their_golden_files_and_hide_secrets() {
     );
     for out in [&text, &json, &markdown] {
         assert!(!out.contains("CANARY"), "a secret leaked:\n{out}");
+        assert!(
+            out.contains(&format!("1.8@{PINNED}")),
+            "the create's pinned digest is missing:\n{out}"
+        );
     }
     assert_eq!(plan.summary.create, 1);
     assert_eq!(plan.summary.update, 2);

@@ -99,3 +99,63 @@ fn every_example_validates() {
         );
     }
 }
+
+/// The literal secrets written in a fixture's files: the scalar after a credential key
+/// (unless it is a `{file|env|secret: ...}` reference) and any credential-looking token.
+fn secrets_in(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let Ok(text) = std::fs::read_to_string(e.unwrap().path()) else {
+            continue;
+        };
+        for line in text.lines() {
+            for key in ["apiKey:", "password:", "kubeconfig:", "token:"] {
+                if let Some((_, rest)) = line.split_once(key) {
+                    let v = rest.trim().split([',', '}', '#']).next().unwrap_or("");
+                    let v = v.trim().trim_matches(['"', '\'']);
+                    if v.len() >= 4 && !v.starts_with(['{', '|', '>']) {
+                        out.push(v.to_string());
+                    }
+                }
+            }
+            for tok in line.split(|c: char| c.is_whitespace() || ",{}[]\"'".contains(c)) {
+                let prefixes = ["nvapi-", "ghp_", "github_pat_", "glpat-", "xoxb-", "AKIA"];
+                if tok.len() >= 12 && prefixes.iter().any(|p| tok.starts_with(p)) {
+                    out.push(tok.to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_invalid_fixture_prints_a_secret_it_holds() {
+    let root = repo().join("fixtures/invalid");
+    let mut with_secrets = 0;
+    let mut leaks = Vec::new();
+    for e in std::fs::read_dir(&root).unwrap() {
+        let case = e.unwrap().path();
+        if !case.is_dir() {
+            continue;
+        }
+        let secrets = secrets_in(&case);
+        if secrets.is_empty() {
+            continue;
+        }
+        with_secrets += 1;
+        let (diags, files) = check_dir(&case);
+        let text = validate::render_text(&diags, &files);
+        let json = serde_json::to_string(&diags).unwrap();
+        for s in &secrets {
+            if text.contains(s.as_str()) || json.contains(s.as_str()) {
+                leaks.push(format!("{}: prints `{s}`:\n{text}", case.display()));
+            }
+        }
+    }
+    assert!(
+        with_secrets >= 3,
+        "only {with_secrets} fixtures hold secrets"
+    );
+    assert!(leaks.is_empty(), "{}", leaks.join("\n"));
+}

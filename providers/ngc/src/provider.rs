@@ -69,6 +69,7 @@ fn image_error(
     host: &str,
     repository: &str,
     tag: &str,
+    has_credentials: bool,
 ) -> ProviderError {
     let reference = format!("{host}/{repository}:{tag}");
     match e {
@@ -79,6 +80,15 @@ fn image_error(
         RegistryError::Unauthorized(why) => ProviderError::permanent(
             id,
             format!("registry {host} rejected the credentials of tenant {tenant}: {why}"),
+        ),
+        // An anonymous token is refused the same way: say that there were no credentials.
+        RegistryError::InsufficientScope if !has_credentials => ProviderError::permanent(
+            id,
+            format!(
+                "tenant {tenant} may not pull repository {repository} from registry {host} \
+                 (insufficient_scope: the tenant has no registry credentials; \
+                 give it `ngc.apiKey`)"
+            ),
         ),
         RegistryError::InsufficientScope => ProviderError::permanent(
             id,
@@ -214,6 +224,7 @@ impl NgcProvider {
                     client.host(),
                     &spec.repository,
                     &spec.tag,
+                    spec.credentials.is_some(),
                 )
             })
     }
@@ -247,6 +258,7 @@ impl NgcProvider {
             .map_err(|e| ProviderError::permanent(id, format!("invalid spec: {e}")))?;
         let client = self.client(id, &spec.tenant, &spec.registry, spec.credentials.as_ref())?;
         let tenant = spec.tenant.as_str();
+        let has_credentials = spec.credentials.is_some();
         let results = futures::future::join_all(refs.iter().map(|(repo, tag)| {
             let client = client.clone();
             async move {
@@ -254,7 +266,9 @@ impl NgcProvider {
                     .resolve_digest(repo, tag)
                     .await
                     .map(|d| (format!("{repo}:{tag}"), d))
-                    .map_err(|e| image_error(id, e, tenant, client.host(), repo, tag))
+                    .map_err(|e| {
+                        image_error(id, e, tenant, client.host(), repo, tag, has_credentials)
+                    })
             }
         }))
         .await;

@@ -925,3 +925,31 @@ async fn a_digest_the_manifest_pinned_is_checked_by_digest() {
     let spec = image_spec("acme", &peer.basic_url, &repo, "sha256:xyz", creds);
     assert!(spec.validate().unwrap_err().contains("not a sha256 digest"));
 }
+
+#[tokio::test]
+async fn a_tenant_without_credentials_is_told_it_has_none_not_that_they_do_not_grant_pull() {
+    let Some(peer) = peer() else { return };
+    let admin = pusher(&peer.token_url, "$oauthtoken", &peer.admin_key_file);
+    let repo = unique("acme");
+    push_image(&admin, &peer.token_url, &repo, "v1").await;
+    let p = provider();
+    let anonymous = image_spec("initech", &peer.token_url, &repo, "v1", None);
+    let err = observe_one(
+        &p,
+        &anonymous.id().unwrap(),
+        &serde_json::to_value(&anonymous).unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Permanent);
+    assert!(
+        !err.message.contains("credentials do not grant"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message.contains("tenant initech") && err.message.contains("no registry credentials"),
+        "{}",
+        err.message
+    );
+}
