@@ -771,9 +771,6 @@ impl Cx<'_> {
                 &m.endpoint,
             );
         }
-        if let Some(p) = &s.observability.prometheus {
-            self.url(i, "/spec/observability/prometheus/endpoint", &p.endpoint);
-        }
         if let Some(p) = &s.observability.otel {
             self.url(i, "/spec/observability/otel/endpoint", &p.endpoint);
         }
