@@ -14,7 +14,16 @@
 //!   Metal3Cluster → Cluster → MachineDeployment per pool (also after the pool's
 //!   BareMetalHosts); the tenant cluster's objects wait for its Cluster.
 
+mod addons;
 mod capi;
+mod dpf;
+mod dra;
+mod kai;
+mod karpenter;
+mod kyverno;
+mod observability;
+mod operands;
+mod placement;
 
 use std::collections::BTreeMap;
 
@@ -392,8 +401,10 @@ impl Cx<'_> {
         for n in nims {
             self.nim(tenant, n, &cp_id);
         }
+        self.addons(tenant, &pools, &cp_id, nic_policy.as_ref());
         if ncp {
             self.capi(tenant, &pools);
+            self.autoscaler_bounds(&t, &pools);
         }
     }
 
