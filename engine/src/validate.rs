@@ -1862,11 +1862,16 @@ impl Cx<'_> {
                     "kai-queue-parent",
                     i,
                     &ptr,
-                    format!("queue `{}` names parent `{parent}`, which is not a queue", q.name),
+                    format!(
+                        "queue `{}` names parent `{parent}`, which is not a queue",
+                        q.name
+                    ),
                 );
                 e = match did_you_mean(parent, names.iter().copied()) {
                     Some(s) => e.hint(format!("did you mean `{s}`?")),
-                    None => e.hint("add the parent queue, or drop `parent` to make this a top-level queue"),
+                    None => e.hint(
+                        "add the parent queue, or drop `parent` to make this a top-level queue",
+                    ),
                 };
                 self.push(e);
                 continue;
@@ -1882,7 +1887,11 @@ impl Cx<'_> {
                                 "kai-queue-parent",
                                 i,
                                 &ptr,
-                                format!("queue `{}` is its own ancestor ({} -> {at})", q.name, seen.join(" -> ")),
+                                format!(
+                                    "queue `{}` is its own ancestor ({} -> {at})",
+                                    q.name,
+                                    seen.join(" -> ")
+                                ),
                             )
                             .hint("queues form a tree: one queue of the loop must be top-level");
                         self.push(e);
@@ -1963,7 +1972,8 @@ impl Cx<'_> {
     /// Karpenter picks a pool's hosts, so the pool must not list them.
     fn karpenter_hosts(&mut self, f: &Fleet) {
         for p in &f.pools {
-            if p.spec.autoscaling.as_ref().is_some_and(|a| a.karpenter) && !p.spec.hosts.is_empty() {
+            if p.spec.autoscaling.as_ref().is_some_and(|a| a.karpenter) && !p.spec.hosts.is_empty()
+            {
                 let e = self
                     .err(
                         "karpenter-hosts",

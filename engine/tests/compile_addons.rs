@@ -58,8 +58,11 @@ fn kai_queues_go_to_every_tenant_cluster_and_wait_for_their_parent() {
         assert_eq!(spec["resources"]["gpu"]["quota"], 32.0);
         assert_eq!(spec["priority"], 100);
         assert!(
-            reason(training, &format!("kube:{t}/scheduling.run.ai/v2/Queue/default"))
-                .contains("child of queue default")
+            reason(
+                training,
+                &format!("kube:{t}/scheduling.run.ai/v2/Queue/default")
+            )
+            .contains("child of queue default")
         );
         let default = object(&c, &format!("kube:{t}/scheduling.run.ai/v2/Queue/default"));
         assert_eq!(default["spec"]["resources"]["gpu"]["quota"], -1.0);
@@ -70,18 +73,28 @@ fn kai_queues_go_to_every_tenant_cluster_and_wait_for_their_parent() {
 #[test]
 fn kyverno_policies_follow_the_failure_action_and_embed_the_key_contents() {
     let c = dsx();
-    let lp = object(&c, "kube:acme/kyverno.io/v1/ClusterPolicy/fleetform-least-privilege");
+    let lp = object(
+        &c,
+        "kube:acme/kyverno.io/v1/ClusterPolicy/fleetform-least-privilege",
+    );
     let rule = &lp["spec"]["rules"][0];
     assert_eq!(rule["validate"]["failureAction"], "Enforce");
     assert_eq!(rule["validate"]["podSecurity"]["level"], "baseline");
-    let excluded = rule["exclude"]["any"][0]["resources"]["namespaces"].as_array().unwrap();
-    assert!(excluded.iter().any(|n| n == "gpu-operator"), "operators are exempt");
-    let si = object(&c, "kube:acme/kyverno.io/v1/ClusterPolicy/fleetform-signed-images");
+    let excluded = rule["exclude"]["any"][0]["resources"]["namespaces"]
+        .as_array()
+        .unwrap();
+    assert!(
+        excluded.iter().any(|n| n == "gpu-operator"),
+        "operators are exempt"
+    );
+    let si = object(
+        &c,
+        "kube:acme/kyverno.io/v1/ClusterPolicy/fleetform-signed-images",
+    );
     let verify = &si["spec"]["rules"][0]["verifyImages"][0];
     assert_eq!(verify["imageReferences"][0], "nvcr.io/nim/*");
     assert_eq!(
-        verify["attestors"][0]["entries"][0]["keys"]["publicKeys"],
-        "test-secret",
+        verify["attestors"][0]["entries"][0]["keys"]["publicKeys"], "test-secret",
         "the key file's contents, read through the resolver"
     );
 }
@@ -92,33 +105,72 @@ fn hosts_with_dpus_get_a_dpuset_after_their_bfb_flavor_and_power() {
     let ns = "dpf-operator-system";
     let api = "provisioning.dpu.nvidia.com/v1alpha1";
     let bfb = object(&c, &format!("kube:acme/{api}/BFB/{ns}/bf-bundle-2.9.1"));
-    assert_eq!(bfb["spec"]["url"], "http://127.0.0.1:8080/bfb/bf-bundle-2.9.1.bfb");
-    let set = get(&c, &format!("kube:acme/{api}/DPUSet/{ns}/acme-h100-train-bluefield-3"));
+    assert_eq!(
+        bfb["spec"]["url"],
+        "http://127.0.0.1:8080/bfb/bf-bundle-2.9.1.bfb"
+    );
+    let set = get(
+        &c,
+        &format!("kube:acme/{api}/DPUSet/{ns}/acme-h100-train-bluefield-3"),
+    );
     let spec = &set.spec["object"]["spec"];
-    assert_eq!(spec["dpuTemplate"]["spec"]["bfb"]["name"], "bf-bundle-2.9.1");
+    assert_eq!(
+        spec["dpuTemplate"]["spec"]["bfb"]["name"],
+        "bf-bundle-2.9.1"
+    );
     assert_eq!(spec["dpuTemplate"]["spec"]["dpuFlavor"], "bluefield-3");
-    let hosts = spec["nodeSelector"]["matchExpressions"][0]["values"].as_array().unwrap();
-    assert_eq!(hosts.len(), 4, "the pool's members, not its spare: {hosts:?}");
+    let hosts = spec["nodeSelector"]["matchExpressions"][0]["values"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        hosts.len(),
+        4,
+        "the pool's members, not its spare: {hosts:?}"
+    );
     assert!(reason(set, &format!("kube:acme/{api}/BFB/{ns}/bf-bundle-2.9.1")).contains("flashed"));
-    assert!(reason(set, &format!("kube:acme/{api}/DPUFlavor/{ns}/bluefield-3")).contains("DPUFlavor"));
+    assert!(
+        reason(set, &format!("kube:acme/{api}/DPUFlavor/{ns}/bluefield-3")).contains("DPUFlavor")
+    );
     assert!(reason(set, "redfish:host/r01-n01/power").contains("powered on"));
-    let nic = get(&c, "kube:acme/mellanox.com/v1alpha1/NicClusterPolicy/nic-cluster-policy");
+    let nic = get(
+        &c,
+        "kube:acme/mellanox.com/v1alpha1/NicClusterPolicy/nic-cluster-policy",
+    );
     assert!(reason(nic, &set.id.to_string()).contains("before host networking"));
     // Tenants whose pools have no DPU hosts get no DPF objects.
-    assert!(!c.resources.iter().any(|d| d.id.as_str().starts_with("kube:bravo/provisioning")));
+    assert!(
+        !c.resources
+            .iter()
+            .any(|d| d.id.as_str().starts_with("kube:bravo/provisioning"))
+    );
 }
 
 #[test]
 fn nvl72_pools_get_a_compute_domain_and_a_claim_template_per_namespace() {
     let c = dsx();
-    let cd = object(&c, "kube:charlie/resource.nvidia.com/v1beta1/ComputeDomain/default/charlie-gb200");
+    let cd = object(
+        &c,
+        "kube:charlie/resource.nvidia.com/v1beta1/ComputeDomain/default/charlie-gb200",
+    );
     assert_eq!(cd["spec"]["numNodes"], 5);
-    assert_eq!(cd["spec"]["channel"]["resourceClaimTemplate"]["name"], "charlie-gb200-channel");
-    let rct = get(&c, "kube:charlie/resource.k8s.io/v1/ResourceClaimTemplate/default/charlie-gb200-gpus");
+    assert_eq!(
+        cd["spec"]["channel"]["resourceClaimTemplate"]["name"],
+        "charlie-gb200-channel"
+    );
+    let rct = get(
+        &c,
+        "kube:charlie/resource.k8s.io/v1/ResourceClaimTemplate/default/charlie-gb200-gpus",
+    );
     let req = &rct.spec["object"]["spec"]["spec"]["devices"]["requests"][0]["exactly"];
     assert_eq!(req["deviceClassName"], "gpu.nvidia.com");
     assert_eq!(req["count"], 4, "every GPU of one GB200 tray");
-    assert!(reason(rct, "kube:charlie/resource.k8s.io/v1/DeviceClass/gpu.nvidia.com").contains("allocated"));
+    assert!(
+        reason(
+            rct,
+            "kube:charlie/resource.k8s.io/v1/DeviceClass/gpu.nvidia.com"
+        )
+        .contains("allocated")
+    );
 }
 
 #[test]
@@ -126,9 +178,18 @@ fn karpenter_pools_get_a_node_pool_bounded_by_max() {
     let c = dsx();
     let np = object(&c, "kube:bravo/karpenter.sh/v1/NodePool/bravo-h200-mig");
     assert_eq!(np["spec"]["limits"]["nodes"], "3");
-    assert_eq!(np["spec"]["template"]["spec"]["nodeClassRef"]["kind"], "ClusterAPINodeClass");
-    assert_eq!(np["spec"]["template"]["spec"]["requirements"][0]["values"][0], "amd64");
-    assert_eq!(np["spec"]["template"]["metadata"]["labels"]["fleetform.dev/pool"], "bravo-h200-mig");
+    assert_eq!(
+        np["spec"]["template"]["spec"]["nodeClassRef"]["kind"],
+        "ClusterAPINodeClass"
+    );
+    assert_eq!(
+        np["spec"]["template"]["spec"]["requirements"][0]["values"][0],
+        "amd64"
+    );
+    assert_eq!(
+        np["spec"]["template"]["metadata"]["labels"]["fleetform.dev/pool"],
+        "bravo-h200-mig"
+    );
 }
 
 #[test]
@@ -148,8 +209,9 @@ fn observability_settings_reach_the_cluster_policy_and_every_nim() {
     for n in nims {
         let env = n.spec["object"]["spec"]["env"].as_array().unwrap();
         assert!(
-            env.iter().any(|e| e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT"
-                && e["value"] == "http://127.0.0.1:4317"),
+            env.iter()
+                .any(|e| e["name"] == "OTEL_EXPORTER_OTLP_ENDPOINT"
+                    && e["value"] == "http://127.0.0.1:4317"),
             "{}: {env:?}",
             n.id
         );
@@ -165,7 +227,8 @@ fn every_new_object_is_labelled_and_the_graph_stays_acyclic() {
             continue;
         }
         assert_eq!(
-            o["metadata"]["labels"][compile::FLEET_LABEL], "fleetform",
+            o["metadata"]["labels"][compile::FLEET_LABEL],
+            "fleetform",
             "{} lacks the managed-by label",
             d.id
         );

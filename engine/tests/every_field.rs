@@ -21,29 +21,77 @@ use serde_json::{Value, json};
 /// reason a reviewer accepts, and an entry whose field starts doing something fails the test.
 const ALLOWED: &[(&str, &str)] = &[
     // Chart versions: the lead wires them into chart releases (issue 14) and removes these.
-    ("Fleet:/spec/operators/gpuOperator/version", "chart release (issue 14)"),
-    ("Fleet:/spec/operators/nimOperator/version", "chart release (issue 14)"),
-    ("Fleet:/spec/operators/dpf/version", "chart release (issue 14)"),
-    ("Fleet:/spec/schedulers/kai/version", "chart release (issue 14)"),
-    ("Fleet:/spec/schedulers/grove/version", "chart release (issue 14)"),
-    ("Fleet:/spec/policies/kyverno/version", "chart release (issue 14)"),
+    (
+        "Fleet:/spec/operators/gpuOperator/version",
+        "chart release (issue 14)",
+    ),
+    (
+        "Fleet:/spec/operators/nimOperator/version",
+        "chart release (issue 14)",
+    ),
+    (
+        "Fleet:/spec/operators/dpf/version",
+        "chart release (issue 14)",
+    ),
+    (
+        "Fleet:/spec/schedulers/kai/version",
+        "chart release (issue 14)",
+    ),
+    (
+        "Fleet:/spec/schedulers/grove/version",
+        "chart release (issue 14)",
+    ),
+    (
+        "Fleet:/spec/policies/kyverno/version",
+        "chart release (issue 14)",
+    ),
     ("Tenant:/spec/cni/name", "chart release (issue 14)"),
     ("Tenant:/spec/cni/version", "chart release (issue 14)"),
     ("Tenant:/spec/csi/name", "chart release (issue 14)"),
     ("Tenant:/spec/csi/version", "chart release (issue 14)"),
     // Read by other stages than compile.
-    ("Fleet:/spec/prune/maxDeleteFraction", "read by plan: the prune guard"),
+    (
+        "Fleet:/spec/prune/maxDeleteFraction",
+        "read by plan: the prune guard",
+    ),
     // Validation-only: they constrain the fleet, they configure nothing.
-    ("Tenant:/spec/quotas/hosts", "validation only: quota-exceeded"),
-    ("Tenant:/spec/quotas/nims", "validation only: quota-exceeded"),
+    (
+        "Tenant:/spec/quotas/hosts",
+        "validation only: quota-exceeded",
+    ),
+    (
+        "Tenant:/spec/quotas/nims",
+        "validation only: quota-exceeded",
+    ),
     ("Tenant:/spec/isolation", "validation only: dedicated-hosts"),
-    ("NodePool:/spec/topology/railAligned", "validation only: rail-aligned"),
-    ("Host:/spec/nics/*/name", "validation only: rail-aligned compares members' NICs"),
-    ("Host:/spec/nics/*/type", "validation only: rail-aligned compares members' NICs"),
-    ("Host:/spec/nics/*/speed", "validation only: rail-aligned compares members' NICs"),
-    ("Host:/spec/nics/*/rail", "validation only: rail-aligned compares members' NICs"),
-    ("Host:/spec/spare", "validation only: spares are members of no pool (break/fix swaps them in)"),
-    ("NodePool:/spec/spares/*", "validation only here; read by break/fix (engine/src/breakfix.rs)"),
+    (
+        "NodePool:/spec/topology/railAligned",
+        "validation only: rail-aligned",
+    ),
+    (
+        "Host:/spec/nics/*/name",
+        "validation only: rail-aligned compares members' NICs",
+    ),
+    (
+        "Host:/spec/nics/*/type",
+        "validation only: rail-aligned compares members' NICs",
+    ),
+    (
+        "Host:/spec/nics/*/speed",
+        "validation only: rail-aligned compares members' NICs",
+    ),
+    (
+        "Host:/spec/nics/*/rail",
+        "validation only: rail-aligned compares members' NICs",
+    ),
+    (
+        "Host:/spec/spare",
+        "validation only: spares are members of no pool (break/fix swaps them in)",
+    ),
+    (
+        "NodePool:/spec/spares/*",
+        "validation only here; read by break/fix (engine/src/breakfix.rs)",
+    ),
     ("NIMService:/spec/model", "validation only"),
     (
         "NIMService:/spec/tenant",
@@ -152,7 +200,12 @@ fn schema_leaves() -> BTreeMap<String, Value> {
             }
         }
         for alt in ["oneOf", "anyOf"] {
-            for a in node.get(alt).and_then(Value::as_array).into_iter().flatten() {
+            for a in node
+                .get(alt)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 inner = true;
                 walk(defs, a, path.clone(), out);
             }
@@ -170,7 +223,10 @@ fn schema_leaves() -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for (kind, def) in KINDS {
         walk(&defs, &defs[def], format!("{kind}:/spec"), &mut out);
-        out.insert(format!("{kind}:/metadata/labels"), json!({ "type": "object" }));
+        out.insert(
+            format!("{kind}:/metadata/labels"),
+            json!({ "type": "object" }),
+        );
     }
     out
 }
@@ -215,12 +271,27 @@ fn locations(docs: &[Document], leaf: &str) -> Vec<(usize, String)> {
 fn candidates(leaf: &str, v: &Value, node: &Value) -> Vec<Option<Value>> {
     // Values whose generic change would not validate.
     let explicit: &[(&str, Value)] = &[
-        ("Tenant:/spec/operators", json!({ "gpuOperator": { "driver": { "usePrecompiled": false } } })),
-        ("Fleet:/spec/registries/mirrors/*/mirrors", json!("docker.io")),
+        (
+            "Tenant:/spec/operators",
+            json!({ "gpuOperator": { "driver": { "usePrecompiled": false } } }),
+        ),
+        (
+            "Fleet:/spec/registries/mirrors/*/mirrors",
+            json!("docker.io"),
+        ),
         ("NodePool:/spec/gpuSharing/mig/config", json!("all-2g.20gb")),
-        ("NodePool:/spec/gpuSharing/mig/config/all", json!({ "1g.18gb": 6 })),
-        ("NodePool:/spec/gpuSharing/mig/config/perGpu/*", json!({ "3g.40gb": 1 })),
-        ("NodePool:/spec/gpuSharing/dra/deviceClasses/*", json!("mig.nvidia.com")),
+        (
+            "NodePool:/spec/gpuSharing/mig/config/all",
+            json!({ "1g.18gb": 6 }),
+        ),
+        (
+            "NodePool:/spec/gpuSharing/mig/config/perGpu/*",
+            json!({ "3g.40gb": 1 }),
+        ),
+        (
+            "NodePool:/spec/gpuSharing/dra/deviceClasses/*",
+            json!("mig.nvidia.com"),
+        ),
         ("NIMService:/spec/migProfile", json!("2g.20gb")),
         ("NodePool:/spec/tenant", json!("t1")),
         ("NIMService:/spec/pool", json!("slices")),
@@ -332,7 +403,11 @@ fn changing_any_field_changes_the_compiled_output_unless_allow_listed() {
     let base = compiled(&docs).expect("the every-field fleet compiles");
     let leaves = schema_leaves();
     let mut allowed: BTreeMap<&str, &str> = ALLOWED.iter().copied().collect();
-    allowed.extend(KNOWN_GAPS.iter().map(|g| (*g, "read by nothing yet (known gap)")));
+    allowed.extend(
+        KNOWN_GAPS
+            .iter()
+            .map(|g| (*g, "read by nothing yet (known gap)")),
+    );
     let mut failures = Vec::new();
     for stale in allowed.keys().filter(|k| !leaves.contains_key(**k)) {
         failures.push(format!("{stale}: allow-listed but not in the schema"));

@@ -40,14 +40,19 @@ impl Cx<'_> {
             .iter()
             .find(|c| !c.contains("compute-domain"))
             .cloned();
-        let origin = self.origin(pool.doc, "/spec/gpuSharing/dra/computeDomains", &pool.origin);
+        let origin = self.origin(
+            pool.doc,
+            "/spec/gpuSharing/dra/computeDomains",
+            &pool.origin,
+        );
         let namespaces = if tenant.spec.namespaces.is_empty() {
             vec!["default".to_string()]
         } else {
             tenant.spec.namespaces.clone()
         };
         for ns in namespaces {
-            let ns_id = (ns != "default").then(|| self.kube(t, namespace(&ns), tenant.origin.clone()));
+            let ns_id =
+                (ns != "default").then(|| self.kube(t, namespace(&ns), tenant.origin.clone()));
             let cd = json!({
                 "apiVersion": COMPUTE_DOMAIN_API, "kind": "ComputeDomain",
                 "metadata": { "name": p, "namespace": ns },

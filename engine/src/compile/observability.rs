@@ -67,7 +67,10 @@ impl Cx<'_> {
             .collect();
         for id in nims {
             if let Some(object) = self.out.get_mut(&id).map(|d| &mut d.spec["object"]) {
-                let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                let name = object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 object["spec"]["env"] = json!(otel_env(&name, &otel.endpoint, otel.insecure));
             }
         }

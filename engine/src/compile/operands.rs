@@ -16,7 +16,11 @@ const COMPONENTS: [(&str, &str, &str); 4] = [
     ("toolkit", "container-toolkit", "nvcr.io/nvidia/k8s"),
     ("devicePlugin", "k8s-device-plugin", "nvcr.io/nvidia"),
     ("dcgmExporter", "dcgm-exporter", "nvcr.io/nvidia/k8s"),
-    ("migManager", "k8s-mig-manager", "nvcr.io/nvidia/cloud-native"),
+    (
+        "migManager",
+        "k8s-mig-manager",
+        "nvcr.io/nvidia/cloud-native",
+    ),
 ];
 
 /// `{repository, image, version}` of a component that pins either; `None` keeps the
@@ -44,7 +48,12 @@ impl Cx<'_> {
         nic: Option<&ResourceId>,
     ) {
         let g = &ops.gpu_operator;
-        let components = [&g.toolkit, &g.device_plugin, &g.dcgm_exporter, &g.mig_manager];
+        let components = [
+            &g.toolkit,
+            &g.device_plugin,
+            &g.dcgm_exporter,
+            &g.mig_manager,
+        ];
         if let Some(spec) = self
             .out
             .get_mut(cluster_policy)

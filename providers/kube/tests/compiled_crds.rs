@@ -41,7 +41,9 @@ impl fleetform_engine::secret::SecretResolver for FixedSecrets {
 /// renamed apart per cluster and addressed to the test apiserver, Namespaces first.
 fn compiled_objects(dir: &str) -> Vec<Desired> {
     use fleetform_engine::{compile, load, validate};
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(dir);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(dir);
     let files = load::read_dir(&path).unwrap_or_else(|d| panic!("{dir}: {d:?}"));
     let (docs, diags) = load::load(&files);
     assert!(diags.is_empty(), "{dir}: {diags:?}");
@@ -77,7 +79,11 @@ fn compiled_objects(dir: &str) -> Vec<Desired> {
     let created: BTreeSet<String> = out
         .iter()
         .filter(|d| d.spec["object"]["kind"] == "Namespace")
-        .filter_map(|d| d.spec["object"]["metadata"]["name"].as_str().map(String::from))
+        .filter_map(|d| {
+            d.spec["object"]["metadata"]["name"]
+                .as_str()
+                .map(String::from)
+        })
         .collect();
     let missing: BTreeSet<String> = out
         .iter()
@@ -116,7 +122,9 @@ async fn apply(p: &KubeProvider, d: &Desired, change: &Change) -> Result<(), Pro
 
 /// Plans, applies and re-plans `d`; the error names the object and the server's reason.
 async fn converge(p: &KubeProvider, d: &Desired) -> Result<(), String> {
-    let change = plan(p, d).await.map_err(|e| format!("plan {}: {e}", d.id))?;
+    let change = plan(p, d)
+        .await
+        .map_err(|e| format!("plan {}: {e}", d.id))?;
     apply(p, d, &change)
         .await
         .map_err(|e| format!("apply {}: {e}", d.id))?;
