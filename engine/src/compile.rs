@@ -21,6 +21,7 @@ mod dra;
 mod kai;
 mod karpenter;
 mod kyverno;
+mod labels;
 mod observability;
 mod operands;
 mod placement;
@@ -406,6 +407,7 @@ impl Cx<'_> {
             self.capi(tenant, &pools);
             self.autoscaler_bounds(&t, &pools);
         }
+        self.document_labels(tenant, &pools);
     }
 
     fn pool(&mut self, t: &str, pool: &NodePool, cluster_policy: &ResourceId) {

@@ -235,3 +235,42 @@ fn every_new_object_is_labelled_and_the_graph_stays_acyclic() {
     }
     fleetform_engine::graph::Graph::build(&c.resources).expect("acyclic");
 }
+
+/// Reads every secret except the cosign key, which is missing.
+struct NoCosignKey;
+impl SecretResolver for NoCosignKey {
+    fn resolve(&self, r: &SecretRef) -> Result<Sensitive<String>, SecretError> {
+        if r.to_string().ends_with("cosign.pub") {
+            return Err(SecretError::Unsupported {
+                reference: r.to_string(),
+                why: "no such file".into(),
+            });
+        }
+        FixedSecrets.resolve(r)
+    }
+}
+
+#[test]
+fn an_unreadable_signing_key_is_one_located_error_not_one_per_tenant() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/dsx");
+    let files = load::read_dir(&dir).unwrap();
+    let (docs, _) = load::load(&files);
+    let fleet = validate::validate(&docs).unwrap();
+    let diags = compile::compile(&fleet, &NoCosignKey).expect_err("the key cannot be read");
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    let d = &diags[0];
+    assert_eq!(d.code, "secret-unreadable");
+    assert_eq!(
+        d.field.as_deref(),
+        Some("spec.policies.signedImages.keys[0]")
+    );
+    let span = d.span.as_ref().expect("located");
+    assert_eq!(span.file, "fleet.yaml");
+    let line = std::fs::read_to_string(dir.join("fleet.yaml"))
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("cosign.pub"))
+        .unwrap()
+        + 1;
+    assert_eq!(span.line as usize, line);
+}

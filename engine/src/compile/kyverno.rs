@@ -106,9 +106,14 @@ impl Cx<'_> {
             match self.secrets.resolve(&SecretRef::File(key.into())) {
                 Ok(pem) => keys.push(pem.expose().to_string()),
                 Err(e) => {
+                    // Read once per tenant, reported once.
+                    let summary = format!("signed-images key: {e}");
+                    if self.diags.iter().any(|d| d.summary == summary) {
+                        continue;
+                    }
                     let span = self.fleet.nearest_span(fleet.doc, &pointer);
                     self.diags.push(
-                        Diagnostic::error("secret-unreadable", format!("signed-images key: {e}"))
+                        Diagnostic::error("secret-unreadable", summary)
                             .at(span)
                             .field(crate::validate::field_path(&pointer))
                             .hint("the path is relative to the fleet directory and names a PEM public key (cosign.pub)"),
