@@ -482,9 +482,6 @@ pub struct NetworkOperator {
     /// SR-IOV.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sriov: Option<Sriov>,
-    /// GPUDirect RDMA between NICs and GPUs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu_direct: Option<GpuDirect>,
     /// Deploy NFD from this chart (default false: the GPU Operator's NFD serves both).
     #[serde(default, skip_serializing_if = "is_false")]
     pub nfd: bool,
@@ -537,15 +534,6 @@ pub struct Sriov {
     /// Virtual functions per physical port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_vfs: Option<u32>,
-}
-
-/// `gpuDirect`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GpuDirect {
-    /// Enable GPUDirect RDMA (default true).
-    #[serde(default = "yes")]
-    pub enabled: bool,
 }
 
 /// DOCA Platform Framework.

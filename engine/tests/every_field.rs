@@ -49,6 +49,12 @@ const ALLOWED: &[(&str, &str)] = &[
     ("Tenant:/spec/cni/version", "chart release (issue 14)"),
     ("Tenant:/spec/csi/name", "chart release (issue 14)"),
     ("Tenant:/spec/csi/version", "chart release (issue 14)"),
+    ("Fleet:/spec/operators/gpuOperator/nfd", "chart value nfd.enabled (issue 14)"),
+    ("Fleet:/spec/operators/networkOperator/nfd", "chart value nfd.enabled (issue 14)"),
+    (
+        "Fleet:/spec/operators/networkOperator/sriov/enabled",
+        "chart value sriovNetworkOperator.enabled (issue 14)",
+    ),
     // Read by other stages than compile.
     (
         "Fleet:/spec/prune/maxDeleteFraction",
@@ -128,11 +134,7 @@ const KNOWN_GAPS: &[&str] = &[
     "Fleet:/spec/registries/mirrors/*/caBundle",
     "Fleet:/spec/registries/mirrors/*/username",
     "Fleet:/spec/registries/mirrors/*/password",
-    "Fleet:/spec/operators/gpuOperator/nfd",
-    "Fleet:/spec/operators/networkOperator/nfd",
-    "Fleet:/spec/operators/networkOperator/sriov/enabled",
     "Fleet:/spec/operators/networkOperator/sriov/numVfs",
-    "Fleet:/spec/operators/networkOperator/gpuDirect/enabled",
     "Tenant:/spec/ngc/org",
     "Tenant:/spec/ngc/team",
     // The mig-parted / device-plugin ConfigMaps a layout or replica count needs are not
