@@ -13,6 +13,9 @@
 //! - Cluster API for NCP-managed tenants (`compile/capi.rs`): templates → control plane /
 //!   Metal3Cluster → Cluster → MachineDeployment per pool (also after the pool's
 //!   BareMetalHosts); the tenant cluster's objects wait for its Cluster.
+//! - add-ons (`compile/addons.rs` and one file per target): a KAI Queue waits for its parent
+//!   queue; a DPUSet for its BFB, DPUFlavor and hosts' power, and the NicClusterPolicy for the
+//!   DPUSets; namespaced objects for their namespace; a ResourceClaimTemplate for its DeviceClass.
 
 mod addons;
 mod capi;

@@ -49,8 +49,14 @@ const ALLOWED: &[(&str, &str)] = &[
     ("Tenant:/spec/cni/version", "chart release (issue 14)"),
     ("Tenant:/spec/csi/name", "chart release (issue 14)"),
     ("Tenant:/spec/csi/version", "chart release (issue 14)"),
-    ("Fleet:/spec/operators/gpuOperator/nfd", "chart value nfd.enabled (issue 14)"),
-    ("Fleet:/spec/operators/networkOperator/nfd", "chart value nfd.enabled (issue 14)"),
+    (
+        "Fleet:/spec/operators/gpuOperator/nfd",
+        "chart value nfd.enabled (issue 14)",
+    ),
+    (
+        "Fleet:/spec/operators/networkOperator/nfd",
+        "chart value nfd.enabled (issue 14)",
+    ),
     (
         "Fleet:/spec/operators/networkOperator/sriov/enabled",
         "chart value sriovNetworkOperator.enabled (issue 14)",
