@@ -71,7 +71,17 @@ impl Cx<'_> {
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                object["spec"]["env"] = json!(otel_env(&name, &otel.endpoint, otel.insecure));
+                let ours = otel_env(&name, &otel.endpoint, otel.insecure);
+                // Keep what compile's NIM put there; ours replace same-named entries.
+                let mut env: Vec<Value> = object["spec"]["env"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|e| !ours.iter().any(|o| o["name"] == e["name"]))
+                    .collect();
+                env.extend(ours);
+                object["spec"]["env"] = json!(env);
             }
         }
     }
