@@ -146,6 +146,7 @@ async fn apply_all(dir: &str, must_have: &[&str]) {
         CLUSTER.to_string(),
         ClusterConfig::new(&kc),
     )]));
+    crds_loaded(&kc).await;
     let objects = compiled_objects(dir);
     let kinds: BTreeSet<String> = objects
         .iter()
@@ -172,6 +173,42 @@ async fn apply_all(dir: &str, must_have: &[&str]) {
         failures.len(),
         objects.len(),
         failures.join("\n")
+    );
+}
+
+/// CRDs the add-ons need; `tests/peers/kube.sh start` loads every CRD of fixtures/crds unless
+/// `KUBE_PEER_CRDS` names a subset, which must include these.
+const NEEDED_CRDS: [&str; 7] = [
+    "queues.scheduling.run.ai",
+    "clusterpolicies.kyverno.io",
+    "bfbs.provisioning.dpu.nvidia.com",
+    "dpuflavors.provisioning.dpu.nvidia.com",
+    "dpusets.provisioning.dpu.nvidia.com",
+    "computedomains.resource.nvidia.com",
+    "nodepools.karpenter.sh",
+];
+
+/// Fails with the list of missing CRDs rather than one apply error per object.
+async fn crds_loaded(kc: &std::path::Path) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let client = common::admin_client(kc).await;
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client);
+    let names: BTreeSet<String> = api
+        .list(&Default::default())
+        .await
+        .expect("list CRDs")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    let missing: Vec<&str> = NEEDED_CRDS
+        .iter()
+        .copied()
+        .filter(|n| !names.contains(*n))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the test apiserver lacks CRDs {missing:?}: restart tests/peers/kube.sh start with them in KUBE_PEER_CRDS (default: all of fixtures/crds)"
     );
 }
 
