@@ -28,6 +28,7 @@ mod labels;
 mod observability;
 mod operands;
 mod placement;
+mod sharing;
 
 use std::collections::BTreeMap;
 

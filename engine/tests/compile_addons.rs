@@ -274,3 +274,38 @@ fn an_unreadable_signing_key_is_one_located_error_not_one_per_tenant() {
         + 1;
     assert_eq!(span.line as usize, line);
 }
+
+#[test]
+fn a_mig_layout_gets_a_mig_parted_config_the_cluster_policy_names() {
+    let c = dsx();
+    let cm = get(
+        &c,
+        "kube:charlie/v1/ConfigMap/gpu-operator/fleetform-mig-parted-config",
+    );
+    let doc: Value =
+        serde_json::from_str(cm.spec["object"]["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    let layout = doc["mig-configs"]["fleetform-charlie-b200-mig"]
+        .as_array()
+        .unwrap();
+    assert_eq!(layout[0]["devices"], serde_json::json!([0]));
+    assert_eq!(layout[0]["mig-devices"]["3g.90gb"], 2);
+    let last = layout.last().unwrap();
+    assert_eq!(
+        last["devices"],
+        serde_json::json!([6, 7]),
+        "GPUs past the list"
+    );
+    assert_eq!(last["mig-enabled"], false);
+    assert!(doc["mig-configs"]["all-disabled"].is_array());
+    let policy = get(
+        &c,
+        "kube:charlie/nvidia.com/v1/ClusterPolicy/cluster-policy",
+    );
+    let config = &policy.spec["object"]["spec"]["migManager"]["config"];
+    assert_eq!(config["name"], "fleetform-mig-parted-config");
+    assert!(reason(policy, &cm.id.to_string()).contains("reads migManager configs"));
+    // Named configs only: the operator's default config serves them.
+    assert!(!c.resources.iter().any(
+        |d| d.id.as_str() == "kube:bravo/v1/ConfigMap/gpu-operator/fleetform-mig-parted-config"
+    ));
+}

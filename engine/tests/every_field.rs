@@ -143,12 +143,6 @@ const KNOWN_GAPS: &[&str] = &[
     "Fleet:/spec/operators/networkOperator/sriov/numVfs",
     "Tenant:/spec/ngc/org",
     "Tenant:/spec/ngc/team",
-    // The mig-parted / device-plugin ConfigMaps a layout or replica count needs are not
-    // compiled yet (compile's `pool`: only the node label naming the config is).
-    "NodePool:/spec/gpuSharing/mig/config/all",
-    "NodePool:/spec/gpuSharing/mig/config/perGpu/*",
-    "NodePool:/spec/gpuSharing/mps/replicas",
-    "NodePool:/spec/gpuSharing/timeSlicing/replicas",
 ];
 
 /// Every secret reads as a value derived from its reference, so a changed reference is a

@@ -3,7 +3,8 @@
 //! (`kai.rs`), Kyverno policies (`kyverno.rs`), DPF objects for hosts with DPUs (`dpf.rs`),
 //! ComputeDomains (`dra.rs`), Karpenter NodePools and autoscaler bounds (`karpenter.rs`) and
 //! observability settings (`observability.rs`), and the operand images and knobs of the
-//! operators' policies (`operands.rs`) and NIM placement on their pool (`placement.rs`). Each file lists its edges and their reasons.
+//! operators' policies (`operands.rs`) NIM placement on their pool (`placement.rs`) and the
+//! MIG / device-plugin configs pool nodes are labelled with (`sharing.rs`). Each file lists its edges and their reasons.
 
 use super::{Cx, namespace};
 use crate::manifest::{GpuSharing, NodePool, Tenant};
@@ -49,6 +50,7 @@ impl Cx<'_> {
         }
         let ops = self.fleet.operators_for(t).clone();
         self.operands(&ops, cluster_policy, nic);
+        self.sharing_configs(t, pools, cluster_policy);
         self.placement(tenant);
         self.observability(tenant, &obs, cluster_policy);
     }
