@@ -103,7 +103,11 @@ pub async fn expand_releases(
     }
     let cache = fleetform_charts::default_cache();
     let expander = fleetform_charts::Expander::new(
-        fleetform_charts::Fetcher::new(secrets_base.to_path_buf(), cache.join("charts"), secrets.clone()),
+        fleetform_charts::Fetcher::new(
+            secrets_base.to_path_buf(),
+            cache.join("charts"),
+            secrets.clone(),
+        ),
         None,
         Some(cache.join("renders")),
     );
@@ -340,10 +344,15 @@ impl fleetform_engine::serve::Pipeline for ServePipeline {
             .map_err(|diags| {
                 format!(
                     "chart releases failed: {}",
-                    diags.iter().map(|d| d.summary.clone()).collect::<Vec<_>>().join("; ")
+                    diags
+                        .iter()
+                        .map(|d| d.summary.clone())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 )
             })?;
-        let inputs_digest = (!releases.is_empty()).then(|| fleetform_charts::charts_digest(&releases));
+        let inputs_digest =
+            (!releases.is_empty()).then(|| fleetform_charts::charts_digest(&releases));
         let providers =
             providers_for(&compiled, &self.secrets_base, secrets).map_err(|e| format!("{e:#}"))?;
         Ok(fleetform_engine::serve::Prepared {

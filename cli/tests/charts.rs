@@ -108,8 +108,7 @@ fn plan_json(dir: &Path) -> Value {
 fn the_operator_stack_installs_from_its_charts_crds_first_and_replans_clean() {
     let Some(kc) = kubeconfig() else { return };
     let extra = "    networkOperator: {version: v26.4.1}\n    nimOperator: {version: v3.1.2}";
-    let yaml = fleet("v26.7.0", "charts-stack", extra)
-        + "";
+    let yaml = fleet("v26.7.0", "charts-stack", extra) + "";
     let yaml = yaml.replace(
         "  managementCluster:",
         "  schedulers:\n    kai: {version: v0.13.0}\n  policies:\n    kyverno: {version: \"3.9.0\"}\n  managementCluster:",
@@ -141,14 +140,16 @@ fn the_operator_stack_installs_from_its_charts_crds_first_and_replans_clean() {
         .find(|c| id_of(c).ends_with("/nvidia.com/v1/ClusterPolicy/cluster-policy"))
         .expect("the GPU Operator chart renders the ClusterPolicy");
     assert_eq!(cp["spec"]["object"]["spec"]["mig"]["strategy"], "mixed");
-    assert_eq!(cp["spec"]["object"]["spec"]["driver"]["version"], "580.95.05");
+    assert_eq!(
+        cp["spec"]["object"]["spec"]["driver"]["version"],
+        "580.95.05"
+    );
     // CRDs come first: the ClusterPolicy waits for its CRD.
     assert!(
-        cp["waits_for"]
-            .as_array()
+        cp["waits_for"].as_array().unwrap().iter().any(|d| d["on"]
+            .as_str()
             .unwrap()
-            .iter()
-            .any(|d| d["on"].as_str().unwrap().ends_with("CustomResourceDefinition/clusterpolicies.nvidia.com")),
+            .ends_with("CustomResourceDefinition/clusterpolicies.nvidia.com")),
         "{cp:#}"
     );
     // Hooks that would delete or test are not applied; CRD-upgrade hooks are off.
@@ -156,7 +157,10 @@ fn the_operator_stack_installs_from_its_charts_crds_first_and_replans_clean() {
         !changes.iter().any(|c| id_of(c).contains("upgrade-crd")),
         "fleetform applies CRDs itself: the chart's CRD-upgrade hook must be off"
     );
-    assert!(!changes.iter().any(|c| id_of(c).contains("/Pod/")), "test hooks are not applied");
+    assert!(
+        !changes.iter().any(|c| id_of(c).contains("/Pod/")),
+        "test hooks are not applied"
+    );
 
     let apply = run(dir.path(), &["apply"]);
     assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
@@ -189,7 +193,10 @@ fn a_gpu_operator_upgrade_is_one_release_line_with_its_new_crds_and_images() {
         .find(|l| l.contains("release charts-upgrade/gpu-operator/gpu-operator"))
         .unwrap_or_else(|| panic!("no release line\n{out}"));
     assert!(line.contains("gpu-operator v26.7.0"), "{line}");
-    assert!(line.contains("new images:") && line.contains("v26.7.0"), "{line}");
+    assert!(
+        line.contains("new images:") && line.contains("v26.7.0"),
+        "{line}"
+    );
     // v26.7.0 adds the gpuclusters CRD: created before anything that uses it.
     assert!(
         out.contains("CustomResourceDefinition/gpuclusters.nvidia.com"),

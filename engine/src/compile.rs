@@ -13,9 +13,23 @@
 //! - Cluster API for NCP-managed tenants (`compile/capi.rs`): templates → control plane /
 //!   Metal3Cluster → Cluster → MachineDeployment per pool (also after the pool's
 //!   BareMetalHosts); the tenant cluster's objects wait for its Cluster.
+//! - add-ons (`compile/addons.rs` and one file per target): a KAI Queue waits for its parent
+//!   queue; a DPUSet for its BFB, DPUFlavor and hosts' power, and the NicClusterPolicy for the
+//!   DPUSets; namespaced objects for their namespace; a ResourceClaimTemplate for its DeviceClass.
 
+mod addons;
 mod capi;
 mod charts;
+mod dpf;
+mod dra;
+mod kai;
+mod karpenter;
+mod kyverno;
+mod labels;
+mod observability;
+mod operands;
+mod placement;
+mod sharing_configs;
 
 pub use charts::{ChartRelease, Dependent, merge as merge_values, upstream_repository};
 
@@ -188,6 +202,27 @@ impl Cx<'_> {
         self.origin(fleet.doc, pointer, &fleet.origin)
     }
 
+    /// The chart values of the release that renders `object` (the GPU Operator's values for
+    /// its ClusterPolicy): settings of an object a chart renders go into the chart's values.
+    fn policy_values(&mut self, object: &ResourceId) -> Option<&mut Value> {
+        self.releases
+            .values_mut()
+            .find(|r| r.provides.contains(object))
+            .map(|r| &mut r.values)
+    }
+
+    /// Orders the release that renders `object` after `on`.
+    fn release_waits_for(&mut self, object: &ResourceId, on: &ResourceId, reason: String) {
+        if let Some(r) = self
+            .releases
+            .values_mut()
+            .find(|r| r.provides.contains(object))
+            && !r.after.iter().any(|d| &d.on == on)
+        {
+            r.after.push(dependency(on, reason));
+        }
+    }
+
     fn add_release(&mut self, release: ChartRelease) {
         self.releases
             .insert((release.cluster.clone(), release.name.clone()), release);
@@ -205,7 +240,12 @@ impl Cx<'_> {
 
     /// The releases besides the GPU and Network Operators: NIM Operator, DRA driver, KAI,
     /// Grove, Kyverno and the tenant's CNI and CSI.
-    fn operator_releases(&mut self, tenant: &Tenant, ops: &crate::manifest::Operators, pools: &[&NodePool]) {
+    fn operator_releases(
+        &mut self,
+        tenant: &Tenant,
+        ops: &crate::manifest::Operators,
+        pools: &[&NodePool],
+    ) {
         let t = tenant.name().to_string();
         let spec = &self.fleet.fleet.spec;
         let defaults = spec.charts.clone();
@@ -549,14 +589,18 @@ impl Cx<'_> {
                 chart: "gpu-operator",
                 version: &g.version,
                 source: g.chart.as_ref(),
-                typed: charts::gpu_operator_values(&ops, &pools, pull.as_ref().map(|_| "ngc-pull")),
+                typed: charts::gpu_operator_values(&ops, pull.as_ref().map(|_| "ngc-pull")),
                 user_values: g.values.as_ref(),
                 origin: self.operator_origin(tenant, "gpuOperator"),
             },
         );
-        gpu.after.push(dependency(&gpu_ns, "namespace gpu-operator first"));
+        gpu.after
+            .push(dependency(&gpu_ns, "namespace gpu-operator first"));
         if let Some(p) = &pull {
-            gpu.after.push(dependency(p, "pull secret before anything that pulls from NGC"));
+            gpu.after.push(dependency(
+                p,
+                "pull secret before anything that pulls from NGC",
+            ));
         }
         if let Some(nic) = &nic_policy {
             gpu.after.push(dependency(
@@ -580,9 +624,12 @@ impl Cx<'_> {
         for n in nims {
             self.nim(tenant, n, &cp_id);
         }
+        self.addons(tenant, &pools, &cp_id, nic_policy.as_ref());
         if ncp {
             self.capi(tenant, &pools);
+            self.autoscaler_bounds(&t, &pools);
         }
+        self.document_labels(tenant, &pools);
     }
 
     fn pool(&mut self, t: &str, pool: &NodePool, cluster_policy: &ResourceId) {

@@ -520,9 +520,6 @@ pub struct NetworkOperator {
     /// SR-IOV.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sriov: Option<Sriov>,
-    /// GPUDirect RDMA between NICs and GPUs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpu_direct: Option<GpuDirect>,
     /// Deploy NFD from this chart (default false: the GPU Operator's NFD serves both).
     #[serde(default, skip_serializing_if = "is_false")]
     pub nfd: bool,
@@ -577,24 +574,14 @@ pub struct Sriov {
     pub num_vfs: Option<u32>,
 }
 
-/// `gpuDirect`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct GpuDirect {
-    /// Enable GPUDirect RDMA (default true).
-    #[serde(default = "yes")]
-    pub enabled: bool,
-}
-
 /// DOCA Platform Framework.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Dpf {
     /// DPF version.
     pub version: String,
-    /// BlueField bootstream (DPU OS image) URL.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bfb: Option<String>,
+    /// BlueField bootstream (DPU OS image) URL: the `BFB` every DPUSet flashes.
+    pub bfb: String,
 }
 
 /// NIM Operator.
@@ -730,30 +717,39 @@ pub struct SignedImages {
     pub keys: Vec<String>,
 }
 
-/// `observability`.
+/// `observability` (compile/observability.rs).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Observability {
-    /// Prometheus remote-write endpoint.
+    /// Scrape the DCGM exporter through a ServiceMonitor (ClusterPolicy `dcgmExporter.serviceMonitor`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prometheus: Option<Endpoint>,
-    /// OpenTelemetry collector endpoint.
+    pub prometheus: Option<Prometheus>,
+    /// Where NIMs send OpenTelemetry traces and metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub otel: Option<Endpoint>,
+    pub otel: Option<Otel>,
 }
 
-/// A network endpoint.
+/// `observability.prometheus`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Prometheus {
+    /// Scrape interval, e.g. `30s`; the operator's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Labels the ServiceMonitor carries (what your Prometheus selects by).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `observability.otel`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Endpoint {
-    /// URL.
+pub struct Otel {
+    /// OTLP collector URL.
     pub endpoint: String,
-    /// Skip TLS verification.
+    /// Plain-text connection to the collector.
     #[serde(default, skip_serializing_if = "is_false")]
     pub insecure: bool,
-    /// PEM bundle to trust.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_bundle: Option<String>,
 }
 
 /// `managementCluster`.
@@ -1055,12 +1051,9 @@ pub enum NicType {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DpuDevice {
-    /// Model, e.g. `BlueField-3`.
+    /// Model, e.g. `BlueField-3` (names the DPUFlavor its DPUSet uses).
     pub model: String,
-    /// Name on the host (optional).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// `dpu` (default) or `nic` mode.
+    /// `dpu` (default: provisioned by DPF) or `nic` mode (left alone).
     #[serde(default)]
     pub mode: DpuMode,
 }

@@ -499,7 +499,12 @@ pub fn build(
         summary.disruptive += usize::from(c.disruptive && c.action != Action::NoOp);
     }
     problems.sort_by(|a, b| (&a.origin, &a.id, &a.message).cmp(&(&b.origin, &b.id, &b.message)));
-    let digest = plan_digest(&revision, &changes, &forget, options.inputs_digest.as_deref());
+    let digest = plan_digest(
+        &revision,
+        &changes,
+        &forget,
+        options.inputs_digest.as_deref(),
+    );
     Plan {
         format_version: PLAN_FORMAT_VERSION,
         revision,

@@ -54,7 +54,7 @@ pub enum Request {
     },
 }
 
-/// The request of one replica that wants `gpus` whole GPUs, or one MIG device of
+/// The request of one replica that wants `gpus` whole GPUs, or `gpus` MIG devices of
 /// `mig_profile`, on a pool shared as `sharing` whose tenant runs `strategy`.
 pub fn request(
     sharing: Option<&GpuSharing>,
@@ -66,7 +66,7 @@ pub fn request(
         (Some(GpuSharing::Dra(_)), Some(p)) => Request::Dra {
             class: DraClass::Mig,
             profile: Some(p.to_string()),
-            count: 1,
+            count: gpus,
         },
         (Some(GpuSharing::Dra(_)), None) => Request::Dra {
             class: DraClass::Gpu,
@@ -75,7 +75,7 @@ pub fn request(
         },
         (_, Some(p)) => Request::Extended {
             resource: mig_resource(strategy, p),
-            count: 1,
+            count: gpus,
         },
         (_, None) => Request::Extended {
             resource: GPU_RESOURCE.into(),
@@ -232,7 +232,7 @@ mod tests {
                 request(Some(&s), strategy, Some("1g.10gb"), 4),
                 Request::Extended {
                     resource: want.into(),
-                    count: 1
+                    count: 4
                 },
                 "{strategy:?}"
             );

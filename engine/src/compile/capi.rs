@@ -436,11 +436,14 @@ mod tests {
             &ResourceId::new("kube", "acme/v1/Namespace/gpu-operator"),
         );
         assert!(reason(gpu_ns, &cluster).contains("provisioned by Cluster API"));
-        let policy = find(
-            &c,
-            &ResourceId::new("kube", "acme/nvidia.com/v1/ClusterPolicy/cluster-policy"),
-        );
-        assert!(!policy.deps.iter().any(|d| d.on == cluster));
+        // The GPU Operator's release waits for its namespace, so through it for the Cluster.
+        let gpu = c
+            .releases
+            .iter()
+            .find(|r| r.cluster == "acme" && r.name == "gpu-operator")
+            .expect("the GPU Operator is a release");
+        assert!(gpu.after.iter().any(|d| d.on == gpu_ns.id));
+        assert!(!gpu.after.iter().any(|d| d.on == cluster));
         // No cycle, and the Cluster comes after what it references.
         crate::graph::Graph::build(&c.resources).expect("acyclic");
     }

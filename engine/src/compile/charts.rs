@@ -10,9 +10,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::manifest::{
-    ChartDefaults, ChartSource, GpuSharing, MigConfig, MigLayout, NodePool, Operators, Tenant,
-};
+use crate::manifest::{ChartDefaults, ChartSource, GpuSharing, NodePool, Operators, Tenant};
 use crate::resource::{Dependency, Origin, ResourceId};
 use crate::secret::SecretRef;
 
@@ -98,7 +96,11 @@ pub(super) struct ReleaseSpec<'a> {
 }
 
 /// Builds a release from the fleet defaults and the operator's own `chart` and `values`.
-pub(super) fn release(cluster: &str, defaults: &ChartDefaults, spec: ReleaseSpec<'_>) -> ChartRelease {
+pub(super) fn release(
+    cluster: &str,
+    defaults: &ChartDefaults,
+    spec: ReleaseSpec<'_>,
+) -> ChartRelease {
     let src = spec.source.cloned().unwrap_or_default();
     // Credentials go with the repository they were given for: an operator that names its own
     // repository does not inherit the fleet default's password.
@@ -116,7 +118,10 @@ pub(super) fn release(cluster: &str, defaults: &ChartDefaults, spec: ReleaseSpec
         namespace: spec.namespace.to_string(),
         chart: src.name.clone().unwrap_or_else(|| spec.chart.to_string()),
         version: spec.version.to_string(),
-        repository: src.repository.clone().or_else(|| defaults.repository.clone()),
+        repository: src
+            .repository
+            .clone()
+            .or_else(|| defaults.repository.clone()),
         username: pick(src.username.clone(), defaults.username.clone()),
         password: if own_repo {
             src.password.clone()
@@ -151,11 +156,7 @@ pub fn merge(base: &mut Value, patch: &Value) {
 /// fleetform applies the chart's CRDs itself, so the chart's CRD-upgrade hook is turned off
 /// (`operator.upgradeCRD`); the ClusterPolicy is the chart's own (`clusterPolicy.deployCR`),
 /// so every operand gets the chart's default images unless the manifest pins one.
-pub(super) fn gpu_operator_values(
-    ops: &Operators,
-    pools: &[&NodePool],
-    pull_secret: Option<&str>,
-) -> Value {
+pub(super) fn gpu_operator_values(ops: &Operators, pull_secret: Option<&str>) -> Value {
     let g = &ops.gpu_operator;
     let component = |c: &crate::manifest::Component| {
         let mut v = json!({ "enabled": c.enabled });
@@ -202,83 +203,7 @@ pub(super) fn gpu_operator_values(
             v[operand]["imagePullSecrets"] = json!([secret]);
         }
     }
-    // Sharing settings that the operator's operands read from ConfigMaps: per-pool
-    // device-plugin configs (MPS, time-slicing) and MIG layouts named by node labels.
-    let mut plugin = serde_json::Map::new();
-    let mut mig = serde_json::Map::new();
-    for p in pools {
-        match &p.spec.gpu_sharing {
-            Some(GpuSharing::Mps(r)) => {
-                plugin.insert(
-                    format!("{}-mps", p.name()),
-                    json!(sharing_config("mps", r.replicas)),
-                );
-            }
-            Some(GpuSharing::TimeSlicing(r)) => {
-                plugin.insert(
-                    format!("{}-time-slicing", p.name()),
-                    json!(sharing_config("timeSlicing", r.replicas)),
-                );
-            }
-            Some(GpuSharing::Mig(m)) => {
-                if let MigConfig::Layout(layout) = &m.config {
-                    mig.insert(format!("fleetform-{}", p.name()), mig_parted(layout));
-                }
-            }
-            _ => {}
-        }
-    }
-    if !plugin.is_empty() {
-        plugin.insert(
-            "default".into(),
-            json!("version: v1\nflags:\n  migStrategy: none\n"),
-        );
-        v["devicePlugin"]["config"] = json!({
-            "create": true, "name": "fleetform-device-plugin", "default": "default", "data": plugin,
-        });
-    }
-    if !mig.is_empty() {
-        let mut configs = serde_json::Map::new();
-        configs.insert(
-            "all-disabled".into(),
-            json!([{ "devices": "all", "mig-enabled": false }]),
-        );
-        configs.extend(mig);
-        let doc = json!({ "version": "v1", "mig-configs": configs });
-        v["migManager"]["config"] = json!({
-            "create": true, "name": "fleetform-mig-parted", "default": "all-disabled",
-            "data": { "config.yaml": serde_json::to_string_pretty(&doc).unwrap_or_default() },
-        });
-    }
     v
-}
-
-/// A device-plugin config that shares each GPU `replicas` ways (MPS or time-slicing).
-fn sharing_config(kind: &str, replicas: u32) -> String {
-    format!(
-        "version: v1\nflags:\n  migStrategy: none\nsharing:\n  {kind}:\n    resources:\n    - name: nvidia.com/gpu\n      replicas: {replicas}\n"
-    )
-}
-
-/// A mig-parted config entry for an explicit layout.
-fn mig_parted(layout: &MigLayout) -> Value {
-    match layout {
-        MigLayout::All(profiles) => {
-            json!([{ "devices": "all", "mig-enabled": true, "mig-devices": profiles }])
-        }
-        MigLayout::PerGpu(per) => Value::Array(
-            per.iter()
-                .enumerate()
-                .map(|(i, profiles)| {
-                    if profiles.is_empty() {
-                        json!({ "devices": [i], "mig-enabled": false })
-                    } else {
-                        json!({ "devices": [i], "mig-enabled": true, "mig-devices": profiles })
-                    }
-                })
-                .collect(),
-        ),
-    }
 }
 
 /// Values for the Network Operator chart. The NicClusterPolicy is compiled by fleetform
@@ -322,7 +247,6 @@ pub(super) fn dra_driver_values(pools: &[&NodePool], host_driver: bool) -> Value
     }
     v
 }
-
 
 /// The tenant's CNI or CSI: a chart release only when the manifest names where its chart is.
 pub(super) fn addon(

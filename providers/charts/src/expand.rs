@@ -58,9 +58,15 @@ pub enum HookPhase {
 
 /// The phase of a hook from its events: any install/upgrade event makes it applied.
 pub fn hook_phase(events: &[String]) -> HookPhase {
-    if events.iter().any(|e| e == "pre-install" || e == "pre-upgrade") {
+    if events
+        .iter()
+        .any(|e| e == "pre-install" || e == "pre-upgrade")
+    {
         HookPhase::Before
-    } else if events.iter().any(|e| e == "post-install" || e == "post-upgrade") {
+    } else if events
+        .iter()
+        .any(|e| e == "post-install" || e == "post-upgrade")
+    {
         HookPhase::After
     } else {
         HookPhase::Skipped

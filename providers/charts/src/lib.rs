@@ -163,7 +163,8 @@ impl Expander {
         };
         let mut errors = Vec::new();
 
-        let fetched = futures::future::join_all(releases.iter().map(|r| self.fetcher.fetch(r))).await;
+        let fetched =
+            futures::future::join_all(releases.iter().map(|r| self.fetcher.fetch(r))).await;
         let cluster_names: BTreeSet<&str> = releases.iter().map(|r| r.cluster.as_str()).collect();
         let caps: BTreeMap<&str, Result<Capabilities, String>> = futures::future::join_all(
             cluster_names
@@ -187,7 +188,10 @@ impl Expander {
             let cap = match caps.get(r.cluster.as_str()) {
                 Some(Ok(c)) => c,
                 Some(Err(e)) => {
-                    errors.push(fail(r, format!("cannot read what cluster {} serves: {e}", r.cluster)));
+                    errors.push(fail(
+                        r,
+                        format!("cannot read what cluster {} serves: {e}", r.cluster),
+                    ));
                     continue;
                 }
                 None => continue,
@@ -231,7 +235,8 @@ impl Expander {
                     }
                 },
             };
-            let requests: Vec<render::RenderRequest> = misses.iter().map(|(_, r)| r.clone()).collect();
+            let requests: Vec<render::RenderRequest> =
+                misses.iter().map(|(_, r)| r.clone()).collect();
             match render::render(&renderer, &requests).await {
                 Ok(results) => {
                     for ((n, _), result) in misses.iter().zip(results) {
@@ -244,7 +249,12 @@ impl Expander {
                             }
                             Err(f) => errors.push(fail(
                                 r,
-                                format!("{} ({}): {}", stage_words(&f.stage), chart.origin, f.message.trim()),
+                                format!(
+                                    "{} ({}): {}",
+                                    stage_words(&f.stage),
+                                    chart.origin,
+                                    f.message.trim()
+                                ),
                             )),
                         }
                     }
@@ -259,10 +269,13 @@ impl Expander {
 
         // Expand, cluster by cluster, so CRD edges see every release of the cluster.
         let mut infos = Vec::new();
-        let mut crds_by_cluster: BTreeMap<String, BTreeMap<(String, String), (ResourceId, String, bool)>> =
-            BTreeMap::new();
+        let mut crds_by_cluster: BTreeMap<
+            String,
+            BTreeMap<(String, String), (ResourceId, String, bool)>,
+        > = BTreeMap::new();
         let mut scopes: BTreeMap<String, expand::Scopes> = BTreeMap::new();
-        let existing: BTreeSet<ResourceId> = compiled.resources.iter().map(|d| d.id.clone()).collect();
+        let existing: BTreeSet<ResourceId> =
+            compiled.resources.iter().map(|d| d.id.clone()).collect();
         let mut claimed: BTreeMap<ResourceId, String> = BTreeMap::new();
         let mut added = Vec::new();
         let mut gates_of: BTreeMap<usize, Vec<ResourceId>> = BTreeMap::new();
@@ -270,9 +283,11 @@ impl Expander {
             let Some(out) = rendered.get(i) else { continue };
             let r = &releases[*i];
             let chart = &pending.iter().find(|p| p.0 == *i).map(|p| p.1.clone());
-            let s = scopes.entry(r.cluster.clone()).or_insert_with(|| match caps.get(r.cluster.as_str()) {
-                Some(Ok(c)) => expand::Scopes::from_kinds(&c.kinds),
-                _ => expand::Scopes::default(),
+            let s = scopes.entry(r.cluster.clone()).or_insert_with(|| {
+                match caps.get(r.cluster.as_str()) {
+                    Some(Ok(c)) => expand::Scopes::from_kinds(&c.kinds),
+                    _ => expand::Scopes::default(),
+                }
             });
             let x = expand::release(r, out, s);
             // One object, one owner: a release may not render what compile or another
@@ -285,11 +300,17 @@ impl Expander {
                     if is_namespace {
                         continue;
                     }
-                    conflict = Some(format!("it renders {}, which fleetform compiles itself", d.id));
+                    conflict = Some(format!(
+                        "it renders {}, which fleetform compiles itself",
+                        d.id
+                    ));
                     break;
                 }
                 if let Some(other) = claimed.get(&d.id) {
-                    conflict = Some(format!("it renders {}, which release {other} renders too", d.id));
+                    conflict = Some(format!(
+                        "it renders {}, which release {other} renders too",
+                        d.id
+                    ));
                     break;
                 }
                 resources.push(d);
@@ -353,7 +374,9 @@ impl Expander {
         for (i, gates) in &gates_of {
             let r = &releases[*i];
             for dep in &r.dependents {
-                let Some(&n) = index.get(&dep.id) else { continue };
+                let Some(&n) = index.get(&dep.id) else {
+                    continue;
+                };
                 for g in gates {
                     let deps = &mut compiled.resources[n].deps;
                     if g != &dep.id && !deps.iter().any(|x| &x.on == g) {
@@ -373,7 +396,9 @@ impl Expander {
     fn cached(&self, key: &str) -> Option<render::Rendered> {
         let path = self.cache.as_ref()?.join(format!("{key}.json"));
         let bytes = std::fs::read(path).ok()?;
-        serde_json::from_slice::<CachedRender>(&bytes).ok().map(|c| c.0)
+        serde_json::from_slice::<CachedRender>(&bytes)
+            .ok()
+            .map(|c| c.0)
     }
 
     fn store(&self, key: &str, rendered: &render::Rendered) {

@@ -147,7 +147,10 @@ impl Fetcher {
                 ))
             })?;
         let url = entry.urls.first().ok_or_else(|| {
-            FetchError::Other(format!("{index_url}: {} {} lists no URL", r.chart, r.version))
+            FetchError::Other(format!(
+                "{index_url}: {} {} lists no URL",
+                r.chart, r.version
+            ))
         })?;
         // URLs in an index may be relative to the repository.
         let url = if url.contains("://") {
@@ -194,15 +197,18 @@ impl Fetcher {
             _ => None,
         };
         let spec = self.registry_spec(r, format!("{scheme}://{host}"));
-        let client = RegistryClient::new(
-            &spec,
-            credentials,
-            Arc::new(tokio::sync::Semaphore::new(4)),
-        )
-        .map_err(|e| FetchError::Other(e.to_string()))?;
+        let client =
+            RegistryClient::new(&spec, credentials, Arc::new(tokio::sync::Semaphore::new(4)))
+                .map_err(|e| FetchError::Other(e.to_string()))?;
         let base = format!("{scheme}://{host}/v2/{repository}");
         let what = format!("oci://{host}/{repository}:{tag}");
-        let manifest = oci_get(&client, &format!("{base}/manifests/{tag}"), &repository, &what).await?;
+        let manifest = oci_get(
+            &client,
+            &format!("{base}/manifests/{tag}"),
+            &repository,
+            &what,
+        )
+        .await?;
         let manifest: serde_json::Value = serde_json::from_slice(&manifest)
             .map_err(|e| FetchError::Other(format!("{what}: the manifest is not JSON: {e}")))?;
         let layer = manifest
@@ -229,7 +235,13 @@ impl Fetcher {
                 stamp_version: false,
             });
         }
-        let package = oci_get(&client, &format!("{base}/blobs/{layer}"), &repository, &what).await?;
+        let package = oci_get(
+            &client,
+            &format!("{base}/blobs/{layer}"),
+            &repository,
+            &what,
+        )
+        .await?;
         let digest = sha256(&package);
         if digest != layer {
             return Err(FetchError::Other(format!(
@@ -315,7 +327,11 @@ async fn oci_get(
 
 fn is_loopback(host: &str) -> bool {
     let h = host.rsplit_once(':').map_or(host, |(h, p)| {
-        if p.chars().all(|c| c.is_ascii_digit()) { h } else { host }
+        if p.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
     });
     matches!(h, "localhost" | "[::1]") || h.starts_with("127.")
 }
@@ -408,8 +424,9 @@ fn directory_chart(dir: &Path, version: &str) -> Result<FetchedChart, FetchError
     files.sort();
     let mut h = Sha256::new();
     for rel in &files {
-        let bytes = std::fs::read(dir.join(rel))
-            .map_err(|e| FetchError::Other(format!("cannot read {}: {e}", dir.join(rel).display())))?;
+        let bytes = std::fs::read(dir.join(rel)).map_err(|e| {
+            FetchError::Other(format!("cannot read {}: {e}", dir.join(rel).display()))
+        })?;
         h.update(rel.as_bytes());
         h.update([0]);
         h.update((bytes.len() as u64).to_le_bytes());
@@ -460,10 +477,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = dir.path().join("demo-v1.2.0");
         std::fs::create_dir_all(c.join("templates")).unwrap();
-        std::fs::write(c.join("Chart.yaml"), "apiVersion: v2\nname: demo\nversion: 0.0.0\n").unwrap();
+        std::fs::write(
+            c.join("Chart.yaml"),
+            "apiVersion: v2\nname: demo\nversion: 0.0.0\n",
+        )
+        .unwrap();
         let f = local(dir.path(), "demo", "v1.2.0").unwrap();
         assert!(f.stamp_version);
-        std::fs::write(c.join("Chart.yaml"), "apiVersion: v2\nname: demo\nversion: 1.2.0\n").unwrap();
+        std::fs::write(
+            c.join("Chart.yaml"),
+            "apiVersion: v2\nname: demo\nversion: 1.2.0\n",
+        )
+        .unwrap();
         let g = local(dir.path(), "demo", "v1.2.0").unwrap();
         assert!(!g.stamp_version);
         assert_ne!(f.digest, g.digest, "the digest covers the files' content");
@@ -473,9 +498,16 @@ mod tests {
     fn a_missing_version_names_what_the_directory_has() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("demo-1.0.0")).unwrap();
-        std::fs::write(dir.path().join("demo-1.0.0/Chart.yaml"), "name: demo\nversion: 1.0.0\n").unwrap();
+        std::fs::write(
+            dir.path().join("demo-1.0.0/Chart.yaml"),
+            "name: demo\nversion: 1.0.0\n",
+        )
+        .unwrap();
         let e = local(dir.path(), "demo", "2.0.0").unwrap_err().to_string();
-        assert!(e.contains("no chart demo 2.0.0") && e.contains("demo-1.0.0"), "{e}");
+        assert!(
+            e.contains("no chart demo 2.0.0") && e.contains("demo-1.0.0"),
+            "{e}"
+        );
     }
 
     #[test]

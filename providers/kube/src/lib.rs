@@ -260,18 +260,19 @@ impl KubeProvider {
     pub async fn capabilities(&self, cluster: &str) -> Result<ClusterCapabilities, ProviderError> {
         let id = ResourceId::new("kube", format!("{cluster}/"));
         let client = self.client(&id, cluster).await?;
-        let version = client
-            .apiserver_version()
-            .await
-            .map_err(|e| {
-                ProviderError::transient(&id, format!("cluster {cluster}: reading the server version"))
-                    .with_source(e)
-            })?;
+        let version = client.apiserver_version().await.map_err(|e| {
+            ProviderError::transient(
+                &id,
+                format!("cluster {cluster}: reading the server version"),
+            )
+            .with_source(e)
+        })?;
         let discovery = kube::discovery::Discovery::new(client)
             .run()
             .await
             .map_err(|e| {
-                ProviderError::transient(&id, format!("cluster {cluster}: API discovery")).with_source(e)
+                ProviderError::transient(&id, format!("cluster {cluster}: API discovery"))
+                    .with_source(e)
             })?;
         let mut caps = ClusterCapabilities {
             kube_version: version.git_version,
@@ -288,7 +289,8 @@ impl KubeProvider {
                 caps.api_versions.push(gv.clone());
                 for (ar, c) in group.versioned_resources(v) {
                     caps.api_versions.push(format!("{gv}/{}", ar.kind));
-                    caps.kinds.push((gv.clone(), ar.kind.clone(), c.scope == Scope::Namespaced));
+                    caps.kinds
+                        .push((gv.clone(), ar.kind.clone(), c.scope == Scope::Namespaced));
                 }
             }
         }
