@@ -21,6 +21,7 @@ step "Building fleetform (the first build compiles every dependency: ~10 min on 
 t0=$SECONDS
 cargo build -q -p fleetform
 ff=$repo/target/debug/fleetform
+scripts/build-renderer.sh
 echo "built in $((SECONDS - t0)) s"
 
 step "Bringing the sandbox up: kube-apiserver, Redfish emulators, OCI registry, all on 127.0.0.1"
@@ -73,14 +74,18 @@ step "drift --remediate: put them back through the normal plan/apply path (the B
 expect 2 "$ff" drift "${src[@]}" --remediate
 expect 0 "$ff" drift "${src[@]}"
 
-step "A pull request: two NIM replicas instead of one; the PR comment in Markdown"
+step "A pull request: the GPU Operator v26.3.3 -> v26.7.0 and two NIM replicas; the PR comment in Markdown"
 git -C "$sb/repo" checkout -q -b more-replicas
 sed -i 's/^  replicas: 1$/  replicas: 2/' "$sb/repo/tenants.yaml"
-git -C "$sb/repo" -c user.name=demo -c user.email=demo@example.invalid commit -qam "nim: two llama-8b replicas"
+sed -i 's/^      version: v26.3.3$/      version: v26.7.0/' "$sb/repo/fleet.yaml"
+git -C "$sb/repo" -c user.name=demo -c user.email=demo@example.invalid commit -qam "gpu-operator v26.7.0; nim: two llama-8b replicas"
 # The command the CI examples run (examples/ci/pr-plan.sh), on this repository.
 FLEETFORM_BIN=$ff FLEETFORM_REPO=$sb/repo examples/ci/pr-plan.sh main more-replicas "$sb/pr-comment.md"
 cat "$sb/pr-comment.md"
-grep -q "changes 1 manifest file(s)" "$sb/pr-comment.md" || { echo "demo: the PR comment does not say what the PR changes" >&2; exit 1; }
+grep -q "changes 2 manifest file(s)" "$sb/pr-comment.md" || { echo "demo: the PR comment does not say what the PR changes" >&2; exit 1; }
+for want in 'gpu-operator v26.7.0' 'gpuclusters.nvidia.com' 'new images'; do
+  grep -q "$want" "$sb/pr-comment.md" || { echo "demo: the PR comment does not show the GPU Operator upgrade ($want)" >&2; exit 1; }
+done
 
 step "Merging it: fleetform serve applies the new head as soon as the push webhook arrives"
 head -c 24 /dev/urandom | base64 > "$sb/secrets/webhook-secret"

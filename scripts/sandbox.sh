@@ -20,6 +20,7 @@
 # NIM operators would: fleetform's health gates wait for exactly that.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$repo/scripts/shared-dir.sh"
 sb=$repo/.sandbox
 export FLEETFORM_PEERS_DIR=$sb/peers
 peers=(kube sushy registry)
@@ -93,11 +94,14 @@ up() {
   server=$FLEETFORM_TEST_KUBE_SERVER ca=$FLEETFORM_TEST_KUBE_CA
   reg_host=${FLEETFORM_REGISTRY_BASIC_URL#*://}
 
+  local charts
+  charts=$(shared_fixture charts)
   rm -rf "$sb/fleet" && mkdir -p "$sb/fleet"
   for f in "$repo"/examples/sandbox/*.yaml; do
     sed -e "s|@REGISTRY_URL@|$FLEETFORM_REGISTRY_BASIC_URL|g" -e "s|@REGISTRY_HOST@|$reg_host|g" \
         -e "s|@REGISTRY_USER@|$FLEETFORM_REGISTRY_BASIC_USERNAME|g" -e "s|@SUSHY_FAKE_URL@|$SUSHY_FAKE_URL|g" \
         -e "s|@SUSHY_LIBVIRT_URL@|$SUSHY_LIBVIRT_URL|g" -e "s|@SUSHY_USERNAME@|$SUSHY_USERNAME|g" \
+        -e "s|@CHARTS_DIR@|$charts|g" \
         -e 's|\.\./\.\./schemas|../../schemas|' "$f" > "$sb/fleet/$(basename "$f")"
   done
 

@@ -26,6 +26,9 @@ for p in "${peers[@]}"; do
   echo "    $p installed in $((SECONDS - t0)) s"
 done
 
+step "building the chart renderer (Helm's engine, Go; cached)"
+scripts/build-renderer.sh
+
 step "building the workspace's tests"
 cargo test --workspace --no-run
 

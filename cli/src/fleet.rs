@@ -69,13 +69,21 @@ struct LiveClusters(fleetform_kube::KubeProvider, BTreeMap<String, String>);
 #[async_trait::async_trait]
 impl fleetform_charts::ClusterInfo for LiveClusters {
     async fn capabilities(&self, cluster: &str) -> Result<fleetform_charts::Capabilities, String> {
-        let c = self
-            .0
-            .capabilities(cluster)
-            .await
-            .map_err(|e| fleetform_engine::plan::error_chain(&e))?;
+        let declared = fleetform_charts::Declared(self.1.clone());
+        let c = match self.0.capabilities(cluster).await {
+            Ok(c) => c,
+            // A cluster that cannot be reached cannot be observed either: the plan says so for
+            // each of its objects. Rendering for its declared version keeps the rest planned.
+            Err(e) => {
+                tracing::warn!(
+                    cluster,
+                    error = %fleetform_engine::plan::error_chain(&e),
+                    "cannot read what the cluster serves; rendering its charts for the Kubernetes version the manifest declares"
+                );
+                return declared.capabilities(cluster).await;
+            }
+        };
         let kube_version = if c.kube_version.starts_with("v0.0.0") {
-            let declared = fleetform_charts::Declared(self.1.clone());
             declared.capabilities(cluster).await?.kube_version
         } else {
             c.kube_version

@@ -10,6 +10,16 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// The releases share cluster-scoped objects (CRDs, ClusterRoles) in the one test API server:
+/// one test at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn kubeconfig() -> Option<PathBuf> {
     match std::env::var_os("FLEETFORM_TEST_KUBECONFIG") {
         Some(p) => Some(PathBuf::from(p)),
@@ -104,9 +114,10 @@ fn plan_json(dir: &Path) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
 }
 
-#[test]
-fn the_operator_stack_installs_from_its_charts_crds_first_and_replans_clean() {
+#[tokio::test]
+async fn the_operator_stack_installs_from_its_charts_crds_first_and_replans_clean() {
     let Some(kc) = kubeconfig() else { return };
+    let _one = serial();
     let extra = "    networkOperator: {version: v26.4.1}\n    nimOperator: {version: v3.1.2}";
     let yaml = fleet("v26.7.0", "charts-stack", extra) + "";
     let yaml = yaml.replace(
@@ -134,16 +145,10 @@ fn the_operator_stack_installs_from_its_charts_crds_first_and_replans_clean() {
     ] {
         assert!(releases.contains(&r.to_string()), "{r} not in {releases:?}");
     }
-    // The ClusterPolicy is the chart's, rendered from the typed fields.
     let cp = changes
         .iter()
         .find(|c| id_of(c).ends_with("/nvidia.com/v1/ClusterPolicy/cluster-policy"))
         .expect("the GPU Operator chart renders the ClusterPolicy");
-    assert_eq!(cp["spec"]["object"]["spec"]["mig"]["strategy"], "mixed");
-    assert_eq!(
-        cp["spec"]["object"]["spec"]["driver"]["version"],
-        "580.95.05"
-    );
     // CRDs come first: the ClusterPolicy waits for its CRD.
     assert!(
         cp["waits_for"].as_array().unwrap().iter().any(|d| d["on"]
@@ -171,11 +176,34 @@ fn the_operator_stack_installs_from_its_charts_crds_first_and_replans_clean() {
         "a re-plan right after the apply must be empty\n{}",
         text(&replan)
     );
+    // The ClusterPolicy in the cluster is the chart's, rendered from the typed fields.
+    let live = live_cluster_policy(&kc).await;
+    assert_eq!(live["spec"]["mig"]["strategy"], "mixed", "{live:#}");
+    assert_eq!(live["spec"]["driver"]["version"], "580.95.05");
+    assert_eq!(live["spec"]["driver"]["kernelModuleType"], "open");
+}
+
+async fn live_cluster_policy(kc: &Path) -> Value {
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kc).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let ar = kube::discovery::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+        "nvidia.com",
+        "v1",
+        "ClusterPolicy",
+    ));
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client, &ar);
+    serde_json::to_value(api.get("cluster-policy").await.unwrap()).unwrap()
 }
 
 #[test]
 fn a_gpu_operator_upgrade_is_one_release_line_with_its_new_crds_and_images() {
     let Some(kc) = kubeconfig() else { return };
+    let _one = serial();
     let dir = setup(&kc, &fleet("v26.3.3", "charts-upgrade", ""));
     let apply = run(dir.path(), &["apply"]);
     assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
@@ -197,10 +225,21 @@ fn a_gpu_operator_upgrade_is_one_release_line_with_its_new_crds_and_images() {
         line.contains("new images:") && line.contains("v26.7.0"),
         "{line}"
     );
-    // v26.7.0 adds the gpuclusters CRD: created before anything that uses it.
+    // v26.7.0 adds the gpuclusters CRD: it belongs to the release now.
+    let json = plan_json(dir.path());
+    let release = json["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["release"] == "charts-upgrade/gpu-operator/gpu-operator")
+        .unwrap();
+    assert_eq!(release["version"], "v26.7.0");
     assert!(
-        out.contains("CustomResourceDefinition/gpuclusters.nvidia.com"),
-        "{out}"
+        json["changes"].as_array().unwrap().iter().any(|c| c["id"]
+            .as_str()
+            .unwrap()
+            .ends_with("CustomResourceDefinition/gpuclusters.nvidia.com")),
+        "{json:#}"
     );
     let apply = run(dir.path(), &["apply"]);
     assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
@@ -211,6 +250,7 @@ fn a_gpu_operator_upgrade_is_one_release_line_with_its_new_crds_and_images() {
 #[test]
 fn a_chart_version_that_does_not_exist_fails_the_plan_naming_tenant_chart_and_version() {
     let Some(kc) = kubeconfig() else { return };
+    let _one = serial();
     let dir = setup(&kc, &fleet("v99.0.0", "charts-missing", ""));
     let plan = run(dir.path(), &["plan"]);
     assert_eq!(plan.status.code(), Some(1), "{}", text(&plan));

@@ -38,12 +38,21 @@ async fn admin_client(kubeconfig: &PathBuf) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
+/// The upstream charts in ../shared (never copied into the repository).
+fn shared_charts() -> std::path::PathBuf {
+    std::env::var_os("FLEETFORM_SHARED_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+        .join("fixtures/charts")
+}
+
 fn fleet_yaml(p: &str) -> String {
     let mut s = format!(
         r#"apiVersion: fleetform.dev/v1alpha1
 kind: Fleet
 metadata: {{name: bf}}
 spec:
+  charts: {{repository: {charts}, wait: false}}
   operators:
     gpuOperator:
       version: v26.7.0
@@ -76,7 +85,8 @@ spec:
   hosts: [{p}-n01, {p}-n02]
   spares: [{p}-s01]
   rollout: {{maxUnavailable: 1}}
-"#
+"#,
+        charts = shared_charts().display()
     );
     for (h, spare) in [("n01", false), ("n02", false), ("s01", true)] {
         s.push_str(&format!(

@@ -5,6 +5,14 @@
 use std::path::Path;
 use std::process::Command;
 
+/// The upstream charts in ../shared (never copied into the repository).
+fn shared_charts() -> std::path::PathBuf {
+    std::env::var_os("FLEETFORM_SHARED_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+        .join("fixtures/charts")
+}
+
 fn fleet(dir: &Path, sharing: &str) {
     std::fs::create_dir_all(dir.join("fleet")).unwrap();
     std::fs::write(
@@ -14,6 +22,7 @@ fn fleet(dir: &Path, sharing: &str) {
 kind: Fleet
 metadata: {{name: bf}}
 spec:
+  charts: {{repository: {charts}, wait: false}}
   operators:
     gpuOperator:
       version: v26.7.0
@@ -54,7 +63,8 @@ metadata: {{name: infer}}
 spec:
   tenant: acme
   hosts: [r01-n01]
-{sharing}"#
+{sharing}"#,
+            charts = shared_charts().display()
         ),
     )
     .unwrap();

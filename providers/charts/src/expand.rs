@@ -175,6 +175,11 @@ pub fn release(r: &ChartRelease, rendered: &Rendered, scopes: &mut Scopes) -> Ex
         );
         let id = kube_id(&r.cluster, &object);
         let mut spec = json!({ "cluster": r.cluster, "object": object });
+        // A release owns its CRDs: fields another manager set on them (an earlier install by
+        // hand, `kubectl apply`) are taken over, as `helm upgrade` would overwrite them.
+        if kind == "CustomResourceDefinition" {
+            spec["force"] = json!(true);
+        }
         // Without waiting, nothing but a CRD (established by the API server itself) waits
         // for readiness: no controller would ever report it where none runs.
         if !r.wait && kind != "CustomResourceDefinition" {

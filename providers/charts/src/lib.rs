@@ -276,7 +276,7 @@ impl Expander {
         let mut scopes: BTreeMap<String, expand::Scopes> = BTreeMap::new();
         let existing: BTreeSet<ResourceId> =
             compiled.resources.iter().map(|d| d.id.clone()).collect();
-        let mut claimed: BTreeMap<ResourceId, String> = BTreeMap::new();
+        let mut claimed: BTreeMap<ResourceId, (String, serde_json::Value)> = BTreeMap::new();
         let mut added = Vec::new();
         let mut gates_of: BTreeMap<usize, Vec<ResourceId>> = BTreeMap::new();
         for (i, _, _, _) in &pending {
@@ -306,9 +306,17 @@ impl Expander {
                     ));
                     break;
                 }
-                if let Some(other) = claimed.get(&d.id) {
+                if let Some((other, spec)) = claimed.get(&d.id) {
+                    // Two charts may ship the same CRD (the GPU Operator and the DRA driver both
+                    // carry ComputeDomain's): the first release applies it, the other's
+                    // resources wait for it through the CRD edges.
+                    if d.id.as_str().contains("/CustomResourceDefinition/")
+                        && spec.pointer("/object/spec") == d.spec.pointer("/object/spec")
+                    {
+                        continue;
+                    }
                     conflict = Some(format!(
-                        "it renders {}, which release {other} renders too",
+                        "it renders {}, which release {other} renders too, differently (one owner per object)",
                         d.id
                     ));
                     break;
@@ -328,7 +336,7 @@ impl Expander {
                 }
             }
             for d in &resources {
-                claimed.insert(d.id.clone(), r.key());
+                claimed.insert(d.id.clone(), (r.key(), d.spec.clone()));
             }
             let crds = crds_by_cluster.entry(r.cluster.clone()).or_default();
             for (k, id) in &x.crds {
