@@ -630,6 +630,21 @@ impl KubeProvider {
                     "reason": status.message,
                 })),
             })),
+            // A CRD upgrade that drops a version objects are still stored in would strand them.
+            Err(kube::Error::Api(status))
+                if t.reference.kind == "CustomResourceDefinition"
+                    && status.message.contains("storedVersions") =>
+            {
+                Err(ProviderError::permanent(
+                    id,
+                    format!(
+                        "refusing to upgrade CRD {}: the new version list drops a version objects are still stored in \
+                         (status.storedVersions); migrate them to a served version first (e.g. kube-storage-version-migrator), \
+                         then drop it. The server said: {}",
+                        t.reference.name, status.message
+                    ),
+                ))
+            }
             // The custom resource uses fields its CRD does not have yet: the plan upgrades the
             // CRD first (it waits for it), so compare without the server; apply validates then.
             Err(kube::Error::Api(status)) if schema_behind(&t.reference, &status) => {

@@ -966,3 +966,42 @@ async fn a_forbidden_list_falls_back_to_one_get_per_object() {
     want.extend(vec![Action::Create; ds.len() - 2]);
     assert_eq!(actions, want);
 }
+
+fn crd(group: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            json!({"name": v, "served": true, "storage": i == versions.len() - 1,
+                   "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}})
+        })
+        .collect();
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("widgets.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+                 "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+                 "versions": versions}
+    })
+}
+
+#[tokio::test]
+async fn a_crd_upgrade_that_drops_a_version_still_stored_in_etcd_is_refused_in_the_plan() {
+    let Some(kc) = kubeconfig() else { return };
+    let p = provider_for(ClusterConfig::new(kc));
+    let group = format!("{}.fleetform.test", unique("crd"));
+    converge(&p, &desired(crd(&group, &["v1"]))).await;
+    // Objects are stored as v1 (status.storedVersions = [v1]); v2 alone would strand them.
+    let err = plan(&p, &desired(crd(&group, &["v2"])))
+        .await
+        .expect_err("dropping a stored version must be refused");
+    assert!(
+        err.message.contains("storedVersions") && err.message.contains("refusing to upgrade CRD"),
+        "{err}"
+    );
+    // Serving both (v2 the storage version) is a normal update.
+    let both = plan(&p, &desired(crd(&group, &["v1", "v2"])))
+        .await
+        .unwrap();
+    assert_eq!(both.action, Action::Update);
+}
