@@ -323,9 +323,8 @@ pub fn crd_edges(
             d.deps.push(Dependency {
                 on: crd.clone(),
                 reason: format!(
-                    "waits for CRD {}.{} (release {release}) to be established",
-                    key.1.to_lowercase(),
-                    key.0
+                    "waits for CRD {} (release {release}) to be established",
+                    crd.as_str().rsplit('/').next().unwrap_or_default()
                 ),
                 origin: None,
             });
