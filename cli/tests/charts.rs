@@ -12,13 +12,7 @@ use serde_json::Value;
 
 /// The releases share cluster-scoped objects (CRDs, ClusterRoles) in the one test API server:
 /// one test at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn kubeconfig() -> Option<PathBuf> {
     match std::env::var_os("FLEETFORM_TEST_KUBECONFIG") {
@@ -117,9 +111,9 @@ fn plan_json(dir: &Path) -> Value {
 #[tokio::test]
 async fn the_operator_stack_installs_from_its_charts_crds_first_and_replans_clean() {
     let Some(kc) = kubeconfig() else { return };
-    let _one = serial();
+    let _one = SERIAL.lock().await;
     let extra = "    networkOperator: {version: v26.4.1}\n    nimOperator: {version: v3.1.2}";
-    let yaml = fleet("v26.7.0", "charts-stack", extra) + "";
+    let yaml = fleet("v26.7.0", "charts-stack", extra);
     let yaml = yaml.replace(
         "  managementCluster:",
         "  schedulers:\n    kai: {version: v0.13.0}\n  policies:\n    kyverno: {version: \"3.9.0\"}\n  managementCluster:",
@@ -200,10 +194,10 @@ async fn live_cluster_policy(kc: &Path) -> Value {
     serde_json::to_value(api.get("cluster-policy").await.unwrap()).unwrap()
 }
 
-#[test]
-fn a_gpu_operator_upgrade_is_one_release_line_with_its_new_crds_and_images() {
+#[tokio::test]
+async fn a_gpu_operator_upgrade_is_one_release_line_with_its_new_crds_and_images() {
     let Some(kc) = kubeconfig() else { return };
-    let _one = serial();
+    let _one = SERIAL.lock().await;
     let dir = setup(&kc, &fleet("v26.3.3", "charts-upgrade", ""));
     let apply = run(dir.path(), &["apply"]);
     assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
@@ -247,10 +241,10 @@ fn a_gpu_operator_upgrade_is_one_release_line_with_its_new_crds_and_images() {
     assert_eq!(replan.status.code(), Some(0), "{}", text(&replan));
 }
 
-#[test]
-fn a_chart_version_that_does_not_exist_fails_the_plan_naming_tenant_chart_and_version() {
+#[tokio::test]
+async fn a_chart_version_that_does_not_exist_fails_the_plan_naming_tenant_chart_and_version() {
     let Some(kc) = kubeconfig() else { return };
-    let _one = serial();
+    let _one = SERIAL.lock().await;
     let dir = setup(&kc, &fleet("v99.0.0", "charts-missing", ""));
     let plan = run(dir.path(), &["plan"]);
     assert_eq!(plan.status.code(), Some(1), "{}", text(&plan));

@@ -293,15 +293,14 @@ fn collect_images(v: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
+/// CRDs of a cluster's releases: (group, kind) → (address, release, whether it waits).
+pub type CrdOwners = BTreeMap<(String, String), (ResourceId, String, bool)>;
+
 /// Adds "waits for CRD" edges: every resource in `cluster` whose kind a release's CRD defines.
 ///
 /// Such a custom resource is made ready by the release's operator: where the release does not
 /// wait (`charts.wait: false`, no controllers run), neither does the resource.
-pub fn crd_edges(
-    resources: &mut [Desired],
-    cluster: &str,
-    crds: &BTreeMap<(String, String), (ResourceId, String, bool)>,
-) {
+pub fn crd_edges(resources: &mut [Desired], cluster: &str, crds: &CrdOwners) {
     if crds.is_empty() {
         return;
     }

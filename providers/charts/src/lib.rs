@@ -269,10 +269,7 @@ impl Expander {
 
         // Expand, cluster by cluster, so CRD edges see every release of the cluster.
         let mut infos = Vec::new();
-        let mut crds_by_cluster: BTreeMap<
-            String,
-            BTreeMap<(String, String), (ResourceId, String, bool)>,
-        > = BTreeMap::new();
+        let mut crds_by_cluster: BTreeMap<String, expand::CrdOwners> = BTreeMap::new();
         let mut scopes: BTreeMap<String, expand::Scopes> = BTreeMap::new();
         let existing: BTreeSet<ResourceId> =
             compiled.resources.iter().map(|d| d.id.clone()).collect();

@@ -457,10 +457,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), FetchError
             .map_err(|e| FetchError::Other(format!("{}: {e}", path.display())))?;
         if kind.is_dir() {
             walk(root, &path, out)?;
-        } else if kind.is_file() {
-            if let Ok(rel) = path.strip_prefix(root) {
-                out.push(rel.to_string_lossy().into_owned());
-            }
+        } else if kind.is_file()
+            && let Ok(rel) = path.strip_prefix(root)
+        {
+            out.push(rel.to_string_lossy().into_owned());
         }
         // Symlinks are not followed: a chart directory never reaches outside itself.
     }
