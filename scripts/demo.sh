@@ -47,8 +47,19 @@ expect 2 "$ff" plan "${src[@]}"
 step "apply: BMC settings, management-cluster objects, tenant operators, node MIG labels, NIMs"
 expect 0 "$ff" apply "${src[@]}" --health-timeout 120
 
+token_t=$(awk '/token:/{print $2; exit}' "$sb/secrets/tenant.kubeconfig")
 step "plan again: zero changes right after an apply (exit 0)"
 expect 0 "$ff" plan "${src[@]}"
+
+step "Two clusters: the operator stack is in the tenant's API server, and nothing tenant-side in the management cluster"
+mgmt_token=$(awk '/token:/{print $2; exit}' "$sb/secrets/kubeconfig")
+count() { # server ca token path
+  curl -sf --cacert "$2" -H "Authorization: Bearer $3" "$1$4" | python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("items",[])))' 2>/dev/null || echo 0
+}
+in_tenant=$(count "$SANDBOX_KUBE_SERVER" "$SANDBOX_KUBE_CA" "$token_t" /apis/apps/v1/namespaces/gpu-operator/deployments)
+in_mgmt=$(count "$SANDBOX_MGMT_KUBE_SERVER" "$SANDBOX_MGMT_KUBE_CA" "$mgmt_token" /apis/apps/v1/namespaces/gpu-operator/deployments)
+echo "GPU Operator deployments: $in_tenant in the tenant cluster, $in_mgmt in the management cluster"
+[[ $in_tenant -gt 0 && $in_mgmt -eq 0 ]] || { echo "demo: the operator stack is not (only) in the tenant cluster" >&2; exit 1; }
 
 step "Out-of-band changes: a BIOS attribute on a BMC, and the GPU Operator's driver version by 'kubectl-edit'"
 bmc_auth="fleetform:$(cat "$sb/secrets/bmc-password")"
@@ -58,7 +69,7 @@ system=${system:-$SANDBOX_SUSHY_LIBVIRT_URL/redfish/v1/Systems/gpu-node-0}
 curl -sf -u "$bmc_auth" -X PATCH -H 'Content-Type: application/json' \
   "${system%/}/BIOS/Settings" -d '{"Attributes":{"ProcTurboMode":"Disabled"}}' >/dev/null
 echo "BMC of r01-n01: ProcTurboMode is now $(curl -sf -u "$bmc_auth" "${system%/}/BIOS" | python3 -c 'import json,sys; print(json.load(sys.stdin)["Attributes"]["ProcTurboMode"])')"
-token=$(awk '/token:/{print $2; exit}' "$sb/secrets/kubeconfig")
+token=$(awk '/token:/{print $2; exit}' "$sb/secrets/tenant.kubeconfig")
 curl -sf --cacert "$SANDBOX_KUBE_CA" -H "Authorization: Bearer $token" -H 'Content-Type: application/apply-patch+yaml' -X PATCH \
   "$SANDBOX_KUBE_SERVER/apis/nvidia.com/v1/clusterpolicies/cluster-policy?fieldManager=kubectl-edit&force=true" \
   -d '{"apiVersion":"nvidia.com/v1","kind":"ClusterPolicy","metadata":{"name":"cluster-policy"},"spec":{"driver":{"version":"550.54.15"}}}' >/dev/null

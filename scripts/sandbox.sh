@@ -5,12 +5,13 @@
 #   scripts/sandbox.sh status   what runs, and where
 #   scripts/sandbox.sh down     stop everything `up` started
 #
-# `up` starts: a kube-apiserver + etcd built from Kubernetes' Go modules (the
-# management cluster and tenant acme's cluster, NVIDIA operator CRDs loaded);
+# `up` starts: two kube-apiservers + etcds built from Kubernetes' Go modules (the
+# management cluster, and tenant acme's own cluster; operator CRDs loaded in both);
 # sushy Redfish emulators (libvirt test driver with BIOS for r01-n01/02, fake
 # driver for r01-n03/04); a local OCI registry standing in for NGC, with the
 # NIM image the fleet uses pushed into it. Then it writes:
-#   .sandbox/secrets/   BMC password, registry keys, kubeconfig (never committed)
+#   .sandbox/secrets/   BMC password, registry keys, kubeconfig (management) and
+#                       tenant.kubeconfig (never committed)
 #   .sandbox/fleet/     examples/sandbox with the peers' endpoints filled in
 #   .sandbox/sandbox.env
 # Nothing outside 127.0.0.1 is contacted. Idempotent: `up` twice restarts cleanly.
@@ -68,9 +69,18 @@ JSON
   rm -rf "$tmp"
 }
 
+# The tenant cluster is a second kube-apiserver + etcd of its own (state in .sandbox/tenant-peers),
+# beside the management cluster's, so tenant kubeconfigs are really used.
+tenant_kube() { # install|start|stop
+  FLEETFORM_PEERS_DIR=$sb/tenant-peers \
+    KUBE_PEER_PORT=$(( ${KUBE_PEER_PORT:-26443} + 1 )) KUBE_PEER_ETCD_PORT=$(( ${KUBE_PEER_ETCD_PORT:-23790} + 2 )) \
+    "$repo/tests/peers/kube.sh" "$1"
+}
+
 down() {
   if [[ -f $sb/standin.pid ]]; then kill "$(cat "$sb/standin.pid")" 2>/dev/null || true; rm -f "$sb/standin.pid"; fi
   for p in "${peers[@]}"; do "$repo/tests/peers/$p.sh" stop >/dev/null 2>&1 || true; done
+  tenant_kube stop >/dev/null 2>&1 || true
   say "stopped"
 }
 
@@ -83,6 +93,15 @@ up() {
     say "  $p ready to start ($((SECONDS - t0)) s)"
   done
   for p in "${peers[@]}"; do say "starting $p"; "$repo/tests/peers/$p.sh" start; done
+  say "starting the tenant cluster's own kube-apiserver"
+  mkdir -p "$sb/tenant-peers"
+  tenant_kube start
+  local tkc tserver tca ttoken
+  tkc=$(source "$sb/tenant-peers/kube.env"; echo "$FLEETFORM_TEST_KUBECONFIG")
+  tserver=$(source "$sb/tenant-peers/kube.env"; echo "$FLEETFORM_TEST_KUBE_SERVER")
+  tca=$(source "$sb/tenant-peers/kube.env"; echo "$FLEETFORM_TEST_KUBE_CA")
+  ttoken=$(awk '/token:/{print $2; exit}' "$tkc")
+  install -m 600 "$tkc" "$sb/secrets/tenant.kubeconfig"
   for env in "$FLEETFORM_PEERS_DIR"/*.env; do source "$env"; done
 
   install -m 600 "$SUSHY_PASSWORD_FILE" "$sb/secrets/bmc-password"
@@ -107,19 +126,21 @@ up() {
 
   say "registering the hosts' Nodes in the tenant cluster (as their kubelets would)"
   for n in r01-n01 r01-n02 r01-n03 r01-n04; do
-    curl -sf --cacert "$ca" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' -X POST "$server/api/v1/nodes" \
+    curl -sf --cacert "$tca" -H "Authorization: Bearer $ttoken" -H 'Content-Type: application/json' -X POST "$tserver/api/v1/nodes" \
       -d "{\"apiVersion\":\"v1\",\"kind\":\"Node\",\"metadata\":{\"name\":\"$n\",\"labels\":{\"kubernetes.io/hostname\":\"$n\"}}}" >/dev/null || true
   done
   say "pushing the NIM image into the local registry"
   push_image "$FLEETFORM_REGISTRY_BASIC_URL" "$FLEETFORM_REGISTRY_BASIC_USERNAME" "$(cat "$FLEETFORM_REGISTRY_BASIC_PASSWORD_FILE")" \
     nim/meta/llama-3.1-8b-instruct 1.8
-  standin "$server" "$token" "$ca" > "$sb/standin.log" 2>&1 &
+  standin "$tserver" "$ttoken" "$tca" > "$sb/standin.log" 2>&1 &
   echo $! > "$sb/standin.pid"
   cat > "$sb/sandbox.env" <<ENV
 export FLEETFORM_SECRETS_DIR=$sb
 export FLEETFORM_STATE_DIR=$sb/state
-export SANDBOX_KUBE_SERVER=$server
-export SANDBOX_KUBE_CA=$ca
+export SANDBOX_KUBE_SERVER=$tserver
+export SANDBOX_KUBE_CA=$tca
+export SANDBOX_MGMT_KUBE_SERVER=$server
+export SANDBOX_MGMT_KUBE_CA=$ca
 export SANDBOX_SUSHY_LIBVIRT_URL=$SUSHY_LIBVIRT_URL
 export SANDBOX_SUSHY_FAKE_URL=$SUSHY_FAKE_URL
 ENV
