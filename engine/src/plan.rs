@@ -34,6 +34,15 @@ pub enum Reason {
     InterruptedApply,
     /// Live state matches.
     InSync,
+    /// The server refused to check it against live state, and something it waits for changes
+    /// in this same plan (a CRD gaining the fields it uses): it is applied after that change,
+    /// and the server validates it then.
+    AfterDependency {
+        /// The dependency that changes first.
+        on: ResourceId,
+        /// What the server said when asked now.
+        detail: String,
+    },
     /// Break/fix: a GPU node is cordoned (or released) because of its GPU
     /// health report (see `breakfix`); `detail` names the GPUs and findings.
     BreakFix {
@@ -55,6 +64,9 @@ impl Reason {
             Reason::InterruptedApply => "an earlier apply was interrupted".into(),
             Reason::InSync => "in sync".into(),
             Reason::BreakFix { detail } => detail.clone(),
+            Reason::AfterDependency { on, .. } => {
+                format!("checked by the server only after {on} changes")
+            }
         }
     }
 }
@@ -356,9 +368,15 @@ pub fn build(
         .collect();
     let last_wave = waves.len();
 
+    // Permanent observe errors are decided once every change is known (see below).
+    let mut refused: Vec<(&Desired, &crate::provider::ProviderError)> = Vec::new();
     for d in &scope.desired {
         let observed = match observations.get(&d.id) {
             Some(Ok(o)) => o.as_ref(),
+            Some(Err(e)) if !e.is_transient() => {
+                refused.push((d, e));
+                continue;
+            }
             Some(Err(e)) => {
                 problems.push(PlanProblem {
                     id: Some(d.id.clone()),
@@ -408,6 +426,44 @@ pub fn build(
         }
         pc.waits_for = d.deps.clone();
         changes.insert(d.id.clone(), pc);
+    }
+
+    // A resource the server refused to check while something it waits for changes in this
+    // plan (its CRD gains the fields it sets) is checked against that future state only by
+    // applying it after the change; anything else the server refused is a problem now.
+    for (d, e) in refused {
+        let changing = d.deps.iter().find(|dep| {
+            changes.get(&dep.on).is_some_and(|c| {
+                matches!(c.action, Action::Create | Action::Update | Action::Replace)
+            })
+        });
+        match changing {
+            Some(dep) => {
+                let mut pc = PlannedChange {
+                    id: d.id.clone(),
+                    action: Action::Update,
+                    reason: Reason::AfterDependency {
+                        on: dep.on.clone(),
+                        detail: error_chain(e),
+                    },
+                    fields: Vec::new(),
+                    spec: None,
+                    destructive: false,
+                    disruptive: false,
+                    wave: wave_of.get(&d.id).copied().unwrap_or(0),
+                    waits_for: d.deps.clone(),
+                    origin: d.origin.clone(),
+                };
+                pc.spec = Some(digested_spec(&d.spec, &d.sensitive));
+                changes.insert(d.id.clone(), pc);
+            }
+            None => problems.push(PlanProblem {
+                id: Some(d.id.clone()),
+                message: error_chain(e),
+                origin: d.origin.clone(),
+                transient: false,
+            }),
+        }
     }
 
     let mut forget = Vec::new();

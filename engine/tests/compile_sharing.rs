@@ -38,6 +38,7 @@ fn compiled(dir: &str) -> compile::Compiled {
             .replace("@SUSHY_FAKE_URL@", "http://127.0.0.1:8001")
             .replace("@SUSHY_USERNAME@", "admin")
             .replace("@REGISTRY_USER@", "fleetform")
+            .replace("@CHARTS_DIR@", "../../../shared/fixtures/charts")
             .into_bytes();
     }
     let (docs, diags) = load::load(&files);

@@ -575,7 +575,6 @@ impl KubeProvider {
             {
                 Ok(_) => Ok(None),
                 Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-                Err(kube::Error::Api(s)) if schema_behind(&t.reference, &s) => Ok(None),
                 Err(e) => Err(error::map(&self.cx(id, &t, "dry-run apply"), e)),
             };
         };
@@ -644,20 +643,6 @@ impl KubeProvider {
                         t.reference.name, status.message
                     ),
                 ))
-            }
-            // The custom resource uses fields its CRD does not have yet: the plan upgrades the
-            // CRD first (it waits for it), so compare without the server; apply validates then.
-            Err(kube::Error::Api(status)) if schema_behind(&t.reference, &status) => {
-                Ok(Some(Observed {
-                    id: id.clone(),
-                    state: fields::project(&live, &shape),
-                    private: Some(json!({
-                        "mode": "schema-behind",
-                        "live": live,
-                        "managedFields": managed_fields,
-                        "reason": status.message,
-                    })),
-                }))
             }
             Err(e) => Err(error::map(&self.cx(id, t, "dry-run apply"), e)),
         }
@@ -927,17 +912,6 @@ async fn apply_unread(
 }
 
 /// Server-side apply as `fleetform`, strict field validation.
-/// True when the server refused a custom resource only because its CRD, as installed now, does
-/// not declare fields the object sets: what a CRD upgrade planned in the same run fixes.
-fn schema_behind(object: &ObjectRef, status: &kube::core::Status) -> bool {
-    let group = object.group();
-    let custom = group.contains('.') && !group.ends_with("k8s.io");
-    custom
-        && (status.code == 422 || status.code == 400 || status.code == 500)
-        && (status.message.contains("field not declared in schema")
-            || status.message.contains("unknown field"))
-}
-
 fn ssa_params(force: bool, dry_run: bool) -> PatchParams {
     let mut p = PatchParams::apply(FIELD_MANAGER).validation(ValidationDirective::Strict);
     if force {
