@@ -2,19 +2,15 @@
 
 use std::collections::BTreeMap;
 
-use fleetform_contract::resource::ResourceId;
 use fleetform_contract::secret::SecretRef;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The provider name and address prefix.
-pub const PROVIDER: &str = "nico";
+pub const PROVIDER: &str = fleetform_contract::address::NICO;
 
-/// The address of a NICo object: `nico:<site>/<kind>/<name>`, e.g.
-/// `nico:pdx-1/instance-type/gb200`. Names are unique per tenant and site in NICo.
-pub fn nico_id(site: &str, kind: &str, name: &str) -> ResourceId {
-    ResourceId::new(PROVIDER, format!("{site}/{kind}/{name}"))
-}
+/// The address of a NICo object (the contract's, which compile uses too).
+pub use fleetform_contract::address::nico_id;
 
 /// Another NICo object named by kind and name; resolved to its `id` when applying.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
