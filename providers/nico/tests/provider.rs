@@ -338,3 +338,49 @@ fn the_standin_checks_against_the_spec_not_vacuously() {
     assert!(standin::check("NICoAPIError", &json!({"source": "nico", "message": "m", "data": null})).is_empty());
     assert!(!standin::check("InstanceStatus", &json!("Running")).is_empty());
 }
+
+struct AnySecret;
+impl SecretResolver for AnySecret {
+    fn resolve(&self, _: &SecretRef) -> Result<Sensitive<String>, SecretError> {
+        Ok(Sensitive::new("unused".into()))
+    }
+}
+
+/// What compile emits for the every-field fleet's NICo site is accepted by the stand-in as it
+/// is (every request checked against the spec), becomes ready, and re-plans to NoOp.
+#[tokio::test]
+async fn the_compiled_every_field_site_applies_and_replans_to_noop() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/every-field");
+    let files = fleetform_engine::load::read_dir(&root).unwrap();
+    let (docs, diags) = fleetform_engine::load::load(&files);
+    assert!(diags.is_empty(), "{diags:?}");
+    let fleet = fleetform_engine::validate::validate(&docs).unwrap();
+    let compiled = fleetform_engine::compile::compile(&fleet, &AnySecret).unwrap();
+    let s = Standin::start().await;
+    s.seed("operating-system", json!({"name": "ubuntu-24.04", "description": "someone else's image"}));
+    let order = |d: &Desired| {
+        fleetform_nico::KINDS.iter().position(|k| k.name == d.spec["kind"]).unwrap()
+    };
+    let mut ds: Vec<Desired> = compiled
+        .resources
+        .into_iter()
+        .filter(|d| d.id.provider() == "nico")
+        .map(|mut d| {
+            d.spec["endpoint"] = json!(s.endpoint);
+            d
+        })
+        .collect();
+    ds.sort_by_key(order);
+    assert_eq!(ds.len(), 8);
+    let (p, _) = provider(token(BOTH, 3600));
+    let first = plan(&p, &ds).await;
+    assert!(actions(&first).iter().all(|a| *a == Action::Create));
+    apply(&p, &ds, &first).await;
+    for d in &ds {
+        assert_eq!(wait_ready(&p, d).await, Health::Ready, "{}", d.id);
+    }
+    assert_eq!(actions(&plan(&p, &ds).await), [Action::NoOp; 8]);
+    let alloc = &s.named("allocation", "tenant-a-gb200")[0];
+    assert_eq!(alloc["allocationConstraints"][0]["resourceTypeId"], s.named("instance/type", "gb200")[0]["id"]);
+    assert_eq!(s.violations(), Vec::<String>::new());
+}
