@@ -301,7 +301,10 @@ fn candidates(leaf: &str, v: &Value, node: &Value) -> Vec<Option<Value>> {
         // NICo names refer to the fixture's other instance type and subnet.
         ("Host:/spec/nico/instanceType", json!("gb300")),
         ("Host:/spec/nico/subnet", json!("tenant-a-1")),
-        ("Fleet:/spec/nico/allocations/*/instanceType", json!("gb300")),
+        (
+            "Fleet:/spec/nico/allocations/*/instanceType",
+            json!("gb300"),
+        ),
     ];
     let mut out: Vec<Option<Value>> = explicit
         .iter()

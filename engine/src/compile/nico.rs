@@ -74,7 +74,10 @@ impl Cx<'_> {
             self.dep(
                 &id,
                 &nico_id(s, "instance-type", &a.instance_type),
-                format!("allocation {} reserves machines of instance type {}", a.name, a.instance_type),
+                format!(
+                    "allocation {} reserves machines of instance type {}",
+                    a.name, a.instance_type
+                ),
             );
         }
         for (i, v) in site.vpcs.iter().enumerate() {
@@ -87,16 +90,23 @@ impl Cx<'_> {
             d.origin = Some(self.origin(fdoc, &format!("/spec/nico/vpcs/{i}"), &forigin));
             self.add(d);
             for (j, n) in v.subnets.iter().enumerate() {
-                let fields = without_nulls(json!({"prefixLength": n.prefix_length, "ipv4BlockId": n.ipv4_block_id}));
+                let fields = without_nulls(
+                    json!({"prefixLength": n.prefix_length, "ipv4BlockId": n.ipv4_block_id}),
+                );
                 let refs = json!({"/vpcId": {"kind": "vpc", "name": v.name}});
                 let mut d = Desired::new(
                     nico_id(s, "subnet", &n.name),
                     spec(&site, "subnet", &n.name, fields, refs),
                 );
-                d.origin = Some(self.origin(fdoc, &format!("/spec/nico/vpcs/{i}/subnets/{j}"), &forigin));
+                d.origin =
+                    Some(self.origin(fdoc, &format!("/spec/nico/vpcs/{i}/subnets/{j}"), &forigin));
                 let id = d.id.clone();
                 self.add(d);
-                self.dep(&id, &vid, format!("subnet {} is carved from VPC {}", n.name, v.name));
+                self.dep(
+                    &id,
+                    &vid,
+                    format!("subnet {} is carved from VPC {}", n.name, v.name),
+                );
             }
         }
         let hosts: Vec<Host> = self
@@ -132,15 +142,34 @@ impl Cx<'_> {
             let id = d.id.clone();
             self.add(d);
             let it = nico_id(s, "instance-type", &n.instance_type);
-            self.dep(&id, &it, format!("host {} is an instance of type {}", h.name(), n.instance_type));
-            for a in site.allocations.iter().filter(|a| a.instance_type == n.instance_type) {
+            self.dep(
+                &id,
+                &it,
+                format!(
+                    "host {} is an instance of type {}",
+                    h.name(),
+                    n.instance_type
+                ),
+            );
+            for a in site
+                .allocations
+                .iter()
+                .filter(|a| a.instance_type == n.instance_type)
+            {
                 self.dep(
                     &id,
                     &nico_id(s, "allocation", &a.name),
-                    format!("the tenant may run {} instances only once allocation {} reserves them", n.instance_type, a.name),
+                    format!(
+                        "the tenant may run {} instances only once allocation {} reserves them",
+                        n.instance_type, a.name
+                    ),
                 );
             }
-            self.dep(&id, &nico_id(s, "vpc", &n.vpc), format!("host {} joins VPC {}", h.name(), n.vpc));
+            self.dep(
+                &id,
+                &nico_id(s, "vpc", &n.vpc),
+                format!("host {} joins VPC {}", h.name(), n.vpc),
+            );
             self.dep(
                 &id,
                 &nico_id(s, "subnet", &n.subnet),

@@ -17,10 +17,21 @@ impl Cx<'_> {
             self.url(fi, "/spec/nico/endpoint", &s.endpoint);
             let mut seen = BTreeSet::new();
             for (i, t) in s.instance_types.iter().enumerate() {
-                self.nico_labels(fi, &format!("/spec/nico/instanceTypes/{i}/labels"), t.labels.len());
+                self.nico_labels(
+                    fi,
+                    &format!("/spec/nico/instanceTypes/{i}/labels"),
+                    t.labels.len(),
+                );
                 if !seen.insert(t.name.as_str()) {
-                    let e = self.err("duplicate-name", fi, &format!("/spec/nico/instanceTypes/{i}/name"),
-                        format!("instance type `{}` is declared twice; NICo names are unique per site", t.name));
+                    let e = self.err(
+                        "duplicate-name",
+                        fi,
+                        &format!("/spec/nico/instanceTypes/{i}/name"),
+                        format!(
+                            "instance type `{}` is declared twice; NICo names are unique per site",
+                            t.name
+                        ),
+                    );
                     self.push(e);
                 }
             }
@@ -36,9 +47,21 @@ impl Cx<'_> {
             }
         }
         let vpcs: BTreeMap<&str, Vec<&str>> = site
-            .map(|s| s.vpcs.iter().map(|v| (v.name.as_str(), v.subnets.iter().map(|n| n.name.as_str()).collect())).collect())
+            .map(|s| {
+                s.vpcs
+                    .iter()
+                    .map(|v| {
+                        (
+                            v.name.as_str(),
+                            v.subnets.iter().map(|n| n.name.as_str()).collect(),
+                        )
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
-        let types: BTreeSet<&str> = site.map(|s| s.instance_types.iter().map(|t| t.name.as_str()).collect()).unwrap_or_default();
+        let types: BTreeSet<&str> = site
+            .map(|s| s.instance_types.iter().map(|t| t.name.as_str()).collect())
+            .unwrap_or_default();
         let mut machines: BTreeMap<&str, &str> = BTreeMap::new();
         for h in &f.hosts {
             let i = h.doc.0;
@@ -50,7 +73,16 @@ impl Cx<'_> {
                     self.push(e);
                 }
                 if h.spec.nico.is_some() {
-                    let e = self.err("nico-without-managed-by", i, "/spec/nico", format!("host `{}` has `nico` but is not `managedBy: nico`", h.name()))
+                    let e = self
+                        .err(
+                            "nico-without-managed-by",
+                            i,
+                            "/spec/nico",
+                            format!(
+                                "host `{}` has `nico` but is not `managedBy: nico`",
+                                h.name()
+                            ),
+                        )
                         .hint("add `managedBy: nico`, or remove `nico`");
                     self.push(e);
                 }
@@ -62,7 +94,16 @@ impl Cx<'_> {
                 self.push(e);
             }
             if h.spec.bmc.is_some() {
-                let e = self.err("nico-host-with-bmc", i, "/spec/bmc", format!("host `{}` is managed by NICo and must not name a BMC", h.name()))
+                let e = self
+                    .err(
+                        "nico-host-with-bmc",
+                        i,
+                        "/spec/bmc",
+                        format!(
+                            "host `{}` is managed by NICo and must not name a BMC",
+                            h.name()
+                        ),
+                    )
                     .hint("in a NICo site fleetform never talks to BMCs: remove `bmc`");
                 self.push(e);
             }
@@ -73,7 +114,15 @@ impl Cx<'_> {
             };
             self.nico_labels(i, "/spec/nico/labels", n.labels.len());
             if let Some(other) = machines.insert(n.machine_id.as_str(), h.name()) {
-                let e = self.err("duplicate-machine", i, "/spec/nico/machineId", format!("host `{}` has the same NICo machine as host `{other}`", h.name()));
+                let e = self.err(
+                    "duplicate-machine",
+                    i,
+                    "/spec/nico/machineId",
+                    format!(
+                        "host `{}` has the same NICo machine as host `{other}`",
+                        h.name()
+                    ),
+                );
                 self.push(e);
             }
             if site.is_some() && !types.contains(n.instance_type.as_str()) {
@@ -88,8 +137,17 @@ impl Cx<'_> {
                     self.push(e);
                 }
                 Some(subnets) if !subnets.contains(&n.subnet.as_str()) => {
-                    let e = self.err("unknown-reference", i, "/spec/nico/subnet",
-                        format!("host `{}` names subnet `{}`, which VPC `{}` does not have", h.name(), n.subnet, n.vpc));
+                    let e = self.err(
+                        "unknown-reference",
+                        i,
+                        "/spec/nico/subnet",
+                        format!(
+                            "host `{}` names subnet `{}`, which VPC `{}` does not have",
+                            h.name(),
+                            n.subnet,
+                            n.vpc
+                        ),
+                    );
                     self.push(e);
                 }
                 _ => {}
@@ -99,7 +157,15 @@ impl Cx<'_> {
 
     fn nico_labels(&mut self, i: usize, ptr: &str, n: usize) {
         if n > MAX_LABELS {
-            let e = self.err("nico-labels", i, ptr, format!("{n} labels; NICo allows 10, and fleetform's ownership label takes one"))
+            let e = self
+                .err(
+                    "nico-labels",
+                    i,
+                    ptr,
+                    format!(
+                        "{n} labels; NICo allows 10, and fleetform's ownership label takes one"
+                    ),
+                )
                 .hint(format!("keep at most {MAX_LABELS}"));
             self.push(e);
         }

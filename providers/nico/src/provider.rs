@@ -20,6 +20,9 @@ use crate::client::{ApiError, BURST, NicoClient, RATE_PER_SECOND, RateLimiter, h
 use crate::kinds::{Kind, MAX_LABELS, OWNER_LABEL, OWNER_MARK, OWNER_VALUE, Owner, kind};
 use crate::spec::{NicoSpec, PROVIDER};
 
+/// The lists one observe call read, by (endpoint, org, kind); an error is kept as its message.
+type Lists = BTreeMap<(String, String, String), Result<Arc<Vec<Value>>, String>>;
+
 /// How long one observe call may take.
 const OBSERVE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often a deleting object is polled.
@@ -79,7 +82,10 @@ impl NicoProvider {
 }
 
 /// Parses and checks a spec: a known kind and labels within NICo's limit.
-pub fn parse_spec(id: &ResourceId, spec: &Value) -> Result<(NicoSpec, &'static Kind), ProviderError> {
+pub fn parse_spec(
+    id: &ResourceId,
+    spec: &Value,
+) -> Result<(NicoSpec, &'static Kind), ProviderError> {
     let s: NicoSpec = serde_json::from_value(spec.clone())
         .map_err(|e| ProviderError::permanent(id, format!("not a nico spec: {e}")))?;
     let k = kind(&s.kind).ok_or_else(|| {
@@ -149,8 +155,10 @@ fn api_err(id: &ResourceId, spec: &NicoSpec, e: ApiError) -> ProviderError {
 
 fn owned(k: &Kind, obj: &Value) -> bool {
     match k.owner {
-        Owner::Label => obj.pointer(&format!("/labels/{}", OWNER_LABEL.replace('/', "~1")))
-            == Some(&json!(OWNER_VALUE)),
+        Owner::Label => {
+            obj.pointer(&format!("/labels/{}", OWNER_LABEL.replace('/', "~1")))
+                == Some(&json!(OWNER_VALUE))
+        }
         Owner::Description => obj
             .get("description")
             .and_then(Value::as_str)
@@ -231,7 +239,13 @@ fn observed_state(
             }
             "description" if k.owner == Owner::Description => live
                 .and_then(Value::as_str)
-                .map(|d| json!(d.strip_suffix(OWNER_MARK.trim_start()).unwrap_or(d).trim_end()))
+                .map(|d| {
+                    json!(
+                        d.strip_suffix(OWNER_MARK.trim_start())
+                            .unwrap_or(d)
+                            .trim_end()
+                    )
+                })
                 .unwrap_or(Value::Null),
             _ => project(want, live),
         };
@@ -306,13 +320,9 @@ fn set_pointer(root: &mut Value, ptr: &str, value: Value) {
             return;
         }
         let next_is_index = segs[i + 1].parse::<usize>().is_ok();
-        cur = m.entry(seg.clone()).or_insert_with(|| {
-            if next_is_index {
-                json!([])
-            } else {
-                json!({})
-            }
-        });
+        cur = m
+            .entry(seg.clone())
+            .or_insert_with(|| if next_is_index { json!([]) } else { json!({}) });
     }
 }
 
@@ -375,9 +385,17 @@ fn top_segment(path: &str) -> String {
     // `/fields/labels` → labels; `/refs/~1interfaces~10~1subnetId` → interfaces
     let mut it = path.split('/').skip(1);
     match it.next() {
-        Some("fields") => it.next().unwrap_or("").replace("~1", "/").replace("~0", "~"),
+        Some("fields") => it
+            .next()
+            .unwrap_or("")
+            .replace("~1", "/")
+            .replace("~0", "~"),
         Some("refs") => {
-            let ptr = it.next().unwrap_or("").replace("~1", "/").replace("~0", "~");
+            let ptr = it
+                .next()
+                .unwrap_or("")
+                .replace("~1", "/")
+                .replace("~0", "~");
             ptr.split('/').nth(1).unwrap_or("").to_string()
         }
         _ => String::new(),
@@ -450,12 +468,18 @@ impl NicoProvider {
             // NICo has no idempotency key: look for the name first, so a create whose
             // answer was lost (or a 409) adopts the object instead of making a second one.
             if let Some(obj) = self.find(id, spec, k, client, deadline).await? {
-                let oid = obj.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+                let oid = obj
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 self.remember(id, Some(&oid));
-                let live = observed_state(k, spec, &obj, &self.names(spec, client, deadline).await?);
+                let live =
+                    observed_state(k, spec, &obj, &self.names(spec, client, deadline).await?);
                 let changes = field_changes(&desired_state(spec), &live);
                 if !changes.is_empty() {
-                    self.patch(id, spec, k, client, &oid, &changes, deadline).await?;
+                    self.patch(id, spec, k, client, &oid, &changes, deadline)
+                        .await?;
                 }
                 return Ok(());
             }
@@ -551,7 +575,11 @@ impl NicoProvider {
         let oid = match known {
             Some(o) => o,
             None => match self.find(id, spec, k, client, deadline).await? {
-                Some(o) => o.get("id").and_then(Value::as_str).unwrap_or("").to_string(),
+                Some(o) => o
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
                 None => return Ok(()),
             },
         };
@@ -566,7 +594,10 @@ impl NicoProvider {
         }
         // DELETE answers 202: the object is gone when a GET says 404.
         loop {
-            match client.request(Method::GET, &path, &[], None, deadline).await {
+            match client
+                .request(Method::GET, &path, &[], None, deadline)
+                .await
+            {
                 Err(e) if e.status() == Some(404) => {
                     self.remember(id, None);
                     return Ok(());
@@ -646,8 +677,7 @@ impl Provider for NicoProvider {
     ) -> Vec<Result<Option<Observed>, ProviderError>> {
         let deadline = Instant::now() + OBSERVE_TIMEOUT;
         // (endpoint, org, kind) → the paged list, read once per call.
-        let mut lists: BTreeMap<(String, String, String), Result<Arc<Vec<Value>>, String>> =
-            BTreeMap::new();
+        let mut lists: Lists = BTreeMap::new();
         let mut out = Vec::with_capacity(requests.len());
         for r in requests {
             out.push(self.observe_one(r, &mut lists, deadline).await);
@@ -725,25 +755,38 @@ impl Provider for NicoProvider {
         }
         match request.change.action {
             Action::NoOp => {}
-            Action::Create => self.create_or_adopt(id, &spec, k, &client, deadline).await?,
+            Action::Create => {
+                self.create_or_adopt(id, &spec, k, &client, deadline)
+                    .await?
+            }
             Action::Update => {
                 let oid = match known {
                     Some(o) => o,
                     None => {
                         // No observation: create-or-adopt also patches what differs.
-                        self.create_or_adopt(id, &spec, k, &client, deadline).await?;
+                        self.create_or_adopt(id, &spec, k, &client, deadline)
+                            .await?;
                         return Ok(Applied {
                             id: id.clone(),
                             spec: raw.clone(),
                         });
                     }
                 };
-                self.patch(id, &spec, k, &client, &oid, &request.change.fields, deadline)
-                    .await?;
+                self.patch(
+                    id,
+                    &spec,
+                    k,
+                    &client,
+                    &oid,
+                    &request.change.fields,
+                    deadline,
+                )
+                .await?;
             }
             Action::Replace => {
                 self.delete(id, &spec, k, &client, known, deadline).await?;
-                self.create_or_adopt(id, &spec, k, &client, deadline).await?;
+                self.create_or_adopt(id, &spec, k, &client, deadline)
+                    .await?;
             }
             Action::Delete => self.delete(id, &spec, k, &client, known, deadline).await?,
         }
@@ -760,7 +803,13 @@ impl Provider for NicoProvider {
         let known = self.ids.lock().ok().and_then(|m| m.get(id).cloned());
         let obj = match known {
             Some(oid) => match client
-                .request(Method::GET, &format!("{}/{oid}", k.collection), &[], None, deadline)
+                .request(
+                    Method::GET,
+                    &format!("{}/{oid}", k.collection),
+                    &[],
+                    None,
+                    deadline,
+                )
                 .await
             {
                 Ok(a) => Some(a.body),
@@ -787,17 +836,19 @@ impl NicoProvider {
     async fn observe_one(
         &self,
         r: &ObserveRequest<'_>,
-        lists: &mut BTreeMap<(String, String, String), Result<Arc<Vec<Value>>, String>>,
+        lists: &mut Lists,
         deadline: Instant,
     ) -> Result<Option<Observed>, ProviderError> {
         let (spec, k) = parse_spec(r.id, r.spec)?;
         let client = self.client(r.id, &spec)?;
         let mut get = async |kind: &Kind| -> Result<Arc<Vec<Value>>, ProviderError> {
-            let key = (spec.endpoint.clone(), spec.org.clone(), kind.name.to_string());
+            let key = (
+                spec.endpoint.clone(),
+                spec.org.clone(),
+                kind.name.to_string(),
+            );
             if let Some(l) = lists.get(&key) {
-                return l
-                    .clone()
-                    .map_err(|m| ProviderError::transient(r.id, m));
+                return l.clone().map_err(|m| ProviderError::transient(r.id, m));
             }
             let res = client.list(kind.collection, deadline).await;
             let (stored, ret) = match res {
@@ -833,7 +884,12 @@ impl NicoProvider {
             _ => {
                 return Err(ProviderError::permanent(
                     r.id,
-                    format!("NICo has {} {} objects named `{}`", found.len(), k.name, spec.name),
+                    format!(
+                        "NICo has {} {} objects named `{}`",
+                        found.len(),
+                        k.name,
+                        spec.name
+                    ),
                 ));
             }
         };

@@ -51,13 +51,76 @@ struct Coll {
 }
 
 const COLLS: &[Coll] = &[
-    Coll { path: "instance/type", object: "InstanceType", create: "InstanceTypeCreateRequest", update: "InstanceTypeUpdateRequest", first: "Pending", ready: "Ready", deleting: "Deleting", role: "PROVIDER_ADMIN" },
-    Coll { path: "allocation", object: "Allocation", create: "AllocationCreateRequest", update: "AllocationUpdateRequest", first: "Pending", ready: "Registered", deleting: "Deleting", role: "PROVIDER_ADMIN" },
-    Coll { path: "vpc", object: "VPC", create: "VpcCreateRequest", update: "VpcUpdateRequest", first: "Pending", ready: "Ready", deleting: "Deleting", role: "TENANT_ADMIN" },
-    Coll { path: "subnet", object: "Subnet", create: "SubnetCreateRequest", update: "SubnetUpdateRequest", first: "Pending", ready: "Ready", deleting: "Deleting", role: "TENANT_ADMIN" },
-    Coll { path: "sshkeygroup", object: "SshKeyGroup", create: "SshKeyGroupCreateRequest", update: "SshKeyGroupUpdateRequest", first: "Syncing", ready: "Synced", deleting: "Deleting", role: "TENANT_ADMIN" },
-    Coll { path: "operating-system", object: "OperatingSystem", create: "OperatingSystemCreateRequest", update: "OperatingSystemUpdateRequest", first: "Pending", ready: "Ready", deleting: "Deleting", role: "TENANT_ADMIN" },
-    Coll { path: "instance", object: "Instance", create: "InstanceCreateRequest", update: "InstanceUpdateRequest", first: "Pending", ready: "Ready", deleting: "Terminating", role: "TENANT_ADMIN" },
+    Coll {
+        path: "instance/type",
+        object: "InstanceType",
+        create: "InstanceTypeCreateRequest",
+        update: "InstanceTypeUpdateRequest",
+        first: "Pending",
+        ready: "Ready",
+        deleting: "Deleting",
+        role: "PROVIDER_ADMIN",
+    },
+    Coll {
+        path: "allocation",
+        object: "Allocation",
+        create: "AllocationCreateRequest",
+        update: "AllocationUpdateRequest",
+        first: "Pending",
+        ready: "Registered",
+        deleting: "Deleting",
+        role: "PROVIDER_ADMIN",
+    },
+    Coll {
+        path: "vpc",
+        object: "VPC",
+        create: "VpcCreateRequest",
+        update: "VpcUpdateRequest",
+        first: "Pending",
+        ready: "Ready",
+        deleting: "Deleting",
+        role: "TENANT_ADMIN",
+    },
+    Coll {
+        path: "subnet",
+        object: "Subnet",
+        create: "SubnetCreateRequest",
+        update: "SubnetUpdateRequest",
+        first: "Pending",
+        ready: "Ready",
+        deleting: "Deleting",
+        role: "TENANT_ADMIN",
+    },
+    Coll {
+        path: "sshkeygroup",
+        object: "SshKeyGroup",
+        create: "SshKeyGroupCreateRequest",
+        update: "SshKeyGroupUpdateRequest",
+        first: "Syncing",
+        ready: "Synced",
+        deleting: "Deleting",
+        role: "TENANT_ADMIN",
+    },
+    Coll {
+        path: "operating-system",
+        object: "OperatingSystem",
+        create: "OperatingSystemCreateRequest",
+        update: "OperatingSystemUpdateRequest",
+        first: "Pending",
+        ready: "Ready",
+        deleting: "Deleting",
+        role: "TENANT_ADMIN",
+    },
+    Coll {
+        path: "instance",
+        object: "Instance",
+        create: "InstanceCreateRequest",
+        update: "InstanceUpdateRequest",
+        first: "Pending",
+        ready: "Ready",
+        deleting: "Terminating",
+        role: "TENANT_ADMIN",
+    },
 ];
 
 /// A fault, consumed by the first request it matches.
@@ -166,9 +229,13 @@ fn listed(path_template: &str, method: &Method) -> Vec<u16> {
 
 /// A signed HS256 token with `roles`, expiring `ttl_secs` from now (negative: expired).
 pub fn token(roles: &[&str], ttl_secs: i64) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let h = B64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-    let c = B64.encode(json!({"sub": "fleetform", "roles": roles, "exp": now + ttl_secs}).to_string());
+    let c =
+        B64.encode(json!({"sub": "fleetform", "roles": roles, "exp": now + ttl_secs}).to_string());
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, KEY);
     let sig = ring::hmac::sign(&key, format!("{h}.{c}").as_bytes());
     format!("{h}.{c}.{}", B64.encode(sig.as_ref()))
@@ -188,15 +255,22 @@ fn verify(headers: &HeaderMap) -> Result<Vec<String>, &'static str> {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, KEY);
     let sig = B64.decode(s).map_err(|_| "malformed token")?;
     ring::hmac::verify(&key, format!("{h}.{c}").as_bytes(), &sig).map_err(|_| "bad signature")?;
-    let claims: Value =
-        serde_json::from_slice(&B64.decode(c).map_err(|_| "malformed token")?).map_err(|_| "malformed token")?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let claims: Value = serde_json::from_slice(&B64.decode(c).map_err(|_| "malformed token")?)
+        .map_err(|_| "malformed token")?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     if claims["exp"].as_i64().unwrap_or(0) <= now {
         return Err("token expired");
     }
     Ok(claims["roles"]
         .as_array()
-        .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default())
 }
 
@@ -223,7 +297,11 @@ impl Standin {
     /// Arms a fault for the next `method` request on collection `path` (`instance/type`).
     pub fn fault(&self, method: Method, path: &str, fault: Fault) {
         let path = COLLS.iter().find(|c| c.path == path).unwrap().path;
-        self.inner.lock().unwrap().faults.push_back(Armed { method, path, fault });
+        self.inner.lock().unwrap().faults.push_back(Armed {
+            method,
+            path,
+            fault,
+        });
     }
 
     /// Puts an object straight into the state (someone else created it), ready at once.
@@ -234,12 +312,21 @@ impl Standin {
         let id = uuid(g.next_id);
         value["id"] = json!(id);
         value["status"] = json!(c.ready);
-        value["statusHistory"] = json!([{"status": c.ready, "message": "seeded", "created": TIME, "updated": TIME}]);
+        value["statusHistory"] =
+            json!([{"status": c.ready, "message": "seeded", "created": TIME, "updated": TIME}]);
         value["created"] = json!(TIME);
         value["updated"] = json!(TIME);
         let errs = check(c.object, &value);
-        assert!(errs.is_empty(), "seeded object is outside the spec: {errs:?}");
-        g.objects.entry(c.path).or_default().push(Obj { value, ready_at: None, fail: false, gone_at: None });
+        assert!(
+            errs.is_empty(),
+            "seeded object is outside the spec: {errs:?}"
+        );
+        g.objects.entry(c.path).or_default().push(Obj {
+            value,
+            ready_at: None,
+            fail: false,
+            gone_at: None,
+        });
         id
     }
 
@@ -249,7 +336,12 @@ impl Standin {
         settle(&mut g);
         g.objects
             .get(path)
-            .map(|v| v.iter().filter(|o| o.value["name"] == json!(name)).map(|o| o.value.clone()).collect())
+            .map(|v| {
+                v.iter()
+                    .filter(|o| o.value["name"] == json!(name))
+                    .map(|o| o.value.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -275,21 +367,41 @@ fn settle(g: &mut Inner) {
                 && t <= now
             {
                 o.ready_at = None;
-                let (st, msg) = if o.fail { ("Error", "Machine failed to provision: DPU did not come up") } else { (c.ready, "ready") };
+                let (st, msg) = if o.fail {
+                    ("Error", "Machine failed to provision: DPU did not come up")
+                } else {
+                    (c.ready, "ready")
+                };
                 o.value["status"] = json!(st);
-                o.value["statusHistory"].as_array_mut().unwrap().push(json!({"status": st, "message": msg, "created": TIME, "updated": TIME}));
+                o.value["statusHistory"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"status": st, "message": msg, "created": TIME, "updated": TIME}));
             }
         }
     }
 }
 
 fn error(status: u16, message: &str, data: Value) -> (u16, Value) {
-    (status, json!({"source": "nico", "message": message, "data": data}))
+    (
+        status,
+        json!({"source": "nico", "message": message, "data": data}),
+    )
 }
 
-async fn handle(State(s): State<Standin>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(s): State<Standin>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_string();
-    s.inner.lock().unwrap().requests.push((method.to_string(), uri.to_string()));
+    s.inner
+        .lock()
+        .unwrap()
+        .requests
+        .push((method.to_string(), uri.to_string()));
     let prefix = format!("/v2/org/{ORG}/nico/");
     let Some(rest) = path.strip_prefix(&prefix) else {
         return (StatusCode::NOT_FOUND, "").into_response();
@@ -315,31 +427,60 @@ async fn handle(State(s): State<Standin>, method: Method, uri: Uri, headers: Hea
         Some(_) => {
             let p = &spec().doc["paths"];
             let base = format!("/v2/org/{{org}}/nico/{}/{{", c.path);
-            p.as_object().unwrap().keys().find(|k| k.starts_with(&base) && k.matches('/').count() == base.matches('/').count()).cloned().unwrap()
+            p.as_object()
+                .unwrap()
+                .keys()
+                .find(|k| {
+                    k.starts_with(&base) && k.matches('/').count() == base.matches('/').count()
+                })
+                .cloned()
+                .unwrap()
         }
     };
     let fault = {
         let mut g = s.inner.lock().unwrap();
-        let i = g.faults.iter().position(|a| a.method == method && a.path == c.path);
+        let i = g
+            .faults
+            .iter()
+            .position(|a| a.method == method && a.path == c.path);
         i.and_then(|i| g.faults.remove(i)).map(|a| a.fault)
     };
-    let (status, body, extra) = serve(&s, &method, c, id.as_deref(), &uri, &headers, &body, fault.clone());
+    let (status, body, extra) = serve(
+        &s,
+        &method,
+        c,
+        id.as_deref(),
+        &uri,
+        &headers,
+        &body,
+        fault.clone(),
+    );
     // The stand-in's own answers are checked against the spec like the requests are.
     let listed = listed(&template, &method);
     let mut v = Vec::new();
     if !listed.contains(&status) && !UNLISTED_OK.contains(&status) {
-        v.push(format!("{method} {path}: status {status} is not listed in the spec ({listed:?})"));
+        v.push(format!(
+            "{method} {path}: status {status} is not listed in the spec ({listed:?})"
+        ));
     }
     let schema_errs = if status >= 400 {
         check("NICoAPIError", &body)
     } else if status == 202 || status == 204 {
         Vec::new()
     } else if body.is_array() {
-        body.as_array().unwrap().iter().flat_map(|o| check(c.object, o)).collect()
+        body.as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|o| check(c.object, o))
+            .collect()
     } else {
         check(c.object, &body)
     };
-    v.extend(schema_errs.into_iter().map(|e| format!("{method} {path} answer: {e}")));
+    v.extend(
+        schema_errs
+            .into_iter()
+            .map(|e| format!("{method} {path} answer: {e}")),
+    );
     if !v.is_empty() {
         s.inner.lock().unwrap().violations.extend(v);
     }
@@ -353,7 +494,8 @@ async fn handle(State(s): State<Standin>, method: Method, uri: Uri, headers: Hea
         (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
     };
     for (k, val) in extra {
-        resp.headers_mut().insert(k, HeaderValue::from_str(&val).unwrap());
+        resp.headers_mut()
+            .insert(k, HeaderValue::from_str(&val).unwrap());
     }
     resp
 }
@@ -377,7 +519,11 @@ fn serve(
         }
     };
     if !roles.iter().any(|r| r == c.role) {
-        let (st, b) = error(403, "User is not allowed to perform this action", json!({"requiredRole": c.role}));
+        let (st, b) = error(
+            403,
+            "User is not allowed to perform this action",
+            json!({"requiredRole": c.role}),
+        );
         return (st, b, vec![]);
     }
     match fault {
@@ -393,44 +539,87 @@ fn serve(
     }
     let mut g = s.inner.lock().unwrap();
     settle(&mut g);
-    let req: Option<Value> = if body.is_empty() { None } else {
+    let req: Option<Value> = if body.is_empty() {
+        None
+    } else {
         match serde_json::from_slice(body) {
             Ok(v) => Some(v),
             Err(e) => {
-                let (st, b) = error(400, "Error validating request data", json!({"body": e.to_string()}));
+                let (st, b) = error(
+                    400,
+                    "Error validating request data",
+                    json!({"body": e.to_string()}),
+                );
                 return (st, b, vec![]);
             }
         }
     };
     let invalid = |errs: Vec<String>| {
-        let data: serde_json::Map<String, Value> = errs.into_iter().enumerate().map(|(i, e)| (i.to_string(), json!(e))).collect();
+        let data: serde_json::Map<String, Value> = errs
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| (i.to_string(), json!(e)))
+            .collect();
         error(400, "Error validating request data", Value::Object(data))
     };
     match (method.as_str(), id) {
         ("GET", None) => {
-            let q: BTreeMap<String, String> = uri.query().unwrap_or("").split('&').filter(|p| !p.is_empty())
-                .filter_map(|p| p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect();
-            let num = |k: &str, d: u64| q.get(k).map_or(Ok(d), |v| v.parse::<u64>().map_err(|_| ()));
+            let q: BTreeMap<String, String> = uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .filter_map(|p| {
+                    p.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                })
+                .collect();
+            let num =
+                |k: &str, d: u64| q.get(k).map_or(Ok(d), |v| v.parse::<u64>().map_err(|_| ()));
             let (Ok(page), Ok(size)) = (num("pageNumber", 1), num("pageSize", 20)) else {
                 let (st, b) = invalid(vec!["pageNumber and pageSize must be integers".into()]);
                 return (st, b, vec![]);
             };
             if page < 1 || !(1..=100).contains(&size) {
-                let (st, b) = invalid(vec![format!("pageNumber must be ≥ 1 and pageSize 1..=100 (got {page}, {size})")]);
+                let (st, b) = invalid(vec![format!(
+                    "pageNumber must be ≥ 1 and pageSize 1..=100 (got {page}, {size})"
+                )]);
                 return (st, b, vec![]);
             }
             let all = g.objects.entry(c.path).or_default();
             let total = all.len();
-            let items: Vec<Value> = all.iter().skip(((page - 1) * size) as usize).take(size as usize).map(|o| o.value.clone()).collect();
+            let items: Vec<Value> = all
+                .iter()
+                .skip(((page - 1) * size) as usize)
+                .take(size as usize)
+                .map(|o| o.value.clone())
+                .collect();
             if page == 1 && matches!(fault, Some(Fault::ShiftDuringList)) && !all.is_empty() {
                 all.remove(0);
             }
             let p = json!({"pageNumber": page, "pageSize": size, "total": total, "orderBy": q.get("orderBy").cloned().unwrap_or("CREATED_DESC".into())});
-            (200, Value::Array(items), vec![("x-pagination", p.to_string())])
+            (
+                200,
+                Value::Array(items),
+                vec![("x-pagination", p.to_string())],
+            )
         }
-        ("GET", Some(id)) => match g.objects.entry(c.path).or_default().iter().find(|o| o.value["id"] == json!(id)) {
+        ("GET", Some(id)) => match g
+            .objects
+            .entry(c.path)
+            .or_default()
+            .iter()
+            .find(|o| o.value["id"] == json!(id))
+        {
             Some(o) => (200, o.value.clone(), vec![]),
-            None => { let (st, b) = error(404, "Could not find resource with specified ID", Value::Null); (st, b, vec![]) }
+            None => {
+                let (st, b) = error(
+                    404,
+                    "Could not find resource with specified ID",
+                    Value::Null,
+                );
+                (st, b, vec![])
+            }
         },
         ("POST", None) => {
             let req = req.unwrap_or(Value::Null);
@@ -440,8 +629,17 @@ fn serve(
                 return (st, b, vec![]);
             }
             let name = req["name"].clone();
-            if g.objects.entry(c.path).or_default().iter().any(|o| o.value["name"] == name) {
-                let (st, b) = error(409, &format!("An object with name {name} already exists for this tenant and site"), Value::Null);
+            if g.objects
+                .entry(c.path)
+                .or_default()
+                .iter()
+                .any(|o| o.value["name"] == name)
+            {
+                let (st, b) = error(
+                    409,
+                    &format!("An object with name {name} already exists for this tenant and site"),
+                    Value::Null,
+                );
                 return (st, b, vec![]);
             }
             g.next_id += 1;
@@ -452,7 +650,12 @@ fn serve(
             obj["created"] = json!(TIME);
             obj["updated"] = json!(TIME);
             let fail = matches!(fault, Some(Fault::ErrorTransition));
-            g.objects.entry(c.path).or_default().push(Obj { value: obj.clone(), ready_at: Some(Instant::now() + Duration::from_millis(150)), fail, gone_at: None });
+            g.objects.entry(c.path).or_default().push(Obj {
+                value: obj.clone(),
+                ready_at: Some(Instant::now() + Duration::from_millis(150)),
+                fail,
+                gone_at: None,
+            });
             (201, obj, vec![])
         }
         ("PATCH", Some(id)) => {
@@ -462,8 +665,18 @@ fn serve(
                 let (st, b) = invalid(errs);
                 return (st, b, vec![]);
             }
-            let Some(o) = g.objects.entry(c.path).or_default().iter_mut().find(|o| o.value["id"] == json!(id)) else {
-                let (st, b) = error(404, "Could not find resource with specified ID", Value::Null);
+            let Some(o) = g
+                .objects
+                .entry(c.path)
+                .or_default()
+                .iter_mut()
+                .find(|o| o.value["id"] == json!(id))
+            else {
+                let (st, b) = error(
+                    404,
+                    "Could not find resource with specified ID",
+                    Value::Null,
+                );
                 return (st, b, vec![]);
             };
             let patch = object_from(c, &req);
@@ -474,8 +687,18 @@ fn serve(
             (200, o.value.clone(), vec![])
         }
         ("DELETE", Some(id)) => {
-            let Some(o) = g.objects.entry(c.path).or_default().iter_mut().find(|o| o.value["id"] == json!(id)) else {
-                let (st, b) = error(404, "Could not find resource with specified ID", Value::Null);
+            let Some(o) = g
+                .objects
+                .entry(c.path)
+                .or_default()
+                .iter_mut()
+                .find(|o| o.value["id"] == json!(id))
+            else {
+                let (st, b) = error(
+                    404,
+                    "Could not find resource with specified ID",
+                    Value::Null,
+                );
                 return (st, b, vec![]);
             };
             o.value["status"] = json!(c.deleting);
@@ -503,7 +726,9 @@ fn object_from(c: Coll, req: &Value) -> Value {
             }
         }
     }
-    if c.path == "instance" && let Some(ifs) = out.get_mut("interfaces").and_then(Value::as_array_mut) {
+    if c.path == "instance"
+        && let Some(ifs) = out.get_mut("interfaces").and_then(Value::as_array_mut)
+    {
         for (i, f) in ifs.iter_mut().enumerate() {
             f["id"] = json!(uuid(0xff00 + i as u64));
             f["status"] = json!("Ready");
