@@ -10,6 +10,9 @@ pub enum Owner {
     Label,
     /// The description ends with [`OWNER_MARK`] (kinds without `labels`).
     Description,
+    /// NICo's own objects (machines): found by `id`, never created or deleted by fleetform,
+    /// only changed.
+    Site,
 }
 
 /// The ownership label's key.
@@ -150,6 +153,16 @@ pub const KINDS: &[Kind] = &[
         ],
         owner: Owner::Label,
         ready: &["Ready"],
+    },
+    Kind {
+        name: "machine",
+        collection: "machine",
+        schemas: ("Machine", "", "MachineUpdateRequest"),
+        // Each is its own PATCH: the spec refuses instance type, maintenance and labels
+        // updates in one request.
+        mutable: &["instanceTypeId", "maintenance", "labels"],
+        owner: Owner::Site,
+        ready: &["Ready", "InUse", "Maintenance"],
     },
 ];
 

@@ -159,6 +159,7 @@ fn owned(k: &Kind, obj: &Value) -> bool {
             obj.pointer(&format!("/labels/{}", OWNER_LABEL.replace('/', "~1")))
                 == Some(&json!(OWNER_VALUE))
         }
+        Owner::Site => true,
         Owner::Description => obj
             .get("description")
             .and_then(Value::as_str)
@@ -169,9 +170,11 @@ fn owned(k: &Kind, obj: &Value) -> bool {
 /// Finds the objects named `name` (and, when both say, on the same site).
 fn by_name<'a>(objects: &'a [Value], spec: &NicoSpec) -> Vec<&'a Value> {
     let site = spec.fields.get("siteId");
+    // A machine's name in fleetform is its NICo id.
+    let key = if spec.kind == "machine" { "id" } else { "name" };
     objects
         .iter()
-        .filter(|o| o.get("name").and_then(Value::as_str) == Some(spec.name.as_str()))
+        .filter(|o| o.get(key).and_then(Value::as_str) == Some(spec.name.as_str()))
         .filter(|o| match (site, o.get("siteId")) {
             (Some(a), Some(b)) if !b.is_null() => a == b,
             _ => true,
@@ -183,6 +186,7 @@ fn conflict(id: &ResourceId, k: &Kind, obj: &Value) -> ProviderError {
     let how = match k.owner {
         Owner::Label => format!("label {OWNER_LABEL}={OWNER_VALUE}"),
         Owner::Description => format!("description ending in `{}`", OWNER_MARK.trim_start()),
+        Owner::Site => String::new(),
     };
     ProviderError::permanent(
         id,
@@ -237,6 +241,14 @@ fn observed_state(
                 }
                 l
             }
+            // Maintenance mode shows as the machine's status.
+            "maintenance" if k.owner == Owner::Site => project(
+                want,
+                Some(&json!({
+                    "enabled": obj.get("status").and_then(Value::as_str) == Some("Maintenance"),
+                    "message": obj.get("maintenanceMessage").cloned().unwrap_or(Value::Null),
+                })),
+            ),
             "description" if k.owner == Owner::Description => live
                 .and_then(Value::as_str)
                 .map(|d| {
@@ -335,7 +347,9 @@ async fn body(
     deadline: Instant,
 ) -> Result<Value, ProviderError> {
     let mut b = Value::Object(spec.fields.clone());
-    b["name"] = json!(spec.name);
+    if k.owner != Owner::Site {
+        b["name"] = json!(spec.name);
+    }
     let mut lists: HashMap<&str, Vec<Value>> = HashMap::new();
     for (ptr, r) in &spec.refs {
         let rk = kind(&r.kind).ok_or_else(|| {
@@ -377,6 +391,7 @@ async fn body(
             let d = format!("{}{OWNER_MARK}", d.trim_end());
             b["description"] = json!(d.trim_start());
         }
+        Owner::Site => {}
     }
     Ok(b)
 }
@@ -483,6 +498,15 @@ impl NicoProvider {
                 }
                 return Ok(());
             }
+            if k.owner == Owner::Site {
+                return Err(ProviderError::permanent(
+                    id,
+                    format!(
+                        "NICo has no {} `{}`; fleetform changes NICo's {}s but never creates them",
+                        k.name, spec.name, k.name
+                    ),
+                ));
+            }
             let b = body(id, spec, k, client, deadline).await?;
             match client
                 .request(Method::POST, k.collection, &[], Some(&b), deadline)
@@ -550,6 +574,33 @@ impl NicoProvider {
         if patch.is_empty() {
             return Ok(());
         }
+        if k.owner == Owner::Site {
+            // Instance type, maintenance mode and labels go in separate requests.
+            for (key, v) in patch {
+                let one = match key.as_str() {
+                    "maintenance" => {
+                        let mut m = json!({"setMaintenanceMode": v.get("enabled").cloned().unwrap_or(json!(false))});
+                        if let Some(msg) = v.get("message").filter(|m| !m.is_null()) {
+                            m["maintenanceMessage"] = msg.clone();
+                        }
+                        m
+                    }
+                    "instanceTypeId" if v.is_null() => json!({"clearInstanceType": true}),
+                    _ => json!({ key: v }),
+                };
+                client
+                    .request(
+                        Method::PATCH,
+                        &format!("{}/{oid}", k.collection),
+                        &[],
+                        Some(&one),
+                        deadline,
+                    )
+                    .await
+                    .map_err(|e| api_err(id, spec, e))?;
+            }
+            return Ok(());
+        }
         client
             .request(
                 Method::PATCH,
@@ -572,6 +623,10 @@ impl NicoProvider {
         known: Option<String>,
         deadline: Instant,
     ) -> Result<(), ProviderError> {
+        if k.owner == Owner::Site {
+            // NICo's machines outlive fleetform's interest in them: nothing to delete.
+            return Ok(());
+        }
         let oid = match known {
             Some(o) => o,
             None => match self.find(id, spec, k, client, deadline).await? {

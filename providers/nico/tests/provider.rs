@@ -590,3 +590,62 @@ async fn the_compiled_every_field_site_applies_and_replans_to_noop() {
     );
     assert_eq!(s.violations(), Vec::<String>::new());
 }
+
+/// A machine: found by id, never created; instance type, maintenance mode and labels each go
+/// in their own PATCH (the stand-in refuses them together, as the spec says).
+#[tokio::test]
+async fn a_machine_changes_in_separate_requests_and_is_never_created() {
+    let s = Standin::start().await;
+    let (p, _) = provider(token(BOTH, 3600));
+    let mid = "fm100ht4v4mce2qstjnl8970nnj3ie6ecek4mtjn27pea4kre5gsa49jg0g";
+    // The seeded machine's NICo id is its name in fleetform.
+    let machine = s.seed(
+        "machine",
+        json!({"siteId": SITE_ID, "labels": {"RackIdentifier": "r01"}}),
+    );
+    let it = s.seed("instance/type", json!({"name": "gb200", "siteId": SITE_ID}));
+    let m = desired(
+        &s.endpoint,
+        "machine",
+        &machine,
+        json!({
+            "maintenance": {"enabled": true, "message": "re-cabling"},
+            "labels": {"RackIdentifier": "r01", "ServerName": "n01"},
+        }),
+        json!({"/instanceTypeId": {"kind": "instance-type", "name": "gb200"}}),
+    );
+    let ds = vec![m];
+    let planned = plan(&p, &ds).await;
+    assert_eq!(actions(&planned), [Action::Update]);
+    let mark = s.requests().len();
+    apply(&p, &ds, &planned).await;
+    let patches = s.requests()[mark..]
+        .iter()
+        .filter(|(m, _)| m == "PATCH")
+        .count();
+    assert_eq!(patches, 3, "one request per group");
+    assert_eq!(actions(&plan(&p, &ds).await), [Action::NoOp]);
+    let live = &s.named_by_id("machine", &machine);
+    assert_eq!(
+        (live["status"].clone(), live["instanceTypeId"].clone()),
+        (json!("Maintenance"), json!(it))
+    );
+    // A machine NICo does not have is an error, not a create.
+    let ghost = [desired(
+        &s.endpoint,
+        "machine",
+        mid,
+        json!({"labels": {}}),
+        json!({}),
+    )];
+    let c = Change::new(ghost[0].id.clone(), Action::Create);
+    let req = ApplyRequest {
+        change: &c,
+        desired: Some(&ghost[0]),
+        last_applied: None,
+        observed: None,
+    };
+    let err = p.apply(&req, &cx()).await.unwrap_err();
+    assert!(err.message.contains("never creates"), "{}", err.message);
+    assert_eq!(s.violations(), Vec::<String>::new());
+}

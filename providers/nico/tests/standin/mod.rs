@@ -121,6 +121,17 @@ const COLLS: &[Coll] = &[
         deleting: "Terminating",
         role: "TENANT_ADMIN",
     },
+    // NICo's own machines: listed, read and patched, never created (no `create` schema).
+    Coll {
+        path: "machine",
+        object: "Machine",
+        create: "",
+        update: "MachineUpdateRequest",
+        first: "Ready",
+        ready: "Ready",
+        deleting: "Decommissioned",
+        role: "PROVIDER_ADMIN",
+    },
 ];
 
 /// A fault, consumed by the first request it matches.
@@ -343,6 +354,17 @@ impl Standin {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The object of a collection with this id.
+    pub fn named_by_id(&self, path: &str, id: &str) -> Value {
+        let g = self.inner.lock().unwrap();
+        g.objects[path]
+            .iter()
+            .find(|o| o.value["id"] == json!(id))
+            .unwrap()
+            .value
+            .clone()
     }
 
     /// Every answer that was outside the spec.
@@ -621,6 +643,10 @@ fn serve(
                 (st, b, vec![])
             }
         },
+        ("POST", None) if c.create.is_empty() => {
+            let (st, b) = error(405, "method not allowed", Value::Null);
+            (st, b, vec![])
+        }
         ("POST", None) => {
             let req = req.unwrap_or(Value::Null);
             let errs = check(c.create, &req);
@@ -679,6 +705,43 @@ fn serve(
                 );
                 return (st, b, vec![]);
             };
+            if c.path == "machine" {
+                // The spec: instance type, maintenance and labels updates in separate requests.
+                let groups = [
+                    req.get("instanceTypeId").is_some() || req.get("clearInstanceType").is_some(),
+                    req.get("setMaintenanceMode").is_some()
+                        || req.get("maintenanceMessage").is_some(),
+                    req.get("labels").is_some(),
+                ];
+                if groups.iter().filter(|g| **g).count() != 1 {
+                    let (st, b) = invalid(vec![
+                        "Instance Type, maintenance and labels updates must be specified in separate requests".into(),
+                    ]);
+                    return (st, b, vec![]);
+                }
+                let v = &mut o.value;
+                if let Some(m) = req.get("setMaintenanceMode").and_then(Value::as_bool) {
+                    let st = if m { "Maintenance" } else { "Ready" };
+                    v["status"] = json!(st);
+                    v["statusHistory"].as_array_mut().unwrap().push(json!({"status": st, "message": "maintenance mode changed", "created": TIME, "updated": TIME}));
+                    v["maintenanceMessage"] = if m {
+                        req.get("maintenanceMessage")
+                            .cloned()
+                            .unwrap_or(Value::Null)
+                    } else {
+                        Value::Null
+                    };
+                }
+                if req.get("clearInstanceType") == Some(&json!(true)) {
+                    v["instanceTypeId"] = Value::Null;
+                }
+                for k in ["instanceTypeId", "labels"] {
+                    if let Some(x) = req.get(k) {
+                        v[k] = x.clone();
+                    }
+                }
+                return (200, v.clone(), vec![]);
+            }
             let patch = object_from(c, &req);
             for (k, v) in patch.as_object().unwrap() {
                 // Labels are replaced whole, as the spec says.
