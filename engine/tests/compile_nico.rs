@@ -57,6 +57,7 @@ fn a_nico_host_compiles_to_nico_resources_with_reasoned_edges_and_no_redfish() {
             "nico:pdx-1/instance-type/gb200",
             "nico:pdx-1/instance-type/gb300",
             "nico:pdx-1/instance/n1",
+            "nico:pdx-1/machine/fm100ht4v4mce2qstjnl8970nnj3ie6ecek4mtjn27pea4kre5gsa49jg0g",
             "nico:pdx-1/subnet/tenant-a-0",
             "nico:pdx-1/subnet/tenant-a-1",
             "nico:pdx-1/vpc/tenant-a",
@@ -86,6 +87,10 @@ fn a_nico_host_compiles_to_nico_resources_with_reasoned_edges_and_no_redfish() {
         deps,
         [
             (
+                "nico:pdx-1/machine/fm100ht4v4mce2qstjnl8970nnj3ie6ecek4mtjn27pea4kre5gsa49jg0g",
+                "an instance of type gb200 lands only on a machine of that type",
+            ),
+            (
                 "nico:pdx-1/instance-type/gb200",
                 "host n1 is an instance of type gb200"
             ),
@@ -100,6 +105,10 @@ fn a_nico_host_compiles_to_nico_resources_with_reasoned_edges_and_no_redfish() {
             ),
         ]
     );
+    let machine =
+        get("nico:pdx-1/machine/fm100ht4v4mce2qstjnl8970nnj3ie6ecek4mtjn27pea4kre5gsa49jg0g");
+    assert_eq!(machine.deps[0].on, id("nico:pdx-1/instance-type/gb200"));
+    assert_eq!(machine.spec["refs"]["/instanceTypeId"]["name"], "gb200");
     let alloc = get("nico:pdx-1/allocation/tenant-a-gb200");
     assert_eq!(alloc.deps[0].on, id("nico:pdx-1/instance-type/gb200"));
     assert_eq!(

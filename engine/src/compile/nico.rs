@@ -5,10 +5,12 @@
 //! - each allocation → `nico:<site>/allocation/<name>`, a `Reserved` constraint of `count`
 //!   machines of its instance type;
 //! - each VPC → `nico:<site>/vpc/<name>`, each subnet → `nico:<site>/subnet/<name>`;
-//! - each host → `nico:<site>/instance/<host>` on its machine.
+//! - each host → `nico:<site>/machine/<machineId>` (NICo's machine, given the instance type)
+//!   and `nico:<site>/instance/<host>` on it.
 //!
-//! Edges, with reasons: allocation → its instance type; subnet → its VPC; instance → its
-//! instance type, the allocations of that type (the tenant needs the quota), its VPC and subnet.
+//! Edges, with reasons: allocation → its instance type; subnet → its VPC; machine → its
+//! instance type; instance → its machine, its instance type, the allocations of that type (the
+//! tenant needs the quota), its VPC and subnet.
 
 use fleetform_contract::address::nico_id;
 use serde_json::{Map, Value, json};
@@ -142,6 +144,38 @@ impl Cx<'_> {
             let id = d.id.clone();
             self.add(d);
             let it = nico_id(s, "instance-type", &n.instance_type);
+            // The machine (NICo's, found by id) is given the instance type first.
+            let mut m = Desired::new(
+                nico_id(s, "machine", &n.machine_id),
+                spec(
+                    &site,
+                    "machine",
+                    &n.machine_id,
+                    json!({}),
+                    json!({"/instanceTypeId": {"kind": "instance-type", "name": n.instance_type}}),
+                ),
+            );
+            m.origin = Some(self.origin(h.doc, "/spec/nico/machineId", &h.origin));
+            let mid = m.id.clone();
+            self.add(m);
+            self.dep(
+                &mid,
+                &it,
+                format!(
+                    "machine {} of host {} is assigned instance type {}",
+                    n.machine_id,
+                    h.name(),
+                    n.instance_type
+                ),
+            );
+            self.dep(
+                &id,
+                &mid,
+                format!(
+                    "an instance of type {} lands only on a machine of that type",
+                    n.instance_type
+                ),
+            );
             self.dep(
                 &id,
                 &it,

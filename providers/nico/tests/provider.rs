@@ -555,6 +555,10 @@ async fn the_compiled_every_field_site_applies_and_replans_to_noop() {
     let compiled = fleetform_engine::compile::compile(&fleet, &AnySecret).unwrap();
     let s = Standin::start().await;
     s.seed(
+        "machine",
+        json!({"id": "fm100ht4v4mce2qstjnl8970nnj3ie6ecek4mtjn27pea4kre5gsa49jg0g", "siteId": SITE_ID}),
+    );
+    s.seed(
         "operating-system",
         json!({"name": "ubuntu-24.04", "description": "someone else's image"}),
     );
@@ -574,15 +578,23 @@ async fn the_compiled_every_field_site_applies_and_replans_to_noop() {
         })
         .collect();
     ds.sort_by_key(order);
-    assert_eq!(ds.len(), 8);
+    assert_eq!(ds.len(), 9);
     let (p, _) = provider(token(BOTH, 3600));
     let first = plan(&p, &ds).await;
-    assert!(actions(&first).iter().all(|a| *a == Action::Create));
+    // Everything is new but the machine, which NICo has: it only gets its instance type.
+    for (d, (c, _)) in ds.iter().zip(&first) {
+        let want = if d.spec["kind"] == "machine" {
+            Action::Update
+        } else {
+            Action::Create
+        };
+        assert_eq!(c.action, want, "{}", d.id);
+    }
     apply(&p, &ds, &first).await;
     for d in &ds {
         assert_eq!(wait_ready(&p, d).await, Health::Ready, "{}", d.id);
     }
-    assert_eq!(actions(&plan(&p, &ds).await), [Action::NoOp; 8]);
+    assert_eq!(actions(&plan(&p, &ds).await), [Action::NoOp; 9]);
     let alloc = &s.named("allocation", "tenant-a-gb200")[0];
     assert_eq!(
         alloc["allocationConstraints"][0]["resourceTypeId"],

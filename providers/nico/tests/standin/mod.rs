@@ -320,7 +320,10 @@ impl Standin {
         let c = *COLLS.iter().find(|c| c.path == path).unwrap();
         let mut g = self.inner.lock().unwrap();
         g.next_id += 1;
-        let id = uuid(g.next_id);
+        // A given id is kept (machines have NICo's own ids).
+        let id = value["id"]
+            .as_str()
+            .map_or_else(|| uuid(g.next_id), str::to_string);
         value["id"] = json!(id);
         value["status"] = json!(c.ready);
         value["statusHistory"] =
