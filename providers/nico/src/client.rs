@@ -315,19 +315,33 @@ impl NicoClient {
     /// that moves between pages while the list is read is not counted twice; when the
     /// total changes under the reader, the read starts again (a bounded number of times).
     pub async fn list(&self, collection: &str, deadline: Instant) -> Result<Vec<Value>, ApiError> {
+        self.search(collection, None, deadline).await
+    }
+
+    /// [`NicoClient::list`] narrowed by the spec's `query` parameter (matched against the
+    /// name and other fields, so a superset: callers filter exact names themselves).
+    pub async fn search(
+        &self,
+        collection: &str,
+        query: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Vec<Value>, ApiError> {
         let mut restarts = 0;
         'read: loop {
             let mut seen = std::collections::BTreeSet::new();
             let mut out = Vec::new();
             let mut first_total = None;
             for page in 1u32.. {
-                let query = [
+                let mut params = vec![
                     ("pageNumber", page.to_string()),
                     ("pageSize", PAGE_SIZE.to_string()),
                     ("orderBy", "CREATED_ASC".to_string()),
                 ];
+                if let Some(q) = query {
+                    params.push(("query", q.to_string()));
+                }
                 let a = self
-                    .request(Method::GET, collection, &query, None, deadline)
+                    .request(Method::GET, collection, &params, None, deadline)
                     .await?;
                 let Value::Array(items) = a.body else {
                     return Err(ApiError::Decode {

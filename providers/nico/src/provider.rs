@@ -447,9 +447,12 @@ impl NicoProvider {
         k: &Kind,
         client: &NicoClient,
         deadline: Instant,
+        narrow: bool,
     ) -> Result<Option<Value>, ProviderError> {
+        // One object's lookup asks NICo to narrow the list by `query` (a superset of the
+        // name's matches); a full list is the fallback after a 409 the narrow one missed.
         let all = client
-            .list(k.collection, deadline)
+            .search(k.collection, narrow.then_some(spec.name.as_str()), deadline)
             .await
             .map_err(|e| api_err(id, spec, e))?;
         let found = by_name(&all, spec);
@@ -478,11 +481,12 @@ impl NicoProvider {
         deadline: Instant,
     ) -> Result<(), ProviderError> {
         let mut attempts = 0;
+        let mut narrow = true;
         loop {
             attempts += 1;
             // NICo has no idempotency key: look for the name first, so a create whose
             // answer was lost (or a 409) adopts the object instead of making a second one.
-            if let Some(obj) = self.find(id, spec, k, client, deadline).await? {
+            if let Some(obj) = self.find(id, spec, k, client, deadline, narrow).await? {
                 let oid = obj
                     .get("id")
                     .and_then(Value::as_str)
@@ -522,6 +526,7 @@ impl NicoProvider {
                         && (e.status() == Some(409) || e.is_transient()) =>
                 {
                     tracing::debug!(%id, "nico: create answered {e}; looking the name up again");
+                    narrow = e.status() != Some(409);
                     tokio::time::sleep(e.retry_after().unwrap_or(self.poll)).await;
                 }
                 Err(e) => return Err(api_err(id, spec, e)),
@@ -629,7 +634,7 @@ impl NicoProvider {
         }
         let oid = match known {
             Some(o) => o,
-            None => match self.find(id, spec, k, client, deadline).await? {
+            None => match self.find(id, spec, k, client, deadline, true).await? {
                 Some(o) => o
                     .get("id")
                     .and_then(Value::as_str)
@@ -871,7 +876,7 @@ impl Provider for NicoProvider {
                 Err(e) if e.status() == Some(404) => None,
                 Err(e) => return Err(api_err(id, &spec, e)),
             },
-            None => self.find(id, &spec, k, &client, deadline).await?,
+            None => self.find(id, &spec, k, &client, deadline, true).await?,
         };
         let Some(obj) = obj else {
             return Ok(Health::Progressing("not in NICo yet".into()));

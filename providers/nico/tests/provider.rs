@@ -326,6 +326,8 @@ async fn a_create_whose_answer_is_lost_makes_no_duplicate() {
     assert_eq!(actions(&plan(&p2, &ds).await), [Action::NoOp]);
     let posts = s.requests().iter().filter(|(m, _)| m == "POST").count();
     assert_eq!(posts, 1);
+    // The lookup before a create asks NICo for that name, not for the whole collection.
+    assert!(s.requests().iter().any(|(_, u)| u.contains("query=gb300")));
     assert_eq!(s.violations(), Vec::<String>::new());
 }
 

@@ -285,6 +285,33 @@ fn verify(headers: &HeaderMap) -> Result<Vec<String>, &'static str> {
         .unwrap_or_default())
 }
 
+/// Decodes one `application/x-www-form-urlencoded` value.
+fn decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let h = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match h {
+                    Some(x) => {
+                        out.push(x);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn uuid(n: u64) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")
 }
@@ -611,10 +638,22 @@ fn serve(
                 )]);
                 return (st, b, vec![]);
             }
+            // `query` matches name, description, labels and status (the spec's words), as a
+            // substring here.
+            let q_text = q.get("query").map(|v| decode(v));
             let all = g.objects.entry(c.path).or_default();
-            let total = all.len();
+            let matches = |o: &Obj| {
+                q_text.as_ref().is_none_or(|t| {
+                    ["name", "description", "status", "id"]
+                        .iter()
+                        .any(|k| o.value[*k].as_str().is_some_and(|v| v.contains(t.as_str())))
+                        || o.value["labels"].to_string().contains(t.as_str())
+                })
+            };
+            let total = all.iter().filter(|o| matches(o)).count();
             let items: Vec<Value> = all
                 .iter()
+                .filter(|o| matches(o))
                 .skip(((page - 1) * size) as usize)
                 .take(size as usize)
                 .map(|o| o.value.clone())
