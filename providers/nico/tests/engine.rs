@@ -33,7 +33,10 @@ async fn plan(p: &Providers, store: &LocalStateStore, desired: &[Desired]) -> Pl
         desired,
         &state,
         p,
-        &PlanOptions::default(),
+        &PlanOptions {
+            allow_mass_delete: true,
+            ..PlanOptions::default()
+        },
         ObserveOptions::default(),
         Some("nico-test".into()),
     )
@@ -54,6 +57,7 @@ async fn apply(p: &Providers, store: &LocalStateStore, desired: &[Desired]) {
     let options = ApplyOptions {
         health_poll: Duration::from_millis(50),
         health_timeout: Duration::from_secs(10),
+        allow_destroy: true,
         ..ApplyOptions::default()
     };
     let report = run_apply(&planned, desired, &mut state, store, p, &options, None, rx)
