@@ -294,6 +294,7 @@ pub fn registry() -> Registry {
     fleetform_kube::register(&mut r);
     fleetform_redfish::register(&mut r);
     fleetform_ngc::register(&mut r);
+    fleetform_nico::register(&mut r);
     r
 }
 

@@ -46,6 +46,15 @@ pub fn kube_node_id(cluster: &str, node: &str) -> ResourceId {
     ResourceId::new(KUBE, format!("{cluster}/v1/Node/{node}"))
 }
 
+/// The provider name of NICo objects.
+pub const NICO: &str = "nico";
+
+/// The address of an object in a NICo site: `nico:<site>/<kind>/<name>`, e.g.
+/// `nico:pdx-1/instance-type/gb200`. NICo names are unique per tenant and site.
+pub fn nico_id(site: &str, kind: &str, name: &str) -> ResourceId {
+    ResourceId::new(NICO, format!("{site}/{kind}/{name}"))
+}
+
 /// The cluster a Kubernetes object's address names (its first path segment),
 /// `None` for an address of another provider.
 pub fn kube_cluster(id: &ResourceId) -> Option<&str> {

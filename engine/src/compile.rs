@@ -26,6 +26,7 @@ mod kai;
 mod karpenter;
 mod kyverno;
 mod labels;
+mod nico;
 mod observability;
 mod operands;
 mod placement;
@@ -95,6 +96,7 @@ pub fn compile(fleet: &Fleet, secrets: &dyn SecretResolver) -> Result<Compiled, 
     for host in &fleet.hosts {
         cx.host(host, pool_of.get(host.name()).copied());
     }
+    cx.nico();
     for tenant in &fleet.tenants {
         clusters.insert(
             tenant.name().to_string(),
@@ -384,12 +386,14 @@ impl Cx<'_> {
 
     fn host(&mut self, host: &Host, pool: Option<&NodePool>) {
         let spec = &host.spec;
+        // A host without a BMC is NICo's (compile/nico.rs): no redfish resources.
+        let Some(b) = &spec.bmc else { return };
         let bmc = json!({
-            "endpoint": spec.bmc.endpoint,
-            "system": spec.bmc.system_id,
-            "credentials": { "username": spec.bmc.credentials.username, "password": spec.bmc.credentials.password },
-            "caBundle": spec.bmc.ca_bundle,
-            "insecure": spec.bmc.insecure,
+            "endpoint": b.endpoint,
+            "system": b.system_id,
+            "credentials": { "username": b.credentials.username, "password": b.credentials.password },
+            "caBundle": b.ca_bundle,
+            "insecure": b.insecure,
         });
         let rollout = pool.map(|p| {
             let defaults = &self.fleet.fleet.spec.rollout;
@@ -508,13 +512,15 @@ impl Cx<'_> {
                     let Some(host) = self.fleet.host(&h) else {
                         continue;
                     };
-                    let system = host.spec.bmc.system_id.clone().unwrap_or_else(|| h.clone());
+                    // A NICo-managed host has no BMC for metal3 to drive.
+                    let Some(bmc) = &host.spec.bmc else { continue };
+                    let system = bmc.system_id.clone().unwrap_or_else(|| h.clone());
                     let bmh = json!({
                         "apiVersion": "metal3.io/v1alpha1", "kind": "BareMetalHost",
                         "metadata": { "name": h, "namespace": format!("tenant-{t}"), "labels": { "fleetform.dev/pool": p.name() } },
                         "spec": {
                             "online": matches!(host.spec.power, crate::manifest::PowerState::On),
-                            "bmc": { "address": format!("redfish+{}/redfish/v1/Systems/{system}", host.spec.bmc.endpoint), "credentialsName": format!("{h}-bmc") },
+                            "bmc": { "address": format!("redfish+{}/redfish/v1/Systems/{system}", bmc.endpoint), "credentialsName": format!("{h}-bmc") },
                         }
                     });
                     let o = self.origin(host.doc, "/spec/bmc", &host.origin);

@@ -23,6 +23,10 @@ use crate::secret::SecretRef;
 
 mod charts;
 pub use charts::{ChartDefaults, ChartSource};
+mod nico;
+pub use nico::{
+    HostNico, ManagedBy, NicoAllocation, NicoInstanceType, NicoSite, NicoSubnet, NicoVpc,
+};
 
 /// The only `apiVersion` this model reads.
 pub const API_VERSION: &str = "fleetform.dev/v1alpha1";
@@ -273,6 +277,9 @@ pub struct FleetSpec {
     /// Guard rails for deletions.
     #[serde(default)]
     pub prune: Prune,
+    /// The NICo site whose hosts say `managedBy: nico`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nico: Option<NicoSite>,
 }
 
 /// `registries`.
@@ -862,8 +869,15 @@ pub struct Location {
 pub struct HostSpec {
     /// The rack it sits in.
     pub rack: String,
-    /// Its BMC.
-    pub bmc: Bmc,
+    /// Who manages its hardware (default: fleetform, through `bmc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<ManagedBy>,
+    /// Its BMC; none for a host NICo manages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmc: Option<Bmc>,
+    /// The NICo machine and instance of a host with `managedBy: nico`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nico: Option<HostNico>,
     /// Its GPUs.
     pub gpu: Gpu,
     /// Network rails.

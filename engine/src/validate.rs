@@ -30,6 +30,8 @@ use crate::load::{Document, SourceFile, escape_segment};
 use crate::manifest::*;
 use crate::sharing;
 
+mod nico;
+
 /// The schema, as published for editors.
 pub const SCHEMA_JSON: &str = include_str!("../../schemas/fleet.v1alpha1.json");
 
@@ -754,6 +756,7 @@ impl Cx<'_> {
         self.names(f);
         self.fleet_settings(f);
         self.hosts(f);
+        self.nico(f);
         self.operators(f);
         self.tenants(f);
         self.pools(f);
@@ -914,10 +917,12 @@ impl Cx<'_> {
                     .hint(format!("a {model} host has at most {max} GPUs"));
                 self.push(e);
             }
-            self.url(i, "/spec/bmc/endpoint", &h.spec.bmc.endpoint);
+            // A NICo-managed host has no BMC (checked in validate/nico.rs).
+            let Some(bmc) = &h.spec.bmc else { continue };
+            self.url(i, "/spec/bmc/endpoint", &bmc.endpoint);
             let key = (
-                h.spec.bmc.endpoint.trim_end_matches('/').to_string(),
-                h.spec.bmc.system_id.clone(),
+                bmc.endpoint.trim_end_matches('/').to_string(),
+                bmc.system_id.clone(),
             );
             if let Some(other) = bmcs.get(&key) {
                 let e = self
