@@ -20,6 +20,8 @@ pub mod registry;
 pub mod resource;
 pub mod secret;
 pub mod sensitive;
+#[cfg(feature = "work-counters")]
+pub mod work;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
