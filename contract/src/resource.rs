@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 /// `kube:acme/nvidia.com/v1/ClusterPolicy/cluster-policy` or
 /// `redfish:host/r01-n03/bios`. The part before the first `:` names the
 /// provider that owns it. Usable with `--target`.
-#[derive(Debug, Clone, Hash, Serialize, Deserialize)]
-#[cfg_attr(not(feature = "work-counters"), derive(PartialEq, Eq, PartialOrd, Ord))]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(not(feature = "work-counters"), derive(PartialEq, Eq, PartialOrd, Ord, Hash))]
 #[serde(transparent)]
 pub struct ResourceId(String);
 
@@ -24,6 +24,12 @@ impl PartialEq for ResourceId {
 }
 #[cfg(feature = "work-counters")]
 impl Eq for ResourceId {}
+#[cfg(feature = "work-counters")]
+impl std::hash::Hash for ResourceId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 #[cfg(feature = "work-counters")]
 impl PartialOrd for ResourceId {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
