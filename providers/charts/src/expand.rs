@@ -288,22 +288,29 @@ fn collect_images(v: &Value, out: &mut BTreeSet<String>) {
     }
 }
 
-/// Adds "waits for CRD" edges: every resource in `cluster` whose kind a release's CRD defines.
+/// The CRDs releases define in one cluster: (group, kind) → (CRD address, release, whether the
+/// release waits).
+pub type ClusterCrds = BTreeMap<(String, String), (ResourceId, String, bool)>;
+
+/// Adds "waits for CRD" edges: every resource whose kind a release's CRD in its own cluster
+/// defines (`crds` is keyed by cluster).
 ///
 /// Such a custom resource is made ready by the release's operator: where the release does not
 /// wait (`charts.wait: false`, no controllers run), neither does the resource.
-pub fn crd_edges(
-    resources: &mut [Desired],
-    cluster: &str,
-    crds: &BTreeMap<(String, String), (ResourceId, String, bool)>,
-) {
-    if crds.is_empty() {
+///
+/// One pass over the resources for all clusters: a pass per cluster made a fleet of many
+/// tenants quadratic (100 tenants: 100 × 17,500 resources read).
+pub fn crd_edges(resources: &mut [Desired], crds: &BTreeMap<String, ClusterCrds>) {
+    if crds.values().all(BTreeMap::is_empty) {
         return;
     }
     for d in resources.iter_mut() {
-        if d.id.provider() != "kube" || text(&d.spec, "/cluster") != cluster {
+        if d.id.provider() != "kube" {
             continue;
         }
+        let Some(crds) = crds.get(text(&d.spec, "/cluster")) else {
+            continue;
+        };
         let key = (
             group_of(text(&d.spec, "/object/apiVersion")).to_string(),
             text(&d.spec, "/object/kind").to_string(),

@@ -294,10 +294,7 @@ impl Expander {
 
         // Expand, cluster by cluster, so CRD edges see every release of the cluster.
         let mut infos = Vec::new();
-        let mut crds_by_cluster: BTreeMap<
-            String,
-            BTreeMap<(String, String), (ResourceId, String, bool)>,
-        > = BTreeMap::new();
+        let mut crds_by_cluster: BTreeMap<String, expand::ClusterCrds> = BTreeMap::new();
         let mut scopes: BTreeMap<String, expand::Scopes> = BTreeMap::new();
         let existing: BTreeSet<ResourceId> =
             compiled.resources.iter().map(|d| d.id.clone()).collect();
@@ -380,9 +377,7 @@ impl Expander {
             return Err(errors);
         }
         compiled.resources.extend(added);
-        for (cluster, crds) in &crds_by_cluster {
-            expand::crd_edges(&mut compiled.resources, cluster, crds);
-        }
+        expand::crd_edges(&mut compiled.resources, &crds_by_cluster);
         // Compiled resources that wait for a release wait for its gates.
         let index: BTreeMap<ResourceId, usize> = compiled
             .resources
