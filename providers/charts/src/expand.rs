@@ -229,6 +229,35 @@ pub fn release(r: &ChartRelease, rendered: &Rendered, scopes: &mut Scopes) -> Ex
         .enumerate()
         .map(|(i, d)| (d.id.clone(), i))
         .collect();
+    // A namespace the chart renders itself (kai-scheduler's kai-resource-reservation) comes
+    // before the objects in it: without the edge they raced it and the apply failed with
+    // `namespaces "..." not found` when they lost. Pre-install hooks are left out: the
+    // namespace, a plain object, already waits for them.
+    let namespaces: BTreeMap<String, ResourceId> = plain
+        .iter()
+        .filter_map(|id| {
+            let o = &out.resources[by_id[id]].spec["object"];
+            (text(o, "/kind") == "Namespace" && text(o, "/apiVersion") == "v1")
+                .then(|| (text(o, "/metadata/name").to_string(), id.clone()))
+        })
+        .collect();
+    let ns_edges: Vec<(ResourceId, ResourceId, String)> = if namespaces.is_empty() {
+        Vec::new()
+    } else {
+        plain
+            .iter()
+            .chain(&after)
+            .filter_map(|id| {
+                let ns = text(
+                    &out.resources[by_id[id]].spec["object"],
+                    "/metadata/namespace",
+                );
+                namespaces
+                    .get(ns)
+                    .map(|n| (id.clone(), n.clone(), ns.to_string()))
+            })
+            .collect()
+    };
     let mut edge = |from: &ResourceId, on: &ResourceId, reason: String| {
         if from == on {
             return;
@@ -261,6 +290,13 @@ pub fn release(r: &ChartRelease, rendered: &Rendered, scopes: &mut Scopes) -> Ex
                 format!("Helm post-install/post-upgrade hook of release {label} runs after it"),
             );
         }
+    }
+    for (id, ns_id, ns) in ns_edges {
+        edge(
+            &id,
+            &ns_id,
+            format!("namespace {ns} (rendered by release {label}) first"),
+        );
     }
     for p in &r.provides {
         out.gates.push(p.clone());

@@ -302,7 +302,9 @@ impl Expander {
         let mut added = Vec::new();
         let mut gates_of: BTreeMap<usize, Vec<ResourceId>> = BTreeMap::new();
         for (i, chart, _, _) in &pending {
-            let Some(&out) = rendered.get(i) else { continue };
+            let Some(&out) = rendered.get(i) else {
+                continue;
+            };
             let r = &releases[*i];
             let s = scopes.entry(r.cluster.clone()).or_insert_with(|| {
                 match caps.get(r.cluster.as_str()) {
