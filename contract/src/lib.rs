@@ -20,10 +20,10 @@ pub mod registry;
 pub mod resource;
 pub mod secret;
 pub mod sensitive;
-#[cfg(feature = "work-counters")]
-pub mod work;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+#[cfg(feature = "work-counters")]
+pub mod work;
 
 pub use provider::{
     Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, ErrorKind, FieldChange, Health,

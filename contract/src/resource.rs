@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 /// `redfish:host/r01-n03/bios`. The part before the first `:` names the
 /// provider that owns it. Usable with `--target`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(not(feature = "work-counters"), derive(PartialEq, Eq, PartialOrd, Ord, Hash))]
+#[cfg_attr(
+    not(feature = "work-counters"),
+    derive(PartialEq, Eq, PartialOrd, Ord, Hash)
+)]
 #[serde(transparent)]
 pub struct ResourceId(String);
 

@@ -112,7 +112,11 @@ fn compile_graph_plan_work_grows_linearly() {
         for (what, x, y) in [
             ("allocations", a.allocations as f64, b.allocations as f64),
             ("bytes allocated", a.bytes as f64, b.bytes as f64),
-            ("address comparisons and reads", a.id_ops as f64, b.id_ops as f64),
+            (
+                "address comparisons and reads",
+                a.id_ops as f64,
+                b.id_ops as f64,
+            ),
         ] {
             let r = y / x;
             eprintln!("{stage:8} {what:30} {x:>12} -> {y:>12}  {r:.3}x");
