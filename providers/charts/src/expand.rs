@@ -377,6 +377,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn objects_wait_for_a_namespace_their_own_release_renders() {
+        // kai-scheduler renders Namespace kai-resource-reservation and objects in it.
+        let r: ChartRelease = serde_json::from_value(json!({
+            "cluster": "t1", "name": "kai-scheduler", "namespace": "kai-scheduler",
+            "chart": "kai-scheduler", "version": "v0.13.0", "repository": null,
+            "username": null, "password": null, "insecure": false, "caBundle": null,
+            "values": {}, "wait": false, "after": [], "provides": [], "dependents": [],
+            "origin": {"file": "fleet.yaml", "line": 1, "column": 1},
+        }))
+        .unwrap();
+        let obj = |o: Value| json!({"source": "t.yaml", "object": o});
+        let rendered: Rendered = serde_json::from_value(json!({"objects": [
+            obj(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": "rr", "namespace": "kai-resource-reservation"}})),
+            obj(json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "kai-resource-reservation"}})),
+            obj(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "op"}})),
+        ]}))
+        .unwrap();
+        let x = release(&r, &rendered, &mut Scopes::default());
+        let deps = |suffix: &str| -> Vec<String> {
+            let d = x
+                .resources
+                .iter()
+                .find(|d| d.id.as_str().ends_with(suffix))
+                .unwrap();
+            d.deps.iter().map(|d| d.on.to_string()).collect()
+        };
+        assert_eq!(
+            deps("/RoleBinding/kai-resource-reservation/rr"),
+            ["kube:t1/v1/Namespace/kai-resource-reservation"]
+        );
+        // An object in the release namespace (compiled, not rendered) gets no such edge.
+        assert!(deps("/ServiceAccount/kai-scheduler/op").is_empty());
+    }
+
+    #[test]
     fn hooks_run_on_install_or_upgrade_and_never_on_delete_rollback_or_test() {
         let p = |e: &[&str]| hook_phase(&e.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(p(&["pre-install", "pre-upgrade"]), HookPhase::Before);
