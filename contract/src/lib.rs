@@ -22,6 +22,8 @@ pub mod secret;
 pub mod sensitive;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+#[cfg(feature = "work-counters")]
+pub mod work;
 
 pub use provider::{
     Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, ErrorKind, FieldChange, Health,

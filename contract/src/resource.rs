@@ -8,9 +8,44 @@ use serde::{Deserialize, Serialize};
 /// `kube:acme/nvidia.com/v1/ClusterPolicy/cluster-policy` or
 /// `redfish:host/r01-n03/bios`. The part before the first `:` names the
 /// provider that owns it. Usable with `--target`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(
+    not(feature = "work-counters"),
+    derive(PartialEq, Eq, PartialOrd, Ord, Hash)
+)]
 #[serde(transparent)]
 pub struct ResourceId(String);
+
+// With `work-counters`, every comparison of two addresses is counted (see [`crate::work`]):
+// the same order as the derived one, plus one relaxed atomic add.
+#[cfg(feature = "work-counters")]
+impl PartialEq for ResourceId {
+    fn eq(&self, other: &Self) -> bool {
+        crate::work::count_id_op();
+        self.0 == other.0
+    }
+}
+#[cfg(feature = "work-counters")]
+impl Eq for ResourceId {}
+#[cfg(feature = "work-counters")]
+impl std::hash::Hash for ResourceId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+#[cfg(feature = "work-counters")]
+impl PartialOrd for ResourceId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+#[cfg(feature = "work-counters")]
+impl Ord for ResourceId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        crate::work::count_id_op();
+        self.0.cmp(&other.0)
+    }
+}
 
 impl ResourceId {
     /// Builds an address from a provider name and a provider-specific path.
@@ -30,16 +65,22 @@ impl ResourceId {
 
     /// The provider that owns this resource (`kube`, `redfish`, `ngc`, `gpu`, ...).
     pub fn provider(&self) -> &str {
+        #[cfg(feature = "work-counters")]
+        crate::work::count_id_op();
         self.0.split_once(':').map_or("", |(p, _)| p)
     }
 
     /// The provider-specific part of the address, after `provider:`.
     pub fn path(&self) -> &str {
+        #[cfg(feature = "work-counters")]
+        crate::work::count_id_op();
         self.0.split_once(':').map_or(&self.0, |(_, p)| p)
     }
 
     /// The full address as a string.
     pub fn as_str(&self) -> &str {
+        #[cfg(feature = "work-counters")]
+        crate::work::count_id_op();
         &self.0
     }
 }

@@ -211,75 +211,101 @@ impl Expander {
             pending.push((i, chart, req, key));
         }
 
-        // Cached renders first; the rest in one run of the renderer.
-        let mut rendered: BTreeMap<usize, render::Rendered> = BTreeMap::new();
-        let mut misses = Vec::new();
-        for (n, (i, _, req, key)) in pending.iter().enumerate() {
+        // Cached renders first; the rest in one run of the renderer. Releases with the same
+        // key (the same chart, values and capabilities: one operator on many tenants) share
+        // one render: each key is read from the cache or rendered once, not once per release.
+        let mut by_key: BTreeMap<&str, render::Rendered> = BTreeMap::new();
+        let mut misses: Vec<usize> = Vec::new();
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        for (n, (_, _, _, key)) in pending.iter().enumerate() {
+            if !seen.insert(key.as_str()) {
+                continue;
+            }
             match self.cached(key) {
                 Some(r) => {
-                    rendered.insert(*i, r);
+                    by_key.insert(key, r);
                 }
-                None => misses.push((n, req.clone())),
+                None => misses.push(n),
             }
         }
+        // Every pending release whose request has `key`.
+        let with_key = |key: &str| -> Vec<(&ChartRelease, &FetchedChart)> {
+            pending
+                .iter()
+                .filter(|p| p.3 == key)
+                .map(|p| (&releases[p.0], &p.1))
+                .collect()
+        };
         if !misses.is_empty() {
             let renderer = match &self.renderer {
                 Some(p) => p.clone(),
                 None => match render::locate() {
                     Ok(p) => p,
                     Err(e) => {
-                        for (n, _) in &misses {
-                            errors.push(fail(&releases[pending[*n].0], e.to_string()));
+                        for n in &misses {
+                            for (r, _) in with_key(&pending[*n].3) {
+                                errors.push(fail(r, e.to_string()));
+                            }
                         }
                         return Err(errors);
                     }
                 },
             };
             let requests: Vec<render::RenderRequest> =
-                misses.iter().map(|(_, r)| r.clone()).collect();
+                misses.iter().map(|n| pending[*n].2.clone()).collect();
             match render::render(&renderer, &requests).await {
                 Ok(results) => {
-                    for ((n, _), result) in misses.iter().zip(results) {
-                        let (i, chart, _, key) = &pending[*n];
-                        let r = &releases[*i];
+                    for (n, result) in misses.iter().zip(results) {
+                        let key = pending[*n].3.as_str();
                         match result {
                             Ok(out) => {
                                 self.store(key, &out);
-                                rendered.insert(*i, out);
+                                by_key.insert(key, out);
                             }
-                            Err(f) => errors.push(fail(
-                                r,
-                                format!(
-                                    "{} ({}): {}",
-                                    stage_words(&f.stage),
-                                    chart.origin,
-                                    f.message.trim()
-                                ),
-                            )),
+                            Err(f) => {
+                                for (r, chart) in with_key(key) {
+                                    errors.push(fail(
+                                        r,
+                                        format!(
+                                            "{} ({}): {}",
+                                            stage_words(&f.stage),
+                                            chart.origin,
+                                            f.message.trim()
+                                        ),
+                                    ));
+                                }
+                            }
                         }
                     }
                 }
                 Err(e) => {
-                    for (n, _) in &misses {
-                        errors.push(fail(&releases[pending[*n].0], e.to_string()));
+                    for n in &misses {
+                        for (r, _) in with_key(&pending[*n].3) {
+                            errors.push(fail(r, e.to_string()));
+                        }
                     }
                 }
             }
         }
+        let rendered: BTreeMap<usize, &render::Rendered> = pending
+            .iter()
+            .filter_map(|(i, _, _, key)| by_key.get(key.as_str()).map(|r| (*i, r)))
+            .collect();
 
         // Expand, cluster by cluster, so CRD edges see every release of the cluster.
         let mut infos = Vec::new();
-        let mut crds_by_cluster: BTreeMap<String, expand::CrdOwners> = BTreeMap::new();
+        let mut crds_by_cluster: BTreeMap<String, expand::ClusterCrds> = BTreeMap::new();
         let mut scopes: BTreeMap<String, expand::Scopes> = BTreeMap::new();
         let existing: BTreeSet<ResourceId> =
             compiled.resources.iter().map(|d| d.id.clone()).collect();
         let mut claimed: BTreeMap<ResourceId, (String, serde_json::Value)> = BTreeMap::new();
         let mut added = Vec::new();
         let mut gates_of: BTreeMap<usize, Vec<ResourceId>> = BTreeMap::new();
-        for (i, _, _, _) in &pending {
-            let Some(out) = rendered.get(i) else { continue };
+        for (i, chart, _, _) in &pending {
+            let Some(&out) = rendered.get(i) else {
+                continue;
+            };
             let r = &releases[*i];
-            let chart = &pending.iter().find(|p| p.0 == *i).map(|p| p.1.clone());
             let s = scopes.entry(r.cluster.clone()).or_insert_with(|| {
                 match caps.get(r.cluster.as_str()) {
                     Some(Ok(c)) => expand::Scopes::from_kinds(&c.kinds),
@@ -340,12 +366,7 @@ impl Expander {
                 crds.insert(k.clone(), (id.clone(), r.key(), r.wait));
             }
             gates_of.insert(*i, x.gates.clone());
-            let chart = chart.clone().unwrap_or(FetchedChart {
-                path: PathBuf::new(),
-                digest: String::new(),
-                origin: String::new(),
-                stamp_version: false,
-            });
+            let chart = chart.clone();
             infos.push(ReleaseInfo {
                 release: r.key(),
                 chart: r.chart.clone(),
@@ -366,9 +387,7 @@ impl Expander {
             return Err(errors);
         }
         compiled.resources.extend(added);
-        for (cluster, crds) in &crds_by_cluster {
-            expand::crd_edges(&mut compiled.resources, cluster, crds);
-        }
+        expand::crd_edges(&mut compiled.resources, &crds_by_cluster);
         // Compiled resources that wait for a release wait for its gates.
         let index: BTreeMap<ResourceId, usize> = compiled
             .resources
