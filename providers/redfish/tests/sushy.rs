@@ -231,8 +231,9 @@ async fn bios_attributes_apply_at_once_on_libvirt_and_out_of_band_change_is_drif
         paths(&first),
         ["/attributes/ProcTurboMode", "/attributes/SriovGlobalEnable"]
     );
-    // Before the first apply the provider cannot know the BMC applies at once: it says a reboot is needed.
-    assert!(first.disruptive);
+    // Staging (or, here, applying at once) is never the disruptive step: the reset that makes
+    // staged settings current is planned by the host's power resource (`applyAtReset`).
+    assert!(!first.disruptive);
 
     pe.oob(
         Method::PATCH,
@@ -243,7 +244,6 @@ async fn bios_attributes_apply_at_once_on_libvirt_and_out_of_band_change_is_drif
     .await;
     let (drift, _) = plan(&p, &d).await.unwrap();
     assert_eq!(paths(&drift), ["/attributes/ProcTurboMode"]);
-    // Now it knows: this BMC applied the last change at once, no reboot.
     assert!(!drift.disruptive);
 }
 
