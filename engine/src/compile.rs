@@ -449,13 +449,15 @@ impl Cx<'_> {
                 true,
             );
         }
-        push(
-            self,
-            "secure-boot",
-            json!({ "enabled": spec.secure_boot }),
-            "/spec/secureBoot",
-            true,
-        );
+        if let Some(enabled) = spec.secure_boot {
+            push(
+                self,
+                "secure-boot",
+                json!({ "enabled": enabled }),
+                "/spec/secureBoot",
+                true,
+            );
+        }
         if let Some(boot) = &spec.boot {
             push(
                 self,
@@ -465,13 +467,21 @@ impl Cx<'_> {
                 false,
             );
         }
-        push(
-            self,
-            "power",
-            json!({ "state": spec.power }),
-            "/spec/power",
-            false,
-        );
+        // The host's one reset: BIOS and secure-boot settings are staged by their own
+        // resources and made current by a single reset the power resource plans (disruptive,
+        // so it is the step that is rolled out and cordoned).
+        let mut power = json!({ "state": spec.power });
+        let mut at_reset = serde_json::Map::new();
+        if let Some(bios) = spec.bios.as_ref().filter(|b| !b.attributes.is_empty()) {
+            at_reset.insert("bios".into(), json!(bios.attributes));
+        }
+        if let Some(enabled) = spec.secure_boot {
+            at_reset.insert("secureBoot".into(), json!(enabled));
+        }
+        if !at_reset.is_empty() && matches!(spec.power, crate::manifest::PowerState::On) {
+            power["applyAtReset"] = Value::Object(at_reset);
+        }
+        push(self, "power", power, "/spec/power", true);
         let power = host_id(name, "power");
         for (id, aspect) in aspects {
             if aspect != "power" {

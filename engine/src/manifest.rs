@@ -878,9 +878,10 @@ pub struct HostSpec {
     /// BIOS settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bios: Option<Bios>,
-    /// UEFI Secure Boot (default false).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub secure_boot: bool,
+    /// UEFI Secure Boot; unmanaged when absent (a BMC without SecureBoot then plans nothing
+    /// for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<bool>,
     /// Desired power state (default `On`).
     #[serde(default)]
     pub power: PowerState,

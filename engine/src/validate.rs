@@ -1993,7 +1993,7 @@ impl Cx<'_> {
             }
             // Secure Boot needs precompiled signed modules (or a host-installed driver).
             let d = &ops.gpu_operator.driver;
-            if let Some(h) = hosts.iter().find(|h| h.spec.secure_boot) {
+            if let Some(h) = hosts.iter().find(|h| h.spec.secure_boot == Some(true)) {
                 if d.enabled && !d.use_precompiled {
                     let e = self
                         .err("secure-boot-driver", h.doc.0, "/spec/secureBoot", format!("host `{}` boots with Secure Boot, but tenant `{}`'s driver compiles unsigned kernel modules", h.name(), t.name()))

@@ -38,11 +38,18 @@ fn a_pool_members_disruptive_bmc_changes_cordon_its_node_in_the_tenant_cluster()
         c.resources.iter().any(|d| &d.id == node),
         "the node it cordons is a compiled (adopted) resource"
     );
-    // Power is not disruptive in the rollout sense here: no cordon.
+    // The reset that makes staged BIOS settings current is the power resource's: it is
+    // rolled out and cordons the node too, and its spec says what the reset must apply.
     let power = c
         .resources
         .iter()
         .find(|d| d.id == ResourceId::new("redfish", "host/r01-n01/power"))
         .unwrap();
-    assert_eq!(power.maintenance, None);
+    assert_eq!(power.maintenance.as_ref(), Some(node));
+    assert!(power.rollout.is_some());
+    assert_eq!(
+        power.spec["applyAtReset"]["bios"], bios.spec["attributes"],
+        "{}",
+        power.spec
+    );
 }
