@@ -53,3 +53,36 @@ fn a_pool_members_disruptive_bmc_changes_cordon_its_node_in_the_tenant_cluster()
         power.spec
     );
 }
+
+#[test]
+fn secure_boot_is_managed_only_when_the_manifest_sets_it() {
+    // examples/small leaves secureBoot unset: no secure-boot resource, nothing for the reset.
+    let c = compiled("examples/small");
+    assert!(
+        !c.resources
+            .iter()
+            .any(|d| d.id.path().ends_with("/secure-boot")),
+        "a secure-boot resource for a host that does not set secureBoot"
+    );
+    // fixtures/every-field sets `secureBoot: false`: managed, and part of the host's reset.
+    let c = compiled("fixtures/every-field");
+    let sb: Vec<_> = c
+        .resources
+        .iter()
+        .filter(|d| d.id.path().ends_with("/secure-boot"))
+        .collect();
+    assert!(!sb.is_empty());
+    let host = sb[0].id.path().split('/').nth(1).unwrap().to_string();
+    let power = c
+        .resources
+        .iter()
+        .find(|d| d.id == ResourceId::new("redfish", format!("host/{host}/power")))
+        .unwrap();
+    if power.spec["state"] == "On" {
+        assert_eq!(
+            power.spec["applyAtReset"]["secureBoot"], false,
+            "{}",
+            power.spec
+        );
+    }
+}
