@@ -160,6 +160,15 @@ impl Host<'_> {
     fn permanent(&self, msg: impl std::fmt::Display) -> ProviderError {
         ProviderError::permanent(self.id, format!("host {}: {msg}", self.name))
     }
+
+    /// One "unsupported by this BMC" problem: what the manifest asks, the BMC, and the
+    /// Redfish property it lacks.
+    fn unsupported(&self, what: &str, property: &str) -> ProviderError {
+        self.permanent(format!(
+            "{what} is unsupported by this BMC ({}): it has no `{property}`",
+            self.conn.http().base()
+        ))
+    }
 }
 
 /// The last path segment of each member (its Id in the URL), for messages.
@@ -490,10 +499,10 @@ impl RedfishProvider {
             Aspect::Bios => self.observe_bios(host, spec, p).await,
             Aspect::SecureBoot => {
                 let path = host.link("SecureBoot").ok_or_else(|| {
-                    host.permanent("the BMC does not expose SecureBoot for this system")
+                    host.unsupported("secureBoot", &format!("{}/SecureBoot", host.system_path))
                 })?;
                 let r = host.get_opt(&path).await?.ok_or_else(|| {
-                    host.permanent(format!("the BMC does not implement SecureBoot ({path})"))
+                    host.unsupported("secureBoot", &format!("{path} (not implemented there)"))
                 })?;
                 p.etag = r.header("ETag");
                 p.path = Some(path);
@@ -515,12 +524,13 @@ impl RedfishProvider {
         mut p: Private,
     ) -> Result<(Value, Private), ProviderError> {
         let want: BiosSpec = parse_spec(host.id, spec)?;
-        let path = host.link("Bios").ok_or_else(|| {
-            host.permanent("the BMC does not expose BIOS settings (no Bios link on the System)")
-        })?;
-        let r = host.get_opt(&path).await?.ok_or_else(|| {
-            host.permanent(format!("the BMC does not implement BIOS settings ({path})"))
-        })?;
+        let path = host
+            .link("Bios")
+            .ok_or_else(|| host.unsupported("bios", &format!("{}/Bios", host.system_path)))?;
+        let r = host
+            .get_opt(&path)
+            .await?
+            .ok_or_else(|| host.unsupported("bios", &format!("{path} (not implemented there)")))?;
         let current = r
             .body
             .get("Attributes")
@@ -850,23 +860,66 @@ impl RedfishProvider {
                 }
             }
         }
-        if !any_processors {
-            return Err(host
-                .permanent("the BMC does not expose Processors: cannot check the GPU inventory"));
+        // Supermicro HGX: the GPUs are only PCIe devices of the System's chassis.
+        let mut any_pcie = false;
+        if gpus.is_empty() {
+            let chassis: Vec<String> = host
+                .system
+                .pointer("/Links/Chassis")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| odata_id(Some(c)).map(str::to_string))
+                .collect();
+            for c in &chassis {
+                let Some(r) = host.get_opt(c).await? else {
+                    continue;
+                };
+                let Some(pd) = odata_id(r.body.get("PCIeDevices")).map(str::to_string) else {
+                    continue;
+                };
+                let Some(coll) = host.get_opt(&pd).await? else {
+                    continue;
+                };
+                any_pcie = true;
+                for m in coll
+                    .body
+                    .get("Members")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(mp) = odata_id(Some(m)) else {
+                        continue;
+                    };
+                    let r = host.get(mp).await?;
+                    let says_gpu = ["Id", "Name", "Description"].iter().any(|k| {
+                        str_of(&r.body, k).is_some_and(|v| v.to_uppercase().contains("GPU"))
+                    });
+                    if says_gpu {
+                        gpus.push(str_of(&r.body, "Model"));
+                    }
+                }
+            }
+        }
+        if !any_processors && !any_pcie && want.expect.gpu_count != Some(0) {
+            return Err(host.unsupported(
+                "the GPU inventory (gpu)",
+                "Processors (ProcessorType GPU) or Chassis PCIeDevices",
+            ));
         }
         let mut expect = Map::new();
         if let Some(m) = &want.expect.gpu_model {
             let needle = m.to_lowercase();
-            let bad = gpus.iter().find(|g| {
-                !g.as_ref()
-                    .is_some_and(|g| g.to_lowercase().contains(&needle))
-            });
+            // A GPU without `Model` (GB200's BMC) cannot contradict the manifest.
+            let bad = gpus
+                .iter()
+                .flatten()
+                .find(|g| !g.to_lowercase().contains(&needle));
             let v = match (gpus.is_empty(), bad) {
                 (true, _) => Value::Null,
                 (false, None) => json!(m),
-                (false, Some(g)) => g
-                    .clone()
-                    .map_or(json!("(no Model reported)"), Value::String),
+                (false, Some(g)) => json!(g),
             };
             expect.insert("gpuModel".into(), v);
         }
@@ -1088,17 +1141,38 @@ impl RedfishProvider {
             }
             Aspect::Inventory => {
                 let w: InventorySpec = parse_spec(id, &desired.spec)?;
-                if let Some(m) = &w.expect.gpu_model {
+                let mut wrong = Vec::new();
+                if let Some(m) = &w.expect.gpu_model
+                    && w.expect.gpu_count != Some(0)
+                {
                     let cur = st.pointer("/expect/gpuModel");
                     if cur.and_then(Value::as_str) != Some(m.as_str()) {
-                        fields.push(field("/expect/gpuModel", cur.cloned(), Some(json!(m))));
+                        wrong.push(format!(
+                            "gpu.model: the BMC reports {}, the manifest says {m}",
+                            cur.filter(|v| !v.is_null())
+                                .map_or("no GPU".into(), Value::to_string)
+                        ));
                     }
                 }
                 if let Some(n) = w.expect.gpu_count {
                     let cur = st.pointer("/expect/gpuCount");
-                    if cur.and_then(Value::as_u64) != Some(n) {
-                        fields.push(field("/expect/gpuCount", cur.cloned(), Some(json!(n))));
+                    if cur.and_then(Value::as_u64).unwrap_or(0) != n {
+                        wrong.push(format!(
+                            "gpu.count: the BMC reports {}, the manifest says {n}",
+                            cur.map_or("nothing".into(), Value::to_string)
+                        ));
                     }
+                }
+                // Hardware is observed, never applied: a mismatch is a problem of the host.
+                if !wrong.is_empty() {
+                    return Err(ProviderError::permanent(
+                        id,
+                        format!(
+                            "host {}: the GPU inventory does not match the manifest: {}",
+                            t.host,
+                            wrong.join("; ")
+                        ),
+                    ));
                 }
             }
         }

@@ -307,3 +307,72 @@ async fn a_bios_without_a_settings_link_is_read_only_and_no_url_is_guessed() {
         "a settings URL was guessed"
     );
 }
+
+/// What each recorded BMC holds: (tree, system, GPU model substring, GPU count).
+const GPUS: &[(&str, &str, Option<&str>, u64)] = &[
+    ("dell_r750", "System.Embedded.1", Some("H100"), 1),
+    ("supermicro_hgx_h100", "1", Some("H100"), 8),
+    ("nvidia_dgx_h100", "DGX", Some("H100"), 8),
+    ("nvidia_gb200", "System_0", Some("GB200"), 4),
+];
+
+#[tokio::test]
+async fn the_gpu_inventory_of_every_recorded_gpu_bmc_matches_and_a_mismatch_is_a_host_problem() {
+    let (_d, pw) = password_file();
+    let p = provider();
+    for (tree, system, model, count) in GPUS {
+        let sim = bmcsim::serve(tree, Duration::from_millis(30)).await;
+        let mut expect = json!({"gpuCount": count});
+        if let Some(m) = model {
+            expect["gpuModel"] = json!(m);
+        }
+        let d = desired(
+            &sim.url,
+            tree,
+            system,
+            "inventory",
+            json!({"expect": expect}),
+            &pw,
+        );
+        let (c, _) = plan(&p, &d).await.unwrap_or_else(|e| panic!("{tree}: {e}"));
+        assert_eq!(c.action, Action::NoOp, "{tree}: {:?}", c.fields);
+        let d = desired(
+            &sim.url,
+            tree,
+            system,
+            "inventory",
+            json!({"expect": {"gpuCount": count + 1, "gpuModel": "B300"}}),
+            &pw,
+        );
+        let err = plan(&p, &d).await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Permanent, "{tree}");
+        assert!(
+            err.message
+                .contains(&format!("host {tree}: the GPU inventory does not match"))
+                && err.message.contains("gpu.count"),
+            "{tree}: {err}"
+        );
+        if *tree != "nvidia_gb200" {
+            assert!(err.message.contains("gpu.model"), "{tree}: {err}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_host_with_no_gpu_matches_on_a_bmc_that_reports_none() {
+    let (_d, pw) = password_file();
+    let p = provider();
+    for (tree, system) in [("hpe_dl385", "1"), ("public-rackmount1", "437XR1138R2")] {
+        let sim = bmcsim::serve(tree, Duration::from_millis(30)).await;
+        let d = desired(
+            &sim.url,
+            tree,
+            system,
+            "inventory",
+            json!({"expect": {"gpuCount": 0}}),
+            &pw,
+        );
+        let (c, _) = plan(&p, &d).await.unwrap_or_else(|e| panic!("{tree}: {e}"));
+        assert_eq!(c.action, Action::NoOp, "{tree}");
+    }
+}

@@ -278,7 +278,10 @@ async fn bios_on_a_bmc_without_bios_is_a_clear_permanent_error() {
     );
     let err = plan(&p, &d).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
-    assert!(err.message.contains("does not expose BIOS"), "{err}");
+    assert!(
+        err.message.contains("bios is unsupported by this BMC"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -349,21 +352,24 @@ async fn inventory_is_observed_not_applied() {
         pe.bmc(&pe.libvirt, "gpu-node-1"),
         json!({"expect": {"gpuModel": "H100", "gpuCount": 8}}),
     );
-    let (c, obs) = plan(&p, &d).await.unwrap();
-    assert_eq!(paths(&c), ["/expect/gpuModel", "/expect/gpuCount"]);
-    assert_eq!(c.fields[1].before, Some(json!(0)));
-    let rq = ApplyRequest {
-        change: &c,
-        desired: Some(&d),
-        last_applied: None,
-        observed: Some(&obs),
-    };
-    let err = p.apply(&rq, &ApplyContext::default()).await.unwrap_err();
+    // A mismatch is a problem of the host at plan time (hardware is observed, not applied).
+    let err = plan(&p, &d).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
     assert!(
-        err.message.contains("inventory is observed, not applied"),
+        err.message.contains("GPU inventory does not match")
+            && err
+                .message
+                .contains("gpu.count: the BMC reports 0, the manifest says 8"),
         "{err}"
     );
+    // A host with no GPU matches.
+    let none = desired(
+        "gpu-node-1",
+        "inventory",
+        pe.bmc(&pe.libvirt, "gpu-node-1"),
+        json!({"expect": {"gpuCount": 0}}),
+    );
+    assert_eq!(plan(&p, &none).await.unwrap().0.action, Action::NoOp);
 
     // The fake driver has no Processors at all.
     let fake = desired(
@@ -373,7 +379,10 @@ async fn inventory_is_observed_not_applied() {
         json!({"expect": {"gpuCount": 8}}),
     );
     let err = plan(&p, &fake).await.unwrap_err();
-    assert!(err.message.contains("does not expose Processors"), "{err}");
+    assert!(
+        err.message.contains("unsupported by this BMC") && err.message.contains("Processors"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
