@@ -86,3 +86,27 @@ fn secure_boot_is_managed_only_when_the_manifest_sets_it() {
         );
     }
 }
+
+#[test]
+fn every_host_gets_a_read_only_gpu_inventory_from_its_manifest() {
+    let c = compiled("examples/small");
+    let inv = c
+        .resources
+        .iter()
+        .find(|d| d.id == ResourceId::new("redfish", "host/r01-n01/inventory"))
+        .unwrap();
+    assert!(
+        inv.spec["expect"]["gpuCount"].as_u64().unwrap() > 0,
+        "{}",
+        inv.spec
+    );
+    assert!(inv.spec["expect"]["gpuModel"].is_string(), "{}", inv.spec);
+    // Not a setting: the power resource does not wait for it, nothing is cordoned for it.
+    assert_eq!(inv.maintenance, None);
+    let power = c
+        .resources
+        .iter()
+        .find(|d| d.id == ResourceId::new("redfish", "host/r01-n01/power"))
+        .unwrap();
+    assert!(power.deps.iter().all(|d| d.on != inv.id));
+}
