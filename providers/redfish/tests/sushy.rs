@@ -8,7 +8,7 @@
 mod common;
 
 use common::{converge, paths, plan, provider, require, rid};
-use fleetform_contract::provider::{Action, ApplyContext, ApplyRequest, ErrorKind, Provider};
+use fleetform_contract::provider::{Action, ErrorKind, Provider};
 use fleetform_contract::resource::Desired;
 use reqwest::Method;
 use serde_json::{Value, json};
