@@ -976,11 +976,17 @@ pub enum GpuModel {
     RtxPro6000,
     /// L40S (no MIG).
     L40S,
+    /// GH200 Grace Hopper superchip (96GB HBM3).
+    GH200,
+    /// L40 (no MIG).
+    L40,
+    /// A40 (no MIG).
+    A40,
 }
 
 impl GpuModel {
     /// Every model, in declaration order.
-    pub const ALL: [GpuModel; 12] = [
+    pub const ALL: [GpuModel; 15] = [
         GpuModel::A100_40GB,
         GpuModel::A100_80GB,
         GpuModel::A30,
@@ -993,6 +999,9 @@ impl GpuModel {
         GpuModel::GB300,
         GpuModel::RtxPro6000,
         GpuModel::L40S,
+        GpuModel::GH200,
+        GpuModel::L40,
+        GpuModel::A40,
     ];
 
     /// The manifest spelling.
@@ -1010,6 +1019,9 @@ impl GpuModel {
             GpuModel::GB300 => "GB300",
             GpuModel::RtxPro6000 => "RTX-PRO-6000",
             GpuModel::L40S => "L40S",
+            GpuModel::GH200 => "GH200",
+            GpuModel::L40 => "L40",
+            GpuModel::A40 => "A40",
         }
     }
 }

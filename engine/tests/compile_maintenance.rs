@@ -110,3 +110,37 @@ fn every_host_gets_a_read_only_gpu_inventory_from_its_manifest() {
         .unwrap();
     assert!(power.deps.iter().all(|d| d.on != inv.id));
 }
+
+#[test]
+fn a_host_with_no_gpu_outside_pools_validates_and_expects_no_gpu_from_its_bmc() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/small");
+    let mut files = load::read_dir(&root).unwrap();
+    files.push(load::SourceFile {
+        path: "cpu-host.yaml".into(),
+        bytes: b"apiVersion: fleetform.dev/v1alpha1
+kind: Host
+metadata:
+  name: svc-0
+spec:
+  rack: r01
+  bmc:
+    endpoint: http://127.0.0.1:8009
+    credentials:
+      username: admin
+      password: {file: ../secrets/bmc-password}
+  gpu: {model: L40, count: 0}
+"
+        .to_vec(),
+    });
+    let (docs, diags) = load::load(&files);
+    assert!(diags.is_empty(), "{diags:?}");
+    let fleet = validate::validate(&docs).unwrap();
+    let c = compile::compile(&fleet, &TestSecrets).unwrap();
+    let inv = c
+        .resources
+        .iter()
+        .find(|d| d.id == ResourceId::new("redfish", "host/svc-0/inventory"))
+        .unwrap();
+    assert_eq!(inv.spec["expect"]["gpuCount"], 0);
+    assert_eq!(inv.spec["expect"]["gpuModel"], "L40");
+}
