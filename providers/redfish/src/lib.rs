@@ -1771,7 +1771,10 @@ impl Provider for RedfishProvider {
         &self,
         requests: &[ObserveRequest<'_>],
     ) -> Vec<Result<Option<Observed>, ProviderError>> {
-        futures::future::join_all(requests.iter().map(|rq| self.observe_one(rq))).await
+        let mut results =
+            futures::future::join_all(requests.iter().map(|rq| self.observe_one(rq))).await;
+        once_per_host(&mut results);
+        results
     }
 
     fn diff(
@@ -1853,6 +1856,31 @@ impl Provider for RedfishProvider {
             .collect::<Vec<_>>()
             .join("; ");
         Ok(Health::Progressing(what))
+    }
+}
+
+/// A host-level failure (system lookup, credentials, an unsupported BMC) fails every aspect
+/// of the host with the same words: say it in full once, on the first of them, and point the
+/// others there, so a plan lists it once per host.
+fn once_per_host(results: &mut [Result<Option<Observed>, ProviderError>]) {
+    let mut first: HashMap<String, ResourceId> = HashMap::new();
+    for r in results.iter_mut() {
+        let Err(e) = r else { continue };
+        if e.is_transient() {
+            continue;
+        }
+        match first.get(&e.message) {
+            None => {
+                first.insert(e.message.clone(), e.id.clone());
+            }
+            Some(on) => {
+                let host = e.message.split(':').next().unwrap_or("host").to_string();
+                *r = Err(ProviderError::permanent(
+                    &e.id,
+                    format!("{host}: not observed: the same BMC error as {on} (reported there)"),
+                ));
+            }
+        }
     }
 }
 

@@ -376,3 +376,43 @@ async fn a_host_with_no_gpu_matches_on_a_bmc_that_reports_none() {
         assert_eq!(c.action, Action::NoOp, "{tree}");
     }
 }
+
+#[tokio::test]
+async fn a_system_lookup_error_is_said_once_per_host() {
+    let (_d, pw) = password_file();
+    let p = provider();
+    let sim = bmcsim::serve("nvidia_gb200", Duration::from_millis(30)).await;
+    let ds: Vec<Desired> = [
+        ("power", json!({"state": "On"})),
+        ("secure-boot", json!({"enabled": false})),
+        ("inventory", json!({"expect": {"gpuCount": 4}})),
+    ]
+    .into_iter()
+    .map(|(a, rest)| desired(&sim.url, "tray", "System_9", a, rest, &pw))
+    .collect();
+    let rqs: Vec<_> = ds
+        .iter()
+        .map(|d| fleetform_contract::provider::ObserveRequest {
+            id: &d.id,
+            spec: &d.spec,
+            desired: true,
+            unchanged: false,
+        })
+        .collect();
+    let errs: Vec<String> = p
+        .observe(&rqs)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap_err().message)
+        .collect();
+    let full: Vec<&String> = errs.iter().filter(|m| m.contains("bmc.systemId")).collect();
+    assert_eq!(full.len(), 1, "{errs:?}");
+    assert!(full[0].contains("System_0, HGX_Baseboard_0"), "{errs:?}");
+    assert!(
+        errs.iter()
+            .filter(|m| m.contains("the same BMC error as redfish:host/tray/power"))
+            .count()
+            == 2,
+        "{errs:?}"
+    );
+}
