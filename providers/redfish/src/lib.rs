@@ -598,6 +598,13 @@ impl RedfishProvider {
                 .contains(&bios_key(host));
         p.extra
             .insert("appliesImmediately".into(), json!(immediate));
+        // A BMC that lists apply times wants to be told (iDRAC queues the job only then).
+        if apply_times
+            .as_ref()
+            .is_some_and(|a| a.iter().any(|t| t == "OnReset"))
+        {
+            p.extra.insert("applyOnReset".into(), json!(true));
+        }
         Ok((json!({"attributes": attrs}), p))
     }
 
@@ -1278,8 +1285,12 @@ impl RedfishProvider {
                     )
                 })?;
                 tracing::info!(host = %host.name, settings = %settings, "PATCH BIOS attributes to the settings object");
+                let mut body = json!({"Attributes": patch});
+                if p.extra.get("applyOnReset") == Some(&json!(true)) {
+                    body["@Redfish.SettingsApplyTime"] = json!({"ApplyTime": "OnReset"});
+                }
                 host.conn
-                    .patch(&settings, &json!({"Attributes": patch}), p.etag.as_deref())
+                    .patch(&settings, &body, p.etag.as_deref())
                     .await
                     .map_err(|e| host.err(e))?;
                 let (after, _) = self.observe_bios(host, spec, p).await?;

@@ -135,6 +135,22 @@ async fn bios_change_takes_one_reset(tree: &str, system: &str, sim: &Sim) {
     );
     assert!(sim.resets().is_empty(), "{tree}: staging reset the host");
 
+    // A BMC that lists SupportedApplyTimes with OnReset (iDRAC) is told so in the PATCH.
+    let bios_patch = sim
+        .state
+        .lock()
+        .patches
+        .iter()
+        .find(|(_, b)| b.get("Attributes").is_some())
+        .cloned()
+        .unwrap();
+    let wants_apply_time = tree == "dell_r750";
+    assert_eq!(
+        bios_patch.1.get("@Redfish.SettingsApplyTime").is_some(),
+        wants_apply_time,
+        "{tree}: {bios_patch:?}"
+    );
+
     // The one reset.
     apply(&p, &power).await.unwrap();
     assert_eq!(sim.bios_attribute(system, &name), new, "{tree}");

@@ -52,6 +52,8 @@ pub struct Inner {
     run: Option<Run>,
     /// Every request: (method, path).
     pub log: Vec<(String, String)>,
+    /// Every PATCH body: (path, body).
+    pub patches: Vec<(String, Value)>,
     /// PATCHes answered 412 because of a stale If-Match.
     pub stale_if_match: usize,
     /// Drop the connection after accepting the next reset.
@@ -350,8 +352,14 @@ fn respond(
                 bmc.stale_if_match += 1;
                 return (StatusCode::PRECONDITION_FAILED.into_response(), false);
             }
+            bmc.patches.push((path.clone(), body.clone()));
             if is_settings {
                 let mut p = bmc.pending.remove(&path).unwrap_or(json!({}));
+                let mut body = body;
+                // Annotations (`@Redfish.SettingsApplyTime`) say how to apply, not what.
+                if let Some(o) = body.as_object_mut() {
+                    o.retain(|k, _| !k.starts_with('@'));
+                }
                 merge(&mut p, &body);
                 bmc.pending.insert(path, p);
                 return (StatusCode::ACCEPTED.into_response(), false);
