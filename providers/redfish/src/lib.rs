@@ -667,6 +667,12 @@ impl RedfishProvider {
                 break;
             }
         }
+        if members.is_empty() {
+            return Err(host.unsupported(
+                "virtual media",
+                &format!("VirtualMedia device ({coll} has no members)"),
+            ));
+        }
         let Some((path, r)) = chosen else {
             return Err(host.permanent(match &want.device {
                 Some(d) => format!("no VirtualMedia device `{d}` (have: {})", seen.join(", ")),
@@ -711,6 +717,7 @@ impl RedfishProvider {
         // The update service and its inventory.
         let mut inventory: Option<Vec<(String, String, Value)>> = None;
         let mut inventory_note = String::from("UpdateService not linked from the service root");
+        let mut inventory_ids: Vec<String> = Vec::new();
         if let Some(us) = odata_id(host.conn.root.get("UpdateService"))
             && let Some(r) = host.get_opt(us).await?
         {
@@ -743,6 +750,16 @@ impl RedfishProvider {
                             })
                             .unwrap_or_default();
                         inventory_note = format!("FirmwareInventory has {} members", members.len());
+                        inventory_ids = members
+                            .iter()
+                            .map(|m| {
+                                m.trim_end_matches('/')
+                                    .rsplit('/')
+                                    .next()
+                                    .unwrap_or(m)
+                                    .to_string()
+                            })
+                            .collect();
                         let mut items = Vec::new();
                         if needs_inventory {
                             for m in &members {
@@ -801,8 +818,10 @@ impl RedfishProvider {
                 format!("{inventory_note}: cannot observe {}", missing.join(", "))
             } else {
                 format!(
-                    "{} not found ({inventory_note}; BIOS comes from the System's BiosVersion, BMC from the Manager's FirmwareVersion)",
-                    missing.join(", ")
+                    "{} not found ({inventory_note}; BIOS comes from the System's BiosVersion, BMC from the Manager's FirmwareVersion; \
+                     name a FirmwareInventory member instead, it has: {})",
+                    missing.join(", "),
+                    inventory_ids.join(", ")
                 )
             };
             return Err(host.permanent(why));

@@ -432,3 +432,100 @@ async fn a_system_lookup_error_is_said_once_per_host() {
         "{errs:?}"
     );
 }
+
+/// Each aspect on each recorded tree: what a plan says (fixed expectations, so a change
+/// in how a real BMC shape is read shows up here).
+#[tokio::test]
+async fn every_aspect_is_observed_on_every_recorded_tree() {
+    let (_d, pw) = password_file();
+    let p = provider();
+    let mut report = Vec::new();
+    for (tree, system) in TREES {
+        let sim = bmcsim::serve(tree, Duration::from_millis(30)).await;
+        for (aspect, rest) in [
+            ("power", json!({"state": "On"})),
+            ("secure-boot", json!({"enabled": false})),
+            ("boot", json!({"target": "Pxe", "enabled": "Once"})),
+            ("virtual-media", json!({"inserted": false})),
+            ("firmware", json!({"expected": {"BIOS": "0"}})),
+        ] {
+            let d = desired(&sim.url, tree, system, aspect, rest, &pw);
+            report.push(match plan(&p, &d).await {
+                Ok((c, _)) => format!("{tree} {aspect}: {:?} {:?}", c.action, common::paths(&c)),
+                Err(e) => format!("{tree} {aspect}: {:?}", e.kind),
+            });
+        }
+    }
+    let expected = "\
+dell_r750 power: NoOp []
+dell_r750 secure-boot: NoOp []
+dell_r750 boot: Update [\"/target\", \"/enabled\"]
+dell_r750 virtual-media: NoOp []
+dell_r750 firmware: Update [\"/expected/BIOS\"]
+hpe_dl385 power: NoOp []
+hpe_dl385 secure-boot: NoOp []
+hpe_dl385 boot: Update [\"/target\", \"/enabled\"]
+hpe_dl385 virtual-media: NoOp []
+hpe_dl385 firmware: Update [\"/expected/BIOS\"]
+supermicro_hgx_h100 power: NoOp []
+supermicro_hgx_h100 secure-boot: NoOp []
+supermicro_hgx_h100 boot: Update [\"/enabled\"]
+supermicro_hgx_h100 virtual-media: NoOp []
+supermicro_hgx_h100 firmware: Update [\"/expected/BIOS\"]
+nvidia_dgx_h100 power: NoOp []
+nvidia_dgx_h100 secure-boot: NoOp []
+nvidia_dgx_h100 boot: Update [\"/target\", \"/enabled\"]
+nvidia_dgx_h100 virtual-media: Permanent
+nvidia_dgx_h100 firmware: Update [\"/expected/BIOS\"]
+nvidia_gb200 power: NoOp []
+nvidia_gb200 secure-boot: NoOp []
+nvidia_gb200 boot: Update [\"/target\", \"/enabled\"]
+nvidia_gb200 virtual-media: NoOp []
+nvidia_gb200 firmware: Permanent
+public-rackmount1 power: NoOp []
+public-rackmount1 secure-boot: NoOp []
+public-rackmount1 boot: NoOp []
+public-rackmount1 virtual-media: Update [\"/inserted\"]
+public-rackmount1 firmware: Update [\"/expected/BIOS\"]";
+    assert_eq!(report.join("\n"), expected);
+
+    // The two that cannot be done say why, naming what the BMC has.
+    let sim = bmcsim::serve("nvidia_dgx_h100", Duration::from_millis(30)).await;
+    let d = desired(
+        &sim.url,
+        "dgx",
+        "DGX",
+        "virtual-media",
+        json!({"inserted": false}),
+        &pw,
+    );
+    let e = plan(&p, &d).await.unwrap_err();
+    assert!(
+        e.message
+            .contains("virtual media is unsupported by this BMC"),
+        "{e}"
+    );
+    let sim = bmcsim::serve("nvidia_gb200", Duration::from_millis(30)).await;
+    let d = desired(
+        &sim.url,
+        "gb",
+        "System_0",
+        "firmware",
+        json!({"expected": {"BIOS": "0"}}),
+        &pw,
+    );
+    let e = plan(&p, &d).await.unwrap_err();
+    assert!(
+        e.message.contains("it has: CX7_0, FW_BMC_0") && e.message.contains("UEFI"),
+        "{e}"
+    );
+    let d = desired(
+        &sim.url,
+        "gb",
+        "System_0",
+        "firmware",
+        json!({"expected": {"UEFI": "0"}}),
+        &pw,
+    );
+    assert_eq!(plan(&p, &d).await.unwrap().0.action, Action::Update);
+}
