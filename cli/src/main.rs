@@ -517,11 +517,24 @@ fn plan_outcome(plan: &Plan) -> Result<Done> {
     if !plan.problems.is_empty() {
         bail!("the plan has {} problem(s)", plan.problems.len());
     }
+    skipped_outcome(plan)?;
     Ok(if plan.summary.has_changes() {
         Done::Changes
     } else {
         Done::Clean
     })
+}
+
+/// Exit 1 when resources were left out because they could not be observed (a BMC down):
+/// the rest was planned (and applied), but the run is not complete.
+fn skipped_outcome(plan: &Plan) -> Result<()> {
+    if !plan.skipped.is_empty() {
+        bail!(
+            "{} resource(s) were skipped because they could not be observed now; the rest went ahead",
+            plan.skipped.len()
+        );
+    }
+    Ok(())
 }
 
 fn emit_plan(plan: &Plan, format: Format, title: &str, intro: &[String]) {
@@ -773,6 +786,7 @@ async fn apply_locked(
         );
     }
     if !planned.plan.summary.has_changes() && planned.plan.forget.is_empty() {
+        skipped_outcome(&planned.plan)?;
         // Record the revision even when nothing changed, so drift compares with it.
         if state.last_applied_revision.as_deref() != Some(loaded.revision.as_str()) {
             let (tx, rx) = tokio::sync::watch::channel(false);
@@ -816,6 +830,7 @@ async fn apply_locked(
     print!("{}", report::apply_text(&report));
     if report.succeeded() {
         println!("Applied revision {}.", loaded.revision);
+        skipped_outcome(&planned.plan)?;
         Ok(Done::Clean)
     } else {
         bail!("the apply did not complete")

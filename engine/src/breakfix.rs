@@ -550,6 +550,7 @@ mod tests {
                 ..Summary::default()
             },
             problems: Vec::new(),
+            skipped: Vec::new(),
             findings: Vec::new(),
             releases: Vec::new(),
             digest: "d".into(),

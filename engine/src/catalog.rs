@@ -106,7 +106,7 @@ fn seven(n: [&'static str; 7]) -> MigGeometry {
     }
 }
 
-/// MIG geometry of a model; `None` when the model has no MIG (L40S).
+/// MIG geometry of a model; `None` when the model has no MIG (L40S, L40, A40).
 pub fn mig(model: GpuModel) -> Option<MigGeometry> {
     use GpuModel::*;
     Some(match model {
@@ -266,7 +266,17 @@ pub fn mig(model: GpuModel) -> Option<MigGeometry> {
             ],
             balanced: vec![],
         },
-        L40S => return None,
+        // GH200 96GB (MIG user guide's GH200 table, as recalled: verify before relying on it).
+        GH200 => seven([
+            "1g.12gb",
+            "1g.12gb+me",
+            "1g.24gb",
+            "2g.24gb",
+            "3g.48gb",
+            "4g.48gb",
+            "7g.96gb",
+        ]),
+        L40S | L40 | A40 => return None,
     })
 }
 
@@ -460,6 +470,21 @@ pub const COMPAT: &[Compat] = &[
         min_driver_branch: 580,
         min_gpu_operator: (25, 10),
     },
+    Compat {
+        model: GpuModel::GH200,
+        min_driver_branch: 535,
+        min_gpu_operator: (23, 9),
+    },
+    Compat {
+        model: GpuModel::L40,
+        min_driver_branch: 525,
+        min_gpu_operator: (23, 3),
+    },
+    Compat {
+        model: GpuModel::A40,
+        min_driver_branch: 460,
+        min_gpu_operator: (1, 0),
+    },
 ];
 
 /// The compatibility row of a model.
@@ -499,8 +524,8 @@ pub fn max_gpus_per_host(model: GpuModel) -> u32 {
     use GpuModel::*;
     match model {
         A100_40GB | A100_80GB | H100 | H200 | B200 | B300 => 8,
-        GB200 | GB300 => 4,
-        A30 | H100Nvl | RtxPro6000 | L40S => 10,
+        GB200 | GB300 | GH200 => 4,
+        A30 | H100Nvl | RtxPro6000 | L40S | L40 | A40 => 10,
     }
 }
 
@@ -513,7 +538,8 @@ pub fn form_factor(model: GpuModel) -> &'static str {
     match model {
         A100_40GB | A100_80GB | H100 | H200 | B200 | B300 => "an HGX baseboard (8 GPUs)",
         GB200 | GB300 => "an NVL72 compute tray (4 GPUs)",
-        A30 | H100Nvl | RtxPro6000 | L40S => "a PCIe server (at most 10 cards)",
+        GH200 => "a Grace Hopper node (at most 4 superchips)",
+        A30 | H100Nvl | RtxPro6000 | L40S | L40 | A40 => "a PCIe server (at most 10 cards)",
     }
 }
 

@@ -134,6 +134,18 @@ pub fn kube_id(cluster: &str, object: &Value) -> ResourceId {
     fleetform_contract::address::kube_object_id(cluster, object)
 }
 
+/// The part of a BMC's GPU `Model` that names the manifest's model (BMCs write e.g.
+/// "H100 80GB HBM3" or "NVIDIA A100-SXM4-80GB").
+fn bmc_gpu_model(model: crate::manifest::GpuModel) -> &'static str {
+    use crate::manifest::GpuModel as M;
+    match model {
+        M::A100_40GB | M::A100_80GB => "A100",
+        M::H100 | M::H100Nvl => "H100",
+        M::RtxPro6000 => "RTX PRO 6000",
+        other => other.as_str(),
+    }
+}
+
 fn host_id(host: &str, aspect: &str) -> ResourceId {
     ResourceId::new("redfish", format!("host/{host}/{aspect}"))
 }
@@ -453,13 +465,15 @@ impl Cx<'_> {
                 true,
             );
         }
-        push(
-            self,
-            "secure-boot",
-            json!({ "enabled": spec.secure_boot }),
-            "/spec/secureBoot",
-            true,
-        );
+        if let Some(enabled) = spec.secure_boot {
+            push(
+                self,
+                "secure-boot",
+                json!({ "enabled": enabled }),
+                "/spec/secureBoot",
+                true,
+            );
+        }
         if let Some(boot) = &spec.boot {
             push(
                 self,
@@ -469,16 +483,35 @@ impl Cx<'_> {
                 false,
             );
         }
-        push(
-            self,
-            "power",
-            json!({ "state": spec.power }),
-            "/spec/power",
-            false,
-        );
+        // The GPUs the BMC reports must be the manifest's (read-only; a mismatch is a problem
+        // of this host at plan time).
+        if spec.gpu.verify {
+            push(
+                self,
+                "inventory",
+                json!({ "expect": { "gpuModel": bmc_gpu_model(spec.gpu.model), "gpuCount": spec.gpu.count } }),
+                "/spec/gpu",
+                false,
+            );
+        }
+        // The host's one reset: BIOS and secure-boot settings are staged by their own
+        // resources and made current by a single reset the power resource plans (disruptive,
+        // so it is the step that is rolled out and cordoned).
+        let mut power = json!({ "state": spec.power });
+        let mut at_reset = serde_json::Map::new();
+        if let Some(bios) = spec.bios.as_ref().filter(|b| !b.attributes.is_empty()) {
+            at_reset.insert("bios".into(), json!(bios.attributes));
+        }
+        if let Some(enabled) = spec.secure_boot {
+            at_reset.insert("secureBoot".into(), json!(enabled));
+        }
+        if !at_reset.is_empty() && matches!(spec.power, crate::manifest::PowerState::On) {
+            power["applyAtReset"] = Value::Object(at_reset);
+        }
+        push(self, "power", power, "/spec/power", true);
         let power = host_id(name, "power");
         for (id, aspect) in aspects {
-            if aspect != "power" {
+            if aspect != "power" && aspect != "inventory" {
                 self.dep(
                     &power,
                     &id,

@@ -892,9 +892,10 @@ pub struct HostSpec {
     /// BIOS settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bios: Option<Bios>,
-    /// UEFI Secure Boot (default false).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub secure_boot: bool,
+    /// UEFI Secure Boot; unmanaged when absent (a BMC without SecureBoot then plans nothing
+    /// for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<bool>,
     /// Desired power state (default `On`).
     #[serde(default)]
     pub power: PowerState,
@@ -945,6 +946,14 @@ pub struct Gpu {
     /// [`crate::catalog::MAX_GPUS_PER_HOST`], as the schema says.
     #[serde(deserialize_with = "gpu_count")]
     pub count: u32,
+    /// Check model and count against the GPU inventory the BMC reports (default true). Off
+    /// only for hosts whose BMC cannot see their GPUs (an emulator).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub verify: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn gpu_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
@@ -989,11 +998,17 @@ pub enum GpuModel {
     RtxPro6000,
     /// L40S (no MIG).
     L40S,
+    /// GH200 Grace Hopper superchip (96GB HBM3).
+    GH200,
+    /// L40 (no MIG).
+    L40,
+    /// A40 (no MIG).
+    A40,
 }
 
 impl GpuModel {
     /// Every model, in declaration order.
-    pub const ALL: [GpuModel; 12] = [
+    pub const ALL: [GpuModel; 15] = [
         GpuModel::A100_40GB,
         GpuModel::A100_80GB,
         GpuModel::A30,
@@ -1006,6 +1021,9 @@ impl GpuModel {
         GpuModel::GB300,
         GpuModel::RtxPro6000,
         GpuModel::L40S,
+        GpuModel::GH200,
+        GpuModel::L40,
+        GpuModel::A40,
     ];
 
     /// The manifest spelling.
@@ -1023,6 +1041,9 @@ impl GpuModel {
             GpuModel::GB300 => "GB300",
             GpuModel::RtxPro6000 => "RTX-PRO-6000",
             GpuModel::L40S => "L40S",
+            GpuModel::GH200 => "GH200",
+            GpuModel::L40 => "L40",
+            GpuModel::A40 => "A40",
         }
     }
 }

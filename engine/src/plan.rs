@@ -116,6 +116,23 @@ pub struct PlanProblem {
     pub transient: bool,
 }
 
+/// A resource left out of this plan because it, or something it waits for, could not be
+/// observed now (a BMC that is down): everything else is planned and applied, and the run
+/// exits 1 to say something was skipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedResource {
+    /// The resource.
+    pub id: ResourceId,
+    /// Why: the observe error, or the resource it waits for that was skipped.
+    pub reason: String,
+    /// When it waits for a skipped resource: that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<ResourceId>,
+    /// The manifest line it comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
 /// Totals, for the first line of every rendering.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
@@ -159,6 +176,10 @@ pub struct Plan {
     /// Problems; a plan with problems cannot be applied.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<PlanProblem>,
+    /// Resources not planned because they (or what they wait for) could not be observed now.
+    /// They do not block the rest of the plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<SkippedResource>,
     /// What a person should know or decide that is not a change fleetform makes
     /// (GPU drift, degraded or unreported nodes, proposed spare swaps). Not in the digest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -359,6 +380,7 @@ pub fn build(
     revision: Option<String>,
 ) -> Plan {
     let mut problems = Vec::new();
+    let mut skipped: BTreeMap<ResourceId, SkippedResource> = BTreeMap::new();
     let mut changes: BTreeMap<ResourceId, PlannedChange> = BTreeMap::new();
     let waves = scope.graph.waves();
     let wave_of: BTreeMap<&ResourceId, usize> = waves
@@ -373,17 +395,22 @@ pub fn build(
     for d in &scope.desired {
         let observed = match observations.get(&d.id) {
             Some(Ok(o)) => o.as_ref(),
+            // Refused by the server: decided once every change is known (below).
             Some(Err(e)) if !e.is_transient() => {
                 refused.push((d, e));
                 continue;
             }
+            // Cannot be observed now (unreachable): left out, the rest goes on.
             Some(Err(e)) => {
-                problems.push(PlanProblem {
-                    id: Some(d.id.clone()),
-                    message: error_chain(e),
-                    origin: d.origin.clone(),
-                    transient: e.is_transient(),
-                });
+                skipped.insert(
+                    d.id.clone(),
+                    SkippedResource {
+                        id: d.id.clone(),
+                        reason: error_chain(e),
+                        root: None,
+                        origin: d.origin.clone(),
+                    },
+                );
                 continue;
             }
             None => {
@@ -463,6 +490,32 @@ pub fn build(
                 origin: d.origin.clone(),
                 transient: false,
             }),
+        }
+    }
+
+    // What waits for a skipped resource is skipped too (until nothing more is).
+    loop {
+        let more: Vec<SkippedResource> = scope
+            .desired
+            .iter()
+            .filter(|d| !skipped.contains_key(&d.id))
+            .filter_map(|d| {
+                let dep = d.deps.iter().find(|x| skipped.contains_key(&x.on))?;
+                let root = skipped[&dep.on].root.clone().unwrap_or(dep.on.clone());
+                Some(SkippedResource {
+                    id: d.id.clone(),
+                    reason: format!("waits for {}, which was skipped", dep.on),
+                    root: Some(root),
+                    origin: d.origin.clone(),
+                })
+            })
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        for s in more {
+            changes.remove(&s.id);
+            skipped.insert(s.id.clone(), s);
         }
     }
 
@@ -568,6 +621,7 @@ pub fn build(
         forget,
         summary,
         problems,
+        skipped: skipped.into_values().collect(),
         findings: Vec::new(),
         releases: Vec::new(),
         digest,

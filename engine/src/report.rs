@@ -172,8 +172,34 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
             );
         }
     }
+    if !plan.skipped.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{}",
+            p.wrap(
+                "33;1",
+                &format!(
+                    "{} skipped (not observable now; everything else is planned):",
+                    plan.skipped.len()
+                )
+            )
+        );
+        for s in &plan.skipped {
+            let at = s
+                .origin
+                .as_ref()
+                .map(|o| format!("{o}: "))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {at}skipped: {}: {}",
+                s.id,
+                without_id(&s.id, &s.reason)
+            );
+        }
+    }
     findings_text(plan, &p, &mut out);
-    if !plan.summary.has_changes() && plan.problems.is_empty() {
+    if !plan.summary.has_changes() && plan.problems.is_empty() && plan.skipped.is_empty() {
         let _ = writeln!(out, "\nNo changes. Live state matches the manifest.");
     }
     out
@@ -354,6 +380,23 @@ pub fn plan_markdown(plan: &Plan, title: &str, intro: &[String]) -> String {
         let _ = writeln!(out, "#### Chart releases\n");
         for l in releases {
             let _ = writeln!(out, "- {}", escape_md(&l));
+        }
+        out.push('\n');
+    }
+    if !plan.skipped.is_empty() {
+        let _ = writeln!(out, "#### Skipped (not observable now)\n");
+        for sk in &plan.skipped {
+            let at = sk
+                .origin
+                .as_ref()
+                .map(|o| format!("`{o}` "))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "- {at}`{}`: {}",
+                sk.id,
+                escape_md(without_id(&sk.id, &sk.reason))
+            );
         }
         out.push('\n');
     }

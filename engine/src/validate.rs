@@ -888,17 +888,8 @@ impl Cx<'_> {
                 }
                 self.push(e);
             }
-            if h.spec.gpu.count == 0 {
-                let e = self
-                    .err(
-                        "gpu-count",
-                        i,
-                        "/spec/gpu/count",
-                        format!("host `{}` has 0 GPUs", h.name()),
-                    )
-                    .hint("a fleetform host has at least one GPU");
-                self.push(e);
-            }
+            // A host with no GPU (`count: 0`: a CPU or service node) is fine on its own; a
+            // node pool is GPU capacity, so its members need GPUs (checked in `pools`).
             let model = h.spec.gpu.model;
             let max = catalog::max_gpus_per_host(model);
             if h.spec.gpu.count > max {
@@ -1351,6 +1342,21 @@ impl Cx<'_> {
                 (k.clone(), v)
             })
             .collect();
+        for p in &f.pools {
+            for h in members.get(p.name()).into_iter().flatten() {
+                if let Some(h) = f.host(h).filter(|h| h.spec.gpu.count == 0) {
+                    diags.push(
+                        self.err(
+                            "gpu-count",
+                            h.doc.0,
+                            "/spec/gpu/count",
+                            format!("host `{}` has 0 GPUs but is a member of node pool `{}`", h.name(), p.name()),
+                        )
+                        .hint("a node pool's hosts have at least one GPU; a host with no GPU stays out of pools"),
+                    );
+                }
+            }
+        }
         for p in &f.pools {
             let i = p.doc.0;
             let ms = members.get(p.name()).cloned().unwrap_or_default();
@@ -1998,7 +2004,7 @@ impl Cx<'_> {
             }
             // Secure Boot needs precompiled signed modules (or a host-installed driver).
             let d = &ops.gpu_operator.driver;
-            if let Some(h) = hosts.iter().find(|h| h.spec.secure_boot) {
+            if let Some(h) = hosts.iter().find(|h| h.spec.secure_boot == Some(true)) {
                 if d.enabled && !d.use_precompiled {
                     let e = self
                         .err("secure-boot-driver", h.doc.0, "/spec/secureBoot", format!("host `{}` boots with Secure Boot, but tenant `{}`'s driver compiles unsigned kernel modules", h.name(), t.name()))

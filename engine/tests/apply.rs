@@ -525,7 +525,7 @@ async fn targets_limit_the_plan_to_them_and_their_dependencies() {
 }
 
 #[tokio::test]
-async fn an_unreachable_resource_is_a_located_plan_problem() {
+async fn an_unreachable_resource_and_its_dependents_are_skipped_and_the_rest_is_applied() {
     let h = Harness::new();
     h.provider.script(
         &id("bmc"),
@@ -540,13 +540,34 @@ async fn an_unreachable_resource_is_a_located_plan_problem() {
         line: 12,
         column: 3,
     });
-    let p = h
-        .plan(&[d, res("ok", &[])], &PlanOptions::default())
-        .await
-        .plan;
-    assert_eq!(p.problems.len(), 1);
-    assert!(p.problems[0].transient);
-    assert_eq!(p.problems[0].origin.as_ref().unwrap().line, 12);
+    let desired = [
+        d,
+        res("node", &["bmc"]),
+        res("pod", &["node"]),
+        res("ok", &[]),
+    ];
+    let p = h.plan(&desired, &PlanOptions::default()).await.plan;
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    let skipped: Vec<(&str, Option<&str>)> = p
+        .skipped
+        .iter()
+        .map(|s| (s.id.path(), s.root.as_ref().map(|r| r.path())))
+        .collect();
+    assert_eq!(
+        skipped,
+        [("bmc", None), ("node", Some("bmc")), ("pod", Some("bmc"))]
+    );
+    assert_eq!(p.skipped[0].origin.as_ref().unwrap().line, 12);
+    let planned: Vec<&str> = p.changes.iter().map(|c| c.id.path()).collect();
+    assert_eq!(planned, ["ok"]);
+    let text = fleetform_engine::report::plan_text(&p, false);
+    assert!(text.contains("3 skipped"), "{text}");
+    // Apply goes ahead with what could be observed.
+    let (_, report, _) = h
+        .apply_with(&desired, &PlanOptions::default(), &fast())
+        .await;
+    assert!(report.succeeded());
+    assert_eq!(h.provider.world().objects.len(), 1);
 }
 
 #[tokio::test]

@@ -564,6 +564,26 @@ impl Daemon {
         if !report.succeeded() {
             return Err(Failure::new("apply", Retry::Backoff, root_causes(&report)));
         }
+        // The rest was applied; what could not be observed (a BMC down) is retried.
+        if !planned.plan.skipped.is_empty() {
+            let quoted: Vec<String> = planned
+                .plan
+                .skipped
+                .iter()
+                .filter(|s| s.root.is_none())
+                .take(3)
+                .map(|s| s.reason.clone())
+                .collect();
+            return Err(Failure::new(
+                "plan",
+                Retry::Backoff,
+                format!(
+                    "applied the rest; {} resource(s) skipped: {}",
+                    planned.plan.skipped.len(),
+                    quoted.join("; ")
+                ),
+            ));
+        }
         Ok(summary)
     }
 

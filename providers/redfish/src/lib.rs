@@ -27,7 +27,7 @@ pub use client::{AuthMode, ClientConfig};
 use client::{BmcHttp, Conn, HttpError, Limits, odata_id};
 use spec::{
     Aspect, BiosSpec, BmcSpec, BootSpec, FirmwareSpec, InventorySpec, PowerSpec, PowerState,
-    SecureBootSpec, VirtualMediaSpec,
+    ResetSettings, SecureBootSpec, VirtualMediaSpec,
 };
 
 /// Tunables of the provider beyond HTTP limits.
@@ -41,6 +41,9 @@ pub struct RedfishOptions {
     pub poll_interval: Duration,
     /// How long `apply` follows a firmware update task.
     pub task_timeout: Duration,
+    /// How long a graceful restart (applying staged settings) may take to start before the
+    /// provider, having read the power state back, escalates once to a forced restart.
+    pub graceful_timeout: Duration,
 }
 
 impl Default for RedfishOptions {
@@ -50,6 +53,7 @@ impl Default for RedfishOptions {
             power_timeout: Duration::from_secs(60),
             poll_interval: Duration::from_secs(1),
             task_timeout: Duration::from_secs(600),
+            graceful_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -66,6 +70,8 @@ pub struct RedfishProvider {
     systems: Mutex<HashMap<(String, String), String>>,
     /// Hosts whose BMC applied BIOS settings at once (no reboot needed).
     bios_immediate: Mutex<HashSet<String>>,
+    /// One lock per System: never two resets in flight to one host.
+    reset_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// A parsed address: `host/<host>/<aspect>`.
@@ -154,6 +160,24 @@ impl Host<'_> {
     fn permanent(&self, msg: impl std::fmt::Display) -> ProviderError {
         ProviderError::permanent(self.id, format!("host {}: {msg}", self.name))
     }
+
+    /// One "unsupported by this BMC" problem: what the manifest asks, the BMC, and the
+    /// Redfish property it lacks.
+    fn unsupported(&self, what: &str, property: &str) -> ProviderError {
+        self.permanent(format!(
+            "{what} is unsupported by this BMC ({}): it has no `{property}`",
+            self.conn.http().base()
+        ))
+    }
+}
+
+/// The last path segment of each member (its Id in the URL), for messages.
+fn member_ids(members: &[String]) -> String {
+    members
+        .iter()
+        .map(|m| m.rsplit('/').find(|s| !s.is_empty()).unwrap_or(m))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Loose equality for BIOS attribute values: `true` == `"true"`, `10` == `"10"`.
@@ -230,6 +254,7 @@ impl RedfishProvider {
             clients: Mutex::new(HashMap::new()),
             systems: Mutex::new(HashMap::new()),
             bios_immediate: Mutex::new(HashSet::new()),
+            reset_locks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -366,13 +391,10 @@ impl RedfishProvider {
             if selector.is_empty() {
                 if members.len() != 1 {
                     return Err(host.permanent(format!(
-                        "the BMC has {} systems ({}): set bmc.system to one of them",
+                        "the BMC at {} has {} systems ({}): set bmc.systemId to one of them",
+                        bmc.endpoint,
                         members.len(),
-                        members
-                            .iter()
-                            .map(|m| m.rsplit('/').find(|s| !s.is_empty()).unwrap_or(m))
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        member_ids(&members)
                     )));
                 }
                 let r = host.get(&members[0]).await?;
@@ -385,11 +407,19 @@ impl RedfishProvider {
                         break;
                     }
                 }
+                if found.is_none() {
+                    return Err(host.permanent(format!(
+                        "the BMC at {} has no system with Id, Name or UUID `{selector}` (bmc.systemId); it has: {}",
+                        bmc.endpoint,
+                        member_ids(&members)
+                    )));
+                }
             }
         }
         let Some((path, r)) = found else {
             return Err(host.permanent(format!(
-                "the BMC has no system with Id, Name or UUID `{selector}`"
+                "the BMC at {} has no system `{selector}` (bmc.systemId)",
+                bmc.endpoint
             )));
         };
         self.systems
@@ -434,7 +464,17 @@ impl RedfishProvider {
             Aspect::Power => {
                 let sys = typed::system(&host.system);
                 p.etag = host.system_etag.clone();
-                Ok((json!({"state": sys.power_state}), p))
+                let want: PowerSpec = parse_spec(host.id, spec)?;
+                let mut state = json!({"state": sys.power_state});
+                if let Some(s) = &want.apply_at_reset {
+                    let awaiting = self.awaiting_reset(host, s).await?;
+                    if !awaiting.is_empty() {
+                        p.extra
+                            .insert("resetPlan".into(), json!(self.reset_plan(host).await?));
+                    }
+                    state["awaitingReset"] = json!(awaiting);
+                }
+                Ok((state, p))
             }
             Aspect::Boot => {
                 let sys = typed::system(&host.system);
@@ -459,10 +499,10 @@ impl RedfishProvider {
             Aspect::Bios => self.observe_bios(host, spec, p).await,
             Aspect::SecureBoot => {
                 let path = host.link("SecureBoot").ok_or_else(|| {
-                    host.permanent("the BMC does not expose SecureBoot for this system")
+                    host.unsupported("secureBoot", &format!("{}/SecureBoot", host.system_path))
                 })?;
                 let r = host.get_opt(&path).await?.ok_or_else(|| {
-                    host.permanent(format!("the BMC does not implement SecureBoot ({path})"))
+                    host.unsupported("secureBoot", &format!("{path} (not implemented there)"))
                 })?;
                 p.etag = r.header("ETag");
                 p.path = Some(path);
@@ -484,29 +524,25 @@ impl RedfishProvider {
         mut p: Private,
     ) -> Result<(Value, Private), ProviderError> {
         let want: BiosSpec = parse_spec(host.id, spec)?;
-        let path = host.link("Bios").ok_or_else(|| {
-            host.permanent("the BMC does not expose BIOS settings (no Bios link on the System)")
-        })?;
-        let r = host.get_opt(&path).await?.ok_or_else(|| {
-            host.permanent(format!("the BMC does not implement BIOS settings ({path})"))
-        })?;
+        let path = host
+            .link("Bios")
+            .ok_or_else(|| host.unsupported("bios", &format!("{}/Bios", host.system_path)))?;
+        let r = host
+            .get_opt(&path)
+            .await?
+            .ok_or_else(|| host.unsupported("bios", &format!("{path} (not implemented there)")))?;
         let current = r
             .body
             .get("Attributes")
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        let (settings, source) = match r
+        // Only the link the BMC publishes: a Bios without `@Redfish.Settings` is read-only.
+        let settings = r
             .body
             .pointer("/@Redfish.Settings/SettingsObject/@odata.id")
             .and_then(Value::as_str)
-        {
-            Some(s) => (s.to_string(), "@Redfish.Settings"),
-            None => (
-                format!("{}/Settings", path.trim_end_matches('/')),
-                "<Bios>/Settings (no @Redfish.Settings; sushy's path)",
-            ),
-        };
+            .map(str::to_string);
         let apply_times = r
             .body
             .pointer("/@Redfish.Settings/SupportedApplyTimes")
@@ -518,7 +554,11 @@ impl RedfishProvider {
                     .collect::<Vec<_>>()
             });
         let mut pending = Map::new();
-        if let Some(s) = host.get_opt(&settings).await? {
+        let settings_body = match &settings {
+            Some(s) => host.get_opt(s).await?,
+            None => None,
+        };
+        if let Some(s) = settings_body {
             p.etag = s.header("ETag");
             if let Some(attrs) = s.body.get("Attributes").and_then(Value::as_object) {
                 for (k, v) in attrs {
@@ -540,9 +580,8 @@ impl RedfishProvider {
                 None => unknown.push(json!(k)),
             }
         }
-        p.path = Some(settings);
+        p.path = settings;
         p.extra.insert("biosPath".into(), json!(path));
-        p.extra.insert("settingsSource".into(), json!(source));
         p.extra.insert("pending".into(), Value::Object(pending));
         p.extra.insert("unknown".into(), Value::Array(unknown));
         p.extra.insert(
@@ -559,6 +598,13 @@ impl RedfishProvider {
                 .contains(&bios_key(host));
         p.extra
             .insert("appliesImmediately".into(), json!(immediate));
+        // A BMC that lists apply times wants to be told (iDRAC queues the job only then).
+        if apply_times
+            .as_ref()
+            .is_some_and(|a| a.iter().any(|t| t == "OnReset"))
+        {
+            p.extra.insert("applyOnReset".into(), json!(true));
+        }
         Ok((json!({"attributes": attrs}), p))
     }
 
@@ -621,6 +667,12 @@ impl RedfishProvider {
                 break;
             }
         }
+        if members.is_empty() {
+            return Err(host.unsupported(
+                "virtual media",
+                &format!("VirtualMedia device ({coll} has no members)"),
+            ));
+        }
         let Some((path, r)) = chosen else {
             return Err(host.permanent(match &want.device {
                 Some(d) => format!("no VirtualMedia device `{d}` (have: {})", seen.join(", ")),
@@ -665,6 +717,7 @@ impl RedfishProvider {
         // The update service and its inventory.
         let mut inventory: Option<Vec<(String, String, Value)>> = None;
         let mut inventory_note = String::from("UpdateService not linked from the service root");
+        let mut inventory_ids: Vec<String> = Vec::new();
         if let Some(us) = odata_id(host.conn.root.get("UpdateService"))
             && let Some(r) = host.get_opt(us).await?
         {
@@ -697,6 +750,16 @@ impl RedfishProvider {
                             })
                             .unwrap_or_default();
                         inventory_note = format!("FirmwareInventory has {} members", members.len());
+                        inventory_ids = members
+                            .iter()
+                            .map(|m| {
+                                m.trim_end_matches('/')
+                                    .rsplit('/')
+                                    .next()
+                                    .unwrap_or(m)
+                                    .to_string()
+                            })
+                            .collect();
                         let mut items = Vec::new();
                         if needs_inventory {
                             for m in &members {
@@ -755,8 +818,10 @@ impl RedfishProvider {
                 format!("{inventory_note}: cannot observe {}", missing.join(", "))
             } else {
                 format!(
-                    "{} not found ({inventory_note}; BIOS comes from the System's BiosVersion, BMC from the Manager's FirmwareVersion)",
-                    missing.join(", ")
+                    "{} not found ({inventory_note}; BIOS comes from the System's BiosVersion, BMC from the Manager's FirmwareVersion; \
+                     name a FirmwareInventory member instead, it has: {})",
+                    missing.join(", "),
+                    inventory_ids.join(", ")
                 )
             };
             return Err(host.permanent(why));
@@ -821,23 +886,77 @@ impl RedfishProvider {
                 }
             }
         }
-        if !any_processors {
-            return Err(host
-                .permanent("the BMC does not expose Processors: cannot check the GPU inventory"));
+        // Supermicro HGX: the GPUs are only PCIe devices of the System's chassis.
+        let mut any_pcie = false;
+        if gpus.is_empty() {
+            let chassis: Vec<String> = host
+                .system
+                .pointer("/Links/Chassis")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| odata_id(Some(c)).map(str::to_string))
+                .collect();
+            for c in &chassis {
+                let Some(r) = host.get_opt(c).await? else {
+                    continue;
+                };
+                let Some(pd) = odata_id(r.body.get("PCIeDevices")).map(str::to_string) else {
+                    continue;
+                };
+                let Some(coll) = host.get_opt(&pd).await? else {
+                    continue;
+                };
+                any_pcie = true;
+                for m in coll
+                    .body
+                    .get("Members")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(mp) = odata_id(Some(m)) else {
+                        continue;
+                    };
+                    let r = host.get(mp).await?;
+                    let says_gpu = ["Id", "Name", "Description"].iter().any(|k| {
+                        str_of(&r.body, k).is_some_and(|v| v.to_uppercase().contains("GPU"))
+                    });
+                    if says_gpu {
+                        gpus.push(str_of(&r.body, "Model"));
+                    }
+                }
+            }
+        }
+        if !any_processors && !any_pcie && want.expect.gpu_count != Some(0) {
+            // Nothing to compare with (an emulator, a BMC without inventory): the GPUs cannot
+            // be checked, which is said, but it is not a reason to stop planning the host.
+            tracing::warn!(
+                host = %host.name, system = %host.system_path,
+                "the BMC reports no GPU inventory (no Processors of type GPU, no Chassis PCIeDevices): \
+                 the manifest's gpu cannot be checked against it"
+            );
+            let mut expect = Map::new();
+            if let Some(m) = &want.expect.gpu_model {
+                expect.insert("gpuModel".into(), json!(m));
+            }
+            if let Some(c) = want.expect.gpu_count {
+                expect.insert("gpuCount".into(), json!(c));
+            }
+            return Ok((json!({"expect": expect, "unverified": true}), p));
         }
         let mut expect = Map::new();
         if let Some(m) = &want.expect.gpu_model {
             let needle = m.to_lowercase();
-            let bad = gpus.iter().find(|g| {
-                !g.as_ref()
-                    .is_some_and(|g| g.to_lowercase().contains(&needle))
-            });
+            // A GPU without `Model` (GB200's BMC) cannot contradict the manifest.
+            let bad = gpus
+                .iter()
+                .flatten()
+                .find(|g| !g.to_lowercase().contains(&needle));
             let v = match (gpus.is_empty(), bad) {
                 (true, _) => Value::Null,
                 (false, None) => json!(m),
-                (false, Some(g)) => g
-                    .clone()
-                    .map_or(json!("(no Model reported)"), Value::String),
+                (false, Some(g)) => json!(g),
             };
             expect.insert("gpuModel".into(), v);
         }
@@ -877,6 +996,23 @@ impl RedfishProvider {
                 let want = json!(w.state);
                 if st.get("state") != Some(&want) {
                     fields.push(field("/state", st.get("state").cloned(), Some(want)));
+                }
+                // The host's one reset: staged settings that are not current yet.
+                if w.state == PowerState::On
+                    && w.apply_at_reset.is_some()
+                    && let Some(a) = st.get("awaitingReset").and_then(Value::as_array)
+                    && !a.is_empty()
+                {
+                    let mut f = field("/awaitingReset", Some(json!(a)), Some(json!([])));
+                    f.changed_by = Some(format!(
+                        "one reset of the host applies them ({})",
+                        private
+                            .extra
+                            .get("resetPlan")
+                            .and_then(Value::as_str)
+                            .unwrap_or("a restart the BMC allows")
+                    ));
+                    fields.push(f);
                 }
                 disruptive = true;
             }
@@ -964,11 +1100,29 @@ impl RedfishProvider {
                         fields.push(f);
                     }
                 }
-                disruptive = !private
-                    .extra
-                    .get("appliesImmediately")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
+                if !fields.is_empty() && private.path.is_none() {
+                    return Err(ProviderError::permanent(
+                        id,
+                        format!(
+                            "host {}: BIOS is read-only on this BMC: its Bios ({}) has no `@Redfish.Settings` \
+                             link to a settings object, so {} cannot be set (fleetform never guesses a URL)",
+                            t.host,
+                            private
+                                .extra
+                                .get("biosPath")
+                                .and_then(Value::as_str)
+                                .unwrap_or("?"),
+                            fields
+                                .iter()
+                                .map(|f| f.path.trim_start_matches("/attributes/"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+                // Staging settings does not disrupt the host: the reset that applies them is
+                // planned by the host's power resource (`applyAtReset`).
+                disruptive = false;
             }
             Aspect::SecureBoot => {
                 let w: SecureBootSpec = parse_spec(id, &desired.spec)?;
@@ -979,8 +1133,8 @@ impl RedfishProvider {
                         Some(json!(w.enabled)),
                     ));
                 }
-                // Takes effect on the next boot.
-                disruptive = true;
+                // Takes effect at the next reset, which the host's power resource plans.
+                disruptive = false;
             }
             Aspect::VirtualMedia => {
                 let w: VirtualMediaSpec = parse_spec(id, &desired.spec)?;
@@ -1024,17 +1178,38 @@ impl RedfishProvider {
             }
             Aspect::Inventory => {
                 let w: InventorySpec = parse_spec(id, &desired.spec)?;
-                if let Some(m) = &w.expect.gpu_model {
+                let mut wrong = Vec::new();
+                if let Some(m) = &w.expect.gpu_model
+                    && w.expect.gpu_count != Some(0)
+                {
                     let cur = st.pointer("/expect/gpuModel");
                     if cur.and_then(Value::as_str) != Some(m.as_str()) {
-                        fields.push(field("/expect/gpuModel", cur.cloned(), Some(json!(m))));
+                        wrong.push(format!(
+                            "gpu.model: the BMC reports {}, the manifest says {m}",
+                            cur.filter(|v| !v.is_null())
+                                .map_or("no GPU".into(), Value::to_string)
+                        ));
                     }
                 }
                 if let Some(n) = w.expect.gpu_count {
                     let cur = st.pointer("/expect/gpuCount");
-                    if cur.and_then(Value::as_u64) != Some(n) {
-                        fields.push(field("/expect/gpuCount", cur.cloned(), Some(json!(n))));
+                    if cur.and_then(Value::as_u64).unwrap_or(0) != n {
+                        wrong.push(format!(
+                            "gpu.count: the BMC reports {}, the manifest says {n}",
+                            cur.map_or("nothing".into(), Value::to_string)
+                        ));
                     }
+                }
+                // Hardware is observed, never applied: a mismatch is a problem of the host.
+                if !wrong.is_empty() {
+                    return Err(ProviderError::permanent(
+                        id,
+                        format!(
+                            "host {}: the GPU inventory does not match the manifest: {}",
+                            t.host,
+                            wrong.join("; ")
+                        ),
+                    ));
                 }
             }
         }
@@ -1063,6 +1238,19 @@ impl RedfishProvider {
         match aspect {
             Aspect::Power => {
                 let w: PowerSpec = parse_spec(host.id, spec)?;
+                if w.state == PowerState::On
+                    && let Some(s) = &w.apply_at_reset
+                    && !cx.dry_run
+                {
+                    if self.read_power(host).await?.as_deref() == Some("On") {
+                        self.reset_for_settings(host, s, cx).await?;
+                    } else {
+                        // Powering on applies what is staged: no reset of its own.
+                        self.apply_power(host, w.state, cx).await?;
+                        self.verify_after_reset(host, s, cx).await?;
+                        return Ok(());
+                    }
+                }
                 self.apply_power(host, w.state, cx).await
             }
             Aspect::Boot => {
@@ -1121,10 +1309,18 @@ impl RedfishProvider {
                 if patch.is_empty() || cx.dry_run {
                     return Ok(());
                 }
-                let settings = p.path.clone().unwrap_or_default();
-                tracing::info!(host = %host.name, settings = %settings, source = ?p.extra.get("settingsSource"), "PATCH BIOS attributes");
+                let settings = p.path.clone().ok_or_else(|| {
+                    host.permanent(
+                        "BIOS is read-only on this BMC (no `@Redfish.Settings` link on its Bios)",
+                    )
+                })?;
+                tracing::info!(host = %host.name, settings = %settings, "PATCH BIOS attributes to the settings object");
+                let mut body = json!({"Attributes": patch});
+                if p.extra.get("applyOnReset") == Some(&json!(true)) {
+                    body["@Redfish.SettingsApplyTime"] = json!({"ApplyTime": "OnReset"});
+                }
                 host.conn
-                    .patch(&settings, &json!({"Attributes": patch}), p.etag.as_deref())
+                    .patch(&settings, &body, p.etag.as_deref())
                     .await
                     .map_err(|e| host.err(e))?;
                 let (after, _) = self.observe_bios(host, spec, p).await?;
@@ -1300,6 +1496,208 @@ impl RedfishProvider {
         }
     }
 
+    /// The staged settings of `s` that are not current on the host yet, in words.
+    async fn awaiting_reset(
+        &self,
+        host: &Host<'_>,
+        s: &ResetSettings,
+    ) -> Result<Vec<String>, ProviderError> {
+        let mut out = Vec::new();
+        if !s.bios.is_empty()
+            && let Some(path) = host.link("Bios")
+            && let Some(r) = host.get_opt(&path).await?
+        {
+            let cur = r.body.get("Attributes");
+            for (k, v) in &s.bios {
+                let c = cur.and_then(|a| a.get(k));
+                if !c.is_some_and(|c| loose_eq(c, v)) {
+                    out.push(format!(
+                        "BIOS {k}: {} -> {v}",
+                        c.map_or("absent".into(), Value::to_string)
+                    ));
+                }
+            }
+        }
+        if let Some(want) = s.secure_boot
+            && let Some(path) = host.link("SecureBoot")
+            && let Some(r) = host.get_opt(&path).await?
+        {
+            // What the host booted with, when the BMC says; else the setting itself.
+            let current = match r.body.get("SecureBootCurrentBoot").and_then(Value::as_str) {
+                Some(c) => Some(c == "Enabled"),
+                None => r.body.get("SecureBootEnable").and_then(Value::as_bool),
+            };
+            if current != Some(want) {
+                out.push(format!(
+                    "secure boot: {} -> {}",
+                    current.map_or("unknown".into(), |c| c.to_string()),
+                    want
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The reset action's target and the graceful and forced restart types the BMC allows.
+    async fn restart_types(
+        &self,
+        host: &Host<'_>,
+    ) -> Result<(String, Option<&'static str>, Option<&'static str>), ProviderError> {
+        let action = host
+            .system
+            .pointer("/Actions/#ComputerSystem.Reset")
+            .cloned()
+            .ok_or_else(|| host.permanent("the System has no ComputerSystem.Reset action: cannot reset the host to apply staged settings"))?;
+        let target = action
+            .get("target")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let allowed = allowable(host, &action, "ResetType").await?;
+        let offers = |t: &str| allowed.as_ref().is_none_or(|a| a.iter().any(|x| x == t));
+        let graceful = ["GracefulRestart"].into_iter().find(|t| offers(t));
+        let forced = ["ForceRestart", "PowerCycle"]
+            .into_iter()
+            .find(|t| offers(t));
+        if graceful.is_none() && forced.is_none() {
+            return Err(host.permanent(format!(
+                "the BMC offers no restart reset type (ResetType allows: {}): cannot apply staged settings",
+                allowed.unwrap_or_default().join(", ")
+            )));
+        }
+        Ok((target, graceful, forced))
+    }
+
+    async fn reset_plan(&self, host: &Host<'_>) -> Result<String, ProviderError> {
+        Ok(match self.restart_types(host).await {
+            Ok((_, Some(g), Some(f))) => format!(
+                "{g}, then {f} if the host has not started restarting after {}s",
+                self.options.graceful_timeout.as_secs()
+            ),
+            Ok((_, Some(t), None) | (_, None, Some(t))) => t.to_string(),
+            Ok((_, None, None)) => unreachable!("restart_types refuses this"),
+            Err(e) => format!("no reset possible: {}", e.message),
+        })
+    }
+
+    fn reset_lock(&self, host: &Host<'_>) -> Arc<tokio::sync::Mutex<()>> {
+        self.reset_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(bios_key(host))
+            .or_default()
+            .clone()
+    }
+
+    /// Sends one reset POST; a dropped connection is not an error (the reset may have
+    /// landed: the caller reads the power state back instead of resending).
+    async fn send_reset(
+        &self,
+        host: &Host<'_>,
+        target: &str,
+        reset: &str,
+    ) -> Result<(), ProviderError> {
+        tracing::info!(host = %host.name, reset, "ComputerSystem.Reset to apply staged settings");
+        match host.conn.post(target, &json!({"ResetType": reset})).await {
+            Ok(_) => Ok(()),
+            Err(HttpError::Unreachable { .. }) => {
+                tracing::warn!(host = %host.name, reset, "connection lost during the reset; reading the power state back, not resending");
+                Ok(())
+            }
+            Err(e) => Err(host.err(e)),
+        }
+    }
+
+    /// The host's one maintenance reset: the settings are staged (the bios and secure-boot
+    /// resources come first); one restart (graceful, forced once after `graceful_timeout`
+    /// when power never left On), then every value is verified. Never two resets in flight,
+    /// and never a reset re-sent without reading the power state back first.
+    async fn reset_for_settings(
+        &self,
+        host: &Host<'_>,
+        s: &ResetSettings,
+        cx: &ApplyContext,
+    ) -> Result<(), ProviderError> {
+        let lock = self.reset_lock(host);
+        let _one_reset = lock.lock().await;
+        if self.awaiting_reset(host, s).await?.is_empty() {
+            return Ok(());
+        }
+        let (target, graceful, forced) = self.restart_types(host).await?;
+        let first = graceful.or(forced).unwrap_or("ForceRestart");
+        self.send_reset(host, &target, first).await?;
+        let mut sent: Vec<&str> = vec![first];
+        let start = Instant::now();
+        let wait = self.options.power_timeout.min(cx.timeout);
+        let mut seen_transition = false;
+        loop {
+            tokio::time::sleep(self.options.poll_interval).await;
+            // A BMC may not answer while the host restarts: keep looking until the deadline.
+            let power = match self.read_power(host).await {
+                Ok(p) => p,
+                Err(e) if e.kind == fleetform_contract::provider::ErrorKind::Transient => None,
+                Err(e) => return Err(e),
+            };
+            if power.as_deref().is_some_and(|p| p != "On") {
+                seen_transition = true;
+            }
+            if power.as_deref() == Some("On") {
+                let left = self.awaiting_reset(host, s).await?;
+                if left.is_empty() {
+                    return Ok(());
+                }
+                // Power read back On, it never moved, the graceful time is up: force once.
+                if !seen_transition
+                    && sent.len() == 1
+                    && graceful.is_some()
+                    && let Some(f) = forced
+                    && start.elapsed() >= self.options.graceful_timeout
+                {
+                    tracing::warn!(host = %host.name, "no restart after {first}; power reads On: sending {f}");
+                    self.send_reset(host, &target, f).await?;
+                    sent.push(f);
+                    seen_transition = false;
+                }
+            }
+            if start.elapsed() >= wait {
+                let left = self.awaiting_reset(host, s).await.unwrap_or_default();
+                // Permanent: the engine must not retry into another reset.
+                return Err(host.permanent(format!(
+                    "sent {} to apply staged settings; {}s later power is {} and still not current: {}; not resending (look at the BMC's settings object messages)",
+                    sent.join(" then "),
+                    wait.as_secs(),
+                    power.unwrap_or_else(|| "unknown".into()),
+                    left.join("; ")
+                )));
+            }
+        }
+    }
+
+    /// After a power-on: every staged value must be current once power reads On.
+    async fn verify_after_reset(
+        &self,
+        host: &Host<'_>,
+        s: &ResetSettings,
+        cx: &ApplyContext,
+    ) -> Result<(), ProviderError> {
+        let wait = self.options.power_timeout.min(cx.timeout);
+        let start = Instant::now();
+        loop {
+            let left = self.awaiting_reset(host, s).await?;
+            if left.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() >= wait {
+                return Err(host.permanent(format!(
+                    "powered on, but the staged settings are not current {}s later: {}",
+                    wait.as_secs(),
+                    left.join("; ")
+                )));
+            }
+            tokio::time::sleep(self.options.poll_interval).await;
+        }
+    }
+
     async fn read_power(&self, host: &Host<'_>) -> Result<Option<String>, ProviderError> {
         Ok(typed::system(&host.get(&host.system_path).await?.body).power_state)
     }
@@ -1414,7 +1812,10 @@ impl Provider for RedfishProvider {
         &self,
         requests: &[ObserveRequest<'_>],
     ) -> Vec<Result<Option<Observed>, ProviderError>> {
-        futures::future::join_all(requests.iter().map(|rq| self.observe_one(rq))).await
+        let mut results =
+            futures::future::join_all(requests.iter().map(|rq| self.observe_one(rq))).await;
+        once_per_host(&mut results);
+        results
     }
 
     fn diff(
@@ -1469,6 +1870,14 @@ impl Provider for RedfishProvider {
         if change.action == Action::NoOp {
             return Ok(Health::Ready);
         }
+        // Staged settings wait for the host's reset, which its power resource plans.
+        if change.fields.iter().all(|f| {
+            f.changed_by
+                .as_deref()
+                .is_some_and(|c| c.starts_with("staged"))
+        }) {
+            return Ok(Health::Ready);
+        }
         let what = change
             .fields
             .iter()
@@ -1488,6 +1897,31 @@ impl Provider for RedfishProvider {
             .collect::<Vec<_>>()
             .join("; ");
         Ok(Health::Progressing(what))
+    }
+}
+
+/// A host-level failure (system lookup, credentials, an unsupported BMC) fails every aspect
+/// of the host with the same words: say it in full once, on the first of them, and point the
+/// others there, so a plan lists it once per host.
+fn once_per_host(results: &mut [Result<Option<Observed>, ProviderError>]) {
+    let mut first: HashMap<String, ResourceId> = HashMap::new();
+    for r in results.iter_mut() {
+        let Err(e) = r else { continue };
+        if e.is_transient() {
+            continue;
+        }
+        match first.get(&e.message) {
+            None => {
+                first.insert(e.message.clone(), e.id.clone());
+            }
+            Some(on) => {
+                let host = e.message.split(':').next().unwrap_or("host").to_string();
+                *r = Err(ProviderError::permanent(
+                    &e.id,
+                    format!("{host}: not observed: the same BMC error as {on} (reported there)"),
+                ));
+            }
+        }
     }
 }
 

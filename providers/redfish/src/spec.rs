@@ -43,6 +43,23 @@ pub struct PowerSpec {
     pub bmc: BmcSpec,
     /// `On` or `Off`.
     pub state: PowerState,
+    /// Settings of the host's other aspects that take effect at a reset: when any of them
+    /// is not current yet, this resource plans the host's one reset (see docs: "Reboots").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_at_reset: Option<ResetSettings>,
+}
+
+/// What a reset of the host is expected to make current (copied from the host's
+/// `bios` and `secure-boot` specs by the compiler).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResetSettings {
+    /// BIOS attributes that must read these values after the reset.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub bios: BTreeMap<String, serde_json::Value>,
+    /// `SecureBootEnable` (and `SecureBootCurrentBoot`, when the BMC reports it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<bool>,
 }
 
 /// Desired power state.

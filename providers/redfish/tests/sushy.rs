@@ -8,7 +8,7 @@
 mod common;
 
 use common::{converge, paths, plan, provider, require, rid};
-use fleetform_contract::provider::{Action, ApplyContext, ApplyRequest, ErrorKind, Provider};
+use fleetform_contract::provider::{Action, ErrorKind, Provider};
 use fleetform_contract::resource::Desired;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -231,8 +231,9 @@ async fn bios_attributes_apply_at_once_on_libvirt_and_out_of_band_change_is_drif
         paths(&first),
         ["/attributes/ProcTurboMode", "/attributes/SriovGlobalEnable"]
     );
-    // Before the first apply the provider cannot know the BMC applies at once: it says a reboot is needed.
-    assert!(first.disruptive);
+    // Staging (or, here, applying at once) is never the disruptive step: the reset that makes
+    // staged settings current is planned by the host's power resource (`applyAtReset`).
+    assert!(!first.disruptive);
 
     pe.oob(
         Method::PATCH,
@@ -243,7 +244,6 @@ async fn bios_attributes_apply_at_once_on_libvirt_and_out_of_band_change_is_drif
     .await;
     let (drift, _) = plan(&p, &d).await.unwrap();
     assert_eq!(paths(&drift), ["/attributes/ProcTurboMode"]);
-    // Now it knows: this BMC applied the last change at once, no reboot.
     assert!(!drift.disruptive);
 }
 
@@ -278,7 +278,10 @@ async fn bios_on_a_bmc_without_bios_is_a_clear_permanent_error() {
     );
     let err = plan(&p, &d).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
-    assert!(err.message.contains("does not expose BIOS"), "{err}");
+    assert!(
+        err.message.contains("bios is unsupported by this BMC"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -349,21 +352,24 @@ async fn inventory_is_observed_not_applied() {
         pe.bmc(&pe.libvirt, "gpu-node-1"),
         json!({"expect": {"gpuModel": "H100", "gpuCount": 8}}),
     );
-    let (c, obs) = plan(&p, &d).await.unwrap();
-    assert_eq!(paths(&c), ["/expect/gpuModel", "/expect/gpuCount"]);
-    assert_eq!(c.fields[1].before, Some(json!(0)));
-    let rq = ApplyRequest {
-        change: &c,
-        desired: Some(&d),
-        last_applied: None,
-        observed: Some(&obs),
-    };
-    let err = p.apply(&rq, &ApplyContext::default()).await.unwrap_err();
+    // A mismatch is a problem of the host at plan time (hardware is observed, not applied).
+    let err = plan(&p, &d).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Permanent);
     assert!(
-        err.message.contains("inventory is observed, not applied"),
+        err.message.contains("GPU inventory does not match")
+            && err
+                .message
+                .contains("gpu.count: the BMC reports 0, the manifest says 8"),
         "{err}"
     );
+    // A host with no GPU matches.
+    let none = desired(
+        "gpu-node-1",
+        "inventory",
+        pe.bmc(&pe.libvirt, "gpu-node-1"),
+        json!({"expect": {"gpuCount": 0}}),
+    );
+    assert_eq!(plan(&p, &none).await.unwrap().0.action, Action::NoOp);
 
     // The fake driver has no Processors at all.
     let fake = desired(
@@ -372,8 +378,10 @@ async fn inventory_is_observed_not_applied() {
         pe.bmc(&pe.fake, "gpu-node-4"),
         json!({"expect": {"gpuCount": 8}}),
     );
-    let err = plan(&p, &fake).await.unwrap_err();
-    assert!(err.message.contains("does not expose Processors"), "{err}");
+    // Nothing to check against: said in the log, and not a reason to stop planning the host.
+    let (change, observed) = plan(&p, &fake).await.unwrap();
+    assert_eq!(change.action, Action::NoOp);
+    assert_eq!(observed.state["unverified"], true);
 }
 
 #[tokio::test]

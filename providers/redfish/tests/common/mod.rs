@@ -1,6 +1,8 @@
 //! Shared test helpers: the sushy peers' environment, plan/apply round trips.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod bmcsim;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
