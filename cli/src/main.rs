@@ -3,6 +3,9 @@
 //!
 //! Exit status (decided in one place, `main`): 0 = success and no changes,
 //! 2 = success and changes present (plan, drift), 1 = error (including usage errors).
+//!
+//! Size: the commands still live here; the thin `cmd/` + `report/` layout is part of issue 16,
+//! not done yet.
 
 mod fleet;
 mod gpu;

@@ -16,6 +16,10 @@
 //! - add-ons (`compile/addons.rs` and one file per target): a KAI Queue waits for its parent
 //!   queue; a DPUSet for its BFB, DPUFlavor and hosts' power, and the NicClusterPolicy for the
 //!   DPUSets; namespaced objects for their namespace; a ResourceClaimTemplate for its DeviceClass.
+//!
+//! Size: over 1,000 lines because the host, tenant, pool and NIM compilers still live here;
+//! newer targets are files of their own under `compile/`, and moving these four out is part of
+//! issue 16's pipeline layout (not done yet).
 
 mod addons;
 mod capi;

@@ -11,6 +11,9 @@
 //! poll and are notified once. Shutdown cancels through the apply's own cancel
 //! signal: calls in flight finish and are journaled, nothing new starts, the
 //! lock is released.
+//!
+//! Size: over 1,000 lines because the reconcile loop, retries and drift schedule still share
+//! this file; they move out with issue 16's single orchestration `Session` (not done yet).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -16,6 +16,9 @@
 //!   ClusterPolicy, the network operator's NicClusterPolicy and NIMService; other kinds are ready.
 //!
 //! See docs/providers/kube.md.
+//!
+//! Size: observe (LIST grouping, fast paths, dry-run) and apply share the provider's state here;
+//! fields, health, drain, errors and the spec are already modules of their own.
 
 mod drain;
 mod error;

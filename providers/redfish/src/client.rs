@@ -606,3 +606,14 @@ async fn get_with_retries(
 pub fn odata_id(v: Option<&Value>) -> Option<&str> {
     v?.get("@odata.id")?.as_str()
 }
+
+/// The `@odata.id` of every member of a Redfish collection, in order.
+pub fn members(collection: &Value) -> Vec<String> {
+    collection
+        .get("Members")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| odata_id(Some(m)).map(str::to_string))
+        .collect()
+}

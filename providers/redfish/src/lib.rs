@@ -3,6 +3,9 @@
 //! and a read-only hardware inventory), one resource per aspect of a host:
 //! `redfish:host/<host>/<aspect>`. The spec shapes are in [`spec`] and
 //! docs/providers/redfish.md.
+//!
+//! Size: each aspect's observe and apply are still methods of the provider here (the client,
+//! spec and typed shapes are modules); one module per aspect is the planned split.
 
 pub mod client;
 pub mod spec;
@@ -379,15 +382,7 @@ impl RedfishProvider {
         }
         if found.is_none() {
             let coll = host.get(&systems).await?.body;
-            let members: Vec<String> = coll
-                .get("Members")
-                .and_then(Value::as_array)
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|x| odata_id(Some(x)).map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let members = client::members(&coll);
             if selector.is_empty() {
                 if members.len() != 1 {
                     return Err(host.permanent(format!(
@@ -635,18 +630,7 @@ impl RedfishProvider {
                 "the BMC exposes no VirtualMedia (neither on the System nor on its Manager)",
             )
         })?;
-        let members: Vec<String> = host
-            .get(&coll)
-            .await?
-            .body
-            .get("Members")
-            .and_then(Value::as_array)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|x| odata_id(Some(x)).map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let members = client::members(&host.get(&coll).await?.body);
         let mut chosen = None;
         let mut seen = Vec::new();
         for m in &members {
@@ -739,16 +723,7 @@ impl RedfishProvider {
                             format!("BMC does not expose FirmwareInventory ({fi} answers 404)")
                     }
                     Some(coll) => {
-                        let members: Vec<String> = coll
-                            .body
-                            .get("Members")
-                            .and_then(Value::as_array)
-                            .map(|m| {
-                                m.iter()
-                                    .filter_map(|x| odata_id(Some(x)).map(str::to_string))
-                                    .collect()
-                            })
-                            .unwrap_or_default();
+                        let members = client::members(&coll.body);
                         inventory_note = format!("FirmwareInventory has {} members", members.len());
                         inventory_ids = members
                             .iter()
@@ -841,17 +816,9 @@ impl RedfishProvider {
         if let Some(coll) = odata_id(host.conn.root.get("Systems"))
             && let Some(r) = host.get_opt(coll).await?
         {
-            for m in r
-                .body
-                .get("Members")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(s) = odata_id(Some(m))
-                    && s.trim_end_matches('/') != host.system_path.trim_end_matches('/')
-                {
-                    system_paths.push(s.to_string());
+            for s in client::members(&r.body) {
+                if s.trim_end_matches('/') != host.system_path.trim_end_matches('/') {
+                    system_paths.push(s);
                 }
             }
         }
@@ -870,17 +837,8 @@ impl RedfishProvider {
                 continue;
             };
             any_processors = true;
-            for m in coll
-                .body
-                .get("Members")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let Some(mp) = odata_id(Some(m)) else {
-                    continue;
-                };
-                let r = host.get(mp).await?;
+            for mp in client::members(&coll.body) {
+                let r = host.get(&mp).await?;
                 if r.body.get("ProcessorType").and_then(Value::as_str) == Some("GPU") {
                     gpus.push(str_of(&r.body, "Model"));
                 }
@@ -908,17 +866,8 @@ impl RedfishProvider {
                     continue;
                 };
                 any_pcie = true;
-                for m in coll
-                    .body
-                    .get("Members")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    let Some(mp) = odata_id(Some(m)) else {
-                        continue;
-                    };
-                    let r = host.get(mp).await?;
+                for mp in client::members(&coll.body) {
+                    let r = host.get(&mp).await?;
                     let says_gpu = ["Id", "Name", "Description"].iter().any(|k| {
                         str_of(&r.body, k).is_some_and(|v| v.to_uppercase().contains("GPU"))
                     });
