@@ -275,9 +275,12 @@ pub fn owners(live: &Value, managed_fields: &Value, pointer: &str) -> Vec<String
 /// very object: then the live values are what that apply produced, because
 /// anyone who changed or removed such a field since (an update, a forced apply)
 /// would own it now or have dropped it from fleetform's set. A list counts as
-/// one field when fleetform owns it atomically (`{}` in its fieldsV1); a list
-/// owned element by element answers false (an element removed by someone else
-/// leaves no trace in anyone's set), and the caller keeps the server's dry-run.
+/// one field when fleetform owns it atomically (`{}` in its fieldsV1). A list
+/// owned element by element (containers, ports, CRD versions) counts when nobody
+/// else owns any part of it and the live list, projected onto the desired one
+/// (named elements matched by name, server defaults dropped), equals it: an
+/// element someone removed leaves no trace in anyone's set but shows there, and
+/// then the caller keeps the server's dry-run.
 pub fn untouched_since_applied(desired: &Value, live: &Value, managed_fields: &Value) -> bool {
     let mut path = Vec::new();
     untouched_under(desired, live, managed_fields, &mut path)
@@ -300,11 +303,53 @@ fn untouched_under<'a>(
         }),
         _ if IDENTITY.contains(&path.as_slice()) => true,
         _ => {
-            at(live, path).is_some()
-                && sole_owner(live, managed_fields, path, super::FIELD_MANAGER)
+            let Some(here) = at(live, path) else {
+                // Applied as a zero value the server does not store (omitempty). An empty
+                // string, list or map means the same as none. `false` and `0` may not (a
+                // pointer field keeps them), so they count only while still in fleetform's
+                // set alone (`hostNetwork: false`): had someone removed one, it would have
+                // left that set.
+                return is_zero(desired)
+                    || ((matches!(desired, Value::Bool(false)) || desired.as_f64() == Some(0.0))
+                        && sole_owner(live, managed_fields, path, super::FIELD_MANAGER));
+            };
+            sole_owner(live, managed_fields, path, super::FIELD_MANAGER)
                 && (!desired.is_array()
-                    || owned_atomically(managed_fields, super::FIELD_MANAGER, path))
+                    || owned_atomically(managed_fields, super::FIELD_MANAGER, path)
+                    // A list kept element by element (containers, ports, CRD versions): nobody
+                    // else owns any part of it (sole_owner), so it is as last applied unless an
+                    // element was removed or rewritten without taking ownership; the projection
+                    // shows both. Server defaults inside elements are projected away.
+                    || as_applied(&project(here, desired), desired))
         }
+    }
+}
+
+/// True when `live` (already projected onto `desired`) is what applying `desired` leaves:
+/// equal, except that an empty string, null, `{}` or `[]` the desired object sets may be
+/// absent, because the API server drops such zero values (`omitempty`) when it stores the
+/// object (`env: [{name: X, value: ""}]` comes back as `{name: X}`).
+fn as_applied(live: &Value, desired: &Value) -> bool {
+    match (live, desired) {
+        (Value::Object(l), Value::Object(d)) => d.iter().all(|(k, dv)| match l.get(k) {
+            Some(lv) => as_applied(lv, dv),
+            None => is_zero(dv),
+        }),
+        (Value::Array(l), Value::Array(d)) => {
+            l.len() == d.len() && l.iter().zip(d).all(|(lv, dv)| as_applied(lv, dv))
+        }
+        _ => live == desired,
+    }
+}
+
+/// A value the API server may drop when storing an object.
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Object(m) => m.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
     }
 }
 
@@ -381,6 +426,22 @@ mod tests {
         assert_eq!(
             project(&json!({"dcgm": {"enabled": true}}), &json!({"dcgm": {}})),
             json!({"dcgm": {}})
+        );
+    }
+
+    #[test]
+    fn a_stored_object_may_lack_the_empty_values_it_was_applied_with() {
+        let desired = json!([{"name": "a", "value": "", "opts": {}, "n": 0}]);
+        assert!(as_applied(&json!([{"name": "a", "n": 0}]), &desired));
+        // Zero numbers and false are kept by the server: their absence is a change.
+        assert!(!as_applied(&json!([{"name": "a"}]), &desired));
+        assert!(!as_applied(
+            &json!([{"name": "a", "value": "x", "n": 0}]),
+            &desired
+        ));
+        assert!(
+            !as_applied(&json!([]), &desired),
+            "a missing element is a change"
         );
     }
 

@@ -90,6 +90,19 @@ type ListKey = (String, String, String, Option<String>);
 /// Live objects of one [`ListKey`] by name.
 type Listed = HashMap<String, Value>;
 
+/// The label whose value groups the objects of one kind for a cluster-wide LIST: every
+/// object fleetform compiles or renders carries it (`app.kubernetes.io/managed-by`).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// (cluster, apiVersion, kind, [`MANAGED_BY_LABEL`] value): what one cluster-wide LIST with
+/// that label selector reads. Kinds whose objects are spread thin over namespaces (a chart's
+/// Deployments, ServiceAccounts, Roles) are then read once per kind, not once per object.
+type LabelledKey = (String, String, String, String);
+
+/// Live objects of one [`LabelledKey`] by (namespace, name). An object missing from it may
+/// still exist without the label, so it is read with a GET rather than taken as absent.
+type LabelledListed = HashMap<(Option<String>, String), Value>;
+
 /// A LIST answer, its items kept as plain JSON (no typed round trip).
 #[derive(Deserialize)]
 struct RawList {
@@ -223,6 +236,22 @@ fn settle_all(items: Vec<ListedObject<'_>>) -> Vec<(usize, Target, Settled)> {
 }
 
 impl Target {
+    /// The cluster-wide labelled group this object can be read with, when it carries
+    /// [`MANAGED_BY_LABEL`].
+    fn labelled_key(&self) -> Option<LabelledKey> {
+        let value = self
+            .object
+            .pointer("/metadata/labels")?
+            .get(MANAGED_BY_LABEL)?
+            .as_str()?;
+        Some((
+            self.spec.cluster.clone(),
+            self.reference.api_version.clone(),
+            self.reference.kind.clone(),
+            value.to_string(),
+        ))
+    }
+
     /// The group this object is read with when its kind is listed.
     fn list_key(&self) -> ListKey {
         (
@@ -723,6 +752,62 @@ impl KubeProvider {
         (key, listed)
     }
 
+    /// One LIST of every object of `t`'s kind in all namespaces that carries the
+    /// [`MANAGED_BY_LABEL`] value of `key`, or `None` when that cannot be done (kind not
+    /// served, cluster-wide LIST forbidden to this identity, any error): the objects are then
+    /// read one by one.
+    async fn list_labelled(
+        &self,
+        key: LabelledKey,
+        id: &ResourceId,
+        t: &Target,
+    ) -> (LabelledKey, Option<LabelledListed>) {
+        let listed = async {
+            // Discovery (cached) tells the resource; the scope check is api()'s.
+            self.api(id, t).await.ok()??;
+            let kind = (
+                t.spec.cluster.clone(),
+                t.reference.api_version.clone(),
+                t.reference.kind.clone(),
+            );
+            let (resource, _) = self
+                .kinds
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&kind)
+                .cloned()?;
+            let client = self.client(id, &t.spec.cluster).await.ok()?;
+            let api: Api<DynamicObject> = Api::all_with(client, &resource);
+            let selector = format!("{MANAGED_BY_LABEL}={}", key.3);
+            let request = kube::core::Request::new(api.resource_url())
+                .list(&ListParams::default().labels(&selector))
+                .ok()?;
+            let _permit = self.limit(&t.spec.cluster).acquire_owned().await;
+            let client = api.into_client();
+            let list: RawList = tokio::spawn(async move { client.request(request).await })
+                .await
+                .ok()?
+                .ok()?;
+            let mut out = LabelledListed::with_capacity(list.items.len());
+            for mut v in list.items {
+                v["apiVersion"] = json!(t.reference.api_version);
+                v["kind"] = json!(t.reference.kind);
+                let name = v
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)?
+                    .to_string();
+                let namespace = v
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                out.insert((namespace, name), v);
+            }
+            Some(out)
+        }
+        .await;
+        (key, listed)
+    }
+
     fn not_found(&self, id: &ResourceId, t: &Target) -> ProviderError {
         ProviderError::permanent(
             id,
@@ -1004,6 +1089,36 @@ impl Provider for KubeProvider {
             .filter_map(|(k, l)| async move { l.map(|l| (k, l)) })
             .collect()
             .await;
+        // The rest, where two or more of a kind carry the same managed-by label: one
+        // cluster-wide LIST with that label selector per kind.
+        let labelled: Vec<Option<LabelledKey>> = keys
+            .iter()
+            .zip(&targets)
+            .map(|(k, t)| match (k, t) {
+                (Some(k), Ok(t)) if !lists.contains_key(k) => t.labelled_key(),
+                _ => None,
+            })
+            .collect();
+        let mut labelled_sizes: HashMap<&LabelledKey, (usize, usize)> = HashMap::new();
+        for (i, k) in labelled.iter().enumerate() {
+            if let Some(k) = k {
+                labelled_sizes.entry(k).or_insert((0, i)).0 += 1;
+            }
+        }
+        let labelled_lists: Vec<_> = labelled_sizes
+            .into_iter()
+            .filter(|(_, (n, _))| *n >= 2)
+            .filter_map(|(k, (_, first))| {
+                let t = targets[first].as_ref().ok()?;
+                Some(self.list_labelled(k.clone(), requests[first].id, t))
+            })
+            .collect();
+        let mut labelled_lists: HashMap<LabelledKey, LabelledListed> =
+            futures::stream::iter(labelled_lists)
+                .buffer_unordered(self.concurrency * clusters)
+                .filter_map(|(k, l)| async move { l.map(|l| (k, l)) })
+                .collect()
+                .await;
         // Namespaces that do not exist yet (they are created by this plan):
         // objects in them are not dry-run, the server could only answer 404.
         let mut namespaces: Vec<(String, String, &ResourceId)> = keys
@@ -1020,6 +1135,11 @@ impl Provider for KubeProvider {
             .iter()
             .filter(|(_, objects)| !objects.is_empty())
             .filter_map(|((cluster, _, _, ns), _)| Some((cluster.as_str(), ns.as_deref()?)))
+            .chain(labelled_lists.iter().flat_map(|((cluster, ..), objects)| {
+                objects
+                    .keys()
+                    .filter_map(move |(ns, _)| Some((cluster.as_str(), ns.as_deref()?)))
+            }))
             .collect();
         namespaces.retain(|(cluster, ns, _)| !populated.contains(&(cluster.as_str(), ns.as_str())));
         namespaces.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
@@ -1040,8 +1160,17 @@ impl Provider for KubeProvider {
         let mut quick: Vec<ListedObject<'_>> = Vec::new();
         let mut slow: Vec<(usize, Result<Target, ProviderError>, Known)> = Vec::new();
         for (i, (r, target)) in requests.iter().zip(targets).enumerate() {
-            let listed = match (&keys[i], &target) {
-                (Some(k), Ok(t)) => lists.get_mut(k).map(|l| l.remove(&t.reference.name)),
+            let listed = match (&keys[i], &labelled[i], &target) {
+                (Some(k), _, Ok(t)) if lists.contains_key(k) => {
+                    lists.get_mut(k).map(|l| l.remove(&t.reference.name))
+                }
+                // Found by the labelled LIST, or else read with a GET (it may exist unlabelled).
+                (_, Some(k), Ok(t)) => labelled_lists
+                    .get_mut(k)
+                    .and_then(|l| {
+                        l.remove(&(t.reference.namespace.clone(), t.reference.name.clone()))
+                    })
+                    .map(Some),
                 _ => None,
             };
             match (target, listed) {

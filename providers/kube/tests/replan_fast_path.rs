@@ -230,3 +230,136 @@ async fn a_large_listed_group_is_settled_at_once_and_only_the_touched_object_is_
         }
     }
 }
+
+fn deployment(name: &str) -> Desired {
+    let spec = json!({"cluster": "acme", "object": {"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+            "metadata": {"labels": {"app": name}},
+            // Zero values the server does not store (omitempty), as charts write them.
+            "spec": {"hostNetwork": false, "imagePullSecrets": [], "containers": [
+                {"name": "app", "image": "registry.example/app:1", "ports": [{"containerPort": 8080}],
+                 "env": [{"name": "WATCH_NAMESPACE", "value": ""}]},
+                {"name": "sidecar", "image": "registry.example/sidecar:1"}]}}}}});
+    Desired::new(object_id("acme", &spec["object"]), spec)
+}
+
+#[tokio::test]
+async fn a_list_kept_element_by_element_skips_the_dry_run_when_untouched() {
+    let Some((p, _, name)) = setup() else { return };
+    // Containers are a list keyed by name: fleetform owns each element, not the list whole,
+    // and the server fills in defaults inside each (imagePullPolicy, protocol, ...).
+    let d = deployment(&name);
+    converge(&p, &d).await;
+    let o = observe(&p, &d, true).await.unwrap();
+    assert!(skipped_dry_run(&o), "{:#?}", o.private);
+    assert_eq!(p.diff(&d, Some(&o)).unwrap().action, Action::NoOp);
+}
+
+#[tokio::test]
+async fn an_element_another_manager_removed_from_a_keyed_list_is_still_drift() {
+    let Some((p, kc, name)) = setup() else { return };
+    let d = deployment(&name);
+    converge(&p, &d).await;
+    // `kubectl edit` dropping the sidecar: an update that leaves no trace in anyone's
+    // field set, since nobody owns a field that no longer exists.
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(admin_client(&kc).await, "default");
+    deployments
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "app"}],
+                "containers": [{"name": "sidecar", "$patch": "delete"}]}}}})),
+        )
+        .await
+        .unwrap();
+    let o = observe(&p, &d, true).await.unwrap();
+    assert!(
+        !skipped_dry_run(&o),
+        "a removed element must be shown by the server"
+    );
+    assert_eq!(p.diff(&d, Some(&o)).unwrap().action, Action::Update);
+}
+
+/// `apiserver_request_total` for one resource, by verb (the server's own count).
+async fn requests_for(kc: &std::path::Path, resource: &str) -> BTreeMap<String, u64> {
+    let text = admin_client(kc)
+        .await
+        .request_text(http::Request::get("/metrics").body(Vec::new()).unwrap())
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let labels = &line[line.find('{').unwrap() + 1..line.find('}').unwrap()];
+        let label = |name: &str| {
+            labels
+                .split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=\"")))
+                .map(|v| v.trim_end_matches('"').to_string())
+        };
+        if label("resource").as_deref() == Some(resource) {
+            let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            *out.entry(label("verb").unwrap()).or_insert(0) += n as u64;
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_kind_spread_over_namespaces_is_re_read_with_one_labelled_list() {
+    let Some((p, kc, name)) = setup() else { return };
+    // One LimitRange in each of six namespaces (a chart's objects are spread like this): too
+    // few per namespace for a namespace LIST. No other test touches LimitRanges.
+    let admin = admin_client(&kc).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(admin);
+    let mut fleet = Vec::new();
+    for i in 0..6 {
+        let ns = format!("{name}-{i}");
+        namespaces
+            .create(
+                &Default::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+        let spec = json!({"cluster": "acme", "object": {"apiVersion": "v1", "kind": "LimitRange",
+            "metadata": {"name": "limits", "namespace": ns,
+                "labels": {"app.kubernetes.io/managed-by": "fleetform"}},
+            "spec": {"limits": [{"type": "Container", "default": {"cpu": "500m"}}]}}});
+        let d = Desired::new(object_id("acme", &spec["object"]), spec);
+        converge(&p, &d).await;
+        fleet.push(d);
+    }
+    let before = requests_for(&kc, "limitranges").await;
+    let requests: Vec<ObserveRequest<'_>> = fleet
+        .iter()
+        .map(|d| ObserveRequest {
+            id: &d.id,
+            spec: &d.spec,
+            desired: true,
+            unchanged: true,
+        })
+        .collect();
+    for o in p.observe(&requests).await {
+        assert!(skipped_dry_run(&o.unwrap().unwrap()));
+    }
+    let after = requests_for(&kc, "limitranges").await;
+    let delta: BTreeMap<&str, u64> = after
+        .iter()
+        .map(|(verb, n)| (verb.as_str(), n - before.get(verb).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(
+        delta,
+        BTreeMap::from([("LIST", 1)]),
+        "one LIST, no GET, no dry-run"
+    );
+}
