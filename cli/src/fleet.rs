@@ -156,6 +156,72 @@ pub async fn expand_releases(
     })
 }
 
+/// `validate`'s chart check: each operator's values against its chart's `values.schema.json`
+/// (and its enabled subcharts'), located at the manifest line that sets the value. Charts in
+/// local directories are always read; remote ones only with `fetch_remote` (validate stays
+/// offline by default, and says what it left to plan). No secret is read: a remote chart
+/// that needs credentials is reported as not checked.
+pub async fn check_chart_values(fleet: &Fleet, base: &Path, fetch_remote: bool) -> Vec<Diagnostic> {
+    let placeholders = fleetform_engine::secret::Placeholders;
+    let Ok(compiled) = compile::compile(fleet, &placeholders) else {
+        return Vec::new();
+    };
+    let (local, remote): (Vec<_>, Vec<_>) = compiled.releases.into_iter().partition(|r| {
+        r.repository.as_deref().is_some_and(|repo| {
+            !repo.starts_with("oci://")
+                && !repo.starts_with("http://")
+                && !repo.starts_with("https://")
+        })
+    });
+    let mut releases = local;
+    let mut out = Vec::new();
+    if fetch_remote {
+        releases.extend(remote);
+    } else if !remote.is_empty() {
+        out.push(Diagnostic::warning(
+            "chart-values-unchecked",
+            format!(
+                "{} chart release(s) come from remote repositories and were not checked against their values schemas",
+                remote.len()
+            ),
+        )
+        .hint("pass --fetch-charts to fetch them now; plan checks them in any case"));
+    }
+    if releases.is_empty() {
+        return out;
+    }
+    let cache = fleetform_charts::default_cache();
+    let expander = fleetform_charts::Expander::new(
+        fleetform_charts::Fetcher::new(
+            base.to_path_buf(),
+            cache.join("charts"),
+            Arc::new(placeholders),
+        ),
+        None,
+        None,
+    );
+    let span = |o: &fleetform_engine::resource::Origin| fleetform_engine::diag::Span {
+        file: o.file.clone(),
+        line: o.line,
+        column: o.column,
+    };
+    let (rejected, unchecked) = expander.check_values(&releases).await;
+    for e in rejected {
+        out.push(
+            Diagnostic::error("chart-values", e.to_string())
+                .at(Some(span(&e.origin)))
+                .hint("change or remove the value; the chart's values.schema.json says what it accepts"),
+        );
+    }
+    for e in unchecked {
+        out.push(
+            Diagnostic::warning("chart-values-unchecked", format!("not checked: {e}"))
+                .at(Some(span(&e.origin))),
+        );
+    }
+    out
+}
+
 /// Why the fleet could not be loaded: located diagnostics, or another error.
 pub enum LoadFailure {
     /// Problems in the manifest, with the files to render snippets from.

@@ -62,6 +62,10 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Also fetch charts from remote repositories (HTTP, OCI) to check the operators'
+        /// values against their schemas; charts in local directories are always checked.
+        #[arg(long)]
+        fetch_charts: bool,
     },
     /// Show what apply would change, in dependency order. Exit 2 when there are changes.
     Plan(PlanArgs),
@@ -302,7 +306,11 @@ fn init_logging(format: LogFormat) {
 
 async fn run(cli: Cli) -> Result<Done> {
     match cli.command {
-        Command::Validate { dir, format } => validate(dir, format),
+        Command::Validate {
+            dir,
+            format,
+            fetch_charts,
+        } => validate(dir, format, fetch_charts).await,
         Command::Plan(args) => plan(args).await,
         Command::Apply(args) => apply(args).await,
         Command::Drift(args) => drift(args).await,
@@ -388,7 +396,7 @@ async fn load_as(
     }
 }
 
-fn validate(dir: PathBuf, format: Format) -> Result<Done> {
+async fn validate(dir: PathBuf, format: Format, fetch_charts: bool) -> Result<Done> {
     let source = SourceArgs {
         fleet: dir,
         repo: None,
@@ -406,7 +414,12 @@ fn validate(dir: PathBuf, format: Format) -> Result<Done> {
     if diags.is_empty() {
         match fleetform_engine::validate::validate(&docs) {
             Err(d) => diags = d,
-            Ok(_) => diags = fleetform_engine::validate::warnings(&docs),
+            Ok(fleet) => {
+                diags = fleetform_engine::validate::warnings(&docs);
+                diags.extend(
+                    fleet::check_chart_values(&fleet, &source.secrets_base(), fetch_charts).await,
+                );
+            }
         }
     }
     fleetform_engine::diag::sort(&mut diags);

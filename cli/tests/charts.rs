@@ -256,3 +256,46 @@ async fn a_chart_version_that_does_not_exist_fails_the_plan_naming_tenant_chart_
         "{err}"
     );
 }
+
+#[test]
+fn a_value_the_charts_schema_rejects_fails_validate_at_the_line_that_sets_it() {
+    // gpu-operator v26.7.0 ships node-feature-discovery (enabled by `nfd.enabled`) with a
+    // values.schema.json that wants a boolean here.
+    let yaml = fleet("v26.7.0", "charts-schema", "").replace(
+        "      migStrategy: mixed\n",
+        "      migStrategy: mixed\n      values:\n        node-feature-discovery:\n          checksumValuesOnly: \"yes\"\n",
+    );
+    let line = yaml
+        .lines()
+        .position(|l| l.contains("checksumValuesOnly"))
+        .unwrap()
+        + 1;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.kubeconfig"), "").unwrap();
+    std::fs::write(dir.path().join("fleet.yaml"), &yaml).unwrap();
+    let validate = |dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_fleetform"))
+            .arg("validate")
+            .arg(dir)
+            .output()
+            .unwrap()
+    };
+    let out = validate(dir.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(
+        all.contains(&format!("fleet.yaml:{line}:"))
+            && all.contains("chart-values")
+            && all.contains("/node-feature-discovery/checksumValuesOnly")
+            && all.contains("gpu-operator v26.7.0"),
+        "{all}"
+    );
+    // Turning the subchart off drops it, as Helm does: nothing left to reject.
+    let off = yaml.replace(
+        "      values:\n",
+        "      values:\n        nfd: {enabled: false}\n",
+    );
+    std::fs::write(dir.path().join("fleet.yaml"), off).unwrap();
+    let out = validate(dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}

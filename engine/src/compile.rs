@@ -214,6 +214,64 @@ impl Cx<'_> {
         self.origin(fleet.doc, &ptr, &fleet.origin)
     }
 
+    /// Where each part of an operator's `values` is written: in the tenant's override when it
+    /// sets that operator, otherwise in the Fleet's `operators`.
+    fn operator_value_origins(
+        &self,
+        tenant: &Tenant,
+        key: &str,
+        values: Option<&Value>,
+    ) -> Vec<(String, Origin)> {
+        let own = tenant
+            .spec
+            .operators
+            .as_ref()
+            .and_then(|o| o.get(key))
+            .is_some_and(|o| o.get("values").is_some());
+        let doc = if own {
+            tenant.doc
+        } else {
+            self.fleet.fleet.doc
+        };
+        self.value_origins(doc, &format!("/spec/operators/{key}/values"), values)
+    }
+
+    /// (pointer into `values`, manifest line) for every part of a `values` mapping written
+    /// at `base` of document `doc`.
+    fn value_origins(
+        &self,
+        doc: crate::manifest::DocId,
+        base: &str,
+        values: Option<&Value>,
+    ) -> Vec<(String, Origin)> {
+        fn walk(v: &Value, at: String, out: &mut Vec<String>) {
+            if let Value::Object(m) = v {
+                for (k, child) in m {
+                    let p = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                    out.push(p.clone());
+                    walk(child, p, out);
+                }
+            }
+        }
+        let Some(values) = values else {
+            return Vec::new();
+        };
+        let mut pointers = Vec::new();
+        walk(values, String::new(), &mut pointers);
+        pointers
+            .into_iter()
+            .filter_map(|p| {
+                let span = self.fleet.nearest_span(doc, &format!("{base}{p}"))?;
+                let origin = Origin {
+                    file: span.file,
+                    line: span.line,
+                    column: span.column,
+                };
+                Some((p, origin))
+            })
+            .collect()
+    }
+
     /// Where a field of the Fleet document is written.
     fn fleet_origin(&self, pointer: &str) -> Origin {
         let fleet = &self.fleet.fleet;
@@ -280,6 +338,11 @@ impl Cx<'_> {
                     typed: charts::nim_operator_values(),
                     user_values: nim.values.as_ref(),
                     origin: self.operator_origin(tenant, "nimOperator"),
+                    value_origins: self.operator_value_origins(
+                        tenant,
+                        "nimOperator",
+                        nim.values.as_ref(),
+                    ),
                 },
             );
             self.namespaced_release(r);
@@ -300,6 +363,11 @@ impl Cx<'_> {
                     typed: charts::dra_driver_values(pools, !ops.gpu_operator.driver.enabled),
                     user_values: dra.values.as_ref(),
                     origin: self.operator_origin(tenant, "draDriver"),
+                    value_origins: self.operator_value_origins(
+                        tenant,
+                        "draDriver",
+                        dra.values.as_ref(),
+                    ),
                 },
             );
             self.namespaced_release(r);
@@ -318,6 +386,11 @@ impl Cx<'_> {
                     typed: json!({ "global": { "tag": kai.version } }),
                     user_values: kai.values.as_ref(),
                     origin: self.fleet_origin("/spec/schedulers/kai"),
+                    value_origins: self.value_origins(
+                        self.fleet.fleet.doc,
+                        "/spec/schedulers/kai/values",
+                        kai.values.as_ref(),
+                    ),
                 },
             );
             self.namespaced_release(r);
@@ -335,6 +408,11 @@ impl Cx<'_> {
                     typed: json!({}),
                     user_values: grove.values.as_ref(),
                     origin: self.fleet_origin("/spec/schedulers/grove"),
+                    value_origins: self.value_origins(
+                        self.fleet.fleet.doc,
+                        "/spec/schedulers/grove/values",
+                        grove.values.as_ref(),
+                    ),
                 },
             );
             self.namespaced_release(r);
@@ -354,6 +432,11 @@ impl Cx<'_> {
                     typed: json!({}),
                     user_values: kyverno.values.as_ref(),
                     origin: self.fleet_origin("/spec/policies/kyverno"),
+                    value_origins: self.value_origins(
+                        self.fleet.fleet.doc,
+                        "/spec/policies/kyverno/values",
+                        kyverno.values.as_ref(),
+                    ),
                 },
             );
             self.namespaced_release(r);
@@ -361,7 +444,12 @@ impl Cx<'_> {
         for (key, addon) in [("cni", &tenant.spec.cni), ("csi", &tenant.spec.csi)] {
             let Some(addon) = addon else { continue };
             let origin = self.origin(tenant.doc, &format!("/spec/{key}"), &tenant.origin);
-            if let Some(r) = charts::addon(tenant, &defaults, addon, origin) {
+            let values_at = self.value_origins(
+                tenant.doc,
+                &format!("/spec/{key}/values"),
+                addon.values.as_ref(),
+            );
+            if let Some(r) = charts::addon(tenant, &defaults, addon, origin, values_at) {
                 self.add_release(r);
             }
         }
@@ -603,6 +691,11 @@ impl Cx<'_> {
                     typed: charts::network_operator_values(net),
                     user_values: net.values.as_ref(),
                     origin: self.operator_origin(tenant, "networkOperator"),
+                    value_origins: self.operator_value_origins(
+                        tenant,
+                        "networkOperator",
+                        net.values.as_ref(),
+                    ),
                 },
             );
             release
@@ -635,6 +728,11 @@ impl Cx<'_> {
                 typed: charts::gpu_operator_values(&ops, pull.as_ref().map(|_| "ngc-pull")),
                 user_values: g.values.as_ref(),
                 origin: self.operator_origin(tenant, "gpuOperator"),
+                value_origins: self.operator_value_origins(
+                    tenant,
+                    "gpuOperator",
+                    g.values.as_ref(),
+                ),
             },
         );
         gpu.after

@@ -52,12 +52,33 @@ pub struct ChartRelease {
     pub dependents: Vec<Dependent>,
     /// The manifest field that pins the release.
     pub origin: Origin,
+    /// Where each part of the manifest's `values` is written: (JSON pointer into the values,
+    /// manifest line), so a value a chart rejects is reported at the line that sets it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub value_origins: Vec<(String, Origin)>,
 }
 
 impl ChartRelease {
     /// `cluster/namespace/name`: how the plan and errors name the release.
     pub fn key(&self) -> String {
         format!("{}/{}/{}", self.cluster, self.namespace, self.name)
+    }
+
+    /// The manifest line for a pointer into the values: the deepest part of the manifest's
+    /// `values` that holds it, else the line that pins the release (the value comes from a
+    /// typed field or the chart's defaults).
+    pub fn value_origin(&self, pointer: &str) -> &Origin {
+        self.value_origins
+            .iter()
+            .filter(|(p, _)| {
+                !p.is_empty()
+                    && (pointer == p
+                        || pointer
+                            .strip_prefix(p.as_str())
+                            .is_some_and(|rest| rest.starts_with('/')))
+            })
+            .max_by_key(|(p, _)| p.len())
+            .map_or(&self.origin, |(_, o)| o)
     }
 }
 
@@ -93,6 +114,8 @@ pub(super) struct ReleaseSpec<'a> {
     pub typed: Value,
     pub user_values: Option<&'a Value>,
     pub origin: Origin,
+    /// Where the parts of `user_values` are written (see [`ChartRelease::value_origins`]).
+    pub value_origins: Vec<(String, Origin)>,
 }
 
 /// Builds a release from the fleet defaults and the operator's own `chart` and `values`.
@@ -136,6 +159,7 @@ pub(super) fn release(
         provides: Vec::new(),
         dependents: Vec::new(),
         origin: spec.origin,
+        value_origins: spec.value_origins,
     }
 }
 
@@ -254,6 +278,7 @@ pub(super) fn addon(
     defaults: &ChartDefaults,
     addon: &crate::manifest::Addon,
     origin: Origin,
+    value_origins: Vec<(String, Origin)>,
 ) -> Option<ChartRelease> {
     let version = addon.version.as_deref()?;
     Some(release(
@@ -268,6 +293,7 @@ pub(super) fn addon(
             typed: json!({}),
             user_values: addon.values.as_ref(),
             origin,
+            value_origins,
         },
     ))
 }
@@ -315,6 +341,7 @@ mod tests {
                 line: 1,
                 column: 1,
             },
+            value_origins: Vec::new(),
         };
         let r = release("t", &defaults, spec(Some(&own)));
         assert_eq!(r.repository.as_deref(), Some("https://b/charts"));

@@ -18,6 +18,7 @@
 pub mod expand;
 pub mod render;
 pub mod source;
+pub mod values;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -236,6 +237,27 @@ impl Expander {
                 .map(|p| (&releases[p.0], &p.1))
                 .collect()
         };
+        // A new render first has its values checked against the chart's schemas here, so a
+        // rejected value is reported at the manifest line that sets it (Helm would say only
+        // which value). A cached render passed that check when it was made.
+        let mut rejected: BTreeSet<usize> = BTreeSet::new();
+        for n in &misses {
+            let (_, chart, req, key) = &pending[*n];
+            let (path, values) = (chart.path.clone(), req.values.clone());
+            let checked = tokio::task::spawn_blocking(move || values::check(&path, &values))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            if let Ok(violations) = checked
+                && !violations.is_empty()
+            {
+                rejected.insert(*n);
+                for (r, _) in with_key(key) {
+                    errors.extend(rejections(r, &violations));
+                }
+            }
+            // A chart whose schema cannot be read is left to the renderer, which says why.
+        }
+        misses.retain(|n| !rejected.contains(n));
         if !misses.is_empty() {
             let renderer = match &self.renderer {
                 Some(p) => p.clone(),
@@ -417,6 +439,49 @@ impl Expander {
         Ok(infos)
     }
 
+    /// Checks every release's values against its chart's `values.schema.json` and those of
+    /// its enabled subcharts, fetching the charts (cached by digest); for `fleetform validate`.
+    /// Returns the values rejected, each at the manifest line that sets it, and the releases
+    /// that could not be checked (chart not reachable now), which plan checks again.
+    pub async fn check_values(
+        &self,
+        releases: &[ChartRelease],
+    ) -> (Vec<ReleaseError>, Vec<ReleaseError>) {
+        let fetched =
+            futures::future::join_all(releases.iter().map(|r| self.fetcher.fetch(r))).await;
+        let (mut rejected, mut unchecked) = (Vec::new(), Vec::new());
+        for (r, f) in releases.iter().zip(fetched) {
+            let unread = |message: String| ReleaseError {
+                release: r.key(),
+                chart: r.chart.clone(),
+                version: r.version.clone(),
+                origin: r.origin.clone(),
+                message,
+            };
+            let chart = match f {
+                Ok(c) => c,
+                // Not there at all is an error at the pinning line; unreachable is a note.
+                Err(source::FetchError::NotFound(m)) => {
+                    rejected.push(unread(m));
+                    continue;
+                }
+                Err(e) => {
+                    unchecked.push(unread(e.to_string()));
+                    continue;
+                }
+            };
+            let (path, values) = (chart.path.clone(), r.values.clone());
+            match tokio::task::spawn_blocking(move || values::check(&path, &values))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+            {
+                Ok(violations) => rejected.extend(rejections(r, &violations)),
+                Err(e) => unchecked.push(unread(e)),
+            }
+        }
+        (rejected, unchecked)
+    }
+
     fn cached(&self, key: &str) -> Option<render::Rendered> {
         let path = self.cache.as_ref()?.join(format!("{key}.json"));
         let bytes = std::fs::read(path).ok()?;
@@ -479,6 +544,24 @@ fn cache_key(chart_digest: &str, req: &render::RenderRequest) -> String {
     req.chart = PathBuf::new();
     h.update(serde_json::to_vec(&req).unwrap_or_default());
     hex::encode(h.finalize())
+}
+
+/// One error per value the chart's schema rejects, at the manifest line that sets it.
+fn rejections(r: &ChartRelease, violations: &[values::Violation]) -> Vec<ReleaseError> {
+    violations
+        .iter()
+        .map(|v| ReleaseError {
+            release: r.key(),
+            chart: r.chart.clone(),
+            version: r.version.clone(),
+            origin: r.value_origin(&v.pointer).clone(),
+            message: format!(
+                "the chart's values schema rejects values{}: {}",
+                if v.pointer.is_empty() { "" } else { &v.pointer },
+                v.message
+            ),
+        })
+        .collect()
 }
 
 fn stage_words(stage: &str) -> &'static str {

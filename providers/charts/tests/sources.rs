@@ -74,6 +74,7 @@ fn release(
         after: Vec::new(),
         provides: Vec::new(),
         dependents: Vec::new(),
+        value_origins: Vec::new(),
         origin: Origin {
             file: "fleet.yaml".into(),
             line: 1,
