@@ -272,6 +272,23 @@ impl Cx<'_> {
             .collect()
     }
 
+    /// How many of a tenant's GPU nodes the GPU Operator may take down at once for a driver
+    /// change: the tightest `maxUnavailable` of its pools (the fleet's `rollout` where a pool
+    /// sets none). The ClusterPolicy is one per cluster, so the strictest pool wins.
+    fn driver_rollout_budget(&self, pools: &[&NodePool]) -> Option<u32> {
+        let fleet = self.fleet.fleet.spec.rollout.max_unavailable;
+        pools
+            .iter()
+            .map(|p| {
+                p.spec
+                    .rollout
+                    .as_ref()
+                    .and_then(|r| r.max_unavailable)
+                    .unwrap_or(fleet)
+            })
+            .min()
+    }
+
     /// Where a field of the Fleet document is written.
     fn fleet_origin(&self, pointer: &str) -> Origin {
         let fleet = &self.fleet.fleet;
@@ -725,7 +742,10 @@ impl Cx<'_> {
                 chart: "gpu-operator",
                 version: &g.version,
                 source: g.chart.as_ref(),
-                typed: charts::gpu_operator_values(&ops, pull.as_ref().map(|_| "ngc-pull")),
+                typed: charts::with_driver_rollout(
+                    charts::gpu_operator_values(&ops, pull.as_ref().map(|_| "ngc-pull")),
+                    self.driver_rollout_budget(&pools),
+                ),
                 user_values: g.values.as_ref(),
                 origin: self.operator_origin(tenant, "gpuOperator"),
                 value_origins: self.operator_value_origins(

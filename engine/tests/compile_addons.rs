@@ -319,3 +319,32 @@ fn a_mig_layout_gets_a_mig_parted_config_the_cluster_policy_names() {
         |d| d.id.as_str() == "kube:bravo/v1/ConfigMap/gpu-operator/fleetform-mig-parted-config"
     ));
 }
+
+#[test]
+fn a_driver_change_rolls_out_under_the_tightest_pool_budget_of_the_cluster() {
+    // Fleet default 3; acme's pool says 2; charlie's two pools take the default.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/dsx");
+    let mut files = load::read_dir(&dir).unwrap();
+    for f in &mut files {
+        let text = String::from_utf8(f.bytes.clone()).unwrap();
+        let text = match f.path.as_str() {
+            "fleet.yaml" => text.replace("    maxUnavailable: 1\n", "    maxUnavailable: 3\n"),
+            "pools.yaml" => text.replace(
+                "rollout: {maxUnavailable: 1,",
+                "rollout: {maxUnavailable: 2,",
+            ),
+            _ => text,
+        };
+        f.bytes = text.into_bytes();
+    }
+    let (docs, diags) = load::load(&files);
+    assert!(diags.is_empty(), "{diags:?}");
+    let fleet = validate::validate(&docs).unwrap_or_else(|d| panic!("{d:?}"));
+    let c = compile::compile(&fleet, &FixedSecrets).unwrap_or_else(|d| panic!("{d:?}"));
+    for (t, budget) in [("acme", 2), ("charlie", 3)] {
+        let policy = &gpu_values(&c, t).values["driver"]["upgradePolicy"];
+        assert_eq!(policy["autoUpgrade"], true, "{t}");
+        assert_eq!(policy["maxParallelUpgrades"], budget, "{t}");
+        assert_eq!(policy["maxUnavailable"], budget.to_string(), "{t}");
+    }
+}

@@ -180,6 +180,22 @@ pub fn merge(base: &mut Value, patch: &Value) {
 /// fleetform applies the chart's CRDs itself, so the chart's CRD-upgrade hook is turned off
 /// (`operator.upgradeCRD`); the ClusterPolicy is the chart's own (`clusterPolicy.deployCR`),
 /// so every operand gets the chart's default images unless the manifest pins one.
+/// The driver rollout under the pools' disruption budget: the GPU Operator's upgrade
+/// controller reloads the driver node by node (cordon, GPU pod deletion, reload, validation),
+/// at most `budget` nodes at a time and never more unavailable; fleetform then waits on each
+/// node's `nvidia.com/gpu-driver-upgrade-state` (the kube provider's ClusterPolicy health).
+/// Without pools the chart's defaults stay. `values` may still override either number.
+pub(super) fn with_driver_rollout(mut values: Value, budget: Option<u32>) -> Value {
+    if let Some(n) = budget {
+        values["driver"]["upgradePolicy"] = json!({
+            "autoUpgrade": true,
+            "maxParallelUpgrades": n.max(1),
+            "maxUnavailable": n.max(1).to_string(),
+        });
+    }
+    values
+}
+
 pub(super) fn gpu_operator_values(ops: &Operators, pull_secret: Option<&str>) -> Value {
     let g = &ops.gpu_operator;
     let component = |c: &crate::manifest::Component| {

@@ -135,6 +135,51 @@ pub fn of(live: &Value) -> Health {
     }
 }
 
+/// The GPU Operator's upgrade controller records each node's place in a driver rollout here
+/// (k8s-operator-libs `pkg/upgrade`, key `nvidia.com/%s-driver-upgrade-state`).
+pub const DRIVER_UPGRADE_STATE: &str = "nvidia.com/gpu-driver-upgrade-state";
+
+/// A ClusterPolicy that is itself ready is healthy only once its driver rollout is over: every
+/// node the upgrade controller labelled is `upgrade-done`. A node in `upgrade-failed` fails the
+/// change at once; any other state keeps it progressing, naming the nodes and their state, so
+/// a node that stays there (stuck in `upgrade-required`, `validation-required`, ...) is named
+/// when the health wait times out. `nodes` are (name, state).
+pub fn driver_rollout(nodes: &[(String, String)]) -> Health {
+    let failed: Vec<&str> = nodes
+        .iter()
+        .filter(|(_, s)| s == "upgrade-failed")
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !failed.is_empty() {
+        return Health::Failed(format!(
+            "the GPU driver upgrade failed on {} (label {DRIVER_UPGRADE_STATE}=upgrade-failed): \
+             see the node's nvidia-driver-daemonset pod; the operator retries once the label is removed",
+            failed.join(", ")
+        ));
+    }
+    let mut pending: Vec<String> = nodes
+        .iter()
+        .filter(|(_, s)| s != "upgrade-done" && !s.is_empty())
+        .map(|(n, s)| format!("{n} ({s})"))
+        .collect();
+    if pending.is_empty() {
+        return Health::Ready;
+    }
+    let total = pending.len();
+    pending.truncate(5);
+    Health::Progressing(format!(
+        "GPU driver rollout: {} of {} node(s) done; waiting on {}{}",
+        nodes.len() - total,
+        nodes.len(),
+        pending.join(", "),
+        if total > 5 {
+            format!(" and {} more", total - 5)
+        } else {
+            String::new()
+        }
+    ))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -153,6 +198,31 @@ mod tests {
             of(&d),
             Health::Progressing("2/2 replicas updated, 1/2 available".into())
         );
+    }
+
+    #[test]
+    fn a_driver_rollout_is_done_when_every_labelled_node_is_and_fails_on_the_first_failed_node() {
+        let n = |name: &str, s: &str| (name.to_string(), s.to_string());
+        assert_eq!(driver_rollout(&[]), Health::Ready);
+        assert_eq!(
+            driver_rollout(&[n("a", "upgrade-done"), n("b", "upgrade-done")]),
+            Health::Ready
+        );
+        let Health::Progressing(m) =
+            driver_rollout(&[n("a", "upgrade-done"), n("b", "validation-required")])
+        else {
+            panic!()
+        };
+        assert!(
+            m.contains("1 of 2") && m.contains("b (validation-required)"),
+            "{m}"
+        );
+        let Health::Failed(m) =
+            driver_rollout(&[n("a", "upgrade-failed"), n("b", "upgrade-required")])
+        else {
+            panic!()
+        };
+        assert!(m.contains("on a "), "{m}");
     }
 
     #[test]

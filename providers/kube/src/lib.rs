@@ -808,6 +808,26 @@ impl KubeProvider {
         (key, listed)
     }
 
+    /// Where the GPU Operator's driver rollout stands on the ClusterPolicy's cluster: the
+    /// nodes carrying its upgrade-state label (see [`health::driver_rollout`]).
+    async fn driver_rollout(&self, id: &ResourceId, t: &Target) -> Result<Health, ProviderError> {
+        let client = self.client(id, &t.spec.cluster).await?;
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
+        let list = nodes
+            .list_metadata(&ListParams::default().labels(health::DRIVER_UPGRADE_STATE))
+            .await
+            .map_err(|e| error::map(&self.cx(id, t, "list nodes"), e))?;
+        let states: Vec<(String, String)> = list
+            .items
+            .into_iter()
+            .filter_map(|n| {
+                let state = n.metadata.labels?.remove(health::DRIVER_UPGRADE_STATE)?;
+                Some((n.metadata.name?, state))
+            })
+            .collect();
+        Ok(health::driver_rollout(&states))
+    }
+
     fn not_found(&self, id: &ResourceId, t: &Target) -> ProviderError {
         ProviderError::permanent(
             id,
@@ -1361,7 +1381,15 @@ impl Provider for KubeProvider {
             )));
         };
         match self.get(id, &t, &api).await? {
-            Some(live) => Ok(health::of(&live)),
+            Some(live) => match health::of(&live) {
+                Health::Ready
+                    if t.reference.kind == "ClusterPolicy"
+                        && t.reference.group() == "nvidia.com" =>
+                {
+                    self.driver_rollout(id, &t).await
+                }
+                h => Ok(h),
+            },
             None => Ok(Health::Progressing(format!(
                 "{} does not exist yet",
                 t.reference.describe()

@@ -220,6 +220,49 @@ async fn cluster_policy_is_ready_when_the_operator_reports_ready() {
     assert_eq!(p.health(&d.id, &d.spec).await.unwrap(), Health::Ready);
     // The operator's status write is not drift.
     assert_eq!(plan(&p, &d).await.unwrap().action, Action::NoOp);
+
+    // A driver rollout: the upgrade controller labels each GPU node with its state. Ready
+    // means every labelled node is upgrade-done; a failed node fails the change, naming it.
+    // (In this test, not one of its own: another test reading ClusterPolicy health would see
+    // these nodes.)
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(admin_client(&kc).await);
+    let node = unique("gpu-node");
+    let label = |state: &str| {
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node,
+            "labels": {"nvidia.com/gpu-driver-upgrade-state": state}}})
+    };
+    let set = |state: &'static str| {
+        let (nodes, node, body) = (nodes.clone(), node.clone(), label(state));
+        async move {
+            nodes
+                .patch(
+                    &node,
+                    &PatchParams::apply("upgrade-controller").force(),
+                    &Patch::Apply(&body),
+                )
+                .await
+                .expect("label node");
+        }
+    };
+    set("upgrade-required").await;
+    let h = p.health(&d.id, &d.spec).await.unwrap();
+    assert!(
+        matches!(&h, Health::Progressing(m) if m.contains(&format!("{node} (upgrade-required)"))),
+        "{h:?}"
+    );
+    set("upgrade-failed").await;
+    let h = p.health(&d.id, &d.spec).await.unwrap();
+    assert!(
+        matches!(&h, Health::Failed(m) if m.contains(&node)),
+        "{h:?}"
+    );
+    set("upgrade-done").await;
+    let h = p.health(&d.id, &d.spec).await.unwrap();
+    nodes
+        .delete(&node, &Default::default())
+        .await
+        .expect("delete node");
+    assert_eq!(h, Health::Ready);
 }
 
 #[tokio::test]
