@@ -299,3 +299,113 @@ fn a_value_the_charts_schema_rejects_fails_validate_at_the_line_that_sets_it() {
     let out = validate(dir.path());
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+#[tokio::test]
+async fn the_dra_driver_installs_beside_the_gpu_operator_and_owns_its_crds_and_device_classes() {
+    let Some(kc) = kubeconfig() else { return };
+    let _one = SERIAL.lock().await;
+    // A tenant with a DRA pool. Its one host's BMC cannot be reached: the host and its Node
+    // are skipped (exit 1), everything else, the charts included, is applied.
+    let yaml = fleet(
+        "v26.7.0",
+        "charts-dra",
+        "    draDriver: {version: \"0.4.0\"}",
+    ) + r#"---
+apiVersion: fleetform.dev/v1alpha1
+kind: Rack
+metadata: {name: r01}
+spec: {faultDomain: rack}
+---
+apiVersion: fleetform.dev/v1alpha1
+kind: Host
+metadata: {name: dra-n01}
+spec:
+  rack: r01
+  bmc:
+    endpoint: http://127.0.0.1:9
+    systemId: dra-n01
+    credentials: {username: admin, password: {file: bmc-password}}
+  gpu: {model: H100, count: 8}
+  power: "On"
+---
+apiVersion: fleetform.dev/v1alpha1
+kind: NodePool
+metadata: {name: dra-pool}
+spec:
+  tenant: charts-dra
+  hosts: [dra-n01]
+  gpuSharing:
+    dra: {deviceClasses: [gpu.nvidia.com]}
+"#;
+    let dir = setup(&kc, &yaml);
+    std::fs::write(dir.path().join("fleet/bmc-password"), "unused").unwrap();
+    let apply = run(dir.path(), &["apply"]);
+    let out = text(&apply);
+    assert_eq!(apply.status.code(), Some(1), "{out}");
+    assert!(out.contains("skipped: redfish:host/dra-n01/power"), "{out}");
+
+    let client = {
+        let kc = kube::config::Kubeconfig::read_from(&kc).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    };
+    let release_of = |gvk: (&str, &str, &str), name: &str| {
+        let client = client.clone();
+        let name = name.to_string();
+        let (g, v, k) = (gvk.0.to_string(), gvk.1.to_string(), gvk.2.to_string());
+        async move {
+            let ar = kube::discovery::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+                &g, &v, &k,
+            ));
+            let api: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(client, &ar);
+            let o = api
+                .get(&name)
+                .await
+                .unwrap_or_else(|e| panic!("{k} {name}: {e}"));
+            o.metadata
+                .labels
+                .unwrap_or_default()
+                .get("fleetform.dev/release")
+                .cloned()
+        }
+    };
+    // The driver's own chart serves ComputeDomain: its CRD, not the GPU Operator's copy for
+    // its disabled GPUCluster stack; and the DeviceClasses the pool names are the chart's.
+    let crd = ("apiextensions.k8s.io", "v1", "CustomResourceDefinition");
+    let dra = Some("nvidia-dra-driver-gpu.nvidia-dra-driver-gpu".to_string());
+    assert_eq!(
+        release_of(crd, "computedomains.resource.nvidia.com").await,
+        dra
+    );
+    assert_eq!(
+        release_of(("resource.k8s.io", "v1", "DeviceClass"), "gpu.nvidia.com").await,
+        dra
+    );
+    let plugin: kube::Api<k8s_openapi::api::apps::v1::DaemonSet> =
+        kube::Api::namespaced(client.clone(), "nvidia-dra-driver-gpu");
+    assert!(
+        !plugin
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "the DRA kubelet plugin DaemonSet is applied"
+    );
+    // Nothing left to do but the skipped host.
+    let plan = plan_json(dir.path());
+    let pending: Vec<&str> = plan["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["action"] != "no-op")
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        pending,
+        Vec::<&str>::new(),
+        "a re-plan after the apply is empty"
+    );
+}

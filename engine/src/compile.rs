@@ -387,6 +387,13 @@ impl Cx<'_> {
                     ),
                 },
             );
+            // The DRA driver serves the ComputeDomain CRDs: its copy, not the GPU Operator's.
+            if let Some(gpu) = self
+                .releases
+                .get_mut(&(t.clone(), "gpu-operator".to_string()))
+            {
+                gpu.yields_crds_to.push(r.name.clone());
+            }
             self.namespaced_release(r);
         }
         if let Some(kai) = &spec.schedulers.kai {
@@ -821,12 +828,23 @@ impl Cx<'_> {
                 );
             }
             Some(GpuSharing::Dra(dra)) => {
-                // Validate refused class names the driver does not publish.
+                // The DRA driver's chart publishes its DeviceClasses: with that release they
+                // are the chart's (one owner per object), and it must render each class the
+                // pool names; without it, compile writes them. Validate refused class names
+                // the driver does not publish.
+                let release = (t.to_string(), "nvidia-dra-driver-gpu".to_string());
                 for class in dra.device_classes.iter().filter_map(|c| DraClass::parse(c)) {
                     let dc = json!({
                         "apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": { "name": class.name() },
                         "spec": { "selectors": [ { "cel": { "expression": class.cel() } } ] }
                     });
+                    if let Some(r) = self.releases.get_mut(&release) {
+                        let id = kube_id(t, &dc);
+                        if !r.provides.contains(&id) {
+                            r.provides.push(id);
+                        }
+                        continue;
+                    }
                     let o = self.origin(pool.doc, "/spec/gpuSharing/dra", &pool.origin);
                     self.kube(t, dc, o);
                 }

@@ -56,6 +56,12 @@ pub struct ChartRelease {
     /// manifest line), so a value a chart rejects is reported at the line that sets it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub value_origins: Vec<(String, Origin)>,
+    /// Releases of the same cluster whose copy wins when both ship a CRD: the chart that runs
+    /// the CRD's controller. The GPU Operator v26.7 ships ComputeDomain's CRDs for its
+    /// (disabled) GPUCluster stack, differently from the standalone DRA driver that serves
+    /// them; this release's copy is then left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub yields_crds_to: Vec<String>,
 }
 
 impl ChartRelease {
@@ -160,6 +166,7 @@ pub(super) fn release(
         dependents: Vec::new(),
         origin: spec.origin,
         value_origins: spec.value_origins,
+        yields_crds_to: Vec::new(),
     }
 }
 

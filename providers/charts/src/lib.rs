@@ -323,6 +323,7 @@ impl Expander {
         let mut claimed: BTreeMap<ResourceId, (String, serde_json::Value)> = BTreeMap::new();
         let mut added = Vec::new();
         let mut gates_of: BTreeMap<usize, Vec<ResourceId>> = BTreeMap::new();
+        let mut expanded = Vec::new();
         for (i, chart, _, _) in &pending {
             let Some(&out) = rendered.get(i) else {
                 continue;
@@ -334,7 +335,35 @@ impl Expander {
                     _ => expand::Scopes::default(),
                 }
             });
-            let x = expand::release(r, out, s);
+            expanded.push((i, chart, out, expand::release(r, out, s)));
+        }
+        // CRDs a release leaves to another release of its cluster (`yields_crds_to`).
+        let crds_of: BTreeMap<(&str, &str), BTreeSet<&ResourceId>> = expanded
+            .iter()
+            .map(|(i, _, _, x)| {
+                let r = &releases[**i];
+                (
+                    (r.cluster.as_str(), r.name.as_str()),
+                    x.crds.values().collect(),
+                )
+            })
+            .collect();
+        let yielded: Vec<BTreeSet<ResourceId>> = expanded
+            .iter()
+            .map(|(i, _, _, _)| {
+                let r = &releases[**i];
+                r.yields_crds_to
+                    .iter()
+                    .filter_map(|other| crds_of.get(&(r.cluster.as_str(), other.as_str())))
+                    .flatten()
+                    .map(|id| (*id).clone())
+                    .collect()
+            })
+            .collect();
+        for ((i, chart, out, mut x), yielded) in expanded.into_iter().zip(yielded) {
+            let r = &releases[*i];
+            x.resources.retain(|d| !yielded.contains(&d.id));
+            x.crds.retain(|_, id| !yielded.contains(id));
             // One object, one owner: a release may not render what compile or another
             // release already defines (a Namespace compile creates for it is the exception).
             let mut conflict = None;

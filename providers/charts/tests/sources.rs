@@ -75,6 +75,7 @@ fn release(
         provides: Vec::new(),
         dependents: Vec::new(),
         value_origins: Vec::new(),
+        yields_crds_to: Vec::new(),
         origin: Origin {
             file: "fleet.yaml".into(),
             line: 1,
