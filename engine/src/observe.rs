@@ -132,13 +132,153 @@ async fn observe_batch(
             unchanged: t.unchanged,
         })
         .collect();
-    let mut res = p.observe(&reqs).await;
-    // A provider that returns the wrong number of results is a bug; report it per resource.
-    res.resize_with(ts.len(), || {
-        Err(ProviderError::permanent(
-            ts[0].id,
-            "provider returned too few results",
-        ))
-    });
-    ts.iter().map(|t| t.id.clone()).zip(res).collect()
+    let res = p.observe(&reqs).await;
+    // Results are positional: with one too few or too many, none of them can be matched to
+    // its resource, so every resource of the batch gets the error under its own address
+    // (never a result that may be another resource's, never silently dropped extras).
+    if res.len() != ts.len() {
+        let message = format!(
+            "provider `{}` answered {} result(s) for a batch of {} resources (a provider bug); \
+             none of the batch is used",
+            p.name(),
+            res.len(),
+            ts.len()
+        );
+        return ts
+            .iter()
+            .map(|t| {
+                let e = ProviderError::permanent(t.id, message.clone());
+                (t.id.clone(), Err(e))
+            })
+            .collect();
+    }
+    ts.iter()
+        .zip(res)
+        .map(|(t, r)| {
+            let r = match r {
+                // An answer about another resource is the same bug, for this one.
+                Ok(Some(o)) if &o.id != t.id => Err(ProviderError::permanent(
+                    t.id,
+                    format!(
+                        "provider `{}` answered for {} in the place of {} (a provider bug)",
+                        p.name(),
+                        o.id,
+                        t.id
+                    ),
+                )),
+                r => r,
+            };
+            (t.id.clone(), r)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::provider::{Applied, ApplyContext, ApplyRequest, Change};
+    use crate::resource::Desired;
+    use serde_json::json;
+
+    /// A provider that answers with a set number of results, each about `about`'s resource
+    /// when given: the bugs the engine must survive.
+    struct Miscounting {
+        answers: usize,
+        about: Option<ResourceId>,
+    }
+
+    #[async_trait::async_trait]
+    impl Provider for Miscounting {
+        fn name(&self) -> &'static str {
+            "bad"
+        }
+        async fn observe(
+            &self,
+            requests: &[ObserveRequest<'_>],
+        ) -> Vec<Result<Option<Observed>, ProviderError>> {
+            (0..self.answers)
+                .map(|i| {
+                    let id = self
+                        .about
+                        .clone()
+                        .unwrap_or_else(|| requests[i % requests.len()].id.clone());
+                    Ok(Some(Observed {
+                        id,
+                        state: json!({}),
+                        private: None,
+                    }))
+                })
+                .collect()
+        }
+        fn diff(&self, d: &Desired, _: Option<&Observed>) -> Result<Change, ProviderError> {
+            Ok(Change::new(d.id.clone(), crate::provider::Action::NoOp))
+        }
+        async fn apply(
+            &self,
+            r: &ApplyRequest<'_>,
+            _: &ApplyContext,
+        ) -> Result<Applied, ProviderError> {
+            Ok(Applied {
+                id: r.change.id.clone(),
+                spec: json!({}),
+            })
+        }
+    }
+
+    async fn run(p: Miscounting) -> Observations {
+        let providers = Providers::new().with(Arc::new(p));
+        let ids: Vec<ResourceId> = (0..3)
+            .map(|i| ResourceId::new("bad", format!("r{i}")))
+            .collect();
+        let spec = json!({});
+        let targets: Vec<Target<'_>> = ids
+            .iter()
+            .map(|id| Target {
+                id,
+                spec: &spec,
+                desired: true,
+                unchanged: false,
+            })
+            .collect();
+        observe(&providers, &targets, 4, 100).await
+    }
+
+    #[tokio::test]
+    async fn a_batch_answered_with_the_wrong_count_fails_every_resource_under_its_own_address() {
+        for answers in [1, 5] {
+            let out = run(Miscounting {
+                answers,
+                about: None,
+            })
+            .await;
+            assert_eq!(out.len(), 3, "no resource lost, no extra kept");
+            for (id, r) in &out {
+                let e = r.as_ref().unwrap_err();
+                assert_eq!(&e.id, id, "each error names its own resource");
+                assert!(
+                    e.message
+                        .contains(&format!("{answers} result(s) for a batch of 3")),
+                    "{}",
+                    e.message
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_about_another_resource_is_not_taken_for_this_one() {
+        let out = run(Miscounting {
+            answers: 3,
+            about: Some(ResourceId::new("bad", "r0")),
+        })
+        .await;
+        assert!(out[&ResourceId::new("bad", "r0")].is_ok());
+        let e = out[&ResourceId::new("bad", "r1")].as_ref().unwrap_err();
+        assert!(
+            e.message.contains("in the place of bad:r1"),
+            "{}",
+            e.message
+        );
+    }
 }

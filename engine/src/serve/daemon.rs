@@ -547,15 +547,7 @@ impl Daemon {
             shutdown.clone(),
         )
         .await
-        .map_err(|e| {
-            // Consent to destroy is the only apply error that waits for a person.
-            let retry = if self.config.allow_destroy {
-                Retry::Backoff
-            } else {
-                Retry::NextPoll
-            };
-            Failure::new("apply", retry, e)
-        })?;
+        .map_err(apply_failure)?;
         self.count_resources(&state);
         if report.interrupted {
             return Err(Failure::new(
@@ -756,7 +748,7 @@ impl Daemon {
             shutdown.clone(),
         )
         .await
-        .map_err(|e| Failure::new("apply", Retry::NextPoll, e))?;
+        .map_err(apply_failure)?;
         self.count_resources(&state);
         if report.succeeded() {
             Ok(())
@@ -850,6 +842,19 @@ fn check_plan(plan: &Plan) -> Result<(), Failure> {
             if plan.problems.len() > 3 { "; …" } else { "" }
         ),
     ))
+}
+
+/// How serve retries an apply that could not start, decided by the error, not by the
+/// configuration: destroy without consent and a plan with problems wait for a new commit
+/// (or a person); a state store that failed is retried with backoff, since the next attempt
+/// may well succeed and waiting a whole poll interval would only delay the fleet.
+fn apply_failure(e: crate::apply::ApplyError) -> Failure {
+    use crate::apply::ApplyError;
+    let retry = match &e {
+        ApplyError::DestroyNotApproved { .. } | ApplyError::PlanHasProblems(_) => Retry::NextPoll,
+        ApplyError::State(_) => Retry::Backoff,
+    };
+    Failure::new("apply", retry, e)
 }
 
 fn root_causes(report: &crate::apply::ApplyReport) -> String {
@@ -1047,6 +1052,25 @@ async fn push_hook(Shared(app): Shared<Arc<Http>>, headers: HeaderMap, body: Byt
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_apply_that_could_not_start_is_retried_by_what_failed_not_by_the_config() {
+        use crate::apply::ApplyError;
+        let state = ApplyError::State(crate::state::StateError::Io {
+            path: "state/journal".into(),
+            source: std::io::Error::other("disk busy"),
+        });
+        assert_eq!(apply_failure(state).retry, Retry::Backoff);
+        let consent = ApplyError::DestroyNotApproved {
+            count: 1,
+            first: ResourceId::new("test", "a"),
+        };
+        assert_eq!(apply_failure(consent).retry, Retry::NextPoll);
+        assert_eq!(
+            apply_failure(ApplyError::PlanHasProblems(2)).retry,
+            Retry::NextPoll
+        );
+    }
 
     #[test]
     fn metric_tenants_come_from_the_provider() {
