@@ -694,8 +694,8 @@ fn progress() -> (
                 ApplyEvent::WaitingHealthy { id, message } => {
                     format!("{t} waiting for {id} to be healthy: {message}")
                 }
-                ApplyEvent::WaitingRollout { id, pool } => {
-                    format!("{t} {id} waits for room in rollout group {pool}")
+                ApplyEvent::WaitingRollout { id, pool, reason } => {
+                    format!("{t} {id} waits for room in rollout group {pool}: {reason}")
                 }
                 ApplyEvent::Succeeded { id, elapsed_ms, .. } => paint(
                     "32",

@@ -20,6 +20,7 @@
 //! Size: observe (LIST grouping, fast paths, dry-run) and apply share the provider's state here;
 //! fields, health, drain, errors and the spec are already modules of their own.
 
+mod disruption;
 mod drain;
 mod error;
 mod fields;
@@ -32,8 +33,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fleetform_contract::provider::{
-    Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, FieldChange, Health,
-    NodeMaintenance, ObserveRequest, Observed, Provider, ProviderError,
+    Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, Disruption, FieldChange, Health,
+    NodeAvailability, NodeMaintenance, ObserveRequest, Observed, Provider, ProviderError,
 };
 use fleetform_contract::resource::{Desired, ResourceId};
 use fleetform_contract::sensitive::MASK;
@@ -1177,10 +1178,15 @@ impl Provider for KubeProvider {
         }
         Ok(Change {
             id: id.clone(),
+            disruption: disruption::classify(
+                &t.reference.api_version,
+                &t.reference.kind,
+                action,
+                &changes,
+            ),
             action,
             fields: changes,
             requires_replace,
-            disruptive: false,
         })
     }
 
@@ -1205,6 +1211,16 @@ impl Provider for KubeProvider {
 
     fn maintenance(&self) -> Option<&dyn NodeMaintenance> {
         Some(self)
+    }
+
+    /// Deleting a workload stops its pods (see `disruption::classify`).
+    fn delete_disruption(&self, id: &ResourceId) -> Disruption {
+        // kube:<cluster>/<apiVersion: one or two segments>/<Kind>[/<ns>]/<name>
+        let kind = id
+            .path()
+            .split('/')
+            .find(|s| s.chars().next().is_some_and(char::is_uppercase));
+        disruption::classify("", kind.unwrap_or(""), Action::Delete, &[])
     }
 
     /// A heal takes drifted fields back from whichever field manager changed
@@ -1298,6 +1314,47 @@ impl NodeMaintenance for KubeProvider {
         drain::drain(&client, &name, timeout)
             .await
             .map_err(|e| ProviderError::permanent(node, e))
+    }
+
+    /// Reads each Node (one GET each; rollout pools are small) and says whether it serves:
+    /// cordoned, NotReady or claimed for maintenance is down (see `disruption::availability`).
+    async fn availability(
+        &self,
+        nodes: &[ResourceId],
+    ) -> Vec<Result<NodeAvailability, ProviderError>> {
+        let mut out = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            out.push(self.node_availability(node).await);
+        }
+        out
+    }
+}
+
+impl KubeProvider {
+    async fn node_availability(
+        &self,
+        node: &ResourceId,
+    ) -> Result<NodeAvailability, ProviderError> {
+        let (cluster, name) = node_of(node)?;
+        let client = self.client(node, &cluster).await?;
+        let api: Api<DynamicObject> = Api::all_with(
+            client,
+            &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Node")),
+        );
+        match api.get_opt(&name).await {
+            Ok(None) => Ok(NodeAvailability::default()),
+            Ok(Some(live)) => {
+                let live = serde_json::to_value(&live).map_err(|e| {
+                    ProviderError::permanent(node, format!("Node {name}: unreadable: {e}"))
+                })?;
+                Ok(disruption::availability(&live, MAINTENANCE_ANNOTATION))
+            }
+            Err(e) => Err(ProviderError::transient(
+                node,
+                format!("cannot read Node {name} in cluster {cluster}"),
+            )
+            .with_source(e)),
+        }
     }
 }
 
