@@ -450,6 +450,12 @@ pub async fn apply(
             Some((id, result, group)) = running.next() => {
                 if let Some(g) = &group {
                     rollout.release(g);
+                    // Read the nodes again before the parked changes try: the one just
+                    // finished may have left its node cordoned (it failed), or another came
+                    // back. Hosts still in flight are not counted twice (see `Budget`).
+                    if schedule.has_parked() {
+                        rollout.set_down(budget::read_down(rollout.pools(), inputs.providers).await);
+                    }
                     schedule.unpark();
                 }
                 let id: &ResourceId = todo.get_key_value(&id).map(|(k, _)| *k).unwrap_or_else(|| unreachable_id(&todo));
