@@ -332,6 +332,7 @@ pub async fn apply(
         rollout = Budget::new(pools, down);
     }
     let mut budget_deadline: Option<Instant> = None;
+    let mut last_read = Instant::now();
     let mut waiting_rollout_announced: BTreeSet<&ResourceId> = BTreeSet::new();
     let mut intended: BTreeSet<&ResourceId> = BTreeSet::new();
     let mut running = FuturesUnordered::new();
@@ -409,6 +410,7 @@ pub async fn apply(
                 }
                 let down = budget::read_down(rollout.pools(), inputs.providers).await;
                 rollout.set_down(down);
+                last_read = Instant::now();
                 schedule.unpark();
                 continue;
             }
@@ -450,11 +452,20 @@ pub async fn apply(
             Some((id, result, group)) = running.next() => {
                 if let Some(g) = &group {
                     rollout.release(g);
-                    // Read the nodes again before the parked changes try: the one just
-                    // finished may have left its node cordoned (it failed), or another came
-                    // back. Hosts still in flight are not counted twice (see `Budget`).
-                    if schedule.has_parked() {
+                    // A failed change leaves its node cordoned for maintenance: down from now.
+                    if let (Err(Failure::Resource(_)), Some(node)) = (
+                        &result,
+                        inputs.desired.get(&id).and_then(|d| d.maintenance.as_ref()),
+                    ) {
+                        rollout.mark_down(node, "left cordoned by a failed change");
+                    }
+                    // Read the nodes again before the parked changes try (another may have
+                    // gone down or come back), at most once per `health_poll`, so a pool of
+                    // thousands does not list its nodes after every change. Hosts still in
+                    // flight are not counted twice (see `Budget`).
+                    if schedule.has_parked() && last_read.elapsed() >= options.health_poll {
                         rollout.set_down(budget::read_down(rollout.pools(), inputs.providers).await);
+                        last_read = Instant::now();
                     }
                     schedule.unpark();
                 }

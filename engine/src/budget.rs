@@ -130,6 +130,14 @@ impl Budget {
         self.down = down;
     }
 
+    /// Records `node` as down (apply knows it left the node cordoned), until the next read.
+    pub fn mark_down(&mut self, node: &ResourceId, why: &str) {
+        self.down
+            .entry(node.clone())
+            .or_default()
+            .push(why.to_string());
+    }
+
     /// The pools it knows.
     pub fn pools(&self) -> &BTreeMap<String, Pool> {
         &self.pools

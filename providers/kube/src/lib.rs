@@ -1316,45 +1316,67 @@ impl NodeMaintenance for KubeProvider {
             .map_err(|e| ProviderError::permanent(node, e))
     }
 
-    /// Reads each Node (one GET each; rollout pools are small) and says whether it serves:
-    /// cordoned, NotReady or claimed for maintenance is down (see `disruption::availability`).
+    /// Lists the Nodes of each cluster once (a budget re-reads them while an apply waits, so
+    /// one LIST per cluster, not a GET per node) and says whether each serves: cordoned,
+    /// NotReady or claimed for maintenance is down (see `disruption::availability`).
     async fn availability(
         &self,
         nodes: &[ResourceId],
     ) -> Vec<Result<NodeAvailability, ProviderError>> {
+        let mut live: HashMap<String, Result<HashMap<String, Value>, String>> = HashMap::new();
         let mut out = Vec::with_capacity(nodes.len());
         for node in nodes {
-            out.push(self.node_availability(node).await);
+            let (cluster, name) = match node_of(node) {
+                Ok(x) => x,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            if !live.contains_key(&cluster) {
+                let listed = self.list_nodes(node, &cluster).await;
+                live.insert(cluster.clone(), listed);
+            }
+            out.push(match &live[&cluster] {
+                Ok(by_name) => Ok(by_name
+                    .get(&name)
+                    .map_or_else(NodeAvailability::default, |n| {
+                        disruption::availability(n, MAINTENANCE_ANNOTATION)
+                    })),
+                Err(e) => Err(ProviderError::transient(node, e.clone())),
+            });
         }
         out
     }
 }
 
 impl KubeProvider {
-    async fn node_availability(
+    /// Every Node of `cluster` by name, or why they could not be read.
+    async fn list_nodes(
         &self,
         node: &ResourceId,
-    ) -> Result<NodeAvailability, ProviderError> {
-        let (cluster, name) = node_of(node)?;
-        let client = self.client(node, &cluster).await?;
+        cluster: &str,
+    ) -> Result<HashMap<String, Value>, String> {
+        let client = self
+            .client(node, cluster)
+            .await
+            .map_err(|e| e.message.clone())?;
         let api: Api<DynamicObject> = Api::all_with(
             client,
             &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Node")),
         );
-        match api.get_opt(&name).await {
-            Ok(None) => Ok(NodeAvailability::default()),
-            Ok(Some(live)) => {
-                let live = serde_json::to_value(&live).map_err(|e| {
-                    ProviderError::permanent(node, format!("Node {name}: unreadable: {e}"))
-                })?;
-                Ok(disruption::availability(&live, MAINTENANCE_ANNOTATION))
-            }
-            Err(e) => Err(ProviderError::transient(
-                node,
-                format!("cannot read Node {name} in cluster {cluster}"),
-            )
-            .with_source(e)),
-        }
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("cannot list Nodes in cluster {cluster}: {e}"))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.metadata.name.clone()?;
+                Some((name, serde_json::to_value(&o).ok()?))
+            })
+            .collect())
     }
 }
 
