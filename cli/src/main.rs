@@ -209,6 +209,11 @@ struct ApplyArgs {
     /// evicted as `kubectl drain` does; what remains at the deadline stops that change).
     #[arg(long, default_value_t = 900)]
     drain_timeout: u64,
+    /// Seconds a disruptive change waits for nodes already down in its pool (cordoned,
+    /// NotReady, under maintenance) to come back when they alone fill its rollout budget;
+    /// after that it fails naming them.
+    #[arg(long, default_value_t = 600)]
+    budget_wait: u64,
 }
 
 #[derive(Debug, Args)]
@@ -813,6 +818,7 @@ async fn apply_locked(
         allow_destroy: args.allow_destroy,
         health_timeout: std::time::Duration::from_secs(args.health_timeout),
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
+        budget_wait: std::time::Duration::from_secs(args.budget_wait),
         ..ApplyOptions::default()
     };
     let cancel = cancel_on_signals();
