@@ -474,3 +474,16 @@ async fn a_node_down_in_another_rack_leaves_the_fault_domain_limit_alone() {
         "{error}"
     );
 }
+
+#[test]
+fn a_plan_saved_before_disruption_existed_still_reads_and_stays_disruptive() {
+    // A change as plan JSON format 1 wrote it before `disruption`: only `disruptive`.
+    let old = json!({"id": "test:bios/n1", "action": "update", "reason": {"kind": "fields-differ"},
+        "destructive": false, "disruptive": true, "wave": 0});
+    let c: fleetform_engine::plan::PlannedChange = serde_json::from_value(old).unwrap();
+    assert_eq!(c.disruption, Disruption::None, "unknown class");
+    assert!(
+        c.disruptive,
+        "still bounded by its rollout group and cordoned"
+    );
+}

@@ -10,6 +10,7 @@
 //! - anything else (ConfigMaps, Services, a cordon, other labels, a create): **none**.
 
 use fleetform_contract::provider::{Action, Disruption, FieldChange, NodeAvailability};
+use fleetform_contract::resource::ResourceId;
 use serde_json::Value;
 
 /// Kinds whose pods are rebuilt when their pod template changes.
@@ -58,6 +59,17 @@ pub fn classify(
         }
         _ => Disruption::None,
     }
+}
+
+/// The class of deleting the object at `id` (`kube:<cluster>/<apiVersion>/<Kind>[/<ns>]/<name>`):
+/// the kind is the first segment that starts upper-case (cluster, group, version and
+/// namespace names are lower-case DNS names).
+pub fn of_delete(id: &ResourceId) -> Disruption {
+    let kind = id
+        .path()
+        .split('/')
+        .find(|s| s.chars().next().is_some_and(char::is_uppercase));
+    classify("", kind.unwrap_or(""), Action::Delete, &[])
 }
 
 /// Whether a live Node serves: out of service when cordoned (`spec.unschedulable`, with
@@ -153,6 +165,21 @@ mod tests {
             ),
             Disruption::None
         );
+    }
+
+    #[test]
+    fn deleting_a_workload_restarts_pods_and_deleting_a_config_map_does_not() {
+        let del = |p: &str| of_delete(&ResourceId::new("kube", p));
+        assert_eq!(
+            del("acme/apps/v1/DaemonSet/gpu-operator/nvidia-dcgm"),
+            Disruption::PodRestart
+        );
+        assert_eq!(
+            del("acme/apps/v1/Deployment/ml/train"),
+            Disruption::PodRestart
+        );
+        assert_eq!(del("acme/v1/ConfigMap/ml/settings"), Disruption::None);
+        assert_eq!(del("acme/v1/Namespace/ml"), Disruption::None);
     }
 
     #[test]

@@ -1213,14 +1213,9 @@ impl Provider for KubeProvider {
         Some(self)
     }
 
-    /// Deleting a workload stops its pods (see `disruption::classify`).
+    /// Deleting a workload stops its pods (see `disruption::of_delete`).
     fn delete_disruption(&self, id: &ResourceId) -> Disruption {
-        // kube:<cluster>/<apiVersion: one or two segments>/<Kind>[/<ns>]/<name>
-        let kind = id
-            .path()
-            .split('/')
-            .find(|s| s.chars().next().is_some_and(char::is_uppercase));
-        disruption::classify("", kind.unwrap_or(""), Action::Delete, &[])
+        disruption::of_delete(id)
     }
 
     /// A heal takes drifted fields back from whichever field manager changed
