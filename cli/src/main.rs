@@ -213,6 +213,11 @@ struct ApplyArgs {
     /// evicted as `kubectl drain` does; what remains at the deadline stops that change).
     #[arg(long, default_value_t = 900)]
     drain_timeout: u64,
+    /// Seconds a disruptive change waits for nodes already down in its pool (cordoned,
+    /// NotReady, under maintenance) to come back when they alone fill its rollout budget;
+    /// after that it fails naming them.
+    #[arg(long, default_value_t = 600)]
+    budget_wait: u64,
 }
 
 #[derive(Debug, Args)]
@@ -707,8 +712,8 @@ fn progress() -> (
                 ApplyEvent::WaitingHealthy { id, message } => {
                     format!("{t} waiting for {id} to be healthy: {message}")
                 }
-                ApplyEvent::WaitingRollout { id, pool } => {
-                    format!("{t} {id} waits for room in rollout group {pool}")
+                ApplyEvent::WaitingRollout { id, pool, reason } => {
+                    format!("{t} {id} waits for room in rollout group {pool}: {reason}")
                 }
                 ApplyEvent::Succeeded { id, elapsed_ms, .. } => paint(
                     "32",
@@ -826,6 +831,7 @@ async fn apply_locked(
         allow_destroy: args.allow_destroy,
         health_timeout: std::time::Duration::from_secs(args.health_timeout),
         drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
+        budget_wait: std::time::Duration::from_secs(args.budget_wait),
         ..ApplyOptions::default()
     };
     let cancel = cancel_on_signals();

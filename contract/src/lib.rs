@@ -26,8 +26,9 @@ pub mod testing;
 pub mod work;
 
 pub use provider::{
-    Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, ErrorKind, FieldChange, Health,
-    NodeMaintenance, ObserveRequest, Observed, Provider, ProviderError,
+    Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, Disruption, ErrorKind,
+    FieldChange, Health, NodeAvailability, NodeMaintenance, ObserveRequest, Observed, Provider,
+    ProviderError,
 };
 pub use registry::{BuildError, ClusterRef, ProviderConfig, Registry};
 pub use resource::{Dependency, Desired, Origin, Pin, ResourceId, RolloutGroup};

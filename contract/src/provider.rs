@@ -99,9 +99,10 @@ pub struct Change {
     /// Paths whose change forces a replacement.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub requires_replace: Vec<String>,
-    /// True when applying it disrupts the host (reboot, reprovision, MIG change).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub disruptive: bool,
+    /// What applying it does to the work running on the host (the provider's rule, see
+    /// [`Disruption`]); `none` for a `NoOp`.
+    #[serde(default, skip_serializing_if = "Disruption::is_none")]
+    pub disruption: Disruption,
 }
 
 impl Change {
@@ -112,8 +113,75 @@ impl Change {
             action,
             fields: Vec::new(),
             requires_replace: Vec::new(),
-            disruptive: false,
+            disruption: Disruption::None,
         }
+    }
+
+    /// True when applying it takes a node out of service (a drain or worse): such a change
+    /// is bounded by its rollout group and cordons its node first.
+    pub fn is_disruptive(&self) -> bool {
+        self.action != Action::NoOp && self.disruption.takes_node_down()
+    }
+}
+
+/// What a change does to the work running where it lands, from least to most severe (the
+/// derived order is the severity, so `max` picks the worse of two).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Disruption {
+    /// Nothing running is touched (a ConfigMap, a label, a staged BIOS setting).
+    #[default]
+    None,
+    /// Pods are replaced by their controller (a Deployment's pod template changed); the
+    /// node keeps running its other work.
+    PodRestart,
+    /// A node's GPU workloads are evicted (MIG reconfiguration, a driver reload): the node
+    /// is out of service until it is done, the host keeps running.
+    NodeDrain,
+    /// The host reboots (a staged BIOS, boot or secure-boot change made current, firmware
+    /// activation, an OS reprovision).
+    HostReboot,
+    /// The host loses power (powered off, or off and on again).
+    PowerCycle,
+}
+
+impl Disruption {
+    /// Every class, most severe first (the order plans list them in).
+    pub const MOST_SEVERE_FIRST: [Disruption; 5] = [
+        Disruption::PowerCycle,
+        Disruption::HostReboot,
+        Disruption::NodeDrain,
+        Disruption::PodRestart,
+        Disruption::None,
+    ];
+
+    /// True for [`Disruption::None`] (for `skip_serializing_if`).
+    pub fn is_none(&self) -> bool {
+        *self == Disruption::None
+    }
+
+    /// True when the node is out of service while the change runs (drain or worse).
+    pub fn takes_node_down(self) -> bool {
+        self >= Disruption::NodeDrain
+    }
+
+    /// The kebab-case name, as in JSON plans (`host-reboot`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Disruption::None => "none",
+            Disruption::PodRestart => "pod-restart",
+            Disruption::NodeDrain => "node-drain",
+            Disruption::HostReboot => "host-reboot",
+            Disruption::PowerCycle => "power-cycle",
+        }
+    }
+}
+
+impl std::fmt::Display for Disruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -301,6 +369,13 @@ pub trait Provider: Send + Sync {
         let _ = spec;
     }
 
+    /// What deleting a resource of this provider does to running work (the plan asks when a
+    /// resource left the manifest; `diff` is not called for deletes). The default: nothing.
+    fn delete_disruption(&self, id: &ResourceId) -> Disruption {
+        let _ = id;
+        Disruption::None
+    }
+
     /// The tenant a resource of this provider belongs to, for metric labels
     /// (e.g. the cluster of a Kubernetes object); `None` for fleet-wide ones.
     fn tenant<'a>(&self, id: &'a ResourceId) -> Option<&'a str> {
@@ -331,6 +406,33 @@ pub trait NodeMaintenance: Send + Sync {
     /// after [`NodeMaintenance::cordon`] and before the disruptive change. A node that does
     /// not exist has nothing to drain.
     async fn drain(&self, node: &ResourceId, timeout: Duration) -> Result<(), ProviderError>;
+
+    /// Whether each node is out of service now, read from the live system (for a
+    /// Kubernetes Node: cordoned, NotReady, or under a maintenance claim), so rollout budgets
+    /// count nodes that are already down before taking more. One answer per node, in order;
+    /// one failing node must not fail the others.
+    async fn availability(
+        &self,
+        nodes: &[ResourceId],
+    ) -> Vec<Result<NodeAvailability, ProviderError>>;
+}
+
+/// What [`NodeMaintenance::availability`] found for one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAvailability {
+    /// The node exists (a node not provisioned yet is not counted as down: it never served).
+    pub exists: bool,
+    /// Why it is out of service now, e.g. `cordoned`, `NotReady`, `under maintenance
+    /// (fleetform: ...)`; empty when it serves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub down: Vec<String>,
+}
+
+impl NodeAvailability {
+    /// True when the node exists and is out of service.
+    pub fn is_down(&self) -> bool {
+        self.exists && !self.down.is_empty()
+    }
 }
 
 /// What a [`NodeMaintenance::cordon`] call found.

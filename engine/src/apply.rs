@@ -12,6 +12,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
+use crate::budget::{self, Budget};
 use crate::observe::{Observations, Providers};
 use crate::plan::{Plan, PlannedChange, digested_spec, error_chain};
 use crate::provider::{
@@ -43,6 +44,10 @@ pub struct ApplyOptions {
     pub health_poll: Duration,
     /// How long draining a node before a disruptive change to its host may take.
     pub drain_timeout: Duration,
+    /// How long a disruptive change waits for nodes already down in its pool (cordoned,
+    /// NotReady, under maintenance) to come back before it fails with the reason; their state
+    /// is read again every `health_poll` meanwhile.
+    pub budget_wait: Duration,
     /// Consent to destructive changes (`--allow-destroy`).
     pub allow_destroy: bool,
 }
@@ -58,6 +63,7 @@ impl Default for ApplyOptions {
             health_timeout: Duration::from_secs(600),
             health_poll: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(900),
+            budget_wait: Duration::from_secs(600),
             allow_destroy: false,
         }
     }
@@ -98,6 +104,9 @@ pub enum ApplyEvent {
         id: ResourceId,
         /// The pool.
         pool: String,
+        /// Why: the nodes already down and the changes in flight against the limit.
+        #[serde(default)]
+        reason: String,
     },
     /// Done.
     Succeeded {
@@ -246,41 +255,6 @@ pub struct Inputs<'a> {
     pub store: &'a dyn StateStore,
 }
 
-struct Rollout {
-    pool_in_use: BTreeMap<String, u32>,
-    domain_in_use: BTreeMap<(String, String), u32>,
-}
-
-impl Rollout {
-    fn admits(&self, g: &RolloutGroup) -> bool {
-        let pool = self.pool_in_use.get(&g.pool).copied().unwrap_or(0);
-        let dom = self
-            .domain_in_use
-            .get(&(g.pool.clone(), g.fault_domain.clone()))
-            .copied()
-            .unwrap_or(0);
-        pool < g.max_unavailable.max(1) && dom < g.max_unavailable_per_fault_domain.max(1)
-    }
-    fn take(&mut self, g: &RolloutGroup) {
-        *self.pool_in_use.entry(g.pool.clone()).or_default() += 1;
-        *self
-            .domain_in_use
-            .entry((g.pool.clone(), g.fault_domain.clone()))
-            .or_default() += 1;
-    }
-    fn release(&mut self, g: &RolloutGroup) {
-        if let Some(n) = self.pool_in_use.get_mut(&g.pool) {
-            *n = n.saturating_sub(1);
-        }
-        if let Some(n) = self
-            .domain_in_use
-            .get_mut(&(g.pool.clone(), g.fault_domain.clone()))
-        {
-            *n = n.saturating_sub(1);
-        }
-    }
-}
-
 /// Runs the plan. `state` is updated as steps are journaled; on full success the
 /// revision is recorded and the state compacted. `cancel` set to true stops new
 /// work; calls in flight finish and are recorded.
@@ -342,10 +316,23 @@ pub async fn apply(
         plan.actionable().map(|c| (&c.id, c)).collect();
     let mut schedule = Schedule::new(&todo, state);
     let mut report = ApplyReport::default();
-    let mut rollout = Rollout {
-        pool_in_use: BTreeMap::new(),
-        domain_in_use: BTreeMap::new(),
-    };
+    // Nodes already down count against the budgets: read them once now (only when some
+    // change is bounded by a rollout group), and again while changes wait for them.
+    let bounded = todo.values().any(|c| {
+        c.disruptive
+            && inputs
+                .desired
+                .get(&c.id)
+                .is_some_and(|d| d.rollout.is_some())
+    });
+    let mut rollout = Budget::default();
+    if bounded {
+        let pools = budget::pools(inputs.desired.values().copied());
+        let down = budget::read_down(&pools, inputs.providers).await;
+        rollout = Budget::new(pools, down);
+    }
+    let mut budget_deadline: Option<Instant> = None;
+    let mut last_read = Instant::now();
     let mut waiting_rollout_announced: BTreeSet<&ResourceId> = BTreeSet::new();
     let mut intended: BTreeSet<&ResourceId> = BTreeSet::new();
     let mut running = FuturesUnordered::new();
@@ -360,11 +347,12 @@ pub async fn apply(
                     .and_then(|d| d.rollout.as_ref())
                     .filter(|_| change.disruptive);
                 if let Some(g) = group {
-                    if !rollout.admits(g) {
+                    if let Err(reason) = rollout.admits(g) {
                         if waiting_rollout_announced.insert(id) {
                             emit(ApplyEvent::WaitingRollout {
                                 id: id.clone(),
                                 pool: g.pool.clone(),
+                                reason,
                             });
                         }
                         schedule.park(id);
@@ -410,13 +398,75 @@ pub async fn apply(
                 ));
             }
         }
+        if running.is_empty() && !*cancel.borrow() && schedule.has_parked() {
+            // Nothing runs, so only nodes already down keep the parked changes out: wait
+            // for them to come back (reading their state again), then give up with why.
+            let deadline =
+                *budget_deadline.get_or_insert_with(|| Instant::now() + options.budget_wait);
+            if Instant::now() < deadline {
+                tokio::select! {
+                    () = tokio::time::sleep(options.health_poll) => {}
+                    Ok(()) = cancel.changed() => {}
+                }
+                let down = budget::read_down(rollout.pools(), inputs.providers).await;
+                rollout.set_down(down);
+                last_read = Instant::now();
+                schedule.unpark();
+                continue;
+            }
+            for id in schedule.take_parked() {
+                let why = inputs
+                    .desired
+                    .get(id)
+                    .and_then(|d| d.rollout.as_ref())
+                    .and_then(|g| rollout.admits(g).err())
+                    .unwrap_or_else(|| "its rollout group never had room".into());
+                let error = format!(
+                    "not started: {why}; waited {:?} for those nodes to come back",
+                    options.budget_wait
+                );
+                emit(ApplyEvent::Failed {
+                    id: id.clone(),
+                    error: error.clone(),
+                });
+                report
+                    .outcomes
+                    .insert(id.clone(), Outcome::Failed { error });
+                for (skipped, root) in schedule.failed(id, true) {
+                    emit(ApplyEvent::Skipped {
+                        id: skipped.clone(),
+                        root: root.clone(),
+                    });
+                    report
+                        .outcomes
+                        .insert(skipped.clone(), Outcome::SkippedUpstream { root });
+                }
+            }
+            continue;
+        }
         if running.is_empty() {
             break;
         }
+        budget_deadline = None;
         tokio::select! {
             Some((id, result, group)) = running.next() => {
                 if let Some(g) = &group {
                     rollout.release(g);
+                    // A failed change leaves its node cordoned for maintenance: down from now.
+                    if let (Err(Failure::Resource(_)), Some(node)) = (
+                        &result,
+                        inputs.desired.get(&id).and_then(|d| d.maintenance.as_ref()),
+                    ) {
+                        rollout.mark_down(node, "left cordoned by a failed change");
+                    }
+                    // Read the nodes again before the parked changes try (another may have
+                    // gone down or come back), at most once per `health_poll`, so a pool of
+                    // thousands does not list its nodes after every change. Hosts still in
+                    // flight are not counted twice (see `Budget`).
+                    if schedule.has_parked() && last_read.elapsed() >= options.health_poll {
+                        rollout.set_down(budget::read_down(rollout.pools(), inputs.providers).await);
+                        last_read = Instant::now();
+                    }
                     schedule.unpark();
                 }
                 let id: &ResourceId = todo.get_key_value(&id).map(|(k, _)| *k).unwrap_or_else(|| unreachable_id(&todo));
@@ -594,6 +644,19 @@ impl<'a> Schedule<'a> {
         self.ready.extend(self.parked.drain(..));
     }
 
+    /// True when some change waits for room in its rollout group.
+    fn has_parked(&self) -> bool {
+        !self.parked.is_empty()
+    }
+
+    /// The parked changes, no longer parked (they are given up on).
+    fn take_parked(&mut self) -> Vec<&'a ResourceId> {
+        let mut out = std::mem::take(&mut self.parked);
+        out.sort();
+        out.dedup();
+        out
+    }
+
     fn start(&mut self, id: &'a ResourceId) {
         self.started.insert(id);
     }
@@ -736,7 +799,14 @@ async fn run_one_inner(
             crate::plan::Reason::ImmutableField { paths } => paths.clone(),
             _ => Vec::new(),
         },
-        disruptive: change.disruptive,
+        // A plan saved before `disruption` existed says only `disruptive`.
+        disruption: if change.disruptive {
+            change
+                .disruption
+                .max(crate::provider::Disruption::NodeDrain)
+        } else {
+            change.disruption
+        },
     };
     let request = ApplyRequest {
         change: &provider_change,

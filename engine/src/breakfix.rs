@@ -553,6 +553,7 @@ mod tests {
             skipped: Vec::new(),
             findings: Vec::new(),
             releases: Vec::new(),
+            budgets: Vec::new(),
             digest: "d".into(),
         }
     }
@@ -592,6 +593,7 @@ mod tests {
             spec: None,
             destructive: false,
             disruptive: false,
+            disruption: crate::provider::Disruption::None,
             wave: 0,
             waits_for: Vec::new(),
             origin: None,

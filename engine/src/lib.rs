@@ -28,6 +28,7 @@ pub use resource::{Dependency, Desired, Origin, ResourceId, RolloutGroup};
 pub use sensitive::Sensitive;
 pub mod apply;
 pub mod breakfix;
+pub mod budget;
 pub mod compile;
 pub mod graph;
 pub mod observe;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, GraphError};
 use crate::observe::{Observations, Providers, Target};
-use crate::provider::{Action, Change, FieldChange};
+use crate::provider::{Action, Change, Disruption, FieldChange};
 use crate::resource::{Dependency, Desired, Origin, ResourceId};
 use crate::sensitive::{MASK, digest_bytes};
 use crate::state::State;
@@ -88,8 +88,14 @@ pub struct PlannedChange {
     pub spec: Option<serde_json::Value>,
     /// Deletes or replaces something.
     pub destructive: bool,
-    /// Disrupts a host (reboot, reprovision, MIG change): bounded by rollout groups.
+    /// Takes a node out of service (a drain or worse): bounded by rollout groups, and its
+    /// node is cordoned first. Derived from `disruption`; kept so older readers and plans
+    /// saved before `disruption` existed read the same.
     pub disruptive: bool,
+    /// What it does to running work, most severe of the provider's verdict and the rollout
+    /// group the compiler put the resource in (see [`classify`]).
+    #[serde(default)]
+    pub disruption: Disruption,
     /// The wave it runs in (0-based).
     pub wave: usize,
     /// What it waits for, with reasons.
@@ -148,8 +154,11 @@ pub struct Summary {
     pub no_op: usize,
     /// Destructive changes (replace + delete).
     pub destructive: usize,
-    /// Host-disrupting changes.
+    /// Changes that take a node out of service (drain, reboot, power cycle).
     pub disruptive: usize,
+    /// Changes per disruption class (only classes with changes; `none` included).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_disruption: BTreeMap<Disruption, usize>,
 }
 
 impl Summary {
@@ -188,6 +197,11 @@ pub struct Plan {
     /// that expanded them; see [`ReleaseSummary`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub releases: Vec<ReleaseSummary>,
+    /// Rollout pools whose disruptive changes meet nodes already down (cordoned, NotReady,
+    /// under maintenance): how many, and whether the changes wait. Read live at plan time
+    /// (see `budget::annotate`); not in the digest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub budgets: Vec<crate::budget::PoolBudget>,
     /// Digest of what would be done; `apply` of a saved plan refuses it when the
     /// digest of a fresh plan differs (the revision or live state moved).
     pub digest: String,
@@ -477,6 +491,7 @@ pub fn build(
                     spec: None,
                     destructive: false,
                     disruptive: false,
+                    disruption: Disruption::None,
                     wave: wave_of.get(&d.id).copied().unwrap_or(0),
                     waits_for: d.deps.clone(),
                     origin: d.origin.clone(),
@@ -574,6 +589,9 @@ pub fn build(
                         transient: false,
                     });
                 }
+                let disruption = providers
+                    .for_id(id)
+                    .map_or(Disruption::None, |p| p.delete_disruption(id));
                 changes.insert(
                     id.clone(),
                     PlannedChange {
@@ -583,7 +601,8 @@ pub fn build(
                         fields: Vec::new(),
                         spec: None,
                         destructive: true,
-                        disruptive: false,
+                        disruptive: disruption.takes_node_down(),
+                        disruption,
                         wave: last_wave + i,
                         waits_for: Vec::new(),
                         origin: None,
@@ -605,7 +624,10 @@ pub fn build(
             Action::NoOp => summary.no_op += 1,
         }
         summary.destructive += usize::from(c.destructive);
-        summary.disruptive += usize::from(c.disruptive && c.action != Action::NoOp);
+        if c.action != Action::NoOp {
+            summary.disruptive += usize::from(c.disruptive);
+            *summary.by_disruption.entry(c.disruption).or_default() += 1;
+        }
     }
     problems.sort_by(|a, b| (&a.origin, &a.id, &a.message).cmp(&(&b.origin, &b.id, &b.message)));
     let digest = plan_digest(
@@ -624,6 +646,7 @@ pub fn build(
         skipped: skipped.into_values().collect(),
         findings: Vec::new(),
         releases: Vec::new(),
+        budgets: Vec::new(),
         digest,
     }
 }
@@ -633,6 +656,7 @@ fn protected(flag: bool, state: &State, id: &ResourceId) -> bool {
 }
 
 fn planned(change: Change, d: &Desired, wave: usize, pending: bool) -> PlannedChange {
+    let disruption = classify(&change, d);
     let reason = match change.action {
         Action::Create => Reason::NotFound,
         Action::Update if pending => Reason::InterruptedApply,
@@ -656,11 +680,28 @@ fn planned(change: Change, d: &Desired, wave: usize, pending: bool) -> PlannedCh
         fields,
         spec,
         destructive: change.action.is_destructive(),
-        disruptive: change.disruptive || (d.rollout.is_some() && change.action != Action::NoOp),
+        disruptive: disruption.takes_node_down(),
+        disruption,
         wave,
         waits_for: Vec::new(),
         origin: d.origin.clone(),
     }
+}
+
+/// The disruption class of a planned change: the provider's verdict, raised to at least a
+/// node drain when the compiler put the resource in a rollout group (it did so because
+/// changing it takes the host's node out of service: a MIG layout, a BMC setting). `none`
+/// for a change that does nothing.
+pub fn classify(change: &Change, d: &Desired) -> Disruption {
+    if change.action == Action::NoOp {
+        return Disruption::None;
+    }
+    let floor = if d.rollout.is_some() {
+        Disruption::NodeDrain
+    } else {
+        Disruption::None
+    };
+    change.disruption.max(floor)
 }
 
 /// True when `path` is, contains, or lies inside a sensitive pointer.

@@ -59,7 +59,8 @@ pub async fn make_plan(
     let images = pins::images(&scope.desired);
     if images.is_empty() {
         let observations = observe_all(providers, &scope.targets(), observe_options).await;
-        let plan = plan::build(&scope, state, &observations, providers, options, revision);
+        let mut plan = plan::build(&scope, state, &observations, providers, options, revision);
+        crate::budget::annotate(&mut plan, &scope.desired, providers).await;
         return Ok(Planned {
             plan,
             observations,
@@ -106,6 +107,7 @@ pub async fn make_plan(
     observations.extend(observe_all(providers, &rest, observe_options).await);
     observations.extend(failed.into_iter().map(|(id, e)| (id, Err(e))));
     let mut plan = plan::build(&scope, state, &observations, providers, options, revision);
+    crate::budget::annotate(&mut plan, &scope.desired, providers).await;
     plan.digest = pinned.seal(&plan.digest);
     Ok(Planned {
         plan,

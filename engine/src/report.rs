@@ -10,7 +10,7 @@ use similar::TextDiff;
 
 use crate::apply::{ApplyReport, Outcome};
 use crate::plan::{Plan, PlannedChange};
-use crate::provider::{Action, FieldChange};
+use crate::provider::{Action, Disruption, FieldChange};
 
 /// GitHub rejects comments over 65,536 characters; stay well under.
 pub const MARKDOWN_LIMIT: usize = 60_000;
@@ -66,10 +66,102 @@ pub fn totals(plan: &Plan) -> String {
     if s.destructive > 0 {
         let _ = write!(line, " ({} destructive)", s.destructive);
     }
-    if s.disruptive > 0 {
-        let _ = write!(line, " ({} disrupt hosts)", s.disruptive);
+    let classes: Vec<String> = Disruption::MOST_SEVERE_FIRST
+        .iter()
+        .filter(|d| !d.is_none())
+        .filter_map(|d| s.by_disruption.get(d).map(|n| format!("{n} {d}")))
+        .collect();
+    if !classes.is_empty() {
+        let _ = write!(line, " (disruption: {})", classes.join(", "));
     }
     line
+}
+
+/// The changes that disrupt running work, grouped by class, most severe first (changes
+/// that disrupt nothing are left out: the totals count them).
+fn by_class(plan: &Plan) -> Vec<(Disruption, Vec<&PlannedChange>)> {
+    Disruption::MOST_SEVERE_FIRST
+        .iter()
+        .filter(|d| !d.is_none())
+        .map(|d| {
+            (
+                *d,
+                plan.actionable()
+                    .filter(|c| c.disruption == *d)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, cs)| !cs.is_empty())
+        .collect()
+}
+
+/// What each class does, for people.
+fn class_meaning(d: Disruption) -> &'static str {
+    match d {
+        Disruption::PowerCycle => "the host loses power",
+        Disruption::HostReboot => "the host reboots",
+        Disruption::NodeDrain => "the node's GPU work is evicted",
+        Disruption::PodRestart => "pods are replaced",
+        Disruption::None => "nothing running is touched",
+    }
+}
+
+fn disruption_text(plan: &Plan, p: &Paint, out: &mut String) {
+    let groups = by_class(plan);
+    if groups.is_empty() && plan.budgets.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n{}", p.wrap("1", "Disruption (most severe first):"));
+    for (d, cs) in &groups {
+        let _ = writeln!(out, "  {d} ({}; {}):", cs.len(), class_meaning(*d));
+        for c in cs {
+            let _ = writeln!(out, "    {} {}", symbol(c.action), c.id);
+        }
+    }
+    for b in &plan.budgets {
+        let _ = writeln!(
+            out,
+            "  {}",
+            p.wrap("33", &format!("budget: {}", b.describe()))
+        );
+    }
+}
+
+fn disruption_markdown(plan: &Plan, out: &mut String) {
+    let groups = by_class(plan);
+    if groups.is_empty() && plan.budgets.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "#### Disruption\n");
+    if !groups.is_empty() {
+        let _ = writeln!(
+            out,
+            "| class | what it does | changes | resources |\n| --- | --- | ---: | --- |"
+        );
+        for (d, cs) in &groups {
+            // Bounded: a fleet-wide driver change lists its first few, the count says the rest.
+            let shown: Vec<String> = cs.iter().take(10).map(|c| format!("`{}`", c.id)).collect();
+            let more = if cs.len() > shown.len() {
+                format!(" and {} more", cs.len() - shown.len())
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "| **{d}** | {} | {} | {}{more} |",
+                class_meaning(*d),
+                cs.len(),
+                shown.join(", ")
+            );
+        }
+        out.push('\n');
+    }
+    for b in &plan.budgets {
+        let _ = writeln!(out, "- ⏸️ {}", escape_md(&b.describe()));
+    }
+    if !plan.budgets.is_empty() {
+        out.push('\n');
+    }
 }
 
 fn value(v: &Option<Value>) -> String {
@@ -131,6 +223,7 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
         let _ = writeln!(out, "Revision: {rev}");
     }
     releases_text(plan, &mut out);
+    disruption_text(plan, &p, &mut out);
     let mut wave = usize::MAX;
     for c in plan.actionable() {
         if c.wave != wave {
@@ -281,12 +374,11 @@ fn findings_markdown(plan: &Plan, out: &mut String) {
 }
 
 fn change_text(c: &PlannedChange, p: &Paint, out: &mut String) {
-    let flag = if c.destructive {
-        " [destructive]"
-    } else if c.disruptive {
-        " [disrupts host]"
-    } else {
-        ""
+    let flag = match (c.destructive, c.disruption) {
+        (true, Disruption::None) => " [destructive]".to_string(),
+        (true, d) => format!(" [destructive, {d}]"),
+        (false, Disruption::None) => String::new(),
+        (false, d) => format!(" [{d}]"),
     };
     let _ = writeln!(
         out,
@@ -426,6 +518,7 @@ pub fn plan_markdown(plan: &Plan, title: &str, intro: &[String]) -> String {
         out.push('\n');
     }
     findings_markdown(plan, &mut out);
+    disruption_markdown(plan, &mut out);
     let destructive: Vec<&PlannedChange> = plan.actionable().filter(|c| c.destructive).collect();
     if !destructive.is_empty() {
         let _ = writeln!(out, "#### ⚠️ Destructive changes ({})\n", destructive.len());
@@ -456,10 +549,10 @@ pub fn plan_markdown(plan: &Plan, title: &str, intro: &[String]) -> String {
                 symbol(c.action),
                 c.id,
                 escape_md(&c.reason.describe()),
-                if c.disruptive {
-                    " — disrupts host"
+                if c.disruption.is_none() {
+                    String::new()
                 } else {
-                    ""
+                    format!(" — {}", c.disruption)
                 }
             );
             if let Some(o) = &c.origin {

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::provider::{
-    Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, Health, NodeMaintenance,
-    ObserveRequest, Observed, Provider, ProviderError,
+    Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, Disruption, Health,
+    NodeAvailability, NodeMaintenance, ObserveRequest, Observed, Provider, ProviderError,
 };
 use crate::resource::{Desired, ResourceId};
 use diff::desired_subset;
@@ -36,6 +36,11 @@ pub struct Script {
     pub observe_fails: bool,
     /// Draining this node fails permanently with this message.
     pub drain_fails: Option<String>,
+    /// This node is out of service, for this reason (`NotReady`, `cordoned`): what
+    /// [`NodeMaintenance::availability`] reports, as a real cluster would.
+    pub node_down: Option<String>,
+    /// Reading this node's state fails.
+    pub availability_fails: bool,
 }
 
 /// The persisted world: live objects and how often each was created.
@@ -196,12 +201,21 @@ impl Provider for MemoryProvider {
             (false, true) => Action::Update,
             (false, false) => Action::Replace,
         };
+        let disruption = if action == Action::NoOp {
+            Disruption::None
+        } else {
+            fields
+                .iter()
+                .map(|f| disruption_of(&f.path))
+                .max()
+                .unwrap_or_default()
+        };
         Ok(Change {
             id: desired.id.clone(),
             action,
             fields,
             requires_replace,
-            disruptive: false,
+            disruption,
         })
     }
 
@@ -212,7 +226,7 @@ impl Provider for MemoryProvider {
     ) -> Result<Applied, ProviderError> {
         let id = &request.change.id;
         let script = self.lock_scripts().get(id).cloned().unwrap_or_default();
-        let disruptive = request.change.disruptive;
+        let disruptive = request.change.is_disruptive();
         let attempt = {
             let mut w = self.lock_world();
             let n = w.attempts.entry(id.clone()).or_default();
@@ -353,6 +367,48 @@ impl NodeMaintenance for MemoryProvider {
             self.save(&w);
         }
         Ok(())
+    }
+
+    /// A node is down when scripted so (`node_down`) or cordoned for maintenance now.
+    async fn availability(
+        &self,
+        nodes: &[ResourceId],
+    ) -> Vec<Result<NodeAvailability, ProviderError>> {
+        let scripts = self.lock_scripts().clone();
+        let w = self.lock_world();
+        nodes
+            .iter()
+            .map(|n| {
+                let script = scripts.get(n);
+                if script.is_some_and(|s| s.availability_fails) {
+                    return Err(ProviderError::transient(n, "node state unreadable"));
+                }
+                let mut down: Vec<String> = script
+                    .and_then(|s| s.node_down.clone())
+                    .into_iter()
+                    .collect();
+                if let Some(reason) = w.cordoned.get(n) {
+                    down.push(format!("cordoned: {reason}"));
+                }
+                Ok(NodeAvailability {
+                    exists: w.objects.contains_key(n),
+                    down,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The in-memory provider's disruption rule, by the first segment of a changed field, like
+/// the real providers' rules by field: `podTemplate` restarts pods, `migConfig` drains the
+/// node, `bios` reboots the host, `power` power-cycles it; anything else disrupts nothing.
+pub fn disruption_of(path: &str) -> Disruption {
+    match path.trim_start_matches('/').split('/').next().unwrap_or("") {
+        "podTemplate" => Disruption::PodRestart,
+        "migConfig" => Disruption::NodeDrain,
+        "bios" => Disruption::HostReboot,
+        "power" => Disruption::PowerCycle,
+        _ => Disruption::None,
     }
 }
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use fleetform_contract::provider::{
-    Action, Applied, ApplyContext, ApplyRequest, Change, FieldChange, Health, ObserveRequest,
-    Observed, Provider, ProviderError,
+    Action, Applied, ApplyContext, ApplyRequest, Change, Disruption, FieldChange, Health,
+    ObserveRequest, Observed, Provider, ProviderError,
 };
 use fleetform_contract::resource::{Desired, ResourceId};
 
@@ -188,7 +188,10 @@ impl Provider for GpuProvider {
             return Ok(Change::new(desired.id.clone(), Action::NoOp));
         }
         let mut c = Change::new(desired.id.clone(), Action::Update);
-        c.disruptive = drifts.iter().any(|d| d.is_disruptive());
+        // Fixing a MIG layout drains the node's GPU work (the MIG manager evicts it).
+        if drifts.iter().any(|d| d.is_disruptive()) {
+            c.disruption = Disruption::NodeDrain;
+        }
         for d in drifts {
             c.fields.push(FieldChange {
                 path: d.path,

@@ -86,7 +86,10 @@ async fn provider_plans_noop_for_a_matching_node_and_field_changes_for_drift() {
         Some(serde_json::json!("580.95.05"))
     );
     assert_eq!(change.fields[0].after, Some(serde_json::json!("595.91.07")));
-    assert!(!change.disruptive);
+    assert_eq!(
+        change.disruption,
+        fleetform_contract::provider::Disruption::None
+    );
 
     // Apply is refused, permanently.
     let err = p

@@ -20,6 +20,7 @@
 //! Size: observe (LIST grouping, fast paths, dry-run) and apply share the provider's state here;
 //! fields, health, drain, errors and the spec are already modules of their own.
 
+mod disruption;
 mod drain;
 mod error;
 mod fields;
@@ -32,8 +33,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fleetform_contract::provider::{
-    Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, FieldChange, Health,
-    NodeMaintenance, ObserveRequest, Observed, Provider, ProviderError,
+    Action, Applied, ApplyContext, ApplyRequest, Change, Cordon, Disruption, FieldChange, Health,
+    NodeAvailability, NodeMaintenance, ObserveRequest, Observed, Provider, ProviderError,
 };
 use fleetform_contract::resource::{Desired, ResourceId};
 use fleetform_contract::sensitive::MASK;
@@ -1326,10 +1327,15 @@ impl Provider for KubeProvider {
         }
         Ok(Change {
             id: id.clone(),
+            disruption: disruption::classify(
+                &t.reference.api_version,
+                &t.reference.kind,
+                action,
+                &changes,
+            ),
             action,
             fields: changes,
             requires_replace,
-            disruptive: false,
         })
     }
 
@@ -1354,6 +1360,11 @@ impl Provider for KubeProvider {
 
     fn maintenance(&self) -> Option<&dyn NodeMaintenance> {
         Some(self)
+    }
+
+    /// Deleting a workload stops its pods (see `disruption::of_delete`).
+    fn delete_disruption(&self, id: &ResourceId) -> Disruption {
+        disruption::of_delete(id)
     }
 
     /// A heal takes drifted fields back from whichever field manager changed
@@ -1455,6 +1466,69 @@ impl NodeMaintenance for KubeProvider {
         drain::drain(&client, &name, timeout)
             .await
             .map_err(|e| ProviderError::permanent(node, e))
+    }
+
+    /// Lists the Nodes of each cluster once (a budget re-reads them while an apply waits, so
+    /// one LIST per cluster, not a GET per node) and says whether each serves: cordoned,
+    /// NotReady or claimed for maintenance is down (see `disruption::availability`).
+    async fn availability(
+        &self,
+        nodes: &[ResourceId],
+    ) -> Vec<Result<NodeAvailability, ProviderError>> {
+        let mut live: HashMap<String, Result<HashMap<String, Value>, String>> = HashMap::new();
+        let mut out = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let (cluster, name) = match node_of(node) {
+                Ok(x) => x,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            if !live.contains_key(&cluster) {
+                let listed = self.list_nodes(node, &cluster).await;
+                live.insert(cluster.clone(), listed);
+            }
+            out.push(match &live[&cluster] {
+                Ok(by_name) => Ok(by_name
+                    .get(&name)
+                    .map_or_else(NodeAvailability::default, |n| {
+                        disruption::availability(n, MAINTENANCE_ANNOTATION)
+                    })),
+                Err(e) => Err(ProviderError::transient(node, e.clone())),
+            });
+        }
+        out
+    }
+}
+
+impl KubeProvider {
+    /// Every Node of `cluster` by name, or why they could not be read.
+    async fn list_nodes(
+        &self,
+        node: &ResourceId,
+        cluster: &str,
+    ) -> Result<HashMap<String, Value>, String> {
+        let client = self
+            .client(node, cluster)
+            .await
+            .map_err(|e| e.message.clone())?;
+        let api: Api<DynamicObject> = Api::all_with(
+            client,
+            &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "Node")),
+        );
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| format!("cannot list Nodes in cluster {cluster}: {e}"))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.metadata.name.clone()?;
+                Some((name, serde_json::to_value(&o).ok()?))
+            })
+            .collect())
     }
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fleetform_contract::provider::{
-    Action, Applied, ApplyContext, ApplyRequest, Change, FieldChange, Health, ObserveRequest,
-    Observed, Provider, ProviderError,
+    Action, Applied, ApplyContext, ApplyRequest, Change, Disruption, FieldChange, Health,
+    ObserveRequest, Observed, Provider, ProviderError,
 };
 use fleetform_contract::resource::{Desired, ResourceId};
 use fleetform_contract::secret::SecretResolver;
@@ -722,6 +722,15 @@ fn history(obj: &Value) -> String {
 
 #[async_trait]
 impl Provider for NicoProvider {
+    /// Releasing an instance wipes its host and reboots it out of the tenant's hands.
+    fn delete_disruption(&self, id: &ResourceId) -> Disruption {
+        if id.path().split('/').nth(1) == Some("instance") {
+            Disruption::HostReboot
+        } else {
+            Disruption::None
+        }
+    }
+
     fn name(&self) -> &'static str {
         PROVIDER
     }
@@ -771,14 +780,20 @@ impl Provider for NicoProvider {
         Ok(Change {
             id: desired.id.clone(),
             action,
-            // A new OS, iPXE script or interfaces reprovision the host.
-            disruptive: k.name == "instance"
-                && fields.iter().any(|f| {
-                    matches!(
-                        top_segment(&f.path).as_str(),
-                        "operatingSystemId" | "ipxeScript" | "userData" | "interfaces"
-                    )
-                }),
+            // A new OS, iPXE script or interfaces reprovision the host, and so does a new
+            // instance in its place: the host reboots into the new image.
+            disruption: if k.name == "instance"
+                && (action == Action::Replace
+                    || fields.iter().any(|f| {
+                        matches!(
+                            top_segment(&f.path).as_str(),
+                            "operatingSystemId" | "ipxeScript" | "userData" | "interfaces"
+                        )
+                    })) {
+                Disruption::HostReboot
+            } else {
+                Disruption::None
+            },
             fields,
             requires_replace,
         })

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use fleetform_contract::provider::{
-    Action, ApplyContext, ApplyRequest, Change, ErrorKind, Health, ObserveRequest, Observed,
-    Provider, ProviderError,
+    Action, ApplyContext, ApplyRequest, Change, Disruption, ErrorKind, Health, ObserveRequest,
+    Observed, Provider, ProviderError,
 };
 use fleetform_contract::resource::Desired;
 use fleetform_contract::secret::{SecretError, SecretRef, SecretResolver};
@@ -226,6 +226,25 @@ async fn apply_then_replan_is_noop_then_one_field_changes_alone() {
     let replace = plan(&p, &ds3).await;
     assert_eq!(replace[3].0.action, Action::Replace);
     assert_eq!(replace[3].0.requires_replace, ["/fields/machineId"]);
+    // What each does to the host: a new instance on the machine reprovisions it, a new
+    // description or label touches nothing running, and releasing an instance reboots it.
+    assert_eq!(replace[3].0.disruption, Disruption::HostReboot);
+    assert_eq!(changed[0].0.disruption, Disruption::None);
+    let mut relabel = ds2.clone();
+    relabel[3].spec["fields"]["labels"] = json!({"role": "spare"});
+    let relabelled = plan(&p, &relabel).await;
+    assert_eq!(relabelled[3].0.action, Action::Update);
+    assert_eq!(relabelled[3].0.disruption, Disruption::None);
+    let mut new_nic = ds2.clone();
+    new_nic[3].spec["fields"]["interfaces"] = json!([{"isPhysical": false}]);
+    let reprovision = plan(&p, &new_nic).await;
+    assert_eq!(
+        reprovision[3].0.disruption,
+        Disruption::HostReboot,
+        "{reprovision:#?}"
+    );
+    assert_eq!(p.delete_disruption(&ds2[3].id), Disruption::HostReboot);
+    assert_eq!(p.delete_disruption(&ds2[0].id), Disruption::None);
 
     // Delete answers 202 and is polled until the object is gone.
     let del = Change::new(ds2[3].id.clone(), Action::Delete);

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fleetform_contract::provider::{
-    Action, Applied, ApplyContext, ApplyRequest, Change, FieldChange, Health, ObserveRequest,
-    Observed, Provider, ProviderError,
+    Action, Applied, ApplyContext, ApplyRequest, Change, Disruption, FieldChange, Health,
+    ObserveRequest, Observed, Provider, ProviderError,
 };
 use fleetform_contract::resource::{Desired, ResourceId};
 use fleetform_contract::secret::SecretResolver;
@@ -938,7 +938,10 @@ impl RedfishProvider {
             .unwrap_or_default();
         let st = &obs.state;
         let mut fields = Vec::new();
-        let mut disruptive = false;
+        // The rule (docs/providers/redfish.md): staging settings disrupts nothing; the
+        // power resource's reset that makes them current reboots the host; a power state
+        // change cycles power; firmware reboots the host unless only the BMC's own changes.
+        let mut disruption = Disruption::None;
         match t.aspect {
             Aspect::Power => {
                 let w: PowerSpec = parse_spec(id, &desired.spec)?;
@@ -963,7 +966,11 @@ impl RedfishProvider {
                     ));
                     fields.push(f);
                 }
-                disruptive = true;
+                disruption = if fields.iter().any(|f| f.path == "/state") {
+                    Disruption::PowerCycle
+                } else {
+                    Disruption::HostReboot
+                };
             }
             Aspect::Boot => {
                 let w: BootSpec = parse_spec(id, &desired.spec)?;
@@ -1071,7 +1078,6 @@ impl RedfishProvider {
                 }
                 // Staging settings does not disrupt the host: the reset that applies them is
                 // planned by the host's power resource (`applyAtReset`).
-                disruptive = false;
             }
             Aspect::SecureBoot => {
                 let w: SecureBootSpec = parse_spec(id, &desired.spec)?;
@@ -1083,7 +1089,6 @@ impl RedfishProvider {
                     ));
                 }
                 // Takes effect at the next reset, which the host's power resource plans.
-                disruptive = false;
             }
             Aspect::VirtualMedia => {
                 let w: VirtualMediaSpec = parse_spec(id, &desired.spec)?;
@@ -1123,7 +1128,12 @@ impl RedfishProvider {
                         ));
                     }
                 }
-                disruptive = true;
+                // The BMC's own firmware activates with a reset of the BMC alone, the host
+                // keeps running; any other component (BIOS, GPU, NIC) activates when the host
+                // resets.
+                if fields.iter().any(|f| f.path != "/expected/BMC") {
+                    disruption = Disruption::HostReboot;
+                }
             }
             Aspect::Inventory => {
                 let w: InventorySpec = parse_spec(id, &desired.spec)?;
@@ -1170,7 +1180,11 @@ impl RedfishProvider {
         Ok(Change {
             id: id.clone(),
             action,
-            disruptive: disruptive && action != Action::NoOp,
+            disruption: if action == Action::NoOp {
+                Disruption::None
+            } else {
+                disruption
+            },
             fields,
             requires_replace: Vec::new(),
         })

@@ -77,9 +77,17 @@ async fn the_engine_stages_then_resets_once_and_skips_only_the_host_whose_bmc_is
     };
     let bios = get("redfish:host/hgx/bios");
     assert_eq!(bios.action, Action::Update);
-    assert!(!bios.disruptive);
+    assert_eq!(
+        bios.disruption,
+        fleetform_contract::provider::Disruption::None,
+        "staging disrupts nothing"
+    );
     let power = get("redfish:host/hgx/power");
-    assert!(power.disruptive, "the reset is the disruptive step");
+    assert_eq!(
+        power.disruption,
+        fleetform_contract::provider::Disruption::HostReboot,
+        "the reset is the disruptive step"
+    );
     assert_eq!(power.fields[0].path, "/awaitingReset");
 
     let mut state = store.load().await.unwrap();

@@ -353,7 +353,11 @@ async fn gb200_firmware_inventory_is_observed_through_a_session_that_is_deleted(
     );
     let (c, obs) = plan(&p, &newer).await.unwrap();
     assert_eq!(paths(&c), ["/expected/UEFI"]);
-    assert!(c.disruptive);
+    assert_eq!(
+        c.disruption,
+        fleetform_contract::provider::Disruption::HostReboot,
+        "UEFI firmware activates at a host reset"
+    );
     // No update image in the spec: the drift is reported, apply refuses.
     let rq = ApplyRequest {
         change: &c,
@@ -388,7 +392,7 @@ async fn gb200_bios_change_is_patched_to_the_settings_object_and_stays_pending_u
     let (c, obs) = plan(&p, &d).await.unwrap();
     assert_eq!(paths(&c), ["/attributes/EGM"]);
     assert!(
-        !c.disruptive,
+        c.disruption == fleetform_contract::provider::Disruption::None,
         "staging is not disruptive: the host's power resource plans the reset"
     );
     let private = obs.private.clone().unwrap();

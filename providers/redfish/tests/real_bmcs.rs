@@ -99,10 +99,18 @@ async fn bios_change_takes_one_reset(tree: &str, system: &str, sim: &Sim) {
     // names the reset and its reason.
     let (c, _) = plan(&p, &bios).await.unwrap();
     assert_eq!(c.action, Action::Update, "{tree}");
-    assert!(!c.disruptive, "{tree}: staging is not disruptive");
+    assert_eq!(
+        c.disruption,
+        fleetform_contract::provider::Disruption::None,
+        "{tree}: staging is not disruptive"
+    );
     let (c, _) = plan(&p, &power).await.unwrap();
     assert_eq!(c.action, Action::Update, "{tree}");
-    assert!(c.disruptive, "{tree}");
+    assert_eq!(
+        c.disruption,
+        fleetform_contract::provider::Disruption::HostReboot,
+        "{tree}"
+    );
     let f = &c.fields[0];
     assert_eq!(f.path, "/awaitingReset", "{tree}");
     assert!(

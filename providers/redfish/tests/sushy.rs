@@ -43,7 +43,11 @@ async fn power_on_then_replan_is_noop_and_out_of_band_off_is_drift_on_state() {
     let first = converge(&p, &d).await;
     assert_eq!(first.action, Action::Update);
     assert_eq!(paths(&first), ["/state"]);
-    assert!(first.disruptive);
+    assert_eq!(
+        first.disruption,
+        fleetform_contract::provider::Disruption::PowerCycle,
+        "a power state change cycles power"
+    );
     assert_eq!(
         p.health(&d.id, &d.spec).await.unwrap(),
         fleetform_contract::provider::Health::Ready
@@ -233,7 +237,10 @@ async fn bios_attributes_apply_at_once_on_libvirt_and_out_of_band_change_is_drif
     );
     // Staging (or, here, applying at once) is never the disruptive step: the reset that makes
     // staged settings current is planned by the host's power resource (`applyAtReset`).
-    assert!(!first.disruptive);
+    assert_eq!(
+        first.disruption,
+        fleetform_contract::provider::Disruption::None
+    );
 
     pe.oob(
         Method::PATCH,
@@ -244,7 +251,10 @@ async fn bios_attributes_apply_at_once_on_libvirt_and_out_of_band_change_is_drif
     .await;
     let (drift, _) = plan(&p, &d).await.unwrap();
     assert_eq!(paths(&drift), ["/attributes/ProcTurboMode"]);
-    assert!(!drift.disruptive);
+    assert_eq!(
+        drift.disruption,
+        fleetform_contract::provider::Disruption::None
+    );
 }
 
 #[tokio::test]
@@ -339,7 +349,11 @@ async fn firmware_update_through_simple_update_converges_bios_version() {
     );
     let first = converge(&p, &d).await;
     assert_eq!(paths(&first), ["/expected/BIOS"]);
-    assert!(first.disruptive);
+    assert_eq!(
+        first.disruption,
+        fleetform_contract::provider::Disruption::HostReboot,
+        "BIOS firmware activates at a host reset"
+    );
 }
 
 #[tokio::test]
