@@ -734,7 +734,11 @@ impl Cx<'_> {
             let Some(host) = self.fleet.host(&h) else {
                 continue;
             };
-            let mut node = json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": h, "labels": labels } });
+            // Where the host stands (Fleet and Rack labels, the rack's location) under the
+            // pool's and fleetform's own labels, which win.
+            let mut node_labels = self.topology_labels(host);
+            node_labels.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let mut node = json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": h, "labels": node_labels } });
             if !taints.is_empty() {
                 node["spec"] = json!({ "taints": taints });
             }
