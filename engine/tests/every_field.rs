@@ -134,7 +134,6 @@ const KNOWN_GAPS: &[&str] = &[
     "Fleet:/spec/registries/mirrors/*/caBundle",
     "Fleet:/spec/registries/mirrors/*/username",
     "Fleet:/spec/registries/mirrors/*/password",
-    "Fleet:/spec/operators/networkOperator/sriov/numVfs",
     "Tenant:/spec/ngc/org",
     "Tenant:/spec/ngc/team",
 ];
