@@ -1000,11 +1000,15 @@ impl Cx<'_> {
         let registry = &self.fleet.fleet.spec.registries.ngc;
         let tag = image.reference();
         let user = registry.username.as_deref().unwrap_or("$oauthtoken");
+        // The tenant's own key, else the fleet-wide one: resolving a digest runs in fleetform,
+        // so the fleet key never reaches a tenant cluster (pull secrets use tenant keys only).
         let credentials = tenant
             .spec
             .ngc
             .as_ref()
-            .map(|n| json!({ "username": user, "password": n.api_key }));
+            .map(|n| &n.api_key)
+            .or(registry.api_key.as_ref())
+            .map(|key| json!({ "username": user, "password": key }));
         let spec = json!({
             "tenant": tenant.name(),
             "registry": { "endpoint": registry.endpoint, "insecure": registry.insecure, "caBundle": registry.ca_bundle },
