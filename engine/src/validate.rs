@@ -231,7 +231,6 @@ pub fn did_you_mean<'c>(
 const SECRET_PATHS: &[(&str, &str)] = &[
     ("Fleet", "/spec/managementCluster/kubeconfig"),
     ("Fleet", "/spec/registries/ngc/apiKey"),
-    ("Fleet", "/spec/registries/mirrors/*/password"),
     ("Host", "/spec/bmc/credentials/password"),
     ("Tenant", "/spec/kubernetes/kubeconfig"),
     ("Tenant", "/spec/ngc/apiKey"),
@@ -832,13 +831,6 @@ impl Cx<'_> {
             "/spec/registries/ngc/endpoint",
             &s.registries.ngc.endpoint.clone(),
         );
-        for (n, m) in s.registries.mirrors.iter().enumerate() {
-            self.url(
-                i,
-                &format!("/spec/registries/mirrors/{n}/endpoint"),
-                &m.endpoint,
-            );
-        }
         if let Some(p) = &s.observability.otel {
             self.url(i, "/spec/observability/otel/endpoint", &p.endpoint);
         }
