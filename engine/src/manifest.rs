@@ -1307,16 +1307,12 @@ pub struct Quotas {
     pub nims: Option<u32>,
 }
 
-/// Tenant NGC access.
+/// Tenant NGC access. The key carries its own org/team scope on NGC, so fleetform asks for
+/// nothing else (an `org`/`team` here was accepted and read by nothing, and was removed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantNgc {
-    /// NGC org.
-    pub org: String,
-    /// NGC team.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub team: Option<String>,
-    /// API key, by reference only.
+    /// API key, by reference only: the tenant's pull secrets and NIM `authSecret`.
     pub api_key: SecretRef,
 }
 
