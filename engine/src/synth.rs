@@ -144,7 +144,7 @@ spec:
     serviceCidr: {svc}
   cni: {{name: cilium}}
   nodeOs: {{image: http://127.0.0.1:8080/images/ubuntu-24.04-gpu.iso}}
-  ngc: {{org: t{i:05}, apiKey: {{file: ../secrets/t{i:05}-ngc}}}}
+  ngc: {{apiKey: {{file: ../secrets/t{i:05}-ngc}}}}
 ",
             if i == 0 { "" } else { "---\n" }
         );
