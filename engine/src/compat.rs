@@ -367,6 +367,31 @@ mod tests {
     }
 
     #[test]
+    fn the_cited_chart_defaults_are_what_the_shared_charts_say() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared");
+        if !root.exists() {
+            eprintln!("skipped: {} not found", root.display());
+            return;
+        }
+        for (what, value, source) in CHART_DEFAULTS {
+            let (file, key) = source.split_once(": ").unwrap();
+            // The loader wants `apiVersion`/`kind` on every document; a chart's values.yaml is
+            // one top-level mapping, so two keys in front make it loadable, otherwise unchanged.
+            let mut bytes = b"apiVersion: v1\nkind: Values\n".to_vec();
+            bytes.extend(std::fs::read(root.join(file.trim_start_matches("shared/"))).unwrap());
+            let files = [crate::load::SourceFile {
+                path: "values.yaml".into(),
+                bytes,
+            }];
+            let (docs, diags) = crate::load::load(&files);
+            assert_eq!(docs.len(), 1, "{what}: {diags:?}");
+            let ptr = format!("/{}", key.replace('.', "/"));
+            let got = docs[0].value.pointer(&ptr).and_then(|v| v.as_str());
+            assert_eq!(got, Some(*value), "{what}");
+        }
+    }
+
+    #[test]
     fn network_operator_rows_match_their_release_only() {
         assert_eq!(network_operator_row((26, 1)).unwrap().kubernetes.1, (1, 35));
         assert!(network_operator_row((26, 4)).is_none());
