@@ -319,22 +319,3 @@ fn a_mig_layout_gets_a_mig_parted_config_the_cluster_policy_names() {
         |d| d.id.as_str() == "kube:bravo/v1/ConfigMap/gpu-operator/fleetform-mig-parted-config"
     ));
 }
-
-#[test]
-fn a_rack_location_becomes_topology_labels_on_the_nodes_of_its_hosts() {
-    let c = dsx();
-    let node = object(&c, "kube:acme/v1/Node/r01-n01");
-    let labels = &node["metadata"]["labels"];
-    // examples/dsx/racks.yaml: r01 at {site: lab, room: hall-1, row: A, position: "01"}.
-    assert_eq!(labels["fleetform.dev/site"], "lab");
-    assert_eq!(labels["fleetform.dev/room"], "hall-1");
-    assert_eq!(labels["fleetform.dev/row"], "A");
-    assert_eq!(labels["fleetform.dev/rack-position"], "01");
-    // The pool's own label is still there: topology labels sit under it.
-    assert_eq!(labels["fleetform.dev/pool"], "acme-h100-train");
-    let other = object(&c, "kube:charlie/v1/Node/r04-n01");
-    assert_eq!(
-        other["metadata"]["labels"]["fleetform.dev/rack-position"],
-        "04"
-    );
-}
