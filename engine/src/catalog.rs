@@ -1,5 +1,6 @@
-//! What the validator knows about GPU models: MIG profiles per model and the
-//! version-compatibility table. Kept small and cited; docs/manifest.md shows both.
+//! What the validator knows about GPU models: MIG profiles per model and form factors.
+//! The version-compatibility table lives in `crate::compat`, row by row with its source;
+//! docs/manifest.md shows both.
 //!
 //! MIG profiles: /work/shared/domain.md §3.1 (from gpu-operator v26.7.0's default
 //! mig-parted config and mig-parted v0.15.0's Hopper/Blackwell example, sizes
@@ -392,112 +393,6 @@ pub fn named_layout(geo: &MigGeometry, name: &str) -> Option<Vec<(&'static str, 
             Some(vec![(p.name, n)])
         }
     }
-}
-
-/// Minimum versions per GPU model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Compat {
-    /// Model.
-    pub model: GpuModel,
-    /// Lowest driver branch that supports it (major version).
-    pub min_driver_branch: u32,
-    /// Lowest GPU Operator release that supports it (`(year, month)` of `vYY.M.x`).
-    pub min_gpu_operator: (u32, u32),
-}
-
-/// The compatibility table. Blackwell's driver >= R570 is stated in fleetform's
-/// domain brief; the other rows come from NVIDIA driver and GPU Operator release notes
-/// as recalled when this was written (not in /work/shared/domain.md; verify before
-/// relying on a boundary). docs/manifest.md reproduces it.
-pub const COMPAT: &[Compat] = &[
-    Compat {
-        model: GpuModel::A100_40GB,
-        min_driver_branch: 450,
-        min_gpu_operator: (1, 0),
-    },
-    Compat {
-        model: GpuModel::A100_80GB,
-        min_driver_branch: 450,
-        min_gpu_operator: (1, 0),
-    },
-    Compat {
-        model: GpuModel::A30,
-        min_driver_branch: 460,
-        min_gpu_operator: (1, 0),
-    },
-    Compat {
-        model: GpuModel::L40S,
-        min_driver_branch: 525,
-        min_gpu_operator: (23, 3),
-    },
-    Compat {
-        model: GpuModel::H100,
-        min_driver_branch: 525,
-        min_gpu_operator: (22, 9),
-    },
-    Compat {
-        model: GpuModel::H100Nvl,
-        min_driver_branch: 535,
-        min_gpu_operator: (23, 6),
-    },
-    Compat {
-        model: GpuModel::H200,
-        min_driver_branch: 550,
-        min_gpu_operator: (24, 3),
-    },
-    Compat {
-        model: GpuModel::B200,
-        min_driver_branch: 570,
-        min_gpu_operator: (25, 3),
-    },
-    Compat {
-        model: GpuModel::GB200,
-        min_driver_branch: 570,
-        min_gpu_operator: (25, 3),
-    },
-    Compat {
-        model: GpuModel::RtxPro6000,
-        min_driver_branch: 575,
-        min_gpu_operator: (25, 3),
-    },
-    Compat {
-        model: GpuModel::B300,
-        min_driver_branch: 580,
-        min_gpu_operator: (25, 10),
-    },
-    Compat {
-        model: GpuModel::GB300,
-        min_driver_branch: 580,
-        min_gpu_operator: (25, 10),
-    },
-    Compat {
-        model: GpuModel::GH200,
-        min_driver_branch: 535,
-        min_gpu_operator: (23, 9),
-    },
-    Compat {
-        model: GpuModel::L40,
-        min_driver_branch: 525,
-        min_gpu_operator: (23, 3),
-    },
-    Compat {
-        model: GpuModel::A40,
-        min_driver_branch: 460,
-        min_gpu_operator: (1, 0),
-    },
-];
-
-/// The compatibility row of a model.
-pub fn compat(model: GpuModel) -> Compat {
-    COMPAT
-        .iter()
-        .copied()
-        .find(|c| c.model == model)
-        .unwrap_or(Compat {
-            model,
-            min_driver_branch: 0,
-            min_gpu_operator: (0, 0),
-        })
 }
 
 /// The driver branch of a driver version (`595.91.07` → 595, `570-signed` → 570).

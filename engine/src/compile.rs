@@ -133,6 +133,13 @@ struct Cx<'a> {
     diags: Vec<Diagnostic>,
 }
 
+/// API of the sriov-network-operator's policies (shared/fixtures/crds/sriov-network-operator, v1.6.0).
+pub const SRIOV_API: &str = "sriovnetwork.openshift.io/v1";
+/// Name of the one SriovNetworkNodePolicy fleetform compiles per tenant.
+pub const SRIOV_POLICY: &str = "fleetform-sriov";
+/// Device-plugin resource of its VFs: pods ask for `openshift.io/sriov_rdma`.
+pub const SRIOV_RESOURCE: &str = "sriov_rdma";
+
 /// The address of a Kubernetes object: the contract's `address::kube_object_id`, which the kube provider uses too.
 pub fn kube_id(cluster: &str, object: &Value) -> ResourceId {
     fleetform_contract::address::kube_object_id(cluster, object)
@@ -729,6 +736,34 @@ impl Cx<'_> {
                 id: id.clone(),
                 reason: "the Network Operator reconciles its NicClusterPolicy".into(),
             });
+            // SR-IOV virtual functions: one SriovNetworkNodePolicy for the tenant's NVIDIA
+            // NICs (vendor 15b3) on the nodes NFD marks SR-IOV capable. It lives in the
+            // operator's namespace (the sriov-network-operator only reads policies there) and
+            // its CRD comes with the chart's sriov-network-operator subchart.
+            if let Some(sriov) = net.sriov.as_ref().filter(|s| s.enabled)
+                && let Some(vfs) = sriov.num_vfs.filter(|n| *n > 0)
+            {
+                let policy = json!({
+                    "apiVersion": SRIOV_API, "kind": "SriovNetworkNodePolicy",
+                    "metadata": { "name": SRIOV_POLICY, "namespace": "nvidia-network-operator" },
+                    "spec": {
+                        "resourceName": SRIOV_RESOURCE,
+                        "numVfs": vfs,
+                        "nodeSelector": { "feature.node.kubernetes.io/network-sriov.capable": "true" },
+                        "nicSelector": { "vendor": "15b3" },
+                        "deviceType": "netdevice",
+                        "isRdma": true,
+                    }
+                });
+                let o = self.operator_origin(tenant, "networkOperator");
+                let pid = self.kube(&t, policy, o);
+                self.dep(&pid, &ns, "namespace nvidia-network-operator first");
+                release.dependents.push(charts::Dependent {
+                    id: pid,
+                    reason: "the chart's sriov-network-operator serves SriovNetworkNodePolicy"
+                        .into(),
+                });
+            }
             self.add_release(release);
             nic_policy = Some(id);
         }
@@ -870,7 +905,11 @@ impl Cx<'_> {
             let Some(host) = self.fleet.host(&h) else {
                 continue;
             };
-            let mut node = json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": h, "labels": labels } });
+            // Where the host stands (Fleet and Rack labels, the rack's location) under the
+            // pool's and fleetform's own labels, which win.
+            let mut node_labels = self.topology_labels(host);
+            node_labels.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let mut node = json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": h, "labels": node_labels } });
             if !taints.is_empty() {
                 node["spec"] = json!({ "taints": taints });
             }
@@ -1097,11 +1136,15 @@ impl Cx<'_> {
         let registry = &self.fleet.fleet.spec.registries.ngc;
         let tag = image.reference();
         let user = registry.username.as_deref().unwrap_or("$oauthtoken");
+        // The tenant's own key, else the fleet-wide one: resolving a digest runs in fleetform,
+        // so the fleet key never reaches a tenant cluster (pull secrets use tenant keys only).
         let credentials = tenant
             .spec
             .ngc
             .as_ref()
-            .map(|n| json!({ "username": user, "password": n.api_key }));
+            .map(|n| &n.api_key)
+            .or(registry.api_key.as_ref())
+            .map(|key| json!({ "username": user, "password": key }));
         let spec = json!({
             "tenant": tenant.name(),
             "registry": { "endpoint": registry.endpoint, "insecure": registry.insecure, "caBundle": registry.ca_bundle },

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod catalog;
+pub mod compat;
 pub mod diag;
 pub mod load;
 pub mod manifest;

@@ -255,7 +255,7 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FleetSpec {
-    /// Image registries (NGC and mirrors).
+    /// Image registries (NGC, or a mirror of it standing in at `ngc.endpoint`).
     #[serde(default)]
     pub registries: Registries,
     /// Where operator charts come from, and release settings.
@@ -293,9 +293,6 @@ pub struct Registries {
     /// NGC (`nvcr.io`); default `https://nvcr.io`.
     #[serde(default)]
     pub ngc: Registry,
-    /// Pull-through mirrors, tried before the upstream they mirror.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mirrors: Vec<Mirror>,
     /// Apply image references pinned to the digest their tag resolved to at
     /// plan time (`repo:tag@sha256:...`), so a tag moving upstream changes a
     /// cluster only through a planned update.
@@ -333,28 +330,6 @@ impl Default for Registry {
             api_key: None,
         }
     }
-}
-
-/// A registry mirror.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Mirror {
-    /// The upstream registry host it mirrors, e.g. `nvcr.io`.
-    pub mirrors: String,
-    /// The mirror, `https://host[:port]`.
-    pub endpoint: String,
-    /// Skip TLS verification.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub insecure: bool,
-    /// PEM bundle to trust.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_bundle: Option<String>,
-    /// Mirror user.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// Mirror password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<SecretRef>,
 }
 
 /// Operator versions and their main knobs. In `Fleet` `gpuOperator` is required; a
@@ -846,22 +821,61 @@ pub enum FaultDomainKind {
     Nvl72,
 }
 
-/// A physical location.
+/// A physical location. Each field becomes a Node label value (compile/labels.rs), so each
+/// must be a Kubernetes label value; the schema's `pattern` says the same.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Location {
     /// Site / data centre.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "label_value"
+    )]
     pub site: Option<String>,
     /// Room or hall.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "label_value"
+    )]
     pub room: Option<String>,
     /// Row.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "label_value"
+    )]
     pub row: Option<String>,
     /// Position in the row.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "label_value"
+    )]
     pub position: Option<String>,
+}
+
+/// Whether `v` is a Kubernetes label value: at most 63 characters of `[A-Za-z0-9-_.]`,
+/// starting and ending with an alphanumeric (or empty).
+pub fn is_label_value(v: &str) -> bool {
+    let b = v.as_bytes();
+    let ok = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.');
+    v.len() <= 63
+        && b.iter().all(ok)
+        && b.first().is_none_or(u8::is_ascii_alphanumeric)
+        && b.last().is_none_or(u8::is_ascii_alphanumeric)
+}
+
+fn label_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let v = String::deserialize(d)?;
+    if is_label_value(&v) {
+        Ok(Some(v))
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "`{v}` is not a Kubernetes label value (at most 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends)"
+        )))
+    }
 }
 
 // ---------------------------------------------------------------- Host
@@ -1293,16 +1307,12 @@ pub struct Quotas {
     pub nims: Option<u32>,
 }
 
-/// Tenant NGC access.
+/// Tenant NGC access. The key carries its own org/team scope on NGC, so fleetform asks for
+/// nothing else (an `org`/`team` here was accepted and read by nothing, and was removed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TenantNgc {
-    /// NGC org.
-    pub org: String,
-    /// NGC team.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub team: Option<String>,
-    /// API key, by reference only.
+    /// API key, by reference only: the tenant's pull secrets and NIM `authSecret`.
     pub api_key: SecretRef,
 }
 
@@ -1523,4 +1533,19 @@ pub struct NimCache {
     /// StorageClass; the cluster default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_label_value;
+
+    #[test]
+    fn label_values_follow_kubernetes_syntax() {
+        for ok in ["", "A", "hall-1", "row_2.b", "01", &"x".repeat(63)] {
+            assert!(is_label_value(ok), "{ok:?}");
+        }
+        for bad in ["Hall 1", "-a", "a-", ".a", "a/b", &"x".repeat(64)] {
+            assert!(!is_label_value(bad), "{bad:?}");
+        }
+    }
 }

@@ -6,6 +6,9 @@
 //! domain (4 GPUs per tray, one pool of 16 with DRA ComputeDomains). Every third HGX
 //! pool is MIG-partitioned. Pools go to tenants round-robin; each tenant with a pool
 //! runs one NIM. One file per rack, plus fleet, tenants, pools and NIMs files.
+//! Every host boots with Secure Boot and GB200 trays are arm64, for which NVIDIA ships no
+//! precompiled (signed) driver containers: the hosts carry a signed driver and the GPU
+//! Operator runs none (`driver.enabled: false`), which the compat gate accepts.
 
 use std::fmt::Write as _;
 
@@ -31,7 +34,7 @@ spec:
   operators:
     gpuOperator:
       version: v26.7.0
-      driver: {{version: \"595.91.07\", usePrecompiled: true}}
+      driver: {{version: \"595.91.07\", enabled: false}}
       migStrategy: single
     networkOperator:
       version: v26.4.1
@@ -141,7 +144,7 @@ spec:
     serviceCidr: {svc}
   cni: {{name: cilium}}
   nodeOs: {{image: http://127.0.0.1:8080/images/ubuntu-24.04-gpu.iso}}
-  ngc: {{org: t{i:05}, apiKey: {{file: ../secrets/t{i:05}-ngc}}}}
+  ngc: {{apiKey: {{file: ../secrets/t{i:05}-ngc}}}}
 ",
             if i == 0 { "" } else { "---\n" }
         );

@@ -12,7 +12,8 @@
 //! `mixed-gpu-models`, `kubernetes-version`, `mig-unsupported`, `mig-profile`,
 //! `mig-layout`, `mig-strategy`, `sharing-replicas`, `nim-tenant`, `nim-capacity`,
 //! `nim-mig`, `quota-exceeded`, `quota-capacity`, `cidr-invalid`, `cidr-overlap`,
-//! `driver-compat`, `gpu-operator-compat`, `secure-boot-driver`, `singleton`,
+//! `driver-compat`, `gpu-operator-compat`, `nim-operator-compat`, `network-operator-compat`,
+//! `precompiled-driver`, `secure-boot-driver`, `singleton`,
 //! `compute-domains`, `autoscaling`, `rail-aligned`, `rollout-budget`,
 //! `prune-fraction`, `url`, `duplicate-bmc`, `gpu-count`, `image-ref`,
 //! `dra-device-class`, `dra-device-plugin`, `kai-queue-parent`, `kai-queue-quota`,
@@ -33,6 +34,7 @@ use crate::load::{Document, SourceFile, escape_segment};
 use crate::manifest::*;
 use crate::sharing;
 
+mod compat;
 mod nico;
 
 /// The schema, as published for editors.
@@ -229,7 +231,6 @@ pub fn did_you_mean<'c>(
 const SECRET_PATHS: &[(&str, &str)] = &[
     ("Fleet", "/spec/managementCluster/kubeconfig"),
     ("Fleet", "/spec/registries/ngc/apiKey"),
-    ("Fleet", "/spec/registries/mirrors/*/password"),
     ("Host", "/spec/bmc/credentials/password"),
     ("Tenant", "/spec/kubernetes/kubeconfig"),
     ("Tenant", "/spec/ngc/apiKey"),
@@ -830,13 +831,6 @@ impl Cx<'_> {
             "/spec/registries/ngc/endpoint",
             &s.registries.ngc.endpoint.clone(),
         );
-        for (n, m) in s.registries.mirrors.iter().enumerate() {
-            self.url(
-                i,
-                &format!("/spec/registries/mirrors/{n}/endpoint"),
-                &m.endpoint,
-            );
-        }
         if let Some(p) = &s.observability.otel {
             self.url(i, "/spec/observability/otel/endpoint", &p.endpoint);
         }
@@ -991,10 +985,28 @@ impl Cx<'_> {
                         .hint("the operator reconciles only the policy named `nic-cluster-policy` (network-operator pkg/consts)");
                     self.push(e);
                 }
-                if n.nfd && ops.gpu_operator.nfd {
+                // The chart `values` escape hatch wins over the field (compile merges it last),
+                // so the owner is whichever of the two says so last.
+                let owner = |field: bool, values: &Option<Value>, base: &str| -> (bool, String) {
+                    match values
+                        .as_ref()
+                        .and_then(|v| v.pointer("/nfd/enabled"))
+                        .and_then(Value::as_bool)
+                    {
+                        Some(b) => (b, format!("{base}/values/nfd/enabled")),
+                        None => (field, format!("{base}/nfd")),
+                    }
+                };
+                let (gpu_nfd, gpu_at) = owner(
+                    ops.gpu_operator.nfd,
+                    &ops.gpu_operator.values,
+                    "/spec/operators/gpuOperator",
+                );
+                let (net_nfd, net_at) = owner(n.nfd, &n.values, "/spec/operators/networkOperator");
+                if gpu_nfd && net_nfd {
                     let e = self
-                        .err("singleton", i, "/spec/operators/networkOperator/nfd", "both the GPU Operator and the Network Operator would deploy Node Feature Discovery")
-                        .hint("one NFD per cluster: set `networkOperator.nfd: false` (the default) or `gpuOperator.nfd: false`");
+                        .err("singleton", i, &net_at, format!("Node Feature Discovery has two owners: the GPU Operator (`{}`) and the Network Operator (`{}`)", field_path(&gpu_at), field_path(&net_at)))
+                        .hint(format!("one NFD per cluster: turn one off (`networkOperator.nfd: false` is the default); {}", crate::compat::ONE_NFD));
                     self.push(e);
                 }
             }
@@ -1922,110 +1934,8 @@ impl Cx<'_> {
                     self.push(e);
                 }
             }
-            // Compatibility of the tenant's effective operators with its GPU models.
-            let ops = f.operators_for(t.name()).clone();
-            let models: BTreeSet<GpuModel> = hosts.iter().map(|h| h.spec.gpu.model).collect();
-            let ptr_base = if t
-                .spec
-                .operators
-                .as_ref()
-                .and_then(|o| o.pointer("/gpuOperator/driver/version"))
-                .is_some()
-            {
-                Some(i)
-            } else {
-                None
-            };
-            for m in &models {
-                let c = catalog::compat(*m);
-                let dv = &ops.gpu_operator.driver.version;
-                match catalog::driver_branch(dv) {
-                    Some(b) if b < c.min_driver_branch => {
-                        let (doc, ptr) = ptr_base.map_or(
-                            (f.fleet.doc.0, "/spec/operators/gpuOperator/driver/version"),
-                            |d| (d, "/spec/operators/gpuOperator/driver/version"),
-                        );
-                        let e = self
-                            .err(
-                                "driver-compat",
-                                doc,
-                                ptr,
-                                format!(
-                                    "driver {dv} (R{b}) does not support {m}, used by tenant `{}`",
-                                    t.name()
-                                ),
-                            )
-                            .hint(format!(
-                                "{m} needs driver branch R{} or newer",
-                                c.min_driver_branch
-                            ));
-                        self.push(e);
-                    }
-                    None => {
-                        let e = self
-                            .err(
-                                "driver-compat",
-                                f.fleet.doc.0,
-                                "/spec/operators/gpuOperator/driver/version",
-                                format!("`{dv}` is not a driver version"),
-                            )
-                            .hint("e.g. \"595.91.07\"");
-                        self.push(e);
-                    }
-                    _ => {}
-                }
-                let ov = &ops.gpu_operator.version;
-                let overridden = t
-                    .spec
-                    .operators
-                    .as_ref()
-                    .and_then(|o| o.pointer("/gpuOperator/version"))
-                    .is_some();
-                let (doc, ptr) = if overridden {
-                    (i, "/spec/operators/gpuOperator/version")
-                } else {
-                    (f.fleet.doc.0, "/spec/operators/gpuOperator/version")
-                };
-                match catalog::gpu_operator_release(ov) {
-                    Some(r) if r < c.min_gpu_operator => {
-                        let e = self.err("gpu-operator-compat", doc, ptr, format!("GPU Operator {ov} predates support for {m}, used by tenant `{}`", t.name())).hint(format!("{m} needs GPU Operator v{}.{}.0 or newer", c.min_gpu_operator.0, c.min_gpu_operator.1));
-                        self.push(e);
-                    }
-                    None => {
-                        let e = self
-                            .err(
-                                "gpu-operator-compat",
-                                doc,
-                                ptr,
-                                format!("`{ov}` is not a GPU Operator version"),
-                            )
-                            .hint("e.g. v26.7.0");
-                        self.push(e);
-                    }
-                    _ => {}
-                }
-            }
-            // Secure Boot needs precompiled signed modules (or a host-installed driver).
-            let d = &ops.gpu_operator.driver;
-            if let Some(h) = hosts.iter().find(|h| h.spec.secure_boot == Some(true)) {
-                if d.enabled && !d.use_precompiled {
-                    let e = self
-                        .err("secure-boot-driver", h.doc.0, "/spec/secureBoot", format!("host `{}` boots with Secure Boot, but tenant `{}`'s driver compiles unsigned kernel modules", h.name(), t.name()))
-                        .hint("set `gpuOperator.driver.usePrecompiled: true` (signed precompiled drivers) or `driver.enabled: false` with a host-installed signed driver (gpu-operator#1142)");
-                    self.push(e);
-                }
-                if let Some(ofed) = ops
-                    .network_operator
-                    .as_ref()
-                    .and_then(|n| n.ofed_driver.as_ref())
-                    && !ofed.force_precompiled
-                {
-                    let e = self
-                            .err("secure-boot-driver", h.doc.0, "/spec/secureBoot", format!("host `{}` boots with Secure Boot, but tenant `{}`'s DOCA-OFED driver is compiled on the node", h.name(), t.name()))
-                            .hint("set `networkOperator.ofedDriver.forcePrecompiled: true`");
-                    self.push(e);
-                }
-            }
+            // Versions, precompiled drivers and Secure Boot against cited rows (validate/compat.rs).
+            self.compat(f, t, &hosts);
         }
         if total_quota > capacity
             && let Some(t) = last_quota

@@ -157,6 +157,7 @@ fn compiled_custom_resources_match_the_real_crd_schemas() {
         "karpenter.sh/v1/NodePool",
         // The ClusterPolicy is the GPU Operator chart's (cli/tests/charts.rs applies it).
         "apps.nvidia.com/v1alpha1/NIMService",
+        "sriovnetwork.openshift.io/v1/SriovNetworkNodePolicy",
     ] {
         assert!(checked.contains_key(kind), "no {kind} checked: {checked:?}");
     }

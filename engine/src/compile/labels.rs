@@ -2,17 +2,60 @@
 //! stands for it: a Tenant's onto its namespaces (management `tenant-<t>` and its own
 //! `namespaces`), a Host's onto its BareMetalHost, a NodePool's onto its MachineDeployment and
 //! Karpenter NodePool, a NIMService's onto its NIMService and NIMCache. Labels fleetform sets
-//! itself win over copied ones. Racks and the Fleet stand for no single object.
+//! itself win over copied ones. Racks and the Fleet stand for no single object: their labels,
+//! and the rack's `location`, go onto the Node of every host they hold ([`topology_labels`]),
+//! under the pool's labels.
+//!
+//! [`topology_labels`]: Cx::topology_labels
 
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
 use super::{Cx, MANAGEMENT_CLUSTER, kube_id, namespace};
-use crate::manifest::{NodePool, Tenant};
+use crate::manifest::{Host, NodePool, Tenant};
 use crate::resource::ResourceId;
 
+/// Node label keys of a rack's `location` (`topology.kubernetes.io/zone` names a failure
+/// zone, not a room or a row, so fleetform uses its own prefix).
+pub const SITE_LABEL: &str = "fleetform.dev/site";
+/// See [`SITE_LABEL`].
+pub const ROOM_LABEL: &str = "fleetform.dev/room";
+/// See [`SITE_LABEL`].
+pub const ROW_LABEL: &str = "fleetform.dev/row";
+/// See [`SITE_LABEL`]: the rack's position in its row.
+pub const RACK_POSITION_LABEL: &str = "fleetform.dev/rack-position";
+
 impl Cx<'_> {
+    /// The labels a host's Node gets from where it stands: the Fleet's `metadata.labels`, then
+    /// its rack's (a rack label wins over a fleet one), then the rack's `location` as
+    /// `fleetform.dev/{site,room,row,rack-position}`.
+    pub(super) fn topology_labels(&self, host: &Host) -> BTreeMap<String, String> {
+        let mut out = self.fleet.fleet.metadata.labels.clone();
+        let Some(rack) = self.fleet.rack(&host.spec.rack) else {
+            return out;
+        };
+        out.extend(
+            rack.metadata
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        if let Some(loc) = &rack.spec.location {
+            for (key, value) in [
+                (SITE_LABEL, &loc.site),
+                (ROOM_LABEL, &loc.room),
+                (ROW_LABEL, &loc.row),
+                (RACK_POSITION_LABEL, &loc.position),
+            ] {
+                if let Some(v) = value {
+                    out.insert(key.to_string(), v.clone());
+                }
+            }
+        }
+        out
+    }
+
     fn copy_labels(&mut self, id: &ResourceId, labels: &BTreeMap<String, String>) {
         if labels.is_empty() {
             return;

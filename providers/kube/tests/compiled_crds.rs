@@ -178,7 +178,7 @@ async fn apply_all(dir: &str, must_have: &[&str]) {
 
 /// CRDs the add-ons need; `tests/peers/kube.sh start` loads every CRD of fixtures/crds unless
 /// `KUBE_PEER_CRDS` names a subset, which must include these.
-const NEEDED_CRDS: [&str; 7] = [
+const NEEDED_CRDS: [&str; 8] = [
     "queues.scheduling.run.ai",
     "clusterpolicies.kyverno.io",
     "bfbs.provisioning.dpu.nvidia.com",
@@ -186,6 +186,7 @@ const NEEDED_CRDS: [&str; 7] = [
     "dpusets.provisioning.dpu.nvidia.com",
     "computedomains.resource.nvidia.com",
     "nodepools.karpenter.sh",
+    "sriovnetworknodepolicies.sriovnetwork.openshift.io",
 ];
 
 /// Fails with the list of missing CRDs rather than one apply error per object.
@@ -212,9 +213,10 @@ async fn crds_loaded(kc: &std::path::Path) {
     );
 }
 
-/// The kinds compile/addons.rs adds; each must be among what a fleet compiles to.
+/// The custom kinds compile adds (compile/addons.rs, and the SR-IOV policy of
+/// `networkOperator.sriov.numVfs`); each must be among what a fleet compiles to.
 /// (The ClusterPolicy is the GPU Operator chart's: cli/tests/charts.rs applies it.)
-const ADDON_KINDS: [&str; 8] = [
+const ADDON_KINDS: [&str; 9] = [
     "scheduling.run.ai/v2/Queue",
     "kyverno.io/v1/ClusterPolicy",
     "provisioning.dpu.nvidia.com/v1alpha1/BFB",
@@ -223,6 +225,7 @@ const ADDON_KINDS: [&str; 8] = [
     "resource.nvidia.com/v1beta1/ComputeDomain",
     "resource.k8s.io/v1/ResourceClaimTemplate",
     "karpenter.sh/v1/NodePool",
+    "sriovnetwork.openshift.io/v1/SriovNetworkNodePolicy",
 ];
 
 #[tokio::test]

@@ -170,7 +170,7 @@ spec:
   flavor: tenant-managed
   kubernetes: {{version: "1.34", kubeconfig: {{file: t.kubeconfig}}, podCidr: 10.64.0.0/16, serviceCidr: 10.96.0.0/20}}
   nodeOs: {{byo: true}}
-  ngc: {{org: acme, apiKey: {{file: "{password_file}"}}}}
+  ngc: {{apiKey: {{file: "{password_file}"}}}}
 ---
 apiVersion: fleetform.dev/v1alpha1
 kind: NodePool
