@@ -56,6 +56,18 @@ pub enum HookPhase {
     Skipped,
 }
 
+/// True for a Helm hook whose delete policy includes `before-hook-creation`: Helm deletes the
+/// previous one before creating it on every install or upgrade.
+pub fn recreated_by_helm(object: &Value) -> bool {
+    object
+        .pointer("/metadata/annotations/helm.sh~1hook-delete-policy")
+        .and_then(Value::as_str)
+        .is_some_and(|p| p.split(',').any(|x| x.trim() == "before-hook-creation"))
+        && object
+            .pointer("/metadata/annotations/helm.sh~1hook")
+            .is_some()
+}
+
 /// The phase of a hook from its events: any install/upgrade event makes it applied.
 pub fn hook_phase(events: &[String]) -> HookPhase {
     if events
@@ -184,6 +196,11 @@ pub fn release(r: &ChartRelease, rendered: &Rendered, scopes: &mut Scopes) -> Ex
         // for readiness: no controller would ever report it where none runs.
         if !r.wait && kind != "CustomResourceDefinition" {
             spec["wait"] = json!(false);
+        }
+        // A hook Helm deletes before creating it again on each install or upgrade may be
+        // recreated when its immutable fields change (a Job's template), without consent.
+        if recreated_by_helm(&object) {
+            spec["recreate"] = json!(true);
         }
         let mut d = Desired::new(id.clone(), spec);
         d.origin = Some(r.origin.clone());
@@ -415,6 +432,24 @@ mod tests {
         );
         // An object in the release namespace (compiled, not rendered) gets no such edge.
         assert!(deps("/ServiceAccount/kai-scheduler/op").is_empty());
+    }
+
+    #[test]
+    fn only_hooks_helm_deletes_before_creating_are_recreated() {
+        let hook = |policy: &str| {
+            json!({"metadata": {"annotations": {"helm.sh/hook": "pre-upgrade",
+                "helm.sh/hook-delete-policy": policy}}})
+        };
+        assert!(recreated_by_helm(&hook(
+            "hook-succeeded, before-hook-creation"
+        )));
+        assert!(!recreated_by_helm(&hook("hook-succeeded")));
+        assert!(
+            !recreated_by_helm(
+                &json!({"metadata": {"annotations": {"helm.sh/hook-delete-policy": "before-hook-creation"}}})
+            ),
+            "not a hook: an ordinary object is never recreated"
+        );
     }
 
     #[test]

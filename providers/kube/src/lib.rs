@@ -964,6 +964,16 @@ impl KubeProvider {
         let t = self.target(id, spec)?;
         match change.action {
             Action::NoOp => {}
+            // A recreated hook (see `KubeSpec::recreate`): deleted and created again, as Helm
+            // does with `before-hook-creation`.
+            Action::Update if t.spec.recreate && !change.requires_replace.is_empty() => {
+                if self.delete_owned(id, &t, cx).await? && !cx.dry_run {
+                    self.wait_gone(id, &t).await?;
+                }
+                if !cx.dry_run {
+                    self.server_side_apply(id, &t, cx).await?;
+                }
+            }
             Action::Create | Action::Update => self.server_side_apply(id, &t, cx).await?,
             Action::Replace => {
                 if t.spec.adopt {
@@ -1269,7 +1279,12 @@ impl Provider for KubeProvider {
                     .collect();
             }
             Some("replace") => {
-                action = Action::Replace;
+                // A hook Helm recreates anyway: an update that deletes and creates (apply).
+                action = if t.spec.recreate {
+                    Action::Update
+                } else {
+                    Action::Replace
+                };
                 requires_replace = private
                     .get("replace")
                     .and_then(Value::as_array)
@@ -1434,6 +1449,7 @@ impl NodeMaintenance for KubeProvider {
                 force: false,
                 adopt: true,
                 wait: true,
+                recreate: false,
             },
             reference: ObjectRef::of(&object).map_err(|e| ProviderError::permanent(node, e))?,
             object,

@@ -46,6 +46,12 @@ pub struct KubeSpec {
     /// (default true). False only where no controller will ever make it ready (a sandbox).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub wait: bool,
+    /// A change to a field that cannot change in place (a Job's template) deletes the object
+    /// and creates it again as an update, without destroy consent: a Helm hook whose
+    /// `helm.sh/hook-delete-policy` says `before-hook-creation`, which Helm itself recreates on
+    /// every upgrade. Anything else is a Replace, which needs consent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recreate: bool,
 }
 
 fn yes() -> bool {

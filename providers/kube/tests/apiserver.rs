@@ -693,6 +693,45 @@ async fn an_immutable_field_change_plans_a_replace() {
 }
 
 #[tokio::test]
+async fn a_hook_helm_recreates_is_updated_by_delete_and_create_without_consent() {
+    let Some(kc) = kubeconfig() else { return };
+    let p = provider_for(ClusterConfig::new(&kc));
+    let ns = unique("hook");
+    converge(&p, &desired(namespace(&ns))).await;
+    // A chart's pre-upgrade Job (Jobs' templates are immutable), as the charts expander marks
+    // a hook whose delete policy is before-hook-creation.
+    let job = |tag: &str| {
+        desired_with(
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "upgrade-crd", "namespace": ns},
+                "spec": {"template": {"spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": format!("nvcr.io/nvidia/gpu-operator:{tag}")}]}}}}),
+            json!({"recreate": true}),
+        )
+    };
+    converge(&p, &job("v26.3.3")).await;
+    let d = job("v26.7.0");
+    let change = plan(&p, &d).await.expect("plan");
+    assert_eq!(
+        change.action,
+        Action::Update,
+        "not a Replace: no consent needed {change:#?}"
+    );
+    assert!(!change.requires_replace.is_empty(), "{change:#?}");
+    tokio::time::timeout(Duration::from_secs(30), apply(&p, &d, &change))
+        .await
+        .expect("in time")
+        .expect("recreate");
+    assert_eq!(plan(&p, &d).await.expect("re-plan").action, Action::NoOp);
+    // The same Job without the mark is a Replace, which needs consent.
+    let mut plain = job("v26.8.0");
+    plain.spec.as_object_mut().unwrap().remove("recreate");
+    assert_eq!(
+        plan(&p, &plain).await.expect("plan").action,
+        Action::Replace
+    );
+}
+
+#[tokio::test]
 async fn observe_answers_in_request_order_and_one_failure_does_not_fail_the_rest() {
     let Some(kc) = kubeconfig() else { return };
     let p = provider_for(ClusterConfig::new(&kc)).with_concurrency(4);
