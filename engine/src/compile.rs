@@ -571,13 +571,33 @@ impl Cx<'_> {
                 cx.add(d);
             };
         if !spec.firmware.is_empty() {
-            push(
-                self,
-                "firmware",
-                json!({ "expected": spec.firmware }),
-                "/spec/firmware",
-                true,
-            );
+            let expected: BTreeMap<&String, &str> = spec
+                .firmware
+                .iter()
+                .map(|(k, w)| (k, w.version()))
+                .collect();
+            let updates: BTreeMap<&String, Value> = spec
+                .firmware
+                .iter()
+                .filter_map(|(k, w)| match w {
+                    crate::manifest::FirmwareWant::Image(i) => {
+                        let mut u = json!({ "image": i.image });
+                        if let Some(p) = &i.transfer_protocol {
+                            u["transferProtocol"] = json!(p);
+                        }
+                        if !i.targets.is_empty() {
+                            u["targets"] = json!(i.targets);
+                        }
+                        Some((k, u))
+                    }
+                    crate::manifest::FirmwareWant::Version(_) => None,
+                })
+                .collect();
+            let mut body = json!({ "expected": expected });
+            if !updates.is_empty() {
+                body["updates"] = json!(updates);
+            }
+            push(self, "firmware", body, "/spec/firmware", true);
         }
         if let Some(bios) = &spec.bios {
             push(

@@ -903,9 +903,10 @@ pub struct HostSpec {
     /// DPUs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dpus: Vec<DpuDevice>,
-    /// Expected firmware versions by Redfish inventory component, e.g. `BIOS: "1.4.2"`.
+    /// Firmware by Redfish inventory component, e.g. `BIOS: "1.4.2"` (checked), or
+    /// `BIOS: {version: "1.4.2", image: <URI>}` (installed when it differs).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub firmware: BTreeMap<String, String>,
+    pub firmware: BTreeMap<String, FirmwareWant>,
     /// BIOS settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bios: Option<Bios>,
@@ -1465,6 +1466,44 @@ pub struct Autoscaling {
     /// Scale with Karpenter (Cluster API provider on bare metal).
     #[serde(default, skip_serializing_if = "is_false")]
     pub karpenter: bool,
+}
+
+/// One firmware component of a host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FirmwareWant {
+    /// The version expected: a host that runs another is reported (drift, plan), and apply
+    /// cannot fix it.
+    Version(String),
+    /// The version and the image `UpdateService.SimpleUpdate` installs it from.
+    Image(FirmwareImage),
+}
+
+impl FirmwareWant {
+    /// The version wanted.
+    pub fn version(&self) -> &str {
+        match self {
+            FirmwareWant::Version(v) => v,
+            FirmwareWant::Image(i) => &i.version,
+        }
+    }
+}
+
+/// A firmware version with the image that installs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FirmwareImage {
+    /// The version the image installs (what the BMC reports once it runs).
+    pub version: String,
+    /// `ImageURI`: where the BMC fetches it (http, https, nfs, ...).
+    pub image: String,
+    /// `TransferProtocol`, where the URI alone does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_protocol: Option<String>,
+    /// `Targets`: Redfish URIs, or `system` / `manager`; by default the component's own
+    /// FirmwareInventory member.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
 }
 
 /// A pool's disruption budget.

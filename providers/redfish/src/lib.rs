@@ -8,6 +8,9 @@
 //! spec and typed shapes are modules); one module per aspect is the planned split.
 
 pub mod client;
+mod firmware;
+
+use firmware::InventoryMember;
 pub mod spec;
 mod typed;
 
@@ -29,8 +32,8 @@ use serde_json::{Map, Value, json};
 pub use client::{AuthMode, ClientConfig};
 use client::{BmcHttp, Conn, HttpError, Limits, odata_id};
 use spec::{
-    Aspect, BiosSpec, BmcSpec, BootSpec, FirmwareSpec, InventorySpec, PowerSpec, PowerState,
-    ResetSettings, SecureBootSpec, VirtualMediaSpec,
+    Aspect, BiosSpec, BmcSpec, BootSpec, FirmwareSpec, FirmwareUpdate, InventorySpec, PowerSpec,
+    PowerState, ResetSettings, SecureBootSpec, VirtualMediaSpec,
 };
 
 /// Tunables of the provider beyond HTTP limits.
@@ -697,9 +700,32 @@ impl RedfishProvider {
     ) -> Result<(Value, Private), ProviderError> {
         let want: FirmwareSpec = parse_spec(host.id, spec)?;
         let mut versions: BTreeMap<String, Value> = BTreeMap::new();
-        let needs_inventory = want.expected.keys().any(|k| k != "BIOS" && k != "BMC");
-        // The update service and its inventory.
-        let mut inventory: Option<Vec<(String, String, Value)>> = None;
+        // BIOS and BMC from the System and the Manager where they say; the rest (and these,
+        // where they do not) from the FirmwareInventory, through the alias table.
+        for k in want.expected.keys() {
+            let v = match k.as_str() {
+                "BIOS" => host.system.get("BiosVersion").cloned(),
+                "BMC" => match host.manager_path() {
+                    Some(m) => host
+                        .get_opt(&m)
+                        .await?
+                        .and_then(|r| r.body.get("FirmwareVersion").cloned()),
+                    None => None,
+                },
+                _ => None,
+            };
+            if let Some(v) = v.filter(|v| !v.is_null()) {
+                versions.insert(k.clone(), v);
+            }
+        }
+        let unread: Vec<&String> = want
+            .expected
+            .keys()
+            .filter(|k| !versions.contains_key(*k))
+            .collect();
+        // An update without explicit targets needs its component's inventory member.
+        let untargeted = want.updates.iter().any(|(_, u)| u.targets.is_empty());
+        let mut inventory: Option<Vec<InventoryMember>> = None;
         let mut inventory_note = String::from("UpdateService not linked from the service root");
         let mut inventory_ids: Vec<String> = Vec::new();
         if let Some(us) = odata_id(host.conn.root.get("UpdateService"))
@@ -736,16 +762,19 @@ impl RedfishProvider {
                             })
                             .collect();
                         let mut items = Vec::new();
-                        if needs_inventory {
+                        if !unread.is_empty() || untargeted {
                             for m in &members {
                                 if let Some(r) = host.get_opt(m).await? {
-                                    let id = str_of(&r.body, "Id").unwrap_or_default();
-                                    let name = str_of(&r.body, "Name").unwrap_or_default();
-                                    items.push((
-                                        id,
-                                        name,
-                                        r.body.get("Version").cloned().unwrap_or(Value::Null),
-                                    ));
+                                    items.push(InventoryMember {
+                                        path: m.clone(),
+                                        id: str_of(&r.body, "Id").unwrap_or_default(),
+                                        name: str_of(&r.body, "Name").unwrap_or_default(),
+                                        version: r
+                                            .body
+                                            .get("Version")
+                                            .cloned()
+                                            .unwrap_or(Value::Null),
+                                    });
                                 }
                             }
                         }
@@ -756,46 +785,38 @@ impl RedfishProvider {
         }
         p.extra
             .insert("firmwareInventory".into(), json!(inventory_note));
-        let mut missing = Vec::new();
+        let mut targets = Map::new();
         for k in want.expected.keys() {
-            let v = match k.as_str() {
-                "BIOS" => host
-                    .system
-                    .get("BiosVersion")
-                    .cloned()
-                    .filter(|v| !v.is_null()),
-                "BMC" => match host.manager_path() {
-                    Some(m) => host
-                        .get_opt(&m)
-                        .await?
-                        .and_then(|r| r.body.get("FirmwareVersion").cloned()),
-                    None => None,
-                },
-                other => inventory.as_ref().and_then(|inv| {
-                    inv.iter()
-                        .find(|(id, _, _)| id.eq_ignore_ascii_case(other))
-                        .or_else(|| {
-                            inv.iter()
-                                .find(|(_, name, _)| name.eq_ignore_ascii_case(other))
-                        })
-                        .map(|(_, _, v)| v.clone())
-                }),
+            let Some(member) = inventory
+                .as_deref()
+                .and_then(|inv| firmware::member(inv, k))
+            else {
+                continue;
             };
-            match v {
-                Some(v) => {
-                    versions.insert(k.clone(), v);
-                }
-                None => missing.push(k.clone()),
+            targets.insert(k.clone(), json!(member.path));
+            if !versions.contains_key(k) {
+                versions.insert(k.clone(), member.version.clone());
             }
         }
+        p.extra
+            .insert("firmwareTargets".into(), Value::Object(targets));
+        let missing: Vec<String> = want
+            .expected
+            .keys()
+            .filter(|k| !versions.contains_key(*k))
+            .cloned()
+            .collect();
         if !missing.is_empty() {
             let why = if inventory.is_none() {
                 format!("{inventory_note}: cannot observe {}", missing.join(", "))
             } else {
                 format!(
-                    "{} not found ({inventory_note}; BIOS comes from the System's BiosVersion, BMC from the Manager's FirmwareVersion; \
+                    "{} not found ({inventory_note}; BIOS comes from the System's BiosVersion, BMC from the Manager's \
+                     FirmwareVersion, else from the inventory member the alias table names (BIOS: {}; BMC: {}); \
                      name a FirmwareInventory member instead, it has: {})",
                     missing.join(", "),
+                    firmware::BIOS_ALIASES.join(", "),
+                    firmware::BMC_ALIASES.join(", "),
                     inventory_ids.join(", ")
                 )
             };
@@ -1197,7 +1218,7 @@ impl RedfishProvider {
         spec: &Value,
         cx: &ApplyContext,
     ) -> Result<(), ProviderError> {
-        let (_, p) = self.observe_aspect(host, aspect, spec).await?;
+        let (observed, p) = self.observe_aspect(host, aspect, spec).await?;
         match aspect {
             Aspect::Power => {
                 let w: PowerSpec = parse_spec(host.id, spec)?;
@@ -1369,11 +1390,34 @@ impl RedfishProvider {
             }
             Aspect::Firmware => {
                 let w: FirmwareSpec = parse_spec(host.id, spec)?;
-                let Some(update) = &w.update else {
-                    return Err(host.permanent(
-                        "firmware differs from firmware.expected and the spec has no update.image to install",
-                    ));
-                };
+                // What differs now, each with the image that installs it.
+                let differing: Vec<&String> = w
+                    .expected
+                    .iter()
+                    .filter(|(k, v)| {
+                        observed
+                            .pointer(&format!("/expected/{}", escape(k)))
+                            .and_then(Value::as_str)
+                            != Some(v.as_str())
+                    })
+                    .map(|(k, _)| k)
+                    .collect();
+                if differing.is_empty() {
+                    return Ok(());
+                }
+                let unfixable: Vec<&str> = differing
+                    .iter()
+                    .filter(|k| !w.updates.contains_key(**k) && w.update.is_none())
+                    .map(|k| k.as_str())
+                    .collect();
+                if !unfixable.is_empty() {
+                    return Err(host.permanent(format!(
+                        "firmware {} differs from the manifest and no image is given to install it \
+                         (write `firmware: {{{}: {{version: ..., image: <URI>}}}}`)",
+                        unfixable.join(", "),
+                        unfixable[0]
+                    )));
+                }
                 let target = p
                     .extra
                     .get("simpleUpdate")
@@ -1384,27 +1428,56 @@ impl RedfishProvider {
                 if cx.dry_run {
                     return Ok(());
                 }
-                let mut body = json!({"ImageURI": update.image});
-                if !update.targets.is_empty() {
-                    let targets: Vec<String> = update
-                        .targets
-                        .iter()
-                        .map(|t| match t.as_str() {
-                            "system" => host.system_path.clone(),
-                            "manager" => host.manager_path().unwrap_or_default(),
-                            other => other.to_string(),
-                        })
-                        .collect();
-                    body["Targets"] = json!(targets);
-                }
-                let r = host
-                    .conn
-                    .post(target, &body)
-                    .await
-                    .map_err(|e| host.err(e))?;
-                if let Some(monitor) = r.header("Location") {
-                    self.follow_task(host, &monitor, r.status.as_u16() == 202, cx)
-                        .await?;
+                // One request per distinct image (the legacy `update` installs every component
+                // at once), one at a time: BMCs run a single update task.
+                let mut sent: Vec<&FirmwareUpdate> = Vec::new();
+                for k in differing {
+                    let update = w
+                        .updates
+                        .get(k)
+                        .or(w.update.as_ref())
+                        .ok_or_else(|| host.permanent(format!("firmware {k}: no image")))?;
+                    if sent.contains(&update) {
+                        continue;
+                    }
+                    sent.push(update);
+                    let mut body = json!({"ImageURI": update.image});
+                    if let Some(proto) = &update.transfer_protocol {
+                        body["TransferProtocol"] = json!(proto);
+                    }
+                    let targets: Vec<String> = if update.targets.is_empty() {
+                        // The component's own inventory member, where one was found.
+                        p.extra
+                            .get("firmwareTargets")
+                            .and_then(|t| t.get(k.as_str()))
+                            .and_then(Value::as_str)
+                            .filter(|_| w.updates.contains_key(k))
+                            .map(str::to_string)
+                            .into_iter()
+                            .collect()
+                    } else {
+                        update
+                            .targets
+                            .iter()
+                            .map(|t| match t.as_str() {
+                                "system" => host.system_path.clone(),
+                                "manager" => host.manager_path().unwrap_or_default(),
+                                other => other.to_string(),
+                            })
+                            .collect()
+                    };
+                    if !targets.is_empty() {
+                        body["Targets"] = json!(targets);
+                    }
+                    let r = host
+                        .conn
+                        .post(target, &body)
+                        .await
+                        .map_err(|e| host.err(e))?;
+                    if let Some(monitor) = r.header("Location") {
+                        self.follow_task(host, &monitor, r.status.as_u16() == 202, cx)
+                            .await?;
+                    }
                 }
                 Ok(())
             }

@@ -124,9 +124,13 @@ pub struct FirmwareSpec {
     /// Component -> version. `BIOS` is the System's `BiosVersion`, `BMC` the Manager's
     /// `FirmwareVersion`; any other name is a FirmwareInventory member (Id or Name).
     pub expected: BTreeMap<String, String>,
-    /// How to get there: `UpdateService.SimpleUpdate` with this image.
+    /// How to get there for every component: `UpdateService.SimpleUpdate` with this image.
     #[serde(default)]
     pub update: Option<FirmwareUpdate>,
+    /// How to get there per component (wins over `update`): the image that installs its
+    /// expected version. A differing component with neither cannot be fixed by apply.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub updates: BTreeMap<String, FirmwareUpdate>,
 }
 
 /// A SimpleUpdate request.
@@ -135,6 +139,9 @@ pub struct FirmwareSpec {
 pub struct FirmwareUpdate {
     /// `ImageURI`.
     pub image: String,
+    /// `TransferProtocol` (`HTTP`, `HTTPS`, `NFS`, ...), where the URI alone does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_protocol: Option<String>,
     /// `Targets` (Redfish URIs or the words `system` / `manager`, resolved to this host's).
     #[serde(default)]
     pub targets: Vec<String>,

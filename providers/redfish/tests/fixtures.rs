@@ -366,7 +366,7 @@ async fn gb200_firmware_inventory_is_observed_through_a_session_that_is_deleted(
         observed: Some(&obs),
     };
     let err = p.apply(&rq, &ApplyContext::default()).await.unwrap_err();
-    assert!(err.message.contains("no update.image"), "{err}");
+    assert!(err.message.contains("no image is given"), "{err}");
 
     let (created, deleted, open) = settle(&state).await;
     assert!(created >= 3, "every conversation logs in: {created}");
@@ -771,5 +771,74 @@ async fn firmware_update_follows_the_task_monitor_until_the_task_completes() {
         count(&state, "GET", "/TaskMonitors/1"),
         3,
         "polled while Running (twice), then Completed"
+    );
+}
+
+#[tokio::test]
+async fn a_bios_update_on_a_grace_tray_targets_its_uefi_member_found_through_the_alias_table() {
+    let (url, state) = serve_gb200().await;
+    let (_d, pw) = password_file();
+    let p = provider();
+    {
+        let mut bmc = state.lock();
+        let mut us = read(&bmc, "/redfish/v1/UpdateService").unwrap();
+        us["Actions"]["#UpdateService.SimpleUpdate"] =
+            json!({"target": "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate"});
+        bmc.overrides.insert("/redfish/v1/UpdateService".into(), us);
+    }
+    // GB200's System has no BiosVersion: its BIOS is the `UEFI` inventory member. The
+    // manifest says BIOS and gives the image, not the member.
+    let d = desired(
+        &url,
+        "System_0",
+        "firmware",
+        json!({"expected": {"BIOS": "uefi-3"},
+               "updates": {"BIOS": {"image": "http://127.0.0.1:9/uefi-3.bin", "transferProtocol": "HTTP"}}}),
+        &pw,
+    );
+    let first = common::converge(&p, &d).await;
+    assert_eq!(paths(&first), ["/expected/BIOS"]);
+    let posts: Vec<Value> = state
+        .lock()
+        .log
+        .iter()
+        .filter(|(m, path, _)| m == "POST" && path.ends_with("UpdateService.SimpleUpdate"))
+        .map(|(_, _, body)| body.clone())
+        .collect();
+    assert_eq!(
+        posts,
+        [
+            json!({"ImageURI": "http://127.0.0.1:9/uefi-3.bin", "TransferProtocol": "HTTP",
+                "Targets": ["/redfish/v1/UpdateService/FirmwareInventory/UEFI"]})
+        ]
+    );
+
+    // A differing component without an image: apply says how to give one, and sends nothing.
+    let d = desired(
+        &url,
+        "System_0",
+        "firmware",
+        json!({"expected": {"BIOS": "uefi-4"}}),
+        &pw,
+    );
+    let (change, obs) = common::plan(&p, &d).await.unwrap();
+    let rq = fleetform_contract::provider::ApplyRequest {
+        change: &change,
+        desired: Some(&d),
+        last_applied: None,
+        observed: Some(&obs),
+    };
+    let e = p
+        .apply(&rq, &fleetform_contract::provider::ApplyContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        e.message.contains("firmware BIOS differs") && e.message.contains("image:"),
+        "{e}"
+    );
+    assert_eq!(
+        count(&state, "POST", "UpdateService.SimpleUpdate"),
+        1,
+        "nothing more sent"
     );
 }

@@ -489,7 +489,7 @@ nvidia_gb200 power: NoOp []
 nvidia_gb200 secure-boot: NoOp []
 nvidia_gb200 boot: Update [\"/target\", \"/enabled\"]
 nvidia_gb200 virtual-media: NoOp []
-nvidia_gb200 firmware: Permanent
+nvidia_gb200 firmware: Update [\"/expected/BIOS\"]
 public-rackmount1 power: NoOp []
 public-rackmount1 secure-boot: NoOp []
 public-rackmount1 boot: NoOp []
@@ -519,7 +519,7 @@ public-rackmount1 firmware: Update [\"/expected/BIOS\"]";
         "gb",
         "System_0",
         "firmware",
-        json!({"expected": {"BIOS": "0"}}),
+        json!({"expected": {"HostFPGA": "0"}}),
         &pw,
     );
     let e = plan(&p, &d).await.unwrap_err();
