@@ -19,10 +19,12 @@ use super::Cx;
 use crate::manifest::{Host, ManagedBy, NicoSite};
 use crate::resource::Desired;
 
-fn spec(site: &NicoSite, kind: &str, name: &str, fields: Value, refs: Value) -> Value {
+/// A `nico:` spec. `fleet` names the owner: NICo objects carry it in their ownership mark,
+/// so two fleets sharing an org and site never adopt each other's objects.
+fn spec(site: &NicoSite, fleet: &str, kind: &str, name: &str, fields: Value, refs: Value) -> Value {
     json!({
         "endpoint": site.endpoint, "org": site.org, "site": site.site, "token": site.token,
-        "kind": kind, "name": name, "fields": fields, "refs": refs,
+        "kind": kind, "name": name, "fields": fields, "refs": refs, "fleet": fleet,
     })
 }
 
@@ -43,6 +45,7 @@ impl Cx<'_> {
         let Some(site) = self.fleet.fleet.spec.nico.clone() else {
             return;
         };
+        let fleet = self.fleet.fleet.name().to_string();
         let fdoc = self.fleet.fleet.doc;
         let forigin = self.fleet.fleet.origin.clone();
         let s = site.site.as_str();
@@ -55,7 +58,7 @@ impl Cx<'_> {
             }));
             let mut d = Desired::new(
                 nico_id(s, "instance-type", &t.name),
-                spec(&site, "instance-type", &t.name, fields, json!({})),
+                spec(&site, &fleet, "instance-type", &t.name, fields, json!({})),
             );
             d.origin = Some(self.origin(fdoc, &format!("/spec/nico/instanceTypes/{i}"), &forigin));
             self.add(d);
@@ -68,7 +71,7 @@ impl Cx<'_> {
             let refs = json!({"/allocationConstraints/0/resourceTypeId": {"kind": "instance-type", "name": a.instance_type}});
             let mut d = Desired::new(
                 nico_id(s, "allocation", &a.name),
-                spec(&site, "allocation", &a.name, fields, refs),
+                spec(&site, &fleet, "allocation", &a.name, fields, refs),
             );
             d.origin = Some(self.origin(fdoc, &format!("/spec/nico/allocations/{i}"), &forigin));
             let id = d.id.clone();
@@ -88,7 +91,10 @@ impl Cx<'_> {
                 "labels": if v.labels.is_empty() { Value::Null } else { json!(v.labels) },
             }));
             let vid = nico_id(s, "vpc", &v.name);
-            let mut d = Desired::new(vid.clone(), spec(&site, "vpc", &v.name, fields, json!({})));
+            let mut d = Desired::new(
+                vid.clone(),
+                spec(&site, &fleet, "vpc", &v.name, fields, json!({})),
+            );
             d.origin = Some(self.origin(fdoc, &format!("/spec/nico/vpcs/{i}"), &forigin));
             self.add(d);
             for (j, n) in v.subnets.iter().enumerate() {
@@ -98,7 +104,7 @@ impl Cx<'_> {
                 let refs = json!({"/vpcId": {"kind": "vpc", "name": v.name}});
                 let mut d = Desired::new(
                     nico_id(s, "subnet", &n.name),
-                    spec(&site, "subnet", &n.name, fields, refs),
+                    spec(&site, &fleet, "subnet", &n.name, fields, refs),
                 );
                 d.origin =
                     Some(self.origin(fdoc, &format!("/spec/nico/vpcs/{i}/subnets/{j}"), &forigin));
@@ -138,7 +144,7 @@ impl Cx<'_> {
             }
             let mut d = Desired::new(
                 nico_id(s, "instance", h.name()),
-                spec(&site, "instance", h.name(), fields, refs),
+                spec(&site, &fleet, "instance", h.name(), fields, refs),
             );
             d.origin = Some(self.origin(h.doc, "/spec/nico", &h.origin));
             let id = d.id.clone();
@@ -149,6 +155,7 @@ impl Cx<'_> {
                 nico_id(s, "machine", &n.machine_id),
                 spec(
                     &site,
+                    &fleet,
                     "machine",
                     &n.machine_id,
                     json!({}),

@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use crate::client::{ApiError, BURST, NicoClient, RATE_PER_SECOND, RateLimiter, http_client};
-use crate::kinds::{Kind, MAX_LABELS, OWNER_LABEL, OWNER_MARK, OWNER_VALUE, Owner, kind};
+use crate::kinds::{Kind, MAX_LABELS, OWNER_LABEL, Owner, kind};
 use crate::spec::{NicoSpec, PROVIDER};
 
 /// The lists one observe call read, by (endpoint, org, kind); an error is kept as its message.
@@ -153,17 +153,18 @@ fn api_err(id: &ResourceId, spec: &NicoSpec, e: ApiError) -> ProviderError {
     }
 }
 
-fn owned(k: &Kind, obj: &Value) -> bool {
+/// True when `obj` carries this fleet's ownership mark (another fleet's is not enough).
+fn owned(k: &Kind, obj: &Value, spec: &NicoSpec) -> bool {
     match k.owner {
         Owner::Label => {
             obj.pointer(&format!("/labels/{}", OWNER_LABEL.replace('/', "~1")))
-                == Some(&json!(OWNER_VALUE))
+                == Some(&json!(spec.owner_value()))
         }
         Owner::Site => true,
         Owner::Description => obj
             .get("description")
             .and_then(Value::as_str)
-            .is_some_and(|d| d.ends_with(OWNER_MARK.trim_start())),
+            .is_some_and(|d| d.ends_with(spec.owner_mark().trim_start())),
     }
 }
 
@@ -182,10 +183,12 @@ fn by_name<'a>(objects: &'a [Value], spec: &NicoSpec) -> Vec<&'a Value> {
         .collect()
 }
 
-fn conflict(id: &ResourceId, k: &Kind, obj: &Value) -> ProviderError {
+fn conflict(id: &ResourceId, k: &Kind, obj: &Value, spec: &NicoSpec) -> ProviderError {
     let how = match k.owner {
-        Owner::Label => format!("label {OWNER_LABEL}={OWNER_VALUE}"),
-        Owner::Description => format!("description ending in `{}`", OWNER_MARK.trim_start()),
+        Owner::Label => format!("label {OWNER_LABEL}={}", spec.owner_value()),
+        Owner::Description => {
+            format!("description ending in `{}`", spec.owner_mark().trim_start())
+        }
         Owner::Site => String::new(),
     };
     ProviderError::permanent(
@@ -253,7 +256,7 @@ fn observed_state(
                 .and_then(Value::as_str)
                 .map(|d| {
                     json!(
-                        d.strip_suffix(OWNER_MARK.trim_start())
+                        d.strip_suffix(spec.owner_mark().trim_start())
                             .unwrap_or(d)
                             .trim_end()
                     )
@@ -384,11 +387,11 @@ async fn body(
             if !b.get("labels").is_some_and(Value::is_object) {
                 b["labels"] = json!({});
             }
-            b["labels"][OWNER_LABEL] = json!(OWNER_VALUE);
+            b["labels"][OWNER_LABEL] = json!(spec.owner_value());
         }
         Owner::Description => {
             let d = b.get("description").and_then(Value::as_str).unwrap_or("");
-            let d = format!("{}{OWNER_MARK}", d.trim_end());
+            let d = format!("{}{}", d.trim_end(), spec.owner_mark());
             b["description"] = json!(d.trim_start());
         }
         Owner::Site => {}
@@ -458,8 +461,8 @@ impl NicoProvider {
         let found = by_name(&all, spec);
         match found.as_slice() {
             [] => Ok(None),
-            [o] if owned(k, o) => Ok(Some((*o).clone())),
-            [o] => Err(conflict(id, k, o)),
+            [o] if owned(k, o, spec) => Ok(Some((*o).clone())),
+            [o] => Err(conflict(id, k, o, spec)),
             _ => Err(ProviderError::permanent(
                 id,
                 format!(
@@ -954,8 +957,8 @@ impl NicoProvider {
                 self.remember(r.id, None);
                 return Ok(None);
             }
-            [o] if owned(k, o) => *o,
-            [o] => return Err(conflict(r.id, k, o)),
+            [o] if owned(k, o, &spec) => *o,
+            [o] => return Err(conflict(r.id, k, o, &spec)),
             _ => {
                 return Err(ProviderError::permanent(
                     r.id,

@@ -46,4 +46,27 @@ pub struct NicoSpec {
     /// (`/instanceTypeId`, `/interfaces/0/subnetId`) → the object whose `id` goes there.
     #[serde(default)]
     pub refs: BTreeMap<String, ObjectRef>,
+    /// The fleet that owns the object: its ownership mark names it, so two fleets sharing a
+    /// NICo org and site never adopt each other's objects. Absent: the mark of a fleet-less
+    /// spec (`fleetform`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<String>,
+}
+
+impl NicoSpec {
+    /// The ownership label's value: `fleetform.<fleet>`.
+    pub fn owner_value(&self) -> String {
+        match &self.fleet {
+            Some(f) => format!("{}.{f}", crate::kinds::OWNER_VALUE),
+            None => crate::kinds::OWNER_VALUE.to_string(),
+        }
+    }
+
+    /// The mark ending the description of kinds without labels: `[managed by fleetform <fleet>]`.
+    pub fn owner_mark(&self) -> String {
+        match &self.fleet {
+            Some(f) => format!(" [managed by fleetform {f}]"),
+            None => crate::kinds::OWNER_MARK.to_string(),
+        }
+    }
 }

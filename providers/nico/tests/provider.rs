@@ -317,6 +317,52 @@ async fn an_owned_object_is_adopted_by_name_and_a_foreign_one_is_a_conflict() {
 }
 
 #[tokio::test]
+async fn two_fleets_in_one_org_and_site_never_adopt_each_others_objects() {
+    let s = Standin::start().await;
+    let (p, _) = provider(token(BOTH, 3600));
+    let of = |fleet: &str, kind: &str, name: &str, fields: Value| {
+        let mut d = desired(&s.endpoint, kind, name, fields, json!({}));
+        d.spec["fleet"] = json!(fleet);
+        d
+    };
+    // Fleet `east` creates an instance type (ownership by label).
+    let east = vec![of(
+        "east",
+        "instance-type",
+        "gb200",
+        json!({"siteId": SITE_ID}),
+    )];
+    let planned = plan(&p, &east).await;
+    apply(&p, &east, &planned).await;
+    let live = s.named("instance/type", "gb200");
+    assert_eq!(
+        live[0]["labels"]["fleetform.io/managed-by"],
+        "fleetform.east"
+    );
+    assert_eq!(
+        actions(&plan(&p, &east).await),
+        [Action::NoOp],
+        "east adopts its own"
+    );
+    // Fleet `west` names the same object: a conflict naming the mark it would need, never an
+    // adoption (which would let west change or delete east's object).
+    let west = vec![of(
+        "west",
+        "instance-type",
+        "gb200",
+        json!({"siteId": SITE_ID, "description": "west's"}),
+    )];
+    let err = observe(&p, &west).await.remove(0).unwrap_err();
+    assert!(
+        err.message.contains("conflict") && err.message.contains("fleetform.west"),
+        "{}",
+        err.message
+    );
+    assert_eq!(s.named("instance/type", "gb200").len(), 1);
+    assert_eq!(s.violations(), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn a_create_whose_answer_is_lost_makes_no_duplicate() {
     let s = Standin::start().await;
     let (p, _) = provider(token(BOTH, 3600));
