@@ -147,21 +147,51 @@ pub struct LockInfo {
     pub operation: String,
     /// When it was taken (RFC 3339).
     pub created: String,
+    /// The holder's host name (empty in locks written before it was recorded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
+    /// The holder's process id (0 when not recorded).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pid: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// This machine's host name, as locks record it.
+fn this_host() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 impl LockInfo {
     /// A lock description for this process.
     pub fn for_this_process(operation: &str) -> Self {
         let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-        let host = std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
+        let host = this_host();
         Self {
             id: hex::encode(rand::random::<[u8; 8]>()),
             who: format!("{user}@{host} (pid {})", std::process::id()),
             operation: operation.into(),
             created: now_rfc3339(),
+            host,
+            pid: std::process::id(),
         }
+    }
+
+    /// True when the lock provably outlived its holder: taken on this host by a process
+    /// that no longer runs (no `/proc/<pid>`). A lock from another host, or without a pid,
+    /// cannot be judged here and is never called stale; a reused pid keeps it live (the
+    /// safe side). fleetform never takes a stale lock over by itself: it says so, and
+    /// `force-unlock` removes it.
+    pub fn is_stale(&self) -> bool {
+        self.pid != 0
+            && !self.host.is_empty()
+            && self.host == this_host()
+            && Path::new("/proc/self").exists()
+            && !Path::new(&format!("/proc/{}", self.pid)).exists()
     }
 }
 
@@ -172,6 +202,12 @@ pub enum StateError {
     #[error("state is locked by {} since {} for `{}` (lock id {}); if that process is gone, run `fleetform force-unlock {}`", .holder.who, .holder.created, .holder.operation, .holder.id, .holder.id)]
     Locked {
         /// Who.
+        holder: LockInfo,
+    },
+    /// The lock's holder ran on this host and is gone ([`LockInfo::is_stale`]).
+    #[error("state is locked by {} since {} for `{}` (lock id {}), but that process no longer runs on this host: the lock is stale (its run was cut short; the journal keeps what it did, and the next apply converges). Run `fleetform force-unlock {}`", .holder.who, .holder.created, .holder.operation, .holder.id, .holder.id)]
+    StaleLock {
+        /// The dead holder.
         holder: LockInfo,
     },
     /// `force-unlock` with an id that is not the holder's.
@@ -542,6 +578,7 @@ impl StateStore for LocalStateStore {
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match self.read_lock()? {
+                Some(holder) if holder.is_stale() => Err(StateError::StaleLock { holder }),
                 Some(holder) => Err(StateError::Locked { holder }),
                 // Removed between our attempt and the read: try once more.
                 None => self.lock(info).await,
@@ -729,6 +766,46 @@ mod tests {
             .lock(&LockInfo::for_this_process("plan"))
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lock_left_by_a_process_that_died_on_this_host_is_named_stale_and_force_unlock_works()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStateStore::open(dir.path()).unwrap();
+        // A process that ran and exited: its pid is free.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let mut holder = LockInfo::for_this_process("apply");
+        holder.pid = dead;
+        store.lock(&holder).await.unwrap();
+        let err = store
+            .lock(&LockInfo::for_this_process("plan"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StateError::StaleLock { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("force-unlock {}", holder.id)),
+            "{err}"
+        );
+        // A live holder (this process) is a plain lock, not stale.
+        store.force_unlock(&holder.id).await.unwrap();
+        let live = LockInfo::for_this_process("apply");
+        store.lock(&live).await.unwrap();
+        let err = store
+            .lock(&LockInfo::for_this_process("plan"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StateError::Locked { .. }), "{err}");
+        // Another host's lock cannot be judged here.
+        let other = LockInfo {
+            host: "elsewhere".into(),
+            pid: dead,
+            ..live.clone()
+        };
+        assert!(!other.is_stale());
     }
 
     #[tokio::test]
