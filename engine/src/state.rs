@@ -202,13 +202,13 @@ pub enum StateError {
     #[error("state is locked by {} since {} for `{}` (lock id {}); if that process is gone, run `fleetform force-unlock {}`", .holder.who, .holder.created, .holder.operation, .holder.id, .holder.id)]
     Locked {
         /// Who.
-        holder: LockInfo,
+        holder: Box<LockInfo>,
     },
     /// The lock's holder ran on this host and is gone ([`LockInfo::is_stale`]).
     #[error("state is locked by {} since {} for `{}` (lock id {}), but that process no longer runs on this host: the lock is stale (its run was cut short; the journal keeps what it did, and the next apply converges). Run `fleetform force-unlock {}`", .holder.who, .holder.created, .holder.operation, .holder.id, .holder.id)]
     StaleLock {
         /// The dead holder.
-        holder: LockInfo,
+        holder: Box<LockInfo>,
     },
     /// `force-unlock` with an id that is not the holder's.
     #[error("lock id {given} does not match the current lock ({current})")]
@@ -578,8 +578,12 @@ impl StateStore for LocalStateStore {
                 Ok(())
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match self.read_lock()? {
-                Some(holder) if holder.is_stale() => Err(StateError::StaleLock { holder }),
-                Some(holder) => Err(StateError::Locked { holder }),
+                Some(holder) if holder.is_stale() => Err(StateError::StaleLock {
+                    holder: Box::new(holder),
+                }),
+                Some(holder) => Err(StateError::Locked {
+                    holder: Box::new(holder),
+                }),
                 // Removed between our attempt and the read: try once more.
                 None => self.lock(info).await,
             },
