@@ -385,6 +385,8 @@ pub fn providers_for(
 pub struct ServePipeline {
     /// Where relative secret and kubeconfig references are resolved.
     pub secrets_base: PathBuf,
+    /// GPU inventory reports for break/fix and GPU drift, as for `apply`.
+    pub gpu: crate::gpu::GpuArgs,
 }
 
 impl fleetform_engine::serve::Pipeline for ServePipeline {
@@ -438,6 +440,14 @@ impl fleetform_engine::serve::Pipeline for ServePipeline {
                 inputs_digest,
                 ..Default::default()
             },
+            hooks: crate::gpu::GpuHook::hook(
+                &self.gpu,
+                &self.secrets_base,
+                &fleet,
+                &compiled.clusters,
+            )
+            .into_iter()
+            .collect(),
         })
     }
 }

@@ -21,6 +21,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
 
+use fleetform_engine::compile::ClusterRef;
+use fleetform_engine::session::{BoxError, HookObservation, ObserveHook};
+use std::sync::Arc;
+
 use crate::fleet::{Loaded, SourceArgs};
 
 /// The field manager the reporter writes with (never `fleetform`, so the engine's
@@ -46,16 +50,6 @@ pub struct GpuObserved {
     pub breakfix: BreakFix,
     /// Pool-vs-inventory differences.
     pub drift: Vec<Finding>,
-}
-
-impl GpuObserved {
-    /// Every finding, break/fix first.
-    pub fn findings(&self) -> Vec<Finding> {
-        let mut v = self.breakfix.findings.clone();
-        v.extend(self.drift.iter().cloned());
-        v.sort();
-        v
-    }
 }
 
 /// A client for a kubeconfig (and context), or the in-cluster / `$KUBECONFIG` one.
@@ -175,29 +169,82 @@ fn cluster_of_nodes(fleet: &Fleet) -> BTreeMap<String, String> {
     out
 }
 
+/// The GPU inventory as an observe hook of the engine's session: the same for `plan`,
+/// `apply`, `drift` and `serve`.
+pub struct GpuHook {
+    args: GpuArgs,
+    secrets_base: PathBuf,
+    fleet: Fleet,
+    clusters: BTreeMap<String, ClusterRef>,
+}
+
+impl GpuHook {
+    /// A hook for `fleet` when `args` names an inventory source; `None` otherwise.
+    pub fn hook(
+        args: &GpuArgs,
+        secrets_base: &Path,
+        fleet: &Fleet,
+        clusters: &BTreeMap<String, ClusterRef>,
+    ) -> Option<Arc<dyn ObserveHook>> {
+        args.source.as_ref()?;
+        Some(Arc::new(Self {
+            args: args.clone(),
+            secrets_base: secrets_base.to_path_buf(),
+            fleet: fleet.clone(),
+            clusters: clusters.clone(),
+        }))
+    }
+
+    /// The hook for a loaded fleet (CLI commands).
+    pub fn for_loaded(
+        args: &GpuArgs,
+        source: &SourceArgs,
+        loaded: &Loaded,
+    ) -> Option<Arc<dyn ObserveHook>> {
+        Self::hook(
+            args,
+            &source.secrets_base(),
+            &loaded.fleet,
+            &loaded.compiled.clusters,
+        )
+    }
+}
+
+#[async_trait]
+impl ObserveHook for GpuHook {
+    async fn observe(&self) -> Result<HookObservation, BoxError> {
+        let Some(g) = observe(&self.args, &self.secrets_base, &self.fleet, &self.clusters).await?
+        else {
+            return Ok(HookObservation::default());
+        };
+        Ok(HookObservation {
+            breakfix: Some(g.breakfix),
+            findings: g.drift,
+        })
+    }
+}
+
 /// Reads the GPU reports (and, from a cluster, the Nodes' cordons) and decides
 /// break/fix. `None` when no `--gpu-inventory` was given.
 pub async fn observe(
     args: &GpuArgs,
-    source: &SourceArgs,
-    loaded: &Loaded,
+    secrets_base: &Path,
+    fleet: &Fleet,
+    clusters: &BTreeMap<String, ClusterRef>,
 ) -> Result<Option<GpuObserved>> {
     let Some(from) = &args.source else {
         return Ok(None);
     };
-    let fleet = &loaded.fleet;
     let now = fleetform_gpu::fleet::now_secs();
     let (mut conditions, fresh) = if from == "cluster" {
         let mut clients: BTreeMap<String, Client> = BTreeMap::new();
         let mut by_cluster: BTreeMap<String, Client> = BTreeMap::new();
         for (node, cluster) in cluster_of_nodes(fleet) {
             if !by_cluster.contains_key(&cluster) {
-                let c = loaded
-                    .compiled
-                    .clusters
+                let c = clusters
                     .get(&cluster)
                     .with_context(|| format!("cluster {cluster} is not in the fleet"))?;
-                let path = crate::fleet::kubeconfig_path(&c.kubeconfig, &source.secrets_base())
+                let path = crate::fleet::kubeconfig_path(&c.kubeconfig, secrets_base)
                     .with_context(|| format!("kubeconfig of cluster {cluster}"))?;
                 let client = client(Some(&path), c.context.clone())
                     .await

@@ -1,8 +1,9 @@
 //! `fleetform`: plan and apply a GPU fleet manifest from git against live
 //! BMCs, Kubernetes clusters and registries.
 //!
-//! Exit status (decided in one place, `main`): 0 = success and no changes,
-//! 2 = success and changes present (plan, drift), 1 = error (including usage errors).
+//! Exit status (decided in one place, the engine's `session::Outcome::exit_code`):
+//! 0 = success and no changes, 2 = success and changes present (plan, drift),
+//! 1 = error (including usage errors) or incomplete run, 130 = interrupted.
 //!
 //! Size: the commands still live here; the thin `cmd/` + `report/` layout is part of issue 16,
 //! not done yet.
@@ -19,16 +20,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use fleetform_engine::ResourceId;
 use fleetform_engine::apply::{ApplyEvent, ApplyOptions};
 use fleetform_engine::plan::{Plan, PlanOptions};
-use fleetform_engine::reconcile::{ObserveOptions, Planned, make_plan, run_apply};
 use fleetform_engine::report;
-use fleetform_engine::state::{LocalStateStore, LockInfo, StateStore};
+use fleetform_engine::session::{ApplyRun, Incomplete, Locked, Outcome, Session};
+use fleetform_engine::state::{LocalStateStore, StateStore};
 
 use crate::fleet::{LoadFailure, Loaded, SourceArgs};
 
 /// GitOps reconciliation for GPU fleets: racks, hosts and BMCs, tenant
 /// Kubernetes clusters, NVIDIA operators and NGC access, from one manifest in git.
 ///
-/// Exit status: 0 no changes, 2 changes present (plan, drift), 1 error.
+/// Exit status: 0 no changes, 2 changes present (plan, drift), 1 error or incomplete,
+/// 130 interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "fleetform", version, propagate_version = true)]
 struct Cli {
@@ -229,6 +231,8 @@ struct ServeArgs {
     /// 0 when it succeeded, 1 when it failed.
     #[arg(long)]
     once: bool,
+    #[command(flatten)]
+    gpu: gpu::GpuArgs,
 }
 
 #[derive(Debug, Args)]
@@ -246,14 +250,6 @@ struct DriftArgs {
     /// field manager took over are taken back (server-side apply with force).
     #[arg(long)]
     remediate: bool,
-}
-
-/// What a command found, mapped to the exit status in one place.
-enum Done {
-    /// Nothing to change / nothing drifted.
-    Clean,
-    /// Changes present (plan) or drift found.
-    Changes,
 }
 
 fn main() {
@@ -278,8 +274,7 @@ fn main() {
         }
     };
     let code = match runtime.block_on(run(cli)) {
-        Ok(Done::Clean) => 0,
-        Ok(Done::Changes) => 2,
+        Ok(outcome) => outcome.exit_code(),
         Err(e) => {
             // The chain is printed once, here, each cause on its own line.
             eprintln!("error: {e}");
@@ -309,7 +304,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(cli: Cli) -> Result<Done> {
+async fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Validate {
             dir,
@@ -324,7 +319,7 @@ async fn run(cli: Cli) -> Result<Done> {
         Command::ForceUnlock { id, state } => {
             LocalStateStore::open(&state)?.force_unlock(&id).await?;
             println!("Lock {id} removed.");
-            Ok(Done::Clean)
+            Ok(Outcome::Clean)
         }
         Command::Gpu(GpuCommand::Inventory {
             format,
@@ -353,7 +348,7 @@ async fn run(cli: Cli) -> Result<Done> {
                 files.len(),
                 out.display()
             );
-            Ok(Done::Clean)
+            Ok(Outcome::Clean)
         }
     }
 }
@@ -401,7 +396,7 @@ async fn load_as(
     }
 }
 
-async fn validate(dir: PathBuf, format: Format, fetch_charts: bool) -> Result<Done> {
+async fn validate(dir: PathBuf, format: Format, fetch_charts: bool) -> Result<Outcome> {
     let source = SourceArgs {
         fleet: dir,
         repo: None,
@@ -453,7 +448,7 @@ async fn validate(dir: PathBuf, format: Format, fetch_charts: bool) -> Result<Do
             );
         }
     }
-    Ok(Done::Clean)
+    Ok(Outcome::Clean)
 }
 
 fn plan_options(loaded: &Loaded, targets: Vec<ResourceId>, allow_mass_delete: bool) -> PlanOptions {
@@ -466,96 +461,86 @@ fn plan_options(loaded: &Loaded, targets: Vec<ResourceId>, allow_mass_delete: bo
     }
 }
 
-/// The compiled resources with break/fix cordons in place (plan and apply both use it).
-fn desired_with(loaded: &Loaded, gpu: Option<&gpu::GpuObserved>) -> Vec<fleetform_engine::Desired> {
-    match gpu {
-        Some(g) => g.breakfix.desired(&loaded.compiled.resources),
-        None => loaded.compiled.resources.clone(),
-    }
-}
-
-/// Break/fix reasons on the plan's Node changes, and the GPU findings.
-fn annotate(plan: &mut Plan, gpu: Option<&gpu::GpuObserved>) {
-    if let Some(g) = gpu {
-        plan.annotate_breakfix(&g.breakfix);
-        plan.findings.extend(g.drift.iter().cloned());
-        plan.findings.sort();
-    }
+/// A session for the loaded revision against the state in `state_dir`, with the GPU
+/// inventory hook when `--gpu-inventory` is given: the engine's one orchestration path.
+fn session<'a>(
+    store: &'a LocalStateStore,
+    providers: &'a fleetform_engine::observe::Providers,
+    source: &SourceArgs,
+    gpu: &gpu::GpuArgs,
+    loaded: &'a Loaded,
+    options: PlanOptions,
+) -> Session<'a> {
+    Session::new(
+        store,
+        providers,
+        &loaded.compiled.resources,
+        options,
+        Some(loaded.revision.clone()),
+    )
+    .with_hooks(gpu::GpuHook::for_loaded(gpu, source, loaded))
 }
 
 async fn plan_against_live(
     source: &SourceArgs,
     state_dir: &PathBuf,
+    gpu: &gpu::GpuArgs,
     loaded: &Loaded,
     options: &PlanOptions,
-    gpu: Option<&gpu::GpuObserved>,
-) -> Result<Planned> {
+) -> Result<Plan> {
     let store = LocalStateStore::open(state_dir)?;
-    let state = store.load().await?;
     let providers = source.providers(&loaded.compiled)?;
-    let mut planned = make_plan(
-        &desired_with(loaded, gpu),
-        &state,
-        &providers,
-        options,
-        ObserveOptions::default(),
-        Some(loaded.revision.clone()),
-    )
-    .await?;
-    annotate(&mut planned.plan, gpu);
-    planned.plan.releases = fleet::release_summaries(&loaded.releases, &planned.plan, &state);
-    Ok(planned)
+    let sp = session(&store, &providers, source, gpu, loaded, options.clone())
+        .plan()
+        .await?;
+    let mut plan = sp.planned.plan;
+    plan.releases = fleet::release_summaries(&loaded.releases, &plan, &sp.state);
+    Ok(plan)
 }
 
-async fn plan(args: PlanArgs) -> Result<Done> {
+async fn plan(args: PlanArgs) -> Result<Outcome> {
     if let (Some(base), Some(head)) = (&args.base, &args.head) {
         return pr_plan(&args, base, head).await;
     }
     let loaded = load(&args.source, None, args.format).await?;
     let options = plan_options(&loaded, args.targets.clone(), args.allow_mass_delete);
-    let gpu = gpu::observe(&args.gpu, &args.source, &loaded).await?;
-    let planned = plan_against_live(
+    let plan = plan_against_live(
         &args.source,
         &args.state.state,
+        &args.gpu,
         &loaded,
         &options,
-        gpu.as_ref(),
     )
     .await?;
-    emit_plan(&planned.plan, args.format, "fleetform plan", &[]);
+    emit_plan(&plan, args.format, "fleetform plan", &[]);
     if let Some(out) = &args.out {
-        fleetform_engine::state::write_atomic(out, report::plan_json(&planned.plan).as_bytes())?;
+        fleetform_engine::state::write_atomic(out, report::plan_json(&plan).as_bytes())?;
         eprintln!(
             "Saved the plan to {}; apply it with `fleetform apply {}`.",
             out.display(),
             out.display()
         );
     }
-    plan_outcome(&planned.plan)
+    Ok(told(Outcome::of_plan(&plan), "the plan"))
 }
 
-fn plan_outcome(plan: &Plan) -> Result<Done> {
-    if !plan.problems.is_empty() {
-        bail!("the plan has {} problem(s)", plan.problems.len());
+/// Says on stderr why an incomplete outcome is not a success (`what` is the plan, the
+/// apply, drift detection…); the exit status is the outcome's.
+fn told(outcome: Outcome, what: &str) -> Outcome {
+    match outcome {
+        Outcome::Incomplete(Incomplete::Problems(n)) => {
+            eprintln!("error: the plan has {n} problem(s); nothing was applied ({what})")
+        }
+        Outcome::Incomplete(Incomplete::Skipped(n)) => eprintln!(
+            "error: {n} resource(s) were skipped because they could not be observed now; the rest went ahead"
+        ),
+        Outcome::Incomplete(Incomplete::Failed) => eprintln!("error: {what} did not complete"),
+        Outcome::Interrupted => {
+            eprintln!("error: {what} was interrupted; calls in flight were recorded")
+        }
+        Outcome::Clean | Outcome::Changes => {}
     }
-    skipped_outcome(plan)?;
-    Ok(if plan.summary.has_changes() {
-        Done::Changes
-    } else {
-        Done::Clean
-    })
-}
-
-/// Exit 1 when resources were left out because they could not be observed (a BMC down):
-/// the rest was planned (and applied), but the run is not complete.
-fn skipped_outcome(plan: &Plan) -> Result<()> {
-    if !plan.skipped.is_empty() {
-        bail!(
-            "{} resource(s) were skipped because they could not be observed now; the rest went ahead",
-            plan.skipped.len()
-        );
-    }
-    Ok(())
+    outcome
 }
 
 fn emit_plan(plan: &Plan, format: Format, title: &str, intro: &[String]) {
@@ -573,7 +558,7 @@ fn emit_plan(plan: &Plan, format: Format, title: &str, intro: &[String]) {
 
 /// Pull-request plan: what the PR changes in the manifest, the head planned
 /// against live state, and which changes come from the PR versus were already pending.
-async fn pr_plan(args: &PlanArgs, base: &str, head: &str) -> Result<Done> {
+async fn pr_plan(args: &PlanArgs, base: &str, head: &str) -> Result<Outcome> {
     let Some(url) = &args.source.repo else {
         bail!("--base/--head need --repo (the fleet repository)")
     };
@@ -591,28 +576,25 @@ async fn pr_plan(args: &PlanArgs, base: &str, head: &str) -> Result<Done> {
         &args.source.path,
     )?;
     let options = plan_options(&head_loaded, args.targets.clone(), args.allow_mass_delete);
-    let head_gpu = gpu::observe(&args.gpu, &args.source, &head_loaded).await?;
     let head_plan = plan_against_live(
         &args.source,
         &args.state.state,
+        &args.gpu,
         &head_loaded,
         &options,
-        head_gpu.as_ref(),
     )
     .await?;
-    let base_gpu = gpu::observe(&args.gpu, &args.source, &base_loaded).await?;
     let base_plan = plan_against_live(
         &args.source,
         &args.state.state,
+        &args.gpu,
         &base_loaded,
         &plan_options(&base_loaded, args.targets.clone(), true),
-        base_gpu.as_ref(),
     )
     .await?;
     let already: std::collections::BTreeSet<&ResourceId> =
-        base_plan.plan.actionable().map(|c| &c.id).collect();
+        base_plan.actionable().map(|c| &c.id).collect();
     let from_pr: Vec<&ResourceId> = head_plan
-        .plan
         .actionable()
         .map(|c| &c.id)
         .filter(|id| !already.contains(id))
@@ -639,31 +621,12 @@ async fn pr_plan(args: &PlanArgs, base: &str, head: &str) -> Result<Done> {
         ));
     }
     emit_plan(
-        &head_plan.plan,
+        &head_plan,
         args.format,
         "fleetform plan for this pull request",
         &intro,
     );
-    plan_outcome(&head_plan.plan)
-}
-
-/// Holds the state lock for the life of a command.
-struct Locked {
-    store: LocalStateStore,
-    info: LockInfo,
-}
-
-impl Locked {
-    async fn take(dir: &PathBuf, operation: &str) -> Result<Self> {
-        let store = LocalStateStore::open(dir)?;
-        let info = LockInfo::for_this_process(operation);
-        store.lock(&info).await?;
-        Ok(Self { store, info })
-    }
-    async fn release(self) -> Result<()> {
-        self.store.unlock(&self.info).await?;
-        Ok(())
-    }
+    Ok(told(Outcome::of_plan(&head_plan), "the plan"))
 }
 
 fn cancel_on_signals() -> tokio::sync::watch::Receiver<bool> {
@@ -740,7 +703,7 @@ fn progress() -> (
     (tx, handle)
 }
 
-async fn apply(args: ApplyArgs) -> Result<Done> {
+async fn apply(args: ApplyArgs) -> Result<Outcome> {
     let loaded = load(&args.source, None, Format::Text).await?;
     let saved: Option<Plan> = match &args.plan {
         Some(path) => {
@@ -759,107 +722,71 @@ async fn apply(args: ApplyArgs) -> Result<Done> {
         }
         None => None,
     };
-    let lock = Locked::take(&args.state.state, "apply").await?;
-    let result = apply_locked(&args, &loaded, saved.as_ref(), &lock.store).await;
-    lock.release().await?;
+    let store = LocalStateStore::open(&args.state.state)?;
+    let providers = args.source.providers(&loaded.compiled)?;
+    let options = plan_options(&loaded, args.targets.clone(), args.allow_mass_delete);
+    let session = session(
+        &store,
+        &providers,
+        &args.source,
+        &args.gpu,
+        &loaded,
+        options,
+    );
+    let locked = session.lock("apply").await?;
+    let result = apply_locked(&args, &loaded, saved.as_ref(), &locked).await;
+    locked.release().await?;
     result
 }
 
+/// Plans under the lock, checks a saved plan's digest against it, and applies.
 async fn apply_locked(
     args: &ApplyArgs,
     loaded: &Loaded,
     saved: Option<&Plan>,
-    store: &LocalStateStore,
-) -> Result<Done> {
-    let mut state = store.load().await?;
-    let providers = args.source.providers(&loaded.compiled)?;
-    let options = plan_options(loaded, args.targets.clone(), args.allow_mass_delete);
-    let gpu = gpu::observe(&args.gpu, &args.source, loaded).await?;
-    let desired = desired_with(loaded, gpu.as_ref());
-    let mut planned = make_plan(
-        &desired,
-        &state,
-        &providers,
-        &options,
-        ObserveOptions::default(),
-        Some(loaded.revision.clone()),
-    )
-    .await?;
-    annotate(&mut planned.plan, gpu.as_ref());
+    locked: &Locked<'_, '_>,
+) -> Result<Outcome> {
+    let sp = locked.plan().await?;
     if let Some(saved) = saved {
-        if saved.digest != planned.plan.digest {
+        if saved.digest != sp.plan().digest {
             bail!(
                 "live state changed since the plan was saved ({} now vs {} then): plan again and review",
-                report::totals(&planned.plan),
+                report::totals(sp.plan()),
                 report::totals(saved)
             );
         }
+        if !sp.plan().problems.is_empty() {
+            print!("{}", report::plan_text(sp.plan(), color()));
+        }
     } else {
-        print!("{}", report::plan_text(&planned.plan, color()));
+        print!("{}", report::plan_text(sp.plan(), color()));
     }
-    if !planned.plan.problems.is_empty() {
-        if saved.is_some() {
-            print!("{}", report::plan_text(&planned.plan, color()));
-        }
-        bail!(
-            "the plan has {} problem(s); nothing was applied",
-            planned.plan.problems.len()
-        );
-    }
-    if !planned.plan.summary.has_changes() && planned.plan.forget.is_empty() {
-        skipped_outcome(&planned.plan)?;
-        // Record the revision even when nothing changed, so drift compares with it.
-        if state.last_applied_revision.as_deref() != Some(loaded.revision.as_str()) {
-            let (tx, rx) = tokio::sync::watch::channel(false);
-            run_apply(
-                &planned,
-                &desired,
-                &mut state,
-                store,
-                &providers,
-                &ApplyOptions::default(),
-                None,
-                rx,
-            )
-            .await?;
-            drop(tx);
-        }
-        return Ok(Done::Clean);
-    }
-    let opts = ApplyOptions {
-        concurrency: args.concurrency,
-        allow_destroy: args.allow_destroy,
-        health_timeout: std::time::Duration::from_secs(args.health_timeout),
-        drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
-        budget_wait: std::time::Duration::from_secs(args.budget_wait),
-        ..ApplyOptions::default()
-    };
-    let cancel = cancel_on_signals();
     let (tx, printer) = progress();
-    let report = run_apply(
-        &planned,
-        &desired,
-        &mut state,
-        store,
-        &providers,
-        &opts,
-        Some(tx),
-        cancel,
-    )
-    .await;
+    let run = ApplyRun {
+        options: ApplyOptions {
+            concurrency: args.concurrency,
+            allow_destroy: args.allow_destroy,
+            health_timeout: std::time::Duration::from_secs(args.health_timeout),
+            drain_timeout: std::time::Duration::from_secs(args.drain_timeout),
+            budget_wait: std::time::Duration::from_secs(args.budget_wait),
+            ..ApplyOptions::default()
+        },
+        events: Some(tx),
+        cancel: cancel_on_signals(),
+    };
+    let result = locked.apply(sp, run).await;
     let _ = printer.await;
-    let report = report?;
-    print!("{}", report::apply_text(&report));
-    if report.succeeded() {
-        println!("Applied revision {}.", loaded.revision);
-        skipped_outcome(&planned.plan)?;
-        Ok(Done::Clean)
-    } else {
-        bail!("the apply did not complete")
+    let done = result?;
+    if let Some(report) = &done.report {
+        print!("{}", report::apply_text(report));
+        if report.succeeded() {
+            println!("Applied revision {}.", loaded.revision);
+        }
     }
+    Ok(told(done.outcome, "the apply"))
 }
 
-async fn drift(args: DriftArgs) -> Result<Done> {
+async fn drift(args: DriftArgs) -> Result<Outcome> {
     let store = LocalStateStore::open(&args.state.state)?;
     let state = store.load().await?;
     // Compare with the revision last applied, not whatever the branch says now.
@@ -872,30 +799,21 @@ async fn drift(args: DriftArgs) -> Result<Done> {
     // GPU drift compares reports with the manifest, so it needs no earlier apply.
     if state.resources.is_empty() && args.gpu.source.is_none() {
         println!("Nothing is managed yet: run `fleetform apply` first.");
-        return Ok(Done::Clean);
+        return Ok(Outcome::Clean);
     }
     let providers = args.source.providers(&loaded.compiled)?;
-    let options = PlanOptions {
-        inventory_only: true,
-        no_prune: true,
-        ..plan_options(&loaded, Vec::new(), false)
-    };
-    let mut planned = make_plan(
-        &loaded.compiled.resources,
-        &state,
+    let options = plan_options(&loaded, Vec::new(), false);
+    let session = session(
+        &store,
         &providers,
-        &options,
-        ObserveOptions::default(),
-        Some(loaded.revision.clone()),
-    )
-    .await?;
-    // GPU state is compared with the manifest (not with the last apply): pool
-    // expectations vs inventories, and node health. Cordons are plan's business.
-    let gpu = gpu::observe(&args.gpu, &args.source, &loaded).await?;
-    if let Some(g) = &gpu {
-        planned.plan.findings = g.findings();
-    }
-    let gpu_drift = planned.plan.findings.iter().any(|f| {
+        &args.source,
+        &args.gpu,
+        &loaded,
+        options,
+    );
+    let found = session.drift().await?;
+    let plan = found.plan();
+    let gpu_drift = plan.findings.iter().any(|f| {
         matches!(
             f.kind,
             fleetform_engine::breakfix::FindingKind::GpuDrift
@@ -903,64 +821,46 @@ async fn drift(args: DriftArgs) -> Result<Done> {
         )
     });
     match args.format {
-        Format::Text => print!("{}", report::drift_text(&planned.plan, color())),
+        Format::Text => print!("{}", report::drift_text(plan, color())),
         Format::Json => println!(
             "{}",
-            serde_json::json!({ "formatVersion": 1, "drifted": planned.plan.actionable().collect::<Vec<_>>(), "problems": planned.plan.problems, "gpu": planned.plan.findings })
+            serde_json::json!({ "formatVersion": 1, "drifted": plan.actionable().collect::<Vec<_>>(), "problems": plan.problems, "gpu": plan.findings })
         ),
-        Format::Markdown => print!(
-            "{}",
-            report::plan_markdown(&planned.plan, "fleetform drift", &[])
-        ),
+        Format::Markdown => print!("{}", report::plan_markdown(plan, "fleetform drift", &[])),
     }
-    if !planned.plan.problems.is_empty() {
-        bail!(
-            "drift detection had {} problem(s)",
-            planned.plan.problems.len()
-        );
+    if !plan.problems.is_empty() {
+        bail!("drift detection had {} problem(s)", plan.problems.len());
     }
-    if !planned.plan.summary.has_changes() {
+    if !plan.summary.has_changes() {
         return Ok(if gpu_drift {
-            Done::Changes
+            Outcome::Changes
         } else {
-            Done::Clean
+            Outcome::Clean
         });
     }
     if args.remediate {
         eprintln!("Remediating through plan/apply...");
-        let lock = Locked::take(&args.state.state, "drift --remediate").await?;
-        let mut state = lock.store.load().await?;
-        let cancel = cancel_on_signals();
         let (tx, printer) = progress();
-        // Healing means taking drifted fields back from whoever changed them.
-        let desired = fleetform_engine::reconcile::remediation(
-            &loaded.compiled.resources,
-            &planned.plan,
-            &providers,
-        );
-        let result = run_apply(
-            &planned,
-            &desired,
-            &mut state,
-            &lock.store,
-            &providers,
-            &ApplyOptions::default(),
-            Some(tx),
-            cancel,
-        )
-        .await;
+        let run = ApplyRun {
+            options: ApplyOptions::default(),
+            events: Some(tx),
+            cancel: cancel_on_signals(),
+        };
+        // Planned again under the lock: refused if the drift moved since it was shown.
+        let result = session.heal("drift --remediate", plan, run).await;
         let _ = printer.await;
-        lock.release().await?;
-        let report = result?;
-        print!("{}", report::apply_text(&report));
-        if !report.succeeded() {
-            bail!("remediation did not complete");
+        let done = result?;
+        if let Some(report) = &done.report {
+            print!("{}", report::apply_text(report));
+        }
+        if done.outcome != Outcome::Clean {
+            return Ok(told(done.outcome, "remediation"));
         }
     }
-    Ok(Done::Changes)
+    Ok(Outcome::Changes)
 }
 
-async fn serve(args: ServeArgs) -> Result<Done> {
+async fn serve(args: ServeArgs) -> Result<Outcome> {
     use fleetform_engine::serve::{Daemon, ServeConfig};
     let config = ServeConfig::read(&args.config).map_err(|diags| {
         let files = std::fs::read(&args.config)
@@ -979,7 +879,10 @@ async fn serve(args: ServeArgs) -> Result<Done> {
         config.secrets_dir.clone()
     };
     let resolver = std::sync::Arc::new(fleetform_engine::secret::LocalSecrets::new(&secrets_base));
-    let pipeline = std::sync::Arc::new(fleet::ServePipeline { secrets_base });
+    let pipeline = std::sync::Arc::new(fleet::ServePipeline {
+        secrets_base,
+        gpu: args.gpu.clone(),
+    });
     let drift_scheduled = !matches!(
         config.drift.schedule,
         fleetform_engine::serve::DriftSchedule::Off
@@ -1006,19 +909,19 @@ async fn serve(args: ServeArgs) -> Result<Done> {
                         if r.healed { " and were healed" } else { "" }
                     );
                     if !r.healed {
-                        return Ok(Done::Changes);
+                        return Ok(Outcome::Changes);
                     }
                 }
                 Ok(_) => println!("No drift."),
                 Err(f) => bail!("drift check: {f}"),
             }
         }
-        return Ok(Done::Clean);
+        return Ok(Outcome::Clean);
     }
     let addr = daemon.listen().await?;
     eprintln!("fleetform serve: listening on http://{addr} (/healthz, /status, /metrics)");
     daemon.run(cancel_on_signals()).await?;
-    Ok(Done::Clean)
+    Ok(Outcome::Clean)
 }
 
 /// SIGINT or SIGTERM.
@@ -1038,7 +941,7 @@ async fn wait_for_signal() {
     }
 }
 
-async fn graph(source: SourceArgs, format: GraphFormat) -> Result<Done> {
+async fn graph(source: SourceArgs, format: GraphFormat) -> Result<Outcome> {
     // The graph talks to no provider: secrets are not read (placeholders stand in), and chart
     // releases are rendered for the Kubernetes versions the manifest declares.
     let (fleet, mut compiled) = match source.read(None).and_then(|(_, files)| {
@@ -1067,7 +970,7 @@ async fn graph(source: SourceArgs, format: GraphFormat) -> Result<Done> {
         GraphFormat::Dot => print!("{}", graph.to_dot()),
         GraphFormat::Mermaid => print!("{}", graph.to_mermaid()),
     }
-    Ok(Done::Clean)
+    Ok(Outcome::Clean)
 }
 
 async fn gpu_inventory(
@@ -1075,7 +978,7 @@ async fn gpu_inventory(
     node: Option<String>,
     from: Option<PathBuf>,
     publish: Option<(Option<PathBuf>, Option<String>)>,
-) -> Result<Done> {
+) -> Result<Outcome> {
     let inv = match from {
         Some(path) => {
             let text = std::fs::read_to_string(&path)
@@ -1112,5 +1015,5 @@ async fn gpu_inventory(
             inv.node
         );
     }
-    Ok(Done::Clean)
+    Ok(Outcome::Clean)
 }

@@ -4,16 +4,17 @@
 //! construction. It wakes on the poll interval, on a push webhook (which only
 //! makes the next fetch immediate: the daemon fetches and checks the ref
 //! itself) and on the drift schedule. A reconcile is fetch → history and
-//! signature checks → validate and compile → plan → apply, holding the state
-//! lock from plan to the end of apply. Failures that may pass (a fetch, a BMC,
+//! signature checks → validate and compile → the engine's one orchestration
+//! path ([`crate::session`]: lock → state → observe hooks → plan → gates →
+//! apply), holding the state lock from plan to the end of apply. Failures that may pass (a fetch, a BMC,
 //! the lock) are retried with backoff; failures that need a new commit (an
 //! invalid manifest, an unsigned commit, a rewritten history) wait for the next
 //! poll and are notified once. Shutdown cancels through the apply's own cancel
 //! signal: calls in flight finish and are journaled, nothing new starts, the
 //! lock is released.
 //!
-//! Size: over 1,000 lines because the reconcile loop, retries and drift schedule still share
-//! this file; they move out with issue 16's single orchestration `Session` (not done yet).
+//! Size: over 1,000 lines because the reconcile loop, retries, drift schedule and HTTP
+//! handlers still share this file (planning and applying moved to [`crate::session`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,12 +39,13 @@ use crate::apply::ApplyOptions;
 use crate::load::SourceFile;
 use crate::observe::Providers;
 use crate::plan::{Plan, PlanOptions};
-use crate::reconcile::{ObserveOptions, make_plan, remediation, run_apply};
+use crate::reconcile::ObserveOptions;
 use crate::resource::{Desired, ResourceId};
 use crate::secret::{SecretError, SecretResolver};
 use crate::sensitive::Sensitive;
+use crate::session::{ApplyRun, Incomplete, ObserveHook, Outcome, Run, Session, SessionError};
 use crate::source::{GitRef, GitSource, SourceError};
-use crate::state::{LocalStateStore, LockInfo, State, StateError, StateStore};
+use crate::state::{LocalStateStore, State, StateError, StateStore};
 
 /// Any error a [`Pipeline`] reports; its `Display` is shown to people.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -56,6 +58,9 @@ pub struct Prepared {
     pub providers: Providers,
     /// Plan settings the fleet implies (e.g. its prune guard).
     pub plan_options: PlanOptions,
+    /// Observed state besides the resources (GPU inventory for break/fix), the same
+    /// hooks the CLI runs.
+    pub hooks: Vec<Arc<dyn ObserveHook>>,
 }
 
 /// Turns the manifest files of one revision into [`Prepared`] resources.
@@ -509,77 +514,63 @@ impl Daemon {
         if *shutdown.borrow() {
             return Err(Failure::new("interrupted", Retry::Backoff, "shutting down").at(&commit));
         }
-        let info = self.lock_state(&commit).await?;
-        let applied = self.apply_head(&prepared, &commit, shutdown).await;
-        self.unlock_state(&info).await;
-        let summary = applied.map_err(|f| f.at(&commit))?;
+        let summary = self
+            .apply_head(&prepared, &commit, shutdown)
+            .await
+            .map_err(|f| f.at(&commit))?;
         Ok(Reconciled::Applied { commit, summary })
     }
 
-    /// Plans and applies the head; the caller holds the state lock.
+    fn session<'a>(&'a self, prepared: &'a Prepared, commit: &str) -> Session<'a> {
+        Session::new(
+            &self.store,
+            &prepared.providers,
+            &prepared.desired,
+            prepared.plan_options.clone(),
+            Some(commit.to_string()),
+        )
+        .with_observe_options(self.observe_options)
+        .with_hooks(prepared.hooks.iter().cloned())
+    }
+
+    fn apply_run(&self, shutdown: &watch::Receiver<bool>) -> ApplyRun {
+        ApplyRun {
+            options: self.apply_options.clone(),
+            events: None,
+            cancel: shutdown.clone(),
+        }
+    }
+
+    /// Plans and applies the head through the one orchestration path, holding the state
+    /// lock from the state it plans against to the end of the apply.
     async fn apply_head(
         &self,
         prepared: &Prepared,
         commit: &str,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<String, Failure> {
-        let mut state = self.load_state().await?;
-        let planned = make_plan(
-            &prepared.desired,
-            &state,
-            &prepared.providers,
-            &prepared.plan_options,
-            self.observe_options,
-            Some(commit.to_string()),
-        )
-        .await
-        .map_err(|e| Failure::new("plan", Retry::NextPoll, e))?;
-        check_plan(&planned.plan)?;
-        let summary = crate::report::totals(&planned.plan);
-        let report = run_apply(
-            &planned,
-            &prepared.desired,
-            &mut state,
-            &self.store,
-            &prepared.providers,
-            &self.apply_options,
-            None,
-            shutdown.clone(),
-        )
-        .await
-        .map_err(apply_failure)?;
-        self.count_resources(&state);
-        if report.interrupted {
-            return Err(Failure::new(
-                "interrupted",
-                Retry::Backoff,
-                "shut down before the apply finished; calls in flight were recorded",
-            ));
+        let session = self.session(prepared, commit);
+        let locked = session
+            .lock(&format!("serve {}", short(commit)))
+            .await
+            .map_err(|e| Failure::new("lock", Retry::Backoff, e))?;
+        let result = async {
+            let planned = locked.plan().await.map_err(session_failure)?;
+            check_plan(planned.plan())?;
+            let summary = crate::report::totals(planned.plan());
+            let run = locked
+                .apply(planned, self.apply_run(shutdown))
+                .await
+                .map_err(session_failure)?;
+            self.count_resources(&run.state);
+            outcome_failure(&run)?;
+            Ok(summary)
         }
-        if !report.succeeded() {
-            return Err(Failure::new("apply", Retry::Backoff, root_causes(&report)));
+        .await;
+        if let Err(e) = locked.release().await {
+            tracing::error!(error = %e, "could not release the state lock");
         }
-        // The rest was applied; what could not be observed (a BMC down) is retried.
-        if !planned.plan.skipped.is_empty() {
-            let quoted: Vec<String> = planned
-                .plan
-                .skipped
-                .iter()
-                .filter(|s| s.root.is_none())
-                .take(3)
-                .map(|s| s.reason.clone())
-                .collect();
-            return Err(Failure::new(
-                "plan",
-                Retry::Backoff,
-                format!(
-                    "applied the rest; {} resource(s) skipped: {}",
-                    planned.plan.skipped.len(),
-                    quoted.join("; ")
-                ),
-            ));
-        }
-        Ok(summary)
+        result
     }
 
     /// Compares live state with the last applied revision; with `selfHeal`,
@@ -634,23 +625,13 @@ impl Daemon {
             .map_err(source_failure)?
         };
         let prepared = self.prepare(files).await.map_err(|f| f.at(&commit))?;
-        let options = PlanOptions {
-            inventory_only: true,
-            no_prune: true,
-            ..prepared.plan_options.clone()
-        };
-        let planned = make_plan(
-            &prepared.desired,
-            &state,
-            &prepared.providers,
-            &options,
-            self.observe_options,
-            Some(commit.clone()),
-        )
-        .await
-        .map_err(|e| Failure::new("plan", Retry::NextPoll, e).at(&commit))?;
-        check_plan(&planned.plan).map_err(|f| f.at(&commit))?;
-        let drifted: Vec<ResourceId> = planned.plan.actionable().map(|c| c.id.clone()).collect();
+        let session = self.session(&prepared, &commit);
+        let found = session
+            .drift()
+            .await
+            .map_err(|e| session_failure(e).at(&commit))?;
+        check_plan(found.plan()).map_err(|f| f.at(&commit))?;
+        let drifted: Vec<ResourceId> = found.plan().actionable().map(|c| c.id.clone()).collect();
         let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
         for id in &drifted {
             *counts
@@ -685,12 +666,20 @@ impl Daemon {
         if !self.config.drift.self_heal || *shutdown.borrow() {
             return Ok(Some(report));
         }
-        let desired = remediation(&prepared.desired, &planned.plan, &prepared.providers);
-        let info = self.lock_state(&commit).await?;
-        let healed = self
-            .heal(&planned, &desired, &prepared.providers, shutdown)
-            .await;
-        self.unlock_state(&info).await;
+        // Under the lock the drift is planned again and healed only if it is the drift
+        // just reported: a change made meanwhile (another apply) is not overwritten blind.
+        let healed = session
+            .heal(
+                &format!("serve heal {}", short(&commit)),
+                found.plan(),
+                self.apply_run(shutdown),
+            )
+            .await
+            .map_err(session_failure)
+            .and_then(|run| {
+                self.count_resources(&run.state);
+                outcome_failure(&run)
+            });
         match healed {
             Ok(()) => {
                 report.healed = true;
@@ -710,50 +699,6 @@ impl Daemon {
                 self.notify(EventType::Failed, &commit, format!("self-heal: {f}"));
                 Err(f)
             }
-        }
-    }
-
-    async fn lock_state(&self, commit: &str) -> Result<LockInfo, Failure> {
-        let info = LockInfo::for_this_process(&format!("serve {}", short(commit)));
-        self.store
-            .lock(&info)
-            .await
-            .map_err(|e| Failure::new("lock", Retry::Backoff, e).at(commit))?;
-        Ok(info)
-    }
-
-    async fn unlock_state(&self, info: &LockInfo) {
-        if let Err(e) = self.store.unlock(info).await {
-            tracing::error!(error = %e, "could not release the state lock");
-        }
-    }
-
-    /// Re-applies drifted resources; the caller holds the state lock.
-    async fn heal(
-        &self,
-        planned: &crate::reconcile::Planned,
-        desired: &[Desired],
-        providers: &Providers,
-        shutdown: &watch::Receiver<bool>,
-    ) -> Result<(), Failure> {
-        let mut state = self.load_state().await?;
-        let report = run_apply(
-            planned,
-            desired,
-            &mut state,
-            &self.store,
-            providers,
-            &self.apply_options,
-            None,
-            shutdown.clone(),
-        )
-        .await
-        .map_err(apply_failure)?;
-        self.count_resources(&state);
-        if report.succeeded() {
-            Ok(())
-        } else {
-            Err(Failure::new("apply", Retry::Backoff, root_causes(&report)))
         }
     }
 
@@ -842,6 +787,58 @@ fn check_plan(plan: &Plan) -> Result<(), Failure> {
             if plan.problems.len() > 3 { "; …" } else { "" }
         ),
     ))
+}
+
+/// A session that stopped before an outcome, as a serve failure: a lock held elsewhere
+/// and a state store that failed pass by themselves; live state that moved under a heal is
+/// checked again at the next drift check.
+fn session_failure(e: SessionError) -> Failure {
+    match e {
+        SessionError::State(StateError::Locked { .. }) => Failure::new("lock", Retry::Backoff, e),
+        SessionError::State(_) => Failure::new("state", Retry::Backoff, e),
+        SessionError::Plan(_) => Failure::new("plan", Retry::NextPoll, e),
+        SessionError::Hook(_) => Failure::new("plan", Retry::Backoff, e),
+        SessionError::Moved { .. } => Failure::new("plan", Retry::Backoff, e),
+        SessionError::Apply(a) => apply_failure(a),
+    }
+}
+
+/// An apply's outcome as a serve failure: interrupted, failed resources, or resources
+/// skipped because they could not be observed (the rest was applied).
+fn outcome_failure(run: &Run) -> Result<(), Failure> {
+    match run.outcome {
+        Outcome::Clean | Outcome::Changes => Ok(()),
+        Outcome::Interrupted => Err(Failure::new(
+            "interrupted",
+            Retry::Backoff,
+            "shut down before the apply finished; calls in flight were recorded",
+        )),
+        Outcome::Incomplete(Incomplete::Problems(_)) => check_plan(&run.plan),
+        Outcome::Incomplete(Incomplete::Failed) => Err(Failure::new(
+            "apply",
+            Retry::Backoff,
+            run.report.as_ref().map(root_causes).unwrap_or_default(),
+        )),
+        Outcome::Incomplete(Incomplete::Skipped(n)) => {
+            // The rest was applied; what could not be observed (a BMC down) is retried.
+            let quoted: Vec<String> = run
+                .plan
+                .skipped
+                .iter()
+                .filter(|s| s.root.is_none())
+                .take(3)
+                .map(|s| s.reason.clone())
+                .collect();
+            Err(Failure::new(
+                "plan",
+                Retry::Backoff,
+                format!(
+                    "applied the rest; {n} resource(s) skipped: {}",
+                    quoted.join("; ")
+                ),
+            ))
+        }
+    }
 }
 
 /// How serve retries an apply that could not start, decided by the error, not by the
