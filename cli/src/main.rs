@@ -175,20 +175,22 @@ fn main() {
     let code = match runtime.block_on(run(cli)) {
         Ok(outcome) => outcome.exit_code(),
         Err(e) => {
-            // The chain is printed once, here, each cause on its own line.
-            eprintln!("error: {e}");
-            let mut seen = vec![e.to_string()];
-            for cause in e.chain().skip(1) {
-                let msg = cause.to_string();
-                if !seen.iter().any(|s| s.contains(&msg)) {
-                    eprintln!("  caused by: {msg}");
-                }
-                seen.push(msg);
-            }
+            // The chain is printed once, here, each cause on its own line. Errors leave
+            // their cause out of their own message, so nothing repeats.
+            eprint!("{}", error_report(&e));
             1
         }
     };
     std::process::exit(code);
+}
+
+/// `error: …` and one `  caused by: …` line per cause, outermost first.
+fn error_report(e: &anyhow::Error) -> String {
+    let mut out = format!("error: {e}\n");
+    for cause in e.chain().skip(1) {
+        out.push_str(&format!("  caused by: {cause}\n"));
+    }
+    out
 }
 
 fn init_logging(format: LogFormat) {
@@ -241,5 +243,24 @@ async fn run(cli: Cli) -> Result<Outcome> {
             tenants,
             out,
         }) => cmd::dev::generate(hosts, tenants, out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_printed_with_each_cause_on_its_own_line() {
+        let io = std::io::Error::other("No space left on device");
+        let state = fleetform_engine::state::StateError::Io {
+            path: "state/journal".into(),
+            source: io,
+        };
+        let e = anyhow::Error::new(state).context("recording the apply");
+        assert_eq!(
+            error_report(&e),
+            "error: recording the apply\n  caused by: state file state/journal\n  caused by: No space left on device\n"
+        );
     }
 }

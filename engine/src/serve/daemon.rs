@@ -74,17 +74,18 @@ pub trait Pipeline: Send + Sync {
     fn prepare(&self, files: &[SourceFile]) -> Result<Prepared, BoxError>;
 }
 
-/// Why the daemon could not start or run.
+/// Why the daemon could not start or run. Each message leaves its cause to the error chain
+/// (`source()`), which whoever prints it shows cause by cause.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// The webhook secret could not be read.
-    #[error("webhook secret: {0}")]
+    #[error("webhook secret")]
     WebhookSecret(#[source] SecretError),
     /// The state directory could not be opened.
     #[error(transparent)]
     State(#[from] StateError),
     /// The HTTP listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         /// The configured address.
         addr: SocketAddr,
@@ -96,7 +97,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Notifier(#[from] super::notify::NotifyError),
     /// The HTTP server stopped with an error.
-    #[error("HTTP server: {0}")]
+    #[error("HTTP server")]
     Server(#[source] std::io::Error),
 }
 
@@ -116,8 +117,12 @@ pub struct Status {
     pub busy: bool,
     /// The last reconcile's result: `applied`, `up-to-date` or `failed`.
     pub last_result: Option<String>,
-    /// The last reconcile's error, when it failed.
+    /// The last reconcile's error, when it failed, with its causes (`KIND failed: …: …`).
     pub last_error: Option<String>,
+    /// The causes under the last error's own message, outermost first (e.g. the I/O error
+    /// under `state file …`); empty when it succeeded or had none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub last_error_causes: Vec<String>,
     /// Failed reconciles in a row.
     pub consecutive_failures: u32,
     /// When the last reconcile ended (RFC 3339).
@@ -155,38 +160,90 @@ pub enum Retry {
 }
 
 /// A reconcile that failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Failure {
     /// The stage, also the `kind` label of `fleetform_errors_total`:
     /// state, fetch, history, verify, validate, lock, plan, apply, interrupted.
     pub kind: &'static str,
     /// The commit concerned, when known.
     pub revision: Option<String>,
-    /// What went wrong, for people (never a secret).
+    /// What went wrong, for people (never a secret): the top error's own message.
     pub message: String,
     /// When to try again.
     pub retry: Retry,
+    /// The typed error the message came from, with its chain of causes (a state file's
+    /// I/O error, libgit2's, a provider's); `None` for a failure that is only a message.
+    pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
+impl PartialEq for Failure {
+    /// Two failures are the same when they say the same: the cause is compared by its chain.
+    fn eq(&self, other: &Self) -> bool {
+        (self.kind, &self.revision, &self.message, self.retry)
+            == (other.kind, &other.revision, &other.message, other.retry)
+            && self.causes() == other.causes()
+    }
+}
+
+impl Eq for Failure {}
+
 impl std::fmt::Display for Failure {
+    /// `KIND failed: MESSAGE: CAUSE: CAUSE…`, each cause once, outermost first.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} failed: {}", self.kind, self.message)
+        write!(f, "{} failed: {}", self.kind, self.message)?;
+        for cause in self.causes() {
+            write!(f, ": {cause}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
 impl Failure {
+    /// A failure that is only a message (nothing underneath it).
     fn new(kind: &'static str, retry: Retry, message: impl ToString) -> Self {
         Self {
             kind,
             revision: None,
             message: message.to_string(),
             retry,
+            cause: None,
+        }
+    }
+
+    /// A failure from a typed error: its message, and the error kept for its causes.
+    fn caused(kind: &'static str, retry: Retry, error: impl Into<BoxError>) -> Self {
+        let error: BoxError = error.into();
+        Self {
+            kind,
+            revision: None,
+            message: error.to_string(),
+            retry,
+            cause: Some(Arc::from(error)),
         }
     }
 
     fn at(mut self, revision: &str) -> Self {
         self.revision = Some(revision.to_string());
         self
+    }
+
+    /// The causes under the message, outermost first (the sources of the typed error).
+    pub fn causes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = self.cause.as_deref().and_then(|e| e.source());
+        while let Some(e) = cur {
+            out.push(e.to_string());
+            cur = e.source();
+        }
+        out
     }
 }
 
@@ -445,6 +502,7 @@ impl Daemon {
                 self.update_status(|s| {
                     s.last_result = Some(label.into());
                     s.last_error = None;
+                    s.last_error_causes.clear();
                     s.consecutive_failures = 0;
                     s.last_applied_revision = Some(commit.clone());
                     s.head = Some(commit);
@@ -452,9 +510,9 @@ impl Daemon {
             }
             Err(f) => {
                 self.dirty = true;
-                tracing::warn!(fleet = %self.config.fleet, kind = f.kind, revision = ?f.revision, error = %f.message, "reconcile failed");
+                tracing::warn!(fleet = %self.config.fleet, kind = f.kind, revision = ?f.revision, error = %f, "reconcile failed");
                 self.metrics.error(f.kind);
-                let key = (f.message.clone(), f.revision.clone());
+                let key = (f.to_string(), f.revision.clone());
                 if self.last_notified.as_ref() != Some(&key) {
                     self.notify(
                         EventType::Failed,
@@ -463,10 +521,11 @@ impl Daemon {
                     );
                     self.last_notified = Some(key);
                 }
-                let (message, revision) = (f.to_string(), f.revision.clone());
+                let (message, causes, revision) = (f.to_string(), f.causes(), f.revision.clone());
                 self.update_status(|s| {
                     s.last_result = Some("failed".into());
                     s.last_error = Some(message);
+                    s.last_error_causes = causes;
                     s.consecutive_failures += 1;
                     if revision.is_some() {
                         s.head = revision;
@@ -553,7 +612,7 @@ impl Daemon {
         let locked = session
             .lock(&format!("serve {}", short(commit)))
             .await
-            .map_err(|e| Failure::new("lock", Retry::Backoff, e))?;
+            .map_err(|e| Failure::caused("lock", Retry::Backoff, e))?;
         let result = async {
             let planned = locked.plan().await.map_err(session_failure)?;
             check_plan(planned.plan())?;
@@ -590,7 +649,7 @@ impl Daemon {
             }
             Ok(None) => {}
             Err(f) => {
-                tracing::warn!(fleet = %self.config.fleet, kind = f.kind, error = %f.message, "drift check failed");
+                tracing::warn!(fleet = %self.config.fleet, kind = f.kind, error = %f, "drift check failed");
                 self.metrics.error("drift");
             }
         }
@@ -706,14 +765,14 @@ impl Daemon {
         self.store
             .load()
             .await
-            .map_err(|e| Failure::new("state", Retry::Backoff, e))
+            .map_err(|e| Failure::caused("state", Retry::Backoff, e))
     }
 
     async fn prepare(&self, files: Vec<SourceFile>) -> Result<Prepared, Failure> {
         let pipeline = self.pipeline.clone();
         blocking(move || pipeline.prepare(&files))
             .await?
-            .map_err(|e| Failure::new("validate", Retry::NextPoll, e))
+            .map_err(|e| Failure::caused("validate", Retry::NextPoll, e))
     }
 
     fn count_resources(&self, state: &State) {
@@ -794,11 +853,13 @@ fn check_plan(plan: &Plan) -> Result<(), Failure> {
 /// checked again at the next drift check.
 fn session_failure(e: SessionError) -> Failure {
     match e {
-        SessionError::State(StateError::Locked { .. }) => Failure::new("lock", Retry::Backoff, e),
-        SessionError::State(_) => Failure::new("state", Retry::Backoff, e),
-        SessionError::Plan(_) => Failure::new("plan", Retry::NextPoll, e),
-        SessionError::Hook(_) => Failure::new("plan", Retry::Backoff, e),
-        SessionError::Moved { .. } => Failure::new("plan", Retry::Backoff, e),
+        SessionError::State(StateError::Locked { .. }) => {
+            Failure::caused("lock", Retry::Backoff, e)
+        }
+        SessionError::State(_) => Failure::caused("state", Retry::Backoff, e),
+        SessionError::Plan(_) => Failure::caused("plan", Retry::NextPoll, e),
+        SessionError::Hook(_) => Failure::caused("plan", Retry::Backoff, e),
+        SessionError::Moved { .. } => Failure::caused("plan", Retry::Backoff, e),
         SessionError::Apply(a) => apply_failure(a),
     }
 }
@@ -851,7 +912,7 @@ fn apply_failure(e: crate::apply::ApplyError) -> Failure {
         ApplyError::DestroyNotApproved { .. } | ApplyError::PlanHasProblems(_) => Retry::NextPoll,
         ApplyError::State(_) => Retry::Backoff,
     };
-    Failure::new("apply", retry, e)
+    Failure::caused("apply", retry, e)
 }
 
 fn root_causes(report: &crate::apply::ApplyReport) -> String {
@@ -897,10 +958,8 @@ fn source_failure(e: SourceError) -> Failure {
         _ => None,
     };
     Failure {
-        kind,
         revision,
-        message: e.to_string(),
-        retry,
+        ..Failure::caused(kind, retry, e)
     }
 }
 
@@ -1067,6 +1126,34 @@ mod tests {
             apply_failure(ApplyError::PlanHasProblems(2)).retry,
             Retry::NextPoll
         );
+    }
+
+    #[test]
+    fn a_failure_keeps_the_typed_error_and_shows_its_causes() {
+        use crate::apply::ApplyError;
+        let state = ApplyError::State(crate::state::StateError::Io {
+            path: "state/journal".into(),
+            source: std::io::Error::other("No space left on device"),
+        });
+        let f = apply_failure(state);
+        assert_eq!(
+            f.causes(),
+            vec![
+                "state file state/journal".to_string(),
+                "No space left on device".to_string()
+            ]
+        );
+        let shown = f.to_string();
+        assert!(
+            shown.starts_with("apply failed: state store failed"),
+            "{shown}"
+        );
+        assert!(
+            shown.ends_with(": state file state/journal: No space left on device"),
+            "{shown}"
+        );
+        let typed = f.cause.as_deref().unwrap();
+        assert!(typed.downcast_ref::<ApplyError>().is_some());
     }
 
     #[test]
