@@ -11,7 +11,7 @@ use fleetform_engine::report;
 use fleetform_engine::session::{ApplyRun, Locked, Outcome};
 use fleetform_engine::state::LocalStateStore;
 
-use super::{StateArgs, cancel_on_signals, color, load, plan_options, session, told};
+use super::{StateArgs, cancel_on_signals, color, load, plan_options, providers, session, told};
 use crate::Format;
 use crate::fleet::{Loaded, SourceArgs};
 use crate::gpu;
@@ -77,16 +77,9 @@ pub(crate) async fn apply(args: ApplyArgs) -> Result<Outcome> {
         None => None,
     };
     let store = LocalStateStore::open(&args.state.state)?;
-    let providers = args.source.providers(&loaded.compiled)?;
+    let (providers, inventory) = providers(&args.source, &args.gpu, &loaded).await?;
     let options = plan_options(&loaded, args.targets.clone(), args.allow_mass_delete);
-    let session = session(
-        &store,
-        &providers,
-        &args.source,
-        &args.gpu,
-        &loaded,
-        options,
-    );
+    let session = session(&store, &providers, inventory.as_ref(), &loaded, options);
     let locked = session.lock("apply").await?;
     let result = apply_locked(&args, &loaded, saved.as_ref(), &locked).await;
     locked.release().await?;

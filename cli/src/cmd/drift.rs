@@ -8,7 +8,7 @@ use fleetform_engine::report;
 use fleetform_engine::session::{ApplyRun, Outcome};
 use fleetform_engine::state::{LocalStateStore, StateStore};
 
-use super::{StateArgs, cancel_on_signals, color, load, plan_options, session, told};
+use super::{StateArgs, cancel_on_signals, color, load, plan_options, providers, session, told};
 use crate::Format;
 use crate::fleet::SourceArgs;
 use crate::gpu;
@@ -46,16 +46,9 @@ pub(crate) async fn drift(args: DriftArgs) -> Result<Outcome> {
         println!("Nothing is managed yet: run `fleetform apply` first.");
         return Ok(Outcome::Clean);
     }
-    let providers = args.source.providers(&loaded.compiled)?;
+    let (providers, inventory) = providers(&args.source, &args.gpu, &loaded).await?;
     let options = plan_options(&loaded, Vec::new(), false);
-    let session = session(
-        &store,
-        &providers,
-        &args.source,
-        &args.gpu,
-        &loaded,
-        options,
-    );
+    let session = session(&store, &providers, inventory.as_ref(), &loaded, options);
     let found = session.drift().await?;
     let plan = found.plan();
     let gpu_drift = plan.findings.iter().any(|f| {

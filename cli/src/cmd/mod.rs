@@ -13,10 +13,12 @@ pub(crate) mod validate;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Result;
 use clap::Args;
 use fleetform_engine::ResourceId;
+use fleetform_engine::observe::Providers;
 use fleetform_engine::plan::PlanOptions;
 use fleetform_engine::session::{Incomplete, Outcome, Session};
 use fleetform_engine::state::LocalStateStore;
@@ -93,13 +95,30 @@ pub(crate) fn plan_options(
     }
 }
 
-/// A session for the loaded revision against the state in `state_dir`, with the GPU
-/// inventory hook when `--gpu-inventory` is given: the engine's one orchestration path.
-pub(crate) fn session<'a>(
-    store: &'a LocalStateStore,
-    providers: &'a fleetform_engine::observe::Providers,
+/// The providers for the loaded fleet and this run's GPU reports (`--gpu-inventory`): the
+/// registered `gpu` provider and the break/fix hook read the same reports.
+pub(crate) async fn providers(
     source: &SourceArgs,
     gpu: &gpu::GpuArgs,
+    loaded: &Loaded,
+) -> Result<(Providers, Option<Arc<gpu::GpuInventory>>)> {
+    let inventory = gpu::connect(
+        gpu,
+        &source.secrets_base(),
+        &loaded.fleet,
+        &loaded.compiled.clusters,
+    )
+    .await?;
+    let providers = source.providers(&loaded.compiled, inventory.as_ref())?;
+    Ok((providers, inventory))
+}
+
+/// A session for the loaded revision against `store`, with the GPU inventory hook when
+/// `--gpu-inventory` is given: the engine's one orchestration path.
+pub(crate) fn session<'a>(
+    store: &'a LocalStateStore,
+    providers: &'a Providers,
+    gpu: Option<&Arc<gpu::GpuInventory>>,
     loaded: &'a Loaded,
     options: PlanOptions,
 ) -> Session<'a> {
@@ -110,7 +129,7 @@ pub(crate) fn session<'a>(
         options,
         Some(loaded.revision.clone()),
     )
-    .with_hooks(gpu::GpuHook::for_loaded(gpu, source, loaded))
+    .with_hooks(gpu::GpuHook::hook(gpu, &loaded.fleet))
 }
 
 /// Says on stderr why an incomplete outcome is not a success (`what` is the plan, the

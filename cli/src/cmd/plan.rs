@@ -10,7 +10,7 @@ use fleetform_engine::report;
 use fleetform_engine::session::Outcome;
 use fleetform_engine::state::LocalStateStore;
 
-use super::{StateArgs, color, load, plan_options, session, told};
+use super::{StateArgs, color, load, plan_options, providers, session, told};
 use crate::Format;
 use crate::fleet::{self, Loaded, SourceArgs};
 use crate::gpu;
@@ -51,10 +51,16 @@ pub(crate) async fn plan_against_live(
     options: &PlanOptions,
 ) -> Result<Plan> {
     let store = LocalStateStore::open(state_dir)?;
-    let providers = source.providers(&loaded.compiled)?;
-    let sp = session(&store, &providers, source, gpu, loaded, options.clone())
-        .plan()
-        .await?;
+    let (providers, inventory) = providers(source, gpu, loaded).await?;
+    let sp = session(
+        &store,
+        &providers,
+        inventory.as_ref(),
+        loaded,
+        options.clone(),
+    )
+    .plan()
+    .await?;
     let mut plan = sp.planned.plan;
     plan.releases = fleet::release_summaries(&loaded.releases, &plan, &sp.state);
     Ok(plan)
