@@ -136,8 +136,12 @@ pub(crate) fn session<'a>(
 /// apply, drift detection…); the exit status is the outcome's.
 pub(crate) fn told(outcome: Outcome, what: &str) -> Outcome {
     match outcome {
+        // A plan alone applies nothing anyway; an apply or a heal says that it did not.
+        Outcome::Incomplete(Incomplete::Problems(n)) if what == "the plan" => {
+            eprintln!("error: the plan has {n} problem(s)")
+        }
         Outcome::Incomplete(Incomplete::Problems(n)) => {
-            eprintln!("error: the plan has {n} problem(s); nothing was applied ({what})")
+            eprintln!("error: the plan has {n} problem(s); nothing was applied")
         }
         Outcome::Incomplete(Incomplete::Skipped(n)) => eprintln!(
             "error: {n} resource(s) were skipped because they could not be observed now; the rest went ahead"
