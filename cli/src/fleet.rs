@@ -332,8 +332,12 @@ impl SourceArgs {
     }
 
     /// The providers the compiled resources need.
-    pub fn providers(&self, compiled: &Compiled) -> Result<Providers> {
-        providers_for(compiled, &self.secrets_base(), self.secrets())
+    pub fn providers(
+        &self,
+        compiled: &Compiled,
+        gpu: Option<&Arc<crate::gpu::GpuInventory>>,
+    ) -> Result<Providers> {
+        providers_for(compiled, &self.secrets_base(), self.secrets(), gpu)
     }
 }
 
@@ -354,13 +358,17 @@ pub fn compile_files(
 }
 
 /// Every provider this binary links, by name. Adding a provider adds one line here
-/// (and its crate); the engine never names a provider.
-pub fn registry() -> Registry {
+/// (and its crate); the engine never names a provider. The `gpu` provider is registered when
+/// the run reads GPU reports (`--gpu-inventory`), over the same source break/fix reads.
+pub fn registry(gpu: Option<&Arc<crate::gpu::GpuInventory>>) -> Registry {
     let mut r = Registry::new();
     fleetform_kube::register(&mut r);
     fleetform_redfish::register(&mut r);
     fleetform_ngc::register(&mut r);
     fleetform_nico::register(&mut r);
+    if let Some(g) = gpu {
+        fleetform_gpu::register(&mut r, g.source());
+    }
     r
 }
 
@@ -371,13 +379,14 @@ pub fn providers_for(
     compiled: &Compiled,
     secrets_base: &Path,
     secrets: Arc<dyn SecretResolver>,
+    gpu: Option<&Arc<crate::gpu::GpuInventory>>,
 ) -> Result<Providers> {
     let config = ProviderConfig {
         clusters: compiled.clusters.clone(),
         secrets,
         secrets_base: secrets_base.to_path_buf(),
     };
-    Providers::from_registry(&registry(), &config).map_err(anyhow::Error::new)
+    Providers::from_registry(&registry(gpu), &config).map_err(anyhow::Error::new)
 }
 
 /// The serve daemon's pipeline: the same validate → compile → providers path
@@ -385,6 +394,8 @@ pub fn providers_for(
 pub struct ServePipeline {
     /// Where relative secret and kubeconfig references are resolved.
     pub secrets_base: PathBuf,
+    /// GPU inventory reports for break/fix and GPU drift, as for `apply`.
+    pub gpu: crate::gpu::GpuArgs,
 }
 
 impl fleetform_engine::serve::Pipeline for ServePipeline {
@@ -426,10 +437,19 @@ impl fleetform_engine::serve::Pipeline for ServePipeline {
                         .join("; ")
                 )
             })?;
+        // The GPU reports, read by the registered `gpu` provider and the break/fix hook alike.
+        let gpu = tokio::runtime::Handle::current()
+            .block_on(crate::gpu::connect(
+                &self.gpu,
+                &self.secrets_base,
+                &fleet,
+                &compiled.clusters,
+            ))
+            .map_err(|e| format!("{e:#}"))?;
         let inputs_digest =
             (!releases.is_empty()).then(|| fleetform_charts::charts_digest(&releases));
-        let providers =
-            providers_for(&compiled, &self.secrets_base, secrets).map_err(|e| format!("{e:#}"))?;
+        let providers = providers_for(&compiled, &self.secrets_base, secrets, gpu.as_ref())
+            .map_err(|e| format!("{e:#}"))?;
         Ok(fleetform_engine::serve::Prepared {
             desired: compiled.resources,
             providers,
@@ -438,6 +458,9 @@ impl fleetform_engine::serve::Pipeline for ServePipeline {
                 inputs_digest,
                 ..Default::default()
             },
+            hooks: crate::gpu::GpuHook::hook(gpu.as_ref(), &fleet)
+                .into_iter()
+                .collect(),
         })
     }
 }

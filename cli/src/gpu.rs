@@ -21,7 +21,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
 
-use crate::fleet::{Loaded, SourceArgs};
+use fleetform_engine::compile::ClusterRef;
+use fleetform_engine::session::{BoxError, HookObservation, ObserveHook};
+use std::sync::Arc;
 
 /// The field manager the reporter writes with (never `fleetform`, so the engine's
 /// own server-side applies and the reports never fight over a field).
@@ -46,16 +48,6 @@ pub struct GpuObserved {
     pub breakfix: BreakFix,
     /// Pool-vs-inventory differences.
     pub drift: Vec<Finding>,
-}
-
-impl GpuObserved {
-    /// Every finding, break/fix first.
-    pub fn findings(&self) -> Vec<Finding> {
-        let mut v = self.breakfix.findings.clone();
-        v.extend(self.drift.iter().cloned());
-        v.sort();
-        v
-    }
 }
 
 /// A client for a kubeconfig (and context), or the in-cluster / `$KUBECONFIG` one.
@@ -175,68 +167,159 @@ fn cluster_of_nodes(fleet: &Fleet) -> BTreeMap<String, String> {
     out
 }
 
-/// Reads the GPU reports (and, from a cluster, the Nodes' cordons) and decides
-/// break/fix. `None` when no `--gpu-inventory` was given.
-pub async fn observe(
+/// Where this run reads GPU reports from (`--gpu-inventory`), shared by the registered `gpu`
+/// provider and the break/fix hook, so both see the same reports through the same clients.
+pub struct GpuInventory {
+    source: Arc<dyn InventorySource>,
+    /// Node → its cluster's client, to read the Nodes' cordons (empty for a directory).
+    clients: BTreeMap<String, Client>,
+    max_age: u64,
+}
+
+impl GpuInventory {
+    /// The source the `gpu` provider reads through.
+    pub fn source(&self) -> Arc<dyn InventorySource> {
+        self.source.clone()
+    }
+}
+
+/// Connects to where `args` says the reports are: `cluster` (a client per tenant cluster of
+/// the fleet's GPU nodes) or a directory. `None` when no `--gpu-inventory` was given.
+pub async fn connect(
     args: &GpuArgs,
-    source: &SourceArgs,
-    loaded: &Loaded,
-) -> Result<Option<GpuObserved>> {
+    secrets_base: &Path,
+    fleet: &Fleet,
+    clusters: &BTreeMap<String, ClusterRef>,
+) -> Result<Option<Arc<GpuInventory>>> {
     let Some(from) = &args.source else {
         return Ok(None);
     };
-    let fleet = &loaded.fleet;
-    let now = fleetform_gpu::fleet::now_secs();
-    let (mut conditions, fresh) = if from == "cluster" {
-        let mut clients: BTreeMap<String, Client> = BTreeMap::new();
-        let mut by_cluster: BTreeMap<String, Client> = BTreeMap::new();
-        for (node, cluster) in cluster_of_nodes(fleet) {
-            if !by_cluster.contains_key(&cluster) {
-                let c = loaded
-                    .compiled
-                    .clusters
-                    .get(&cluster)
-                    .with_context(|| format!("cluster {cluster} is not in the fleet"))?;
-                let path = crate::fleet::kubeconfig_path(&c.kubeconfig, &source.secrets_base())
-                    .with_context(|| format!("kubeconfig of cluster {cluster}"))?;
-                let client = client(Some(&path), c.context.clone())
-                    .await
-                    .with_context(|| format!("cluster {cluster}"))?;
-                by_cluster.insert(cluster.clone(), client);
-            }
-            if let Some(c) = by_cluster.get(&cluster) {
-                clients.insert(node, c.clone());
-            }
-        }
-        let src = ClusterSource { clients };
-        let (mut conditions, fresh) =
-            fleetform_gpu::fleet::observe(fleet, &src, now, args.max_age).await;
-        for c in &mut conditions {
-            let Some(client) = src.clients.get(&c.node) else {
-                continue;
-            };
-            let nodes: Api<Node> = Api::all(client.clone());
-            let node = nodes
-                .get_opt(&c.node)
-                .await
-                .with_context(|| format!("reading Node {}", c.node))?;
-            if let Some(n) = node {
-                c.cordoned = n.spec.and_then(|s| s.unschedulable).unwrap_or(false);
-                c.cordon_reason = n
-                    .metadata
-                    .annotations
-                    .and_then(|mut a| a.remove(CORDON_REASON_ANNOTATION));
-            }
-        }
-        (conditions, fresh)
-    } else {
+    if from != "cluster" {
         // A directory: for a workstation and tests. Cordons are not observed.
-        let src = DirSource::new(PathBuf::from(from));
-        fleetform_gpu::fleet::observe(fleet, &src, now, args.max_age).await
-    };
+        return Ok(Some(Arc::new(GpuInventory {
+            source: Arc::new(DirSource::new(PathBuf::from(from))),
+            clients: BTreeMap::new(),
+            max_age: args.max_age,
+        })));
+    }
+    let mut clients: BTreeMap<String, Client> = BTreeMap::new();
+    let mut by_cluster: BTreeMap<String, Client> = BTreeMap::new();
+    for (node, cluster) in cluster_of_nodes(fleet) {
+        if !by_cluster.contains_key(&cluster) {
+            let c = clusters
+                .get(&cluster)
+                .with_context(|| format!("cluster {cluster} is not in the fleet"))?;
+            let path = crate::fleet::kubeconfig_path(&c.kubeconfig, secrets_base)
+                .with_context(|| format!("kubeconfig of cluster {cluster}"))?;
+            let client = client(Some(&path), c.context.clone())
+                .await
+                .with_context(|| format!("cluster {cluster}"))?;
+            by_cluster.insert(cluster.clone(), client);
+        }
+        if let Some(c) = by_cluster.get(&cluster) {
+            clients.insert(node, c.clone());
+        }
+    }
+    Ok(Some(Arc::new(GpuInventory {
+        source: Arc::new(ClusterSource {
+            clients: clients.clone(),
+        }),
+        clients,
+        max_age: args.max_age,
+    })))
+}
+
+/// The GPU inventory as an observe hook of the engine's session: the same for `plan`,
+/// `apply`, `drift` and `serve`.
+pub struct GpuHook {
+    inventory: Arc<GpuInventory>,
+    fleet: Fleet,
+}
+
+impl GpuHook {
+    /// A hook for `fleet` reading `inventory`; `None` without one.
+    pub fn hook(
+        inventory: Option<&Arc<GpuInventory>>,
+        fleet: &Fleet,
+    ) -> Option<Arc<dyn ObserveHook>> {
+        Some(Arc::new(Self {
+            inventory: inventory?.clone(),
+            fleet: fleet.clone(),
+        }))
+    }
+}
+
+#[async_trait]
+impl ObserveHook for GpuHook {
+    async fn observe(&self) -> Result<HookObservation, BoxError> {
+        let g = observe(&self.inventory, &self.fleet).await?;
+        Ok(HookObservation {
+            breakfix: Some(g.breakfix),
+            findings: g.drift,
+        })
+    }
+}
+
+/// Reads the GPU reports (and, from a cluster, the Nodes' cordons) and decides break/fix.
+pub async fn observe(inventory: &GpuInventory, fleet: &Fleet) -> Result<GpuObserved> {
+    let now = fleetform_gpu::fleet::now_secs();
+    let (mut conditions, fresh) =
+        fleetform_gpu::fleet::observe(fleet, inventory.source.as_ref(), now, inventory.max_age)
+            .await;
+    for c in &mut conditions {
+        let Some(client) = inventory.clients.get(&c.node) else {
+            continue;
+        };
+        let nodes: Api<Node> = Api::all(client.clone());
+        let node = nodes
+            .get_opt(&c.node)
+            .await
+            .with_context(|| format!("reading Node {}", c.node))?;
+        if let Some(n) = node {
+            c.cordoned = n.spec.and_then(|s| s.unschedulable).unwrap_or(false);
+            c.cordon_reason = n
+                .metadata
+                .annotations
+                .and_then(|mut a| a.remove(CORDON_REASON_ANNOTATION));
+        }
+    }
     conditions.sort_by(|a, b| a.node.cmp(&b.node));
-    Ok(Some(GpuObserved {
+    Ok(GpuObserved {
         breakfix: breakfix::assess(fleet, &conditions),
         drift: fleetform_gpu::fleet::drift_findings(fleet, &fresh),
-    }))
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use fleetform_engine::registry::ProviderConfig;
+
+    fn config() -> ProviderConfig {
+        ProviderConfig {
+            clusters: BTreeMap::new(),
+            secrets: Arc::new(fleetform_engine::secret::LocalSecrets::default()),
+            secrets_base: PathBuf::from("."),
+        }
+    }
+
+    #[test]
+    fn the_gpu_provider_is_registered_when_the_run_reads_gpu_reports() {
+        let without = crate::fleet::registry(None);
+        assert!(!without.names().any(|n| n == "gpu"));
+        let inventory = Arc::new(GpuInventory {
+            source: Arc::new(DirSource::new(PathBuf::from("reports"))),
+            clients: BTreeMap::new(),
+            max_age: 900,
+        });
+        let with = crate::fleet::registry(Some(&inventory));
+        assert!(with.names().any(|n| n == "gpu"));
+        let providers =
+            fleetform_engine::observe::Providers::from_registry(&with, &config()).unwrap();
+        let gpu = providers
+            .for_id(&fleetform_gpu::GpuProvider::id("r01-n01"))
+            .unwrap();
+        assert_eq!(gpu.name(), "gpu");
+    }
 }

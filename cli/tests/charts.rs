@@ -409,3 +409,42 @@ spec:
         "a re-plan after the apply is empty"
     );
 }
+
+#[tokio::test]
+async fn apply_events_ndjson_puts_one_json_event_per_line_on_stdout_and_the_rest_on_stderr() {
+    let Some(kc) = kubeconfig() else { return };
+    let _one = SERIAL.lock().await;
+    let yaml = fleet("v26.7.0", "charts-events", "");
+    let dir = setup(&kc, &yaml);
+    let first = run(dir.path(), &["apply"]);
+    assert_eq!(first.status.code(), Some(0), "{}", text(&first));
+    // Another driver version changes the ClusterPolicy: at least one call, so events.
+    let other = yaml.replace("580.95.05", "580.105.08");
+    assert_ne!(other, yaml);
+    std::fs::write(dir.path().join("fleet/fleet.yaml"), &other).unwrap();
+    let apply = run(dir.path(), &["apply", "--events", "ndjson"]);
+    // The cluster is shared with the other tests: put the first version back.
+    std::fs::write(dir.path().join("fleet/fleet.yaml"), &yaml).unwrap();
+    let back = run(dir.path(), &["apply"]);
+    assert_eq!(back.status.code(), Some(0), "{}", text(&back));
+    assert_eq!(apply.status.code(), Some(0), "{}", text(&apply));
+    let stdout = String::from_utf8_lossy(&apply.stdout);
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: `{l}`\n{}", text(&apply))))
+        .collect();
+    let kind = |e: &Value| e["event"].as_str().unwrap().to_string();
+    let started: Vec<&Value> = events.iter().filter(|e| kind(e) == "started").collect();
+    let succeeded: Vec<&Value> = events.iter().filter(|e| kind(e) == "succeeded").collect();
+    assert!(!started.is_empty(), "{}", text(&apply));
+    assert_eq!(started.len(), succeeded.len(), "{}", text(&apply));
+    for s in &started {
+        assert!(
+            succeeded.iter().any(|d| d["id"] == s["id"]),
+            "{} started and never succeeded",
+            s["id"]
+        );
+    }
+    let stderr = String::from_utf8_lossy(&apply.stderr);
+    assert!(stderr.contains("Applied revision"), "{}", text(&apply));
+}

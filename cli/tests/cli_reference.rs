@@ -44,7 +44,15 @@ fn render() -> String {
          Generated from `fleetform <command> --help`; `cargo test -p fleetform --test cli_reference`\n\
          fails when this page and the binary disagree (refresh it with `FLEETFORM_BLESS=1`).\n\n\
          Exit status of every command: **0** success and nothing to change, **2** success and changes\n\
-         present (`plan`, `drift`), **1** an error (including usage errors).\n",
+         present (`plan`, `drift`), **1** an error (including usage errors) or an incomplete run\n\
+         (plan problems, resources skipped because they could not be observed, failed changes),\n\
+         **130** an apply or remediation interrupted by SIGINT/SIGTERM (calls in flight recorded).\n\n\
+         `apply --events ndjson` writes one JSON object per apply event on stdout, flushed per line\n\
+         (the plan and the summary go to stderr). Each has `event` and `id` (the resource address):\n\
+         `started` (`action`), `retrying` (`attempt`, `error`, `delay_ms`), `waiting-healthy`\n\
+         (`message`), `waiting-rollout` (`pool`, `reason`), `succeeded` (`action`, `elapsed_ms`),\n\
+         `failed` (`error`), `skipped` (`root`: the failure it waited for), `maintenance` (`node`,\n\
+         `cordoned`).\n",
     );
     let mut queue = vec![Vec::<String>::new()];
     while let Some(path) = queue.pop() {

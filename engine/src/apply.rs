@@ -6,7 +6,10 @@
 //! point resumes without duplicates and without forgetting anything created.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock, so that deadlines follow paused time in tests as the sleeps do.
+use tokio::time::Instant;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde::{Deserialize, Serialize};
@@ -34,7 +37,7 @@ pub struct ApplyOptions {
     pub max_attempts: u32,
     /// First retry delay; doubles each attempt, with jitter.
     pub base_backoff: Duration,
-    /// Longest retry delay.
+    /// Longest retry delay, a provider's `Retry-After` included.
     pub max_backoff: Duration,
     /// Timeout of each provider call.
     pub call_timeout: Duration,
@@ -395,6 +398,7 @@ pub async fn apply(
                     options,
                     &emit,
                     group.cloned(),
+                    cancel.clone(),
                 ));
             }
         }
@@ -502,6 +506,16 @@ pub async fn apply(
             report.interrupted = true;
             Outcome::NotStarted
         });
+    }
+    // A change whose wait (retry delay, drain, health) a cancel cut short failed because of
+    // the interruption: the run reads as interrupted, not as a failure to investigate.
+    if *cancel.borrow()
+        && report
+            .outcomes
+            .values()
+            .any(|o| !matches!(o, Outcome::Applied { .. }))
+    {
+        report.interrupted = true;
     }
     if report.succeeded()
         && let Some(rev) = &plan.revision
@@ -712,6 +726,7 @@ impl<'a> Schedule<'a> {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // one change's inputs, each distinct
 async fn run_one<'a>(
     change: &'a PlannedChange,
     desired: Option<&'a Desired>,
@@ -720,16 +735,18 @@ async fn run_one<'a>(
     options: &'a ApplyOptions,
     emit: &'a (dyn Fn(ApplyEvent) + Sync),
     group: Option<RolloutGroup>,
+    cancel: watch::Receiver<bool>,
 ) -> (ResourceId, Result<Step, Failure>, Option<RolloutGroup>) {
-    let result = match run_one_inner(change, desired, inputs, previous, options, emit).await {
-        // Journaled here, not by the loop that collects results, so a slow store never holds
-        // up the loop; the intent is durable, so the result may wait for the next sync.
-        Ok(step) => record_results(inputs.store, &step.journal)
-            .await
-            .map(|()| step)
-            .map_err(Failure::Journal),
-        Err(e) => Err(Failure::Resource(e)),
-    };
+    let result =
+        match run_one_inner(change, desired, inputs, previous, options, emit, &cancel).await {
+            // Journaled here, not by the loop that collects results, so a slow store never holds
+            // up the loop; the intent is durable, so the result may wait for the next sync.
+            Ok(step) => record_results(inputs.store, &step.journal)
+                .await
+                .map(|()| step)
+                .map_err(Failure::Journal),
+            Err(e) => Err(Failure::Resource(e)),
+        };
     (change.id.clone(), result, group)
 }
 
@@ -768,6 +785,10 @@ fn inventory_entry(
     }
 }
 
+/// One change: cordon and drain its node when disruptive, the provider call with retries,
+/// the health wait, the release. A cancel ends every wait at once (a retry delay, the drain,
+/// the health polls); a provider call already made finishes. A change stopped that way is a
+/// failure: its intent stays pending in the journal, so the next plan observes it again.
 async fn run_one_inner(
     change: &PlannedChange,
     desired: Option<&Desired>,
@@ -775,6 +796,7 @@ async fn run_one_inner(
     previous: Option<InventoryEntry>,
     options: &ApplyOptions,
     emit: &(dyn Fn(ApplyEvent) + Sync),
+    cancel: &watch::Receiver<bool>,
 ) -> Result<Step, String> {
     let start = Instant::now();
     let id = &change.id;
@@ -827,7 +849,7 @@ async fn run_one_inner(
         .filter(|_| change.disruptive && change.action != Action::Delete);
     if let Some(node) = maintenance {
         let reason = format!("fleetform: {} ({:?})", id, change.action);
-        maintain(inputs, options, id, node, Some(&reason)).await?;
+        maintain(inputs, options, id, node, Some(&reason), cancel).await?;
         emit(ApplyEvent::Maintenance {
             id: id.clone(),
             node: node.clone(),
@@ -841,20 +863,20 @@ async fn run_one_inner(
         None => e,
     };
     if let Some(node) = maintenance {
-        drain(inputs, options, id, node)
+        drain(inputs, options, id, node, cancel)
             .await
             .map_err(left_cordoned)?;
     }
-    let applied = apply_with_retries(provider.as_ref(), &request, &cx, id, options, emit)
+    let applied = apply_with_retries(provider.as_ref(), &request, &cx, id, options, emit, cancel)
         .await
         .map_err(left_cordoned)?;
     if change.action != Action::Delete {
-        wait_healthy(provider.as_ref(), id, &applied, options, emit)
+        wait_healthy(provider.as_ref(), id, &applied, options, emit, cancel)
             .await
             .map_err(left_cordoned)?;
     }
     if let Some(node) = maintenance {
-        maintain(inputs, options, id, node, None)
+        maintain(inputs, options, id, node, None, cancel)
             .await
             .map_err(|e| format!("applied, but releasing the maintenance cordon failed: {e}"))?;
         emit(ApplyEvent::Maintenance {
@@ -889,6 +911,7 @@ async fn drain(
     options: &ApplyOptions,
     id: &ResourceId,
     node: &ResourceId,
+    cancel: &watch::Receiver<bool>,
 ) -> Result<(), String> {
     let provider = inputs.providers.for_id(node).ok_or_else(|| {
         format!(
@@ -902,15 +925,19 @@ async fn drain(
             provider.name()
         )
     })?;
-    maintenance
-        .drain(node, options.drain_timeout)
-        .await
-        .map_err(|e| {
-            format!(
-                "cannot drain {node} before changing {id}: {}",
-                error_chain(&e)
-            )
-        })
+    // Dropping the drain stops its evictions: the node stays cordoned, nothing is changed.
+    let drained = tokio::select! {
+        r = maintenance.drain(node, options.drain_timeout) => r,
+        () = cancelled(cancel) => {
+            return Err(format!("interrupted while draining {node} before changing {id}; not changed"));
+        }
+    };
+    drained.map_err(|e| {
+        format!(
+            "cannot drain {node} before changing {id}: {}",
+            error_chain(&e)
+        )
+    })
 }
 
 /// Cordons (`reason`) or releases (`None`) a node through its provider,
@@ -921,6 +948,7 @@ async fn maintain(
     id: &ResourceId,
     node: &ResourceId,
     reason: Option<&str>,
+    cancel: &watch::Receiver<bool>,
 ) -> Result<(), String> {
     let provider = inputs.providers.for_id(node).ok_or_else(|| {
         format!(
@@ -957,8 +985,12 @@ async fn maintain(
         match result {
             Ok(_) => return Ok(()),
             Err(e) if e.is_transient() && attempt < options.max_attempts => {
-                tokio::time::sleep(e.retry_after.unwrap_or_else(|| backoff(options, attempt)))
-                    .await;
+                if !pause(retry_delay(options, &e, attempt), cancel).await {
+                    return Err(format!(
+                        "cannot {what} {node}: interrupted before retrying: {}",
+                        error_chain(&e)
+                    ));
+                }
             }
             Err(e) => {
                 return Err(format!("cannot {what} {node}: {}", error_chain(&e)));
@@ -975,6 +1007,7 @@ async fn apply_with_retries(
     id: &ResourceId,
     options: &ApplyOptions,
     emit: &(dyn Fn(ApplyEvent) + Sync),
+    cancel: &watch::Receiver<bool>,
 ) -> Result<Applied, String> {
     let mut attempt = 0;
     loop {
@@ -990,14 +1023,20 @@ async fn apply_with_retries(
         match result {
             Ok(a) => return Ok(a),
             Err(e) if e.is_transient() && attempt < options.max_attempts => {
-                let delay = e.retry_after.unwrap_or_else(|| backoff(options, attempt));
+                let delay = retry_delay(options, &e, attempt);
                 emit(ApplyEvent::Retrying {
                     id: id.clone(),
                     attempt,
                     error: error_chain(&e),
                     delay_ms: delay.as_millis() as u64,
                 });
-                tokio::time::sleep(delay).await;
+                if !pause(delay, cancel).await {
+                    return Err(format!(
+                        "interrupted before retry {}: {}",
+                        attempt + 1,
+                        error_chain(&e)
+                    ));
+                }
             }
             Err(e) => {
                 let suffix = if e.is_transient() {
@@ -1018,11 +1057,23 @@ async fn wait_healthy(
     applied: &Applied,
     options: &ApplyOptions,
     emit: &(dyn Fn(ApplyEvent) + Sync),
+    cancel: &watch::Receiver<bool>,
 ) -> Result<(), String> {
     let deadline = Instant::now() + options.health_timeout;
     let mut last_message = String::new();
     loop {
-        match provider.health(id, &applied.spec).await {
+        // The same bound as the apply call: a health check that hangs is a transient error.
+        let health =
+            match tokio::time::timeout(options.call_timeout, provider.health(id, &applied.spec))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(ProviderError::transient(
+                    id,
+                    format!("health: no answer within {:?}", options.call_timeout),
+                )),
+            };
+        match health {
             Ok(Health::Ready) => return Ok(()),
             Ok(Health::Failed(m)) => return Err(format!("{id}: applied but unhealthy: {m}")),
             Ok(Health::Progressing(m)) => {
@@ -1043,7 +1094,36 @@ async fn wait_healthy(
                 options.health_timeout
             ));
         }
-        tokio::time::sleep(options.health_poll).await;
+        if !pause(options.health_poll, cancel).await {
+            return Err(format!(
+                "{id}: applied, but interrupted while waiting for it to be healthy: {last_message}"
+            ));
+        }
+    }
+}
+
+/// The delay before retrying after `e`: the provider's `Retry-After` when it gave one, else
+/// the backoff; either way at most `max_backoff`, so a server asking for an hour cannot
+/// hold an apply (and a shutdown) that long.
+fn retry_delay(options: &ApplyOptions, e: &ProviderError, attempt: u32) -> Duration {
+    e.retry_after
+        .map_or_else(|| backoff(options, attempt), |d| d.min(options.max_backoff))
+}
+
+/// Sleeps `delay` unless the cancel signal turns true first; `false` when it did.
+async fn pause(delay: Duration, cancel: &watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = cancelled(cancel) => false,
+    }
+}
+
+/// Resolves once the cancel signal is true (at once if it already is). A dropped sender can
+/// never cancel: then it never resolves.
+async fn cancelled(cancel: &watch::Receiver<bool>) {
+    let mut rx = cancel.clone();
+    if rx.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

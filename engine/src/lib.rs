@@ -37,6 +37,7 @@ pub mod pins;
 pub mod plan;
 pub mod reconcile;
 pub mod report;
+pub mod session;
 pub mod state;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

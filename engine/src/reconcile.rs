@@ -1,5 +1,6 @@
 //! The stages strung together: plan (scope → observe → diff) and apply with
-//! locking and journaling. The CLI, `serve` and tests all go through here.
+//! locking and journaling, under the engine's one orchestration path (`session`), which
+//! the CLI and `serve` go through; tests also call these stages directly.
 
 use std::collections::BTreeMap;
 

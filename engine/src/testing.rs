@@ -41,6 +41,15 @@ pub struct Script {
     pub node_down: Option<String>,
     /// Reading this node's state fails.
     pub availability_fails: bool,
+    /// The transient failures carry this `Retry-After`, as a throttling API says it.
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
+    /// Draining this node takes this long (pods slow to evict).
+    #[serde(default)]
+    pub drain_ms: u64,
+    /// Health checks of this resource take this long to answer.
+    #[serde(default)]
+    pub health_latency_ms: u64,
 }
 
 /// The persisted world: live objects and how often each was created.
@@ -255,10 +264,12 @@ impl Provider for MemoryProvider {
             return Err(ProviderError::permanent(id, msg));
         }
         if attempt <= script.transient_failures {
-            return Err(ProviderError::transient(
+            let mut e = ProviderError::transient(
                 id,
                 format!("503 service unavailable (attempt {attempt})"),
-            ));
+            );
+            e.retry_after = script.retry_after_ms.map(Duration::from_millis);
+            return Err(e);
         }
         let spec = request.desired.map(|d| d.spec.clone());
         match (request.change.action, spec) {
@@ -313,7 +324,13 @@ impl Provider for MemoryProvider {
         id: &ResourceId,
         _spec: &serde_json::Value,
     ) -> Result<Health, ProviderError> {
-        let slow = self.lock_scripts().get(id).map_or(0, |s| s.slow_health);
+        let (slow, latency) = self
+            .lock_scripts()
+            .get(id)
+            .map_or((0, 0), |s| (s.slow_health, s.health_latency_ms));
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
         let mut w = self.lock_world();
         let n = w.health_polls.entry(id.clone()).or_default();
         *n += 1;
@@ -354,11 +371,11 @@ impl NodeMaintenance for MemoryProvider {
         node: &ResourceId,
         _timeout: std::time::Duration,
     ) -> Result<(), ProviderError> {
-        if let Some(m) = self
-            .lock_scripts()
-            .get(node)
-            .and_then(|s| s.drain_fails.clone())
-        {
+        let script = self.lock_scripts().get(node).cloned().unwrap_or_default();
+        if script.drain_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(script.drain_ms)).await;
+        }
+        if let Some(m) = script.drain_fails {
             return Err(ProviderError::permanent(node, m));
         }
         let mut w = self.lock_world();

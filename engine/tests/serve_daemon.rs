@@ -54,6 +54,7 @@ impl Pipeline for LinesPipeline {
             desired,
             providers: Providers::new().with(self.provider.clone()),
             plan_options: PlanOptions::default(),
+            hooks: Vec::new(),
         })
     }
 }
@@ -444,6 +445,31 @@ async fn scheduled_drift_is_reported_and_healed_only_with_self_heal() {
     assert_eq!(setup.value("b").as_deref(), Some("1"), "healed");
     let again = healer.check_drift(&rx).await.unwrap().unwrap();
     assert!(again.drifted.is_empty(), "{again:?}");
+}
+
+#[tokio::test]
+async fn self_heal_applies_nothing_while_another_process_holds_the_state_lock() {
+    let work = fleet_repo("a: 1\nb: 1\n");
+    let setup = Setup::new();
+    let url = work.path().to_str().unwrap().to_string();
+    let mut healer = setup.daemon(setup.config(&url, "drift: {interval: 1s, selfHeal: true}\n"));
+    let (_tx, rx) = watch::channel(false);
+    healer.reconcile(&rx).await.unwrap();
+    setup
+        .provider
+        .tamper(&id("b"), |o| o["value"] = json!("changed by hand"));
+    // Another process (a `fleetform apply`) holds the lock: the heal must not apply
+    // under it, and says whose lock stopped it.
+    let store = LocalStateStore::open(setup.dir.path().join("state")).unwrap();
+    let other = LockInfo::for_this_process("apply by someone else");
+    store.lock(&other).await.unwrap();
+    let failure = healer.check_drift(&rx).await.unwrap_err();
+    assert_eq!(failure.kind, "lock", "{failure}");
+    assert_eq!(setup.value("b").as_deref(), Some("changed by hand"));
+    store.unlock(&other).await.unwrap();
+    let report = healer.check_drift(&rx).await.unwrap().unwrap();
+    assert!(report.healed, "{report:?}");
+    assert_eq!(setup.value("b").as_deref(), Some("1"));
 }
 
 /// Receives notification events on 127.0.0.1.

@@ -4,16 +4,15 @@
 //! construction. It wakes on the poll interval, on a push webhook (which only
 //! makes the next fetch immediate: the daemon fetches and checks the ref
 //! itself) and on the drift schedule. A reconcile is fetch → history and
-//! signature checks → validate and compile → plan → apply, holding the state
-//! lock from plan to the end of apply. Failures that may pass (a fetch, a BMC,
+//! signature checks → validate and compile → the engine's one orchestration
+//! path ([`crate::session`]: lock → state → observe hooks → plan → gates →
+//! apply), holding the state lock from plan to the end of apply. Failures that may pass (a fetch, a BMC,
 //! the lock) are retried with backoff; failures that need a new commit (an
 //! invalid manifest, an unsigned commit, a rewritten history) wait for the next
 //! poll and are notified once. Shutdown cancels through the apply's own cancel
 //! signal: calls in flight finish and are journaled, nothing new starts, the
 //! lock is released.
-//!
-//! Size: over 1,000 lines because the reconcile loop, retries and drift schedule still share
-//! this file; they move out with issue 16's single orchestration `Session` (not done yet).
+//! How a failure is classified and retried is in [`super::failure`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,19 +30,22 @@ use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
 use super::config::{DriftSchedule, ServeConfig, parse_cron};
+pub use super::failure::{Failure, Retry};
+use super::failure::{check_plan, outcome_failure, session_failure, source_failure};
 use super::metrics::{self, Metrics};
 use super::notify::{Backoff, Event, EventType, Notifier};
 use super::webhook::{self, WebhookEvent, WebhookProvider};
 use crate::apply::ApplyOptions;
 use crate::load::SourceFile;
 use crate::observe::Providers;
-use crate::plan::{Plan, PlanOptions};
-use crate::reconcile::{ObserveOptions, make_plan, remediation, run_apply};
+use crate::plan::PlanOptions;
+use crate::reconcile::ObserveOptions;
 use crate::resource::{Desired, ResourceId};
 use crate::secret::{SecretError, SecretResolver};
 use crate::sensitive::Sensitive;
-use crate::source::{GitRef, GitSource, SourceError};
-use crate::state::{LocalStateStore, LockInfo, State, StateError, StateStore};
+use crate::session::{ApplyRun, ObserveHook, Session};
+use crate::source::{GitRef, GitSource};
+use crate::state::{LocalStateStore, State, StateError, StateStore};
 
 /// Any error a [`Pipeline`] reports; its `Display` is shown to people.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -56,6 +58,9 @@ pub struct Prepared {
     pub providers: Providers,
     /// Plan settings the fleet implies (e.g. its prune guard).
     pub plan_options: PlanOptions,
+    /// Observed state besides the resources (GPU inventory for break/fix), the same
+    /// hooks the CLI runs.
+    pub hooks: Vec<Arc<dyn ObserveHook>>,
 }
 
 /// Turns the manifest files of one revision into [`Prepared`] resources.
@@ -69,17 +74,18 @@ pub trait Pipeline: Send + Sync {
     fn prepare(&self, files: &[SourceFile]) -> Result<Prepared, BoxError>;
 }
 
-/// Why the daemon could not start or run.
+/// Why the daemon could not start or run. Each message leaves its cause to the error chain
+/// (`source()`), which whoever prints it shows cause by cause.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// The webhook secret could not be read.
-    #[error("webhook secret: {0}")]
+    #[error("webhook secret")]
     WebhookSecret(#[source] SecretError),
     /// The state directory could not be opened.
     #[error(transparent)]
     State(#[from] StateError),
     /// The HTTP listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         /// The configured address.
         addr: SocketAddr,
@@ -91,7 +97,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Notifier(#[from] super::notify::NotifyError),
     /// The HTTP server stopped with an error.
-    #[error("HTTP server: {0}")]
+    #[error("HTTP server")]
     Server(#[source] std::io::Error),
 }
 
@@ -111,8 +117,12 @@ pub struct Status {
     pub busy: bool,
     /// The last reconcile's result: `applied`, `up-to-date` or `failed`.
     pub last_result: Option<String>,
-    /// The last reconcile's error, when it failed.
+    /// The last reconcile's error, when it failed, with its causes (`KIND failed: …: …`).
     pub last_error: Option<String>,
+    /// The causes under the last error's own message, outermost first (e.g. the I/O error
+    /// under `state file …`); empty when it succeeded or had none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub last_error_causes: Vec<String>,
     /// Failed reconciles in a row.
     pub consecutive_failures: u32,
     /// When the last reconcile ended (RFC 3339).
@@ -138,51 +148,6 @@ pub enum Reconciled {
         /// The plan's totals, one line.
         summary: String,
     },
-}
-
-/// When a failed reconcile is tried again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Retry {
-    /// Soon, with growing delays (up to the poll interval): it may pass by itself.
-    Backoff,
-    /// At the next poll: it needs a new commit or a change on the host.
-    NextPoll,
-}
-
-/// A reconcile that failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
-    /// The stage, also the `kind` label of `fleetform_errors_total`:
-    /// state, fetch, history, verify, validate, lock, plan, apply, interrupted.
-    pub kind: &'static str,
-    /// The commit concerned, when known.
-    pub revision: Option<String>,
-    /// What went wrong, for people (never a secret).
-    pub message: String,
-    /// When to try again.
-    pub retry: Retry,
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} failed: {}", self.kind, self.message)
-    }
-}
-
-impl Failure {
-    fn new(kind: &'static str, retry: Retry, message: impl ToString) -> Self {
-        Self {
-            kind,
-            revision: None,
-            message: message.to_string(),
-            retry,
-        }
-    }
-
-    fn at(mut self, revision: &str) -> Self {
-        self.revision = Some(revision.to_string());
-        self
-    }
 }
 
 /// What a drift check found.
@@ -440,6 +405,7 @@ impl Daemon {
                 self.update_status(|s| {
                     s.last_result = Some(label.into());
                     s.last_error = None;
+                    s.last_error_causes.clear();
                     s.consecutive_failures = 0;
                     s.last_applied_revision = Some(commit.clone());
                     s.head = Some(commit);
@@ -447,9 +413,9 @@ impl Daemon {
             }
             Err(f) => {
                 self.dirty = true;
-                tracing::warn!(fleet = %self.config.fleet, kind = f.kind, revision = ?f.revision, error = %f.message, "reconcile failed");
+                tracing::warn!(fleet = %self.config.fleet, kind = f.kind, revision = ?f.revision, error = %f, "reconcile failed");
                 self.metrics.error(f.kind);
-                let key = (f.message.clone(), f.revision.clone());
+                let key = (f.to_string(), f.revision.clone());
                 if self.last_notified.as_ref() != Some(&key) {
                     self.notify(
                         EventType::Failed,
@@ -458,10 +424,11 @@ impl Daemon {
                     );
                     self.last_notified = Some(key);
                 }
-                let (message, revision) = (f.to_string(), f.revision.clone());
+                let (message, causes, revision) = (f.to_string(), f.causes(), f.revision.clone());
                 self.update_status(|s| {
                     s.last_result = Some("failed".into());
                     s.last_error = Some(message);
+                    s.last_error_causes = causes;
                     s.consecutive_failures += 1;
                     if revision.is_some() {
                         s.head = revision;
@@ -509,77 +476,63 @@ impl Daemon {
         if *shutdown.borrow() {
             return Err(Failure::new("interrupted", Retry::Backoff, "shutting down").at(&commit));
         }
-        let info = self.lock_state(&commit).await?;
-        let applied = self.apply_head(&prepared, &commit, shutdown).await;
-        self.unlock_state(&info).await;
-        let summary = applied.map_err(|f| f.at(&commit))?;
+        let summary = self
+            .apply_head(&prepared, &commit, shutdown)
+            .await
+            .map_err(|f| f.at(&commit))?;
         Ok(Reconciled::Applied { commit, summary })
     }
 
-    /// Plans and applies the head; the caller holds the state lock.
+    fn session<'a>(&'a self, prepared: &'a Prepared, commit: &str) -> Session<'a> {
+        Session::new(
+            &self.store,
+            &prepared.providers,
+            &prepared.desired,
+            prepared.plan_options.clone(),
+            Some(commit.to_string()),
+        )
+        .with_observe_options(self.observe_options)
+        .with_hooks(prepared.hooks.iter().cloned())
+    }
+
+    fn apply_run(&self, shutdown: &watch::Receiver<bool>) -> ApplyRun {
+        ApplyRun {
+            options: self.apply_options.clone(),
+            events: None,
+            cancel: shutdown.clone(),
+        }
+    }
+
+    /// Plans and applies the head through the one orchestration path, holding the state
+    /// lock from the state it plans against to the end of the apply.
     async fn apply_head(
         &self,
         prepared: &Prepared,
         commit: &str,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<String, Failure> {
-        let mut state = self.load_state().await?;
-        let planned = make_plan(
-            &prepared.desired,
-            &state,
-            &prepared.providers,
-            &prepared.plan_options,
-            self.observe_options,
-            Some(commit.to_string()),
-        )
-        .await
-        .map_err(|e| Failure::new("plan", Retry::NextPoll, e))?;
-        check_plan(&planned.plan)?;
-        let summary = crate::report::totals(&planned.plan);
-        let report = run_apply(
-            &planned,
-            &prepared.desired,
-            &mut state,
-            &self.store,
-            &prepared.providers,
-            &self.apply_options,
-            None,
-            shutdown.clone(),
-        )
-        .await
-        .map_err(apply_failure)?;
-        self.count_resources(&state);
-        if report.interrupted {
-            return Err(Failure::new(
-                "interrupted",
-                Retry::Backoff,
-                "shut down before the apply finished; calls in flight were recorded",
-            ));
+        let session = self.session(prepared, commit);
+        let locked = session
+            .lock(&format!("serve {}", short(commit)))
+            .await
+            .map_err(|e| Failure::caused("lock", Retry::Backoff, e))?;
+        let result = async {
+            let planned = locked.plan().await.map_err(session_failure)?;
+            check_plan(planned.plan())?;
+            let summary = crate::report::totals(planned.plan());
+            let run = locked
+                .apply(planned, self.apply_run(shutdown))
+                .await
+                .map_err(session_failure)?;
+            self.count_resources(&run.state);
+            outcome_failure(&run)?;
+            Ok(summary)
         }
-        if !report.succeeded() {
-            return Err(Failure::new("apply", Retry::Backoff, root_causes(&report)));
+        .await;
+        if let Err(e) = locked.release().await {
+            tracing::error!(error = %e, "could not release the state lock");
         }
-        // The rest was applied; what could not be observed (a BMC down) is retried.
-        if !planned.plan.skipped.is_empty() {
-            let quoted: Vec<String> = planned
-                .plan
-                .skipped
-                .iter()
-                .filter(|s| s.root.is_none())
-                .take(3)
-                .map(|s| s.reason.clone())
-                .collect();
-            return Err(Failure::new(
-                "plan",
-                Retry::Backoff,
-                format!(
-                    "applied the rest; {} resource(s) skipped: {}",
-                    planned.plan.skipped.len(),
-                    quoted.join("; ")
-                ),
-            ));
-        }
-        Ok(summary)
+        result
     }
 
     /// Compares live state with the last applied revision; with `selfHeal`,
@@ -599,7 +552,7 @@ impl Daemon {
             }
             Ok(None) => {}
             Err(f) => {
-                tracing::warn!(fleet = %self.config.fleet, kind = f.kind, error = %f.message, "drift check failed");
+                tracing::warn!(fleet = %self.config.fleet, kind = f.kind, error = %f, "drift check failed");
                 self.metrics.error("drift");
             }
         }
@@ -634,23 +587,13 @@ impl Daemon {
             .map_err(source_failure)?
         };
         let prepared = self.prepare(files).await.map_err(|f| f.at(&commit))?;
-        let options = PlanOptions {
-            inventory_only: true,
-            no_prune: true,
-            ..prepared.plan_options.clone()
-        };
-        let planned = make_plan(
-            &prepared.desired,
-            &state,
-            &prepared.providers,
-            &options,
-            self.observe_options,
-            Some(commit.clone()),
-        )
-        .await
-        .map_err(|e| Failure::new("plan", Retry::NextPoll, e).at(&commit))?;
-        check_plan(&planned.plan).map_err(|f| f.at(&commit))?;
-        let drifted: Vec<ResourceId> = planned.plan.actionable().map(|c| c.id.clone()).collect();
+        let session = self.session(&prepared, &commit);
+        let found = session
+            .drift()
+            .await
+            .map_err(|e| session_failure(e).at(&commit))?;
+        check_plan(found.plan()).map_err(|f| f.at(&commit))?;
+        let drifted: Vec<ResourceId> = found.plan().actionable().map(|c| c.id.clone()).collect();
         let mut counts: BTreeMap<(String, String), i64> = BTreeMap::new();
         for id in &drifted {
             *counts
@@ -685,12 +628,20 @@ impl Daemon {
         if !self.config.drift.self_heal || *shutdown.borrow() {
             return Ok(Some(report));
         }
-        let desired = remediation(&prepared.desired, &planned.plan, &prepared.providers);
-        let info = self.lock_state(&commit).await?;
-        let healed = self
-            .heal(&planned, &desired, &prepared.providers, shutdown)
-            .await;
-        self.unlock_state(&info).await;
+        // Under the lock the drift is planned again and healed only if it is the drift
+        // just reported: a change made meanwhile (another apply) is not overwritten blind.
+        let healed = session
+            .heal(
+                &format!("serve heal {}", short(&commit)),
+                found.plan(),
+                self.apply_run(shutdown),
+            )
+            .await
+            .map_err(session_failure)
+            .and_then(|run| {
+                self.count_resources(&run.state);
+                outcome_failure(&run)
+            });
         match healed {
             Ok(()) => {
                 report.healed = true;
@@ -713,62 +664,18 @@ impl Daemon {
         }
     }
 
-    async fn lock_state(&self, commit: &str) -> Result<LockInfo, Failure> {
-        let info = LockInfo::for_this_process(&format!("serve {}", short(commit)));
-        self.store
-            .lock(&info)
-            .await
-            .map_err(|e| Failure::new("lock", Retry::Backoff, e).at(commit))?;
-        Ok(info)
-    }
-
-    async fn unlock_state(&self, info: &LockInfo) {
-        if let Err(e) = self.store.unlock(info).await {
-            tracing::error!(error = %e, "could not release the state lock");
-        }
-    }
-
-    /// Re-applies drifted resources; the caller holds the state lock.
-    async fn heal(
-        &self,
-        planned: &crate::reconcile::Planned,
-        desired: &[Desired],
-        providers: &Providers,
-        shutdown: &watch::Receiver<bool>,
-    ) -> Result<(), Failure> {
-        let mut state = self.load_state().await?;
-        let report = run_apply(
-            planned,
-            desired,
-            &mut state,
-            &self.store,
-            providers,
-            &self.apply_options,
-            None,
-            shutdown.clone(),
-        )
-        .await
-        .map_err(apply_failure)?;
-        self.count_resources(&state);
-        if report.succeeded() {
-            Ok(())
-        } else {
-            Err(Failure::new("apply", Retry::Backoff, root_causes(&report)))
-        }
-    }
-
     async fn load_state(&self) -> Result<State, Failure> {
         self.store
             .load()
             .await
-            .map_err(|e| Failure::new("state", Retry::Backoff, e))
+            .map_err(|e| Failure::caused("state", Retry::Backoff, e))
     }
 
     async fn prepare(&self, files: Vec<SourceFile>) -> Result<Prepared, Failure> {
         let pipeline = self.pipeline.clone();
         blocking(move || pipeline.prepare(&files))
             .await?
-            .map_err(|e| Failure::new("validate", Retry::NextPoll, e))
+            .map_err(|e| Failure::caused("validate", Retry::NextPoll, e))
     }
 
     fn count_resources(&self, state: &State) {
@@ -810,100 +717,6 @@ impl Daemon {
 
     fn update_status(&self, f: impl FnOnce(&mut Status)) {
         f(&mut lock(&self.status));
-    }
-}
-
-/// A plan with problems is not applied; the first few are quoted.
-fn check_plan(plan: &Plan) -> Result<(), Failure> {
-    if plan.problems.is_empty() {
-        return Ok(());
-    }
-    let retry = if plan.problems.iter().all(|p| p.transient) {
-        Retry::Backoff
-    } else {
-        Retry::NextPoll
-    };
-    let quoted: Vec<String> = plan
-        .problems
-        .iter()
-        .take(3)
-        .map(|p| match &p.id {
-            Some(id) => format!("{id}: {}", p.message),
-            None => p.message.clone(),
-        })
-        .collect();
-    Err(Failure::new(
-        "plan",
-        retry,
-        format!(
-            "the plan has {} problem(s): {}{}",
-            plan.problems.len(),
-            quoted.join("; "),
-            if plan.problems.len() > 3 { "; …" } else { "" }
-        ),
-    ))
-}
-
-/// How serve retries an apply that could not start, decided by the error, not by the
-/// configuration: destroy without consent and a plan with problems wait for a new commit
-/// (or a person); a state store that failed is retried with backoff, since the next attempt
-/// may well succeed and waiting a whole poll interval would only delay the fleet.
-fn apply_failure(e: crate::apply::ApplyError) -> Failure {
-    use crate::apply::ApplyError;
-    let retry = match &e {
-        ApplyError::DestroyNotApproved { .. } | ApplyError::PlanHasProblems(_) => Retry::NextPoll,
-        ApplyError::State(_) => Retry::Backoff,
-    };
-    Failure::new("apply", retry, e)
-}
-
-fn root_causes(report: &crate::apply::ApplyReport) -> String {
-    let causes = report.root_causes();
-    let quoted: Vec<String> = causes
-        .iter()
-        .take(3)
-        .map(|(id, (error, skipped))| {
-            let mut s = format!("{id}: {}", crate::report::without_id(id, error));
-            if !skipped.is_empty() {
-                s.push_str(&format!(" ({} waiting resource(s) skipped)", skipped.len()));
-            }
-            s
-        })
-        .collect();
-    format!(
-        "{} resource(s) failed: {}{}",
-        causes.len(),
-        quoted.join("; "),
-        if causes.len() > 3 { "; …" } else { "" }
-    )
-}
-
-fn source_failure(e: SourceError) -> Failure {
-    let (kind, retry) = match &e {
-        SourceError::HistoryRewritten { .. } => ("history", Retry::NextPoll),
-        SourceError::Unsigned { .. }
-        | SourceError::Untrusted { .. }
-        | SourceError::Verifier { .. } => ("verify", Retry::NextPoll),
-        SourceError::InvalidSpec { .. }
-        | SourceError::PathNotFound { .. }
-        | SourceError::NotADirectory { .. }
-        | SourceError::SymlinkEscape { .. }
-        | SourceError::FileTooLarge { .. }
-        | SourceError::TreeTooLarge { .. } => ("validate", Retry::NextPoll),
-        _ => ("fetch", Retry::Backoff),
-    };
-    let revision = match &e {
-        SourceError::HistoryRewritten { new, .. } => Some(new.clone()),
-        SourceError::Unsigned { commit, .. } | SourceError::Untrusted { commit, .. } => {
-            Some(commit.clone())
-        }
-        _ => None,
-    };
-    Failure {
-        kind,
-        revision,
-        message: e.to_string(),
-        retry,
     }
 }
 
@@ -1054,25 +867,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_apply_that_could_not_start_is_retried_by_what_failed_not_by_the_config() {
-        use crate::apply::ApplyError;
-        let state = ApplyError::State(crate::state::StateError::Io {
-            path: "state/journal".into(),
-            source: std::io::Error::other("disk busy"),
-        });
-        assert_eq!(apply_failure(state).retry, Retry::Backoff);
-        let consent = ApplyError::DestroyNotApproved {
-            count: 1,
-            first: ResourceId::new("test", "a"),
-        };
-        assert_eq!(apply_failure(consent).retry, Retry::NextPoll);
-        assert_eq!(
-            apply_failure(ApplyError::PlanHasProblems(2)).retry,
-            Retry::NextPoll
-        );
-    }
-
-    #[test]
     fn metric_tenants_come_from_the_provider() {
         let providers = Providers::new().with(std::sync::Arc::new(
             crate::testing::MemoryProvider::named("test"),
@@ -1093,25 +887,5 @@ mod tests {
     fn only_full_commit_ids_are_revisions_to_fetch() {
         assert!(is_commit(&"a".repeat(40)));
         assert!(!is_commit("dir:0123456789abcdef"));
-    }
-
-    #[test]
-    fn source_refusals_wait_for_a_new_commit_and_network_errors_back_off() {
-        let rewritten = source_failure(SourceError::HistoryRewritten {
-            url: "u".into(),
-            reference: GitRef::Branch("main".into()),
-            last_applied: "a".repeat(40),
-            new: "b".repeat(40),
-        });
-        assert_eq!(
-            (rewritten.kind, rewritten.retry),
-            ("history", Retry::NextPoll)
-        );
-        assert_eq!(rewritten.revision, Some("b".repeat(40)));
-        let missing = source_failure(SourceError::RefNotFound {
-            url: "u".into(),
-            reference: GitRef::Branch("main".into()),
-        });
-        assert_eq!((missing.kind, missing.retry), ("fetch", Retry::Backoff));
     }
 }

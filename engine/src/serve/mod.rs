@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod failure;
 pub mod metrics;
 pub mod notify;
 pub mod webhook;

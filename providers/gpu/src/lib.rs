@@ -34,5 +34,5 @@ pub use inventory::{Gpu, Inventory, InventoryError};
 pub use mig::{GpuMig, MigLayout, MigProfile, fits, layout_fits, mig_profiles, model_matches};
 pub use pool::{DriftKind, GpuDrift, PoolExpectation, compare};
 #[cfg(feature = "provider")]
-pub use provider::{DirSource, GpuProvider, InventorySource, SourceError};
+pub use provider::{DirSource, GpuProvider, InventorySource, SourceError, register};
 pub use render::render_text;

@@ -92,6 +92,15 @@ impl InventorySource for DirSource {
     }
 }
 
+/// Registers the `gpu` provider, reading inventories from `source`. Unlike the other
+/// providers it takes its source here: where the reports live (a cluster's ConfigMaps, a
+/// directory) is a setting of the run (`--gpu-inventory`), not of the compiled fleet.
+pub fn register(registry: &mut fleetform_contract::Registry, source: Arc<dyn InventorySource>) {
+    registry.register("gpu", move |_| {
+        Ok(Arc::new(GpuProvider::new(source.clone())) as Arc<dyn Provider>)
+    });
+}
+
 /// The `gpu` provider.
 #[derive(Clone)]
 pub struct GpuProvider {
