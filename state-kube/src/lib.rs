@@ -24,7 +24,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -1046,8 +1045,43 @@ fn holder_info(lease: &Lease) -> LockInfo {
     }
 }
 
-/// Convenience for callers holding the store behind an `Arc`.
-pub type Shared = Arc<KubeStateStore>;
+/// Moves a fleet's state from one store to another (`fleetform state migrate`): locks both,
+/// loads `from` (compacted state plus journal) and writes it to `to` as its compacted state.
+/// Refuses when `to` already manages resources, which the copy would otherwise drop. Returns
+/// how many resources moved. `from` is left as it was.
+pub async fn migrate(
+    from: &dyn StateStore,
+    to: &dyn StateStore,
+    info: &LockInfo,
+) -> Result<usize, StateError> {
+    from.lock(info).await?;
+    let moved = async {
+        to.lock(info).await?;
+        let copied = async {
+            let existing = to.load().await?;
+            if !existing.resources.is_empty() {
+                return Err(StateError::Conflict {
+                    object: "the destination".into(),
+                    message: format!(
+                        "it already manages {} resource(s); migrating would drop them (remove its state first)",
+                        existing.resources.len()
+                    ),
+                });
+            }
+            let state = from.load().await?;
+            to.compact(&state).await?;
+            Ok(state.resources.len())
+        }
+        .await;
+        let released = to.unlock(info).await;
+        let n = copied?;
+        released.map(|()| n)
+    }
+    .await;
+    let released = from.unlock(info).await;
+    let n = moved?;
+    released.map(|()| n)
+}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
