@@ -61,7 +61,7 @@ fn entry(n: usize) -> InventoryEntry {
         spec_digest: Some(format!("sha256:{n:064x}")),
         sensitive: vec![],
         deps: vec![],
-        prevent_destroy: n % 7 == 0,
+        prevent_destroy: n.is_multiple_of(7),
         pending: false,
         revision: Some("0123abcd".into()),
     }
@@ -189,9 +189,11 @@ async fn twenty_thousand_entries_round_trip_across_chunks_and_journal_segments()
     let Some(c) = client().await else { return };
     let at = fleet();
     let s = store(&c, &at, Options::default());
-    let mut state = State::default();
-    state.last_applied_revision = Some("feedface".into());
-    state.last_applied_at = Some("2026-12-02T12:00:00Z".into());
+    let mut state = State {
+        last_applied_revision: Some("feedface".into()),
+        last_applied_at: Some("2026-12-02T12:00:00Z".into()),
+        ..State::default()
+    };
     for n in 0..20_000 {
         state
             .resources
