@@ -9,9 +9,10 @@
 
 mod fleet;
 mod gpu;
+mod state;
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -21,7 +22,7 @@ use fleetform_engine::apply::{ApplyEvent, ApplyOptions};
 use fleetform_engine::plan::{Plan, PlanOptions};
 use fleetform_engine::reconcile::{ObserveOptions, Planned, make_plan, run_apply};
 use fleetform_engine::report;
-use fleetform_engine::state::{LocalStateStore, LockInfo, StateStore};
+use fleetform_engine::state::{LockInfo, StateStore};
 
 use crate::fleet::{LoadFailure, Loaded, SourceArgs};
 
@@ -87,10 +88,13 @@ enum Command {
     ForceUnlock {
         /// The lock id printed by the error.
         id: String,
-        /// State directory.
+        /// State directory, or kubernetes://<namespace>/<fleet>.
         #[arg(long, env = "FLEETFORM_STATE_DIR", default_value = ".fleetform/state")]
         state: PathBuf,
     },
+    /// Move state between stores.
+    #[command(subcommand)]
+    State(StateCommand),
     /// Node-side GPU commands (NVML).
     #[command(subcommand)]
     Gpu(GpuCommand),
@@ -134,6 +138,21 @@ enum GpuCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum StateCommand {
+    /// Copy a fleet's state (inventory and journal) into an empty store, e.g. from a
+    /// directory to kubernetes://<namespace>/<fleet> or back. Both are locked meanwhile;
+    /// the source is left as it was.
+    Migrate {
+        /// The store to read: a directory or kubernetes://<namespace>/<fleet>.
+        #[arg(long)]
+        from: PathBuf,
+        /// The store to write; refused when it already manages resources.
+        #[arg(long)]
+        to: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum DevCommand {
     /// Write a synthetic, valid fleet of any size (for benchmarks).
     Generate {
@@ -151,7 +170,8 @@ enum DevCommand {
 
 #[derive(Debug, Clone, Args)]
 struct StateArgs {
-    /// State directory (inventory, journal, lock).
+    /// State directory (inventory, journal, lock), or kubernetes://<namespace>/<fleet> for
+    /// state in the Kubernetes API (docs/state.md).
     #[arg(long, env = "FLEETFORM_STATE_DIR", default_value = ".fleetform/state")]
     state: PathBuf,
 }
@@ -229,6 +249,11 @@ struct ServeArgs {
     /// 0 when it succeeded, 1 when it failed.
     #[arg(long)]
     once: bool,
+    /// Keep state in kubernetes://<namespace>/<fleet> (Secrets and a Lease, docs/state.md)
+    /// instead of the config's stateDir, so several replicas share it; stateDir then only
+    /// holds the git cache.
+    #[arg(long, env = "FLEETFORM_SERVE_STATE", value_name = "URL")]
+    state: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -322,8 +347,17 @@ async fn run(cli: Cli) -> Result<Done> {
         Command::Graph { source, format } => graph(source, format).await,
         Command::Serve(args) => serve(args).await,
         Command::ForceUnlock { id, state } => {
-            LocalStateStore::open(&state)?.force_unlock(&id).await?;
+            state::open(&state).await?.force_unlock(&id).await?;
             println!("Lock {id} removed.");
+            Ok(Done::Clean)
+        }
+        Command::State(StateCommand::Migrate { from, to }) => {
+            let n = state::migrate(&from, &to).await?;
+            println!(
+                "Moved the state of {n} resource(s) from {} to {}.",
+                from.display(),
+                to.display()
+            );
             Ok(Done::Clean)
         }
         Command::Gpu(GpuCommand::Inventory {
@@ -485,12 +519,12 @@ fn annotate(plan: &mut Plan, gpu: Option<&gpu::GpuObserved>) {
 
 async fn plan_against_live(
     source: &SourceArgs,
-    state_dir: &PathBuf,
+    state_dir: &Path,
     loaded: &Loaded,
     options: &PlanOptions,
     gpu: Option<&gpu::GpuObserved>,
 ) -> Result<Planned> {
-    let store = LocalStateStore::open(state_dir)?;
+    let store = state::open(state_dir).await?;
     let state = store.load().await?;
     let providers = source.providers(&loaded.compiled)?;
     let mut planned = make_plan(
@@ -649,13 +683,13 @@ async fn pr_plan(args: &PlanArgs, base: &str, head: &str) -> Result<Done> {
 
 /// Holds the state lock for the life of a command.
 struct Locked {
-    store: LocalStateStore,
+    store: Box<dyn StateStore>,
     info: LockInfo,
 }
 
 impl Locked {
-    async fn take(dir: &PathBuf, operation: &str) -> Result<Self> {
-        let store = LocalStateStore::open(dir)?;
+    async fn take(dir: &Path, operation: &str) -> Result<Self> {
+        let store = state::open(dir).await?;
         let info = LockInfo::for_this_process(operation);
         store.lock(&info).await?;
         Ok(Self { store, info })
@@ -760,7 +794,7 @@ async fn apply(args: ApplyArgs) -> Result<Done> {
         None => None,
     };
     let lock = Locked::take(&args.state.state, "apply").await?;
-    let result = apply_locked(&args, &loaded, saved.as_ref(), &lock.store).await;
+    let result = apply_locked(&args, &loaded, saved.as_ref(), lock.store.as_ref()).await;
     lock.release().await?;
     result
 }
@@ -769,7 +803,7 @@ async fn apply_locked(
     args: &ApplyArgs,
     loaded: &Loaded,
     saved: Option<&Plan>,
-    store: &LocalStateStore,
+    store: &dyn StateStore,
 ) -> Result<Done> {
     let mut state = store.load().await?;
     let providers = args.source.providers(&loaded.compiled)?;
@@ -860,7 +894,7 @@ async fn apply_locked(
 }
 
 async fn drift(args: DriftArgs) -> Result<Done> {
-    let store = LocalStateStore::open(&args.state.state)?;
+    let store = state::open(&args.state.state).await?;
     let state = store.load().await?;
     // Compare with the revision last applied, not whatever the branch says now.
     let reference = if args.source.repo.is_some() {
@@ -942,7 +976,7 @@ async fn drift(args: DriftArgs) -> Result<Done> {
             &planned,
             &desired,
             &mut state,
-            &lock.store,
+            lock.store.as_ref(),
             &providers,
             &ApplyOptions::default(),
             Some(tx),
@@ -985,6 +1019,9 @@ async fn serve(args: ServeArgs) -> Result<Done> {
         fleetform_engine::serve::DriftSchedule::Off
     );
     let mut daemon = Daemon::new(config, pipeline, resolver)?;
+    if let Some(store) = &args.state {
+        daemon = daemon.with_state_store(state::open(store).await?);
+    }
     if args.once {
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let outcome = daemon.reconcile(&rx).await;

@@ -202,7 +202,7 @@ pub struct Daemon {
     pipeline: Arc<dyn Pipeline>,
     resolver: Arc<dyn SecretResolver>,
     source: GitSource,
-    store: LocalStateStore,
+    store: Box<dyn StateStore>,
     metrics: Arc<Metrics>,
     notifier: Arc<Notifier>,
     status: Arc<Mutex<Status>>,
@@ -236,7 +236,7 @@ impl Daemon {
             )),
             None => None,
         };
-        let store = LocalStateStore::open(&config.state_dir)?;
+        let store = Box::new(LocalStateStore::open(&config.state_dir)?);
         let source = GitSource::new(&config.cache_dir).with_options(config.source_options());
         let status = Status {
             fleet: config.fleet.clone(),
@@ -276,6 +276,13 @@ impl Daemon {
             allow_destroy: self.config.allow_destroy,
             ..options
         };
+        self
+    }
+
+    /// Keeps state in `store` (e.g. the Kubernetes API) instead of the config's `stateDir`,
+    /// which then only holds the git cache.
+    pub fn with_state_store(mut self, store: Box<dyn StateStore>) -> Self {
+        self.store = store;
         self
     }
 
@@ -540,7 +547,7 @@ impl Daemon {
             &planned,
             &prepared.desired,
             &mut state,
-            &self.store,
+            self.store.as_ref(),
             &prepared.providers,
             &self.apply_options,
             None,
@@ -741,7 +748,7 @@ impl Daemon {
             planned,
             desired,
             &mut state,
-            &self.store,
+            self.store.as_ref(),
             providers,
             &self.apply_options,
             None,
