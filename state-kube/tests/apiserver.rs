@@ -229,6 +229,14 @@ async fn twenty_thousand_entries_round_trip_across_chunks_and_journal_segments()
         }
         fresh.record_all(&steps).await.unwrap();
     }
+    // One step at a time, as an apply records each resource's intent.
+    let t = Instant::now();
+    for n in 0..200 {
+        let step = applied(30_000 + n);
+        expected.replay(&step);
+        fresh.record(&step).await.unwrap();
+    }
+    let record_ms = t.elapsed().as_secs_f64() * 1000.0 / 200.0;
     let segmented = s.objects().await.unwrap();
     assert!(segmented.iter().any(|n| n.contains("-j")), "{segmented:?}");
     assert_eq!(s.load().await.unwrap(), expected);
@@ -247,7 +255,7 @@ async fn twenty_thousand_entries_round_trip_across_chunks_and_journal_segments()
     }
     assert_eq!(s.load().await.unwrap(), expected);
     eprintln!(
-        "20000 entries: compact {compact_s:.2} s, load {load_s:.2} s, {} objects",
+        "20000 entries: compact {compact_s:.2} s, load {load_s:.2} s, {} objects; one record {record_ms:.1} ms",
         objects.len()
     );
 }
