@@ -41,6 +41,8 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+pub mod shard;
+
 /// The largest serialised inventory one chunk object may hold. A Secret may hold 1 MiB; half
 /// of that leaves room for metadata and for entries that grow between two compactions.
 pub const CHUNK_BYTES: usize = 512 * 1024;
@@ -255,6 +257,7 @@ impl KubeStateStore {
             name: head_name(&location.fleet),
             namespace: location.namespace.clone(),
             duration: options.lease_duration,
+            labels: BTreeMap::new(),
         };
         Self {
             secrets,
@@ -799,6 +802,7 @@ pub struct LeaseHandle {
     name: String,
     namespace: String,
     duration: Duration,
+    labels: BTreeMap<String, String>,
 }
 
 impl LeaseHandle {
@@ -809,7 +813,19 @@ impl LeaseHandle {
             name: name.into(),
             namespace: namespace.into(),
             duration,
+            labels: BTreeMap::new(),
         }
+    }
+
+    /// Labels written on the Lease whenever this handle takes it (to find it by selector).
+    pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// The Lease's name.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     fn object(&self) -> String {
@@ -838,6 +854,7 @@ impl LeaseHandle {
                 name: Some(self.name.clone()),
                 namespace: Some(self.namespace.clone()),
                 resource_version: rv,
+                labels: (!self.labels.is_empty()).then(|| self.labels.clone()),
                 annotations: Some(BTreeMap::from([(
                     LOCK_ANNOTATION.into(),
                     serde_json::to_string(info).unwrap_or_default(),
@@ -1012,7 +1029,7 @@ impl LeaseHandle {
 }
 
 /// True when the holder did not renew within the lease duration (or never set one).
-fn expired(spec: &LeaseSpec) -> bool {
+pub(crate) fn expired(spec: &LeaseSpec) -> bool {
     match (&spec.renew_time, spec.lease_duration_seconds) {
         (Some(t), Some(d)) => {
             t.0.as_millisecond() + i64::from(d) * 1000 < Timestamp::now().as_millisecond()
