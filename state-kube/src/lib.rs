@@ -639,8 +639,12 @@ impl StateStore for KubeStateStore {
     async fn lock(&self, info: &LockInfo) -> Result<(), StateError> {
         let taken = self.lease.acquire(info).await?;
         let fenced = self.inner.lock().await.fence.is_some();
-        if taken || !fenced {
-            self.take_fence(info).await?;
+        if (taken || !fenced)
+            && let Err(e) = self.take_fence(info).await
+        {
+            // Holding the Lease without the token would only block others until it ran out.
+            let _ = self.lease.release(Some(&info.id), false).await;
+            return Err(e);
         }
         if self.options.renew {
             let lease = self.lease.clone();
