@@ -191,7 +191,41 @@ pub struct KubeStateStore {
     location: Location,
     options: Options,
     inner: tokio::sync::Mutex<Inner>,
+    /// Steps waiting for the next journal write, each with whom to tell.
+    queue: std::sync::Mutex<Vec<Queued>>,
+    head_writes: std::sync::atomic::AtomicU64,
+    tickets: std::sync::atomic::AtomicU64,
     renewer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+type Queued = (
+    u64,
+    Vec<JournalEntry>,
+    tokio::sync::oneshot::Sender<Result<(), StateError>>,
+);
+
+/// The queue's lock; a panic elsewhere while holding it cannot leave it inconsistent (pushes
+/// and takes are single calls), so a poisoned lock is used as is.
+fn lock_queue(queue: &std::sync::Mutex<Vec<Queued>>) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+    queue
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The same failure for every caller of a shared write (StateError is not Clone: its sources
+/// are kept only in the text).
+fn same_error(e: &StateError) -> StateError {
+    match e {
+        StateError::Conflict { object, message } => StateError::Conflict {
+            object: object.clone(),
+            message: message.clone(),
+        },
+        other => StateError::Remote {
+            object: "the state head".into(),
+            message: format!("a journal write shared with other steps failed: {other}"),
+            source: None,
+        },
+    }
 }
 
 impl std::fmt::Debug for KubeStateStore {
@@ -265,8 +299,17 @@ impl KubeStateStore {
             location,
             options,
             inner: tokio::sync::Mutex::new(Inner::default()),
+            queue: std::sync::Mutex::new(Vec::new()),
+            head_writes: std::sync::atomic::AtomicU64::new(0),
+            tickets: std::sync::atomic::AtomicU64::new(0),
             renewer: std::sync::Mutex::new(None),
         }
+    }
+
+    /// How many journal writes of the head this store made (each is one etcd write), to see
+    /// how well concurrent steps are grouped.
+    pub fn journal_writes(&self) -> u64 {
+        self.head_writes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Where this store keeps its state.
@@ -483,19 +526,56 @@ impl KubeStateStore {
         Ok(())
     }
 
-    /// Appends `entries` to the journal with one head write (moving the journal to a segment
-    /// first when it has grown past [`HEAD_JOURNAL_BYTES`]).
+    /// Appends `entries` to the journal. Steps recorded while another write is in flight are
+    /// written together by whoever takes the head next (group commit): sixteen resources
+    /// finishing at once cost one head write, not sixteen in a row. Each caller returns once
+    /// its own steps are in etcd, or with the error that refused them all.
     async fn append(&self, entries: &[JournalEntry]) -> Result<(), StateError> {
         if entries.is_empty() {
             return Ok(());
         }
+        let (done, mut written) = tokio::sync::oneshot::channel();
+        let ticket = self
+            .tickets
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lock_queue(&self.queue).push((ticket, entries.to_vec(), done));
         let mut inner = self.inner.lock().await;
+        // An earlier holder may have written ours along with its own.
+        if let Ok(result) = written.try_recv() {
+            return result;
+        }
+        let batch: Vec<_> = std::mem::take(&mut *lock_queue(&self.queue));
+        let all: Vec<JournalEntry> = batch
+            .iter()
+            .flat_map(|(_, e, _)| e.iter().cloned())
+            .collect();
+        let result = self.write_journal(&mut inner, &all).await;
+        // Ours is in the batch (it was queued before we took the lock and nobody answered it):
+        // this caller gets the error itself, with its cause; the others a copy.
+        for (t, _, done) in batch {
+            if t != ticket {
+                let _ = done.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(same_error(e)),
+                });
+            }
+        }
+        result
+    }
+
+    /// One head write appending `entries` (moving the journal to a segment first when it has
+    /// grown past [`HEAD_JOURNAL_BYTES`]). The caller holds `inner`.
+    async fn write_journal(
+        &self,
+        inner: &mut Inner,
+        entries: &[JournalEntry],
+    ) -> Result<(), StateError> {
         let current = match inner.head.clone() {
             Some(c) => c,
             None => self.read_head().await?,
         };
         let mut head = current.head();
-        self.check_fence(&inner, &head)?;
+        self.check_fence(inner, &head)?;
         head.journal.extend(entries.iter().cloned());
         let lines = jsonl(&head.journal).map_err(|source| StateError::Encode {
             path: PathBuf::from(self.object(&head_name(&self.location.fleet))),
@@ -512,6 +592,8 @@ impl KubeStateStore {
         }
         match self.put_head(&current, &head).await {
             Ok(rv) => {
+                self.head_writes
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 inner.head = Some(Cached::Present { rv, head });
                 Ok(())
             }

@@ -304,3 +304,27 @@ async fn migrate_local_to_kubernetes_and_back_keeps_the_inventory_byte_identical
     );
     assert!(!back.path().join("lock.json").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn steps_recorded_at_once_share_head_writes_and_all_are_durable() {
+    let Some(c) = client().await else { return };
+    let at = fleet();
+    let s = std::sync::Arc::new(store(&c, &at, Options::default()));
+    let t = Instant::now();
+    let writes = (0..200).map(|n| {
+        let s = s.clone();
+        tokio::spawn(async move { s.record(&applied(n)).await })
+    });
+    for w in futures::future::join_all(writes).await {
+        w.unwrap().unwrap();
+    }
+    let elapsed = t.elapsed();
+    let head_writes = s.journal_writes();
+    assert!(
+        head_writes < 100,
+        "{head_writes} head writes for 200 concurrent steps"
+    );
+    let state = store(&c, &at, Options::default()).load().await.unwrap();
+    assert_eq!(state.resources.len(), 200);
+    eprintln!("200 concurrent steps: {elapsed:?}, {head_writes} head writes");
+}
