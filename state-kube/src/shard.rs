@@ -67,15 +67,15 @@ impl Coordinator {
         shards: u32,
         duration: Duration,
     ) -> Result<Self, String> {
+        if !crate::is_dns_label(fleet) || fleet.len() > 40 {
+            return Err(format!(
+                "fleet {fleet:?}: expected a lowercase DNS label of at most 40 characters"
+            ));
+        }
         if shards == 0 || shards > 4096 {
             return Err(format!("shards: {shards} is not between 1 and 4096"));
         }
-        if replica.is_empty()
-            || replica.len() > 63
-            || !replica
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
+        if !crate::is_dns_label(replica) {
             return Err(format!(
                 "replica {replica:?}: expected a lowercase DNS label (the pod name)"
             ));
@@ -215,6 +215,35 @@ mod tests {
                 "shard {shard}: {before} -> {after}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_fleet_or_replica_name_that_cannot_name_a_lease_is_refused() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let new = |fleet: &str, replica: &str, shards: u32| {
+            Coordinator::new(
+                client.clone(),
+                "ns",
+                fleet,
+                replica,
+                shards,
+                Duration::from_secs(5),
+            )
+            .err()
+        };
+        assert_eq!(new("prod", "serve-0", 12), None);
+        assert!(
+            new("Prod", "serve-0", 12)
+                .unwrap()
+                .contains("fleet \"Prod\"")
+        );
+        assert!(
+            new("prod", "serve_0", 12)
+                .unwrap()
+                .contains("replica \"serve_0\"")
+        );
+        assert!(new("prod", "serve-0", 0).unwrap().contains("shards: 0"));
     }
 
     #[test]
