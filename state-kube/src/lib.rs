@@ -114,6 +114,11 @@ pub struct Options {
     /// Renew the Lease in the background (every third of its duration) while locked. Off, the
     /// caller renews by calling `lock` again.
     pub renew: bool,
+    /// A compaction deletes chunks and segments that no head names (left by a writer that
+    /// failed or died between creating them and writing the head) once they are this old. The
+    /// age spares a writer that is between those two steps right now: its head write can only
+    /// succeed if it read the head after the compaction, so within moments, not minutes.
+    pub orphan_age: Duration,
 }
 
 impl Default for Options {
@@ -121,6 +126,7 @@ impl Default for Options {
         Self {
             lease_duration: Duration::from_secs(30),
             renew: true,
+            orphan_age: Duration::from_secs(600),
         }
     }
 }
@@ -499,6 +505,40 @@ impl KubeStateStore {
             .await;
     }
 
+    /// Deletes this fleet's chunks and segments that are not in `named` and older than
+    /// [`Options::orphan_age`]. Best effort: without `list` on Secrets it only warns.
+    async fn delete_orphans(&self, named: &[String]) {
+        let selector = format!(
+            "{FLEET_LABEL}={},fleetform.dev/state-part in (chunk,journal)",
+            self.location.fleet
+        );
+        let list = match self
+            .secrets
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+        {
+            Ok(list) => list,
+            Err(e) => {
+                tracing::warn!(namespace = %self.location.namespace, error = %e,
+                    "could not list state objects to delete unused ones");
+                return;
+            }
+        };
+        let now = Timestamp::now().as_millisecond();
+        let min_age = i64::try_from(self.options.orphan_age.as_millis()).unwrap_or(i64::MAX);
+        let orphans: Vec<String> = list
+            .items
+            .into_iter()
+            .filter(|s| s.type_.as_deref() == Some(SECRET_TYPE))
+            .filter_map(|s| {
+                let name = s.metadata.name?;
+                let created = s.metadata.creation_timestamp?.0.as_millisecond();
+                (!named.contains(&name) && now - created >= min_age).then_some(name)
+            })
+            .collect();
+        self.delete_all(&orphans).await;
+    }
+
     /// Creates `parts` as new objects; on any failure deletes the ones it made.
     async fn create_all(
         &self,
@@ -868,6 +908,7 @@ impl StateStore for KubeStateStore {
                 drop(inner);
                 let unused: Vec<String> = old.chunks.into_iter().chain(old.segments).collect();
                 self.delete_all(&unused).await;
+                self.delete_orphans(&names).await;
                 Ok(())
             }
             Err(e) => {

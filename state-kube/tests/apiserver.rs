@@ -145,6 +145,7 @@ async fn a_leader_paused_past_its_lease_writes_nothing_after_another_took_over()
     let short = Options {
         lease_duration: Duration::from_secs(1),
         renew: false,
+        ..Options::default()
     };
     let a = store(&c, &at, short.clone());
     let b = store(&c, &at, short);
@@ -327,4 +328,55 @@ async fn steps_recorded_at_once_share_head_writes_and_all_are_durable() {
     let state = store(&c, &at, Options::default()).load().await.unwrap();
     assert_eq!(state.resources.len(), 200);
     eprintln!("200 concurrent steps: {elapsed:?}, {head_writes} head writes");
+}
+
+#[tokio::test]
+async fn a_compaction_deletes_parts_no_head_names_once_they_are_old_enough_and_nothing_else() {
+    let Some(c) = client().await else { return };
+    let (at, other) = (fleet(), fleet());
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(c.clone(), "default");
+    // Parts a writer left behind (created, never named by a head), and one of another fleet.
+    let leftover = |fleet: &str, name: String| -> k8s_openapi::api::core::v1::Secret {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {
+                "fleetform.dev/fleet": fleet, "fleetform.dev/state-part": "chunk"}},
+            "type": "fleetform.dev/state",
+            "data": {"resources.json": "e30="}
+        }))
+        .unwrap()
+    };
+    let orphan = format!("fleetform-state-{}-dead-c0", at.fleet);
+    let foreign = format!("fleetform-state-{}-dead-c0", other.fleet);
+    let pp = kube::api::PostParams::default();
+    secrets
+        .create(&pp, &leftover(&at.fleet, orphan.clone()))
+        .await
+        .unwrap();
+    secrets
+        .create(&pp, &leftover(&other.fleet, foreign.clone()))
+        .await
+        .unwrap();
+
+    let mut state = State::default();
+    for n in 0..50 {
+        state
+            .resources
+            .insert(ResourceId::new("test", format!("r{n}")), entry(n));
+    }
+    // Young: kept (a writer may be about to name it).
+    store(&c, &at, Options::default())
+        .compact(&state)
+        .await
+        .unwrap();
+    assert!(secrets.get_opt(&orphan).await.unwrap().is_some());
+    // Old enough: deleted; the state and the other fleet's object are untouched.
+    let eager = Options {
+        orphan_age: Duration::ZERO,
+        ..Options::default()
+    };
+    store(&c, &at, eager.clone()).compact(&state).await.unwrap();
+    assert!(secrets.get_opt(&orphan).await.unwrap().is_none());
+    assert!(secrets.get_opt(&foreign).await.unwrap().is_some());
+    assert_eq!(store(&c, &at, eager).load().await.unwrap(), state);
 }

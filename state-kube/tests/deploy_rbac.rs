@@ -136,7 +136,15 @@ async fn the_example_rbac_lets_replicas_write_and_ci_only_read_the_state_in_its_
         .await
         .unwrap();
 
-    let writer = KubeStateStore::new(replica.clone(), at.clone(), Options::default());
+    // Orphans are collected at once here, so the check below sees whether the Role allows it.
+    let writer = KubeStateStore::new(
+        replica.clone(),
+        at.clone(),
+        Options {
+            orphan_age: std::time::Duration::ZERO,
+            ..Options::default()
+        },
+    );
     let info = LockInfo::for_this_process("serve");
     writer.lock(&info).await.unwrap();
     let id = ResourceId::new("test", "a");
@@ -162,8 +170,20 @@ async fn the_example_rbac_lets_replicas_write_and_ci_only_read_the_state_in_its_
         .record(&JournalEntry::Removed { id: id.clone() })
         .await
         .unwrap();
+    // A part a crashed writer left behind.
+    let orphan: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "fleetform-state-prod-dead-c0", "labels": {
+            "fleetform.dev/fleet": "prod", "fleetform.dev/state-part": "chunk"}},
+        "type": "fleetform.dev/state",
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &orphan)
+        .await
+        .unwrap();
     writer.compact(&writer.load().await.unwrap()).await.unwrap();
-    // Compaction could delete what the previous head named: only the current objects are left.
+    // Compaction could delete what the previous head named and the orphan: only the current
+    // objects are left.
     let stored = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), &ns)
         .list(&kube::api::ListParams::default().labels("fleetform.dev/fleet=prod"))
         .await

@@ -124,6 +124,7 @@ impl Replicas {
             Options {
                 lease_duration: Duration::from_secs(2),
                 renew: true,
+                ..Options::default()
             },
         );
         Daemon::new(config, pipeline, resolver)
