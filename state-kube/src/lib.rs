@@ -401,7 +401,13 @@ impl KubeStateStore {
         else {
             return Ok(Cached::Absent);
         };
-        let rv = secret.metadata.resource_version.clone().unwrap_or_default();
+        // Without a resourceVersion a replace would be unconditional: last writer wins.
+        let rv = secret
+            .metadata
+            .resource_version
+            .clone()
+            .filter(|rv| !rv.is_empty())
+            .ok_or_else(|| no_resource_version(self.object(&name)))?;
         let Some(ByteString(bytes)) = secret.data.and_then(|mut d| d.remove("head.json")) else {
             return Err(self.corrupt(&name, "head.json", 1, "the data key is missing".into()));
         };
@@ -442,7 +448,11 @@ impl KubeStateStore {
             }
         };
         match written {
-            Ok(s) => Ok(s.metadata.resource_version.unwrap_or_default()),
+            Ok(s) => s
+                .metadata
+                .resource_version
+                .filter(|rv| !rv.is_empty())
+                .ok_or_else(|| PutError::Other(no_resource_version(self.object(&name)))),
             Err(kube::Error::Api(status)) if status.is_conflict() || status.is_already_exists() => {
                 Err(PutError::Conflict)
             }
@@ -680,6 +690,16 @@ impl KubeStateStore {
         {
             task.abort();
         }
+    }
+}
+
+fn no_resource_version(object: String) -> StateError {
+    StateError::Remote {
+        object,
+        message:
+            "the API server returned it without a resourceVersion; refusing to write without one"
+                .into(),
+        source: None,
     }
 }
 
