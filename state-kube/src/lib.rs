@@ -191,7 +191,111 @@ enum PutError {
 }
 
 /// A fleet's state in Kubernetes. See the crate documentation.
+///
+/// Every call runs on a task of its own, not in the caller's future: the engine keeps
+/// per-resource futures in a `FuturesUnordered` that it does not poll while it awaits a batch of
+/// intents, and a future parked there holding (or queued first for) the head would block every
+/// other write for good. Spawned, a write always makes progress.
 pub struct KubeStateStore {
+    core: std::sync::Arc<Core>,
+}
+
+impl std::fmt::Debug for KubeStateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core.fmt(f)
+    }
+}
+
+/// What a spawned call failed with when the task itself ended abnormally.
+fn task_failed(e: tokio::task::JoinError) -> StateError {
+    StateError::Remote {
+        object: "the state store".into(),
+        message: format!("the task running the call ended abnormally: {e}"),
+        source: None,
+    }
+}
+
+impl KubeStateStore {
+    /// A store for `location` through `client`. Nothing is read until the first call.
+    pub fn new(client: kube::Client, location: Location, options: Options) -> Self {
+        Self {
+            core: std::sync::Arc::new(Core::new(client, location, options)),
+        }
+    }
+
+    /// Where this store keeps its state.
+    pub fn location(&self) -> &Location {
+        &self.core.location
+    }
+
+    /// How many journal writes of the head this store made (each is one etcd write), to see
+    /// how well concurrent steps are grouped.
+    pub fn journal_writes(&self) -> u64 {
+        self.core.journal_writes()
+    }
+
+    /// The names of every object the current state consists of: the head, then its chunks and
+    /// segments (for tests, and to tell an operator what to back up).
+    pub async fn objects(&self) -> Result<Vec<String>, StateError> {
+        self.core.objects().await
+    }
+
+    async fn spawn<T, F>(
+        &self,
+        call: impl FnOnce(std::sync::Arc<Core>) -> F,
+    ) -> Result<T, StateError>
+    where
+        F: std::future::Future<Output = Result<T, StateError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::spawn(call(self.core.clone()))
+            .await
+            .map_err(task_failed)?
+    }
+}
+
+#[async_trait]
+impl StateStore for KubeStateStore {
+    async fn lock(&self, info: &LockInfo) -> Result<(), StateError> {
+        let info = info.clone();
+        self.spawn(|c| async move { c.lock(&info).await }).await
+    }
+
+    async fn unlock(&self, info: &LockInfo) -> Result<(), StateError> {
+        let info = info.clone();
+        self.spawn(|c| async move { c.unlock(&info).await }).await
+    }
+
+    async fn force_unlock(&self, id: &str) -> Result<(), StateError> {
+        let id = id.to_string();
+        self.spawn(|c| async move { c.force_unlock(&id).await })
+            .await
+    }
+
+    async fn load(&self) -> Result<State, StateError> {
+        self.spawn(|c| async move { c.load().await }).await
+    }
+
+    async fn record(&self, entry: &JournalEntry) -> Result<(), StateError> {
+        let entries = vec![entry.clone()];
+        self.spawn(|c| async move { c.append(&entries).await })
+            .await
+    }
+
+    async fn record_all(&self, entries: &[JournalEntry]) -> Result<(), StateError> {
+        let entries = entries.to_vec();
+        self.spawn(|c| async move { c.append(&entries).await })
+            .await
+    }
+
+    async fn compact(&self, state: &State) -> Result<(), StateError> {
+        let state = state.clone();
+        self.spawn(|c| async move { c.compact(&state).await }).await
+    }
+}
+
+/// The store's state and calls; [`KubeStateStore`] runs each call on a task of its own.
+struct Core {
     secrets: Api<Secret>,
     lease: LeaseHandle,
     location: Location,
@@ -234,7 +338,7 @@ fn same_error(e: &StateError) -> StateError {
     }
 }
 
-impl std::fmt::Debug for KubeStateStore {
+impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubeStateStore")
             .field("location", &self.location)
@@ -243,7 +347,7 @@ impl std::fmt::Debug for KubeStateStore {
     }
 }
 
-impl Drop for KubeStateStore {
+impl Drop for Core {
     fn drop(&mut self) {
         if let Ok(mut r) = self.renewer.lock()
             && let Some(task) = r.take()
@@ -288,9 +392,8 @@ pub async fn client(
     kube::Client::try_from(config).map_err(|e| failed("cannot build a client", Box::new(e)))
 }
 
-impl KubeStateStore {
-    /// A store for `location` through `client`. Nothing is read until the first call.
-    pub fn new(client: kube::Client, location: Location, options: Options) -> Self {
+impl Core {
+    fn new(client: kube::Client, location: Location, options: Options) -> Self {
         let secrets = Api::namespaced(client.clone(), &location.namespace);
         let lease = LeaseHandle {
             api: Api::namespaced(client, &location.namespace),
@@ -316,11 +419,6 @@ impl KubeStateStore {
     /// how well concurrent steps are grouped.
     pub fn journal_writes(&self) -> u64 {
         self.head_writes.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Where this store keeps its state.
-    pub fn location(&self) -> &Location {
-        &self.location
     }
 
     /// The names of every object the current state consists of: the head, then its chunks and
@@ -591,8 +689,19 @@ impl KubeStateStore {
         lock_queue(&self.queue).push((ticket, entries.to_vec(), done));
         let mut inner = self.inner.lock().await;
         // An earlier holder may have written ours along with its own.
-        if let Ok(result) = written.try_recv() {
-            return result;
+        match written.try_recv() {
+            Ok(result) => return result,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                // Taken by a write that was abandoned midway (its task ended): unknown outcome.
+                return Err(StateError::Remote {
+                    object: self.object(&head_name(&self.location.fleet)),
+                    message:
+                        "the write carrying this step was abandoned; it may or may not be recorded"
+                            .into(),
+                    source: None,
+                });
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
         }
         let batch: Vec<_> = std::mem::take(&mut *lock_queue(&self.queue));
         let all: Vec<JournalEntry> = batch
@@ -777,7 +886,7 @@ pub fn split(
 }
 
 #[async_trait]
-impl StateStore for KubeStateStore {
+impl StateStore for Core {
     async fn lock(&self, info: &LockInfo) -> Result<(), StateError> {
         let taken = self.lease.acquire(info).await?;
         let fenced = self.inner.lock().await.fence.is_some();
