@@ -12,13 +12,13 @@ mod cmd;
 mod fleet;
 mod gpu;
 mod report;
+mod state;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use fleetform_engine::session::Outcome;
-use fleetform_engine::state::{LocalStateStore, StateStore};
 
 use crate::cmd::apply::ApplyArgs;
 use crate::cmd::drift::DriftArgs;
@@ -89,10 +89,13 @@ enum Command {
     ForceUnlock {
         /// The lock id printed by the error.
         id: String,
-        /// State directory.
+        /// State directory, or kubernetes://<namespace>/<fleet>.
         #[arg(long, env = "FLEETFORM_STATE_DIR", default_value = ".fleetform/state")]
         state: PathBuf,
     },
+    /// Move state between stores.
+    #[command(subcommand)]
+    State(StateCommand),
     /// Node-side GPU commands (NVML).
     #[command(subcommand)]
     Gpu(GpuCommand),
@@ -132,6 +135,21 @@ enum GpuCommand {
         /// Kubeconfig context for --publish.
         #[arg(long, requires = "kubeconfig")]
         context: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StateCommand {
+    /// Copy a fleet's state (inventory and journal) into an empty store, e.g. from a
+    /// directory to kubernetes://<namespace>/<fleet> or back. Both are locked meanwhile;
+    /// the source is left as it was.
+    Migrate {
+        /// The store to read: a directory or kubernetes://<namespace>/<fleet>.
+        #[arg(long)]
+        from: PathBuf,
+        /// The store to write; refused when it already manages resources.
+        #[arg(long)]
+        to: PathBuf,
     },
 }
 
@@ -218,8 +236,17 @@ async fn run(cli: Cli) -> Result<Outcome> {
         Command::Graph { source, format } => cmd::graph::graph(source, format).await,
         Command::Serve(args) => cmd::serve::serve(args).await,
         Command::ForceUnlock { id, state } => {
-            LocalStateStore::open(&state)?.force_unlock(&id).await?;
+            state::open(&state).await?.force_unlock(&id).await?;
             println!("Lock {id} removed.");
+            Ok(Outcome::Clean)
+        }
+        Command::State(StateCommand::Migrate { from, to }) => {
+            let n = state::migrate(&from, &to).await?;
+            println!(
+                "Moved the state of {n} resource(s) from {} to {}.",
+                from.display(),
+                to.display()
+            );
             Ok(Outcome::Clean)
         }
         Command::Gpu(GpuCommand::Inventory {

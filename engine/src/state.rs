@@ -246,6 +246,26 @@ pub enum StateError {
         /// What is wrong.
         message: String,
     },
+    /// A remote store (the Kubernetes API) failed a request; nothing is known to be written.
+    #[error("state object {object}: {message}")]
+    Remote {
+        /// The object (`namespace/kind/name`).
+        object: String,
+        /// What was being done.
+        message: String,
+        /// The cause.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// Another writer changed the state first (optimistic concurrency) or took the lock over
+    /// (fencing): this write was refused and nothing was written.
+    #[error("state object {object}: {message}; nothing was written")]
+    Conflict {
+        /// The object (`namespace/kind/name`).
+        object: String,
+        /// Who won, as far as known.
+        message: String,
+    },
 }
 
 /// Where state lives. Implementations must make `record` and `record_all` durable before

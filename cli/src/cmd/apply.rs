@@ -9,7 +9,6 @@ use fleetform_engine::apply::ApplyOptions;
 use fleetform_engine::plan::Plan;
 use fleetform_engine::report;
 use fleetform_engine::session::{ApplyRun, Locked, Outcome};
-use fleetform_engine::state::LocalStateStore;
 
 use super::{StateArgs, cancel_on_signals, color, load, plan_options, providers, session, told};
 use crate::Format;
@@ -76,10 +75,16 @@ pub(crate) async fn apply(args: ApplyArgs) -> Result<Outcome> {
         }
         None => None,
     };
-    let store = LocalStateStore::open(&args.state.state)?;
+    let store = crate::state::open(&args.state.state).await?;
     let (providers, inventory) = providers(&args.source, &args.gpu, &loaded).await?;
     let options = plan_options(&loaded, args.targets.clone(), args.allow_mass_delete);
-    let session = session(&store, &providers, inventory.as_ref(), &loaded, options);
+    let session = session(
+        store.as_ref(),
+        &providers,
+        inventory.as_ref(),
+        &loaded,
+        options,
+    );
     let locked = session.lock("apply").await?;
     let result = apply_locked(&args, &loaded, saved.as_ref(), &locked).await;
     locked.release().await?;

@@ -6,7 +6,6 @@ use clap::Args;
 use fleetform_engine::apply::ApplyOptions;
 use fleetform_engine::report;
 use fleetform_engine::session::{ApplyRun, Outcome};
-use fleetform_engine::state::{LocalStateStore, StateStore};
 
 use super::{StateArgs, cancel_on_signals, color, load, plan_options, providers, session, told};
 use crate::Format;
@@ -32,7 +31,7 @@ pub(crate) struct DriftArgs {
 }
 
 pub(crate) async fn drift(args: DriftArgs) -> Result<Outcome> {
-    let store = LocalStateStore::open(&args.state.state)?;
+    let store = crate::state::open(&args.state.state).await?;
     let state = store.load().await?;
     // Compare with the revision last applied, not whatever the branch says now.
     let reference = if args.source.repo.is_some() {
@@ -48,7 +47,13 @@ pub(crate) async fn drift(args: DriftArgs) -> Result<Outcome> {
     }
     let (providers, inventory) = providers(&args.source, &args.gpu, &loaded).await?;
     let options = plan_options(&loaded, Vec::new(), false);
-    let session = session(&store, &providers, inventory.as_ref(), &loaded, options);
+    let session = session(
+        store.as_ref(),
+        &providers,
+        inventory.as_ref(),
+        &loaded,
+        options,
+    );
     let found = session.drift().await?;
     let plan = found.plan();
     let gpu_drift = plan.findings.iter().any(|f| {

@@ -21,7 +21,7 @@ use fleetform_engine::ResourceId;
 use fleetform_engine::observe::Providers;
 use fleetform_engine::plan::PlanOptions;
 use fleetform_engine::session::{Incomplete, Outcome, Session};
-use fleetform_engine::state::LocalStateStore;
+use fleetform_engine::state::StateStore;
 
 use crate::Format;
 use crate::fleet::{LoadFailure, Loaded, SourceArgs};
@@ -29,7 +29,8 @@ use crate::gpu;
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct StateArgs {
-    /// State directory (inventory, journal, lock).
+    /// State directory (inventory, journal, lock), or kubernetes://<namespace>/<fleet> for
+    /// state in the Kubernetes API (docs/state.md).
     #[arg(long, env = "FLEETFORM_STATE_DIR", default_value = ".fleetform/state")]
     pub(crate) state: PathBuf,
 }
@@ -116,7 +117,7 @@ pub(crate) async fn providers(
 /// A session for the loaded revision against `store`, with the GPU inventory hook when
 /// `--gpu-inventory` is given: the engine's one orchestration path.
 pub(crate) fn session<'a>(
-    store: &'a LocalStateStore,
+    store: &'a dyn StateStore,
     providers: &'a Providers,
     gpu: Option<&Arc<gpu::GpuInventory>>,
     loaded: &'a Loaded,

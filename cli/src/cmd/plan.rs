@@ -8,7 +8,6 @@ use fleetform_engine::ResourceId;
 use fleetform_engine::plan::{Plan, PlanOptions};
 use fleetform_engine::report;
 use fleetform_engine::session::Outcome;
-use fleetform_engine::state::LocalStateStore;
 
 use super::{StateArgs, color, load, plan_options, providers, session, told};
 use crate::Format;
@@ -45,15 +44,15 @@ pub(crate) struct PlanArgs {
 
 pub(crate) async fn plan_against_live(
     source: &SourceArgs,
-    state_dir: &PathBuf,
+    state_dir: &std::path::Path,
     gpu: &gpu::GpuArgs,
     loaded: &Loaded,
     options: &PlanOptions,
 ) -> Result<Plan> {
-    let store = LocalStateStore::open(state_dir)?;
+    let store = crate::state::open(state_dir).await?;
     let (providers, inventory) = providers(source, gpu, loaded).await?;
     let sp = session(
-        &store,
+        store.as_ref(),
         &providers,
         inventory.as_ref(),
         loaded,

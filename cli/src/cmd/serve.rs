@@ -20,6 +20,11 @@ pub(crate) struct ServeArgs {
     /// 0 when it succeeded, 1 when it failed.
     #[arg(long)]
     pub(crate) once: bool,
+    /// Keep state in kubernetes://<namespace>/<fleet> (Secrets and a Lease, docs/state.md)
+    /// instead of the config's stateDir, so several replicas share it; stateDir then only
+    /// holds the git cache.
+    #[arg(long, env = "FLEETFORM_SERVE_STATE", value_name = "URL")]
+    pub(crate) state: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub(crate) gpu: gpu::GpuArgs,
 }
@@ -52,6 +57,9 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<Outcome> {
         fleetform_engine::serve::DriftSchedule::Off
     );
     let mut daemon = Daemon::new(config, pipeline, resolver)?;
+    if let Some(store) = &args.state {
+        daemon = daemon.with_state_store(crate::state::open(store).await?);
+    }
     if args.once {
         let (_tx, rx) = tokio::sync::watch::channel(false);
         let outcome = daemon.reconcile(&rx).await;

@@ -167,7 +167,7 @@ pub struct Daemon {
     pipeline: Arc<dyn Pipeline>,
     resolver: Arc<dyn SecretResolver>,
     source: GitSource,
-    store: LocalStateStore,
+    store: Box<dyn StateStore>,
     metrics: Arc<Metrics>,
     notifier: Arc<Notifier>,
     status: Arc<Mutex<Status>>,
@@ -201,7 +201,7 @@ impl Daemon {
             )),
             None => None,
         };
-        let store = LocalStateStore::open(&config.state_dir)?;
+        let store = Box::new(LocalStateStore::open(&config.state_dir)?);
         let source = GitSource::new(&config.cache_dir).with_options(config.source_options());
         let status = Status {
             fleet: config.fleet.clone(),
@@ -241,6 +241,13 @@ impl Daemon {
             allow_destroy: self.config.allow_destroy,
             ..options
         };
+        self
+    }
+
+    /// Keeps state in `store` (e.g. the Kubernetes API) instead of the config's `stateDir`,
+    /// which then only holds the git cache.
+    pub fn with_state_store(mut self, store: Box<dyn StateStore>) -> Self {
+        self.store = store;
         self
     }
 
@@ -485,7 +492,7 @@ impl Daemon {
 
     fn session<'a>(&'a self, prepared: &'a Prepared, commit: &str) -> Session<'a> {
         Session::new(
-            &self.store,
+            self.store.as_ref(),
             &prepared.providers,
             &prepared.desired,
             prepared.plan_options.clone(),
