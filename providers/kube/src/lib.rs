@@ -726,21 +726,8 @@ impl KubeProvider {
     ) -> (ListKey, Option<Listed>) {
         let listed = async {
             let api = self.api(id, t).await.ok()??;
-            let request = kube::core::Request::new(api.resource_url())
-                .list(&ListParams::default())
-                .ok()?;
-            let _permit = self.limit(&t.spec.cluster).acquire_owned().await;
-            // Its own task: large answers of several kinds are then decoded on several cores.
-            let client = api.into_client();
-            let list: RawList = tokio::spawn(async move { client.request(request).await })
-                .await
-                .ok()?
-                .ok()?;
-            let mut out = Listed::with_capacity(list.items.len());
-            for mut v in list.items {
-                // LIST items lack apiVersion/kind; GET answers always carry them.
-                v["apiVersion"] = json!(t.reference.api_version);
-                v["kind"] = json!(t.reference.kind);
+            let mut out = Listed::new();
+            for v in self.list_items(api, &ListParams::default(), t).await? {
                 let name = v
                     .pointer("/metadata/name")
                     .and_then(Value::as_str)?
@@ -751,6 +738,32 @@ impl KubeProvider {
         }
         .await;
         (key, listed)
+    }
+
+    /// The items of one LIST through `api`, each given back the apiVersion and kind LIST
+    /// items lack (GET answers always carry them); `None` on any error. The request runs on
+    /// its own task: large answers of several kinds are then decoded on several cores.
+    async fn list_items(
+        &self,
+        api: Api<DynamicObject>,
+        params: &ListParams,
+        t: &Target,
+    ) -> Option<Vec<Value>> {
+        let request = kube::core::Request::new(api.resource_url())
+            .list(params)
+            .ok()?;
+        let _permit = self.limit(&t.spec.cluster).acquire_owned().await;
+        let client = api.into_client();
+        let list: RawList = tokio::spawn(async move { client.request(request).await })
+            .await
+            .ok()?
+            .ok()?;
+        let mut items = list.items;
+        for v in &mut items {
+            v["apiVersion"] = json!(t.reference.api_version);
+            v["kind"] = json!(t.reference.kind);
+        }
+        Some(items)
     }
 
     /// One LIST of every object of `t`'s kind in all namespaces that carries the
@@ -780,19 +793,9 @@ impl KubeProvider {
             let client = self.client(id, &t.spec.cluster).await.ok()?;
             let api: Api<DynamicObject> = Api::all_with(client, &resource);
             let selector = format!("{MANAGED_BY_LABEL}={}", key.3);
-            let request = kube::core::Request::new(api.resource_url())
-                .list(&ListParams::default().labels(&selector))
-                .ok()?;
-            let _permit = self.limit(&t.spec.cluster).acquire_owned().await;
-            let client = api.into_client();
-            let list: RawList = tokio::spawn(async move { client.request(request).await })
-                .await
-                .ok()?
-                .ok()?;
-            let mut out = LabelledListed::with_capacity(list.items.len());
-            for mut v in list.items {
-                v["apiVersion"] = json!(t.reference.api_version);
-                v["kind"] = json!(t.reference.kind);
+            let params = ListParams::default().labels(&selector);
+            let mut out = LabelledListed::new();
+            for v in self.list_items(api, &params, t).await? {
                 let name = v
                     .pointer("/metadata/name")
                     .and_then(Value::as_str)?
