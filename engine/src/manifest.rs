@@ -283,6 +283,10 @@ pub struct FleetSpec {
     /// The NICo site whose hosts say `managedBy: nico`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nico: Option<NicoSite>,
+    /// Endpoints fleetform may call although the address policy refuses them (link-local,
+    /// cloud metadata, unspecified, multicast): CIDRs (`169.254.10.0/24`) or host names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_endpoints: Vec<String>,
 }
 
 /// `registries`.

@@ -15,7 +15,7 @@
 //! `driver-compat`, `gpu-operator-compat`, `nim-operator-compat`, `network-operator-compat`,
 //! `precompiled-driver`, `secure-boot-driver`, `singleton`,
 //! `compute-domains`, `autoscaling`, `rail-aligned`, `rollout-budget`,
-//! `prune-fraction`, `url`, `duplicate-bmc`, `gpu-count`, `image-ref`,
+//! `prune-fraction`, `url`, `endpoint-address`, `duplicate-bmc`, `gpu-count`, `image-ref`,
 //! `dra-device-class`, `dra-device-plugin`, `kai-queue-parent`, `kai-queue-quota`,
 //! `signed-images`, `karpenter-hosts`; warnings: `yaml11-boolean`.
 //!
@@ -35,6 +35,7 @@ use crate::manifest::*;
 use crate::sharing;
 
 mod compat;
+mod endpoints;
 mod nico;
 
 /// The schema, as published for editors.
@@ -761,6 +762,7 @@ impl Cx<'_> {
         self.fleet_settings(f);
         self.hosts(f);
         self.nico(f);
+        self.endpoints(f);
         self.operators(f);
         self.tenants(f);
         self.pools(f);

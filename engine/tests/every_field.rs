@@ -122,6 +122,10 @@ const ALLOWED: &[(&str, &str)] = &[
         "Fleet:/spec/operators/networkOperator/policyName",
         "validation only: the operator reconciles nic-cluster-policy and nothing else",
     ),
+    (
+        "Fleet:/spec/allowedEndpoints/*",
+        "validation only: exceptions to the endpoint address policy (endpoint-address)",
+    ),
 ];
 
 /// Fields read by nothing yet: each one is a bug, listed so that this test catches the next
