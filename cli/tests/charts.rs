@@ -448,3 +448,54 @@ async fn apply_events_ndjson_puts_one_json_event_per_line_on_stdout_and_the_rest
     let stderr = String::from_utf8_lossy(&apply.stderr);
     assert!(stderr.contains("Applied revision"), "{}", text(&apply));
 }
+
+/// Copies a directory tree (a chart from ../shared, to edit in a scratch repository).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_object_whose_version_the_pinned_charts_crd_no_longer_serves_fails_the_plan_at_its_line()
+{
+    let Some(kc) = kubeconfig() else { return };
+    let _one = SERIAL.lock().await;
+    // A chart release that moved Queue from scheduling.run.ai/v2 to v9 (a scratch copy of
+    // kai-scheduler v0.13.0 with its CRD edited), while the fleet's queues are v2 objects.
+    let charts = tempfile::tempdir().unwrap();
+    for c in ["gpu-operator-v26.7.0", "kai-scheduler-v0.13.0"] {
+        copy_tree(&shared_charts().join(c), &charts.path().join(c));
+    }
+    let crd = charts
+        .path()
+        .join("kai-scheduler-v0.13.0/crds/scheduling.run.ai_queues.yaml");
+    let body = std::fs::read_to_string(&crd).unwrap();
+    assert!(body.contains("    name: v2\n"));
+    std::fs::write(&crd, body.replace("    name: v2\n", "    name: v9\n")).unwrap();
+    let yaml = fleet("v26.7.0", "charts-crd-version", "")
+        .replace(
+            &shared_charts().display().to_string(),
+            &charts.path().display().to_string(),
+        )
+        .replace(
+            "  managementCluster:",
+            "  schedulers:\n    kai: {version: v0.13.0}\n  managementCluster:",
+        );
+    let dir = setup(&kc, &yaml);
+    let plan = run(dir.path(), &["plan"]);
+    let out = text(&plan);
+    assert_eq!(plan.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("is scheduling.run.ai/v2")
+            && out.contains("serves Queue only as scheduling.run.ai/v9"),
+        "{out}"
+    );
+}

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use fleetform_engine::compile::{ChartRelease, Compiled};
-use fleetform_engine::resource::{Dependency, Origin, ResourceId};
+use fleetform_engine::resource::{Dependency, Desired, Origin, ResourceId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -438,6 +438,10 @@ impl Expander {
             return Err(errors);
         }
         compiled.resources.extend(added);
+        let unserved = unserved_versions(&compiled.resources, &crds_by_cluster, &releases);
+        if !unserved.is_empty() {
+            return Err(unserved);
+        }
         expand::crd_edges(&mut compiled.resources, &crds_by_cluster);
         // Compiled resources that wait for a release wait for its gates.
         let index: BTreeMap<ResourceId, usize> = compiled
@@ -573,6 +577,75 @@ fn cache_key(chart_digest: &str, req: &render::RenderRequest) -> String {
     req.chart = PathBuf::new();
     h.update(serde_json::to_vec(&req).unwrap_or_default());
     hex::encode(h.finalize())
+}
+
+/// Objects whose kind a release's CRD defines but whose apiVersion that CRD does not serve:
+/// the pinned chart moved the kind to another version (or dropped the one the object uses),
+/// and the API server would refuse the object at apply, after the CRD was upgraded. Named at
+/// the object's manifest line with the versions the CRD serves.
+fn unserved_versions(
+    resources: &[Desired],
+    crds: &BTreeMap<String, expand::ClusterCrds>,
+    releases: &[ChartRelease],
+) -> Vec<ReleaseError> {
+    let by_id: BTreeMap<&ResourceId, &Desired> = resources.iter().map(|d| (&d.id, d)).collect();
+    let mut out = Vec::new();
+    for d in resources {
+        let (Some(cluster), Some(av), Some(kind)) = (
+            d.spec.get("cluster").and_then(serde_json::Value::as_str),
+            d.spec
+                .pointer("/object/apiVersion")
+                .and_then(serde_json::Value::as_str),
+            d.spec
+                .pointer("/object/kind")
+                .and_then(serde_json::Value::as_str),
+        ) else {
+            continue;
+        };
+        let Some((group, version)) = av.split_once('/') else {
+            continue;
+        };
+        let Some((crd_id, release, _)) = crds
+            .get(cluster)
+            .and_then(|c| c.get(&(group.to_string(), kind.to_string())))
+        else {
+            continue;
+        };
+        let Some(crd) = by_id.get(crd_id) else {
+            continue;
+        };
+        let served: Vec<&str> = crd
+            .spec
+            .pointer("/object/spec/versions")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|v| v.get("served").and_then(serde_json::Value::as_bool) == Some(true))
+            .filter_map(|v| v.get("name").and_then(serde_json::Value::as_str))
+            .collect();
+        if served.is_empty() || served.contains(&version) {
+            continue;
+        }
+        let r = releases.iter().find(|r| &r.key() == release);
+        out.push(ReleaseError {
+            release: release.clone(),
+            chart: r.map(|r| r.chart.clone()).unwrap_or_default(),
+            version: r.map(|r| r.version.clone()).unwrap_or_default(),
+            origin: d.origin.clone().or_else(|| r.map(|r| r.origin.clone())).unwrap_or(Origin {
+                file: String::new(),
+                line: 0,
+                column: 0,
+            }),
+            message: format!(
+                "{} is {av}, but the CRD {} this release installs serves {kind} only as {}: the API server would refuse it \
+                 (pin a chart version that serves {version}, or write the object as one of those)",
+                d.id,
+                crd_id.as_str().rsplit('/').next().unwrap_or(""),
+                served.iter().map(|v| format!("{group}/{v}")).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    out
 }
 
 /// One error per value the chart's schema rejects, at the manifest line that sets it.
