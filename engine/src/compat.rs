@@ -121,6 +121,11 @@ pub struct NetworkOperatorRow {
     pub min_gpu_operator: Option<(u32, u32)>,
     /// Where it is stated.
     pub source: Source,
+    /// The node OSes the release was validated on (`ubuntu24.04`, `rhel9.4`; `rhcos` for any
+    /// CoreOS release), with where that list is; empty when no list was read.
+    pub os: &'static [&'static str],
+    /// Where the OS list is stated.
+    pub os_source: Option<Source>,
 }
 
 /// Network Operator × Kubernetes × GPU Operator, per release page read. Releases without a
@@ -136,6 +141,8 @@ pub const NETWORK_OPERATOR: &[NetworkOperatorRow] = &[
             url: "https://docs.nvidia.com/networking/display/kubernetes2410/platform-support.html",
             section: "component table: Kubernetes >=1.27 and <=1.30.4",
         },
+        os: &[],
+        os_source: None,
     },
     NetworkOperatorRow {
         id: "network-operator-25.4",
@@ -146,6 +153,20 @@ pub const NETWORK_OPERATOR: &[NetworkOperatorRow] = &[
             url: "https://docs.nvidia.com/networking/display/kubernetes2540/platform-support.html",
             section: "component table: Kubernetes >=1.29 and <=1.32; \"NVIDIA GPU Operator v25.3.x or newer - required for workloads that use NVIDIA GPUs and GPUDirect RDMA\"",
         },
+        os: &[
+            "ubuntu24.04",
+            "ubuntu22.04",
+            "rhcos",
+            "rhel9.4",
+            "rhel9.2",
+            "rhel8.10",
+            "rhel8.8",
+            "sles15sp6",
+        ],
+        os_source: Some(Source {
+            url: "https://docs.nvidia.com/networking/display/kubernetes2540/platform-support.html",
+            section: "Supported Operating Systems and Kubernetes Platforms (Ubuntu 24.04 / 22.04 LTS, Red Hat CoreOS, RHEL 9.4 / 9.2, RHEL 8.10 / 8.8, SLES 15 SP6; Mellanox/network-operator-docs#215)",
+        }),
     },
     NetworkOperatorRow {
         id: "network-operator-26.1",
@@ -156,6 +177,21 @@ pub const NETWORK_OPERATOR: &[NetworkOperatorRow] = &[
             url: "https://docs.nvidia.com/networking/display/kubernetes2612/platform-support.html",
             section: "component table: Kubernetes >=1.31 and <=1.35; \"NVIDIA GPU Operator v25.3.x or newer - required for workloads that use NVIDIA GPUs and GPUDirect RDMA\"",
         },
+        os: &[
+            "ubuntu24.04",
+            "ubuntu22.04",
+            "rhcos",
+            "rhel10.0",
+            "rhel9.6",
+            "rhel9.4",
+            "rhel8.10",
+            "rhel8.8",
+            "sles15sp7",
+        ],
+        os_source: Some(Source {
+            url: "https://docs.nvidia.com/networking/display/kubernetes2612/platform-support.html",
+            section: "Supported Operating Systems and Kubernetes Platforms (Ubuntu 24.04 / 22.04 LTS, Red Hat CoreOS, RHEL 10.0 / 9.6 / 9.4, RHEL 8.10 / 8.8, SLES 15 SP7)",
+        }),
     },
 ];
 
@@ -173,6 +209,79 @@ pub const PRECOMPILED_X86_ONLY: Source = Source {
 pub const SECURE_BOOT: Source = Source {
     url: "https://docs.nvidia.com/datacenter/cloud-native/gpu-operator/install-precompiled-signed-drivers.html",
     section: "\"This is required when nodes are enabled with Secure Boot\" (NVIDIA/gpu-operator#1142)",
+};
+
+/// Precompiled GPU driver containers for one OS: the kernel lines, flavours and driver
+/// branches NVIDIA publishes them for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrecompiledDriverRow {
+    /// Row id.
+    pub id: &'static str,
+    /// The OS, as the image tags write it (`ubuntu22.04`).
+    pub os: &'static str,
+    /// Kernel `(major, minor)` lines.
+    pub kernels: &'static [(u32, u32)],
+    /// Kernel flavours (the `uname -r` suffix: `generic`, `nvidia`, `aws`, ...).
+    pub flavors: &'static [&'static str],
+    /// Lowest driver branch.
+    pub min_branch: u32,
+    /// Where it is stated.
+    pub source: Source,
+}
+
+const PRECOMPILED_TABLE: &str = "Supported Precompiled Drivers: operating system, kernel flavor (Generic, NVIDIA, Azure, AWS, Oracle), kernel version and CUDA driver branch (NVIDIA/cloud-native-docs#167)";
+
+/// Precompiled drivers exist for these OSes only; every other OS builds the driver on the node.
+pub const PRECOMPILED_DRIVERS: &[PrecompiledDriverRow] = &[
+    PrecompiledDriverRow {
+        id: "precompiled-ubuntu22.04",
+        os: "ubuntu22.04",
+        // The table lists 5.15; NVIDIA also publishes 6.8 (HWE) builds for 22.04, e.g.
+        // `driver:580-6.8.0-111-generic-ubuntu22.04` (NVIDIA/gpu-driver-container#767).
+        kernels: &[(5, 15), (6, 8)],
+        flavors: &["generic", "nvidia", "azure", "aws", "oracle"],
+        min_branch: 535,
+        source: Source {
+            url: GPU_OP_PLATFORM,
+            section: PRECOMPILED_TABLE,
+        },
+    },
+    PrecompiledDriverRow {
+        id: "precompiled-ubuntu24.04",
+        os: "ubuntu24.04",
+        kernels: &[(6, 8)],
+        flavors: &["generic", "nvidia", "azure", "aws", "oracle"],
+        min_branch: 550,
+        source: Source {
+            url: GPU_OP_PLATFORM,
+            section: PRECOMPILED_TABLE,
+        },
+    },
+];
+
+/// Precompiled GPU drivers: Ubuntu only (the rows above).
+pub const PRECOMPILED_OS: Source = Source {
+    url: GPU_OP_PRECOMPILED,
+    section: "Limitations and Restrictions: precompiled driver containers are limited to Ubuntu hosts (the supported OS and kernel rows are in the platform-support table)",
+};
+
+const NETWORK_OPERATOR_DOCS: &str = "https://docs.nvidia.com/networking/display/kubernetes2612/platform-support.html";
+
+/// Precompiled DOCA-OFED driver containers: the OSes and kernel flavours NVIDIA builds.
+pub const DOCA_PRECOMPILED_OS: &[&str] = &["ubuntu24.04", "ubuntu22.04"];
+/// Kernel flavours with precompiled DOCA-OFED containers.
+pub const DOCA_PRECOMPILED_FLAVORS: &[&str] = &["generic", "nvidia", "aws", "azure", "oracle"];
+/// Where the two lists above are stated.
+pub const DOCA_PRECOMPILED: Source = Source {
+    url: NETWORK_OPERATOR_DOCS,
+    section: "Supported Precompiled Container Images for DOCA-OFED Drivers: Supported Operating Systems (Ubuntu 24.04, 22.04) and Limitations (\"generic, nvidia, aws, azure, and oracle kernel flavors\")",
+};
+
+/// Precompiled DOCA-OFED containers are unsigned, and the on-node build is too: neither loads
+/// under Secure Boot.
+pub const DOCA_UNSIGNED: Source = Source {
+    url: NETWORK_OPERATOR_DOCS,
+    section: "Supported Precompiled Container Images for DOCA-OFED Drivers, Limitations: \"Precompiled driver containers are currently unsigned\"",
 };
 
 /// Only one Node Feature Discovery per cluster.
@@ -280,6 +389,65 @@ pub const UNVERIFIED: &[Unverified] = &[
     },
 ];
 
+/// An OS as NVIDIA's image tags write it: `ubuntu24.04` → (`ubuntu`, `24.04`),
+/// `sles15sp7` → (`sles`, `15sp7`), `rhcos4.17` → (`rhcos`, `4.17`).
+pub fn os_parts(os: &str) -> Option<(&str, &str)> {
+    let at = os.find(|c: char| c.is_ascii_digit())?;
+    let (id, version) = os.split_at(at);
+    let valid = !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_lowercase())
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.');
+    valid.then_some((id, version))
+}
+
+/// Whether `os` is in a list where `rhcos` stands for every CoreOS release.
+pub fn os_listed(os: &str, list: &[&str]) -> bool {
+    list.iter()
+        .any(|l| *l == os || (*l == "rhcos" && os_parts(os).is_some_and(|(id, _)| id == "rhcos")))
+}
+
+/// A kernel release as `uname -r` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kernel {
+    /// `(major, minor)`.
+    pub line: (u32, u32),
+    /// Ubuntu's flavour suffix (`generic`, `nvidia`, `azure-fde`, `generic-64k`); `None` where
+    /// the release has none (RHEL's `5.14.0-427.13.1.el9_4.x86_64`).
+    pub flavor: Option<String>,
+}
+
+/// Parse `6.8.0-49-generic`, `5.15.0-1063-nvidia`, `5.14.0-427.13.1.el9_4.x86_64`.
+pub fn kernel_parts(release: &str) -> Option<Kernel> {
+    let mut it = release.splitn(3, '-');
+    let version = it.next()?;
+    let mut v = version.split('.');
+    let major = v.next()?.parse().ok()?;
+    let minor = v.next()?.parse().ok()?;
+    if v.any(|p| p.parse::<u32>().is_err()) {
+        return None;
+    }
+    let abi = it.next();
+    let rest = it.next();
+    // Ubuntu: `<version>-<abi number>-<flavour>`; anything else carries no flavour.
+    let flavor = match (abi, rest) {
+        (Some(abi), Some(f)) if abi.bytes().all(|b| b.is_ascii_digit()) && !f.is_empty() => {
+            Some(f.to_string())
+        }
+        _ => None,
+    };
+    Some(Kernel {
+        line: (major, minor),
+        flavor,
+    })
+}
+
+/// The precompiled-driver row of an OS.
+pub fn precompiled_driver_row(os: &str) -> Option<&'static PrecompiledDriverRow> {
+    PRECOMPILED_DRIVERS.iter().find(|r| r.os == os)
+}
+
 /// Numeric components of a driver version (`570.133.20` → [570, 133, 20]; `570-signed` → [570]).
 pub fn driver_parts(version: &str) -> Option<Vec<u32>> {
     let head = version.split(['-', '+']).next()?;
@@ -351,7 +519,16 @@ mod tests {
             .chain(GPU_OPERATOR_FLOORS.iter().map(|r| r.source))
             .chain(NIM_OPERATOR.iter().map(|r| r.source))
             .chain(NETWORK_OPERATOR.iter().map(|r| r.source))
-            .chain([PRECOMPILED_X86_ONLY, SECURE_BOOT, ONE_NFD]);
+            .chain(PRECOMPILED_DRIVERS.iter().map(|r| r.source))
+            .chain(NETWORK_OPERATOR.iter().filter_map(|r| r.os_source))
+            .chain([
+                PRECOMPILED_X86_ONLY,
+                SECURE_BOOT,
+                ONE_NFD,
+                PRECOMPILED_OS,
+                DOCA_PRECOMPILED,
+                DOCA_UNSIGNED,
+            ]);
         for s in sources {
             assert!(s.url.starts_with("https://"), "{s}");
             assert!(s.section.len() > 10, "{s}");
@@ -389,6 +566,29 @@ mod tests {
             let got = docs[0].value.pointer(&ptr).and_then(|v| v.as_str());
             assert_eq!(got, Some(*value), "{what}");
         }
+    }
+
+    #[test]
+    fn kernels_parse_into_line_and_ubuntu_flavour() {
+        let k = kernel_parts("6.8.0-49-generic").unwrap();
+        assert_eq!((k.line, k.flavor.as_deref()), ((6, 8), Some("generic")));
+        let k = kernel_parts("6.8.0-1053-azure-fde").unwrap();
+        assert_eq!(k.flavor.as_deref(), Some("azure-fde"));
+        let k = kernel_parts("5.14.0-427.13.1.el9_4.x86_64").unwrap();
+        assert_eq!((k.line, k.flavor), ((5, 14), None));
+        assert_eq!(kernel_parts("6.8").unwrap().line, (6, 8));
+        assert!(kernel_parts("six.eight").is_none());
+        assert!(kernel_parts("6").is_none());
+    }
+
+    #[test]
+    fn oses_parse_as_tags_write_them_and_rhcos_matches_any_release() {
+        assert_eq!(os_parts("ubuntu24.04"), Some(("ubuntu", "24.04")));
+        assert_eq!(os_parts("sles15sp7"), Some(("sles", "15sp7")));
+        assert_eq!(os_parts("Ubuntu 24.04"), None);
+        assert_eq!(os_parts("ubuntu"), None);
+        assert!(os_listed("rhcos4.17", &["rhcos"]));
+        assert!(!os_listed("rhel9.5", &["rhel9.4", "rhel9.6"]));
     }
 
     #[test]

@@ -524,7 +524,8 @@ fn nic_cluster_policy() -> String {
 pub struct OfedDriver {
     /// DOCA-OFED tag, e.g. `doca3.4.1-26.04-1.1.0.0-1`.
     pub version: String,
-    /// Only use precompiled modules (needed with Secure Boot).
+    /// Only use NVIDIA's precompiled DOCA-OFED containers (no build on the node). They are
+    /// unsigned, so this is no way to Secure Boot (rule `secure-boot-driver`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub force_precompiled: bool,
 }
@@ -1287,14 +1288,33 @@ pub struct Addon {
     pub values: Option<serde_json::Value>,
 }
 
-/// Node OS choice.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Node OS: exactly one of `image` and `byo` (the schema's `oneOf` enforces it), and what that
+/// OS is, for the compatibility gate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub enum NodeOs {
+pub struct NodeOs {
     /// Provided image URL, installed through virtual media.
-    Image(String),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// Bring your own OS (must be `true`).
-    Byo(bool),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byo: Option<bool>,
+    /// The OS the nodes run, as NVIDIA's image tags write it (`ubuntu24.04`, `rhel9.4`,
+    /// `rhcos4.17`, `sles15sp7`). Read by the compatibility gate (precompiled GPU and
+    /// DOCA-OFED drivers, the Network Operator's validated OSes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// The kernel release the nodes boot, as `uname -r` prints it (`6.8.0-49-generic`). Read by
+    /// the compatibility gate (precompiled drivers exist per kernel line and flavour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+}
+
+impl NodeOs {
+    /// The image URL, when fleetform provides the OS.
+    pub fn image(&self) -> Option<&str> {
+        self.image.as_deref()
+    }
 }
 
 /// Tenant quotas.

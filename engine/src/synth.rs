@@ -8,7 +8,9 @@
 //! runs one NIM. One file per rack, plus fleet, tenants, pools and NIMs files.
 //! Every host boots with Secure Boot and GB200 trays are arm64, for which NVIDIA ships no
 //! precompiled (signed) driver containers: the hosts carry a signed driver and the GPU
-//! Operator runs none (`driver.enabled: false`), which the compat gate accepts.
+//! Operator runs none (`driver.enabled: false`), which the compat gate accepts. DOCA-OFED
+//! likewise comes with the hosts: the Network Operator runs no `ofedDriver` (its containers,
+//! precompiled or built on the node, are unsigned).
 
 use std::fmt::Write as _;
 
@@ -38,7 +40,6 @@ spec:
       migStrategy: single
     networkOperator:
       version: v26.4.1
-      ofedDriver: {{version: doca3.4.1-26.04-1.1.0.0-1, forcePrecompiled: true}}
       rdmaSharedDevicePlugin: {{}}
     nimOperator: {{version: v3.1.2}}
   schedulers:

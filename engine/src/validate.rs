@@ -1040,13 +1040,13 @@ impl Cx<'_> {
                 }
                 _ => {}
             }
-            if let NodeOs::Byo(false) = t.spec.node_os {
+            if t.spec.node_os.byo == Some(false) {
                 let e = self
                     .err("schema", i, "/spec/nodeOs/byo", "`byo: false` says nothing")
                     .hint("give `{image: URL}` or `{byo: true}`");
                 self.push(e);
             }
-            if let NodeOs::Image(url) = &t.spec.node_os {
+            if let Some(url) = t.spec.node_os.image() {
                 self.url(i, "/spec/nodeOs/image", url);
             }
             for (ptr, text, what) in [

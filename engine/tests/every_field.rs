@@ -115,6 +115,14 @@ const ALLOWED: &[(&str, &str)] = &[
         "validation only: `true` is its one value; choosing it over `image` is what compiles",
     ),
     (
+        "Tenant:/spec/nodeOs/os",
+        "validation only: the compat gate's input (precompiled drivers, the Network Operator's OSes)",
+    ),
+    (
+        "Tenant:/spec/nodeOs/kernel",
+        "validation only: the compat gate's input (precompiled drivers per kernel line and flavour)",
+    ),
+    (
         "Rack:/spec/faultDomain",
         "validation only (compute-domains); read by break/fix (an nvl72 rack spares itself)",
     ),

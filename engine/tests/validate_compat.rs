@@ -182,3 +182,168 @@ fn nfd_from_the_network_operator_is_fine_when_the_gpu_operator_values_turn_its_n
     ]);
     assert_eq!(codes(&both), ["singleton"]);
 }
+
+/// The base fleet with a good driver, precompiled drivers on, and tenant t1's `nodeOs`.
+fn precompiled_on(node_os: &str) -> Vec<SourceFile> {
+    fleet(&[
+        ("fleet.yaml", DRIVER, "\"595.91.07\""),
+        (
+            "fleet.yaml",
+            "      driver:\n",
+            "      driver:\n        usePrecompiled: true\n",
+        ),
+        ("tenants.yaml", "nodeOs: {byo: true}", node_os),
+    ])
+}
+
+#[test]
+fn precompiled_drivers_follow_the_os_and_kernel_rows() {
+    // In a row: Ubuntu 24.04 on a 6.8 generic kernel, and 22.04 on 5.15 nvidia.
+    for ok in [
+        "nodeOs: {byo: true, os: ubuntu24.04, kernel: 6.8.0-49-generic}",
+        "nodeOs: {byo: true, os: ubuntu22.04, kernel: 5.15.0-1063-nvidia}",
+        // Declared OS without a kernel: the OS row alone is checked.
+        "nodeOs: {byo: true, os: ubuntu22.04}",
+        // Nothing declared: nothing checked beyond the arm64 rule.
+        "nodeOs: {byo: true}",
+    ] {
+        assert!(codes(&precompiled_on(ok)).is_empty(), "{ok}");
+    }
+    // Off the rows: an OS without precompiled drivers, a kernel line 24.04 has none for, a
+    // flavour NVIDIA builds none for.
+    for bad in [
+        "nodeOs: {byo: true, os: rhel9.4}",
+        "nodeOs: {byo: true, os: ubuntu24.04, kernel: 6.11.0-1008-generic}",
+        "nodeOs: {byo: true, os: ubuntu24.04, kernel: 6.8.0-1015-gcp}",
+    ] {
+        assert_eq!(codes(&precompiled_on(bad)), ["precompiled-driver"], "{bad}");
+    }
+    // Without usePrecompiled the same kernel is fine: the container builds on the node.
+    let built = fleet(&[
+        ("fleet.yaml", DRIVER, "\"595.91.07\""),
+        (
+            "tenants.yaml",
+            "nodeOs: {byo: true}",
+            "nodeOs: {byo: true, os: ubuntu24.04, kernel: 6.11.0-1008-generic}",
+        ),
+    ]);
+    assert!(codes(&built).is_empty());
+}
+
+#[test]
+fn ubuntu_24_04_has_precompiled_drivers_from_r550_and_22_04_from_r535() {
+    let on = |os: &str, driver: &str| {
+        fleet(&[
+            ("fleet.yaml", DRIVER, driver),
+            (
+                "fleet.yaml",
+                "      driver:\n",
+                "      driver:\n        usePrecompiled: true\n",
+            ),
+            (
+                "hosts.yaml",
+                "model: B200, count: 8",
+                "model: H100, count: 8",
+            ),
+            ("tenants.yaml", "nodeOs: {byo: true}", os),
+        ])
+    };
+    let u24 = "nodeOs: {byo: true, os: ubuntu24.04}";
+    let u22 = "nodeOs: {byo: true, os: ubuntu22.04}";
+    assert!(codes(&on(u24, "\"550.54.15\"")).is_empty());
+    assert_eq!(codes(&on(u24, "\"535.230.02\"")), ["precompiled-driver"]);
+    assert!(codes(&on(u22, "\"535.230.02\"")).is_empty());
+    assert_eq!(codes(&on(u22, "\"525.147.05\"")), ["precompiled-driver"]);
+}
+
+#[test]
+fn network_operator_26_1_refuses_an_os_it_was_not_validated_on() {
+    let on = |os: &str| {
+        fleet(&[
+            ("fleet.yaml", DRIVER, "\"595.91.07\""),
+            ("fleet.yaml", "v26.4.1", "v26.1.2"),
+            ("tenants.yaml", "nodeOs: {byo: true}", os),
+        ])
+    };
+    assert!(codes(&on("nodeOs: {byo: true, os: rhel9.6}")).is_empty());
+    assert!(codes(&on("nodeOs: {byo: true, os: rhcos4.19}")).is_empty());
+    // 9.5 sits between the listed 9.4 and 9.6; Debian is not listed at all.
+    assert_eq!(
+        codes(&on("nodeOs: {byo: true, os: rhel9.5}")),
+        ["network-operator-compat"]
+    );
+    assert_eq!(
+        codes(&on("nodeOs: {byo: true, os: debian12}")),
+        ["network-operator-compat"]
+    );
+}
+
+/// The base fleet with a DOCA-OFED driver (`ofed`) and tenant t1's `nodeOs`.
+fn doca(ofed: &str, node_os: &str) -> Vec<SourceFile> {
+    fleet(&[
+        ("fleet.yaml", DRIVER, "\"595.91.07\""),
+        (
+            "fleet.yaml",
+            "    networkOperator:\n      version: v26.4.1\n",
+            &format!("    networkOperator:\n      version: v26.4.1\n      ofedDriver: {ofed}\n"),
+        ),
+        ("tenants.yaml", "nodeOs: {byo: true}", node_os),
+    ])
+}
+
+#[test]
+fn precompiled_doca_ofed_is_refused_off_ubuntu_and_off_the_listed_flavours() {
+    let forced = "{version: doca3.4.1-26.04-1.1.0.0-1, forcePrecompiled: true}";
+    assert!(codes(&doca(forced, "nodeOs: {byo: true, os: ubuntu22.04, kernel: 5.15.0-1063-azure}")).is_empty());
+    assert_eq!(
+        codes(&doca(forced, "nodeOs: {byo: true, os: rhel9.4}")),
+        ["doca-precompiled"]
+    );
+    assert_eq!(
+        codes(&doca(forced, "nodeOs: {byo: true, os: ubuntu24.04, kernel: 6.8.0-1015-gcp}")),
+        ["doca-precompiled"]
+    );
+    // Built on the node, any OS and flavour goes.
+    let built = "{version: doca3.4.1-26.04-1.1.0.0-1}";
+    assert!(codes(&doca(built, "nodeOs: {byo: true, os: ubuntu24.04, kernel: 6.8.0-1015-gcp}")).is_empty());
+}
+
+#[test]
+fn secure_boot_refuses_doca_ofed_containers_precompiled_or_not() {
+    for ofed in [
+        "{version: doca3.4.1-26.04-1.1.0.0-1}",
+        "{version: doca3.4.1-26.04-1.1.0.0-1, forcePrecompiled: true}",
+    ] {
+        let mut f = doca(ofed, "nodeOs: {byo: true}");
+        let hosts = f.iter_mut().find(|f| f.path == "hosts.yaml").unwrap();
+        let text = String::from_utf8(hosts.bytes.clone()).unwrap();
+        // Secure Boot on an H100 host with precompiled (signed) GPU drivers: only OFED is left.
+        hosts.bytes = text
+            .replacen("model: H100, count: 8}\n---", "model: H100, count: 8}\n  secureBoot: true\n---", 1)
+            .into_bytes();
+        let fleet_file = f.iter_mut().find(|f| f.path == "fleet.yaml").unwrap();
+        let text = String::from_utf8(fleet_file.bytes.clone()).unwrap();
+        fleet_file.bytes = text
+            .replacen("      driver:\n", "      driver:\n        usePrecompiled: true\n", 1)
+            .into_bytes();
+        let (docs, _) = load::load(&f);
+        let d = validate::validate(&docs).unwrap_err();
+        assert_eq!(d.len(), 1, "{ofed}: {d:?}");
+        assert_eq!(d[0].code, "secure-boot-driver");
+        let hint = d[0].hint.clone().unwrap_or_default();
+        assert!(hint.contains("doca-unsigned"), "{hint}");
+    }
+}
+
+#[test]
+fn an_os_or_kernel_that_does_not_parse_is_named_at_its_field() {
+    let bad_os = precompiled_on("nodeOs: {byo: true, os: Ubuntu 24.04}");
+    let (docs, _) = load::load(&bad_os);
+    let d = validate::validate(&docs).unwrap_err();
+    assert_eq!(d[0].code, "node-os");
+    assert!(d[0].message.contains("Ubuntu 24.04"), "{}", d[0].message);
+    assert_eq!(
+        codes(&precompiled_on("nodeOs: {byo: true, kernel: six}")),
+        ["node-os"]
+    );
+}

@@ -58,7 +58,7 @@ pub fn capi_version(version: &str) -> String {
 /// claim. A `byo` OS has no image: Metal3 only claims the host.
 fn machine_spec(os: &NodeOs, host_labels: Value) -> Value {
     let mut spec = json!({ "hostSelector": { "matchLabels": host_labels } });
-    if let NodeOs::Image(url) = os {
+    if let Some(url) = os.image() {
         let lower = url.to_ascii_lowercase();
         // An ISO boots live (Metal3 `live-iso`, no checksum); a disk image is written with the
         // checksum published next to it (`<url>.sha256sum`).
@@ -457,12 +457,12 @@ mod tests {
 
     #[test]
     fn an_iso_boots_live_and_a_disk_image_is_checked_against_its_published_checksum() {
-        let iso = machine_spec(&NodeOs::Image("http://x/os.iso".into()), json!({}));
+        let iso = machine_spec(&NodeOs { image: Some("http://x/os.iso".into()), ..NodeOs::default() }, json!({}));
         assert_eq!(iso["image"]["diskFormat"], "live-iso");
-        let disk = machine_spec(&NodeOs::Image("http://x/os.qcow2".into()), json!({}));
+        let disk = machine_spec(&NodeOs { image: Some("http://x/os.qcow2".into()), ..NodeOs::default() }, json!({}));
         assert_eq!(disk["image"]["checksum"], "http://x/os.qcow2.sha256sum");
         assert_eq!(disk["image"]["diskFormat"], "qcow2");
-        let byo = machine_spec(&NodeOs::Byo(true), json!({}));
+        let byo = machine_spec(&NodeOs { byo: Some(true), ..NodeOs::default() }, json!({}));
         assert!(byo.get("image").is_none());
     }
 }

@@ -4,7 +4,8 @@
 //! the tenant's override when it has one, else the Fleet's field.
 //!
 //! Rule codes: `driver-compat`, `gpu-operator-compat`, `nim-operator-compat`,
-//! `network-operator-compat`, `precompiled-driver`, `secure-boot-driver`.
+//! `network-operator-compat`, `precompiled-driver`, `secure-boot-driver`, `doca-precompiled`,
+//! `node-os`.
 
 use std::collections::BTreeSet;
 
@@ -205,6 +206,7 @@ impl Cx<'_> {
             }
         }
         self.precompiled_and_secure_boot(f, t, hosts);
+        self.node_platform(f, t);
     }
 
     /// Precompiled drivers are x86_64 only; Secure Boot needs signed modules (precompiled, or
@@ -259,12 +261,206 @@ impl Cx<'_> {
             .network_operator
             .as_ref()
             .and_then(|n| n.ofed_driver.as_ref())
-            && !ofed.force_precompiled
+        {
+            // Neither way of running the DOCA-OFED container loads under Secure Boot: the
+            // on-node build is unsigned, and so are NVIDIA's precompiled containers.
+            let how = if ofed.force_precompiled {
+                "runs NVIDIA's precompiled DOCA-OFED container, whose modules are unsigned"
+            } else {
+                "builds the DOCA-OFED modules on the node, unsigned"
+            };
+            let e = self
+                .err(
+                    "secure-boot-driver",
+                    h.doc.0,
+                    "/spec/secureBoot",
+                    format!(
+                        "host `{}` boots with Secure Boot, but tenant `{}` {how}",
+                        h.name(),
+                        t.name()
+                    ),
+                )
+                .hint(format!(
+                    "install a signed DOCA-OFED on the hosts and leave `networkOperator.ofedDriver` out (a tenant sets `ofedDriver: null`), so the Network Operator uses the host's driver; {}",
+                    cite("doca-unsigned", &compat::DOCA_UNSIGNED)
+                ));
+            self.push(e);
+        }
+    }
+
+    /// What the tenant's nodes run (`nodeOs.os`, `nodeOs.kernel`) against the rows keyed by
+    /// OS and kernel: precompiled GPU drivers, precompiled DOCA-OFED containers, and the OSes
+    /// the Network Operator release was validated on. Nothing is checked when they are not
+    /// declared.
+    fn node_platform(&mut self, f: &Fleet, t: &Tenant) {
+        let i = t.doc.0;
+        let os = t.spec.node_os.os.as_deref();
+        let kernel_text = t.spec.node_os.kernel.as_deref();
+        if let Some(os) = os
+            && compat::os_parts(os).is_none()
         {
             let e = self
-                .err("secure-boot-driver", h.doc.0, "/spec/secureBoot", format!("host `{}` boots with Secure Boot, but tenant `{}`'s DOCA-OFED driver is compiled on the node", h.name(), t.name()))
-                .hint("set `networkOperator.ofedDriver.forcePrecompiled: true`");
+                .err(
+                    "node-os",
+                    i,
+                    "/spec/nodeOs/os",
+                    format!("`{os}` is not an OS as NVIDIA's image tags write it"),
+                )
+                .hint("an id and a version with nothing between, e.g. ubuntu24.04, rhel9.4, rhcos4.17, sles15sp7");
             self.push(e);
+            return;
+        }
+        let kernel = match kernel_text.map(|k| (k, compat::kernel_parts(k))) {
+            Some((k, None)) => {
+                let e = self
+                    .err(
+                        "node-os",
+                        i,
+                        "/spec/nodeOs/kernel",
+                        format!("`{k}` is not a kernel release"),
+                    )
+                    .hint("as `uname -r` prints it, e.g. 6.8.0-49-generic");
+                self.push(e);
+                return;
+            }
+            Some((_, Some(k))) => Some(k),
+            None => None,
+        };
+        let ops = f.operators_for(t.name()).clone();
+        let d = &ops.gpu_operator.driver;
+        if d.enabled
+            && d.use_precompiled
+            && let Some(os) = os
+        {
+            match compat::precompiled_driver_row(os) {
+                None => {
+                    let oses: Vec<&str> =
+                        compat::PRECOMPILED_DRIVERS.iter().map(|r| r.os).collect();
+                    let e = self
+                        .err(
+                            "precompiled-driver",
+                            i,
+                            "/spec/nodeOs/os",
+                            format!(
+                                "tenant `{}` asks for precompiled GPU drivers, but NVIDIA publishes them for {} only, not {os}",
+                                t.name(),
+                                oses.join(" and ")
+                            ),
+                        )
+                        .hint(format!(
+                            "set `gpuOperator.driver.usePrecompiled: false` (the driver container builds the modules on the node); {}",
+                            cite("precompiled-os", &compat::PRECOMPILED_OS)
+                        ));
+                    self.push(e);
+                }
+                Some(row) => {
+                    let branch = compat::driver_parts(&d.version).map(|p| p[0]);
+                    if let Some(b) = branch
+                        && b < row.min_branch
+                    {
+                        let (doc, ptr) = self.operator_site(f, t, "/gpuOperator/driver/version");
+                        let e = self
+                            .err(
+                                "precompiled-driver",
+                                doc,
+                                &ptr,
+                                format!(
+                                    "no precompiled R{b} driver is published for {os} (R{} and later), used by tenant `{}`",
+                                    row.min_branch,
+                                    t.name()
+                                ),
+                            )
+                            .hint(cite(row.id, &row.source));
+                        self.push(e);
+                    }
+                    if let Some(k) = &kernel {
+                        let lines: Vec<String> =
+                            row.kernels.iter().map(|(a, b)| format!("{a}.{b}")).collect();
+                        let flavor_ok = k
+                            .flavor
+                            .as_deref()
+                            .is_none_or(|f| row.flavors.contains(&f));
+                        if !row.kernels.contains(&k.line) || !flavor_ok {
+                            let e = self
+                                .err(
+                                    "precompiled-driver",
+                                    i,
+                                    "/spec/nodeOs/kernel",
+                                    format!(
+                                        "no precompiled GPU driver is published for kernel {} on {os}: kernels {} with flavours {}",
+                                        kernel_text.unwrap_or_default(),
+                                        lines.join(", "),
+                                        row.flavors.join(", ")
+                                    ),
+                                )
+                                .hint(format!(
+                                    "boot a listed kernel, or set `gpuOperator.driver.usePrecompiled: false`; {}",
+                                    cite(row.id, &row.source)
+                                ));
+                            self.push(e);
+                        }
+                    }
+                }
+            }
+        }
+        let Some(n) = &ops.network_operator else {
+            return;
+        };
+        let Some(os) = os else {
+            return;
+        };
+        if let Some(row) = compat::major_minor(&n.version).and_then(compat::network_operator_row)
+            && let Some(source) = row.os_source
+            && !compat::os_listed(os, row.os)
+        {
+            let e = self
+                .err(
+                    "network-operator-compat",
+                    i,
+                    "/spec/nodeOs/os",
+                    format!(
+                        "Network Operator {} was validated on {}, not {os} (tenant `{}`)",
+                        n.version,
+                        row.os.join(", "),
+                        t.name()
+                    ),
+                )
+                .hint(cite(row.id, &source));
+            self.push(e);
+        }
+        if let Some(ofed) = &n.ofed_driver
+            && ofed.force_precompiled
+        {
+            let os_ok = compat::os_listed(os, compat::DOCA_PRECOMPILED_OS);
+            let flavor = kernel.as_ref().and_then(|k| k.flavor.as_deref());
+            let flavor_ok = flavor.is_none_or(|f| compat::DOCA_PRECOMPILED_FLAVORS.contains(&f));
+            if !os_ok || !flavor_ok {
+                let (ptr, what) = if os_ok {
+                    (
+                        "/spec/nodeOs/kernel",
+                        format!("the `{}` kernel flavour", flavor.unwrap_or_default()),
+                    )
+                } else {
+                    ("/spec/nodeOs/os", os.to_string())
+                };
+                let e = self
+                    .err(
+                        "doca-precompiled",
+                        i,
+                        ptr,
+                        format!(
+                            "tenant `{}` forces precompiled DOCA-OFED containers, but NVIDIA builds none for {what} (OSes {}; flavours {})",
+                            t.name(),
+                            compat::DOCA_PRECOMPILED_OS.join(", "),
+                            compat::DOCA_PRECOMPILED_FLAVORS.join(", ")
+                        ),
+                    )
+                    .hint(format!(
+                        "drop `ofedDriver.forcePrecompiled` (the container builds the modules on the node) or build your own precompiled container; {}",
+                        cite("doca-precompiled", &compat::DOCA_PRECOMPILED)
+                    ));
+                self.push(e);
+            }
         }
     }
 }
