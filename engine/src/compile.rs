@@ -648,6 +648,23 @@ impl Cx<'_> {
         if let Some(enabled) = spec.secure_boot {
             at_reset.insert("secureBoot".into(), json!(enabled));
         }
+        // Host firmware installed from an image activates at the host's reset too; the BMC's
+        // own (named `BMC`, or installed through the manager) activates with the BMC's reset.
+        let staged_firmware: BTreeMap<&String, &str> = spec
+            .firmware
+            .iter()
+            .filter_map(|(k, w)| match w {
+                crate::manifest::FirmwareWant::Image(i)
+                    if k != "BMC" && !i.targets.iter().any(|t| t == "manager") =>
+                {
+                    Some((k, i.version.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        if !staged_firmware.is_empty() {
+            at_reset.insert("firmware".into(), json!(staged_firmware));
+        }
         if !at_reset.is_empty() && matches!(spec.power, crate::manifest::PowerState::On) {
             power["applyAtReset"] = Value::Object(at_reset);
         }

@@ -677,6 +677,18 @@ pub fn drift_text(plan: &Plan, color: bool) -> String {
     out
 }
 
+/// Drift, for programs: `fleetform drift --format json`, versioned (`formatVersion: 1`): the
+/// drifted changes, the problems and the GPU findings, one JSON object.
+pub fn drift_json(plan: &Plan) -> String {
+    serde_json::json!({
+        "formatVersion": 1,
+        "drifted": plan.actionable().collect::<Vec<_>>(),
+        "problems": plan.problems,
+        "gpu": plan.findings,
+    })
+    .to_string()
+}
+
 /// The outcome of an apply: successes counted, failures listed once with the
 /// resources they caused to be skipped.
 pub fn apply_text(report: &ApplyReport) -> String {

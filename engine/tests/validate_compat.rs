@@ -341,7 +341,7 @@ fn an_os_or_kernel_that_does_not_parse_is_named_at_its_field() {
     let (docs, _) = load::load(&bad_os);
     let d = validate::validate(&docs).unwrap_err();
     assert_eq!(d[0].code, "node-os");
-    assert!(d[0].message.contains("Ubuntu 24.04"), "{}", d[0].message);
+    assert!(d[0].summary.contains("Ubuntu 24.04"), "{}", d[0].summary);
     assert_eq!(
         codes(&precompiled_on("nodeOs: {byo: true, kernel: six}")),
         ["node-os"]

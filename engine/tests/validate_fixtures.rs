@@ -1,6 +1,7 @@
 //! Golden runner: every fixtures/invalid/<case>/ is a small fleet with exactly one
-//! problem; its rendered diagnostics must equal fixtures/invalid/<case>.expected.
-//! `UPDATE_EXPECT=1 cargo test -p fleetform-engine --test validate_fixtures` rewrites them.
+//! problem; its rendered diagnostics must equal the insta snapshot fixtures/invalid/<case>.snap.
+//! `INSTA_UPDATE=always cargo test -p fleetform-engine --test validate_fixtures` rewrites them
+//! (or `cargo insta review`).
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -35,7 +36,6 @@ pub fn check_dir(dir: &Path) -> (Vec<Diagnostic>, Vec<SourceFile>) {
 #[test]
 fn every_invalid_fixture_reports_exactly_its_one_problem() {
     let root = repo().join("fixtures/invalid");
-    let update = std::env::var_os("UPDATE_EXPECT").is_some();
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&root)
         .expect("fixtures/invalid exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -43,6 +43,8 @@ fn every_invalid_fixture_reports_exactly_its_one_problem() {
         .collect();
     cases.sort();
     assert!(cases.len() >= 40, "only {} cases", cases.len());
+    // Exactly one diagnostic per case, checked for every case before any golden file.
+    let mut rendered = Vec::new();
     let mut failures = Vec::new();
     for case in &cases {
         let name = case
@@ -51,28 +53,14 @@ fn every_invalid_fixture_reports_exactly_its_one_problem() {
             .unwrap_or_default()
             .to_string();
         let (diags, files) = check_dir(case);
-        if diags.len() != 1 {
-            failures.push(format!(
-                "{name}: expected exactly one diagnostic, got {}:\n{}",
-                diags.len(),
-                validate::render_text(&diags, &files)
-            ));
-            continue;
-        }
         let text = validate::render_text(&diags, &files);
-        let expected_path = root.join(format!("{name}.expected"));
-        if update {
-            std::fs::write(&expected_path, &text).expect("write expected");
-            continue;
-        }
-        match std::fs::read_to_string(&expected_path) {
-            Ok(exp) if exp == text => {}
-            Ok(exp) => failures.push(format!(
-                "{name}: output differs\n--- expected\n{exp}--- actual\n{text}"
-            )),
-            Err(_) => failures.push(format!(
-                "{name}: no {name}.expected (run with UPDATE_EXPECT=1)\n{text}"
-            )),
+        if diags.len() == 1 {
+            rendered.push((name, text));
+        } else {
+            failures.push(format!(
+                "{name}: expected exactly one diagnostic, got {}:\n{text}",
+                diags.len()
+            ));
         }
     }
     assert!(
@@ -82,15 +70,36 @@ fn every_invalid_fixture_reports_exactly_its_one_problem() {
         cases.len(),
         failures.join("\n")
     );
+    // The golden files sit beside the cases: fixtures/invalid/<case>.snap.
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(&root);
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    settings.bind(|| {
+        for (name, text) in &rendered {
+            insta::assert_snapshot!(name.as_str(), text);
+        }
+    });
 }
 
 #[test]
 fn every_example_validates() {
-    for ex in ["examples/small", "examples/dsx"] {
-        let dir = repo().join(ex);
-        if !dir.exists() {
+    // Every folder of examples/ that holds a fleet (a Fleet document in a YAML file), found
+    // rather than listed, so a new example cannot be left out.
+    let mut checked = Vec::new();
+    for entry in std::fs::read_dir(repo().join("examples")).unwrap() {
+        let dir = entry.unwrap().path();
+        let has_fleet = dir.is_dir()
+            && std::fs::read_dir(&dir).unwrap().any(|f| {
+                let p = f.unwrap().path();
+                p.extension().is_some_and(|e| e == "yaml")
+                    && std::fs::read_to_string(&p).is_ok_and(|t| t.contains("\nkind: Fleet\n"))
+            });
+        if !has_fleet {
             continue;
         }
+        let ex = dir.strip_prefix(repo()).unwrap().display().to_string();
+        checked.push(ex.clone());
         let (diags, files) = check_dir(&dir);
         assert!(
             diags.is_empty(),
@@ -98,6 +107,12 @@ fn every_example_validates() {
             validate::render_text(&diags, &files)
         );
     }
+    checked.sort();
+    assert_eq!(
+        checked,
+        ["examples/dsx", "examples/sandbox", "examples/small"],
+        "the examples that hold a fleet"
+    );
 }
 
 /// The literal secrets written in a fixture's files: the scalar after a credential key

@@ -65,10 +65,7 @@ pub(crate) async fn drift(args: DriftArgs) -> Result<Outcome> {
     });
     match args.format {
         Format::Text => print!("{}", report::drift_text(plan, color())),
-        Format::Json => println!(
-            "{}",
-            serde_json::json!({ "formatVersion": 1, "drifted": plan.actionable().collect::<Vec<_>>(), "problems": plan.problems, "gpu": plan.findings })
-        ),
+        Format::Json => println!("{}", report::drift_json(plan)),
         Format::Markdown => print!("{}", report::plan_markdown(plan, "fleetform drift", &[])),
     }
     if !plan.problems.is_empty() {

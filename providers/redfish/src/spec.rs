@@ -60,6 +60,11 @@ pub struct ResetSettings {
     /// `SecureBootEnable` (and `SecureBootCurrentBoot`, when the BMC reports it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_boot: Option<bool>,
+    /// Host firmware components (as the firmware resource names them) that must read these
+    /// versions after the reset: an installed image activates when the host restarts. The
+    /// BMC's own firmware is not here (it activates with the BMC's reset, not the host's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub firmware: BTreeMap<String, String>,
 }
 
 /// Desired power state.

@@ -15,8 +15,9 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use common::{paths, plan, provider, rid};
 use fleetform_contract::provider::{
-    Action, ApplyContext, ApplyRequest, ErrorKind, Health, Provider,
+    Action, ApplyContext, ApplyRequest, Change, ErrorKind, Health, Provider,
 };
+use fleetform_redfish::RedfishProvider;
 use fleetform_contract::resource::Desired;
 use serde_json::{Value, json};
 
@@ -38,6 +39,9 @@ struct Bmc {
     power_delay_gets: usize,
     /// A running SimpleUpdate: (task monitor path, polls left, inventory path, new version).
     task: Option<(String, usize, String, String)>,
+    /// Installed host firmware waiting for the host's reset, as real BMCs stage it:
+    /// (inventory path, version). The BMC's own firmware is not staged (it resets itself).
+    staged: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -157,9 +161,14 @@ fn get_with_pending_power(bmc: &mut Bmc, path: &str) -> Option<Value> {
             bmc.task = Some((monitor, left - 1, target, version));
             return Some(json!({"TaskState": "Running", "PercentComplete": 50}));
         }
-        let mut inv = read(bmc, &target).unwrap();
-        inv["Version"] = json!(version);
-        bmc.overrides.insert(target, inv);
+        bmc.task = None;
+        if target.contains("BMC") {
+            let mut inv = read(bmc, &target).unwrap();
+            inv["Version"] = json!(version);
+            bmc.overrides.insert(target, inv);
+        } else {
+            bmc.staged.push((target, version));
+        }
         return Some(json!({"TaskState": "Completed", "TaskStatus": "OK"}));
     }
     if let Some(st) = landed {
@@ -262,6 +271,14 @@ fn answer(
             } else {
                 "On"
             };
+            // The host restarts: staged firmware becomes the running version.
+            if st == "On" {
+                for (inv_path, version) in std::mem::take(&mut bmc.staged) {
+                    let mut inv = read(bmc, &inv_path).unwrap();
+                    inv["Version"] = json!(version);
+                    bmc.overrides.insert(inv_path, inv);
+                }
+            }
             if bmc.power_delay_gets > 0 {
                 bmc.pending_power = Some((sys, bmc.power_delay_gets, st.to_string()));
             } else {
@@ -764,7 +781,7 @@ async fn firmware_update_follows_the_task_monitor_until_the_task_completes() {
                "update": {"image": "http://127.0.0.1:9/uefi-2.bin", "targets": ["/redfish/v1/UpdateService/FirmwareInventory/UEFI"]}}),
         &pw,
     );
-    let first = common::converge(&p, &d).await;
+    let first = apply_once(&p, &d).await;
     assert_eq!(paths(&first), ["/expected/UEFI"]);
     assert_eq!(count(&state, "POST", "UpdateService.SimpleUpdate"), 1);
     assert_eq!(
@@ -772,6 +789,75 @@ async fn firmware_update_follows_the_task_monitor_until_the_task_completes() {
         3,
         "polled while Running (twice), then Completed"
     );
+    reset_activates_the_staged_image(&p, &state, &url, &pw, &d, "UEFI", "uefi-2").await;
+}
+
+/// Plans and applies `d` once (no re-plan: staged firmware does not read current yet).
+async fn apply_once(p: &RedfishProvider, d: &Desired) -> Change {
+    let (change, obs) = common::plan(p, d).await.unwrap();
+    let rq = fleetform_contract::provider::ApplyRequest {
+        change: &change,
+        desired: Some(d),
+        last_applied: None,
+        observed: Some(&obs),
+    };
+    p.apply(&rq, &fleetform_contract::provider::ApplyContext::default())
+        .await
+        .unwrap();
+    change
+}
+
+/// After a firmware image was installed: the firmware resource reads staged (healthy, nothing
+/// re-sent), the power resource plans the host's one reset for it, and once that reset ran
+/// the version is current and both re-plan clean.
+async fn reset_activates_the_staged_image(
+    p: &RedfishProvider,
+    state: &Shared,
+    url: &str,
+    pw: &std::path::Path,
+    firmware: &Desired,
+    component: &str,
+    version: &str,
+) {
+    let (staged, _) = common::plan(p, firmware).await.unwrap();
+    assert_eq!(staged.action, Action::Update, "the inventory still reads the old version");
+    assert!(
+        staged.fields[0]
+            .changed_by
+            .as_deref()
+            .is_some_and(|c| c.starts_with("staged")),
+        "{:?}",
+        staged.fields
+    );
+    assert_eq!(staged.disruption, fleetform_contract::provider::Disruption::None);
+    assert_eq!(
+        p.health(&firmware.id, &firmware.spec).await.unwrap(),
+        Health::Ready
+    );
+    let sent = count(state, "POST", "UpdateService.SimpleUpdate");
+    // Applying the staged change again sends nothing.
+    apply_once(p, firmware).await;
+    assert_eq!(count(state, "POST", "UpdateService.SimpleUpdate"), sent);
+
+    let power = desired(
+        url,
+        "System_0",
+        "power",
+        json!({"state": "On", "applyAtReset": {"firmware": {component: version}}}),
+        pw,
+    );
+    let (plan, _) = common::plan(p, &power).await.unwrap();
+    assert_eq!(paths(&plan), ["/awaitingReset"]);
+    let awaiting = plan.fields[0].before.clone().unwrap();
+    assert!(
+        awaiting.to_string().contains(&format!("firmware {component}")),
+        "{awaiting}"
+    );
+    common::converge(p, &power).await;
+    assert_eq!(count(state, "POST", "ComputerSystem.Reset"), 1, "one reset");
+    let (after, _) = common::plan(p, firmware).await.unwrap();
+    assert_eq!(after.action, Action::NoOp, "{:?}", after.fields);
+    assert_eq!(count(state, "POST", "UpdateService.SimpleUpdate"), sent);
 }
 
 #[tokio::test]
@@ -796,7 +882,7 @@ async fn a_bios_update_on_a_grace_tray_targets_its_uefi_member_found_through_the
                "updates": {"BIOS": {"image": "http://127.0.0.1:9/uefi-3.bin", "transferProtocol": "HTTP"}}}),
         &pw,
     );
-    let first = common::converge(&p, &d).await;
+    let first = apply_once(&p, &d).await;
     assert_eq!(paths(&first), ["/expected/BIOS"]);
     let posts: Vec<Value> = state
         .lock()
@@ -812,6 +898,7 @@ async fn a_bios_update_on_a_grace_tray_targets_its_uefi_member_found_through_the
                 "Targets": ["/redfish/v1/UpdateService/FirmwareInventory/UEFI"]})
         ]
     );
+    reset_activates_the_staged_image(&p, &state, &url, &pw, &d, "BIOS", "uefi-3").await;
 
     // A differing component without an image: apply says how to give one, and sends nothing.
     let d = desired(
