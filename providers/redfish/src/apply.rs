@@ -240,6 +240,14 @@ impl RedfishProvider {
                     if let Some(proto) = &update.transfer_protocol {
                         body["TransferProtocol"] = json!(proto);
                     }
+                    // Host firmware waits for the host's one planned reset where the BMC can
+                    // be told so; the BMC's own firmware activates with the BMC alone.
+                    let host_firmware = k != "BMC" && !update.targets.iter().any(|t| t == "manager");
+                    if host_firmware
+                        && p.extra.get("simpleUpdateOnReset") == Some(&json!(true))
+                    {
+                        body["@Redfish.OperationApplyTime"] = json!("OnReset");
+                    }
                     let targets: Vec<String> = if update.targets.is_empty() {
                         // The component's own inventory member, where one was found.
                         p.extra

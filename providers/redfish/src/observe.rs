@@ -357,6 +357,16 @@ impl RedfishProvider {
             {
                 p.extra.insert("simpleUpdate".into(), json!(t));
             }
+            // A BMC that can hold an installed image until the host resets says so; asked for
+            // `OnReset`, it never restarts the host by itself (the planned reset does).
+            let on_reset = r
+                .body
+                .pointer("/Actions/#UpdateService.SimpleUpdate/@Redfish.OperationApplyTimeSupport/SupportedValues")
+                .and_then(Value::as_array)
+                .is_some_and(|v| v.iter().any(|x| x == "OnReset"));
+            if on_reset {
+                p.extra.insert("simpleUpdateOnReset".into(), json!(true));
+            }
             match odata_id(r.body.get("FirmwareInventory")) {
                 None => {
                     inventory_note =

@@ -537,3 +537,34 @@ public-rackmount1 firmware: Update [\"/expected/BIOS\"]";
     );
     assert_eq!(plan(&p, &d).await.unwrap().0.action, Action::Update);
 }
+
+/// A BMC that can hold an image until the host resets (Dell's SimpleUpdate offers `OnReset`)
+/// is asked to, so it never restarts the host by itself; one that does not say so (GB200's
+/// recording, given a SimpleUpdate) gets no apply time, and the BMC's own firmware never does.
+#[tokio::test]
+async fn host_firmware_is_installed_on_reset_where_the_bmc_offers_it() {
+    let (_d, pw) = password_file();
+    let p = provider();
+    let sim = bmcsim::serve("dell_r750", Duration::from_millis(30)).await;
+    let install = |component: &str| {
+        json!({"expected": {component: "9.9.9"},
+               "updates": {component: {"image": "http://127.0.0.1:9/fw.bin", "targets": ["/redfish/v1/UpdateService/FirmwareInventory/x"]}}})
+    };
+    for component in ["BIOS", "BMC"] {
+        let d = desired(&sim.url, "dell", "System.Embedded.1", "firmware", install(component), &pw);
+        let (change, obs) = plan(&p, &d).await.unwrap();
+        let rq = fleetform_contract::provider::ApplyRequest {
+            change: &change,
+            desired: Some(&d),
+            last_applied: None,
+            observed: Some(&obs),
+        };
+        p.apply(&rq, &fleetform_contract::provider::ApplyContext::default())
+            .await
+            .unwrap();
+    }
+    let updates = sim.state.lock().updates.clone();
+    assert_eq!(updates.len(), 2, "{updates:?}");
+    assert_eq!(updates[0]["@Redfish.OperationApplyTime"], "OnReset");
+    assert!(updates[1].get("@Redfish.OperationApplyTime").is_none(), "the BMC's own: {}", updates[1]);
+}

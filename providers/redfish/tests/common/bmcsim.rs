@@ -60,6 +60,8 @@ pub struct Inner {
     pub drop_next_reset_answer: bool,
     /// The OS ignores graceful restarts/shutdowns (only forced ones land).
     pub ignore_graceful: bool,
+    /// Every `UpdateService.SimpleUpdate` body POSTed.
+    pub updates: Vec<Value>,
 }
 
 struct Run {
@@ -366,6 +368,11 @@ fn respond(
             }
             merge(&mut v, &body);
             bmc.overrides.insert(path, v);
+            (StatusCode::NO_CONTENT.into_response(), false)
+        }
+        // Accepted without a task (204, as sushy answers); the image is not installed here.
+        Method::POST if path.ends_with("/Actions/UpdateService.SimpleUpdate") => {
+            bmc.updates.push(body);
             (StatusCode::NO_CONTENT.into_response(), false)
         }
         Method::POST if path.ends_with("/Actions/ComputerSystem.Reset") => {
