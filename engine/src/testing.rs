@@ -147,6 +147,13 @@ impl MemoryProvider {
         self.save(&w);
     }
 
+    /// Deletes a live object behind fleetform's back (out-of-band delete).
+    pub fn remove(&self, id: &ResourceId) {
+        let mut w = self.lock_world();
+        w.objects.remove(id);
+        self.save(&w);
+    }
+
     fn lock_world(&self) -> std::sync::MutexGuard<'_, World> {
         self.world.lock().unwrap_or_else(|p| p.into_inner())
     }
