@@ -291,9 +291,7 @@ pub async fn apply(
     Ok(report)
 }
 
-pub(super) fn unreachable_id<'a>(
-    todo: &BTreeMap<&'a ResourceId, &PlannedChange>,
-) -> &'a ResourceId {
+fn unreachable_id<'a>(todo: &BTreeMap<&'a ResourceId, &PlannedChange>) -> &'a ResourceId {
     // Only ids from `todo` are ever started, so this is never reached; fall back to the first.
     todo.keys()
         .next()

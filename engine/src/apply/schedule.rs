@@ -80,11 +80,11 @@ impl<'a> Schedule<'a> {
         schedule
     }
 
-    pub(super) fn is_delete(&self, id: &ResourceId) -> bool {
+    fn is_delete(&self, id: &ResourceId) -> bool {
         self.deletes.binary_search(&id).is_ok()
     }
 
-    pub(super) fn may_start(&self, id: &ResourceId) -> bool {
+    fn may_start(&self, id: &ResourceId) -> bool {
         self.blockers.get(id) == Some(&0)
             && !self.started.contains(id)
             && !self.failed_root.contains_key(id)

@@ -50,7 +50,7 @@ pub(super) async fn run_one<'a>(
     (change.id.clone(), result, group)
 }
 
-pub(super) async fn record_results(
+async fn record_results(
     store: &dyn StateStore,
     entries: &[JournalEntry],
 ) -> Result<(), StateError> {
@@ -89,7 +89,7 @@ pub(super) fn inventory_entry(
 /// the health wait, the release. A cancel ends every wait at once (a retry delay, the drain,
 /// the health polls); a provider call already made finishes. A change stopped that way is a
 /// failure: its intent stays pending in the journal, so the next plan observes it again.
-pub(super) async fn run_one_inner(
+async fn run_one_inner(
     change: &PlannedChange,
     desired: Option<&Desired>,
     inputs: &Inputs<'_>,

@@ -211,13 +211,13 @@ pub(super) async fn wait_healthy(
 /// The delay before retrying after `e`: the provider's `Retry-After` when it gave one, else
 /// the backoff; either way at most `max_backoff`, so a server asking for an hour cannot
 /// hold an apply (and a shutdown) that long.
-pub(super) fn retry_delay(options: &ApplyOptions, e: &ProviderError, attempt: u32) -> Duration {
+fn retry_delay(options: &ApplyOptions, e: &ProviderError, attempt: u32) -> Duration {
     e.retry_after
         .map_or_else(|| backoff(options, attempt), |d| d.min(options.max_backoff))
 }
 
 /// Sleeps `delay` unless the cancel signal turns true first; `false` when it did.
-pub(super) async fn pause(delay: Duration, cancel: &watch::Receiver<bool>) -> bool {
+async fn pause(delay: Duration, cancel: &watch::Receiver<bool>) -> bool {
     tokio::select! {
         () = tokio::time::sleep(delay) => true,
         () = cancelled(cancel) => false,
@@ -226,7 +226,7 @@ pub(super) async fn pause(delay: Duration, cancel: &watch::Receiver<bool>) -> bo
 
 /// Resolves once the cancel signal is true (at once if it already is). A dropped sender can
 /// never cancel: then it never resolves.
-pub(super) async fn cancelled(cancel: &watch::Receiver<bool>) {
+async fn cancelled(cancel: &watch::Receiver<bool>) {
     let mut rx = cancel.clone();
     if rx.wait_for(|c| *c).await.is_err() {
         std::future::pending::<()>().await;

@@ -170,13 +170,7 @@ impl Cx<'_> {
     /// With `registries.pinDigests`, records that the string at `path` of
     /// `id` gets the digest of `image` appended at plan time, and orders the
     /// image first so its digest is known before the object is observed.
-    pub(super) fn pin(
-        &mut self,
-        id: &ResourceId,
-        path: &str,
-        image: &Option<ResourceId>,
-        nim: &NimService,
-    ) {
+    fn pin(&mut self, id: &ResourceId, path: &str, image: &Option<ResourceId>, nim: &NimService) {
         let Some(image) = image else { return };
         if !self.fleet.fleet.spec.registries.pin_digests {
             return;

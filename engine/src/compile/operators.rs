@@ -134,7 +134,7 @@ impl Cx<'_> {
     }
 
     /// A release in its own namespace, which compile creates and the release waits for.
-    pub(super) fn namespaced_release(&mut self, mut release: ChartRelease) {
+    fn namespaced_release(&mut self, mut release: ChartRelease) {
         let ns = release.namespace.clone();
         let ns_id = self.kube(&release.cluster, namespace(&ns), release.origin.clone());
         release

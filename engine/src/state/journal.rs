@@ -60,7 +60,7 @@ pub(super) fn write_journal(path: PathBuf, ops: std::sync::mpsc::Receiver<Journa
 }
 
 /// Appends `lines` to the journal, syncs when asked, and tells everyone `waiting` how it went.
-pub(super) fn write_lines(
+fn write_lines(
     path: &Path,
     file: &mut Option<std::fs::File>,
     lines: &mut Vec<u8>,
