@@ -1,10 +1,11 @@
 //! fleetform's engine: everything between a fleet manifest in git and a
 //! changed world, independent of any particular provider.
 //!
-//! The modules follow the flow of data (see DESIGN.md):
-//! `load` → `validate` → `compile` → `graph` → observe/`diff` → `plan` →
-//! `apply`, with `state` and `drift` beside them. Only `apply` and the
-//! providers touch the network; every other stage is a plain function.
+//! The modules follow the flow of data (see DESIGN.md), one folder a stage:
+//! `load` → `validate` (into the `manifest` model) → `compile` → `observe` → `plan`
+//! (with `graph`, `pins` and `breakfix`) → `apply`, with `state` beside them; `session`
+//! runs them in order for the CLI and `serve`. Only `apply` and the providers touch the network;
+//! every other stage is a plain function.
 #![warn(missing_docs)]
 
 pub mod catalog;
@@ -28,13 +29,10 @@ pub use provider::{
 pub use resource::{Dependency, Desired, Origin, ResourceId, RolloutGroup};
 pub use sensitive::Sensitive;
 pub mod apply;
-pub mod breakfix;
-pub mod budget;
 pub mod compile;
-pub mod graph;
 pub mod observe;
-pub mod pins;
 pub mod plan;
+pub use plan::{breakfix, graph, pins};
 pub mod reconcile;
 pub mod report;
 pub mod session;

@@ -61,7 +61,7 @@ pub async fn make_plan(
     if images.is_empty() {
         let observations = observe_all(providers, &scope.targets(), observe_options).await;
         let mut plan = plan::build(&scope, state, &observations, providers, options, revision);
-        crate::budget::annotate(&mut plan, &scope.desired, providers).await;
+        crate::apply::rollout::annotate(&mut plan, &scope.desired, providers).await;
         return Ok(Planned {
             plan,
             observations,
@@ -108,7 +108,7 @@ pub async fn make_plan(
     observations.extend(observe_all(providers, &rest, observe_options).await);
     observations.extend(failed.into_iter().map(|(id, e)| (id, Err(e))));
     let mut plan = plan::build(&scope, state, &observations, providers, options, revision);
-    crate::budget::annotate(&mut plan, &scope.desired, providers).await;
+    crate::apply::rollout::annotate(&mut plan, &scope.desired, providers).await;
     plan.digest = pinned.seal(&plan.digest);
     Ok(Planned {
         plan,

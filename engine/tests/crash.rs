@@ -11,7 +11,7 @@ use fleetform_engine::observe::Providers;
 use fleetform_engine::plan::PlanOptions;
 use fleetform_engine::reconcile::{ObserveOptions, make_plan, run_apply};
 use fleetform_engine::state::{
-    JournalEntry, LocalStateStore, LockInfo, State, StateError, StateStore,
+    CrashPoint, JournalEntry, LocalStateStore, LockInfo, State, StateError, StateStore,
 };
 use fleetform_engine::testing::MemoryProvider;
 use fleetform_engine::{Desired, ResourceId};
@@ -28,10 +28,10 @@ fn fleet() -> Vec<Desired> {
     ]
 }
 
-async fn run(dir: &Path) -> bool {
+async fn run(dir: &Path, crash: Option<CrashPoint>) -> bool {
     let provider = Arc::new(MemoryProvider::persistent(dir.join("world.json")));
     let providers = Providers::new().with(provider);
-    let store = LocalStateStore::open(dir.join("state")).unwrap();
+    let store = LocalStateStore::open_with(dir.join("state"), crash).unwrap();
     let mut state = store.load().await.unwrap();
     let desired = fleet();
     let planned = make_plan(
@@ -57,14 +57,18 @@ async fn run(dir: &Path) -> bool {
     .succeeded()
 }
 
-/// The child half: runs one apply in a process that `FLEETFORM_CRASH_AT` will abort. Ignored,
-/// so it is no test of its own: the parent runs it with `--ignored` in a child process.
+/// The child half: runs one apply in a process that the crash point in `FLEETFORM_CRASH_AT`
+/// will abort (the test reads it and hands it to the store's constructor). Ignored, so it is
+/// no test of its own: the parent runs it with `--ignored` in a child process.
 #[tokio::test]
 #[ignore = "the child process of a_crash_at_any_journal_write_then_rerun_converges_without_duplicates"]
 async fn crash_child() {
     let dir = std::env::var("FLEETFORM_CRASH_CHILD_DIR")
         .expect("run by the crash test's parent, which sets FLEETFORM_CRASH_CHILD_DIR");
-    run(Path::new(&dir)).await;
+    let crash = std::env::var("FLEETFORM_CRASH_AT")
+        .ok()
+        .and_then(|s| CrashPoint::parse(&s));
+    run(Path::new(&dir), crash).await;
 }
 
 #[tokio::test]
@@ -97,7 +101,7 @@ async fn a_crash_at_any_journal_write_then_rerun_converges_without_duplicates() 
             }
             // Re-run without a crash.
             assert!(
-                run(dir.path()).await,
+                run(dir.path(), None).await,
                 "re-run after crash at {at} did not converge"
             );
             let world: fleetform_engine::testing::World =
@@ -234,7 +238,7 @@ async fn results_lost_before_their_sync_leave_pending_resources_that_the_next_ru
     assert_eq!(state.last_applied_revision, None);
 
     // The next run observes them, finds them as wanted, creates nothing, and confirms them.
-    assert!(run(dir.path()).await);
+    assert!(run(dir.path(), None).await);
     let world: fleetform_engine::testing::World =
         serde_json::from_slice(&std::fs::read(dir.path().join("world.json")).unwrap()).unwrap();
     assert!(

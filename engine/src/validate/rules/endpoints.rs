@@ -10,8 +10,8 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::Cx;
 use crate::manifest::Fleet;
+use crate::validate::Cx;
 
 /// Where each kind names an endpoint fleetform calls (`*`: any key or index).
 const ENDPOINTS: &[(&str, &str)] = &[

@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::Cx;
 use crate::manifest::{Fleet, ManagedBy};
+use crate::validate::Cx;
 
 /// NICo's `Labels.maxProperties` less fleetform's ownership label.
 const MAX_LABELS: usize = 9;

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use super::Cx;
+use crate::validate::Cx;
 use crate::compat::{self, Source};
 use crate::manifest::{Fleet, GpuModel, Host, Tenant};
 

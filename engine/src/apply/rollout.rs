@@ -11,10 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-
 use crate::observe::Providers;
-use crate::plan::{Plan, error_chain};
+use crate::plan::{Plan, PoolBudget, error_chain};
 use crate::resource::{Desired, ResourceId, RolloutGroup};
 
 /// The node a desired resource disrupts: its maintenance node (a BMC aspect of a host that
@@ -242,40 +240,6 @@ impl Budget {
         {
             *n = n.saturating_sub(1);
         }
-    }
-}
-
-/// What the plan says of one pool whose disruptive changes meet nodes already down.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoolBudget {
-    /// The pool, `tenant/pool`.
-    pub pool: String,
-    /// Its `maxUnavailable`.
-    pub max_unavailable: u32,
-    /// Nodes of the pool already down: `host (why)`.
-    pub down: Vec<String>,
-    /// Its disruptive changes in this plan.
-    pub disruptive_changes: usize,
-    /// How many of them can start at once now (0: they all wait for nodes to come back).
-    pub can_start_now: u32,
-}
-
-impl PoolBudget {
-    /// One line for people.
-    pub fn describe(&self) -> String {
-        let verdict = if self.can_start_now == 0 {
-            "its disruptive changes wait until a node is back".to_string()
-        } else {
-            format!("at most {} at a time", self.can_start_now)
-        };
-        format!(
-            "pool {}: {} of maxUnavailable {} already down ({}); {} disruptive change(s): {verdict}",
-            self.pool,
-            self.down.len(),
-            self.max_unavailable,
-            self.down.join(", "),
-            self.disruptive_changes,
-        )
     }
 }
 

@@ -1,435 +1,16 @@
-//! Load: YAML files → JSON values with a span for every node, hostile input refused.
-//!
-//! One pass over saphyr-parser's events builds each document's `serde_json::Value`
-//! and a [`SpanMap`] (JSON pointer → line/column of the key and of the value).
-//! Scalars resolve by the YAML 1.2 core schema (`yes`/`on` stay strings; `1.30`
-//! is a number, which `validate` explains where a string was expected).
-//!
-//! Limits ([`Limits`]) are checked while parsing, so an alias bomb, a deep
-//! nesting or a huge file fails in bounded time and memory with a located error.
-//!
-//! Size: just over 1,000 lines, most of them the span-keeping YAML event walk, which is one
-//! state machine; splitting it would scatter that state.
+//! The YAML event walk: saphyr-parser's events build each document's JSON value and its
+//! span map in one pass, with the limits checked as it goes.
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use saphyr_parser::{Event, Parser, ScalarStyle};
 use serde_json::{Map, Number, Value};
 
-use crate::diag::{Diagnostic, Span};
+use super::spans::{Entry, Pos, SpanMap};
+use super::{Document, Limits, at, escape_segment};
+use crate::diag::Diagnostic;
 use crate::resource::Origin;
-
-/// One manifest file as read from disk or git.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceFile {
-    /// Path relative to the fleet directory, `/`-separated.
-    pub path: String,
-    /// Raw contents.
-    pub bytes: Vec<u8>,
-}
-
-/// Bounds on what the loader accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest file, in bytes, checked before parsing.
-    pub max_file_bytes: usize,
-    /// Deepest nesting of mappings and sequences.
-    pub max_depth: usize,
-    /// Most nodes one file may produce, counting every alias expansion.
-    pub max_nodes: usize,
-    /// Most alias uses in one file.
-    pub max_aliases: usize,
-    /// Most nodes all alias expansions of one file may add (alias bombs).
-    pub max_alias_nodes: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_file_bytes: 16 << 20,
-            max_depth: 128,
-            max_nodes: 4_000_000,
-            max_aliases: 10_000,
-            max_alias_nodes: 100_000,
-        }
-    }
-}
-
-/// A position: 1-based line and column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Pos {
-    line: u32,
-    col: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct Entry {
-    value: Pos,
-    /// The mapping key for this pointer (equal to `value` for sequence items and the root).
-    key: Pos,
-    /// For plain scalars that resolved to a number, bool or null: the text as written.
-    raw: Option<Box<str>>,
-}
-
-/// Where each node of one document is written, by JSON pointer (`""` is the document).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SpanMap {
-    file: Arc<str>,
-    entries: HashMap<Box<str>, Entry>,
-}
-
-impl SpanMap {
-    /// The file the document is in.
-    pub fn file(&self) -> &str {
-        &self.file
-    }
-
-    /// Where the value at `pointer` starts.
-    pub fn span(&self, pointer: &str) -> Option<Span> {
-        self.entries.get(pointer).map(|e| self.mk(e.value))
-    }
-
-    /// Where the key of the mapping entry at `pointer` is (the value for sequence items).
-    pub fn key_span(&self, pointer: &str) -> Option<Span> {
-        self.entries.get(pointer).map(|e| self.mk(e.key))
-    }
-
-    /// The key span of `pointer`, else of its closest ancestor that is written down.
-    pub fn nearest(&self, pointer: &str) -> Option<Span> {
-        let mut p = pointer;
-        loop {
-            if let Some(e) = self.entries.get(p) {
-                return Some(self.mk(e.key));
-            }
-            match p.rfind('/') {
-                Some(i) => p = &p[..i],
-                None => return None,
-            }
-        }
-    }
-
-    /// The text of a plain scalar that YAML read as a number, boolean or null
-    /// (e.g. `1.30` read as 1.3), or of a plain YAML 1.1 boolean (`On`, `no`) that
-    /// YAML 1.2 reads as a string, for hints.
-    pub fn raw(&self, pointer: &str) -> Option<&str> {
-        self.entries.get(pointer).and_then(|e| e.raw.as_deref())
-    }
-
-    /// Number of nodes recorded.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// True when nothing is recorded.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    fn mk(&self, p: Pos) -> Span {
-        Span {
-            file: self.file.to_string(),
-            line: p.line,
-            column: p.col,
-        }
-    }
-}
-
-/// One YAML document of a fleet.
-#[derive(Debug, Clone)]
-pub struct Document {
-    /// File path relative to the fleet directory.
-    pub file: String,
-    /// 0-based index of the document in its file.
-    pub index: usize,
-    /// The document as JSON.
-    pub value: Value,
-    /// Spans of every node.
-    pub spans: Arc<SpanMap>,
-    /// The document's `kind:` line.
-    pub origin: Origin,
-}
-
-impl Document {
-    /// `kind`, when it is a string.
-    pub fn kind(&self) -> Option<&str> {
-        self.value.get("kind").and_then(Value::as_str)
-    }
-
-    /// `metadata.name`, when it is a string.
-    pub fn name(&self) -> Option<&str> {
-        self.value
-            .get("metadata")
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-    }
-}
-
-/// Escapes one JSON pointer segment (RFC 6901).
-pub fn escape_segment(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains(['~', '/']) {
-        std::borrow::Cow::Owned(s.replace('~', "~0").replace('/', "~1"))
-    } else {
-        std::borrow::Cow::Borrowed(s)
-    }
-}
-
-// ---------------------------------------------------------------- directory walk
-
-/// Reads every `*.yaml` / `*.yml` under `dir` (recursively, sorted by path; hidden
-/// entries skipped). A symlink that resolves outside `dir`, a file over the size
-/// limit or an empty directory is an error.
-pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<Diagnostic>> {
-    read_dir_with(dir, &Limits::default())
-}
-
-/// [`read_dir`] with explicit limits.
-pub fn read_dir_with(dir: &Path, limits: &Limits) -> Result<Vec<SourceFile>, Vec<Diagnostic>> {
-    let root = match dir.canonicalize() {
-        Ok(r) => r,
-        Err(e) => {
-            return Err(vec![Diagnostic::error(
-                "read",
-                format!("cannot open fleet directory {}: {e}", dir.display()),
-            )]);
-        }
-    };
-    let mut files = Vec::new();
-    let mut diags = Vec::new();
-    let mut seen = HashSet::new();
-    walk(&root, &root, "", limits, &mut files, &mut diags, &mut seen);
-    if files.is_empty() && diags.is_empty() {
-        diags.push(
-            Diagnostic::error(
-                "empty-fleet",
-                format!("no *.yaml or *.yml files in {}", dir.display()),
-            )
-            .hint("a fleet needs at least a Fleet document; see examples/small"),
-        );
-    }
-    if diags.is_empty() {
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(files)
-    } else {
-        crate::diag::sort(&mut diags);
-        Err(diags)
-    }
-}
-
-fn walk(
-    root: &Path,
-    dir: &Path,
-    rel: &str,
-    limits: &Limits,
-    files: &mut Vec<SourceFile>,
-    diags: &mut Vec<Diagnostic>,
-    seen: &mut HashSet<PathBuf>,
-) {
-    if !seen.insert(dir.to_path_buf()) {
-        return;
-    }
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            diags.push(Diagnostic::error(
-                "read",
-                format!("cannot read directory {}: {e}", show(rel)),
-            ));
-            return;
-        }
-    };
-    let mut names: Vec<_> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
-        .collect();
-    names.sort();
-    for name in names {
-        let Some(name) = name.to_str().map(str::to_string) else {
-            diags.push(Diagnostic::error(
-                "read",
-                format!("a file name in {} is not UTF-8", show(rel)),
-            ));
-            continue;
-        };
-        if name.starts_with('.') {
-            continue;
-        }
-        let rel_path = if rel.is_empty() {
-            name.clone()
-        } else {
-            format!("{rel}/{name}")
-        };
-        let path = dir.join(&name);
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        let is_yaml = name.ends_with(".yaml") || name.ends_with(".yml");
-        let target = if meta.file_type().is_symlink() {
-            match path.canonicalize() {
-                Ok(t) if t.starts_with(root) => t,
-                Ok(_) => {
-                    diags.push(
-                        Diagnostic::error(
-                            "path-escape",
-                            format!(
-                                "{rel_path} is a symlink that points outside the fleet directory"
-                            ),
-                        )
-                        .at(Some(Span {
-                            file: rel_path.clone(),
-                            line: 1,
-                            column: 1,
-                        }))
-                        .hint(
-                            "copy the file into the fleet directory, or point the link inside it",
-                        ),
-                    );
-                    continue;
-                }
-                Err(_) => {
-                    if is_yaml {
-                        diags.push(Diagnostic::error(
-                            "read",
-                            format!("{rel_path} is a dangling symlink"),
-                        ));
-                    }
-                    continue;
-                }
-            }
-        } else {
-            path.clone()
-        };
-        let Ok(tmeta) = std::fs::metadata(&target) else {
-            continue;
-        };
-        if tmeta.is_dir() {
-            walk(root, &target, &rel_path, limits, files, diags, seen);
-        } else if tmeta.is_file() && is_yaml {
-            if tmeta.len() > limits.max_file_bytes as u64 {
-                diags.push(too_large(&rel_path, tmeta.len(), limits));
-                continue;
-            }
-            match std::fs::read(&target) {
-                Ok(bytes) => files.push(SourceFile {
-                    path: rel_path,
-                    bytes,
-                }),
-                Err(e) => diags.push(Diagnostic::error(
-                    "read",
-                    format!("cannot read {rel_path}: {e}"),
-                )),
-            }
-        }
-    }
-}
-
-fn show(rel: &str) -> &str {
-    if rel.is_empty() { "." } else { rel }
-}
-
-fn too_large(path: &str, len: u64, limits: &Limits) -> Diagnostic {
-    Diagnostic::error(
-        "file-too-large",
-        format!(
-            "{path} is {len} bytes; the limit is {} bytes",
-            limits.max_file_bytes
-        ),
-    )
-    .at(Some(Span {
-        file: path.to_string(),
-        line: 1,
-        column: 1,
-    }))
-    .hint("split the fleet into several files (one per rack or tenant)")
-}
-
-// ---------------------------------------------------------------- parsing
-
-/// Parses every file into documents. Files with any error contribute no documents;
-/// every problem found is returned (not only the first).
-pub fn load(files: &[SourceFile]) -> (Vec<Document>, Vec<Diagnostic>) {
-    load_with(files, &Limits::default())
-}
-
-/// [`load`] with explicit limits.
-pub fn load_with(files: &[SourceFile], limits: &Limits) -> (Vec<Document>, Vec<Diagnostic>) {
-    // Files are independent: parse them on every core, keep file order.
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(files.len().max(1));
-    let results: Vec<Result<Vec<Document>, Vec<Diagnostic>>> = if threads <= 1 || files.len() < 4 {
-        files.iter().map(|f| load_file(f, limits)).collect()
-    } else {
-        let chunk = files.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = files
-                .chunks(chunk)
-                .map(|c| {
-                    s.spawn(move || c.iter().map(|f| load_file(f, limits)).collect::<Vec<_>>())
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| match h.join() {
-                    Ok(r) => r,
-                    Err(_) => vec![Err(vec![Diagnostic::error(
-                        "internal",
-                        "a loader thread panicked",
-                    )])],
-                })
-                .collect()
-        })
-    };
-    let mut docs = Vec::new();
-    let mut diags = Vec::new();
-    for r in results {
-        match r {
-            Ok(mut d) => docs.append(&mut d),
-            Err(mut e) => diags.append(&mut e),
-        }
-    }
-    crate::diag::sort(&mut diags);
-    (docs, diags)
-}
-
-fn at(file: &str, line: u32, col: u32) -> Option<Span> {
-    Some(Span {
-        file: file.to_string(),
-        line,
-        column: col,
-    })
-}
-
-fn load_file(f: &SourceFile, limits: &Limits) -> Result<Vec<Document>, Vec<Diagnostic>> {
-    if f.bytes.len() > limits.max_file_bytes {
-        return Err(vec![too_large(&f.path, f.bytes.len() as u64, limits)]);
-    }
-    let text = match std::str::from_utf8(&f.bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let off = e.valid_up_to();
-            let before = &f.bytes[..off];
-            let line = before.iter().filter(|&&b| b == b'\n').count() as u32 + 1;
-            let col = (off
-                - before
-                    .iter()
-                    .rposition(|&b| b == b'\n')
-                    .map_or(0, |p| p + 1)) as u32
-                + 1;
-            return Err(vec![
-                Diagnostic::error(
-                    "not-utf8",
-                    format!("{} is not UTF-8: invalid byte at offset {off}", f.path),
-                )
-                .at(at(&f.path, line, col))
-                .hint("save the file as UTF-8"),
-            ]);
-        }
-    };
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    Builder::new(&f.path, limits).run(text)
-}
 
 enum Frame {
     Seq {
@@ -449,7 +30,7 @@ enum Frame {
     },
 }
 
-struct Builder<'a> {
+pub(super) struct Builder<'a> {
     file: Arc<str>,
     path: &'a str,
     limits: &'a Limits,
@@ -477,7 +58,7 @@ struct Abort;
 type Anchored = (Value, usize, Vec<(Box<str>, Entry)>, String);
 
 impl<'a> Builder<'a> {
-    fn new(path: &'a str, limits: &'a Limits) -> Self {
+    pub(super) fn new(path: &'a str, limits: &'a Limits) -> Self {
         Self {
             file: Arc::from(path),
             path,
@@ -497,7 +78,7 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn run(mut self, text: &str) -> Result<Vec<Document>, Vec<Diagnostic>> {
+    pub(super) fn run(mut self, text: &str) -> Result<Vec<Document>, Vec<Diagnostic>> {
         let mut parser = Parser::new_from_str(text);
         while let Some(ev) = parser.next_event() {
             match ev {
@@ -1001,6 +582,7 @@ fn is_core_float(s: &str) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::load::{SourceFile, load};
 
     fn one(src: &str) -> (Vec<Document>, Vec<Diagnostic>) {
         load(&[SourceFile {
