@@ -5,18 +5,25 @@
 //! therefore moves only the shards whose preferred owner changes, and the shards of a replica
 //! that dies are taken over once its Leases run out (within one lease duration).
 //!
-//! Not wired into `serve` yet: [`Coordinator::tick`] says which shards this replica owns now;
-//! reconciling only their tenants is the caller's part.
+//! [`ShardSet`] runs a coordinator for `serve --shards N`: shards `0..N` are tenant shards and
+//! shard `N` is the fleet shard (resources of no tenant); each has a state store of its own,
+//! `kubernetes://<ns>/<fleet>-shard-<k>` (`<fleet>-shard-fleet`), with its own lock and fencing.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use async_trait::async_trait;
+use fleetform_engine::serve::shards::{Shard, Shards};
+use fleetform_engine::state::StateStore;
+use tokio::sync::Notify;
 
 use fleetform_engine::state::{LockInfo, StateError};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 use sha2::Digest;
 
-use crate::{FLEET_LABEL, LeaseHandle, expired};
+use crate::{FLEET_LABEL, KubeStateStore, LeaseHandle, Location, Options, expired};
 
 /// The label telling member Leases from shard Leases.
 pub const ROLE_LABEL: &str = "fleetform.dev/lease-role";
@@ -170,6 +177,185 @@ impl Coordinator {
                 .await?;
         }
         self.member.release(Some(&self.me.id), false).await
+    }
+}
+
+/// The location of shard `shard`'s state for the fleet at `location`.
+pub fn shard_location(location: &Location, shard: Shard) -> Location {
+    Location {
+        namespace: location.namespace.clone(),
+        fleet: format!("{}-shard-{shard}", location.fleet),
+    }
+}
+
+/// The shards of one `serve` replica: a [`Coordinator`] ticking in the background (every third
+/// of the lease duration) and one [`KubeStateStore`] per shard. Dropping it stops the ticks
+/// (the Leases then run out); [`Shards::leave`] gives them up at once.
+pub struct ShardSet {
+    count: u32,
+    location: Location,
+    client: kube::Client,
+    options: Options,
+    owned: Arc<Mutex<BTreeSet<u32>>>,
+    changed: Arc<Notify>,
+    stores: Mutex<BTreeMap<Shard, Arc<KubeStateStore>>>,
+    coordinator: Arc<Coordinator>,
+    ticker: tokio::task::JoinHandle<()>,
+}
+
+impl ShardSet {
+    /// Joins the replicas of the fleet at `location` as `replica`, with `count` tenant shards,
+    /// and takes the shards this replica should own (one round before returning).
+    /// `options.lease_duration` is the duration of the shard Leases and of the shards' state locks.
+    pub async fn start(
+        client: kube::Client,
+        location: &Location,
+        replica: &str,
+        count: u32,
+        options: Options,
+    ) -> Result<Self, StateError> {
+        let invalid = |message: String| StateError::Remote {
+            object: format!("{location}"),
+            message,
+            source: None,
+        };
+        if count == 0 || count > 1024 {
+            return Err(invalid(format!(
+                "shards: {count} is not between 1 and 1024"
+            )));
+        }
+        let coordinator = Arc::new(
+            Coordinator::new(
+                client.clone(),
+                &location.namespace,
+                &location.fleet,
+                replica,
+                count + 1,
+                options.lease_duration,
+            )
+            .map_err(invalid)?,
+        );
+        let owned = Arc::new(Mutex::new(coordinator.tick().await?));
+        let changed = Arc::new(Notify::new());
+        let ticker = tokio::spawn(tick(
+            coordinator.clone(),
+            owned.clone(),
+            changed.clone(),
+            options.lease_duration,
+        ));
+        Ok(Self {
+            count,
+            location: location.clone(),
+            client,
+            options,
+            owned,
+            changed,
+            stores: Mutex::new(BTreeMap::new()),
+            coordinator,
+            ticker,
+        })
+    }
+}
+
+/// Renews membership and shard Leases every third of `duration`. A replica that cannot reach
+/// the API server for a whole lease duration assumes it owns nothing (others may have taken
+/// its shards); its shards' state locks and fencing keep it from writing meanwhile anyway.
+async fn tick(
+    coordinator: Arc<Coordinator>,
+    owned: Arc<Mutex<BTreeSet<u32>>>,
+    changed: Arc<Notify>,
+    duration: Duration,
+) {
+    let mut last_ok = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(duration / 3).await;
+        let now = match coordinator.tick().await {
+            Ok(now) => {
+                last_ok = tokio::time::Instant::now();
+                now
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "shard coordination round failed");
+                if last_ok.elapsed() < duration {
+                    continue;
+                }
+                BTreeSet::new()
+            }
+        };
+        let mut current = owned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current != now {
+            tracing::info!(before = ?*current, now = ?now, "owned shards changed");
+            *current = now;
+            changed.notify_one();
+        }
+    }
+}
+
+impl Drop for ShardSet {
+    fn drop(&mut self) {
+        self.ticker.abort();
+    }
+}
+
+#[async_trait]
+impl Shards for ShardSet {
+    fn count(&self) -> u32 {
+        self.count
+    }
+
+    fn shard_of(&self, tenant: &str) -> u32 {
+        shard_of(tenant, self.count)
+    }
+
+    fn owned(&self) -> BTreeSet<Shard> {
+        let owned = self
+            .owned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        owned
+            .iter()
+            .map(|k| {
+                if *k == self.count {
+                    Shard::Fleet
+                } else {
+                    Shard::Tenants(*k)
+                }
+            })
+            .collect()
+    }
+
+    fn store(&self, shard: Shard) -> Arc<dyn StateStore> {
+        let mut stores = self
+            .stores
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        stores
+            .entry(shard)
+            .or_insert_with(|| {
+                Arc::new(KubeStateStore::new(
+                    self.client.clone(),
+                    shard_location(&self.location, shard),
+                    self.options.clone(),
+                ))
+            })
+            .clone()
+    }
+
+    fn changed(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
+    async fn leave(&self) {
+        self.ticker.abort();
+        if let Err(e) = self.coordinator.leave().await {
+            tracing::warn!(error = %e, "could not give up the shards; others take them once the leases run out");
+        }
+        self.owned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
 }
 

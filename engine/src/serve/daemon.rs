@@ -47,6 +47,10 @@ use crate::session::{ApplyRun, ObserveHook, Session};
 use crate::source::{GitRef, GitSource};
 use crate::state::{LocalStateStore, State, StateError, StateStore};
 
+use super::shards::{Shard, Shards};
+
+mod sharded;
+
 /// Any error a [`Pipeline`] reports; its `Display` is shown to people.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -182,6 +186,10 @@ pub struct Daemon {
     dirty: bool,
     /// The last failure notified, so that a failure repeating at every poll is sent once.
     last_notified: Option<(String, Option<String>)>,
+    /// Tenant sharding: reconcile only the shards this replica owns, each in its own store.
+    shards: Option<Arc<dyn Shards>>,
+    /// Shards whose last attempt failed: planned again even if their state says up to date.
+    dirty_shards: std::collections::BTreeSet<Shard>,
 }
 
 impl Daemon {
@@ -231,6 +239,8 @@ impl Daemon {
             },
             dirty: false,
             last_notified: None,
+            shards: None,
+            dirty_shards: std::collections::BTreeSet::new(),
             config,
         })
     }
@@ -248,6 +258,14 @@ impl Daemon {
     /// which then only holds the git cache.
     pub fn with_state_store(mut self, store: Box<dyn StateStore>) -> Self {
         self.store = store;
+        self
+    }
+
+    /// Shards the fleet's tenants over replicas: this daemon reconciles only the shards
+    /// `shards` says it owns, each with that shard's state store (the default store is then
+    /// unused), and reconciles at once when its shards change.
+    pub fn with_shards(mut self, shards: Arc<dyn Shards>) -> Self {
+        self.shards = Some(shards);
         self
     }
 
@@ -325,11 +343,17 @@ impl Daemon {
         let mut next_drift = self.next_drift();
         let mut failures = 0u32;
         let poke = self.poke.clone();
+        // Shards gained (a replica died or left) are reconciled at once, not at the next poll.
+        let moved = self
+            .shards
+            .as_ref()
+            .map_or_else(|| Arc::new(Notify::new()), |s| s.changed());
         loop {
             let wake = tokio::select! {
                 biased;
                 () = stopped(&mut shutdown) => break,
                 () = poke.notified() => Wake::Fetch,
+                () = moved.notified() => Wake::Fetch,
                 () = tokio::time::sleep_until(next_fetch) => Wake::Fetch,
                 () = sleep_until(next_drift) => Wake::Drift,
             };
@@ -359,6 +383,9 @@ impl Daemon {
             if *shutdown.borrow() {
                 break;
             }
+        }
+        if let Some(shards) = &self.shards {
+            shards.leave().await;
         }
         tracing::info!(fleet = %self.config.fleet, "stopped");
     }
@@ -454,20 +481,12 @@ impl Daemon {
         &mut self,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Reconciled, Failure> {
+        if let Some(shards) = self.shards.clone() {
+            return self.try_reconcile_sharded(shards.as_ref(), shutdown).await;
+        }
         let state = self.load_state().await?;
         let last_applied = state.last_applied_revision.clone().filter(|r| is_commit(r));
-        let fetched = {
-            let source = self.source.clone();
-            let spec = self.config.source.clone();
-            let resolver = self.resolver.clone();
-            let verification = self.config.verification.clone().unwrap_or_default();
-            let last = last_applied.clone();
-            blocking(move || {
-                source.fetch_and_read(&spec, resolver.as_ref(), last.as_deref(), &verification)
-            })
-            .await?
-            .map_err(source_failure)?
-        };
+        let fetched = self.fetch(last_applied.clone()).await?;
         let commit = fetched.revision.commit.clone();
         self.update_status(|s| s.head = Some(commit.clone()));
         if last_applied.as_deref() == Some(commit.as_str()) && !self.dirty {
@@ -488,6 +507,25 @@ impl Daemon {
             .await
             .map_err(|f| f.at(&commit))?;
         Ok(Reconciled::Applied { commit, summary })
+    }
+
+    /// Fetches the ref's head and reads the fleet at it, checking history and signatures
+    /// against `last_applied`.
+    async fn fetch(&self, last_applied: Option<String>) -> Result<crate::source::Fetched, Failure> {
+        let source = self.source.clone();
+        let spec = self.config.source.clone();
+        let resolver = self.resolver.clone();
+        let verification = self.config.verification.clone().unwrap_or_default();
+        blocking(move || {
+            source.fetch_and_read(
+                &spec,
+                resolver.as_ref(),
+                last_applied.as_deref(),
+                &verification,
+            )
+        })
+        .await?
+        .map_err(source_failure)
     }
 
     fn session<'a>(&'a self, prepared: &'a Prepared, commit: &str) -> Session<'a> {
@@ -518,7 +556,18 @@ impl Daemon {
         commit: &str,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<String, Failure> {
-        let session = self.session(prepared, commit);
+        self.apply_session(&self.session(prepared, commit), commit, shutdown)
+            .await
+    }
+
+    /// Plans and applies through `session`, holding its store's lock from plan to the end of
+    /// the apply (the whole fleet, or one shard's part of it).
+    async fn apply_session(
+        &self,
+        session: &Session<'_>,
+        commit: &str,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<String, Failure> {
         let locked = session
             .lock(&format!("serve {}", short(commit)))
             .await
@@ -574,6 +623,9 @@ impl Daemon {
         &mut self,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Option<DriftReport>, Failure> {
+        if let Some(shards) = self.shards.clone() {
+            return self.check_drift_sharded(shards.as_ref(), shutdown).await;
+        }
         let state = self.load_state().await?;
         if state.resources.is_empty() {
             return Ok(None);
@@ -581,20 +633,37 @@ impl Daemon {
         let Some(commit) = state.last_applied_revision.clone().filter(|r| is_commit(r)) else {
             return Ok(None);
         };
-        let files = {
-            let source = self.source.clone();
-            let spec = self.config.source.clone();
-            let resolver = self.resolver.clone();
-            let commit = commit.clone();
-            blocking(move || {
-                source.ensure_commit(&spec, resolver.as_ref(), &commit)?;
-                source.open(&spec.url)?.read_tree(&commit, &spec.path)
-            })
-            .await?
-            .map_err(source_failure)?
-        };
+        let files = self.files_at(&commit).await?;
         let prepared = self.prepare(files).await.map_err(|f| f.at(&commit))?;
         let session = self.session(&prepared, &commit);
+        self.drift_session(&session, &prepared, &commit, shutdown)
+            .await
+            .map(Some)
+    }
+
+    /// The fleet's files at `commit` (fetched again if the cache lost it).
+    async fn files_at(&self, commit: &str) -> Result<Vec<SourceFile>, Failure> {
+        let source = self.source.clone();
+        let spec = self.config.source.clone();
+        let resolver = self.resolver.clone();
+        let commit = commit.to_string();
+        blocking(move || {
+            source.ensure_commit(&spec, resolver.as_ref(), &commit)?;
+            source.open(&spec.url)?.read_tree(&commit, &spec.path)
+        })
+        .await?
+        .map_err(source_failure)
+    }
+
+    /// Checks `session`'s drift at `commit` and, with `selfHeal`, heals it.
+    async fn drift_session(
+        &self,
+        session: &Session<'_>,
+        prepared: &Prepared,
+        commit: &str,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<DriftReport, Failure> {
+        let commit = commit.to_string();
         let found = session
             .drift()
             .await
@@ -621,7 +690,7 @@ impl Daemon {
             healed: false,
         };
         if report.drifted.is_empty() {
-            return Ok(Some(report));
+            return Ok(report);
         }
         self.notify(
             EventType::DriftDetected,
@@ -633,7 +702,7 @@ impl Daemon {
             ),
         );
         if !self.config.drift.self_heal || *shutdown.borrow() {
-            return Ok(Some(report));
+            return Ok(report);
         }
         // Under the lock the drift is planned again and healed only if it is the drift
         // just reported: a change made meanwhile (another apply) is not overwritten blind.
@@ -661,7 +730,7 @@ impl Daemon {
                         report.drifted.len()
                     ),
                 );
-                Ok(Some(report))
+                Ok(report)
             }
             Err(f) => {
                 let f = f.at(&commit);

@@ -23,7 +23,8 @@ pub enum Retry {
 #[derive(Debug, Clone)]
 pub struct Failure {
     /// The stage, also the `kind` label of `fleetform_errors_total`:
-    /// state, fetch, history, verify, validate, lock, plan, apply, interrupted.
+    /// state, fetch, history, verify, validate, lock, plan, apply, interrupted, and with
+    /// `--shards` precondition (a shard waits for another shard's resource).
     pub kind: &'static str,
     /// The commit concerned, when known.
     pub revision: Option<String>,

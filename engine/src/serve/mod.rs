@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod failure;
 pub mod metrics;
 pub mod notify;
+pub mod shards;
 pub mod webhook;
 
 pub use config::{DriftConfig, DriftSchedule, ServeConfig, WebhookConfig};
