@@ -148,11 +148,12 @@ async fn a_saved_plan_is_refused_once_live_state_or_the_fleet_moved_and_applies_
         stderr(&out)
     );
     assert!(
-        namespaces.get_opt(&format!("{ns}-renamed")).await.unwrap().is_none(),
+        namespaces
+            .get_opt(&format!("{ns}-renamed"))
+            .await
+            .unwrap()
+            .is_none(),
         "nothing of the new revision was applied"
     );
-    namespaces
-        .delete(&ns, &Default::default())
-        .await
-        .unwrap();
+    namespaces.delete(&ns, &Default::default()).await.unwrap();
 }

@@ -32,7 +32,10 @@ impl ToyProvider {
         let name = id.path();
         // An address is data from a manifest: never let it leave the directory.
         if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-            return Err(ProviderError::permanent(id, "a toy name is one plain path segment"));
+            return Err(ProviderError::permanent(
+                id,
+                "a toy name is one plain path segment",
+            ));
         }
         Ok(self.dir.join(format!("{name}.json")))
     }
@@ -66,13 +69,19 @@ impl Provider for ToyProvider {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                     // Anything else may pass (a busy disk): the engine retries transient errors.
-                    Err(e) => Err(ProviderError::transient(rq.id, "cannot read the file").with_source(e)),
+                    Err(e) => {
+                        Err(ProviderError::transient(rq.id, "cannot read the file").with_source(e))
+                    }
                 }
             })
             .collect()
     }
 
-    fn diff(&self, desired: &Desired, observed: Option<&Observed>) -> Result<Change, ProviderError> {
+    fn diff(
+        &self,
+        desired: &Desired,
+        observed: Option<&Observed>,
+    ) -> Result<Change, ProviderError> {
         let Some(observed) = observed else {
             return Ok(Change::new(desired.id.clone(), Action::Create));
         };
@@ -126,7 +135,10 @@ impl Provider for ToyProvider {
                 }
             }
             let spec = request.last_applied.cloned().unwrap_or(Value::Null);
-            return Ok(Applied { id: id.clone(), spec });
+            return Ok(Applied {
+                id: id.clone(),
+                spec,
+            });
         }
         let desired = request
             .desired

@@ -265,7 +265,8 @@ pub const PRECOMPILED_OS: Source = Source {
     section: "Limitations and Restrictions: precompiled driver containers are limited to Ubuntu hosts (the supported OS and kernel rows are in the platform-support table)",
 };
 
-const NETWORK_OPERATOR_DOCS: &str = "https://docs.nvidia.com/networking/display/kubernetes2612/platform-support.html";
+const NETWORK_OPERATOR_DOCS: &str =
+    "https://docs.nvidia.com/networking/display/kubernetes2612/platform-support.html";
 
 /// Precompiled DOCA-OFED driver containers: the OSes and kernel flavours NVIDIA builds.
 pub const DOCA_PRECOMPILED_OS: &[&str] = &["ubuntu24.04", "ubuntu22.04"];

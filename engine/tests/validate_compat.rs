@@ -294,18 +294,33 @@ fn doca(ofed: &str, node_os: &str) -> Vec<SourceFile> {
 #[test]
 fn precompiled_doca_ofed_is_refused_off_ubuntu_and_off_the_listed_flavours() {
     let forced = "{version: doca3.4.1-26.04-1.1.0.0-1, forcePrecompiled: true}";
-    assert!(codes(&doca(forced, "nodeOs: {byo: true, os: ubuntu22.04, kernel: 5.15.0-1063-azure}")).is_empty());
+    assert!(
+        codes(&doca(
+            forced,
+            "nodeOs: {byo: true, os: ubuntu22.04, kernel: 5.15.0-1063-azure}"
+        ))
+        .is_empty()
+    );
     assert_eq!(
         codes(&doca(forced, "nodeOs: {byo: true, os: rhel9.4}")),
         ["doca-precompiled"]
     );
     assert_eq!(
-        codes(&doca(forced, "nodeOs: {byo: true, os: ubuntu24.04, kernel: 6.8.0-1015-gcp}")),
+        codes(&doca(
+            forced,
+            "nodeOs: {byo: true, os: ubuntu24.04, kernel: 6.8.0-1015-gcp}"
+        )),
         ["doca-precompiled"]
     );
     // Built on the node, any OS and flavour goes.
     let built = "{version: doca3.4.1-26.04-1.1.0.0-1}";
-    assert!(codes(&doca(built, "nodeOs: {byo: true, os: ubuntu24.04, kernel: 6.8.0-1015-gcp}")).is_empty());
+    assert!(
+        codes(&doca(
+            built,
+            "nodeOs: {byo: true, os: ubuntu24.04, kernel: 6.8.0-1015-gcp}"
+        ))
+        .is_empty()
+    );
 }
 
 #[test]
@@ -319,12 +334,20 @@ fn secure_boot_refuses_doca_ofed_containers_precompiled_or_not() {
         let text = String::from_utf8(hosts.bytes.clone()).unwrap();
         // Secure Boot on an H100 host with precompiled (signed) GPU drivers: only OFED is left.
         hosts.bytes = text
-            .replacen("model: H100, count: 8}\n---", "model: H100, count: 8}\n  secureBoot: true\n---", 1)
+            .replacen(
+                "model: H100, count: 8}\n---",
+                "model: H100, count: 8}\n  secureBoot: true\n---",
+                1,
+            )
             .into_bytes();
         let fleet_file = f.iter_mut().find(|f| f.path == "fleet.yaml").unwrap();
         let text = String::from_utf8(fleet_file.bytes.clone()).unwrap();
         fleet_file.bytes = text
-            .replacen("      driver:\n", "      driver:\n        usePrecompiled: true\n", 1)
+            .replacen(
+                "      driver:\n",
+                "      driver:\n        usePrecompiled: true\n",
+                1,
+            )
             .into_bytes();
         let (docs, _) = load::load(&f);
         let d = validate::validate(&docs).unwrap_err();

@@ -457,12 +457,30 @@ mod tests {
 
     #[test]
     fn an_iso_boots_live_and_a_disk_image_is_checked_against_its_published_checksum() {
-        let iso = machine_spec(&NodeOs { image: Some("http://x/os.iso".into()), ..NodeOs::default() }, json!({}));
+        let iso = machine_spec(
+            &NodeOs {
+                image: Some("http://x/os.iso".into()),
+                ..NodeOs::default()
+            },
+            json!({}),
+        );
         assert_eq!(iso["image"]["diskFormat"], "live-iso");
-        let disk = machine_spec(&NodeOs { image: Some("http://x/os.qcow2".into()), ..NodeOs::default() }, json!({}));
+        let disk = machine_spec(
+            &NodeOs {
+                image: Some("http://x/os.qcow2".into()),
+                ..NodeOs::default()
+            },
+            json!({}),
+        );
         assert_eq!(disk["image"]["checksum"], "http://x/os.qcow2.sha256sum");
         assert_eq!(disk["image"]["diskFormat"], "qcow2");
-        let byo = machine_spec(&NodeOs { byo: Some(true), ..NodeOs::default() }, json!({}));
+        let byo = machine_spec(
+            &NodeOs {
+                byo: Some(true),
+                ..NodeOs::default()
+            },
+            json!({}),
+        );
         assert!(byo.get("image").is_none());
     }
 }

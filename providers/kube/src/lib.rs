@@ -571,7 +571,6 @@ impl KubeProvider {
     }
 }
 
-
 /// (cluster, node name) of a Node's address `kube:<cluster>/v1/Node/<name>`.
 fn node_of(node: &ResourceId) -> Result<(String, String), ProviderError> {
     match node.path().split('/').collect::<Vec<_>>().as_slice() {
@@ -644,7 +643,6 @@ fn under(path: &str, prefix: &str) -> bool {
         || (path.starts_with(prefix) && path[prefix.len()..].starts_with('/'))
         || prefix.is_empty()
 }
-
 
 /// The provider name, the address prefix it owns.
 pub const NAME: &str = fleetform_contract::address::KUBE;

@@ -260,7 +260,11 @@ impl KubeProvider {
 
     /// Where the GPU Operator's driver rollout stands on the ClusterPolicy's cluster: the
     /// nodes carrying its upgrade-state label (see [`health::driver_rollout`]).
-    pub(crate) async fn driver_rollout(&self, id: &ResourceId, t: &Target) -> Result<Health, ProviderError> {
+    pub(crate) async fn driver_rollout(
+        &self,
+        id: &ResourceId,
+        t: &Target,
+    ) -> Result<Health, ProviderError> {
         let client = self.client(id, &t.spec.cluster).await?;
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client);
         let list = nodes

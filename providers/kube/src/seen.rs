@@ -58,10 +58,15 @@ impl Seen {
         let Some(private) = &observed.private else {
             return Ok(None);
         };
-        serde_json::from_value(private.clone()).map(Some).map_err(|e| {
-            ProviderError::permanent(&observed.id, "observation of another shape than the kube provider writes")
+        serde_json::from_value(private.clone())
+            .map(Some)
+            .map_err(|e| {
+                ProviderError::permanent(
+                    &observed.id,
+                    "observation of another shape than the kube provider writes",
+                )
                 .with_source(e)
-        })
+            })
     }
 
     /// The live object and its managed fields, where the reading has them.

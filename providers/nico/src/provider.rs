@@ -173,7 +173,6 @@ fn api_err(id: &ResourceId, spec: &NicoSpec, e: ApiError) -> ProviderError {
     }
 }
 
-
 impl NicoProvider {
     async fn find(
         &self,

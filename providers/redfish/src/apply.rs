@@ -242,10 +242,9 @@ impl RedfishProvider {
                     }
                     // Host firmware waits for the host's one planned reset where the BMC can
                     // be told so; the BMC's own firmware activates with the BMC alone.
-                    let host_firmware = k != "BMC" && !update.targets.iter().any(|t| t == "manager");
-                    if host_firmware
-                        && p.extra.get("simpleUpdateOnReset") == Some(&json!(true))
-                    {
+                    let host_firmware =
+                        k != "BMC" && !update.targets.iter().any(|t| t == "manager");
+                    if host_firmware && p.extra.get("simpleUpdateOnReset") == Some(&json!(true)) {
                         body["@Redfish.OperationApplyTime"] = json!("OnReset");
                     }
                     let targets: Vec<String> = if update.targets.is_empty() {

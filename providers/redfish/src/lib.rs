@@ -442,7 +442,6 @@ impl RedfishProvider {
     }
 }
 
-
 fn bios_key(host: &Host<'_>) -> String {
     format!("{}{}", host.conn.http().base(), host.system_path)
 }

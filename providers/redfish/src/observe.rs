@@ -180,7 +180,10 @@ impl RedfishProvider {
         Ok((json!({"attributes": attrs}), p))
     }
 
-    pub(crate) async fn vmedia_collection(&self, host: &Host<'_>) -> Result<Option<String>, ProviderError> {
+    pub(crate) async fn vmedia_collection(
+        &self,
+        host: &Host<'_>,
+    ) -> Result<Option<String>, ProviderError> {
         if let Some(c) = host.link("VirtualMedia")
             && host.get_opt(&c).await?.is_some()
         {

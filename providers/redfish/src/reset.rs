@@ -220,7 +220,10 @@ impl RedfishProvider {
         }
     }
 
-    pub(crate) async fn read_power(&self, host: &Host<'_>) -> Result<Option<String>, ProviderError> {
+    pub(crate) async fn read_power(
+        &self,
+        host: &Host<'_>,
+    ) -> Result<Option<String>, ProviderError> {
         Ok(typed::system(&host.get(&host.system_path).await?.body).power_state)
     }
 

@@ -17,8 +17,8 @@ use common::{paths, plan, provider, rid};
 use fleetform_contract::provider::{
     Action, ApplyContext, ApplyRequest, Change, ErrorKind, Health, Provider,
 };
-use fleetform_redfish::RedfishProvider;
 use fleetform_contract::resource::Desired;
+use fleetform_redfish::RedfishProvider;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "fixture-pw";
@@ -820,7 +820,11 @@ async fn reset_activates_the_staged_image(
     version: &str,
 ) {
     let (staged, _) = common::plan(p, firmware).await.unwrap();
-    assert_eq!(staged.action, Action::Update, "the inventory still reads the old version");
+    assert_eq!(
+        staged.action,
+        Action::Update,
+        "the inventory still reads the old version"
+    );
     assert!(
         staged.fields[0]
             .changed_by
@@ -829,7 +833,10 @@ async fn reset_activates_the_staged_image(
         "{:?}",
         staged.fields
     );
-    assert_eq!(staged.disruption, fleetform_contract::provider::Disruption::None);
+    assert_eq!(
+        staged.disruption,
+        fleetform_contract::provider::Disruption::None
+    );
     assert_eq!(
         p.health(&firmware.id, &firmware.spec).await.unwrap(),
         Health::Ready
@@ -850,7 +857,9 @@ async fn reset_activates_the_staged_image(
     assert_eq!(paths(&plan), ["/awaitingReset"]);
     let awaiting = plan.fields[0].before.clone().unwrap();
     assert!(
-        awaiting.to_string().contains(&format!("firmware {component}")),
+        awaiting
+            .to_string()
+            .contains(&format!("firmware {component}")),
         "{awaiting}"
     );
     common::converge(p, &power).await;

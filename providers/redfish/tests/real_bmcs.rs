@@ -551,7 +551,14 @@ async fn host_firmware_is_installed_on_reset_where_the_bmc_offers_it() {
                "updates": {component: {"image": "http://127.0.0.1:9/fw.bin", "targets": ["/redfish/v1/UpdateService/FirmwareInventory/x"]}}})
     };
     for component in ["BIOS", "BMC"] {
-        let d = desired(&sim.url, "dell", "System.Embedded.1", "firmware", install(component), &pw);
+        let d = desired(
+            &sim.url,
+            "dell",
+            "System.Embedded.1",
+            "firmware",
+            install(component),
+            &pw,
+        );
         let (change, obs) = plan(&p, &d).await.unwrap();
         let rq = fleetform_contract::provider::ApplyRequest {
             change: &change,
@@ -566,5 +573,9 @@ async fn host_firmware_is_installed_on_reset_where_the_bmc_offers_it() {
     let updates = sim.state.lock().updates.clone();
     assert_eq!(updates.len(), 2, "{updates:?}");
     assert_eq!(updates[0]["@Redfish.OperationApplyTime"], "OnReset");
-    assert!(updates[1].get("@Redfish.OperationApplyTime").is_none(), "the BMC's own: {}", updates[1]);
+    assert!(
+        updates[1].get("@Redfish.OperationApplyTime").is_none(),
+        "the BMC's own: {}",
+        updates[1]
+    );
 }

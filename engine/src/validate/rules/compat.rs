@@ -9,9 +9,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::validate::Cx;
 use crate::compat::{self, Source};
 use crate::manifest::{Fleet, GpuModel, Host, Tenant};
+use crate::validate::Cx;
 
 /// "compat row `id`: source", the hint every row-backed diagnostic carries.
 fn cite(id: &str, source: &Source) -> String {
@@ -374,12 +374,13 @@ impl Cx<'_> {
                         self.push(e);
                     }
                     if let Some(k) = &kernel {
-                        let lines: Vec<String> =
-                            row.kernels.iter().map(|(a, b)| format!("{a}.{b}")).collect();
-                        let flavor_ok = k
-                            .flavor
-                            .as_deref()
-                            .is_none_or(|f| row.flavors.contains(&f));
+                        let lines: Vec<String> = row
+                            .kernels
+                            .iter()
+                            .map(|(a, b)| format!("{a}.{b}"))
+                            .collect();
+                        let flavor_ok =
+                            k.flavor.as_deref().is_none_or(|f| row.flavors.contains(&f));
                         if !row.kernels.contains(&k.line) || !flavor_ok {
                             let e = self
                                 .err(
