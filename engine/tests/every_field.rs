@@ -103,7 +103,7 @@ const ALLOWED: &[(&str, &str)] = &[
     ),
     (
         "NodePool:/spec/spares/*",
-        "validation only here; read by break/fix (engine/src/breakfix.rs)",
+        "validation only here; read by break/fix (engine/src/plan/breakfix.rs)",
     ),
     ("NIMService:/spec/model", "validation only"),
     (

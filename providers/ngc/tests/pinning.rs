@@ -1,4 +1,4 @@
-//! Digest pinning (`registries.pinDigests`, engine/src/pins.rs) against real peers: the
+//! Digest pinning (`registries.pinDigests`, engine/src/plan/pins.rs) against real peers: the
 //! htpasswd registry of tests/peers/registry.sh and the kube-apiserver of
 //! tests/peers/kube.sh (with the NIM Operator CRDs). Plan and apply go through the
 //! engine's `make_plan` / `run_apply` with the real ngc and kube providers, as the CLI does.
